@@ -1,0 +1,1 @@
+"""One module per ``conduit`` sub-command (imported only when that command runs)."""

@@ -1,0 +1,36 @@
+"""``conduit run``: run a pipeline until its input ends or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import add_pipeline_arguments, load_or_report
+
+DESCRIPTION = """Run a pipeline: read events from its [source], run its [[stage]]s, write its outputs.
+
+Ctrl-C (or SIGTERM) finishes the events in flight, closes every output and
+prints a summary; a second Ctrl-C exits at once. Exit status: 0 on success or
+interruption, 1 when the run stopped on an error, 2 for pipeline problems."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_pipeline_arguments(parser)
+    parser.add_argument("--max-events", type=int, default=None, metavar="N", help="stop after N events")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for tracebacks)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the summary")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..logsetup import configure_logging
+
+    configure_logging(-1 if args.quiet else args.verbose)
+    pipeline = load_or_report(args)
+    if pipeline is None:
+        return 2
+    from ..engine.runner import run_pipeline
+    from ..engine.summary import format_summary
+
+    summary = run_pipeline(pipeline, max_events=args.max_events)
+    print(format_summary(summary), flush=True)
+    return summary.exit_code

@@ -1,0 +1,372 @@
+"""Load a pipeline TOML file into validated, typed configuration.
+
+Every problem is collected before anything runs and reported together, each
+as ``path.toml:LINE: key.path: message``::
+
+    [source]
+    kind = "simulate"
+
+    [detector]
+    magnetic_field = 3.0
+
+    [engine]
+    workers = 2
+
+    [[stage]]
+    use = "pointcloud"
+    peak_threshold = 40.0
+
+``--set section.key=value`` overrides (``source.hosts=...``,
+``stage.2.min_points=4``, ``pointcloud.peak_threshold=30``) are applied to the
+parsed tables before validation; ``conduit check`` shows where every value
+came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import tomli
+
+from ..detector import DetectorParams
+from ..engine.params import EngineParams
+from ..params import ParamError, Params, Problem, unknown_key_message
+from ..plugins import Registry, get_registry
+from ..source import Source
+from ..stage import Stage
+from .lines import KeyLines, scan_key_lines
+
+__all__ = ["Pipeline", "PipelineError", "StageConfig", "SourceConfig", "load_pipeline", "parse_override"]
+
+TOP_LEVEL = ("source", "detector", "engine", "stage")
+DEFAULT_SOURCE_KIND = "simulate"
+
+
+class PipelineError(Exception):
+    """The pipeline file has problems; ``lines`` holds one rendered line per problem."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+@dataclasses.dataclass
+class SourceConfig:
+    kind: str
+    cls: type[Source]
+    params: Params
+    origins: dict[str, str]
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """One ``[[stage]]`` entry, resolved."""
+
+    position: int  # 1-based, as shown by `conduit check`
+    use: str
+    cls: type[Stage]
+    params: Params
+    origins: dict[str, str]
+    line: int | None
+    requires: tuple[str, ...]
+    provides: tuple[str, ...]
+
+    @property
+    def kind(self) -> str:
+        return self.cls.kind
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """A validated pipeline: ready for :func:`conduit.engine.runner.run_pipeline`."""
+
+    path: Path
+    source: SourceConfig
+    detector: DetectorParams
+    detector_origins: dict[str, str]
+    engine: EngineParams
+    engine_origins: dict[str, str]
+    stages: list[StageConfig]
+
+    @property
+    def transforms(self) -> list[StageConfig]:
+        return [s for s in self.stages if s.kind == "transform"]
+
+    @property
+    def sinks(self) -> list[StageConfig]:
+        return [s for s in self.stages if s.kind == "sink"]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into (["a", "b", "c"], value); the value is read as TOML, else as a string."""
+    if "=" not in text:
+        raise ValueError(f"--set {text}: expected section.key=value")
+    key, _, raw = text.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if len(parts) < 2:
+        raise ValueError(f"--set {text}: expected section.key=value")
+    try:
+        value = tomli.loads(f"v = {raw.strip()}")["v"]
+    except tomli.TOMLDecodeError:
+        value = raw.strip()
+    return parts, value
+
+
+class _Collector:
+    def __init__(self, path: Path, lines: KeyLines):
+        self.path = path
+        self.lines = lines
+        self.rendered: list[str] = []
+        self.override_paths: dict[tuple, str] = {}
+
+    def add(self, key_path: Sequence[str | int], message: str) -> None:
+        key_path = tuple(key_path)
+        dotted = ".".join(str(p) for p in _display_path(key_path))
+        for prefix_len in range(len(key_path), 0, -1):
+            if key_path[:prefix_len] in self.override_paths:
+                self.rendered.append(f"--set {self.override_paths[key_path[:prefix_len]]}: {message}")
+                return
+        line = self.lines.line(key_path)
+        where = f"{self.path}:{line}" if line else f"{self.path}"
+        self.rendered.append(f"{where}: {dotted}: {message}" if dotted else f"{where}: {message}")
+
+    def extend(self, problems: list[Problem], prefix: tuple = ()) -> None:
+        for p in problems:
+            self.add(prefix + tuple(p.path), p.message)
+
+
+def _display_path(path: tuple) -> tuple:
+    # Show stage indices 1-based, as `conduit check` numbers them.
+    if len(path) >= 2 and path[0] == "stage" and isinstance(path[1], int):
+        return ("stage", path[1] + 1) + path[2:]
+    return path
+
+
+def load_pipeline(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    registry: Registry | None = None,
+    text: str | None = None,
+) -> Pipeline:
+    """Read, override and validate a pipeline; raise :class:`PipelineError` with every problem."""
+    path = Path(path)
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PipelineError([f"{path}: no such pipeline file"]) from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise PipelineError([f"{path}: cannot read: {err}"]) from None
+    try:
+        raw = tomli.loads(text)
+    except tomli.TOMLDecodeError as err:
+        lineno = getattr(err, "lineno", None)
+        msg = getattr(err, "msg", str(err))
+        col = getattr(err, "colno", None)
+        where = f"{path}:{lineno}" if lineno else str(path)
+        colinfo = f" (column {col})" if col else ""
+        raise PipelineError([f"{where}: TOML syntax error: {msg}{colinfo}"]) from None
+
+    registry = registry if registry is not None else get_registry()
+    problems = _Collector(path, scan_key_lines(text))
+    origins: dict[tuple, str] = {}
+    _apply_overrides(raw, overrides, problems, origins)
+
+    for key in raw:
+        if key not in TOP_LEVEL:
+            problems.add((key,), unknown_key_message(key, list(TOP_LEVEL)))
+
+    source = _load_source(raw.get("source", {}), registry, problems, origins)
+    detector, detector_origins = _load_table(DetectorParams, raw.get("detector", {}), ("detector",), problems, origins)
+    engine, engine_origins = _load_table(EngineParams, raw.get("engine", {}), ("engine",), problems, origins)
+    stages = _load_stages(raw.get("stage", []), registry, problems, origins)
+    _check_artifacts(source, stages, registry, problems)
+
+    if problems.rendered:
+        raise PipelineError(problems.rendered)
+    assert source is not None and detector is not None and engine is not None
+    return Pipeline(
+        path=path,
+        source=source,
+        detector=detector,
+        detector_origins=detector_origins,
+        engine=engine,
+        engine_origins=engine_origins,
+        stages=stages,
+    )
+
+
+def _apply_overrides(raw: dict, overrides: Sequence[str], problems: _Collector, origins: dict[tuple, str]) -> None:
+    for text in overrides:
+        try:
+            parts, value = parse_override(text)
+        except ValueError as err:
+            problems.rendered.append(str(err))
+            continue
+        section = parts[0]
+        if section in ("source", "detector", "engine"):
+            table = raw.setdefault(section, {})
+            if not isinstance(table, dict):
+                problems.rendered.append(f"--set {text}: [{section}] is not a table")
+                continue
+            _set_nested(table, parts[1:], value)
+            key_path = (section, *parts[1:])
+        else:
+            located = _locate_stage(raw.get("stage", []), parts)
+            if isinstance(located, str):
+                problems.rendered.append(f"--set {text}: {located}")
+                continue
+            index, keys = located
+            _set_nested(raw["stage"][index], keys, value)
+            key_path = ("stage", index, *keys)
+        origins[key_path] = "--set"
+        problems.override_paths[key_path] = text
+
+
+def _locate_stage(stages: Any, parts: list[str]) -> tuple[int, list[str]] | str:
+    if not isinstance(stages, list):
+        return "the pipeline has no [[stage]] entries"
+    if parts[0] == "stage":
+        if len(parts) < 3 or not parts[1].isdigit():
+            return "expected stage.N.key=value with N the stage number shown by `conduit check`"
+        n = int(parts[1])
+        if not 1 <= n <= len(stages):
+            return f"stage {n} does not exist (the pipeline has {len(stages)} stages)"
+        return n - 1, parts[2:]
+    uses = [s.get("use") if isinstance(s, dict) else None for s in stages]
+    # Stage names are dotted: try the longest prefix that names a stage.
+    for split in range(len(parts) - 1, 0, -1):
+        name = ".".join(parts[:split])
+        matches = [i for i, u in enumerate(uses) if u == name]
+        if len(matches) == 1:
+            return matches[0], parts[split:]
+        if len(matches) > 1:
+            return f"{len(matches)} stages use '{name}'; use stage.N.key instead"
+    section = parts[0]
+    close = difflib.get_close_matches(section, [u for u in uses if u] + list(TOP_LEVEL), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"no section or stage named '{section}'{hint}"
+
+
+def _set_nested(table: dict, keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        table = table.setdefault(key, {})
+    table[keys[-1]] = value
+
+
+def _origins_for(params: Params, raw: Mapping, prefix: tuple, origins: dict[tuple, str]) -> dict[str, str]:
+    out = {}
+    for spec in params.specs():
+        if (*prefix, spec.name) in origins:
+            out[spec.name] = "--set"
+        elif spec.name in raw:
+            out[spec.name] = "file"
+        else:
+            out[spec.name] = "default"
+    return out
+
+
+def _load_table(cls: type[Params], raw: Any, prefix: tuple, problems: _Collector, origins, ignore=frozenset()):
+    if not isinstance(raw, Mapping):
+        problems.add(prefix, f"expected a table, got {type(raw).__name__}")
+        return None, {}
+    try:
+        params = cls.from_mapping(raw, ignore=ignore)
+    except ParamError as err:
+        problems.extend(err.problems, prefix)
+        return None, {}
+    return params, _origins_for(params, raw, prefix, origins)
+
+
+def _load_source(raw: Any, registry: Registry, problems: _Collector, origins) -> SourceConfig | None:
+    if not isinstance(raw, Mapping):
+        problems.add(("source",), "expected a table")
+        return None
+    kind = raw.get("kind", DEFAULT_SOURCE_KIND)
+    cls = registry.sources.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        known = sorted(registry.sources)
+        close = difflib.get_close_matches(str(kind), known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        problems.add(("source", "kind"), f"unknown source kind {kind!r}{hint}; known: {', '.join(known) or 'none'}")
+        return None
+    params, source_origins = _load_table(cls.Params, raw, ("source",), problems, origins, ignore=frozenset({"kind"}))
+    if params is None:
+        return None
+    return SourceConfig(kind=kind, cls=cls, params=params, origins=source_origins)
+
+
+def _load_stages(raw: Any, registry: Registry, problems: _Collector, origins) -> list[StageConfig]:
+    if not isinstance(raw, list):
+        problems.add(("stage",), "expected [[stage]] entries (an array of tables)")
+        return []
+    stages: list[StageConfig] = []
+    for index, table in enumerate(raw):
+        prefix = ("stage", index)
+        if not isinstance(table, Mapping):
+            problems.add(prefix, "expected a table")
+            continue
+        use = table.get("use")
+        if not isinstance(use, str):
+            problems.add(prefix + ("use",), "every [[stage]] needs use = \"stage.name\"")
+            continue
+        cls = registry.stages.get(use)
+        if cls is None:
+            problems.add(prefix + ("use",), _unknown_stage_message(use, registry))
+            continue
+        params, stage_origins = _load_table(cls.Params, table, prefix, problems, origins, ignore=frozenset({"use"}))
+        if params is None:
+            continue
+        requires, provides = cls.artifacts(params)
+        stages.append(
+            StageConfig(
+                position=index + 1,
+                use=use,
+                cls=cls,
+                params=params,
+                origins=stage_origins,
+                line=problems.lines.line(prefix + ("use",)),
+                requires=tuple(requires),
+                provides=tuple(provides),
+            )
+        )
+    return stages
+
+
+def _unknown_stage_message(use: str, registry: Registry) -> str:
+    known = sorted(registry.stages)
+    close = difflib.get_close_matches(use, known, n=2, cutoff=0.5)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    msg = f"unknown stage '{use}'{hint}"
+    head = use.split(".")[0]
+    failed = [f for f in registry.failures if f.plugin == head or f.plugin.startswith(head)]
+    if failed:
+        msg += f"; plugin '{failed[0].plugin}' failed to load: {failed[0].error}"
+    elif not close:
+        msg += f"; known stages: {', '.join(known) or 'none'} (see `conduit stages`)"
+    return msg
+
+
+def _check_artifacts(source: SourceConfig | None, stages: list[StageConfig], registry: Registry, problems) -> None:
+    available = {"traces"}
+    if source is not None:
+        available |= set(source.cls.provides)
+    for stage in stages:
+        for artifact in stage.requires:
+            if artifact not in available:
+                providers = sorted(n for n, c in registry.stages.items() if artifact in c.provides)
+                hint = f"; add an earlier stage that provides it: {', '.join(providers)}" if providers else ""
+                problems.add(
+                    ("stage", stage.position - 1, "use"),
+                    f"stage '{stage.use}' requires artifact '{artifact}', which no earlier stage provides{hint}",
+                )
+        available |= set(stage.provides)

@@ -1,0 +1,125 @@
+"""Counters and per-stage timings kept by the engine, and the snapshot sinks see."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+__all__ = ["StageTimes", "Metrics", "MetricsSnapshot"]
+
+
+class StageTimes:
+    """Durations of one stage (seconds), growable without per-call allocation."""
+
+    def __init__(self) -> None:
+        self._values = np.empty(1024, dtype=np.float64)
+        self.count = 0
+        self.failures = 0
+
+    def add(self, seconds: float) -> None:
+        if self.count == len(self._values):
+            self._values = np.concatenate([self._values, np.empty_like(self._values)])
+        self._values[self.count] = seconds
+        self.count += 1
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._values[: self.count]
+
+    def mean_ms(self) -> float:
+        return float(self.values.mean() * 1e3) if self.count else float("nan")
+
+    def p99_ms(self) -> float:
+        return float(np.percentile(self.values, 99) * 1e3) if self.count else float("nan")
+
+
+@dataclasses.dataclass
+class MetricsSnapshot:
+    """What the engine reports about once a second (status line, Rerun time series)."""
+
+    elapsed: float
+    received: int
+    analysed: int
+    skipped: int
+    failed: int
+    delivered: int
+    complete: int
+    incomplete: int
+    dropped: int
+    in_flight: int
+    queue_depth: int
+    #: Events/s over the last interval.
+    received_rate: float
+    analysed_rate: float
+    skipped_rate: float
+    #: Bytes/s per source sub-stream (``cobo0`` ...).
+    byte_rates: dict[str, float]
+    source_status: dict[str, str]
+    total: int | None
+
+    @property
+    def complete_fraction(self) -> float:
+        n = self.complete + self.incomplete
+        return self.complete / n if n else float("nan")
+
+
+@dataclasses.dataclass
+class Metrics:
+    """Running totals of one run."""
+
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    received: int = 0
+    analysed: int = 0
+    skipped: int = 0
+    delivered: int = 0
+    complete: int = 0
+    incomplete: int = 0
+    in_flight: int = 0
+    stage_times: dict[str, StageTimes] = dataclasses.field(default_factory=dict)
+    sink_dropped: dict[str, int] = dataclasses.field(default_factory=dict)
+    _last: tuple[float, int, int, int] = (0.0, 0, 0, 0)
+    _last_bytes: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def times(self, stage: str) -> StageTimes:
+        if stage not in self.stage_times:
+            self.stage_times[stage] = StageTimes()
+        return self.stage_times[stage]
+
+    @property
+    def failed(self) -> int:
+        return sum(t.failures for t in self.stage_times.values())
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def snapshot(self, *, queue_depth: int, source_status: dict[str, str], byte_counts: dict[str, int],
+                 dropped: int, total: int | None) -> MetricsSnapshot:
+        """Totals plus rates since the previous snapshot."""
+        now = self.elapsed()
+        t0, r0, a0, s0 = self._last
+        dt = max(now - t0, 1e-9)
+        byte_rates = {k: (v - self._last_bytes.get(k, 0)) / dt for k, v in byte_counts.items()}
+        snap = MetricsSnapshot(
+            elapsed=now,
+            received=self.received,
+            analysed=self.analysed,
+            skipped=self.skipped,
+            failed=self.failed,
+            delivered=self.delivered,
+            complete=self.complete,
+            incomplete=self.incomplete,
+            dropped=dropped,
+            in_flight=self.in_flight,
+            queue_depth=queue_depth,
+            received_rate=(self.received - r0) / dt,
+            analysed_rate=(self.analysed - a0) / dt,
+            skipped_rate=(self.skipped - s0) / dt,
+            byte_rates=byte_rates,
+            source_status=dict(source_status),
+            total=total,
+        )
+        self._last = (now, self.received, self.analysed, self.skipped)
+        self._last_bytes = dict(byte_counts)
+        return snap

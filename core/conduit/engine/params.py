@@ -1,0 +1,27 @@
+"""The ``[engine]`` table."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ..params import Params, param
+
+__all__ = ["EngineParams"]
+
+
+class EngineParams(Params):
+    """How events flow: worker count, what to do when analysis falls behind, errors."""
+
+    workers: int = param(-1, "transform worker processes; -1 = one per core, 0 = analyse in the main process", ge=-1)
+    policy: Literal["auto", "skip", "wait"] = param(
+        "auto",
+        "when analysis falls behind: 'skip' the newest events (counted), 'wait' for it; 'auto' = skip for live sources",
+    )
+    max_in_flight: int = param(0, "events being analysed at once; 0 = twice the number of workers", ge=0)
+    queue_size: int = param(256, "events buffered between the source and the engine", ge=1)
+    sink_queue_size: int = param(512, "events buffered in front of each sink", ge=1)
+    on_stage_error: Literal["continue", "stop"] = param(
+        "continue", "a stage raising on one event: log and count it ('continue') or end the run ('stop')"
+    )
+    max_events: int = param(0, "stop after this many events from the source; 0 = no limit", ge=0)
+    status_interval: float = param(5.0, "seconds between status log lines when not on a terminal", gt=0)

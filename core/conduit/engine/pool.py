@@ -1,0 +1,169 @@
+"""Running the transform stages of a pipeline, in worker processes or in a thread.
+
+All transforms of one event run in a single call (one round trip per event).
+A worker builds its stage instances once per pipeline (keyed by a token) and
+keeps them for the worker's life. hdbscan holds the GIL, so real parallelism
+comes from processes (trio-parallel); ``workers = 0`` runs the chain in one
+thread of the main process instead (handy for debugging and small machines).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from ..event import Event
+from ..params import Params
+from ..stage import StageContext, TransformStage
+
+__all__ = ["ChainSpec", "ChainResult", "StageFailure", "TransformPool", "open_pool"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainSpec:
+    """Everything a worker needs to build the transform stages (pickled by reference)."""
+
+    token: str
+    stages: tuple[tuple[type[TransformStage], Params], ...]
+    context: StageContext
+
+    @classmethod
+    def create(cls, stages, context: StageContext) -> ChainSpec:
+        return cls(token=uuid.uuid4().hex, stages=tuple(stages), context=context)
+
+
+@dataclasses.dataclass
+class StageFailure:
+    stage: str
+    error: str
+    traceback: str
+
+
+@dataclasses.dataclass
+class ChainResult:
+    """What comes back from a worker: new artifacts, timings, failures."""
+
+    artifacts: dict[str, Any]
+    seconds: dict[str, float]
+    failures: list[StageFailure]
+
+
+class _Chain:
+    def __init__(self, spec: ChainSpec):
+        self.stages = [cls(params, spec.context) for cls, params in spec.stages]
+        self.io = [cls.artifacts(params) for cls, params in spec.stages]
+
+    def warm_up(self) -> None:
+        for stage in self.stages:
+            stage.warm_up()
+
+    def run(self, event: Event) -> ChainResult:
+        seconds: dict[str, float] = {}
+        failures: list[StageFailure] = []
+        failed_outputs: set[str] = set()
+        for stage, (requires, provides) in zip(self.stages, self.io):
+            # A stage whose inputs a failed stage should have made is not run.
+            if any(r in failed_outputs or not event.has(r) for r in requires):
+                failed_outputs.update(provides)
+                continue
+            t0 = time.perf_counter()
+            try:
+                stage.process(event)
+            except Exception as err:
+                failures.append(StageFailure(stage.name, f"{type(err).__name__}: {err}", traceback.format_exc()))
+                failed_outputs.update(provides)
+            finally:
+                seconds[stage.name] = time.perf_counter() - t0
+        made = {name for _, provides in self.io for name in provides} - failed_outputs
+        artifacts = {name: event.get(name) for name in made if event.has(name)}
+        return ChainResult(artifacts=artifacts, seconds=seconds, failures=failures)
+
+
+class _ChainCache:
+    """Chains built in this process, by spec token (a worker serves one run at a time)."""
+
+    def __init__(self) -> None:
+        self.chains: dict[str, _Chain] = {}
+
+    def get(self, spec: ChainSpec) -> _Chain:
+        chain = self.chains.get(spec.token)
+        if chain is None:
+            if len(self.chains) > 4:
+                self.chains.clear()
+            chain = _Chain(spec)
+            self.chains[spec.token] = chain
+        return chain
+
+
+_CACHE = _ChainCache()  # per worker process: stage instances outlive one call on purpose
+
+
+def _worker_run(spec: ChainSpec, event: Event) -> ChainResult:
+    return _CACHE.get(spec).run(event)
+
+
+def _worker_warm(spec: ChainSpec) -> float:
+    t0 = time.perf_counter()
+    _CACHE.get(spec).warm_up()
+    return time.perf_counter() - t0
+
+
+class TransformPool:
+    """Analyse events with the transform chain; at most ``capacity`` at a time."""
+
+    def __init__(self, spec: ChainSpec, workers: int, context: Any | None):
+        self.spec = spec
+        self.workers = workers
+        self.capacity = max(workers, 1)
+        self._context = context
+        self._limiter = trio.CapacityLimiter(self.capacity)
+
+    async def warm_up(self) -> float:
+        """Start every worker and compile / load kernels; return the wall time (s)."""
+        t0 = time.perf_counter()
+        if not self.spec.stages:
+            return 0.0
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.capacity):
+                nursery.start_soon(self._call, _worker_warm, self.spec)
+        return time.perf_counter() - t0
+
+    async def analyse(self, event: Event) -> ChainResult:
+        """Run the chain on ``event`` and merge the new artifacts into it."""
+        if not self.spec.stages:
+            return ChainResult({}, {}, [])
+        if self._context is None:
+            # In-process: the worker thread mutates the event itself.
+            return await self._call(_worker_run, self.spec, event)
+        result: ChainResult = await self._call(_worker_run, self.spec, event)
+        for name, value in result.artifacts.items():
+            if name == "traces":
+                event.traces = value
+            else:
+                event.artifacts[name] = value
+        return result
+
+    async def _call(self, fn, *args):
+        if self._context is None:
+            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        return await self._context.run_sync(fn, *args, limiter=self._limiter)
+
+
+@asynccontextmanager
+async def open_pool(spec: ChainSpec, workers: int):
+    """A :class:`TransformPool` with ``workers`` processes (0: a thread in this process)."""
+    if workers <= 0:
+        yield TransformPool(spec, 0, None)
+        return
+    import math
+
+    import trio_parallel
+
+    async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0) as ctx:
+        yield TransformPool(spec, workers, ctx)

@@ -1,0 +1,86 @@
+"""The live status line (on a terminal) or periodic log lines (otherwise)."""
+
+from __future__ import annotations
+
+import time
+from typing import TextIO
+
+from .metrics import MetricsSnapshot
+
+__all__ = ["StatusReporter", "format_status"]
+
+
+def format_status(snap: MetricsSnapshot) -> str:
+    """One line: rates, totals, queue depth, per-source state, progress."""
+    parts = []
+    if snap.total:
+        frac = min(snap.received / snap.total, 1.0)
+        width = 20
+        filled = int(frac * width)
+        eta = ""
+        if snap.received and frac < 1:
+            remaining = snap.elapsed / snap.received * (snap.total - snap.received)
+            eta = f" eta {remaining:4.0f}s"
+        parts.append(f"[{'#' * filled}{'.' * (width - filled)}] {snap.received}/{snap.total}{eta}")
+    else:
+        parts.append(f"{snap.received} events")
+    parts.append(f"{snap.received_rate:6.1f} ev/s")
+    parts.append(f"analysed {snap.analysed}")
+    if snap.skipped:
+        parts.append(f"skipped {snap.skipped}")
+    if snap.failed:
+        parts.append(f"failed {snap.failed}")
+    if snap.incomplete:
+        parts.append(f"incomplete {snap.incomplete}")
+    if snap.dropped:
+        parts.append(f"dropped {snap.dropped}")
+    parts.append(f"queue {snap.queue_depth}")
+    states = _summarise_states(snap.source_status)
+    if states:
+        parts.append(states)
+    return " | ".join(parts)
+
+
+def _summarise_states(status: dict[str, str]) -> str:
+    if not status:
+        return ""
+    if len(status) <= 3:
+        return " ".join(f"{k}:{v}" for k, v in status.items())
+    counts: dict[str, list[str]] = {}
+    for name, state in status.items():
+        counts.setdefault(state, []).append(name)
+    bits = []
+    for state, names in sorted(counts.items(), key=lambda kv: -len(kv[1])):
+        bits.append(f"{len(names)} {state}" if len(names) > 2 else f"{','.join(names)} {state}")
+    return " ".join(bits)
+
+
+class StatusReporter:
+    """Refresh one line in place on a TTY; print a line every ``interval`` seconds otherwise."""
+
+    def __init__(self, stream: TextIO, *, interval: float = 5.0):
+        self.stream = stream
+        self.interval = interval
+        self.is_tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._last_print = 0.0
+        self._shown = False
+
+    def start(self, total: int | None) -> None:
+        self._last_print = time.monotonic()
+
+    def update(self, snap: MetricsSnapshot) -> None:
+        line = format_status(snap)
+        if self.is_tty:
+            self.stream.write("\r\x1b[2K" + line)
+            self.stream.flush()
+            self._shown = True
+        elif time.monotonic() - self._last_print >= self.interval:
+            self._last_print = time.monotonic()
+            self.stream.write(f"[{snap.elapsed:7.1f}s] {line}\n")
+            self.stream.flush()
+
+    def clear(self) -> None:
+        if self.is_tty and self._shown:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self._shown = False

@@ -1,0 +1,1 @@
+"""The built-in sources: DataExporter client, .graw run folders, merged HDF5 files."""

@@ -1,0 +1,196 @@
+"""What a stage is: the contract every built-in and third-party stage follows.
+
+A stage is a class with a dotted ``name``, a ``kind``, the artifacts it
+``requires`` and ``provides``, a :class:`~conduit.params.Params` model and a
+per-event method::
+
+    class Threshold(TransformStage):
+        '''Drop points below a charge threshold.'''
+        name = "mygroup.threshold"
+        requires = ("cloud",)
+        provides = ("cloud",)
+
+        class Params(Params):
+            minimum: float = param(50.0, "smallest amplitude kept (ADC)")
+
+        def process(self, event):
+            cloud = event.artifacts["cloud"]
+            event.artifacts["cloud"] = cloud[cloud[:, 3] >= self.params.minimum]
+
+Transform stages are per-event and stateless across events: the engine runs
+them in worker processes, constructing one instance per worker. Sink stages
+run in the main process, one task each; they own files, streams and totals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from .detector import DetectorParams
+from .params import Params
+
+if TYPE_CHECKING:
+    from .event import Event
+
+__all__ = ["Stage", "TransformStage", "SinkStage", "StageContext", "StageDefinitionError", "NoParams"]
+
+STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+
+
+class NoParams(Params):
+    """A stage without parameters."""
+
+
+class StageDefinitionError(TypeError):
+    """A stage class that does not follow the contract."""
+
+
+@dataclasses.dataclass
+class StageContext:
+    """What a stage may know about the run it is part of.
+
+    Built once per process; cheap to pickle (geometry is loaded lazily).
+    """
+
+    detector: DetectorParams = dataclasses.field(default_factory=DetectorParams)
+    run: int | None = None
+    #: Directory of the pipeline file, against which relative paths resolve.
+    base_dir: Path = dataclasses.field(default_factory=Path.cwd)
+    #: Objects sinks share within the main process (e.g. the histogram set).
+    shared: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def resolve(self, path: Path | str) -> Path:
+        """A user path relative to the pipeline file's directory."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def format_path(self, template: str | Path) -> Path:
+        """Fill ``{run}`` in an output path template (``out/run_{run:04d}.h5``)."""
+        run = self.run if self.run is not None else 0
+        return self.resolve(str(template).format(run=run))
+
+    @functools.cached_property
+    def pads(self):
+        """The pad plane (:class:`conduit.padplane.PadPlane`) for this detector."""
+        from .padplane import load_pad_plane
+
+        geometry = self.resolve(self.detector.pad_geometry) if self.detector.pad_geometry else None
+        return load_pad_plane(geometry)
+
+    @functools.cached_property
+    def electronics_map(self):
+        """The electronics map (:class:`conduit.get.maps.ElectronicsMap`)."""
+        from .get.maps import load_electronics_map
+
+        path = self.resolve(self.detector.electronics_map) if self.detector.electronics_map else None
+        return load_electronics_map(path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Geometry and shared objects are rebuilt in the receiving process.
+        return {"detector": self.detector, "run": self.run, "base_dir": self.base_dir}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.shared = {}
+
+
+class Stage:
+    """Base of every stage. Subclass :class:`TransformStage` or :class:`SinkStage`."""
+
+    #: Dotted name used in ``[[stage]] use = "..."``.
+    name: ClassVar[str]
+    kind: ClassVar[Literal["transform", "sink"]]
+    #: Artifacts that must be present (``traces`` is provided by every source).
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: Artifacts this stage adds to the event.
+    provides: ClassVar[tuple[str, ...]] = ()
+    #: The parameter model; ``[[stage]]`` keys other than ``use`` are validated against it.
+    Params: ClassVar[type[Params]] = NoParams
+
+    def __init__(self, params: Params, context: StageContext):
+        self.params = params
+        self.context = context
+        self.log = logging.getLogger(f"conduit.stage.{self.name}")
+
+    @classmethod
+    def artifacts(cls, params: Params) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(requires, provides) for these parameters; override when they depend on them."""
+        return cls.requires, cls.provides
+
+    @classmethod
+    def summary(cls) -> str:
+        """First line of the class docstring."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def validate_definition(cls) -> None:
+        """Raise :class:`StageDefinitionError` when the class breaks the contract."""
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not STAGE_NAME.match(name):
+            raise StageDefinitionError(
+                f"{cls.__qualname__}: name must be dotted lower-case words like 'cluster.hdbscan', got {name!r}"
+            )
+        if getattr(cls, "kind", None) not in ("transform", "sink"):
+            raise StageDefinitionError(f"{name}: kind must be 'transform' or 'sink'")
+        if not (isinstance(cls.Params, type) and issubclass(cls.Params, Params)):
+            raise StageDefinitionError(f"{name}: Params must be a conduit.params.Params subclass")
+        for attr in ("requires", "provides"):
+            value = getattr(cls, attr)
+            if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+                raise StageDefinitionError(f"{name}: {attr} must be a tuple of artifact names")
+
+
+class TransformStage(Stage):
+    """A per-event computation run in the worker pool.
+
+    ``process`` reads artifacts from the event and stores new ones in
+    ``event.artifacts``. It must not keep state that changes results from one
+    event to the next: events are spread over several processes.
+    """
+
+    kind = "transform"
+
+    def warm_up(self) -> None:
+        """Compile or load caches before the first event (called once per worker)."""
+
+    def process(self, event: Event) -> None:
+        raise NotImplementedError
+
+
+class SinkStage(Stage):
+    """A consumer of finished events, run in the main process in one task.
+
+    ``consume`` sees every event in source order, including events whose
+    analysis was skipped (``event.analysed`` is False) so that a recorder can
+    be lossless. Calls to one sink never overlap, but may come from a worker
+    thread: do not rely on thread-local state across calls.
+    """
+
+    kind = "sink"
+    #: When True the engine never drops events for this sink, even if that slows a live run.
+    lossless: ClassVar[bool] = False
+
+    def open(self) -> None:
+        """Acquire files, sockets, viewers. Errors here stop the run before it starts."""
+
+    def consume(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def on_metrics(self, metrics: Any) -> None:
+        """Periodic engine metrics (:class:`conduit.engine.metrics.MetricsSnapshot`), about once a second."""
+
+    def close(self) -> None:
+        """Flush and release everything; called once, also after errors."""
+
+    def outputs(self) -> list[str]:
+        """Human-readable list of what this sink wrote (paths, URLs), for the summary."""
+        return []
+
+    def is_lossless(self) -> bool:
+        return self.lossless
