@@ -1,0 +1,57 @@
+"""Helpers shared by the test suite (importable as `conduit_test_support`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+TESTKIT = REPO / "tests" / "core" / "testkit"
+
+
+def install_plugin_dist(site: Path, dist_name: str, module_file: Path, entry_points: dict[str, str]) -> None:
+    """Install a one-module distribution into ``site`` the way pip would lay it out.
+
+    A ``.dist-info`` directory with METADATA and entry_points.txt makes
+    importlib.metadata (and so conduit's discovery) see a real installed
+    distribution once ``site`` is on sys.path.
+    """
+    site.mkdir(parents=True, exist_ok=True)
+    shutil.copy(module_file, site / module_file.name)
+    info = site / f"{dist_name.replace('-', '_')}-0.1.0.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 0.1.0\n")
+    lines = ["[conduit]"] + [f"{name} = {target}" for name, target in entry_points.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    (info / "RECORD").write_text("")
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120):
+    """Run the installed ``conduit`` console script; return the CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(VENV_BIN / "conduit"), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_collected(path: str | Path) -> tuple[list[dict], bool]:
+    """(records, closed) from the testkit collect sink's JSON-lines file."""
+    records, closed = [], False
+    for line in Path(path).read_text().splitlines():
+        value = json.loads(line)
+        if value == "closed":
+            closed = True
+        else:
+            records.append(value)
+    return records, closed

@@ -1,0 +1,168 @@
+"""The engine: wait and skip policies, failing stages, worker processes, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import textwrap
+import time
+
+import pytest
+
+from conduit.config.pipeline import load_pipeline
+from conduit.engine.runner import run_pipeline
+from conduit_test_support import VENV_BIN, read_collected
+
+
+def pipeline(tmp_path, source: str, stages: str, engine: str = "workers = 0"):
+    text = f"[source]\n{source}\n\n[engine]\n{engine}\n\n{textwrap.dedent(stages)}"
+    path = tmp_path / "pipe.toml"
+    path.write_text(text)
+    return load_pipeline(path)
+
+
+COLLECT = """
+[[stage]]
+use = "testkit.double"
+
+[[stage]]
+use = "testkit.collect"
+path = "out_{run}.jsonl"
+lossless = true
+"""
+
+
+def test_wait_policy_delivers_every_event_in_order(plugin_site, tmp_path):
+    p = pipeline(tmp_path, 'kind = "counting"\nevents = 300', COLLECT, "workers = 0\nmax_in_flight = 8")
+    seen = []
+    summary = run_pipeline(p, handle_signals=False, on_event=lambda e: seen.append(e.id))
+    records, closed = read_collected(tmp_path / "out_7.jsonl")
+    assert closed
+    assert [r["id"] for r in records] == list(range(300)) == seen
+    assert all(r["analysed"] and r["doubled"] == 2 * r["id"] and r["run"] == 7 for r in records)
+    assert (summary.received, summary.analysed, summary.skipped, summary.delivered) == (300, 300, 0, 300)
+    assert summary.exit_code == 0 and summary.outputs == [str(tmp_path / "out_7.jsonl")]
+    assert summary.stage_ms["testkit.double"][0] == 300
+
+
+def test_skip_policy_counts_exactly_and_never_blocks_the_source(plugin_site, tmp_path):
+    stages = COLLECT.replace('use = "testkit.double"', 'use = "testkit.double"\n\n[[stage]]\nuse = "testkit.slow"\nseconds = 0.02')
+    p = pipeline(tmp_path, 'kind = "counting_live"\nevents = 200\nrate = 1000', stages,
+                 "workers = 0\nmax_in_flight = 1")
+    assert p.engine.policy == "auto"  # live source -> skip
+    summary = run_pipeline(p, handle_signals=False)
+    records, closed = read_collected(tmp_path / "out_7.jsonl")
+    assert closed and len(records) == 200  # the lossless sink saw every event, analysed or not
+    analysed = [r for r in records if r["analysed"]]
+    skipped = [r for r in records if not r["analysed"]]
+    assert summary.received == 200 and summary.dropped == 0
+    assert summary.analysed + summary.skipped == summary.received
+    assert summary.skipped == len(skipped) > 50  # 20 ms/event cannot keep up with 1 kHz
+    assert summary.analysed == len(analysed) > 0
+    assert all(r["doubled"] is None for r in skipped)
+    assert [r["id"] for r in records] == list(range(200))
+
+
+def test_wait_policy_with_a_live_source_analyses_everything(plugin_site, tmp_path):
+    stages = COLLECT.replace('use = "testkit.double"', 'use = "testkit.slow"\nseconds = 0.002\n\n[[stage]]\nuse = "testkit.double"')
+    p = pipeline(tmp_path, 'kind = "counting_live"\nevents = 50\nrate = 2000', stages,
+                 'workers = 0\npolicy = "wait"\nmax_in_flight = 1\nqueue_size = 100')
+    summary = run_pipeline(p, handle_signals=False)
+    assert (summary.received, summary.analysed, summary.skipped) == (50, 50, 0)
+
+
+def test_failing_stage_is_counted_and_the_run_goes_on(plugin_site, tmp_path):
+    stages = """
+    [[stage]]
+    use = "testkit.double"
+
+    [[stage]]
+    use = "testkit.fail"
+    fail_ids = [3, 7, 11]
+
+    [[stage]]
+    use = "testkit.collect"
+    path = "out.jsonl"
+    """
+    p = pipeline(tmp_path, 'kind = "counting"\nevents = 20', stages)
+    summary = run_pipeline(p, handle_signals=False)
+    records, closed = read_collected(tmp_path / "out.jsonl")
+    assert closed and len(records) == 20
+    assert summary.failed == {"testkit.fail": 3} and summary.exit_code == 0
+    by_id = {r["id"]: r for r in records}
+    assert "checked" not in by_id[3]["artifacts"] and "checked" in by_id[4]["artifacts"]
+    assert by_id[3]["doubled"] == 6  # earlier stages' results are kept
+
+
+def test_on_stage_error_stop_ends_the_run_cleanly(plugin_site, tmp_path):
+    stages = """
+    [[stage]]
+    use = "testkit.double"
+
+    [[stage]]
+    use = "testkit.fail"
+    fail_ids = [5]
+
+    [[stage]]
+    use = "testkit.collect"
+    path = "out.jsonl"
+    """
+    p = pipeline(tmp_path, 'kind = "counting"\nevents = 10000', stages,
+                 'workers = 0\non_stage_error = "stop"\nmax_in_flight = 1\nqueue_size = 1')
+    summary = run_pipeline(p, handle_signals=False)
+    records, closed = read_collected(tmp_path / "out.jsonl")
+    assert closed
+    assert summary.exit_code == 1 and "testkit.fail failed on event 5" in summary.error
+    assert 6 <= summary.received < 100  # stopped soon after the failure, in-flight events finished
+    assert len(records) == summary.delivered == summary.received
+
+
+def test_max_events_and_worker_processes_give_the_same_results(plugin_site, tmp_path):
+    p = pipeline(tmp_path, 'kind = "counting"\nevents = 0', COLLECT, "workers = 2")
+    seen = []
+    summary = run_pipeline(p, handle_signals=False, max_events=40, on_event=seen.append)
+    assert summary.received == 40 and summary.analysed == 40
+    assert [e.id for e in seen] == list(range(40))
+    assert all(e.artifacts["doubled"] == 2 * e.id for e in seen)
+    records, closed = read_collected(tmp_path / "out_7.jsonl")
+    assert closed and [r["doubled"] for r in records] == [2 * i for i in range(40)]
+
+
+def test_sigint_drains_closes_sinks_prints_summary_and_exits_zero(plugin_site, tmp_path):
+    (tmp_path / "pipe.toml").write_text(textwrap.dedent("""
+        [source]
+        kind = "counting_live"
+        events = 0
+        rate = 200
+
+        [engine]
+        workers = 1
+
+        [[stage]]
+        use = "testkit.double"
+
+        [[stage]]
+        use = "testkit.collect"
+        path = "out.jsonl"
+        """))
+    proc = subprocess.Popen([str(VENV_BIN / "conduit"), "run", "pipe.toml"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out_file = tmp_path / "out.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if out_file.exists() and len(out_file.read_text().splitlines()) >= 20:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail(f"no events collected: {proc.communicate()}")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    records, closed = read_collected(out_file)
+    assert closed
+    assert "SIGINT: finishing events in flight" in stderr
+    assert "run summary (interrupted)" in stdout
+    received = int(next(l for l in stdout.splitlines() if l.startswith("events received")).split()[-1])
+    assert received == len(records) >= 20

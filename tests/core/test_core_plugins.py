@@ -1,0 +1,61 @@
+"""Discovery through entry points: separately installed packages, broken ones, the CLI listing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conduit.plugins import get_registry
+
+from conduit_test_support import run_cli
+
+
+def test_stage_from_a_separately_installed_distribution_is_discovered(plugin_site):
+    registry = get_registry()
+    assert registry.stages["testkit.double"].__module__ == "conduit_testkit"
+    assert registry.origin["testkit.double"] == "testkit"
+    assert registry.sources["counting"].kind == "counting"
+    assert registry.plugins["testkit"] == "conduit-testkit 0.1.0"
+
+
+def test_broken_plugins_are_reported_by_name_and_do_not_hide_others(plugin_site):
+    registry = get_registry()
+    failures = {f.plugin: f for f in registry.failures}
+    assert "deliberate" in failures["broken"].error and failures["broken"].target == "conduit_broken"
+    assert "name must be dotted lower-case" in failures["badstage"].error
+    assert "testkit.collect" in registry.stages  # loaded after/alongside the broken ones
+
+
+def test_blocked_plugins_are_skipped(plugin_site, monkeypatch):
+    monkeypatch.setenv("CONDUIT_BLOCK_PLUGINS", "broken,testkit")
+    registry = get_registry(refresh=True)
+    assert "testkit.double" not in registry.stages
+    assert all(f.plugin != "broken" for f in registry.failures)
+
+
+def test_conduit_stages_lists_stages_parameters_and_failures(plugin_site):
+    result = run_cli("stages")
+    out = result.stdout
+    assert "testkit.fail  [transform]  from plugin 'testkit'" in out
+    assert "requires: doubled    provides: checked" in out
+    assert "fail_ids: list[int] = []" in out and "event ids on which to raise" in out
+    assert "testkit.collect  [sink]" in out
+    assert "counting_live (live)" in out
+    assert "plugins that failed to load" in out
+    assert "broken (conduit_broken): ImportError: conduit_broken needs a library" in out
+    assert "badstage (NoName):" in out
+
+
+def test_help_and_version_import_no_heavy_library():
+    code = (
+        "import sys, io, contextlib\n"
+        "from conduit.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help']); main(['--version'])\n"
+        "heavy = {'numpy', 'numba', 'h5py', 'hdbscan', 'rerun', 'trio', 'scipy', 'sklearn'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("conduit 0.")

@@ -1,0 +1,160 @@
+"""A small third-party-style plugin used by the core tests.
+
+It is installed by the tests as a real distribution (a ``.dist-info`` with an
+entry point in the ``conduit`` group) on a temporary ``sys.path`` entry, so
+discovery goes through exactly the same path as any experiment's package.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import trio
+
+from conduit.event import Event
+from conduit.hookspecs import hookimpl
+from conduit.params import Params, param
+from conduit.source import Source
+from conduit.stage import SinkStage, TransformStage
+
+
+class CountingParams(Params):
+    events: int = param(100, "number of events (0 = endless)", ge=0)
+    traces: int = param(4, "traces per event", ge=0)
+    rate: float = param(0.0, "events per second (0 = as fast as possible)", ge=0)
+    run: int = param(7, "run number")
+
+
+def _event(i: int, n_traces: int) -> Event:
+    traces = np.zeros((n_traces, 517), dtype=np.int16)
+    traces[:, 4] = np.arange(n_traces)
+    traces[:, 5:] = (i % 100) + np.arange(512, dtype=np.int16)[None, :] % 7
+    return Event(id=i, traces=traces, timestamp=1000 * i)
+
+
+class CountingSource(Source):
+    """Events 0, 1, 2, ... with tiny deterministic traces (file-like: waits for the engine)."""
+
+    kind = "counting"
+    Params = CountingParams
+
+    def total(self):
+        return self.params.events or None
+
+    def run_number(self):
+        return self.params.run
+
+    async def run(self, task_status=None) -> None:
+        i = 0
+        period = 1.0 / self.params.rate if self.params.rate else 0.0
+        while self.params.events == 0 or i < self.params.events:
+            await self.emit(_event(i, self.params.traces))
+            i += 1
+            if period:
+                await trio.sleep(period)
+            elif i % 64 == 0:
+                await trio.sleep(0)
+
+    def counters(self):
+        return {"events emitted": self.emitted}
+
+
+class LiveCountingSource(CountingSource):
+    """Like ``counting`` but live: never waits for the engine (a DAQ stand-in)."""
+
+    kind = "counting_live"
+    live = True
+
+
+class DoubleStage(TransformStage):
+    """Stores 2 * event id as artifact ``doubled``."""
+
+    name = "testkit.double"
+    provides = ("doubled",)
+
+    def process(self, event):
+        event.artifacts["doubled"] = 2 * event.id
+
+
+class SlowParams(Params):
+    seconds: float = param(0.01, "time spent per event (s)", ge=0)
+
+
+class SlowStage(TransformStage):
+    """Sleeps for a fixed time per event (a stand-in for expensive analysis)."""
+
+    name = "testkit.slow"
+    provides = ("slow",)
+    Params = SlowParams
+
+    def process(self, event):
+        time.sleep(self.params.seconds)
+        event.artifacts["slow"] = True
+
+
+class FailParams(Params):
+    fail_ids: list[int] = param([], "event ids on which to raise")
+
+
+class FailStage(TransformStage):
+    """Raises ValueError on chosen events."""
+
+    name = "testkit.fail"
+    requires = ("doubled",)
+    provides = ("checked",)
+    Params = FailParams
+
+    def process(self, event):
+        if event.id in self.params.fail_ids:
+            raise ValueError(f"deliberate failure on {event.id}")
+        event.artifacts["checked"] = event.artifacts["doubled"] // 2 == event.id
+
+
+class CollectParams(Params):
+    path: str = param("collected_{run}.jsonl", "JSON-lines file (template with {run})")
+    lossless: bool = param(False, "never drop events for this sink")
+    delay: float = param(0.0, "time spent per event (s)", ge=0)
+
+
+class CollectSink(SinkStage):
+    """Writes one JSON line per event (id, analysed, artifact names) and 'closed' at the end."""
+
+    name = "testkit.collect"
+    Params = CollectParams
+
+    def is_lossless(self):
+        return self.params.lossless
+
+    def open(self):
+        self.path = self.context.format_path(self.params.path)
+        self.file = open(self.path, "w")
+
+    def consume(self, event):
+        if self.params.delay:
+            time.sleep(self.params.delay)
+        record = {"id": event.id, "analysed": event.analysed, "artifacts": sorted(event.artifacts),
+                  "doubled": event.artifacts.get("doubled"), "run": event.run, "complete": event.complete}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self):
+        self.file.write('"closed"\n')
+        self.file.close()
+
+    def outputs(self):
+        return [str(self.path)]
+
+
+@hookimpl
+def conduit_register_sources(register):
+    register(CountingSource)
+    register(LiveCountingSource)
+
+
+@hookimpl
+def conduit_register_stages(register):
+    for cls in (DoubleStage, SlowStage, FailStage, CollectSink):
+        register(cls)
