@@ -46,12 +46,12 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 
 
 def read_collected(path: str | Path) -> tuple[list[dict], bool]:
-    """(records, closed) from the testkit collect sink's JSON-lines file."""
+    """(records, closed) from the testkit collect sink's JSON-lines file (reset markers skipped)."""
     records, closed = [], False
     for line in Path(path).read_text().splitlines():
         value = json.loads(line)
         if value == "closed":
             closed = True
-        else:
+        elif isinstance(value, dict):
             records.append(value)
     return records, closed

@@ -185,6 +185,9 @@ class SinkStage(Stage):
     def on_metrics(self, metrics: Any) -> None:
         """Periodic engine metrics (:class:`conduit.engine.metrics.MetricsSnapshot`), about once a second."""
 
+    def on_reset(self) -> None:
+        """Reset running totals (histograms, counters); sent on SIGUSR1 (``kill -USR1 <pid>``)."""
+
     def close(self) -> None:
         """Flush and release everything; called once, also after errors."""
 

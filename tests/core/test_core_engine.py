@@ -129,6 +129,16 @@ def test_max_events_and_worker_processes_give_the_same_results(plugin_site, tmp_
     assert closed and [r["doubled"] for r in records] == [2 * i for i in range(40)]
 
 
+def _wait_for(predicate, proc, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"timed out waiting for {what}: {proc.communicate()}")
+
+
 def test_sigint_drains_closes_sinks_prints_summary_and_exits_zero(plugin_site, tmp_path):
     (tmp_path / "pipe.toml").write_text(textwrap.dedent("""
         [source]
@@ -149,14 +159,9 @@ def test_sigint_drains_closes_sinks_prints_summary_and_exits_zero(plugin_site, t
     proc = subprocess.Popen([str(VENV_BIN / "conduit"), "run", "pipe.toml"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out_file = tmp_path / "out.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if out_file.exists() and len(out_file.read_text().splitlines()) >= 20:
-            break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail(f"no events collected: {proc.communicate()}")
+    _wait_for(lambda: out_file.exists() and len(out_file.read_text().splitlines()) >= 20, proc, "events")
+    proc.send_signal(signal.SIGUSR1)  # histogram reset reaches every sink
+    _wait_for(lambda: '"reset"' in out_file.read_text(), proc, "the reset")
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr

@@ -117,6 +117,7 @@ class Engine:
         self._stop_requested = False
         self._queue_stats: Callable[[], int] = lambda: 0
         self._last_snapshot: MetricsSnapshot | None = None
+        self._resets = 0  # SIGUSR1 count; each sink task catches up with it
 
     # -- control ---------------------------------------------------------------
 
@@ -281,6 +282,7 @@ class Engine:
         limiter = trio.CapacityLimiter(1)  # calls to one sink never overlap
         times = self.metrics.times(sink.name)
         seen_snapshot = None
+        resets_seen = 0
         stopped = False
         async with recv:
             while True:
@@ -307,6 +309,9 @@ class Engine:
                             self.request_stop(f"stopping: sink {sink.name} failed on event {event.id}", error=True)
                     finally:
                         times.add(time.perf_counter() - t0)
+                if resets_seen < self._resets and not stopped:
+                    resets_seen = self._resets
+                    await trio.to_thread.run_sync(sink.on_reset, limiter=limiter)
                 snap = self._last_snapshot
                 if snap is not None and snap is not seen_snapshot and not stopped:
                     seen_snapshot = snap
@@ -337,9 +342,12 @@ class Engine:
         )
 
     async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
             async for signum in signals:
-                if not self.interrupted:
+                if signum == signal.SIGUSR1:
+                    self._resets += 1
+                    log.info("SIGUSR1: resetting histograms and running totals")
+                elif not self.interrupted:
                     self.interrupted = True
                     self.status.clear()
                     print(f"\n{signal.Signals(signum).name}: finishing events in flight and closing outputs "

@@ -140,6 +140,10 @@ class CollectSink(SinkStage):
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
 
+    def on_reset(self):
+        self.file.write('"reset"\n')
+        self.file.flush()
+
     def close(self):
         self.file.write('"closed"\n')
         self.file.close()
