@@ -10,9 +10,22 @@ __all__ = ["DetectorParams"]
 
 
 class DetectorParams(Params):
-    """AT-TPC settings shared by every stage (Spyral's DetectorParameters plus the maps)."""
+    """AT-TPC settings shared by every stage (Spyral's DetectorParameters plus the maps).
 
-    magnetic_field: float = param(2.85, "solenoid field along +z (T)")
+    Frame: x, y in the pad plane (the pad geometry's frame), z along the drift
+    from the entrance window (z = 0) to the pad plane (z = detector_length);
+    the beam travels towards +z. Field sign convention: with a positive
+    ``magnetic_field`` a positively charged particle moving towards +z turns
+    counter-clockwise as z increases (azimuth around its circle increasing),
+    which is how tracks turn in real AT-TPC data (Spyral's "forward" rule).
+    Physically the field then points along -z in this frame.
+    """
+
+    magnetic_field: float = param(
+        2.85,
+        "solenoid field (T); positive = the AT-TPC orientation, in which a positive particle moving "
+        "towards the pad plane (+z) turns counter-clockwise in the pad-plane x-y frame",
+    )
     electric_field: float = param(45000.0, "drift field (V/m)", gt=0)
     detector_length: float = param(1000.0, "drift length from the entrance window (z=0) to the pad plane (mm)", gt=0)
     beam_region_radius: float = param(25.0, "radius around the beam axis where a vertex is accepted (mm)", ge=0)
