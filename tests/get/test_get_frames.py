@@ -1,0 +1,397 @@
+"""GRAW frames: the real frame, hand-built frames, bad frames, and the encode/decode round trip."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conduit.get.decoder import FrameDecoder
+from conduit.get.frames import (
+    FPN_CHANNELS,
+    FULL_ITEMS,
+    FrameError,
+    check_frame,
+    decode_frame,
+    decode_items,
+    encode_event_frames,
+    encode_frame,
+    parse_header,
+    resync,
+    scan_frames,
+)
+
+# -- the real frame ---------------------------------------------------------------------------
+
+
+def test_real_frame_header(real_frame):
+    h = parse_header(real_frame)
+    assert (h.meta_type, h.frame_size, h.data_source, h.frame_type, h.revision) == (8, 137, 0, 1, 5)
+    assert (h.header_size, h.item_size, h.n_items) == (1, 4, 8704)
+    assert h.event_time == 5_038_469_404
+    assert (h.event_id, h.cobo, h.asad, h.read_offset, h.status) == (8, 4, 0, 0, 0)
+    assert h.multiplicity == (0, 0, 0, 0)
+    assert h.window_out == 20
+    assert h.last_cell == (477, 477, 477, 391)
+    assert h.block_size == 256 and h.frame_bytes == 35_072 == len(real_frame) and h.header_bytes == 256
+    # Hit patterns: bit 67-c set for channel c; AGET 3 channel 23 <-> bit 44 (get_format.md 1.4).
+    assert h.hit_patterns.shape == (4, 68)
+    raw = int.from_bytes(real_frame[31 + 3 * 9:31 + 4 * 9], "big")
+    assert raw >> 44 & 1 == 1 and h.hit_patterns[3, 23]
+    for aget in range(4):
+        word = int.from_bytes(real_frame[31 + 9 * aget:40 + 9 * aget], "big")
+        expected = [bool(word >> (67 - c) & 1) for c in range(68)]
+        assert h.hit_patterns[aget].tolist() == expected
+        assert word >> 68 & 1 == 1  # the spare bit set in real data
+    assert h.hit_spare_bits == (1, 1, 1, 1)
+    # Real data set hit bits for AGET 3 channels 8, 9, 10, 41 that carry no items (1.4).
+    assert {8, 9, 10, 41} <= set(np.flatnonzero(h.hit_patterns[3]).tolist())
+
+
+def _by_hand(frame: bytes, index: int) -> tuple[int, int, int, int]:
+    """Item ``index`` read straight off the bytes: big-endian u32 at 256 + 4 i, fields by mask."""
+    b = frame[256 + 4 * index:260 + 4 * index]
+    word = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
+    return word >> 30, (word & 0x3F800000) >> 23, (word & 0x007FC000) >> 14, word & 0xFFF
+
+
+def test_real_frame_items(real_frame):
+    expected = [(0, 11, 0, 311), (1, 11, 0, 428), (2, 11, 0, 350), (3, 11, 0, 315), (0, 22, 0, 350)]
+    assert [_by_hand(real_frame, i) for i in range(5)] == expected
+    info = check_frame(real_frame)
+    assert (info.frame_type, info.n_items, info.clamped, info.data_offset) == (1, 8704, False, 256)
+    aget, ch, tb, s = decode_items(real_frame, info)
+    assert list(zip(aget[:5].tolist(), ch[:5].tolist(), tb[:5].tolist(), s[:5].tolist())) == expected
+    # A few more items far into the frame, by hand.
+    for i in (17, 1000, 8703):
+        assert (aget[i], ch[i], tb[i], s[i]) == _by_hand(real_frame, i)
+
+    d = decode_frame(real_frame)
+    fpn = {(a, c) for a in range(4) for c in FPN_CHANNELS}
+    assert {tuple(x) for x in d.channels.tolist()} == fpn | {(3, 23)}
+    assert d.present.all() and d.dropped == 0  # every channel has all 512 buckets
+    assert d.traces.min() == 248 and d.traces.max() == 477
+    row = {tuple(x): i for i, x in enumerate(d.channels.tolist())}
+    assert d.traces[row[(0, 11)], 0] == 311 and d.traces[row[(1, 11)], 0] == 428
+    assert d.traces[row[(0, 22)], 0] == 350
+
+
+def test_real_frame_fast_decoder(real_frame, emap):
+    """The numba decoder keeps only the signal channel (AGET 3 ch 23), mapped to its pad."""
+    dec = FrameDecoder(emap)
+    buf = np.frombuffer(real_frame, np.uint8)
+    rows = dec.decode(buf, check_frame(buf))
+    assert rows.shape == (1, 517)
+    pad = int(emap.pad_of(4, 0, 3, 23))
+    assert rows[0, :5].tolist() == [4, 0, 3, 23, pad]
+    ref = decode_frame(real_frame)
+    i = ref.channels.tolist().index([3, 23])
+    assert np.array_equal(rows[0, 5:], ref.traces[i])
+    assert dec.items_dropped == 0 and dec.unmapped_channels == 0
+
+
+def test_real_frame_fpn_subtraction(real_frame, emap):
+    dec = FrameDecoder(emap, fpn_subtraction=True)
+    buf = np.frombuffer(real_frame, np.uint8)
+    rows = dec.decode(buf, check_frame(buf))
+    ref = decode_frame(real_frame)
+    idx = {tuple(x): i for i, x in enumerate(ref.channels.tolist())}
+    fpn_mean = np.mean([ref.traces[idx[(3, c)]] for c in FPN_CHANNELS], axis=0)
+    expected = np.round(ref.traces[idx[(3, 23)]] - fpn_mean).astype(np.int16)
+    assert np.array_equal(rows[0, 5:], expected)
+
+
+# -- hand-built frames --------------------------------------------------------------------------
+
+
+def _header(*, meta=8, frame_size, ftype=1, hsize=1, isize=4, n_items, evt=1, cobo=2, asad=3, time=77) -> bytes:
+    """A header written field by field from get_format.md 1.2 (independent of the encoder)."""
+    block = 1 << (meta & 0x0F)
+    h = bytearray(hsize * block)
+    h[0] = meta
+    h[1:4] = frame_size.to_bytes(3, "big")
+    h[4] = 0
+    h[5:7] = ftype.to_bytes(2, "big")
+    h[7] = 5
+    h[8:10] = hsize.to_bytes(2, "big")
+    h[10:12] = isize.to_bytes(2, "big")
+    h[12:16] = n_items.to_bytes(4, "big")
+    h[16:22] = time.to_bytes(6, "big")
+    h[22:26] = evt.to_bytes(4, "big")
+    h[26] = cobo
+    h[27] = asad
+    h[75:79] = (9).to_bytes(4, "big")
+    h[79:87] = struct.pack(">4H", 1, 2, 3, 4)
+    return bytes(h)
+
+
+def _partial_item(aget, ch, tb, sample) -> bytes:
+    return ((aget << 30) | (ch << 23) | (tb << 14) | sample).to_bytes(4, "big")
+
+
+def test_hand_built_partial_with_padding():
+    items = _partial_item(1, 5, 7, 100) + _partial_item(0, 67, 511, 4095) + _partial_item(1, 5, 8, 101)
+    body = items + bytes(256 - len(items))  # zero padding to the block
+    frame = _header(frame_size=2, n_items=3) + body
+    d = decode_frame(frame)
+    assert d.info.n_items == 3 and not d.clamped and d.dropped == 0
+    assert d.channels.tolist() == [[0, 67], [1, 5]]
+    assert d.traces[0, 511] == 4095 and d.present[0].sum() == 1
+    assert d.traces[1, 7] == 100 and d.traces[1, 8] == 101 and d.present[1].sum() == 2
+    assert (d.header.event_id, d.header.cobo, d.header.asad, d.header.event_time) == (1, 2, 3, 77)
+    assert d.header.window_out == 9 and d.header.last_cell == (1, 2, 3, 4)
+
+
+def test_item_count_larger_than_frame_is_clamped_not_padding(emap):
+    # Header claims 100 items; the frame (2 blocks) holds 64. Items 3.. are zero padding.
+    items = _partial_item(1, 5, 7, 100) + _partial_item(1, 5, 8, 101) + _partial_item(1, 5, 9, 102)
+    frame = _header(frame_size=2, n_items=100) + items + bytes(256 - len(items))
+    info = check_frame(frame)
+    assert info.clamped and info.n_items == 64
+    d = decode_frame(frame)
+    # Zero padding decodes as (aget 0, ch 0, tb 0, 0): clamping keeps that to one harmless item,
+    # but no item past the frame is read.
+    assert d.info.n_items == 64
+    with pytest.raises(FrameError, match="truncated"):
+        check_frame(frame[:300])
+
+
+def test_invalid_channel_items_are_dropped(emap):
+    items = _partial_item(1, 5, 7, 100) + _partial_item(2, 68, 7, 5) + _partial_item(3, 127, 0, 1)
+    frame = _header(frame_size=2, n_items=3) + items + bytes(256 - len(items))
+    d = decode_frame(frame)
+    assert d.dropped == 2 and d.channels.tolist() == [[1, 5]]
+    dec = FrameDecoder(emap)
+    buf = np.frombuffer(frame, np.uint8)
+    rows = dec.decode(buf, check_frame(buf))
+    assert dec.items_dropped == 2 and rows.shape[0] == (1 if emap.pad_of(2, 3, 1, 5) >= 0 else 0)
+
+
+def test_hand_built_full_readout():
+    # AGET a, item k -> channel k % 68, bucket k // 68; write sample = (a * 1000 + k) % 4096.
+    k = np.arange(68 * 512)
+    items = np.empty((68 * 512, 4), np.uint16)
+    for a in range(4):
+        items[:, a] = (a << 14) | ((a * 1000 + k) % 4096)
+    body = items.astype(">u2").tobytes()  # interleaved: item k of AGET 0, 1, 2, 3, then k+1 ...
+    frame = _header(frame_size=1089, ftype=2, isize=2, n_items=FULL_ITEMS) + body
+    assert len(frame) == 278_784
+    d = decode_frame(frame)
+    assert d.traces.shape == (272, 512) and d.present.all() and d.dropped == 0
+    row = {tuple(x): i for i, x in enumerate(d.channels.tolist())}
+    for a, ch, tb in [(0, 0, 0), (1, 67, 0), (2, 5, 300), (3, 67, 511)]:
+        assert d.traces[row[(a, ch)], tb] == (a * 1000 + tb * 68 + ch) % 4096
+
+
+def test_full_readout_order_independent(emap):
+    """Per-AGET counters: a non-interleaved order (all of AGET 3 first) decodes the same."""
+    rng = np.random.default_rng(3)
+    chans = np.array([[a, c] for a in range(4) for c in range(68)])
+    samples = rng.integers(0, 4096, (272, 512))
+    frame = encode_frame(cobo=0, asad=0, event_id=5, timestamp=1, channels=chans, samples=samples, mode="full")
+    words = np.frombuffer(frame, ">u2", offset=256)
+    reordered = np.concatenate([words[(words >> 14) == a] for a in (3, 1, 0, 2)])
+    frame2 = frame[:256] + reordered.astype(">u2").tobytes()
+    d1, d2 = decode_frame(frame), decode_frame(frame2)
+    assert np.array_equal(d1.traces, d2.traces) and np.array_equal(d1.channels, d2.channels)
+    dec = FrameDecoder(emap)
+    r1 = dec.decode(np.frombuffer(frame, np.uint8), check_frame(frame))
+    r2 = dec.decode(np.frombuffer(frame2, np.uint8), check_frame(frame2))
+    assert np.array_equal(r1[np.lexsort(r1[:, 3::-1].T)], r2[np.lexsort(r2[:, 3::-1].T)])
+
+
+def test_full_readout_too_many_items_for_an_aget(emap):
+    # AGET 0 delivers 68 * 512 + 3 items: the 3 past bucket 511 are invalid.
+    n = 68 * 512 + 3
+    body = np.full(n, (0 << 14) | 7, np.uint16).astype(">u2").tobytes()
+    block = 256
+    size = -(-(256 + len(body)) // block)
+    frame = _header(frame_size=size, ftype=2, isize=2, n_items=n) + body + bytes(size * block - 256 - len(body))
+    d = decode_frame(frame)
+    assert d.dropped == 3 and d.traces.shape == (68, 512) and (d.traces == 7).all()
+    dec = FrameDecoder(emap)
+    dec.decode(np.frombuffer(frame, np.uint8), check_frame(frame))
+    assert dec.items_dropped == 3
+
+
+def test_meta_type_6_frame():
+    """Old format: 64-byte blocks, header of 4 blocks (256 B), revision 4."""
+    items = _partial_item(2, 30, 100, 1234) + _partial_item(2, 30, 101, 1235)
+    body = items + bytes(64 - len(items))
+    frame = _header(meta=6, frame_size=5, hsize=4, n_items=2) + body
+    assert len(frame) == 5 * 64
+    info = check_frame(frame)
+    assert (info.block, info.frame_bytes, info.data_offset, info.n_items) == (64, 320, 256, 2)
+    d = decode_frame(frame)
+    assert d.channels.tolist() == [[2, 30]] and d.traces[0, 100] == 1234 and d.traces[0, 101] == 1235
+    # The encoder writes the same layout.
+    enc = encode_frame(cobo=2, asad=3, event_id=1, timestamp=77, channels=[[2, 30]],
+                       samples=d.traces, mode="partial", meta_type=6, buckets=d.present)
+    assert check_frame(enc).frame_bytes == 320 and parse_header(enc).header_size == 4
+    assert enc[256:] == frame[256:]
+
+
+@pytest.mark.parametrize("cut", [0, 3, 27, 200, 256, 35_071])
+def test_truncated_frame(real_frame, cut):
+    with pytest.raises(FrameError, match="truncated") as err:
+        check_frame(real_frame[:cut], source="run_0001/mm4/x.graw")
+    assert "run_0001/mm4/x.graw @ byte 0" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda h: h.__setitem__(0, 0x88), "little-endian"),
+        (lambda h: h.__setitem__(0, 0x02), "implausible meta type"),
+        (lambda h: h.__setitem__(slice(1, 4), b"\0\0\0"), "frame size is 0"),
+        (lambda h: h.__setitem__(slice(8, 10), (200).to_bytes(2, "big")), "header size"),
+        (lambda h: h.__setitem__(slice(8, 10), b"\0\0"), "header size"),
+        (lambda h: h.__setitem__(slice(10, 12), (2).to_bytes(2, "big")), "item size 2 B does not match frame type 1"),
+    ],
+)
+def test_bad_headers(real_frame, mutate, message):
+    frame = bytearray(real_frame)
+    mutate(frame)
+    with pytest.raises(FrameError, match=message):
+        check_frame(bytes(frame), source="host:1")
+
+
+def test_unknown_frame_type_and_blob_are_skipped_by_size(real_frame):
+    unknown = bytearray(real_frame)
+    unknown[5:7] = (0xFF01).to_bytes(2, "big")
+    info = check_frame(bytes(unknown))
+    assert info.skip and info.frame_bytes == 35_072
+    blob = bytearray(8 * 256)
+    blob[0], blob[1:4] = 0x48, (8).to_bytes(3, "big")
+    stream = bytes(blob) + real_frame
+    infos = list(scan_frames(stream))
+    assert [i.skip for i in infos] == [True, False] and infos[1].offset == 2048 and infos[1].event_id == 8
+
+
+def test_random_bytes_never_crash():
+    rng = np.random.default_rng(11)
+    errors = 0
+    for _ in range(300):
+        data = rng.integers(0, 256, rng.integers(0, 600), dtype=np.uint8).tobytes()
+        try:
+            info = check_frame(data, source="noise")
+        except FrameError as err:
+            assert str(err).startswith("noise @ byte 0: ")
+            errors += 1
+            continue
+        assert info.frame_bytes <= len(data)  # anything accepted lies within the buffer
+        decode_frame(data)
+    assert errors > 250
+
+
+def test_scan_resyncs_after_garbage(real_frame):
+    stream = real_frame + b"\x08garbage-bytes!!" + real_frame + real_frame
+    results = list(scan_frames(stream, source="s.graw"))
+    kinds = [type(r).__name__ for r in results]
+    assert kinds == ["FrameInfo", "FrameError", "FrameInfo", "FrameInfo"]
+    assert results[1].offset == 35_072 and "s.graw @ byte 35072" in str(results[1])
+    assert results[2].offset == 35_072 + 16
+    assert resync(stream, 35_073) == 35_072 + 16
+
+
+# -- round trip ---------------------------------------------------------------------------------
+
+
+@st.composite
+def _frames(draw):
+    n = draw(st.integers(0, 20))
+    keys = draw(st.lists(st.integers(0, 271), min_size=n, max_size=n, unique=True))
+    chans = np.array([[k // 68, k % 68] for k in keys], np.int64).reshape(-1, 2)
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, 4096, (n, 512))
+    mode = draw(st.sampled_from(["partial", "full"]))
+    meta = draw(st.sampled_from([8, 6]))
+    zs = mode == "partial" and draw(st.booleans())
+    buckets = rng.random((n, 512)) < 0.3 if zs else None
+    return chans, samples, mode, meta, buckets, draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**48 - 1))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_frames())
+def test_round_trip_random_frames(emap, case):
+    chans, samples, mode, meta, buckets, evt, time = case
+    frame = encode_frame(cobo=7, asad=2, event_id=evt, timestamp=time, channels=chans, samples=samples,
+                         mode=mode, meta_type=meta, buckets=buckets)
+    block = 1 << meta
+    assert len(frame) % block == 0
+    d = decode_frame(frame)
+    assert (d.header.event_id, d.header.event_time, d.header.cobo, d.header.asad) == (evt, time, 7, 2)
+    assert d.dropped == 0 and not d.clamped
+    expected = samples if buckets is None else np.where(buckets, samples, 0)
+    if mode == "full":
+        assert d.traces.shape == (272, 512)
+        full = np.zeros((272, 512), np.int64)
+        full[chans[:, 0] * 68 + chans[:, 1]] = samples
+        assert np.array_equal(d.traces, full)
+    else:
+        has = np.ones(len(chans), bool) if buckets is None else buckets.any(axis=1)
+        order = np.argsort(chans[has, 0] * 68 + chans[has, 1])
+        assert np.array_equal(d.channels, chans[has][order])
+        assert np.array_equal(d.traces, expected[has][order])
+        assert d.header.hit_patterns.sum() == len(chans)
+        assert all(d.header.hit_patterns[a, c] for a, c in chans)
+    # The numba decoder agrees with the numpy decoder for every mapped signal channel.
+    dec = FrameDecoder(emap)
+    rows = dec.decode(np.frombuffer(frame, np.uint8), check_frame(frame))
+    pads = emap.pad_of(7, 2, d.channels[:, 0], d.channels[:, 1])
+    keep = pads >= 0
+    order = np.lexsort((rows[:, 3], rows[:, 2]))
+    assert np.array_equal(rows[order, 2:4], d.channels[keep])
+    assert np.array_equal(rows[order, 4], pads[keep])
+    assert np.array_equal(rows[order, 5:], d.traces[keep])
+
+
+def test_partial_item_order_is_round_robin_per_aget():
+    chans = np.array([[0, 1], [0, 2], [3, 4]])
+    samples = np.tile(np.arange(512), (3, 1))
+    frame = encode_frame(cobo=0, asad=0, event_id=0, timestamp=0, channels=chans, samples=samples)
+    aget, ch, tb, _ = decode_items(frame, check_frame(frame))
+    # AGET 0 has 2 channels, AGET 3 one: items alternate 0, 3, 0, 3 ... then AGET 0 alone.
+    assert aget[:6].tolist() == [0, 3, 0, 3, 0, 3]
+    assert list(zip(ch[:4].tolist(), tb[:4].tolist())) == [(1, 0), (4, 0), (2, 0), (4, 1)]
+    assert aget[-512:].tolist() == [0] * 512
+    for a in (0, 3):  # within an AGET: increasing bucket, then channel
+        sel = aget == a
+        assert np.all(np.diff(tb[sel] * 68 + ch[sel]) > 0)
+
+
+def test_encoder_rejects_bad_input():
+    with pytest.raises(ValueError, match="12-bit"):
+        encode_frame(cobo=0, asad=0, event_id=0, timestamp=0, channels=[[0, 0]], samples=np.full((1, 512), 4096))
+    with pytest.raises(ValueError, match="unique"):
+        encode_frame(cobo=0, asad=0, event_id=0, timestamp=0, channels=[[0, 0], [0, 0]],
+                     samples=np.zeros((2, 512), int))
+    with pytest.raises(ValueError, match="channel 0..67"):
+        encode_frame(cobo=0, asad=0, event_id=0, timestamp=0, channels=[[0, 68]], samples=np.zeros((1, 512), int))
+
+
+def test_encode_event_frames_splits_by_asad():
+    rng = np.random.default_rng(5)
+    traces = np.zeros((3, 517), np.int16)
+    traces[:, :5] = [[0, 1, 2, 3, 99], [0, 1, 0, 0, 98], [10, 0, 1, 2, 97]]
+    traces[:, 5:] = rng.integers(0, 4096, (3, 512))
+    fpn = np.arange(512) % 4096
+    frames = encode_event_frames(traces, 42, timestamp=1000, timestamp_other=2000, fpn=fpn,
+                                 asads=[(5, 3), (0, 1)])
+    assert list(frames) == [(0, 1), (5, 3), (10, 0)]
+    d = decode_frame(frames[(0, 1)])
+    assert (d.header.event_id, d.header.event_time, d.header.cobo, d.header.asad) == (42, 1000, 0, 1)
+    got = {tuple(c): d.traces[i] for i, c in enumerate(d.channels.tolist())}
+    assert np.array_equal(got[(2, 3)], traces[0, 5:]) and np.array_equal(got[(0, 0)], traces[1, 5:])
+    assert all(np.array_equal(got[(a, c)], fpn) for a in range(4) for c in FPN_CHANNELS)
+    assert len(got) == 2 + 16
+    empty = decode_frame(frames[(5, 3)])  # no traces: FPN only
+    assert len(empty.channels) == 16
+    other = decode_frame(frames[(10, 0)])
+    assert other.header.event_time == 2000  # CoBo 10 carries timestamp_other
+    full = encode_event_frames(traces, 42, mode="full")
+    assert set(full) == {(0, 1), (10, 0)} and all(len(f) == 278_784 for f in full.values())
