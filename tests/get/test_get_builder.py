@@ -1,0 +1,226 @@
+"""The event builder: completeness, depth and time limits, late and duplicate frames, restarts."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from conduit.get.builder import EventBuilder
+from conduit.get.frames import FPN_CHANNELS, encode_event_frames, encode_frame
+from conduit.get.maps import parse_electronics_map
+
+
+def random_event(emap, rng, n_pads=60) -> np.ndarray:
+    """An (n, 517) trace matrix on random pads of ``emap`` (rows sorted like the builder's output)."""
+    pads = rng.choice(emap.n_pads, n_pads, replace=False)
+    hw = emap.hardware_of(pads)
+    traces = np.zeros((n_pads, 517), np.int16)
+    traces[:, :4] = hw
+    traces[:, 4] = pads
+    traces[:, 5:] = rng.integers(0, 4096, (n_pads, 512))
+    return traces[np.lexsort((traces[:, 3], traces[:, 2], traces[:, 1], traces[:, 0]))]
+
+
+def canonical(traces: np.ndarray) -> np.ndarray:
+    return traces[np.lexsort((traces[:, 3], traces[:, 2], traces[:, 1], traces[:, 0]))]
+
+
+def frames_of(emap, traces, event_id, **kw):
+    return encode_event_frames(traces, event_id, asads=emap.asads, **kw)
+
+
+def test_complete_event_from_shuffled_frames(emap):
+    rng = np.random.default_rng(1)
+    traces = random_event(emap, rng)
+    frames = frames_of(emap, traces, 17, timestamp=111, timestamp_other=222, fpn=np.full(512, 300))
+    assert len(frames) == 40
+    b = EventBuilder(emap)
+    order = rng.permutation(len(frames))
+    items = list(frames.items())
+    out = []
+    for i in order:
+        (cobo, asad), frame = items[i]
+        out += b.add_frame(frame, now=0.0, source=f"cobo{cobo}")
+    assert len(out) == 1
+    ev = out[0]
+    assert ev.id == 17 and ev.complete and ev.missing == ()
+    assert (ev.timestamp, ev.timestamp_other) == (111, 222)
+    assert ev.traces.dtype == np.int16 and np.array_equal(canonical(ev.traces), traces)
+    assert not np.isin(ev.traces[:, 3], FPN_CHANNELS).any()
+    c = b.counter_dict()
+    assert c["frames"] == 40 and c["complete_events"] == 1 and c["bad_frames"] == 0
+    assert c["bytes"] == sum(len(f) for f in frames.values())
+    assert b.held == 0
+
+
+def test_depth_limit_emits_incomplete_with_missing(emap):
+    rng = np.random.default_rng(2)
+    b = EventBuilder(emap, max_depth=3, timeout=None)
+    out = []
+    for evt in range(1, 7):
+        frames = frames_of(emap, random_event(emap, rng, 10), evt)
+        for key, frame in frames.items():
+            if evt == 2 and key in ((0, 0), (7, 3)):
+                continue  # these AsAds lost event 2
+            out += b.add_frame(frame, now=float(evt))
+    ids = [(e.id, e.complete) for e in out]
+    # Event 2 waits until an event more than 3 ids newer (6) arrives.
+    assert ids == [(1, True), (3, True), (4, True), (5, True), (2, False), (6, True)]
+    two = out[4]
+    assert two.missing == ((0, 0), (7, 3))
+    assert not np.isin(two.traces[:, 0] * 10 + two.traces[:, 1], [0, 73]).any()
+    assert b.counters.incomplete_events == 1 and b.counters.complete_events == 5
+
+
+def test_time_limit_and_flush(emap):
+    rng = np.random.default_rng(3)
+    b = EventBuilder(emap, timeout=2.0)
+    frames = frames_of(emap, random_event(emap, rng, 10), 5)
+    keys = list(frames)
+    for key in keys[:30]:
+        assert b.add_frame(frames[key], now=100.0) == []
+    assert b.poll(101.9) == []
+    [ev] = b.poll(102.5)
+    assert ev.id == 5 and not ev.complete and ev.missing == tuple(sorted(keys[30:]))
+    # End of input flushes what is held, in id order.
+    for evt in (9, 8):
+        fr = frames_of(emap, random_event(emap, rng, 5), evt)
+        b.add_frame(fr[keys[0]], now=103.0)
+    assert [e.id for e in b.flush()] == [8, 9] and b.held == 0
+
+
+def test_late_and_duplicate_frames_are_counted_not_built(emap):
+    rng = np.random.default_rng(4)
+    b = EventBuilder(emap, max_depth=2, timeout=None)
+    frames = {evt: frames_of(emap, random_event(emap, rng, 10), evt) for evt in range(1, 6)}
+    out = []
+    for evt in (1, 2):
+        for key, frame in frames[evt].items():
+            if key != (3, 1):
+                out += b.add_frame(frame, now=0)
+    dup = frames[2][(0, 0)]
+    out += b.add_frame(dup, now=0)  # duplicate (0, 0) of held event 2
+    assert b.counters.duplicate_frames == 1
+    for key, frame in frames[4].items():
+        out += b.add_frame(frame, now=0)  # 4 - 1 > 2: event 1 goes out incomplete
+    assert [(e.id, e.complete) for e in out] == [(1, False), (4, True)]
+    late = b.add_frame(frames[1][(3, 1)], now=0)  # the missing frame of event 1 turns up late
+    late += b.add_frame(frames[4][(5, 0)], now=0)  # a frame of an emitted complete event
+    assert late == [] and b.counters.late_frames == 2
+    assert b.held == 1  # event 2 still waits for (3, 1)
+    assert [e.id for e in b.add_frame(frames[2][(3, 1)], now=0)] == [2]
+
+
+def test_frames_from_unexpected_asads(emap):
+    rng = np.random.default_rng(5)
+    b = EventBuilder(emap)
+    traces = random_event(emap, rng, 10)
+    extra = encode_frame(cobo=2, asad=3, event_id=7, timestamp=0, channels=[[0, 1]], samples=np.ones((1, 512), int))
+    assert b.add_frame(extra, now=0) == []  # CoBo 2 AsAd 3 carries no pads in the default map
+    out = []
+    for frame in frames_of(emap, traces, 7).values():
+        out += b.add_frame(frame, now=0)
+    assert len(out) == 1 and out[0].complete
+    assert np.array_equal(canonical(out[0].traces), traces)  # unmapped channel dropped
+    c = b.counter_dict()
+    assert c["unexpected_frames"] == 1 and c["unmapped_channels"] == 1
+
+
+def test_expected_override_and_offline_cobo(emap):
+    rng = np.random.default_rng(6)
+    traces = random_event(emap, rng, 40)
+    frames = frames_of(emap, traces, 3)
+    b = EventBuilder(emap, expected=[(0, 0), (1, 0)])
+    out = b.add_frame(frames[(0, 0)], now=0)
+    assert out == []
+    out = b.set_offline(1)  # CoBo 1's connection died: stop waiting for it
+    assert [(e.id, e.complete, e.missing) for e in out] == [(3, False, ((1, 0),))]
+    b.set_offline(1, False)
+    out = b.add_frame(frames_of(emap, traces, 4)[(0, 0)], now=0)
+    assert out == []
+
+
+def test_restart_of_event_counter(emap, caplog):
+    rng = np.random.default_rng(7)
+    b = EventBuilder(emap, restart_gap=100, timeout=None)
+    for evt in (5000, 5001):
+        for frame in frames_of(emap, random_event(emap, rng, 5), evt).values():
+            b.add_frame(frame, now=0)
+    held = frames_of(emap, random_event(emap, rng, 5), 5002)
+    b.add_frame(held[(0, 0)], now=0)
+    with caplog.at_level(logging.WARNING):
+        out = []
+        for frame in frames_of(emap, random_event(emap, rng, 5), 0).values():
+            out += b.add_frame(frame, now=0, source="cobo0")
+    assert [(e.id, e.complete) for e in out] == [(5002, False), (0, True)]
+    assert b.counters.restarts == 1 and "restarted its event counter" in caplog.text
+
+
+def test_bad_frames_are_counted_and_named(emap, real_frame, caplog):
+    b = EventBuilder(emap)
+    with caplog.at_level(logging.WARNING):
+        assert b.add_frame(b"\x08\x00\x00", now=0, source="run_0007/mm4/f.graw") == []
+        assert b.add_frame(real_frame[:1000], offset=0, now=0, source="192.168.41.64:46491") == []
+        assert b.add_frame(real_frame, length=40_000, now=0, source="h:1") == []
+    assert b.counters.bad_frames == 3
+    assert "run_0007/mm4/f.graw @ byte 0: truncated" in b.errors[0]
+    assert "192.168.41.64:46491 @ byte 0" in caplog.text
+    assert "the stream delivered 40000 B" in b.errors[2]
+    out = b.add_frame(real_frame, now=0)  # a good frame still builds
+    assert b.held == 1 and out == []
+
+
+def test_clamped_frame_is_a_warning_not_an_error(emap):
+    good = encode_frame(cobo=4, asad=0, event_id=1, timestamp=0, channels=[[3, 23]],
+                        samples=np.full((1, 512), 9, int))
+    bad = bytearray(good)
+    bad[12:16] = (10_000).to_bytes(4, "big")
+    b = EventBuilder(emap, expected=[(4, 0)])
+    [ev] = b.add_frame(bytes(bad), now=0, source="x")
+    assert b.counters.clamped_frames == 1 and b.counters.bad_frames == 0
+    assert ev.n_traces == 1 and (ev.traces[0, 5:] == 9).all()
+
+
+def test_cobo_override_for_old_firmware(emap):
+    """Old firmware wrote CoBo 0 in every header: the caller's CoBo (from the mm folder) wins."""
+    pad = int(emap.pad_of(6, 1, 2, 30))
+    frame = encode_frame(cobo=0, asad=1, event_id=2, timestamp=0, channels=[[2, 30]],
+                         samples=np.full((1, 512), 5, int))
+    b = EventBuilder(emap, expected=[(6, 1)])
+    [ev] = b.add_frame(frame, now=0, cobo=6)
+    assert ev.complete and ev.traces[0, :5].tolist() == [6, 1, 2, 30, pad]
+
+
+def test_fpn_subtraction_through_the_builder(emap):
+    rng = np.random.default_rng(8)
+    traces = random_event(emap, rng, 20)
+    fpn = rng.integers(200, 300, (4, 4, 512))
+    frames = frames_of(emap, traces, 1, fpn=fpn)
+    b = EventBuilder(emap, fpn_subtraction=True)
+    out = []
+    for frame in frames.values():
+        out += b.add_frame(frame, now=0)
+    [ev] = out
+    got = canonical(ev.traces)
+    mean = fpn.mean(axis=1)  # (aget, 512)
+    expected = np.round(traces[:, 5:] - mean[traces[:, 2]]).astype(np.int16)
+    assert np.array_equal(got[:, :5], traces[:, :5]) and np.array_equal(got[:, 5:], expected)
+
+
+def test_small_custom_map_and_close_before():
+    emap = parse_electronics_map("0,0,0,0,5\n0,0,0,1,6\n1,2,3,4,7\n", "tiny.csv")
+    assert emap.asads == ((0, 0), (1, 2))
+    b = EventBuilder(emap, timeout=None)
+    f = encode_frame(cobo=0, asad=0, event_id=9, timestamp=1, channels=[[0, 0], [0, 1], [0, 2]],
+                     samples=np.full((3, 512), 7, int))
+    assert b.add_frame(f, now=0) == []
+    [ev] = b.close_before(10)
+    assert not ev.complete and ev.missing == ((1, 2),) and ev.traces[:, 4].tolist() == [5, 6]
+    assert b.counter_dict()["unmapped_channels"] == 1
+
+
+def test_bad_builder_options(emap):
+    with pytest.raises(ValueError):
+        EventBuilder(emap, max_depth=-1)
