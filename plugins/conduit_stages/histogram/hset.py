@@ -1,0 +1,242 @@
+"""Histograms with uniform bins, filled once per event, and the set that owns them and the gates.
+
+The :class:`HistogramSet` is what the ``histogram`` sink fills, the ``rerun``
+sink shows and the ``hdf5`` sink saves; it is shared through
+``context.shared["histograms"]``. Sinks run in different threads, so every
+access goes through the set's lock (filling one event takes microseconds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from .gates import Gate, as_level, evaluate_gate, gate_quantities
+from .quantities import QUANTITIES, Quantity, extract
+from .spec import GateSpec, HistogramParams, HistogramSpec
+
+__all__ = ["Axis", "Histogram", "HistogramSet", "HistogramView"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """Uniform binning of one quantity: ``bins`` bins over [low, high)."""
+
+    quantity: Quantity
+    bins: int
+    low: float
+    high: float
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.linspace(self.low, self.high, self.bins + 1)
+
+    @property
+    def label(self) -> str:
+        unit = self.quantity.unit
+        return f"{self.quantity.name} ({unit})" if unit else self.quantity.name
+
+    def index(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(bin index, inside-range mask) of each value; NaN and out-of-range values are outside."""
+        scaled = (values - self.low) * (self.bins / (self.high - self.low))
+        inside = (scaled >= 0) & (scaled < self.bins)  # False for NaN
+        idx = np.where(inside, scaled, 0).astype(np.int64)
+        return idx, inside
+
+
+@dataclasses.dataclass(frozen=True)
+class HistogramView:
+    """A copy of one histogram's state, safe to use outside the set's lock."""
+
+    name: str
+    x: Axis
+    y: Axis | None
+    gate: str | None
+    counts: np.ndarray  # int64, (x_bins,) or (x_bins, y_bins)
+    entries: int
+    outside: int
+
+    @property
+    def dimensions(self) -> int:
+        return 1 if self.y is None else 2
+
+
+class Histogram:
+    """A 1-D or 2-D histogram of quantities, optionally gated. Not thread-safe on its own."""
+
+    def __init__(self, name: str, x: Axis, y: Axis | None = None, gate: str | None = None):
+        self.name = name
+        self.x = x
+        self.y = y
+        self.gate = gate
+        shape = (x.bins,) if y is None else (x.bins, y.bins)
+        self.counts = np.zeros(shape, dtype=np.int64)
+        #: Entries that landed in a bin.
+        self.entries = 0
+        #: Entries that passed the gate but fell outside the range (or were NaN).
+        self.outside = 0
+
+    @property
+    def dimensions(self) -> int:
+        return 1 if self.y is None else 2
+
+    @property
+    def quantities(self) -> tuple[str, ...]:
+        return (self.x.quantity.name,) if self.y is None else (self.x.quantity.name, self.y.quantity.name)
+
+    @property
+    def is_track(self) -> bool:
+        """True when filled once per track (an axis is a track quantity), else once per event."""
+        return any(QUANTITIES[q].is_track for q in self.quantities)
+
+    def fill(self, x: np.ndarray, y: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
+        """Add entries at (x[, y]) where ``mask`` is True (vectorised)."""
+        x = np.asarray(x, dtype=np.float64)
+        ix, ok = self.x.index(x)
+        if y is not None and self.y is not None:
+            iy, oky = self.y.index(np.asarray(y, dtype=np.float64))
+            ok &= oky
+        if mask is not None:
+            ok &= mask
+            considered = int(np.count_nonzero(mask))
+        else:
+            considered = len(x)
+        n_ok = int(np.count_nonzero(ok))
+        self.entries += n_ok
+        self.outside += considered - n_ok
+        if not n_ok:
+            return
+        if self.y is None:
+            np.add.at(self.counts, ix[ok], 1)
+        else:
+            flat = self.counts.reshape(-1)
+            np.add.at(flat, ix[ok] * self.y.bins + iy[ok], 1)
+
+    def reset(self) -> None:
+        self.counts[...] = 0
+        self.entries = 0
+        self.outside = 0
+
+    def view(self) -> HistogramView:
+        return HistogramView(self.name, self.x, self.y, self.gate, self.counts.copy(), self.entries, self.outside)
+
+
+def _axis(name: str, bins: int | None, rng: tuple[float, float] | None, detector: Any) -> Axis:
+    q = QUANTITIES[name]
+    low, high = rng if rng is not None else q.default_range
+    if rng is None and detector is not None and name in ("vertex_z", "center_z"):
+        low, high = 0.0, float(detector.detector_length)
+    return Axis(q, int(bins if bins is not None else q.default_bins), float(low), float(high))
+
+
+def _gate(spec: GateSpec, histograms: dict[str, Histogram]) -> Gate:
+    if spec.polygon is not None or spec.interval is not None:
+        target = histograms[spec.histogram]  # type: ignore[index]
+        return Gate(
+            name=spec.name,
+            kind="polygon" if spec.polygon is not None else "interval",
+            quantities=target.quantities,
+            histogram=spec.histogram,
+            polygon=None if spec.polygon is None else np.asarray(spec.polygon, dtype=np.float64).reshape(-1, 2),
+            interval=None if spec.interval is None else (float(spec.interval[0]), float(spec.interval[1])),
+        )
+    kind = "all_of" if spec.all_of is not None else "any_of" if spec.any_of is not None else "negate"
+    return Gate(name=spec.name, kind=kind, members=tuple(spec.members()))
+
+
+class HistogramSet:
+    """Named histograms and gates, filled per event under one lock.
+
+    ``version`` increases on every change, so a viewer can tell whether to
+    send the histograms again; ``events`` counts the events filled.
+    """
+
+    def __init__(self, histograms: Iterable[Histogram], gates: Iterable[Gate] = ()):
+        self.histograms: dict[str, Histogram] = {h.name: h for h in histograms}
+        self.gates: dict[str, Gate] = {g.name: g for g in gates}
+        self.lock = threading.Lock()
+        self.version = 0
+        self.events = 0
+        self._needed: dict[str, tuple[str, ...]] = {}
+        self._raw_only: dict[str, bool] = {}
+        for h in self.histograms.values():
+            needed = set(h.quantities)
+            if h.gate is not None:
+                needed |= gate_quantities(h.gate, self.gates)
+            self._needed[h.name] = tuple(sorted(needed))
+            self._raw_only[h.name] = not any(QUANTITIES[q].needs_analysis for q in needed)
+        self._all_needed = tuple(sorted({q for qs in self._needed.values() for q in qs}))
+
+    @classmethod
+    def from_specs(
+        cls, histograms: Iterable[HistogramSpec], gates: Iterable[GateSpec] = (), detector: Any = None
+    ) -> HistogramSet:
+        """Build from validated specs (``detector`` gives vertex_z its default range)."""
+        built = {}
+        for spec in histograms:
+            x = _axis(spec.x, spec.x_bins, spec.x_range, detector)
+            y = None if spec.y is None else _axis(spec.y, spec.y_bins, spec.y_range, detector)
+            built[spec.name] = Histogram(spec.name, x, y, spec.gate)
+        return cls(built.values(), [_gate(g, built) for g in gates])
+
+    @classmethod
+    def from_params(cls, params: HistogramParams, detector: Any = None) -> HistogramSet:
+        return cls.from_specs(params.all_histograms(), params.gates, detector)
+
+    def __getitem__(self, name: str) -> Histogram:
+        return self.histograms[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.histograms
+
+    def __len__(self) -> int:
+        return len(self.histograms)
+
+    def fill(self, event: Any) -> None:
+        """Fill every histogram from one event.
+
+        An event whose analysis was skipped (``event.analysed`` False) only
+        fills histograms of raw quantities (``n_traces``), so that skipped
+        events do not bias the physics histograms.
+        """
+        values = extract(event, self._all_needed)
+        estimates = event.get("estimates")
+        n_tracks = 0 if estimates is None else len(estimates)
+        for name in self._all_needed:  # a missing track quantity means "no tracks"
+            if QUANTITIES[name].is_track and name not in values:
+                values[name] = np.zeros(0)
+        analysed = bool(getattr(event, "analysed", True))
+        with self.lock:
+            memo: dict = {}
+            for h in self.histograms.values():
+                if not analysed and not self._raw_only[h.name]:
+                    continue
+                if any(q not in values for q in h.quantities):
+                    continue  # an event quantity whose artifact is absent
+                track = h.is_track
+                size = n_tracks if track else 1
+                mask = None
+                if h.gate is not None:
+                    mask = as_level(evaluate_gate(h.gate, self.gates, values, n_tracks, memo), track, n_tracks)
+                x = np.broadcast_to(values[h.quantities[0]], (size,))
+                y = None if h.y is None else np.broadcast_to(values[h.quantities[1]], (size,))
+                h.fill(x, y, mask)
+            self.events += 1
+            self.version += 1
+
+    def reset(self) -> None:
+        """Zero every histogram (SIGUSR1, or a new run)."""
+        with self.lock:
+            for h in self.histograms.values():
+                h.reset()
+            self.events = 0
+            self.version += 1
+
+    def snapshot(self) -> list[HistogramView]:
+        """Copies of every histogram, taken under the lock."""
+        with self.lock:
+            return [h.view() for h in self.histograms.values()]
