@@ -1,0 +1,16 @@
+"""``conduit simulate``: realistic synthetic AT-TPC GET data with its truth.
+
+Modules (import what you need; importing this package loads nothing heavy):
+
+* :mod:`.params`      the parameter model shared by the CLI and the ``simulate`` source;
+* :mod:`.presets`     named reactions and particle guns;
+* :mod:`.species`, :mod:`.kinematics`, :mod:`.stopping`   masses, two-body kinematics, stopping powers;
+* :mod:`.tracking`    numba: helices with continuous energy loss;
+* :mod:`.response`    numba: electrons, diffusion, pads, gain, GET shaping;
+* :mod:`.padgrid`     the point → pad lookup grid the response kernel uses;
+* :mod:`.generator`   :class:`~.generator.Simulator`: one seeded event at a time, with truth;
+* :mod:`.truth`, :mod:`.writers`, :mod:`.serve`   truth file, .graw / HDF5 writers, fake DataExporters;
+* :mod:`.source`      the ``simulate`` source kind; :mod:`.command` the CLI.
+
+The model and its parameters are described in docs/simulator.md.
+"""
