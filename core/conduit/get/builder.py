@@ -186,7 +186,7 @@ class EventBuilder:
                                                      f"the stream delivered {length} B")
             except FrameError as err:
                 counters.bytes += length if length is not None else max(len(buf) - offset, 0)
-                self._bad(err)
+                self.report_bad(err)
                 return []
         counters.bytes += info.frame_bytes
         if info.skip:
@@ -321,7 +321,8 @@ class EventBuilder:
             missing=missing,
         )
 
-    def _bad(self, err: FrameError) -> None:
+    def report_bad(self, err: FrameError) -> None:
+        """Count and report (one line, rate-limited) a bad frame found by the caller (e.g. a file reader)."""
         self.counters.bad_frames += 1
         self._note(f"bad frame: {err}")
 
