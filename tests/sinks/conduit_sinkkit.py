@@ -33,8 +33,8 @@ from conduit.stage import TransformStage
 __all__ = ["make_event", "estimate_values", "SinkkitSource", "make_traces"]
 
 
-def make_traces(i: int) -> np.ndarray:
-    n = 20 + i % 7
+def make_traces(i: int, rows: int | None = None) -> np.ndarray:
+    n = 20 + i % 7 if rows is None else rows
     traces = np.zeros((n, 517), dtype=np.int16)
     rows = np.arange(n)
     traces[:, 0] = rows % 11
@@ -142,6 +142,7 @@ class SinkkitParams(Params):
     rate: float = param(0.0, "events per second (0 = as fast as the engine takes them)", ge=0)
     points: int = param(40, "points per track", ge=2)
     frib: bool = param(False, "attach a 'frib' artifact (977 word and a 1903 SIS3300 block)")
+    big_after: int = param(0, "events with id >= this carry 2000 trace rows (2 MB); 0 = never", ge=0)
 
 
 class SinkkitSource(Source):
@@ -162,6 +163,8 @@ class SinkkitSource(Source):
         period = 1.0 / self.params.rate if self.params.rate else 0.0
         while self.params.events == 0 or i < self.params.first + self.params.events:
             event = make_event(i, self.params.points, self.params.run, analysed=False)
+            if self.params.big_after and i >= self.params.big_after:
+                event.traces = make_traces(i, rows=2000)
             if self.params.frib:
                 event.artifacts["frib"] = {
                     "977": np.array([i % 4], dtype=np.uint16),

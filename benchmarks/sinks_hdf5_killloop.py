@@ -1,0 +1,182 @@
+"""Kill-loop experiment: SIGKILL an HDF5 writer at random moments and try to open what it left.
+
+    .venv/bin/python benchmarks/sinks_hdf5_killloop.py [--kills 60] [--variants inplace,latest,conduit]
+
+Each trial starts a writer subprocess that records synthetic events (300
+traces x 517 int16 and a 1000-point cloud each) and prints, after every
+flush, how many events it has flushed. After a random 0.3-2.5 s the trial
+sends SIGKILL, then opens the file in a fresh process with a plain
+``h5py.File(path, "r")`` and reads back every event flushed before the kill.
+
+Variants:
+
+* ``inplace``  one file written in place with the default format, flushed
+  (``File.flush``) after every batch of 10 events: the straightforward design.
+* ``latest``   the same with ``libver="latest"`` (superblock v3).
+* ``conduit``  the ``hdf5`` sink itself (part files + atomically replaced
+  master), flushing every 50 ms so that most kills land inside a commit.
+
+Prints one table row per variant; the numbers go into docs/outputs.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+N_TRACES, N_POINTS = 300, 1000
+
+
+def synthetic_event(i: int):
+    from conduit.artifacts import ESTIMATE_DTYPE, Clusters
+    from conduit.event import Event
+
+    rng = np.random.default_rng(i)
+    traces = rng.integers(0, 4000, size=(N_TRACES, 517)).astype(np.int16)
+    cloud = rng.normal(size=(N_POINTS, 8))
+    cloud = cloud[np.argsort(cloud[:, 2])]
+    labels = (np.arange(N_POINTS) % 3).astype(np.int32)
+    est = np.zeros(2, ESTIMATE_DTYPE)
+    est["brho"] = [0.5, 1.0]
+    return Event(id=i, traces=traces, timestamp=10 * i, run=1, analysed=True,
+                 artifacts={"cloud": cloud, "estimates": est,
+                            "clusters": Clusters(labels, np.arange(3, dtype=np.int32), np.zeros(3, np.int8))})
+
+
+# -- writers (run in the killed subprocess) ------------------------------------------
+
+
+def writer_inplace(path: str, libver: str | None) -> None:
+    import h5py
+
+    f = h5py.File(path, "w", libver=libver) if libver else h5py.File(path, "w")
+    events, clouds = f.create_group("events"), f.create_group("cloud")
+    table = f.create_dataset("estimates", shape=(0, 2), maxshape=(None, 2), chunks=(256, 2))
+    i = 0
+    while True:
+        for _ in range(10):
+            ev = synthetic_event(i)
+            d = events.create_dataset(f"event_{i}/get_traces", data=ev.traces)
+            d.attrs["id"] = i
+            c = clouds.create_dataset(f"cloud_{i}", data=ev.artifacts["cloud"])
+            c.attrs["orig_event"] = float(i)
+            n = table.shape[0]
+            table.resize((n + 2, 2))
+            table[n:] = i
+            i += 1
+        events.attrs["max_event"] = i - 1
+        f.flush()
+        print(i, flush=True)
+
+
+def writer_conduit(path: str) -> None:
+    import logging
+
+    from conduit.stage import StageContext
+    from conduit_stages.hdf5_sink.params import Hdf5Params
+    from conduit_stages.hdf5_sink.sink import Hdf5Sink
+
+    class Report(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("flushed"):
+                print(sink.flushed_events, flush=True)
+
+    log = logging.getLogger("conduit.stage.hdf5")
+    log.setLevel(logging.DEBUG)
+    log.addHandler(Report())
+    ctx = StageContext(run=1, base_dir=Path(path).parent)
+    sink = Hdf5Sink(Hdf5Params(path=Path(path).name, flush_interval=0.05, histograms=False), ctx)
+    sink.open()
+    i = 0
+    while True:
+        sink.consume(synthetic_event(i))
+        i += 1
+
+
+# -- the loop ---------------------------------------------------------------------------
+
+
+CHECK = """
+import sys, h5py
+path, flushed = sys.argv[1], int(sys.argv[2])
+with h5py.File(path, "r") as f:
+    for i in range(flushed):
+        t = f["events"][f"event_{i}"]["get_traces"][...]
+        assert t.shape == ({traces}, 517), t.shape
+        c = f["cloud"][f"cloud_{i}"][...]
+    assert f["estimates"].shape[0] >= 2 * flushed
+    print(len(f["events"]))
+"""
+
+
+def trial(variant: str, workdir: Path, k: int, rng: random.Random) -> tuple[bool, bool, int, str]:
+    path = workdir / f"{variant}_{k}.h5"
+    proc = subprocess.Popen([sys.executable, __file__, "--writer", variant, str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(rng.uniform(0.3, 2.5))
+    proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate()
+    numbers = [int(x) for x in out.split()]
+    flushed = numbers[-1] if numbers else 0
+    check = subprocess.run([sys.executable, "-c", CHECK.replace("{traces}", str(N_TRACES)), str(path), str(flushed)],
+                           capture_output=True, text=True)
+    opened = "Unable to synchronously open file" not in check.stderr and "No such file" not in check.stderr
+    reason = check.stderr.strip().splitlines()[-1] if check.returncode else ""
+    return opened, check.returncode == 0, flushed, reason
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kills", type=int, default=60)
+    parser.add_argument("--variants", default="inplace,latest,conduit")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--writer", nargs=2, metavar=("VARIANT", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.writer:
+        variant, path = args.writer
+        if variant == "conduit":
+            writer_conduit(path)
+        else:
+            writer_inplace(path, "latest" if variant == "latest" else None)
+        return 0
+    rng = random.Random(args.seed)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="killloop-") as tmp:
+        for variant in args.variants.split(","):
+            opened = complete = 0
+            flushed_total = 0
+            reasons: dict[str, int] = {}
+            for k in range(args.kills):
+                o, c, flushed, reason = trial(variant, Path(tmp), k, rng)
+                opened += o
+                complete += c
+                flushed_total += flushed
+                if reason:
+                    reasons[reason[:90]] = reasons.get(reason[:90], 0) + 1
+                for leftover in Path(tmp).glob(f"{variant}_{k}.h5*"):
+                    if leftover.is_dir():
+                        import shutil
+
+                        shutil.rmtree(leftover)
+                    else:
+                        leftover.unlink()
+            rows.append((variant, args.kills, opened, complete, flushed_total / args.kills, reasons))
+    print(f"{'variant':<10} {'kills':>6} {'opened':>7} {'all flushed events read':>24} {'mean flushed':>13}")
+    for variant, kills, opened, complete, mean_flushed, reasons in rows:
+        print(f"{variant:<10} {kills:>6} {opened:>7} {complete:>24} {mean_flushed:>13.1f}")
+        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            print(f"           {count:>3} x {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

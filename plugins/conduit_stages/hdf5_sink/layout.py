@@ -1,0 +1,161 @@
+"""How one event is laid out in HDF5: merger 1.0 traces, Spyral's Pointcloud and Cluster layouts.
+
+Every writer takes an open h5py group and the event, and writes the event's
+objects under names that are the same in a part file and in the final file
+(see :mod:`.partfile`). Event objects are named by the GET event id.
+
+* traces (attpc_merger "libattpc_merger:1.0")::
+
+    /events                     attrs min_event, max_event (u64), min_get_ts, max_get_ts (u64),
+                                      frib_run, frib_start, frib_stop, frib_time (u32, 0 = unknown),
+                                      version = "libattpc_merger:1.0"
+    /events/event_{id}/get_traces   int16 (n, 517) [cobo, asad, aget, channel, pad, 512 samples]
+                                    attrs id (u32), timestamp, timestamp_other (u64)
+    /events/event_{id}/frib_physics/{module}   FRIB arrays of the ``frib`` artifact (977, 1903, ...)
+
+* point clouds (Spyral ``Pointcloud/run_NNNN.h5``)::
+
+    /cloud                      attrs min_event, max_event
+    /cloud/cloud_{id}           float64 (N, 8) [x, y, z, amplitude, integral, pad, time, scale]
+                                attrs orig_run, orig_event, ic_amplitude, ic_integral, ic_centroid,
+                                      ic_multiplicity (float64; -1.0 when unknown)
+
+* clusters (Spyral ``Cluster/run_NNNN.h5``)::
+
+    /cluster                    attrs min_event, max_event
+    /cluster/event_{id}         attrs nclusters, orig_run, orig_event, ic_* (as for clouds)
+    /cluster/event_{id}/cluster_{i}   attrs label, direction;  dataset cloud float64 (M, 5)
+                                      [x, y, z, integral, scale]
+
+* estimates: ``/estimates``, one row per track: the fields of
+  :data:`conduit.artifacts.ESTIMATE_DTYPE` (``event`` = the GET event id) plus
+  ``run`` and ``ic_*``, chunked and extendable (see :data:`.sink.TABLE_DTYPE`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from conduit.artifacts import INTEGRAL, SCALE, X, Y, Z
+
+__all__ = [
+    "MERGER_VERSION",
+    "EVENTS",
+    "CLOUD",
+    "CLUSTER",
+    "ESTIMATES",
+    "event_name",
+    "cloud_name",
+    "write_traces",
+    "write_cloud",
+    "write_clusters",
+    "ic_attributes",
+    "events_group_attrs",
+    "range_attrs",
+]
+
+MERGER_VERSION = "libattpc_merger:1.0"
+EVENTS, CLOUD, CLUSTER, ESTIMATES = "events", "cloud", "cluster", "estimates"
+_IC_KEYS = ("amplitude", "integral", "centroid", "multiplicity")
+
+
+def event_name(event_id: int, duplicate: int = 0) -> str:
+    """``event_{id}``; a repeated id (a DAQ counter reset) gets ``event_{id}_{k}`` so nothing is lost."""
+    return f"event_{event_id}" if not duplicate else f"event_{event_id}_{duplicate}"
+
+
+def cloud_name(event_id: int, duplicate: int = 0) -> str:
+    return f"cloud_{event_id}" if not duplicate else f"cloud_{event_id}_{duplicate}"
+
+
+def ic_attributes(event: Any) -> dict[str, float]:
+    """``ic_amplitude`` ... from an ``ion_chamber`` artifact (dict), else -1.0 each (Spyral's 'unknown')."""
+    ic = event.get("ion_chamber") if hasattr(event, "get") else None
+    out = {}
+    for key in _IC_KEYS:
+        value = -1.0
+        if isinstance(ic, dict) and ic.get(key) is not None:
+            value = float(ic[key])
+        out[f"ic_{key}"] = value
+    return out
+
+
+def _origin_attrs(event: Any) -> dict[str, float]:
+    return {
+        "orig_run": float(event.run) if event.run is not None else -1.0,
+        "orig_event": float(event.id),
+        **ic_attributes(event),
+    }
+
+
+def write_traces(group: Any, event: Any, name: str, *, frib: bool = True, **dataset_options: Any) -> None:
+    """``group[name]/get_traces`` with id/timestamp attrs, plus ``frib_physics`` when the event has FRIB data."""
+    eg = group.create_group(name)
+    traces = np.ascontiguousarray(event.traces, dtype=np.int16)
+    ds = eg.create_dataset("get_traces", data=traces, **(dataset_options if len(traces) else {}))
+    ds.attrs["id"] = np.uint32(event.id) if 0 <= event.id < 2**32 else np.uint64(event.id)
+    ds.attrs["timestamp"] = np.uint64(event.timestamp)
+    ds.attrs["timestamp_other"] = np.uint64(event.timestamp_other)
+    ds.attrs["complete"] = np.uint8(bool(event.complete))
+    fribdata = event.get("frib") if frib else None
+    if isinstance(fribdata, dict) and fribdata:
+        fg = eg.create_group("frib_physics")
+        for key, value in fribdata.items():
+            if isinstance(value, np.ndarray):
+                fg.create_dataset(str(key), data=value)
+            elif isinstance(value, (int, float, np.integer, np.floating)):
+                fg.attrs[str(key)] = value
+
+
+def write_cloud(group: Any, event: Any, name: str, **dataset_options: Any) -> bool:
+    """``group[name]``: the (N, 8) point cloud with Spyral's attributes; False when the event has none."""
+    cloud = event.get("cloud")
+    if cloud is None:
+        return False
+    cloud = np.ascontiguousarray(cloud, dtype=np.float64).reshape(-1, 8)
+    ds = group.create_dataset(name, data=cloud, **(dataset_options if len(cloud) else {}))
+    for key, value in _origin_attrs(event).items():
+        ds.attrs[key] = value
+    return True
+
+
+def write_clusters(group: Any, event: Any, name: str) -> bool:
+    """``group[name]/cluster_{i}`` (x, y, z, integral, scale) per cluster; False without clusters."""
+    clusters = event.get("clusters")
+    cloud = event.get("cloud")
+    if clusters is None or cloud is None:
+        return False
+    eg = group.create_group(name)
+    eg.attrs["nclusters"] = np.int64(clusters.count)
+    for key, value in _origin_attrs(event).items():
+        eg.attrs[key] = value
+    columns = [X, Y, Z, INTEGRAL, SCALE]
+    for k in range(clusters.count):
+        cg = eg.create_group(f"cluster_{k}")
+        cg.attrs["label"] = np.int64(clusters.cluster_labels[k])
+        cg.attrs["direction"] = np.int64(clusters.directions[k])
+        rows = clusters.indices(k)
+        cg.create_dataset("cloud", data=np.ascontiguousarray(cloud[rows][:, columns], dtype=np.float64))
+    return True
+
+
+def events_group_attrs(min_event: int, max_event: int, min_ts: int, max_ts: int) -> dict[str, Any]:
+    """The merger 1.0 ``/events`` attributes."""
+    return {
+        "min_event": np.uint64(min_event),
+        "max_event": np.uint64(max_event),
+        "min_get_ts": np.uint64(min_ts),
+        "max_get_ts": np.uint64(max_ts),
+        "frib_run": np.uint32(0),
+        "frib_start": np.uint32(0),
+        "frib_stop": np.uint32(0),
+        "frib_time": np.uint32(0),
+        "version": MERGER_VERSION,
+    }
+
+
+def range_attrs(min_event: int, max_event: int) -> dict[str, Any]:
+    """``min_event`` / ``max_event`` of Spyral's cloud and cluster groups."""
+    return {"min_event": np.int64(min_event), "max_event": np.int64(max_event)}

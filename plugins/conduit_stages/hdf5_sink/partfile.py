@@ -1,0 +1,264 @@
+"""An HDF5 file that is never seen half-written, even after SIGKILL.
+
+HDF5 updates its metadata (B-trees, heaps, object headers) in place, in
+several writes; a process killed in the middle leaves a file that h5py cannot
+open or whose groups cannot be listed (measured: docs/outputs.md). So the file
+at ``path`` is only ever *replaced*, never modified:
+
+* each flush writes its batch of events into a new **part file**
+  ``<path>.parts/part_NNNNNN.h5`` (written under a temporary name, closed,
+  then renamed into place);
+* the **master** at ``path`` holds the group attributes, the tables
+  (estimates) and one HDF5 external link per event object pointing into its
+  part. It is updated by copying it to ``<path>.tmp``, adding the new links
+  and rows there, closing, and renaming over ``path`` (``rename`` is atomic).
+
+At every instant ``path`` is a complete, closed HDF5 file holding every batch
+committed so far; h5py follows the external links transparently (relative to
+the master's directory). At the end of a run :func:`consolidate` copies every
+part's objects into one self-contained file (again via a temporary file and
+a rename) and removes the parts.
+
+Files use the default (earliest) format bound: superblock v0, which has no
+"file open for write" flag, so an h5py ``File(path, "r")`` never refuses a
+file whose writer died (libver "latest" and SWMR set that flag).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PartitionedFile", "consolidate", "WriteError", "describe_os_error", "parts_dir_of"]
+
+PART_RE = re.compile(r"^part_(\d{6,})\.h5$")
+
+
+class WriteError(OSError):
+    """Writing an output file failed; the message is one line naming the file."""
+
+
+def parts_dir_of(path: Path) -> Path:
+    return path.with_name(path.name + ".parts")
+
+
+def describe_os_error(err: BaseException) -> str:
+    """A short reason for an OS or HDF5 error (HDF5 buries errno in a long message)."""
+    text = str(err)
+    errno = getattr(err, "errno", None)
+    if errno == 28 or "errno = 28" in text or "No space left" in text:
+        return "no space left on device"
+    if errno == 27 or "errno = 27" in text or "File too large" in text:
+        return "file too large (file size limit reached)"
+    if errno == 13 or "errno = 13" in text or "Permission denied" in text:
+        return "permission denied"
+    if errno == 30 or "errno = 30" in text or "Read-only file system" in text:
+        return "read-only file system"
+    match = re.search(r"error message = '([^']*)'", text)
+    if match:
+        return match.group(1)
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    first = text.splitlines()[0] if text else type(err).__name__
+    return first[:200]
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system supports it
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class PartitionedFile:
+    """The master file at ``path`` plus its part files, updated only by atomic renames.
+
+    ``init_master(h5file)`` fills a fresh master (groups, attributes, empty
+    tables). :meth:`commit` adds one batch. Not thread-safe; one writer per path.
+    """
+
+    def __init__(self, path: Path, *, fsync: bool = False):
+        self.path = Path(path)
+        self.parts_dir = parts_dir_of(self.path)
+        self.fsync = fsync
+        self.parts = 0
+        self.created = False
+
+    # -- creation ------------------------------------------------------------------
+
+    def create(self, init_master: Callable[[Any], None], *, overwrite: bool = True) -> None:
+        """Write a fresh master (replacing an old file and its parts when ``overwrite``)."""
+        import h5py
+
+        if self.path.exists() and not overwrite:
+            raise WriteError(f"{self.path}: already exists (set overwrite = true to replace it)")
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with h5py.File(tmp, "w") as f:
+                init_master(f)
+            self._sync(tmp)
+            os.replace(tmp, self.path)
+            if self.parts_dir.exists():
+                shutil.rmtree(self.parts_dir)
+        except (OSError, RuntimeError) as err:
+            _unlink(tmp)
+            raise WriteError(f"cannot write {self.path}: {describe_os_error(err)}") from None
+        self.created = True
+
+    # -- one batch -----------------------------------------------------------------
+
+    def commit(
+        self,
+        write_part: Callable[[Any], dict[str, list[str]]],
+        update_master: Callable[[Any], None],
+    ) -> int:
+        """Write one part file and atomically publish it through the master; return the part number.
+
+        ``write_part(h5file)`` writes the batch's objects (``/group/name``) and
+        returns ``{group: [names]}`` of the objects to link from the master.
+        ``update_master(h5file)`` then updates attributes and tables of the
+        master copy. On any error the master is left as it was.
+        """
+        import h5py
+
+        number = self.parts + 1
+        part = self.parts_dir / f"part_{number:06d}.h5"
+        part_tmp = part.with_name(part.name + ".tmp")
+        master_tmp = self.path.with_name(self.path.name + ".tmp")
+        stage = part
+        try:
+            self.parts_dir.mkdir(parents=True, exist_ok=True)
+            with h5py.File(part_tmp, "w") as f:
+                links = write_part(f)
+            self._sync(part_tmp)
+            os.replace(part_tmp, part)
+            stage = self.path
+            shutil.copyfile(self.path, master_tmp)
+            relative = f"{self.parts_dir.name}/{part.name}"
+            with h5py.File(master_tmp, "r+") as m:
+                for group, names in links.items():
+                    g = m.require_group(group)
+                    for name in names:
+                        g[name] = h5py.ExternalLink(relative, f"/{group}/{name}")
+                update_master(m)
+            self._sync(master_tmp)
+            os.replace(master_tmp, self.path)
+            if self.fsync:
+                _fsync_dir(self.path.parent)
+        except (OSError, RuntimeError) as err:
+            _unlink(part_tmp)
+            _unlink(master_tmp)
+            if stage == part:
+                _unlink(part)
+            raise WriteError(f"cannot write {stage}: {describe_os_error(err)}") from None
+        self.parts = number
+        return number
+
+    def update(self, update_master: Callable[[Any], None]) -> None:
+        """Change the master only (e.g. add the histograms), atomically."""
+        import h5py
+
+        master_tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            shutil.copyfile(self.path, master_tmp)
+            with h5py.File(master_tmp, "r+") as m:
+                update_master(m)
+            self._sync(master_tmp)
+            os.replace(master_tmp, self.path)
+        except (OSError, RuntimeError) as err:
+            _unlink(master_tmp)
+            raise WriteError(f"cannot write {self.path}: {describe_os_error(err)}") from None
+
+    def _sync(self, path: Path) -> None:
+        if self.fsync:
+            _fsync_file(path)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def consolidate(path: Path | str, *, remove_parts: bool = True) -> int:
+    """Copy every externally linked object of the master at ``path`` into one self-contained file.
+
+    Returns the number of objects copied. The result replaces ``path``
+    atomically; the part directory is removed afterwards. A file without
+    parts is left untouched (returns 0).
+    """
+    import h5py
+
+    path = Path(path)
+    parts_dir = parts_dir_of(path)
+    tmp = path.with_name(path.name + ".consolidating")
+    copied = 0
+    try:
+        with h5py.File(path, "r") as master:
+            links: dict[str, list[tuple[str, str]]] = defaultdict(list)  # part file -> [(dest, source path)]
+            _collect_links(master, links)
+            if not links:
+                if remove_parts and parts_dir.exists():
+                    shutil.rmtree(parts_dir)
+                return 0
+            with h5py.File(tmp, "w") as out:
+                _copy_structure(master, out)
+                for filename in sorted(links):
+                    source_file = path.parent / filename
+                    with h5py.File(source_file, "r") as part:
+                        for dest, source in links[filename]:
+                            parent, _, name = dest.rpartition("/")
+                            part.copy(part[source], out[parent or "/"], name=name)
+                            copied += 1
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        _unlink(tmp)
+        raise WriteError(f"cannot consolidate {path}: {describe_os_error(err)}") from None
+    if remove_parts and parts_dir.exists():
+        shutil.rmtree(parts_dir)
+    return copied
+
+
+def _collect_links(group: Any, links: dict[str, list[tuple[str, str]]]) -> None:
+    import h5py
+
+    for name in group:
+        link = group.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            dest = f"{group.name.rstrip('/')}/{name}"
+            links[link.filename].append((dest, link.path))
+        elif isinstance(link, h5py.HardLink) and isinstance(group.get(name), h5py.Group):
+            _collect_links(group[name], links)
+
+
+def _copy_structure(src: Any, dst: Any) -> None:
+    """Groups, attributes and datasets of ``src`` (hard links only) into ``dst``."""
+    import h5py
+
+    for key, value in src.attrs.items():
+        dst.attrs[key] = value
+    for name in src:
+        link = src.get(name, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            continue
+        obj = src[name]
+        if isinstance(obj, h5py.Group):
+            _copy_structure(obj, dst.create_group(name))
+        else:
+            src.copy(obj, dst, name=name)

@@ -1,0 +1,349 @@
+"""The ``hdf5`` sink: crash-safe recording of traces, clouds, clusters, estimates and histograms.
+
+Events are kept in memory and written every ``flush_interval`` seconds as one
+part file per output file, then published atomically through the output's
+master file (see :mod:`.partfile`). After a SIGKILL the output opens with a
+plain ``h5py.File(path, "r")`` and holds every flushed event; at a normal end
+the parts are consolidated into one self-contained file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conduit.artifacts import ESTIMATE_DTYPE
+from conduit.stage import SinkStage
+
+from . import layout
+from .params import Hdf5Params
+from .partfile import PartitionedFile, WriteError, consolidate
+
+__all__ = ["Hdf5Sink", "TABLE_DTYPE"]
+
+#: The /estimates table: the estimate fields plus where the event came from (Spyral's columns).
+TABLE_DTYPE = np.dtype(
+    ESTIMATE_DTYPE.descr
+    + [("run", np.int32), ("ic_amplitude", np.float64), ("ic_integral", np.float64),
+       ("ic_centroid", np.float64), ("ic_multiplicity", np.float64)]
+)
+
+_HISTOGRAMS_KEY = "histograms"
+_RECORDED_KEY = "histograms_recorded_by"
+
+
+@dataclasses.dataclass
+class _Target:
+    """One output file and what it holds."""
+
+    file: PartitionedFile
+    kinds: tuple[str, ...]  # of layout.EVENTS, CLOUD, CLUSTER, ESTIMATES
+    ranges: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    timestamps: list[int] = dataclasses.field(default_factory=list)
+    counts: dict[str, int] = dataclasses.field(default_factory=lambda: defaultdict(int))
+    seen: dict[str, dict[int, int]] = dataclasses.field(default_factory=lambda: defaultdict(dict))
+    duplicates: int = 0
+
+    def name_for(self, kind: str, event_id: int) -> str:
+        """The object name of this event, unique even when an event id repeats."""
+        dup = self.seen[kind].get(event_id, -1) + 1
+        self.seen[kind][event_id] = dup
+        if dup:
+            self.duplicates += 1
+        make = layout.cloud_name if kind == layout.CLOUD else layout.event_name
+        return make(event_id, dup)
+
+    def note(self, kind: str, event_id: int) -> None:
+        r = self.ranges.get(kind)
+        self.ranges[kind] = [event_id, event_id] if r is None else [min(r[0], event_id), max(r[1], event_id)]
+        self.counts[kind] += 1
+
+
+class Hdf5Sink(SinkStage):
+    """Crash-safe HDF5 recording: merger 1.0 traces, Spyral clouds/clusters, estimates, histograms."""
+
+    name = "hdf5"
+    Params = Hdf5Params
+
+    def is_lossless(self) -> bool:
+        return self.params.lossless
+
+    # -- life cycle ------------------------------------------------------------------
+
+    def open(self) -> None:
+        p = self.params
+        self._options: dict[str, Any] = {} if p.compression == "none" else {"compression": p.compression}
+        self.pending: list[Any] = []
+        self.pending_bytes = 0
+        self.last_flush = time.monotonic()
+        self.flushed_events = 0
+        self.received = 0
+        self.error: str | None = None
+        self.consolidated: list[Path] = []
+        self.parquet: Path | None = None
+        self.run_path = self.context.format_path(p.path)
+        self.targets: list[_Target] = []
+        run_kinds = []
+        if p.traces:
+            run_kinds.append(layout.EVENTS)
+        if p.layout == "file":
+            run_kinds += [k for k, on in ((layout.CLOUD, p.cloud), (layout.CLUSTER, p.clusters)) if on]
+        if p.estimates:
+            run_kinds.append(layout.ESTIMATES)
+        self.run_target = _Target(PartitionedFile(self.run_path, fsync=p.fsync), tuple(run_kinds))
+        self.targets.append(self.run_target)
+        if p.layout == "spyral":
+            workspace = self.context.format_path(p.workspace)
+            run_file = f"run_{self.context.run or 0:04d}.h5"
+            if p.cloud:
+                self.targets.append(_Target(PartitionedFile(workspace / "Pointcloud" / run_file, fsync=p.fsync),
+                                            (layout.CLOUD,)))
+            if p.clusters:
+                self.targets.append(_Target(PartitionedFile(workspace / "Cluster" / run_file, fsync=p.fsync),
+                                            (layout.CLUSTER,)))
+        for target in self.targets:  # fail now, before any event, if a path is not writable
+            target.file.create(lambda f, t=target: self._init_master(f, t), overwrite=p.overwrite)
+        if p.histograms:
+            self.context.shared[_RECORDED_KEY] = self.name
+
+    def consume(self, event) -> None:
+        if self.error is not None:
+            from conduit.engine.runner import StopRun
+
+            raise StopRun(self.error)
+        self.received += 1
+        self.pending.append(event)
+        self.pending_bytes += _event_bytes(event)
+        if (time.monotonic() - self.last_flush >= self.params.flush_interval
+                or self.pending_bytes >= self.params.max_batch_mb * 1e6):
+            self._flush_or_stop()
+
+    def on_metrics(self, metrics) -> None:
+        if self.error is None and self.pending and time.monotonic() - self.last_flush >= self.params.flush_interval:
+            try:
+                self._flush_or_stop()
+            except Exception:
+                pass  # recorded in self.error; the next consume stops the run
+
+    def close(self) -> None:
+        if not getattr(self, "targets", None):
+            return
+        problems = []
+        if self.pending and self.error is None:
+            try:
+                self.flush()
+            except WriteError as err:
+                self.error = str(err)
+        if self.params.histograms and self.error is None:
+            hset = self.context.shared.get(_HISTOGRAMS_KEY)
+            if hset is not None:
+                from conduit_stages.histogram.store import write_histograms
+
+                try:
+                    self.run_target.file.update(lambda m: write_histograms(m, hset))
+                except WriteError as err:
+                    problems.append(str(err))
+        if self.params.layout == "spyral" and self.params.estimates and self.error is None:
+            try:
+                self.parquet = self._write_parquet()
+            except Exception as err:  # an optional extra: report, keep the HDF5 outputs
+                problems.append(f"Estimation parquet not written: {err}")
+        if self.params.consolidate and self.error is None:
+            for target in self.targets:
+                t0 = time.perf_counter()
+                try:
+                    copied = consolidate(target.file.path)
+                except WriteError as err:
+                    problems.append(f"{err}; the file stays readable as {target.file.path} + "
+                                    f"{target.file.parts_dir.name}/")
+                    continue
+                if copied:
+                    self.consolidated.append(target.file.path)
+                    self.log.info("consolidated %s (%d objects from %d parts) in %.2f s", target.file.path,
+                                  copied, target.file.parts, time.perf_counter() - t0)
+        elif self.error is not None:
+            self.log.error("%s: kept %d flushed events (file + parts); consolidate later with "
+                           "`python -m conduit_stages.hdf5_sink.consolidate %s`",
+                           self.run_path, self.flushed_events, self.run_path)
+        for target in self.targets:
+            if target.duplicates:
+                self.log.warning("%s: %d repeated event ids were recorded under suffixed names (event_ID_K)",
+                                 target.file.path, target.duplicates)
+        if problems:
+            raise WriteError("; ".join(problems))
+
+    def outputs(self) -> list[str]:
+        out = []
+        for target in getattr(self, "targets", []):
+            if not target.file.created:
+                continue
+            what = ", ".join(f"{target.counts[k]} {k}" for k in target.kinds if k != layout.ESTIMATES)
+            if layout.ESTIMATES in target.kinds:
+                what = ", ".join(filter(None, [what, f"{target.counts[layout.ESTIMATES]} estimate rows"]))
+            out.append(f"{target.file.path} ({what or 'histograms'})")
+        if self.parquet is not None:
+            out.append(f"{self.parquet} (Spyral estimation table)")
+        return out
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _flush_or_stop(self) -> None:
+        try:
+            self.flush()
+        except WriteError as err:
+            from conduit.engine.runner import StopRun
+
+            self.error = f"{err}; stopping (every event flushed before is kept)"
+            self.log.error("%s", self.error)
+            raise StopRun(self.error) from None
+
+    def flush(self) -> None:
+        """Write the pending events to every output file (one part each), then forget them."""
+        batch = self.pending
+        if not batch:
+            self.last_flush = time.monotonic()
+            return
+        for target in self.targets:
+            self._commit(target, batch)
+        self.flushed_events += len(batch)
+        self.pending = []
+        self.pending_bytes = 0
+        self.last_flush = time.monotonic()
+        self.log.debug("flushed %d events to %s (%d events flushed in total)", len(batch), self.run_path,
+                       self.flushed_events)
+
+    def _commit(self, target: _Target, batch: list[Any]) -> None:
+        p = self.params
+        rows = None
+        if layout.ESTIMATES in target.kinds:
+            parts = [_table_rows(ev) for ev in batch]
+            parts = [r for r in parts if r is not None and len(r)]
+            rows = np.concatenate(parts) if parts else None
+
+        def write_part(f) -> dict[str, list[str]]:
+            links: dict[str, list[str]] = {}
+            for kind in target.kinds:
+                if kind == layout.ESTIMATES:
+                    continue
+                group = f.create_group(kind)
+                names = links.setdefault(kind, [])
+                for ev in batch:
+                    if kind == layout.EVENTS:
+                        name = target.name_for(kind, ev.id)
+                        layout.write_traces(group, ev, name, frib=p.frib, **self._options)
+                    elif kind == layout.CLOUD:
+                        if ev.get("cloud") is None:
+                            continue
+                        name = target.name_for(kind, ev.id)
+                        layout.write_cloud(group, ev, name, **self._options)
+                    else:
+                        if ev.get("clusters") is None or ev.get("cloud") is None:
+                            continue
+                        name = target.name_for(kind, ev.id)
+                        layout.write_clusters(group, ev, name)
+                    names.append(name)
+                    target.note(kind, ev.id)
+                    if kind == layout.EVENTS:
+                        ts = int(ev.timestamp)
+                        target.timestamps = [ts, ts] if not target.timestamps else [
+                            min(target.timestamps[0], ts), max(target.timestamps[1], ts)]
+            return {k: v for k, v in links.items() if v}
+
+        def update_master(m) -> None:
+            for kind in target.kinds:
+                if kind == layout.EVENTS and kind in target.ranges:
+                    lo, hi = target.ranges[kind]
+                    m[kind].attrs.update(layout.events_group_attrs(lo, hi, *target.timestamps))
+                elif kind in (layout.CLOUD, layout.CLUSTER) and kind in target.ranges:
+                    m[kind].attrs.update(layout.range_attrs(*target.ranges[kind]))
+            if rows is not None:
+                table = m[layout.ESTIMATES]
+                start = table.shape[0]
+                table.resize((start + len(rows),))
+                table[start:] = rows
+            m.attrs["events_flushed"] = np.int64(self.flushed_events + len(batch))
+
+        counts_before = dict(target.counts)
+        seen_before = {k: dict(v) for k, v in target.seen.items()}
+        ranges_before = {k: list(v) for k, v in target.ranges.items()}
+        try:
+            target.file.commit(write_part, update_master)
+        except WriteError:
+            target.counts.clear()
+            target.counts.update(counts_before)
+            target.seen.clear()
+            target.seen.update(seen_before)
+            target.ranges = ranges_before
+            raise
+        if rows is not None:
+            target.counts[layout.ESTIMATES] += len(rows)
+
+    def _init_master(self, f, target: _Target) -> None:
+        from conduit import __version__
+
+        f.attrs["writer"] = f"attpc-conduit {__version__}"
+        f.attrs["run"] = np.int64(self.context.run if self.context.run is not None else -1)
+        f.attrs["layout"] = self.params.layout
+        f.attrs["events_flushed"] = np.int64(0)
+        for kind in target.kinds:
+            if kind == layout.EVENTS:
+                f.create_group(kind).attrs.update(layout.events_group_attrs(0, 0, 0, 0))
+            elif kind in (layout.CLOUD, layout.CLUSTER):
+                f.create_group(kind).attrs.update(layout.range_attrs(0, 0))
+            elif kind == layout.ESTIMATES:
+                table = f.create_dataset(kind, shape=(0,), maxshape=(None,), dtype=TABLE_DTYPE, chunks=(1024,))
+                table.attrs["units"] = ("vertex/center/radius/arclength mm, polar/azimuthal rad, brho T·m, "
+                                        "dE ADC·TB, dEdx ADC·TB/mm")
+
+    def _write_parquet(self) -> Path | None:
+        """Spyral's Estimation/run_NNNN.parquet from the recorded table (Spyral's column names)."""
+        import h5py
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with h5py.File(self.run_path, "r") as f:
+            table = f[layout.ESTIMATES][...]
+        workspace = self.context.format_path(self.params.workspace)
+        path = workspace / "Estimation" / f"run_{self.context.run or 0:04d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        columns = {
+            "event": table["event"], "cluster_index": table["cluster_index"], "cluster_label": table["cluster_label"],
+            "orig_run": table["run"], "orig_event": table["event"],
+            "ic_amplitude": table["ic_amplitude"], "ic_centroid": table["ic_centroid"],
+            "ic_integral": table["ic_integral"], "ic_multiplicity": table["ic_multiplicity"],
+        }
+        for name in ("vertex_x", "vertex_y", "vertex_z", "center_x", "center_y", "center_z", "polar", "azimuthal",
+                     "brho", "dEdx", "sqrt_dEdx", "dE", "arclength"):
+            columns[name] = table[name]
+        columns["direction"] = table["direction"].astype(np.int64)
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(pa.table({k: np.asarray(v) for k, v in columns.items()}), tmp)
+        tmp.replace(path)
+        return path
+
+
+def _table_rows(event) -> np.ndarray | None:
+    est = event.get("estimates")
+    if est is None:
+        return None
+    rows = np.zeros(len(est), dtype=TABLE_DTYPE)
+    for name in ESTIMATE_DTYPE.names:
+        rows[name] = est[name]
+    rows["event"] = event.id
+    rows["run"] = event.run if event.run is not None else -1
+    for key, value in layout.ic_attributes(event).items():
+        rows[key] = value
+    return rows
+
+
+def _event_bytes(event) -> int:
+    total = event.traces.nbytes
+    cloud = event.get("cloud")
+    if cloud is not None:
+        total += cloud.nbytes * 2  # the cluster copy
+    return total
