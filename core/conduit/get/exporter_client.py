@@ -1,0 +1,131 @@
+"""DataExporter client side: host lists and one CoBo's receive loop (trio).
+
+Protocol (get_format.md 4): each message is a u64 little-endian length, then that
+many bytes of one GRAW frame; a length of 0 carries nothing. A length larger than
+``max_frame_bytes``, not a multiple of the frame's block size, or different from
+the frame's own size field is a protocol error: the connection is dropped (and
+re-established by the caller) and the length is never allocated. Bytes are read
+into one fixed buffer per connection with ``recv_into``; each complete frame is
+handed to the event builder in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import trio
+
+from .frames import MAX_BLOCK_LOG2, MIN_BLOCK_LOG2
+
+__all__ = ["Link", "ProtocolError", "receive_frames", "DEFAULT_PORT", "FULL_FRAME_BYTES"]
+
+DEFAULT_PORT = 46491
+#: A complete full-readout frame (1089 blocks of 256 B).
+FULL_FRAME_BYTES = 278_784
+_PREFIX = 8
+
+
+class ProtocolError(Exception):
+    """The byte stream does not follow the DataExporter protocol."""
+
+
+@dataclasses.dataclass
+class Link:
+    """One DataExporter connection (one CoBo) and its counters."""
+
+    cobo: int
+    host: str
+    port: int
+    state: str = "idle"  #: connecting | connected | retrying
+    bytes: int = 0
+    frames: int = 0
+    errors: int = 0  #: protocol errors and connections lost mid-frame
+    connects: int = 0
+    connect_failures: int = 0
+    cobo_warned: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def reconnects(self) -> int:
+        return max(self.connects - 1, 0)
+
+
+async def receive_frames(
+    stream: trio.SocketStream,
+    link: Link,
+    *,
+    max_frame_bytes: int,
+    on_frame: Callable[[np.ndarray, int, int], list],
+    emit: Callable[[Any], Awaitable[None]],
+) -> None:
+    """Read length-prefixed frames until EOF; call ``on_frame(buffer, offset, length)`` for each
+    and ``await emit(x)`` for every item of the list it returns (built events).
+
+    ``on_frame`` must be done with the bytes when it returns (the buffer is reused).
+    Raises :class:`ProtocolError` on a bad length or garbage; returns on a clean EOF.
+    """
+    sock = stream.socket
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    except OSError:  # pragma: no cover - best effort
+        pass
+    cap = max_frame_bytes + _PREFIX + (256 << 10)
+    buf = bytearray(cap)
+    view = memoryview(buf)
+    array = np.frombuffer(buf, np.uint8)
+    start = end = 0
+    while True:
+        # Parse every complete message in buf[start:end].
+        while end - start >= _PREFIX:
+            length = int.from_bytes(view[start:start + _PREFIX], "little")
+            if length == 0:
+                start += _PREFIX
+                continue
+            if length > max_frame_bytes:
+                raise ProtocolError(f"length prefix {length} B exceeds max_frame_bytes ({max_frame_bytes} B)")
+            if end - start >= _PREFIX + 4:
+                _check_prefix(buf, start + _PREFIX, length)
+            if end - start < _PREFIX + length:
+                break
+            out = on_frame(array, start + _PREFIX, length)
+            link.frames += 1
+            start += _PREFIX + length
+            for item in out:
+                await emit(item)
+        if start == end:
+            start = end = 0
+        elif cap - end < 65536 or cap - start < max_frame_bytes + _PREFIX:
+            # Keep room for a whole message: move the partial one to the front.
+            n = end - start
+            buf[:n] = view[start:end]
+            start, end = 0, n
+        got = await sock.recv_into(view[end:])
+        if not got:
+            if end > start:
+                raise ProtocolError(f"connection closed mid-message ({end - start} B of an incomplete frame "
+                                    "discarded)")
+            return
+        end += got
+        link.bytes += got
+
+
+def _check_prefix(buf: bytearray, pos: int, length: int) -> None:
+    """Validate a length against the frame's first 4 bytes (meta type, frame size)."""
+    word = int.from_bytes(buf[pos:pos + 4], "big")
+    meta = word >> 24
+    log2 = meta & 0x0F
+    if meta & 0x80 or not MIN_BLOCK_LOG2 <= log2 <= MAX_BLOCK_LOG2:
+        raise ProtocolError(f"message does not start with a GRAW frame (meta type byte 0x{meta:02x})")
+    block = 1 << log2
+    if length % block:
+        raise ProtocolError(f"length prefix {length} B is not a multiple of the {block} B block size")
+    if (word & 0xFFFFFF) * block != length:
+        raise ProtocolError(f"length prefix {length} B disagrees with the frame's size field "
+                            f"({(word & 0xFFFFFF) * block} B)")

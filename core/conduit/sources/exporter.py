@@ -1,0 +1,253 @@
+"""The ``exporter`` source: receive frames live from the DataExporters (one TCP client per CoBo).
+
+::
+
+    [source]
+    kind = "exporter"
+    hosts = "192.168.41.60-70"     # or ["10.0.0.5", "10.0.0.6:47000"], or "127.0.0.1:47001-47011"
+    port = 46491
+    # cobos = [0, 1, ...]          # CoBo id of each host, in order (default 0, 1, 2, ...)
+
+Each CoBo's connection is a trio task reading length-prefixed frames
+(get_format.md 4) into a fixed buffer and handing them to the shared event
+builder. A DataExporter that is down, drops or restarts is retried with
+exponential backoff while the others carry on; while it is down its AsAds are
+not waited for (events come out incomplete, naming them in ``missing``). A
+protocol error (oversize or inconsistent length prefix, garbage) is logged in one
+line naming host:port, the connection is dropped and re-established. A periodic
+task applies the builder's time limit so incomplete events still come out when
+traffic stops; on cancellation (Ctrl-C) everything held is flushed as incomplete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conduit.get.options import BuilderParams
+from conduit.hookspecs import hookimpl
+from conduit.params import Problem, param
+from conduit.source import Source
+
+__all__ = ["ExporterSource", "ExporterParams"]
+
+DEFAULT_HOSTS = "192.168.41.60-70"
+DEFAULT_PORT = 46491
+#: A little above the full-readout frame (278,784 B).
+DEFAULT_MAX_FRAME = 300_000
+
+
+class ExporterParams(BuilderParams):
+    """DataExporter connections."""
+
+    hosts: str | list[str] = param(
+        DEFAULT_HOSTS, "DataExporter hosts: a last-octet range '192.168.41.60-70', 'host:47001-47011' (port range), "
+                       "or a list of 'host' / 'host:port'")
+    port: int = param(DEFAULT_PORT, "TCP port for hosts given without one", ge=1, le=65535)
+    cobos: list[int] | None = param(None, "CoBo id of each host, in host order; default 0, 1, 2, ...")
+    connect_timeout: float = param(5.0, "give up one connection attempt after this long (s)", gt=0)
+    reconnect_min: float = param(0.5, "first wait before reconnecting to a DataExporter that is down (s)", gt=0)
+    reconnect_max: float = param(30.0, "longest wait between reconnection attempts (doubles up to this) (s)", gt=0)
+    max_frame_bytes: int = param(DEFAULT_MAX_FRAME, "a length prefix above this is a protocol error (B)",
+                                 ge=1024)
+
+    def check(self) -> list[Problem]:
+        problems = super().check()
+        try:
+            targets = self.targets()
+        except ValueError as err:
+            return problems + [Problem(("hosts",), str(err))]
+        if self.cobos is not None:
+            if len(self.cobos) != len(targets):
+                problems.append(Problem(("cobos",), f"{len(self.cobos)} CoBo ids for {len(targets)} hosts"))
+            elif len(set(self.cobos)) != len(self.cobos):
+                problems.append(Problem(("cobos",), "CoBo ids must be unique"))
+        if self.reconnect_max < self.reconnect_min:
+            problems.append(Problem(("reconnect_max",), f"must be ≥ reconnect_min ({self.reconnect_min:g})"))
+        return problems
+
+    def targets(self) -> list[tuple[str, int]]:
+        from conduit.get.hosts import parse_hosts
+
+        return parse_hosts(self.hosts, self.port)
+
+
+class ExporterSource(Source):
+    """Receive GET frames live from the DataExporters (one TCP connection per CoBo) and build events."""
+
+    kind = "exporter"
+    live = True
+    Params = ExporterParams
+
+    def __init__(self, params: ExporterParams, context: Any):
+        super().__init__(params, context)
+        from conduit.get.exporter_client import Link
+
+        targets = params.targets()
+        cobos = params.cobos if params.cobos is not None else list(range(len(targets)))
+        self.links = [Link(cobo, host, port) for cobo, (host, port) in zip(cobos, targets)]
+        self._builder = None
+        self._changed = None  # trio.Event, created in the trio loop
+
+    def _set_state(self, link, state: str) -> None:
+        link.state = state
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = type(self._changed)()
+
+    async def wait_connected(self, cobos=None) -> None:
+        """Return when every link (or those of the given CoBo ids) is connected ("ready to receive")."""
+        import trio
+
+        wanted = [link for link in self.links if cobos is None or link.cobo in cobos]
+        while not all(link.state == "connected" for link in wanted):
+            if self._changed is None:
+                self._changed = trio.Event()
+            await self._changed.wait()
+
+    def _get_builder(self):
+        if self._builder is None:
+            self._builder = self.params.make_builder(self.context.electronics_map, live=True, logger=self.log)
+        return self._builder
+
+    def warm_up(self) -> None:
+        self._get_builder().warm_up()
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def run(self, task_status: Any = None) -> None:
+        import trio
+
+        builder = self._get_builder()
+        if self._changed is None:
+            self._changed = trio.Event()
+        self.log.info("connecting to %d DataExporter(s): %s", len(self.links),
+                      ", ".join(f"cobo{link.cobo}={link.name}" for link in self.links))
+        try:
+            async with trio.open_nursery() as nursery:
+                for link in self.links:
+                    nursery.start_soon(self._connection, link)
+                nursery.start_soon(self._time_limit)
+        finally:
+            # Cancellation (Ctrl-C, --max-events) or an error: nothing received is lost.
+            with trio.CancelScope(shield=True):
+                for event in builder.flush():
+                    await self.emit(event)
+
+    async def _emit_all(self, events) -> None:
+        for event in events:
+            await self.emit(event)
+
+    async def _time_limit(self) -> None:
+        import trio
+
+        builder = self._get_builder()
+        period = min(0.25, self.params.timeout / 4)
+        while True:
+            await trio.sleep(period)
+            await self._emit_all(builder.poll(trio.current_time()))
+
+    async def _connection(self, link) -> None:
+        """Keep one DataExporter connected: connect, receive, and on any failure back off and retry."""
+        import trio
+
+        from conduit.get.exporter_client import ProtocolError, receive_frames
+
+        builder = self._get_builder()
+        delay = self.params.reconnect_min
+        failures_in_a_row = 0
+        while True:
+            self._set_state(link, "connecting")
+            try:
+                with trio.fail_after(self.params.connect_timeout):
+                    stream = await trio.open_tcp_stream(link.host, link.port)
+            except (OSError, trio.TooSlowError) as err:
+                link.connect_failures += 1
+                failures_in_a_row += 1
+                reason = "timed out" if isinstance(err, trio.TooSlowError) else _os_reason(err)
+                if failures_in_a_row == 1:
+                    self.log.warning("%s (cobo %d): cannot connect: %s; retrying with backoff", link.name,
+                                     link.cobo, reason)
+                    await self._emit_all(builder.set_offline(link.cobo, True))
+                self._set_state(link, "retrying")
+                await trio.sleep(delay)
+                delay = min(delay * 2, self.params.reconnect_max)
+                continue
+            link.connects += 1
+            failures_in_a_row = 0
+            builder.set_offline(link.cobo, False)
+            self._set_state(link, "connected")
+            if link.connects > 1:
+                self.log.info("%s (cobo %d): reconnected", link.name, link.cobo)
+            frames_before = link.frames
+            try:
+                async with stream:
+                    await receive_frames(stream, link, max_frame_bytes=self.params.max_frame_bytes,
+                                         on_frame=self._frame_handler(link, builder), emit=self.emit)
+                self.log.warning("%s (cobo %d): the DataExporter closed the connection; reconnecting",
+                                 link.name, link.cobo)
+            except ProtocolError as err:
+                link.errors += 1
+                self.log.error("%s (cobo %d): protocol error: %s; dropping the connection and reconnecting",
+                               link.name, link.cobo, err)
+            except OSError as err:
+                link.errors += 1
+                self.log.warning("%s (cobo %d): connection lost: %s; reconnecting", link.name, link.cobo,
+                                 err.strerror or err)
+            self._set_state(link, "retrying")
+            await self._emit_all(builder.set_offline(link.cobo, True))
+            if link.frames > frames_before:
+                delay = self.params.reconnect_min  # it worked for a while: start the backoff afresh
+            await trio.sleep(delay)
+            delay = min(delay * 2, self.params.reconnect_max)
+
+    def _frame_handler(self, link, builder):
+        import trio
+
+        source = f"{link.name} (cobo {link.cobo})"
+
+        def on_frame(buf, offset: int, length: int) -> list:
+            header_cobo = int(buf[offset + 26]) if length > 26 else link.cobo
+            cobo = None
+            if header_cobo != link.cobo:
+                if header_cobo == 0:
+                    cobo = link.cobo  # old firmware wrote CoBo 0 everywhere: trust the connection
+                if not link.cobo_warned:
+                    link.cobo_warned = True
+                    self.log.warning("%s: frame header says CoBo %d; using %d", source, header_cobo,
+                                     link.cobo if cobo is not None else header_cobo)
+            return builder.add_frame(buf, offset, length, now=trio.current_time(), source=source, cobo=cobo)
+
+        return on_frame
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, str]:
+        return {f"cobo{link.cobo}": link.state for link in self.links}
+
+    def byte_counts(self) -> dict[str, int]:
+        return {f"cobo{link.cobo}": link.bytes for link in self.links}
+
+    def counters(self) -> dict[str, int]:
+        counts = self._builder.counter_dict() if self._builder is not None else {}
+        counts["protocol_errors"] = sum(link.errors for link in self.links)
+        counts["reconnects"] = sum(link.reconnects for link in self.links)
+        counts["connect_failures"] = sum(link.connect_failures for link in self.links)
+        for link in self.links:
+            for key in ("bytes", "frames", "errors", "reconnects"):
+                counts[f"cobo{link.cobo}_{key}"] = getattr(link, key)
+        return counts
+
+
+def _os_reason(err: OSError) -> str:
+    """The useful part of a connection error (trio wraps per-address failures in a group)."""
+    cause = err.__cause__
+    if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        inner = cause.exceptions[0]
+        if isinstance(inner, OSError):
+            return inner.strerror or str(inner)
+    return err.strerror or str(err)
+
+
+@hookimpl
+def conduit_register_sources(register) -> None:
+    register(ExporterSource)

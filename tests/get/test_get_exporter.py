@@ -1,0 +1,304 @@
+"""The ``exporter`` source over real TCP on 127.0.0.1 against eleven in-process DataExporter servers."""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+from contextlib import asynccontextmanager
+
+import numpy as np
+import pytest
+import trio
+import trio.testing
+
+from conduit.config.pipeline import load_pipeline
+from conduit.engine.runner import Engine
+from conduit.get.dataexporter import DataExporterServer, length_prefix
+from conduit.get.frames import encode_event_frames
+from conduit.get.hosts import parse_hosts
+
+FPN = np.full((4, 4, 512), 260)
+
+
+def canonical(t):
+    return t[np.lexsort((t[:, 3], t[:, 2], t[:, 1], t[:, 0]))]
+
+
+class Harness:
+    """Eleven servers, the engine running the exporter source, and what it delivered."""
+
+    def __init__(self, servers, emap, rng):
+        self.servers = servers
+        self.emap = emap
+        self.rng = rng
+        self.events = []
+        self.truth = {}
+        self._changed = trio.Event()
+        self.engine: Engine | None = None
+        self.summary = None
+        self.finished = trio.Event()
+
+    def on_event(self, event):
+        self.events.append(event)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_events(self, n):
+        while len(self.events) < n:
+            await self._changed.wait()
+
+    @property
+    def source(self):
+        return self.engine.source
+
+    async def send_event(self, event_id, *, skip_cobos=(), n_pads=40):
+        pads = self.rng.choice(self.emap.n_pads, n_pads, replace=False)
+        traces = np.zeros((n_pads, 517), np.int16)
+        traces[:, :4] = self.emap.hardware_of(pads)
+        traces[:, 4] = pads
+        traces[:, 5:] = self.rng.integers(0, 4096, (n_pads, 512))
+        self.truth[event_id] = canonical(traces)
+        frames = encode_event_frames(traces, event_id, timestamp=10 * event_id, timestamp_other=10 * event_id + 1,
+                                     fpn=FPN, asads=self.emap.asads)
+        for (cobo, _asad), frame in frames.items():
+            if cobo not in skip_cobos:
+                await self.servers[cobo].send_frame(frame)
+
+    def check_traces(self, event, lost_cobos=()):
+        truth = self.truth[event.id]
+        keep = ~np.isin(truth[:, 0], list(lost_cobos))
+        assert np.array_equal(canonical(event.traces), truth[keep])
+
+
+@asynccontextmanager
+async def exporter_run(tmp_path, emap, *, extra="", n_servers=11, seed=0):
+    servers = [DataExporterServer() for _ in range(n_servers)]
+    async with trio.open_nursery() as nursery:
+        for s in servers:
+            await nursery.start(s.serve)
+        hosts = ", ".join(f'"{s.address}"' for s in servers)
+        text = (f'[source]\nkind = "exporter"\nhosts = [{hosts}]\nreconnect_min = 0.02\nreconnect_max = 0.2\n'
+                f'timeout = 0.4\n{extra}\n[engine]\nworkers = 0\n')
+        pipeline = load_pipeline(tmp_path / "live.toml", text=text)
+        h = Harness(servers, emap, np.random.default_rng(seed))
+        h.engine = Engine(pipeline, handle_signals=False, on_event=h.on_event, status_stream=io.StringIO())
+
+        async def run_engine():
+            h.summary = await h.engine.run()
+            h.finished.set()
+
+        nursery.start_soon(run_engine)
+        with trio.fail_after(20):
+            for s in servers:
+                await s.wait_clients(1)
+            await h.source.wait_connected()
+        yield h
+        with trio.fail_after(20):
+            h.engine.request_stop()
+            await h.finished.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def test_eleven_dataexporters_complete_events(tmp_path, emap):
+    async with exporter_run(tmp_path, emap) as h:
+        with trio.fail_after(20):
+            for evt in range(12):
+                await h.send_event(evt)
+            await h.wait_events(12)
+        assert h.source.status() == {f"cobo{c}": "connected" for c in range(11)}
+    assert sorted(e.id for e in h.events) == list(range(12))
+    for ev in h.events:
+        assert ev.complete and ev.missing == ()
+        assert (ev.timestamp, ev.timestamp_other) == (10 * ev.id, 10 * ev.id + 1)
+        h.check_traces(ev)
+    c = h.summary.source_counters
+    per_cobo = {c_: sum(1 for cc, _ in h.emap.asads if cc == c_) for c_ in range(11)}
+    assert all(c[f"cobo{cobo}_frames"] == 12 * n for cobo, n in per_cobo.items())
+    assert c["frames"] == 12 * 40 and c["complete_events"] == 12 and c["protocol_errors"] == 0
+    stats = [s.stats() for s in h.servers]
+    assert all(c[f"cobo{i}_bytes"] == st.bytes_sent for i, st in enumerate(stats))
+    assert h.summary.received == 12 and h.summary.dropped == 0
+
+
+async def test_a_dataexporter_restarts(tmp_path, emap, caplog):
+    caplog.set_level(logging.INFO, logger="conduit")
+    async with exporter_run(tmp_path, emap, seed=1) as h:
+        with trio.fail_after(20):
+            for evt in range(5):
+                await h.send_event(evt)
+            await h.wait_events(5)
+            await h.servers[3].stop()  # CoBo 3's DataExporter goes away
+            for evt in range(5, 10):
+                await h.send_event(evt, skip_cobos=(3,))
+            await h.wait_events(10)  # the others' data is not held hostage
+            async with trio.open_nursery() as restart:
+                await restart.start(h.servers[3].serve)  # ... and comes back on the same port
+                await h.servers[3].wait_clients(1)
+                await h.source.wait_connected()
+                for evt in range(10, 15):
+                    await h.send_event(evt)
+                await h.wait_events(15)
+                await h.servers[3].stop()
+    by_id = {e.id: e for e in h.events}
+    assert sorted(by_id) == list(range(15))
+    cobo3 = tuple(p for p in emap.asads if p[0] == 3)
+    for evt, ev in by_id.items():
+        if 5 <= evt < 10:
+            assert not ev.complete and ev.missing == cobo3
+            h.check_traces(ev, lost_cobos=(3,))  # nothing lost from the other CoBos
+        else:
+            assert ev.complete
+            h.check_traces(ev)
+    c = h.summary.source_counters
+    assert c["cobo3_reconnects"] == 1 and c["reconnects"] == 1
+    assert "(cobo 3): the DataExporter closed the connection; reconnecting" in caplog.text
+    assert "(cobo 3): reconnected" in caplog.text
+
+
+async def test_protocol_errors_drop_and_reconnect(tmp_path, emap, caplog):
+    async with exporter_run(tmp_path, emap, seed=2) as h:
+        s = h.servers
+        with trio.fail_after(20):
+            await s[5].send_raw(length_prefix(10**12))  # oversize: must not be allocated
+            await s[7].send_raw(length_prefix(512) + b"\xff" + bytes(511))  # garbage body
+            frame = next(iter(encode_event_frames(np.zeros((0, 517), np.int16), 0, asads=[(9, 0)]).values()))
+            await s[9].send_raw(length_prefix(len(frame) + 256) + frame + bytes(256))  # disagrees with size
+            await s[2].send_raw(length_prefix(len(frame)) + frame[:100])  # then the exporter dies mid-frame
+            await s[2].drain()
+            await s[2].disconnect_clients()
+            for i in (5, 7, 9, 2):
+                await s[i].wait_connections(2)
+            await h.source.wait_connected()
+            for evt in range(100, 105):
+                await h.send_event(evt)
+            await h.wait_events(5)
+    assert sorted(e.id for e in h.events) == list(range(100, 105))
+    assert all(e.complete for e in h.events)
+    for e in h.events:
+        h.check_traces(e)
+    c = h.summary.source_counters
+    for i in (5, 7, 9, 2):
+        assert c[f"cobo{i}_errors"] == 1 and c[f"cobo{i}_reconnects"] == 1
+    assert c["protocol_errors"] == 4 and c["bad_frames"] == 0
+    lines = [r.getMessage() for r in caplog.records if "protocol error" in r.getMessage()]
+    assert len(lines) == 4 and all("\n" not in line for line in lines)
+    text = "\n".join(lines)
+    assert f"{s[5].address} (cobo 5): protocol error: length prefix 1000000000000 B exceeds max_frame_bytes" in text
+    assert f"{s[7].address} (cobo 7): protocol error: message does not start with a GRAW frame" in text
+    assert f"{s[9].address} (cobo 9): protocol error: length prefix {len(frame) + 256} B disagrees" in text
+    assert f"{s[2].address} (cobo 2): protocol error: connection closed mid-message" in text
+
+
+async def test_time_limit_and_flush_on_stop(tmp_path, emap):
+    async with exporter_run(tmp_path, emap, seed=3) as h:
+        with trio.fail_after(20):
+            await h.send_event(1, skip_cobos=range(5, 11))
+            await h.wait_events(1)  # traffic stopped: the time limit lets it out
+            await h.send_event(2, skip_cobos=range(2, 11))
+            for s in h.servers[:2]:
+                await s.drain()
+            while h.source._get_builder().held == 0 and len(h.events) < 2:  # receivers read what was drained
+                await trio.testing.wait_all_tasks_blocked(cushion=0.001)
+    # Stopping flushed event 2 (held, incomplete) instead of losing it.
+    assert [(e.id, e.complete) for e in h.events] == [(1, False), (2, False)]
+    assert h.events[0].missing == tuple(p for p in emap.asads if p[0] >= 5)
+    assert h.events[1].missing == tuple(p for p in emap.asads if p[0] >= 2)
+    h.check_traces(h.events[0], lost_cobos=range(5, 11))
+    h.check_traces(h.events[1], lost_cobos=range(2, 11))
+    assert h.summary.incomplete == 2
+
+
+async def test_unreachable_dataexporter(tmp_path, emap, caplog):
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()  # nothing listens there now
+    server = DataExporterServer()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        text = (f'[source]\nkind = "exporter"\nhosts = ["{server.address}", "127.0.0.1:{dead_port}"]\n'
+                "reconnect_min = 0.02\nreconnect_max = 0.05\nexpected_asads = [[0, 0], [1, 0]]\n"
+                "[engine]\nworkers = 0\n")
+        pipeline = load_pipeline(tmp_path / "p.toml", text=text)
+        seen = []
+        got = trio.Event()
+
+        def on_event(ev):
+            seen.append(ev)
+            got.set()
+
+        engine = Engine(pipeline, handle_signals=False, on_event=on_event, status_stream=io.StringIO())
+        done = trio.Event()
+        summary = {}
+
+        async def run_engine():
+            summary["s"] = await engine.run()
+            done.set()
+
+        nursery.start_soon(run_engine)
+        with trio.fail_after(20):
+            await server.wait_clients(1)
+            await engine.source.wait_connected([0])
+            while engine.source.links[1].connect_failures < 3:  # backoff keeps retrying
+                await trio.testing.wait_all_tasks_blocked(cushion=0.01)
+            frames = encode_event_frames(np.zeros((0, 517), np.int16), 7, asads=[(0, 0)])
+            await server.send_frame(frames[(0, 0)])
+            await got.wait()  # CoBo 1 is down: not waited for
+            engine.request_stop()
+            await done.wait()
+        nursery.cancel_scope.cancel()
+    assert [(e.id, e.complete, e.missing) for e in seen] == [(7, False, ((1, 0),))]
+    assert caplog.text.count(f"127.0.0.1:{dead_port} (cobo 1): cannot connect") == 1
+    assert summary["s"].source_counters["connect_failures"] >= 3
+
+
+def test_host_specifications():
+    assert parse_hosts("192.168.41.60-70") == [(f"192.168.41.{60 + i}", 46491) for i in range(11)]
+    assert parse_hosts("127.0.0.1:47001-47011")[-1] == ("127.0.0.1", 47011)
+    assert parse_hosts(["daq-1", "daq-2:5000"], 46491) == [("daq-1", 46491), ("daq-2", 5000)]
+    for bad, msg in [("1.2.3.4-300", "bad last-octet range"), ("h:0", "port out of range"),
+                     ("h:abc", "bad port 'abc'"), ("", "empty host entry")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_hosts(bad)
+
+
+def test_exporter_params_are_checked(tmp_path):
+    base = '[source]\nkind = "exporter"\n'
+    with pytest.raises(Exception, match="source.cobos: 2 CoBo ids for 11 hosts"):
+        load_pipeline(tmp_path / "a.toml", text=base + "cobos = [1, 2]\n")
+    with pytest.raises(Exception, match=r"source.hosts: 'h:abc': bad port 'abc'"):
+        load_pipeline(tmp_path / "b.toml", text=base + 'hosts = "h:abc"\n')
+    p = load_pipeline(tmp_path / "c.toml", text=base)
+    assert p.source.params.targets()[0] == ("192.168.41.60", 46491)
+    assert p.source.params.max_frame_bytes > 278_784
+
+
+async def test_dataexporter_server_no_replay_and_stats():
+    server = DataExporterServer()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        first = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await server.wait_clients(1)
+        await server.send_frame(b"A" * 256)
+        second = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await server.wait_clients(2)
+        await server.send_frame(b"B" * 512)
+        await server.drain()
+
+        async def read(stream, n):
+            data = b""
+            while len(data) < n:
+                data += await stream.receive_some(n - len(data))
+            return data
+
+        assert await read(first, 8 + 256 + 8 + 512) == length_prefix(256) + b"A" * 256 + length_prefix(512) + b"B" * 512
+        assert await read(second, 8 + 512) == length_prefix(512) + b"B" * 512  # no replay
+        stats = server.stats()
+        assert stats.frames_sent == 3 and stats.bytes_sent == 2 * 520 + 264
+        assert sorted(c.frames for c in stats.clients) == [1, 2]
+        await second.aclose()
+        await server._wait_for(lambda: server.n_clients == 1)
+        await server.stop()
+        assert await first.receive_some() == b""  # stop closes the connections
+        nursery.cancel_scope.cancel()
