@@ -107,13 +107,17 @@ def check_traces(f: h5py.File, kit, ids) -> None:
         assert frib["977"][0] == i % 4 and frib["1903"].shape == (64, 8)
 
 
-def test_file_layout_round_trip(sinkkit, write_pipeline, tmp_path):
+def test_file_layout_round_trip(sinkkit, write_pipeline, tmp_path, caplog):
+    import logging
+
     import conduit_sinkkit as kit
 
+    caplog.set_level(logging.INFO, logger="conduit")
     summary = run(write_pipeline, events=30)
     assert summary.exit_code == 0, summary.error
     out = tmp_path / "out" / "run_0003.h5"
-    assert summary.outputs == [f"{out} (30 events, 30 cloud, 30 cluster, 60 estimate rows)"]
+    assert summary.outputs == [str(out)]
+    assert f"recorded {out} (30 events, 30 cloud, 30 cluster, 60 estimate rows)" in caplog.text
     assert not parts_dir_of(out).exists()  # consolidated
     with h5py.File(out, "r") as f:
         ids = list(range(30))
@@ -165,6 +169,7 @@ def test_spyral_workspace_layout(sinkkit, write_pipeline, tmp_path):
     point = tmp_path / "ws" / "Pointcloud" / "run_0003.h5"
     cluster = tmp_path / "ws" / "Cluster" / "run_0003.h5"
     parquet = tmp_path / "ws" / "Estimation" / "run_0003.parquet"
+    assert summary.outputs == [str(tmp_path / "out" / "run_0003.h5"), str(point), str(cluster), str(parquet)]
     with h5py.File(point, "r") as f:
         assert set(f) == {"cloud"}
         check_pointcloud_layout(f, kit, range(9))

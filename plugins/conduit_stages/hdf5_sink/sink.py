@@ -170,6 +170,7 @@ class Hdf5Sink(SinkStage):
             self.log.error("%s: kept %d flushed events (file + parts); consolidate later with "
                            "`python -m conduit_stages.hdf5_sink.consolidate %s`",
                            self.run_path, self.flushed_events, self.run_path)
+        self.log.info("recorded %s", self.describe())
         for target in self.targets:
             if target.duplicates:
                 self.log.warning("%s: %d repeated event ids were recorded under suffixed names (event_ID_K)",
@@ -178,17 +179,21 @@ class Hdf5Sink(SinkStage):
             raise WriteError("; ".join(problems))
 
     def outputs(self) -> list[str]:
-        out = []
-        for target in getattr(self, "targets", []):
-            if not target.file.created:
-                continue
-            what = ", ".join(f"{target.counts[k]} {k}" for k in target.kinds if k != layout.ESTIMATES)
-            if layout.ESTIMATES in target.kinds:
-                what = ", ".join(filter(None, [what, f"{target.counts[layout.ESTIMATES]} estimate rows"]))
-            out.append(f"{target.file.path} ({what or 'histograms'})")
-        if self.parquet is not None:
-            out.append(f"{self.parquet} (Spyral estimation table)")
+        """The files written (plain paths: ``conduit batch`` reads them back from the run summary)."""
+        out = [str(t.file.path) for t in getattr(self, "targets", []) if t.file.created]
+        if getattr(self, "parquet", None) is not None:
+            out.append(str(self.parquet))
         return out
+
+    def describe(self) -> str:
+        """'N events, N cloud, ... rows' per output file, for the log."""
+        parts = []
+        for target in self.targets:
+            what = [f"{target.counts[k]} {k}" for k in target.kinds if k != layout.ESTIMATES]
+            if layout.ESTIMATES in target.kinds:
+                what.append(f"{target.counts[layout.ESTIMATES]} estimate rows")
+            parts.append(f"{target.file.path} ({', '.join(what) or 'histograms'})")
+        return "; ".join(parts)
 
     # -- writing ---------------------------------------------------------------------
 

@@ -73,7 +73,7 @@ class HistogramSink(SinkStage):
         self.log.info("histograms saved to %s", path)
 
     def outputs(self) -> list[str]:
-        return [f"{self._written} (histograms)"] if getattr(self, "_written", None) else []
+        return [str(self._written)] if getattr(self, "_written", None) else []
 
 
 def save_histogram_file(path: Path, hset: HistogramSet) -> None:
