@@ -380,6 +380,8 @@ class Simulator:
             n_noise = min(self.config.noise_pads, len(candidates))
             noise_pads = rng.choice(candidates, size=n_noise, replace=False) if n_noise else candidates[:0]
             rows_pad = np.union1d(signal_pads, noise_pads)
+        # Rows in hardware order (cobo, asad, aget, channel), as the event builder emits them.
+        rows_pad = rows_pad[np.argsort(self.channel_index(self.pad_hw[rows_pad]), kind="stable")]
         rows_hw = self.pad_hw[rows_pad]
         n_rows = len(rows_pad)
         n_fpn = len(self.fpn_hw)
@@ -396,7 +398,9 @@ class Simulator:
         samples += correlated[self.quarter_index(all_hw)]
         pedestals = self.pedestals[self.channel_index(all_hw)]
         samples += pedestals[:, None]
-        samples[np.searchsorted(rows_pad, signal_pads)] += signal
+        row_of_pad = np.full(len(self.mapped), -1, dtype=np.int64)
+        row_of_pad[rows_pad] = np.arange(n_rows)
+        samples[row_of_pad[signal_pads]] += signal
         digitised = np.clip(np.rint(samples), 0, 4095).astype(np.int16)
         keep = np.ones(n_rows, dtype=bool)
         if p.readout == "partial" and n_rows:
