@@ -1,0 +1,1 @@
+"""Clustering stages: ``cluster.hdbscan`` and ``cluster.dbscan`` (see docs/analysis.md)."""

@@ -1,0 +1,207 @@
+"""What every built-in clusterer does after forming its clusters (Spyral HEAD's order).
+
+1. local-outlier cleaning of each cluster (LOF, ``outlier_scale_factor``);
+2. direction of each cluster (rotation sense around its circle, azimuth
+   unwrapped, sense from the sign of the magnetic field);
+3. joining of pieces of one track: ``continuity`` (end of one piece meets
+   the start of the next), ``overlap`` (their circles overlap), or ``none``;
+4. a second LOF cleaning;
+5. the :class:`conduit.artifacts.Clusters` artifact, clusters ordered by the
+   z of their first point.
+
+Spyral defects fixed here (spyral_algorithms.md section 9): the overlap join
+works (Spyral 1.1 raises TypeError), its R < 10 mm test applies to both
+clusters of a pair, the azimuth is unwrapped before differencing, and the
+rotation sense follows the sign of ``magnetic_field`` instead of being fixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import numpy as np
+
+from conduit.artifacts import Clusters, Direction
+from conduit.params import Params, param
+
+__all__ = ["JoinParams", "PostParams", "Piece", "postprocess", "scaled_features"]
+
+
+class PostParams(Params):
+    """Parameters shared by the built-in clusterers (Spyral's ClusterParameters and defaults)."""
+
+    min_cloud_size: int = param(50, "clouds with fewer points give no clusters", ge=0)
+    z_scale: float = param(0.584, "factor on z in the clustering features (x, y, z * z_scale)", gt=0)
+    outlier_scale_factor: float = param(
+        0.1, "LOF n_neighbors = max(2, int(factor * cluster size)); 0 disables outlier cleaning", ge=0
+    )
+    direction_threshold: float = param(0.5, "fraction of turning steps that decides FORWARD/BACKWARD", ge=0, lt=1)
+    direction_smoothing: float = param(10.0, "smoothing-spline lam for the direction fit (Spyral: 10)", ge=0)
+    join: Literal["continuity", "overlap", "none"] = param("continuity", "how pieces of one track are joined")
+    join_radius_fraction: float = param(
+        0.4, "continuity join: radius mismatch allowed, as a fraction of the mean circle radius", ge=0
+    )
+    join_z_fraction: float = param(0.2, "continuity join: z gap allowed, as a fraction of the pair's z span", ge=0)
+    min_cluster_size_join: int = param(15, "overlap join: smaller clusters are not joined (points)", ge=1)
+    circle_overlap_ratio: float = param(
+        0.25, "overlap join: joined when the circles' overlap exceeds this fraction of the smaller circle", ge=0
+    )
+
+
+JoinParams = PostParams
+
+
+def scaled_features(cloud: np.ndarray, z_scale: float) -> np.ndarray:
+    """(N, 3) clustering features x, y, z * z_scale."""
+    return np.ascontiguousarray(np.column_stack([cloud[:, 0], cloud[:, 1], cloud[:, 2] * z_scale]))
+
+
+@dataclasses.dataclass
+class Piece:
+    """A cluster while it is being cleaned and joined: its label and cloud rows (ascending = by z)."""
+
+    label: int
+    rows: np.ndarray
+    direction: int = Direction.NONE
+    _circle: tuple[float, float, float] | None = None
+
+    def circle(self, cloud: np.ndarray) -> tuple[float, float, float]:
+        if self._circle is None:
+            from conduit_stages.estimate.trackfit import circle_fit
+
+            xc, yc, r, ok = circle_fit(cloud[self.rows, 0], cloud[self.rows, 1])
+            self._circle = (xc, yc, r) if ok else (math.nan, math.nan, math.nan)
+        return self._circle
+
+
+def _lof_clean(cloud: np.ndarray, piece: Piece, factor: float) -> Piece:
+    n = len(piece.rows)
+    if factor <= 0 or n < 2:
+        return piece
+    from .kernels import lof_outliers
+
+    k = max(2, int(factor * n))
+    pts = np.ascontiguousarray(cloud[piece.rows, :3])
+    out = lof_outliers(pts, k)
+    if not out.any():
+        return piece
+    return Piece(piece.label, piece.rows[~out], piece.direction)
+
+
+def _direction(cloud: np.ndarray, rows: np.ndarray, params: PostParams, field: float) -> int:
+    from conduit_stages.estimate.trackfit import direction_code
+
+    sense = -1.0 if field < 0 else 1.0
+    pts = cloud[rows]
+    return int(
+        direction_code(
+            np.ascontiguousarray(pts[:, 0]),
+            np.ascontiguousarray(pts[:, 1]),
+            np.ascontiguousarray(pts[:, 2]),
+            float(params.direction_smoothing),
+            float(params.direction_threshold),
+            sense,
+        )
+    )
+
+
+def _merge(cloud: np.ndarray, a: Piece, b: Piece, params: PostParams, field: float) -> Piece:
+    rows = np.union1d(a.rows, b.rows)  # sorted row order = z order
+    return Piece(a.label, rows, _direction(cloud, rows, params, field))
+
+
+def _end_point(cloud: np.ndarray, piece: Piece, last: bool) -> tuple[float, float]:
+    """Median (distance from the piece's circle centre, z) of its last or first 3 points."""
+    xc, yc, _ = piece.circle(cloud)
+    rows = piece.rows[-3:] if last else piece.rows[:3]
+    rho = np.hypot(cloud[rows, 0] - xc, cloud[rows, 1] - yc)
+    return float(np.median(rho)), float(np.median(cloud[rows, 2]))
+
+
+def _continuity_pair(cloud: np.ndarray, a: Piece, b: Piece, params: PostParams) -> bool:
+    """Spyral HEAD's continuity test: A's end meets B's start in circle radius and in z."""
+    _, _, ra = a.circle(cloud)
+    _, _, rb = b.circle(cloud)
+    if not (np.isfinite(ra) and np.isfinite(rb)):
+        return False
+    rho_a, z_a = _end_point(cloud, a, last=True)
+    rho_b, z_b = _end_point(cloud, b, last=False)
+    za, zb = cloud[a.rows, 2], cloud[b.rows, 2]
+    z_thresh = params.join_z_fraction * (max(za.max(), zb.max()) - min(za.min(), zb.min()))
+    rho_thresh = params.join_radius_fraction * 0.5 * (ra + rb)
+    return abs(rho_a - rho_b) < rho_thresh and abs(z_a - z_b) < z_thresh
+
+
+def circle_overlap_area(d: float, r1: float, r2: float) -> float:
+    """Area shared by two circles of radii r1, r2 whose centres are d apart."""
+    if d >= r1 + r2:
+        return 0.0
+    if d <= abs(r1 - r2):
+        return math.pi * min(r1, r2) ** 2
+    c1 = min(1.0, max(-1.0, (d * d + r1 * r1 - r2 * r2) / (2.0 * d * r1)))
+    c2 = min(1.0, max(-1.0, (d * d + r2 * r2 - r1 * r1) / (2.0 * d * r2)))
+    k = (-d + r1 + r2) * (d + r1 - r2) * (d - r1 + r2) * (d + r1 + r2)
+    return r1 * r1 * math.acos(c1) + r2 * r2 * math.acos(c2) - 0.5 * math.sqrt(max(k, 0.0))
+
+
+def _overlap_pair(cloud: np.ndarray, a: Piece, b: Piece, params: PostParams) -> bool:
+    """Spyral's circle-overlap test (both clusters large enough and R >= 10 mm: Spyral checks only one)."""
+    if len(a.rows) < params.min_cluster_size_join or len(b.rows) < params.min_cluster_size_join:
+        return False
+    xa, ya, ra = a.circle(cloud)
+    xb, yb, rb = b.circle(cloud)
+    if not all(np.isfinite(v) for v in (xa, ya, ra, xb, yb, rb)) or ra < 10.0 or rb < 10.0:
+        return False
+    area = circle_overlap_area(math.hypot(xa - xb, ya - yb), ra, rb)
+    return area > params.circle_overlap_ratio * min(math.pi * ra * ra, math.pi * rb * rb)
+
+
+def _join(cloud: np.ndarray, pieces: list[Piece], params: PostParams, field: float) -> list[Piece]:
+    test = _continuity_pair if params.join == "continuity" else _overlap_pair
+    while True:
+        pieces.sort(key=lambda p: (cloud[p.rows[0], 2], p.label))
+        used = [False] * len(pieces)
+        out: list[Piece] = []
+        changed = False
+        for i, a in enumerate(pieces):
+            if used[i]:
+                continue
+            for j in range(i + 1, len(pieces)):
+                b = pieces[j]
+                if used[j] or a.direction != b.direction:
+                    continue
+                if test(cloud, a, b, params):
+                    a = _merge(cloud, a, b, params, field)
+                    used[i] = used[j] = True
+                    changed = True
+                    break
+            out.append(a)
+        pieces = out
+        if not changed:
+            return pieces
+
+
+def postprocess(cloud: np.ndarray, labels: np.ndarray, params: PostParams, field: float) -> Clusters:
+    """Clean, orient, join and clean again the clusters given by ``labels`` (-1 = noise)."""
+    n = len(cloud)
+    labels = np.asarray(labels)
+    pieces = [Piece(int(lab), np.flatnonzero(labels == lab)) for lab in np.unique(labels) if lab >= 0]
+    pieces = [_lof_clean(cloud, p, params.outlier_scale_factor) for p in pieces]
+    pieces = [p for p in pieces if len(p.rows)]
+    for p in pieces:
+        p.direction = _direction(cloud, p.rows, params, field)
+    if params.join != "none" and len(pieces) > 1:
+        pieces = _join(cloud, pieces, params, field)
+    pieces = [_lof_clean(cloud, p, params.outlier_scale_factor) for p in pieces]
+    pieces = [p for p in pieces if len(p.rows)]
+    pieces.sort(key=lambda p: (cloud[p.rows[0], 2], p.label))
+    out = np.full(n, -1, dtype=np.int32)
+    for p in pieces:
+        out[p.rows] = p.label
+    return Clusters(
+        labels=out,
+        cluster_labels=np.array([p.label for p in pieces], dtype=np.int32),
+        directions=np.array([p.direction for p in pieces], dtype=np.int8),
+    )

@@ -1,0 +1,68 @@
+"""``cluster.dbscan``: a compiled DBSCAN on the same features, then the shared post-processing.
+
+A drop-in for ``cluster.hdbscan`` (same ``clusters`` artifact): change
+``use = "cluster.hdbscan"`` to ``use = "cluster.dbscan"``. DBSCAN joins every
+chain of points closer than ``eps``; it is fast (a z-sorted window, no
+tree) and has no notion of varying density, so crossing tracks stay joined
+where hdbscan may split them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conduit.artifacts import Clusters
+from conduit.params import param
+from conduit.stage import TransformStage
+
+from .common import PostParams, postprocess
+
+__all__ = ["DbscanParams", "DbscanStage", "dbscan"]
+
+
+class DbscanParams(PostParams):
+    """DBSCAN settings plus the shared post-processing."""
+
+    eps: float = param(8.0, "neighbourhood radius in the scaled features (mm); about two big-pad spacings", gt=0)
+    min_samples: int = param(4, "points within eps (itself included) that make a core point", ge=1)
+    min_cluster_size: int = param(10, "smaller clusters are noise (points)", ge=1)
+
+
+def dbscan(cloud: np.ndarray, params: DbscanParams) -> np.ndarray:
+    """DBSCAN labels (-1 noise) of a z-sorted cloud."""
+    from .kernels import dbscan_labels
+
+    zs = np.ascontiguousarray(cloud[:, 2] * params.z_scale)
+    if len(zs) > 1 and np.any(np.diff(zs) < 0):
+        raise ValueError("cluster.dbscan needs a cloud sorted by z")
+    return dbscan_labels(
+        np.ascontiguousarray(cloud[:, 0]),
+        np.ascontiguousarray(cloud[:, 1]),
+        zs,
+        float(params.eps),
+        int(params.min_samples),
+        int(params.min_cluster_size),
+    )
+
+
+class DbscanStage(TransformStage):
+    """Compiled DBSCAN on (x, y, z*z_scale), then LOF cleaning, direction and joining like cluster.hdbscan."""
+
+    name = "cluster.dbscan"
+    requires = ("cloud",)
+    provides = ("clusters",)
+    Params = DbscanParams
+
+    def warm_up(self) -> None:
+        from .warm import warm_up_clusterer
+
+        warm_up_clusterer(self)
+
+    def cluster(self, cloud: np.ndarray) -> Clusters:
+        p = self.params
+        if len(cloud) < max(p.min_cloud_size, 2):
+            return Clusters.empty(len(cloud))
+        return postprocess(cloud, dbscan(cloud, p), p, self.context.detector.magnetic_field)
+
+    def process(self, event) -> None:
+        event.artifacts["clusters"] = self.cluster(event.artifacts["cloud"])
