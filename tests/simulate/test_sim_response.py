@@ -245,3 +245,28 @@ def test_detector_settings_change_drift_and_field():
     ev = sim.event(0)
     p = ev.truth.particles[0]
     assert p["brho"] == pytest.approx(0.3235, rel=1e-3)
+
+
+@pytest.mark.parametrize("preset,roles,names", [
+    ("default", {"beam", "ejectile", "residual"}, None),
+    ("elastic", {"beam", "ejectile", "residual"}, {"10Be", "d"}),
+    ("dp", {"beam", "ejectile", "residual"}, {"10Be", "p", "11Be"}),
+    ("protons", {"gun"}, {"p"}),
+    ("alphas", {"gun"}, {"alpha"}),
+    ("single-track", {"gun"}, {"p"}),
+])  # fmt: skip
+def test_every_preset_generates_its_particles(preset, roles, names):
+    sim = Simulator(SimulationParams(preset=preset, events=3))
+    for i in range(3):
+        ev = sim.event(i)
+        parts = ev.truth.particles
+        assert {r.decode() for r in parts["role"]} == roles
+        if names is not None:
+            assert {n.decode() for n in parts["name"]} == names
+        lo, hi = sim.vertex_range
+        vertex = parts[parts["role"] != b"beam"]
+        assert np.all((vertex["z"] >= lo) & (vertex["z"] <= hi))
+        assert ev.event.n_traces > 0
+    if preset == "single-track":
+        p = sim.event(0).truth.particles[0]
+        assert p["energy"] == 5.0 and p["polar"] == pytest.approx(math.radians(60.0))

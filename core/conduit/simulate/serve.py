@@ -86,93 +86,118 @@ async def serve_simulation(
     ``rate`` events/s (0: as fast as the clients read), ``clients`` connections
     awaited on every port for up to ``connect_timeout`` s, ``pool`` distinct
     events served cyclically (0: every event generated fresh). ``task_status``
-    and ``on_listening`` receive {cobo: port} once every port listens.
+    and ``on_listening`` receive {cobo: port} once every port listens. Raises
+    :class:`ServeError` (a port in use, clients that never came).
     """
     from ..get.dataexporter import DataExporterServer
-    from .writers import event_frames
 
-    params = sim.params
     cobos = sorted({c for c, _ in sim.asads})
     servers = {c: DataExporterServer(host, 0 if base_port == 0 else base_port + c) for c in cobos}
     stats = ServeStats()
-    order_rng = np.random.default_rng([params.seed, 0x5E57E])
-    period = 1e8 / params.trigger_rate
-
+    failure: ServeError | None = None
     async with trio.open_nursery() as nursery:
-        for c, server in servers.items():
-            try:
-                stats.ports[c] = await nursery.start(server.serve)
-            except OSError as err:
-                nursery.cancel_scope.cancel()
-                raise ServeError(f"cannot listen on {host}:{server.port} for CoBo {c}: {err.strerror or err}") from None
-        if on_listening is not None:
-            on_listening(dict(stats.ports))
-        task_status.started(dict(stats.ports))
-
-        def generate(index: int) -> dict[tuple[int, int], bytes]:
-            generated = sim.event(index)
-            if truth is not None:
-                truth.write(generated)
-            return event_frames(sim, generated)
-
-        pool_frames: list[dict[tuple[int, int], bytes]] = []
-        if pool > 0:
-            for index in range(min(pool, params.events)):
-                pool_frames.append(await trio.to_thread.run_sync(generate, index))
-
-        with trio.move_on_after(connect_timeout) as waiting:
-            for server in servers.values():
-                await server.wait_clients(clients)
-        if waiting.cancelled_caught:
-            missing = [f"CoBo {c} ({host}:{stats.ports[c]}: {s.n_clients})" for c, s in servers.items() if s.n_clients < clients]
+        try:
+            for c, server in servers.items():
+                try:
+                    stats.ports[c] = await nursery.start(server.serve)
+                except OSError as err:
+                    raise ServeError(f"cannot listen on {host}:{server.port} for CoBo {c}: {err.strerror or err}") from None
+            if on_listening is not None:
+                on_listening(dict(stats.ports))
+            task_status.started(dict(stats.ports))
+            source = _EventFrames(sim, truth, pool)
+            if pool > 0:
+                await trio.to_thread.run_sync(source.fill_pool)
+            await _wait_for_clients(servers, stats.ports, host, clients, connect_timeout)
+            await _send_events(source, servers, stats, rate=rate, disorder=disorder, seed=sim.params.seed)
             for server in servers.values():
                 await server.stop()
-            raise ServeError(f"timed out after {connect_timeout:g} s waiting for {clients} client(s) on every port; "
-                             f"short: {', '.join(missing)}")  # fmt: skip
-
-        heap: list[tuple[float, int, int, bytes]] = []
-        seq = 0
-        start = time.perf_counter()
-        # Fresh events: generate the next one in a thread while this one is sent.
-        next_frames = None
-        for n in range(params.events):
-            if pool_frames:
-                k = n % len(pool_frames)
-                event_id = params.first_event_id + n
-                ts = int(_T0 + round(n * period))
-                frames = {key: patch_frame(f, event_id, ts + _FRIB_OFFSET if key[0] == 10 else ts)
-                          for key, f in pool_frames[k].items()}  # fmt: skip
-                if truth is not None:
-                    truth.served(event_id, k)
-            else:
-                frames = next_frames if next_frames is not None else await trio.to_thread.run_sync(generate, n)
-                next_frames = None
-            keys = n + order_rng.uniform(0.0, max(disorder, 0.0), len(frames))
-            for key, ((cobo, _asad), frame) in zip(keys, frames.items()):
-                heapq.heappush(heap, (float(key), seq, cobo, frame))
-                seq += 1
-            if not pool_frames and n + 1 < params.events:
-                async with trio.open_nursery() as gen:
-                    result: dict = {}
-
-                    async def make(i=n + 1):
-                        result["frames"] = await trio.to_thread.run_sync(generate, i)
-
-                    gen.start_soon(make)
-                    await _send_until(heap, n + 1.0, servers, stats)
-                next_frames = result["frames"]
-            else:
-                await _send_until(heap, n + 1.0, servers, stats)
-            stats.events += 1
-            if rate > 0:
-                await trio.sleep_until(_trio_deadline(start, (n + 1) / rate))
-        await _send_until(heap, math.inf, servers, stats)
-        for server in servers.values():
-            await server.drain()
-        stats.elapsed = time.perf_counter() - start
-        for server in servers.values():
-            await server.stop()
+        except ServeError as err:
+            # Raised outside the nursery so that callers see a plain ServeError, not an exception group.
+            failure = err
+            nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     return stats
+
+
+class _EventFrames:
+    """The frames of served event n: generated fresh, or a pool event with a new id and time."""
+
+    def __init__(self, sim: Simulator, truth: TruthWriter | None, pool: int):
+        self.sim = sim
+        self.truth = truth
+        self.pool_size = min(pool, sim.params.events)
+        self.pool: list[dict[tuple[int, int], bytes]] = []
+        self.period = 1e8 / sim.params.trigger_rate
+
+    def generate(self, index: int) -> dict[tuple[int, int], bytes]:
+        """Simulate and encode event ``index`` (runs in a worker thread); record its truth."""
+        from .writers import event_frames
+
+        generated = self.sim.event(index)
+        if self.truth is not None:
+            self.truth.write(generated)
+        return event_frames(self.sim, generated)
+
+    def fill_pool(self) -> None:
+        self.pool = [self.generate(i) for i in range(self.pool_size)]
+
+    def from_pool(self, n: int) -> dict[tuple[int, int], bytes]:
+        k = n % len(self.pool)
+        event_id = self.sim.params.first_event_id + n
+        ts = int(_T0 + round(n * self.period))
+        if self.truth is not None:
+            self.truth.served(event_id, k)
+        return {key: patch_frame(f, event_id, ts + _FRIB_OFFSET if key[0] == 10 else ts)
+                for key, f in self.pool[k].items()}  # fmt: skip
+
+    async def produce(self, send: trio.MemorySendChannel) -> None:
+        """Feed (n, frames) for every event; fresh events are made in a thread, one ahead of the sender."""
+        async with send:
+            for n in range(self.sim.params.events):
+                frames = self.from_pool(n) if self.pool else await trio.to_thread.run_sync(self.generate, n)
+                await send.send((n, frames))
+
+
+async def _wait_for_clients(servers: dict, ports: dict[int, int], host: str, clients: int, timeout: float) -> None:
+    with trio.move_on_after(timeout) as waiting:
+        for server in servers.values():
+            await server.wait_clients(clients)
+    if waiting.cancelled_caught:
+        short = [c for c, srv in servers.items() if srv.n_clients < clients]
+        raise ServeError(
+            f"timed out after {timeout:g} s waiting for {clients} client(s) on every port; {len(short)} of "
+            f"{len(servers)} ports short, e.g. CoBo {short[0]} at {host}:{ports[short[0]]} has "
+            f"{servers[short[0]].n_clients}"
+        )
+
+
+async def _send_events(source: _EventFrames, servers: dict, stats: ServeStats, *, rate: float, disorder: float,
+                       seed: int) -> None:  # fmt: skip
+    """Send every event's frames, each frame at a random point of a ``disorder``-event window."""
+    order_rng = np.random.default_rng([seed, 0x5E57E])
+    heap: list[tuple[float, int, int, bytes]] = []
+    seq = 0
+    send, recv = trio.open_memory_channel(1)
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(source.produce, send)
+        async with recv:
+            async for n, frames in recv:
+                keys = n + order_rng.uniform(0.0, max(disorder, 0.0), len(frames))
+                for key, ((cobo, _asad), frame) in zip(keys, frames.items()):
+                    heapq.heappush(heap, (float(key), seq, cobo, frame))
+                    seq += 1
+                # Everything due before the next event's earliest frame goes now.
+                await _send_until(heap, n + 1.0, servers, stats)
+                stats.events += 1
+                if rate > 0:
+                    await trio.sleep_until(_trio_deadline(start, (n + 1) / rate))
+    await _send_until(heap, math.inf, servers, stats)
+    for server in servers.values():
+        await server.drain()
+    stats.elapsed = time.perf_counter() - start
 
 
 async def _send_until(heap: list, limit: float, servers: dict, stats: ServeStats) -> None:

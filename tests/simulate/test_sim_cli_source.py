@@ -1,0 +1,128 @@
+"""`conduit simulate` on the command line, and the `simulate` source kind in a pipeline."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+import typing
+
+import h5py
+import numpy as np
+import pytest
+from conduit_test_support import run_cli
+
+from conduit.detector import DetectorParams
+from conduit.simulate.generator import Simulator
+from conduit.simulate.params import SimulationParams
+from conduit.simulate.presets import PRESET_NAMES, PRESETS
+from conduit.simulate.stopping import GASES
+
+
+def test_help_documents_every_simulation_and_detector_option():
+    for output in ("serve", "graw", "hdf5"):
+        result = run_cli("simulate", output, "--help")
+        assert result.returncode == 0, result.stderr
+        text = result.stdout
+        for spec in SimulationParams.specs() + DetectorParams.specs():
+            flag = "--" + spec.name.replace("_", "-")
+            assert re.search(rf"^\s+{re.escape(flag)}\b", text, re.M), (output, flag)
+            first_words = " ".join(spec.doc.split()[:3])
+            assert first_words in " ".join(text.split()), (output, spec.name)
+    serve = run_cli("simulate", "serve", "--help").stdout
+    for flag in ("--base-port", "--rate", "--clients", "--connect-timeout", "--pool", "--truth"):
+        assert flag in serve
+
+
+def test_presets_are_the_documented_choices():
+    assert set(PRESET_NAMES) == {"default", "elastic", "dp", "protons", "alphas", "single-track"}
+    preset = next(s for s in SimulationParams.specs() if s.name == "preset")
+    assert set(PRESETS) == set(typing.get_args(preset.type))
+    gas = next(s for s in SimulationParams.specs() if s.name == "gas")
+    assert set(typing.get_args(typing.get_args(gas.type)[0])) == set(GASES)
+
+
+def test_cli_writes_hdf5_and_truth_identical_to_in_memory_events(tmp_path):
+    out = tmp_path / "run_0004.h5"
+    result = run_cli("simulate", "hdf5", str(out), "--events", "3", "--seed", "5", "--preset", "protons",
+                     "--noise-pads", "20", "--magnetic-field", "3.0", "--gun-energy", "2", "4")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"wrote 3 events to {out}" in result.stdout
+    assert f"truth: {tmp_path / 'run_0004_truth.h5'}" in result.stdout
+    params = SimulationParams(events=3, seed=5, preset="protons", noise_pads=20, gun_energy=(2.0, 4.0))
+    sim = Simulator(params, DetectorParams(magnetic_field=3.0))
+    with h5py.File(out, "r") as f:
+        for n in range(3):
+            assert np.array_equal(f[f"events/event_{n}/get_traces"][()], sim.event(n).event.traces)
+    with h5py.File(tmp_path / "run_0004_truth.h5", "r") as f:
+        assert f.attrs["events"] == 3
+        assert '"magnetic_field": 3.0' in f.attrs["detector"]
+        energies = f["particles"]["energy"]
+        assert np.all((energies >= 2.0) & (energies <= 4.0))
+
+
+def test_cli_rejects_bad_values_with_one_line_each(tmp_path):
+    result = run_cli("simulate", "hdf5", str(tmp_path / "x.h5"), "--events", "0", "--window-time-bucket", "10")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert "conduit simulate: --events: must be ≥ 1, got 0" in lines
+    assert "conduit simulate: --window-time-bucket: must differ from micromegas_time_bucket" in lines
+    result = run_cli("simulate", "graw", str(tmp_path), "--beam", "Xx")
+    assert result.returncode == 2
+    assert "conduit simulate: --beam: unknown species 'Xx'" in result.stderr
+    assert not (tmp_path / "run_0001").exists()
+
+
+def test_cli_serve_times_out_cleanly_without_clients(tmp_path):
+    result = run_cli("simulate", "serve", "--base-port", "0", "--events", "2", "--preset", "single-track",
+                     "--connect-timeout", "0.5", "--truth", str(tmp_path / "t.h5"))  # fmt: skip
+    assert result.returncode == 1
+    assert result.stdout.startswith("serving 2 events as 11 DataExporters on ")
+    assert f"truth: {tmp_path / 't.h5'}" in result.stdout
+    assert "timed out after 0.5 s waiting for 1 client(s) on every port" in result.stderr
+
+
+def test_simulate_source_runs_a_pipeline(tmp_path):
+    from conduit.config.pipeline import load_pipeline
+    from conduit.engine.runner import run_pipeline
+
+    pipeline_file = tmp_path / "sim.toml"
+    pipeline_file.write_text(textwrap.dedent("""
+        [source]
+        kind = "simulate"
+        events = 4
+        seed = 9
+        preset = "single-track"
+        run = 12
+        truth = "out/truth_{run:04d}.h5"
+
+        [detector]
+        magnetic_field = 2.5
+
+        [engine]
+        workers = 0
+    """))
+    pipeline = load_pipeline(pipeline_file)
+    seen = []
+    summary = run_pipeline(pipeline, on_event=seen.append, handle_signals=False)
+    assert summary.error is None
+    assert summary.received == 4
+    assert [e.id for e in seen] == [0, 1, 2, 3]
+    assert all(e.run == 12 for e in seen)
+    sim = Simulator(SimulationParams(events=4, seed=9, preset="single-track"), DetectorParams(magnetic_field=2.5))
+    for ev in seen:
+        assert np.array_equal(ev.traces, sim.event(ev.id).event.traces)
+    with h5py.File(tmp_path / "out" / "truth_0012.h5", "r") as f:
+        assert f.attrs["events"] == 4
+        assert '"magnetic_field": 2.5' in f.attrs["detector"]
+
+
+def test_simulate_source_reports_bad_parameters_with_lines(tmp_path):
+    from conduit.config.pipeline import PipelineError, load_pipeline
+
+    pipeline_file = tmp_path / "bad.toml"
+    pipeline_file.write_text('[source]\nkind = "simulate"\npreset = "defualt"\ngain = -3\n')
+    with pytest.raises(PipelineError) as err:
+        load_pipeline(pipeline_file)
+    text = "\n".join(err.value.lines)
+    assert f"{pipeline_file}:3: source.preset: must be one of" in text and "did you mean 'default'" in text
+    assert f"{pipeline_file}:4: source.gain: must be > 0" in text
