@@ -1,0 +1,1 @@
+"""The ``estimate`` stage: vertex, angles, B-rho and dE/dx per track (see docs/analysis.md)."""

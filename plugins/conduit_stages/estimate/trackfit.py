@@ -382,6 +382,48 @@ def _linregress(z, r, n):
 
 
 @njit(cache=True, nogil=True)
+def _cubic_piece(t, g, gamma, lo, x):
+    """Spline value at x in knot interval [t[lo], t[lo + 1]]."""
+    hi = lo + 1
+    h = t[hi] - t[lo]
+    a = x - t[lo]
+    b = t[hi] - x
+    return (a * g[hi] + b * g[lo]) / h - a * b / 6.0 * ((1.0 + a / h) * gamma[hi] + (1.0 + b / h) * gamma[lo])
+
+
+@njit(cache=True, nogil=True)
+def _path_length(t, gx, cx, gy, cy, z0, z1, samples):
+    """3-D length of the spline curve (x(z), y(z), z) from z0 to z1, summed over ``samples`` points.
+
+    Both ends lie within the knots; the samples are visited in order, so the
+    knot interval is found by walking rather than by a search per sample.
+    """
+    n = t.shape[0]
+    dz = (z1 - z0) / (samples - 1)
+    lo = 0
+    length = 0.0
+    x_prev = 0.0
+    y_prev = 0.0
+    for s in range(samples):
+        z = z0 + dz * s
+        if z < t[0]:
+            z = t[0]
+        elif z > t[n - 1]:
+            z = t[n - 1]
+        while lo < n - 2 and z > t[lo + 1]:
+            lo += 1
+        while lo > 0 and z < t[lo]:
+            lo -= 1
+        x = _cubic_piece(t, gx, cx, lo, z)
+        y = _cubic_piece(t, gy, cy, lo, z)
+        if s > 0:
+            length += math.sqrt((x - x_prev) ** 2 + (y - y_prev) ** 2 + dz * dz)
+        x_prev = x
+        y_prev = y
+    return length
+
+
+@njit(cache=True, nogil=True)
 def _estimate_track(
     px, py, pz, pq, direction, lam, min_points, field, beam_region_radius, arc_rho, charge_radius, out
 ):
@@ -501,20 +543,7 @@ def _estimate_track(
         cutoff = i
     if cutoff <= 0:
         return NO_CHARGE
-    z0 = sz[0]
-    z1 = sz[cutoff]
-    steps = 1000
-    length = 0.0
-    x_prev = spline_eval(knots, gx, cx, z0)
-    y_prev = spline_eval(knots, gy, cy, z0)
-    for s in range(1, steps):
-        zz = z0 + (z1 - z0) * s / (steps - 1)
-        xx = spline_eval(knots, gx, cx, zz)
-        yy = spline_eval(knots, gy, cy, zz)
-        dz = (z1 - z0) / (steps - 1)
-        length += math.sqrt((xx - x_prev) ** 2 + (yy - y_prev) ** 2 + dz * dz)
-        x_prev = xx
-        y_prev = yy
+    length = _path_length(knots, gx, cx, gy, cy, sz[0], sz[cutoff], 1000)
     if not length > 0.0:
         return NO_CHARGE
     dedx = de / length
