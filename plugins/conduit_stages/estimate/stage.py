@@ -5,7 +5,8 @@ q(z); direction from the clusterer (NONE is rejected, BACKWARD tracks are
 read from the high-z end); circle fit on the first arc; vertex = the point
 of that circle closest to the beam axis (closed form, instead of sampling
 100,000 circle points); vertex z and polar angle from a straight-line fit of
-the distance from the vertex against z near the vertex; B-rho = |B| R /
+the distance travelled from the vertex (arc on the fitted circle; Spyral:
+the x-y chord) against z near the vertex; B-rho = |B| R /
 |sin(polar)|; dE, arclength and dE/dx up to where the track leaves the
 small pads. Rejected tracks are counted by reason (:data:`trackfit.STATUS`).
 """
