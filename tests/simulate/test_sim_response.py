@@ -224,16 +224,44 @@ def test_timestamps_follow_the_trigger_rate():
 
 @pytest.mark.slow
 def test_default_preset_is_the_reference_event_mix():
-    """About 700 traces and 200 points per event on average (100 events; tolerances ±15 % and ±25 %)."""
+    """About 700 traces and 200 points per event on average (100 events; tolerances ±15 % and ±25 %).
+
+    Points come from the project's pointcloud stage (peak_threshold 40 ADC, beam pads
+    excluded), cross-checked against the reference peak finder of sim_peaks.py.
+    """
+    from conduit_stages.pointcloud.stage import PointcloudKernel, PointcloudParams
+
     sim = Simulator(SimulationParams(events=100, seed=3))
+    cloud = PointcloudKernel(PointcloudParams(), sim.pads, sim.detector)
     beam = set(sim.pads.beam_pads().tolist())
-    n_traces, n_points = [], []
+    n_traces, n_points, n_reference = [], [], []
     for i in range(100):
         traces = sim.event(i).event.traces
         n_traces.append(len(traces))
-        n_points.append(count_points(traces, beam))
+        n_points.append(len(cloud(traces)))
+        if i < 20:
+            n_reference.append(count_points(traces, beam))
     assert np.mean(n_traces) == pytest.approx(700, rel=0.15)
     assert np.mean(n_points) == pytest.approx(200, rel=0.25)
+    assert np.mean(n_reference) == pytest.approx(np.mean(n_points[:20]), rel=0.05)
+
+
+def test_point_cloud_of_a_track_lies_on_its_truth_deposits(quiet_single_track):
+    """Points land on the true track: x, y within the diffusion spread, z shifted by the shaping delay 1.166 τ (13 mm)."""
+    from conduit_stages.pointcloud.stage import PointcloudKernel, PointcloudParams
+
+    sim = Simulator(quiet_single_track)
+    ev = sim.event(2)
+    cloud = PointcloudKernel(PointcloudParams(), sim.pads, sim.detector)(ev.event.traces)
+    dep = ev.truth.deposits
+    assert len(cloud) > 30
+    delay_mm = 1.166 * sim.tau * sim.detector.drift_mm_per_bucket
+    dz = []
+    for x, y, z in cloud[:, :3]:
+        near = np.hypot(dep["x"] - x, dep["y"] - y) < 10.0  # pads lit by diffusion (3σ_T ≈ 5 mm) around the track, big pads 5 mm wide
+        assert near.any()
+        dz.append(np.min(np.abs(dep["z"][near] - (z + delay_mm))))
+    assert np.median(dz) < 2.0
 
 
 def test_detector_settings_change_drift_and_field():
