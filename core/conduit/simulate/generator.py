@@ -188,6 +188,9 @@ class Simulator:
         # Pedestals per hardware channel (11 CoBos x 4 AsAds x 4 AGETs x 68 channels), fixed for the run.
         rng = np.random.default_rng([self.params.seed, 0x7FFFFFFF])
         self.pedestals = rng.normal(self.params.pedestal_mean, self.params.pedestal_sigma, size=11 * 4 * 4 * N_CHANNELS)
+        from .response import noise_bank
+
+        self.noise_bank = noise_bank(self.params.seed)
 
     @staticmethod
     def channel_index(hw: np.ndarray) -> np.ndarray:
@@ -367,6 +370,8 @@ class Simulator:
 
         Returns the pad trace matrix, the FPN rows, and the pads read.
         """
+        from .response import BANK_ROWS, correlated_noise, digitise, draw_noise_rows
+
         p = self.params
         # Charge on pads absent from the electronics map is never read.
         on_map = self.mapped[signal_pads]
@@ -386,28 +391,33 @@ class Simulator:
         n_rows = len(rows_pad)
         n_fpn = len(self.fpn_hw)
         all_hw = np.concatenate([rows_hw, self.fpn_hw])
-        # Correlated noise: one low-frequency waveform per AGET quarter, shared by its channels and its FPN channel.
+        # White noise: distinct rows of the simulator's noise bank, randomly shifted and signed (drawing
+        # ~10^6 fresh normals per event would cost more than the rest of the event together). Correlated
+        # noise: one low-frequency waveform per AGET quarter, shared by its channels and its FPN channel.
         n_quarters = len(self.agets) * 4
-        w = CORRELATED_WIDTH
-        white = rng.standard_normal((n_quarters, N_BUCKETS + w - 1), dtype=np.float32)
-        csum = np.zeros((n_quarters, N_BUCKETS + w), dtype=np.float64)
-        np.cumsum(white, axis=1, out=csum[:, 1:])
-        correlated = (csum[:, w:] - csum[:, :-w]) * (p.fpn_noise / math.sqrt(w))
-        samples = rng.standard_normal((n_rows + n_fpn, N_BUCKETS), dtype=np.float32).astype(np.float64)
-        samples *= p.noise
-        samples += correlated[self.quarter_index(all_hw)]
+        n_white = n_rows + n_fpn
+        bank = self.noise_bank
+        if n_white + n_quarters <= BANK_ROWS:
+            slots, shifts, signs = draw_noise_rows(rng, n_white + n_quarters)
+        else:  # full readout: more rows than the bank holds, draw them fresh
+            fresh = rng.standard_normal((n_white + n_quarters) * N_BUCKETS, dtype=np.float32)
+            bank = fresh
+            slots = np.arange(n_white + n_quarters, dtype=np.int64)
+            shifts = np.zeros(len(slots), dtype=np.int64)
+            signs = np.ones(len(slots))
+        correlated = correlated_noise(bank, slots[n_white:], shifts[n_white:], signs[n_white:], CORRELATED_WIDTH,
+                                      float(p.fpn_noise))  # fmt: skip
         pedestals = self.pedestals[self.channel_index(all_hw)]
-        samples += pedestals[:, None]
         row_of_pad = np.full(len(self.mapped), -1, dtype=np.int64)
         row_of_pad[rows_pad] = np.arange(n_rows)
-        samples[row_of_pad[signal_pads]] += signal
-        digitised = np.clip(np.rint(samples), 0, 4095).astype(np.int16)
+        digitised, height = digitise(bank, slots[:n_white], shifts[:n_white], signs[:n_white], float(p.noise),
+                                     correlated, self.quarter_index(all_hw), pedestals, np.ascontiguousarray(signal),
+                                     row_of_pad[signal_pads])  # fmt: skip
         keep = np.ones(n_rows, dtype=bool)
         if p.readout == "partial" and n_rows:
             # Zero suppression: a signal channel is read when it rises above threshold over its pedestal;
             # the noise-only pads are read whatever they hold.
-            above = digitised[:n_rows].max(axis=1) - pedestals[:n_rows] > p.threshold
-            keep = above | ~np.isin(rows_pad, signal_pads)
+            keep = (height[:n_rows] > p.threshold) | ~np.isin(rows_pad, signal_pads)
         traces = np.empty((int(keep.sum()), 517), dtype=np.int16)
         traces[:, :4] = rows_hw[keep]
         traces[:, 4] = rows_pad[keep]

@@ -220,3 +220,81 @@ def shape(row, time, sigma, charge, n_rows, kernel, scale):
                     break
                 out[r, j] += v * kernel[k]
     return out
+
+
+#: White-noise bank: 8,192 rows of 512 standard-normal samples (16 MB), drawn once per simulator.
+BANK_ROWS = 8192
+
+
+def noise_bank(seed: int) -> np.ndarray:
+    """The simulator's bank of standard-normal samples, float32 (BANK_ROWS · 512,)."""
+    return np.random.default_rng([seed, 0x6E015E]).standard_normal(BANK_ROWS * N_BUCKETS, dtype=np.float32)
+
+
+def draw_noise_rows(rng, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct bank rows, circular shifts and signs for ``n`` noise waveforms (n ≤ BANK_ROWS)."""
+    slots = rng.permutation(BANK_ROWS)[:n].astype(np.int64)
+    shifts = rng.integers(0, N_BUCKETS, n).astype(np.int64)
+    signs = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    return slots, shifts, signs
+
+
+@njit(cache=True, nogil=True)
+def correlated_noise(bank, slots, shifts, signs, width, sigma):
+    """Per row, a moving average of ``width`` white-noise samples from the bank, scaled to σ per sample."""
+    n = slots.shape[0]
+    out = np.empty((n, N_BUCKETS), dtype=np.float64)
+    scale = sigma / math.sqrt(width)
+    for r in range(n):
+        base = slots[r] * N_BUCKETS
+        sh = shifts[r]
+        sg = signs[r] * scale
+        acc = 0.0
+        for j in range(width):
+            acc += bank[base + (j + sh) % N_BUCKETS]
+        out[r, 0] = acc * sg
+        for j in range(1, N_BUCKETS):
+            acc += bank[base + (j + width - 1 + sh) % N_BUCKETS] - bank[base + (j - 1 + sh) % N_BUCKETS]
+            out[r, j] = acc * sg
+    return out
+
+
+@njit(cache=True, nogil=True)
+def digitise(bank, slots, shifts, signs, noise_sigma, correlated, quarter, pedestal, signal, signal_row):
+    """ADC samples: pedestal + σ·white + correlated[quarter] + signal, rounded and clipped to 0..4095.
+
+    Row r's white noise is bank row ``slots[r]``, circularly shifted by
+    ``shifts[r]`` and multiplied by ``signs[r]``. Returns the int16 (n, 512)
+    samples and each row's largest excursion above its pedestal (for zero
+    suppression).
+    """
+    n = slots.shape[0]
+    values = np.empty((n, N_BUCKETS), dtype=np.float64)
+    for r in range(n):
+        q = quarter[r]
+        p = pedestal[r]
+        base = slots[r] * N_BUCKETS
+        sh = shifts[r]
+        sg = signs[r] * noise_sigma
+        for j in range(N_BUCKETS):
+            values[r, j] = p + sg * bank[base + (j + sh) % N_BUCKETS] + correlated[q, j]
+    for s in range(signal_row.shape[0]):
+        r = signal_row[s]
+        for j in range(N_BUCKETS):
+            values[r, j] += signal[s, j]
+    out = np.empty((n, N_BUCKETS), dtype=np.int16)
+    height = np.empty(n, dtype=np.float64)
+    for r in range(n):
+        top = 0
+        for j in range(N_BUCKETS):
+            v = math.floor(values[r, j] + 0.5)
+            if v < 0.0:
+                v = 0.0
+            elif v > 4095.0:
+                v = 4095.0
+            iv = int(v)
+            out[r, j] = iv
+            if iv > top:
+                top = iv
+        height[r] = top - pedestal[r]
+    return out, height
