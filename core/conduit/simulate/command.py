@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 DESCRIPTION = """Make synthetic AT-TPC GET data with its truth.
 
   conduit simulate serve --events 1000 --rate 100      11 fake DataExporters on 127.0.0.1:46491-46501
+  conduit simulate serve --events 20000 --pool 50      ... 50 distinct events repeated: hundreds of events/s
   conduit simulate graw out/ --run 7 --events 200      a .graw run folder out/run_0007/mm*/CoBo*_AsAd*_..._0000.graw
   conduit simulate hdf5 out/run_0007.h5 --events 200   a merged HDF5 file (attpc_merger 1.0 layout)
 
@@ -120,9 +121,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             out.add_argument("--clients", type=int, default=1, help="connections to wait for on every port [default: %(default)s]")
             out.add_argument("--connect-timeout", type=float, default=60.0,
                              help="seconds to wait for the clients before giving up [default: %(default)s]")
-            out.add_argument("--pool", type=int, default=0, metavar="K",
-                             help="generate K distinct events once and serve them cyclically with fresh ids and "
-                                  "timestamps (for high rates); 0: generate every event [default: %(default)s]")
             out.add_argument("--disorder", type=float, default=1.2,
                              help="an event's frames are spread over this many event periods (> 1: consecutive "
                                   "events' frames overlap) [default: %(default)s]")
@@ -189,7 +187,7 @@ def main(args: argparse.Namespace) -> int:
         run_dir = args.output_dir / f"run_{args.run:04d}"
         truth_path = args.truth or args.output_dir / f"run_{args.run:04d}_truth.h5"
         try:
-            with TruthWriter(truth_path, params, detector) as truth:
+            with TruthWriter(truth_path, params, detector, pool_size=min(params.pool, params.events)) as truth:
                 files = write_graw_run(sim, run_dir, truth, split_bytes=int(args.split_size * (1 << 20)),
                                        stamp=args.stamp, progress=progress)  # fmt: skip
         except OSError as err:
@@ -205,7 +203,7 @@ def main(args: argparse.Namespace) -> int:
     out = args.output_file
     truth_path = args.truth or out.with_name(out.stem + "_truth.h5")
     try:
-        with TruthWriter(truth_path, params, detector) as truth:
+        with TruthWriter(truth_path, params, detector, pool_size=min(params.pool, params.events)) as truth:
             write_hdf5(sim, out, truth, progress=progress)
     except OSError as err:
         print(f"conduit simulate: cannot write {out}: {err}", file=sys.stderr)
@@ -228,16 +226,16 @@ def _serve(args, sim, params, detector) -> int:
         values = sorted(ports.values())
         span = f"{args.host}:{values[0]}-{values[-1]}" if values == list(range(values[0], values[-1] + 1)) else \
             ", ".join(f"cobo{c}={args.host}:{p}" for c, p in sorted(ports.items()))
-        pool = f" (a pool of {args.pool} events, served cyclically)" if args.pool else ""
+        pool = f" (a pool of {params.pool} events, served cyclically)" if params.pool else ""
         print(f"serving {params.events} events{pool} as {len(ports)} DataExporters on {span} "
               f"(CoBo {min(ports)}-{max(ports)}), waiting for {args.clients} client(s) per port; truth: {truth_path}",
               flush=True)  # fmt: skip
 
     try:
-        with TruthWriter(truth_path, params, detector, pool_size=args.pool) as truth:
+        with TruthWriter(truth_path, params, detector, pool_size=min(params.pool, params.events)) as truth:
             stats = trio.run(lambda: serve_simulation(
                 sim, host=args.host, base_port=args.base_port, rate=args.rate, clients=args.clients,
-                connect_timeout=args.connect_timeout, pool=args.pool, disorder=args.disorder, truth=truth,
+                connect_timeout=args.connect_timeout, disorder=args.disorder, truth=truth,
                 on_listening=listening,
             ))  # fmt: skip
     except ServeError as err:

@@ -35,7 +35,7 @@ from .stopping import gas_by_name, stopping_table
 if TYPE_CHECKING:
     from ..detector import DetectorParams
 
-__all__ = ["Simulator", "SimulatedEvent", "EventTruth", "PARTICLE_DTYPE", "DEPOSIT_DTYPE", "CONTRIBUTION_DTYPE"]
+__all__ = ["Simulator", "SimulatedEvent", "EventSequence", "EventTruth", "PARTICLE_DTYPE", "DEPOSIT_DTYPE", "CONTRIBUTION_DTYPE"]
 
 N_BUCKETS = 512
 N_CHANNELS = 68
@@ -228,12 +228,22 @@ class Simulator:
         signal, signal_pads, deposits_e, contrib = self._respond(rng_resp, dep_x, dep_y, dep_z, dep_e, dep_label)
         traces, fpn, read_pads = self._digitise(rng_noise, signal, signal_pads)
 
-        period = 1e8 / p.trigger_rate
-        timestamp = int(T0_TICKS + round(index * period) + int(rng_phys.integers(0, max(1, int(period // 10)))))
-        event = Event(id=event_id, traces=traces, timestamp=timestamp, timestamp_other=timestamp + FRIB_OFFSET_TICKS)
+        timestamp, timestamp_other = self.timestamps(index)
+        event = Event(id=event_id, traces=traces, timestamp=timestamp, timestamp_other=timestamp_other)
         truth = self._truth(event_id, index, particles, reaction, dep_x, dep_y, dep_z, dep_e, dep_label, deposits_e,
                             contrib, read_pads)  # fmt: skip
         return SimulatedEvent(event=event, fpn=fpn, truth=truth)
+
+    def timestamps(self, index: int) -> tuple[int, int]:
+        """(timestamp, timestamp_other) of event ``index`` in 100 MHz ticks.
+
+        Triggers come every 1/trigger_rate with up to 10 % jitter; CoBo 10's
+        FRIB-synchronised clock runs at a fixed offset from the others.
+        """
+        period = 1e8 / self.params.trigger_rate
+        jitter = int(np.random.default_rng([self.params.seed, index, 4]).integers(0, max(1, int(period // 10))))
+        timestamp = int(T0_TICKS + round(index * period) + jitter)
+        return timestamp, timestamp + FRIB_OFFSET_TICKS
 
     def pad_signals(self, x, y, z, energy, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Noiseless shaped signals of given deposits: (pad ids, (n, 512) ADC above pedestal).
@@ -459,6 +469,44 @@ class Simulator:
             reaction=reaction["label"], cm_angle=reaction["cm_angle"], excitation=reaction["excitation"],
             beam_energy_vertex=reaction["beam_energy_vertex"],
         )
+
+
+class EventSequence:
+    """Events 0 … N−1 of a run, as every output consumes them.
+
+    With ``pool`` = 0 every event is generated. With ``pool`` = K only events
+    0 … K−1 are generated; event n ≥ K repeats event n mod K (same traces and
+    truth) with its own id (first_event_id + n) and timestamps.
+    """
+
+    def __init__(self, sim: Simulator):
+        self.sim = sim
+        self.pool = min(sim.params.pool, sim.params.events)
+        self._cache: dict[int, SimulatedEvent] = {}
+
+    def __len__(self) -> int:
+        return self.sim.params.events
+
+    def source_index(self, n: int) -> int:
+        """The generated event that event ``n`` carries."""
+        return n % self.pool if self.pool else n
+
+    def get(self, n: int) -> tuple[SimulatedEvent, bool]:
+        """(event n, True when it was generated now rather than repeated from the pool)."""
+        if not self.pool:
+            return self.sim.event(n), True
+        k = n % self.pool
+        base = self._cache.get(k)
+        fresh = base is None
+        if fresh:
+            base = self._cache[k] = self.sim.event(k)
+        if n == k:
+            return base, fresh
+        ts, ts_other = self.sim.timestamps(n)
+        ev = base.event
+        event = Event(id=self.sim.params.first_event_id + n, traces=ev.traces.copy(), timestamp=ts,
+                      timestamp_other=ts_other)  # fmt: skip
+        return SimulatedEvent(event=event, fpn=base.fpn, truth=base.truth), False
 
 
 def _residual(beam: Species, target: Species, ejectile: Species) -> Species:

@@ -28,6 +28,10 @@ class SimulationParams(Params):
     events: int = param(100, "number of events to generate", ge=1)
     first_event_id: int = param(0, "GET event id of the first event", ge=0)
     trigger_rate: float = param(100.0, "mean trigger rate, sets the 100 MHz event timestamps (Hz)", gt=0)
+    pool: int = param(
+        0, "generate only this many distinct events and repeat them cyclically with fresh ids and timestamps "
+           "(fast serving and benchmarks); 0: every event distinct", ge=0
+    )
     # -- reaction ----------------------------------------------------------------
     preset: PresetName = param("default", "reaction or particle gun: " + ", ".join(PRESET_NAMES) + " (see docs/simulator.md)")
     beam: str | None = param(None, "beam species, e.g. 10Be, 16C, 12C (default: the preset's, 10Be)")

@@ -8,9 +8,10 @@ event periods: within an event the AsAds arrive in a random order across
 CoBos, and with ``disorder`` > 1 the late frames of one event overlap the
 early frames of the next, as independent AsAd streams deliver them.
 
-With ``pool`` > 0 the first ``pool`` events are generated and encoded once,
-then served cyclically with fresh event ids and timestamps patched into the
-frame headers: generation is then no longer the limit (hundreds of events/s).
+With the simulation's ``pool`` = K > 0 the first K events are generated and
+encoded once, then served cyclically with fresh event ids and timestamps
+patched into the frame headers: generation is then no longer the limit
+(hundreds of events/s).
 After the last event every queued frame is written, the connections are
 closed (clients see EOF) and :func:`serve_simulation` returns its statistics.
 """
@@ -32,11 +33,6 @@ if TYPE_CHECKING:
     from .truth import TruthWriter
 
 __all__ = ["serve_simulation", "ServeStats", "ServeError", "patch_frame"]
-
-#: Timestamp of served event 0 and the FRIB clock offset (100 MHz ticks), as the generator uses.
-_T0 = 1_000_000_000
-_FRIB_OFFSET = 123_456_789
-
 
 class ServeError(RuntimeError):
     """Serving cannot start or continue (one line)."""
@@ -75,7 +71,6 @@ async def serve_simulation(
     rate: float = 0.0,
     clients: int = 1,
     connect_timeout: float = 60.0,
-    pool: int = 0,
     disorder: float = 1.2,
     truth: TruthWriter | None = None,
     on_listening: Callable[[dict[int, int]], None] | None = None,
@@ -84,8 +79,8 @@ async def serve_simulation(
     """Serve ``sim.params.events`` events; return when every frame is written and the servers closed.
 
     ``rate`` events/s (0: as fast as the clients read), ``clients`` connections
-    awaited on every port for up to ``connect_timeout`` s, ``pool`` distinct
-    events served cyclically (0: every event generated fresh). ``task_status``
+    awaited on every port for up to ``connect_timeout`` s; ``sim.params.pool``
+    distinct events are served cyclically (0: every event fresh). ``task_status``
     and ``on_listening`` receive {cobo: port} once every port listens. Raises
     :class:`ServeError` (a port in use, clients that never came).
     """
@@ -105,8 +100,8 @@ async def serve_simulation(
             if on_listening is not None:
                 on_listening(dict(stats.ports))
             task_status.started(dict(stats.ports))
-            source = _EventFrames(sim, truth, pool)
-            if pool > 0:
+            source = _EventFrames(sim, truth)
+            if source.sequence.pool:
                 await trio.to_thread.run_sync(source.fill_pool)
             await _wait_for_clients(servers, stats.ports, host, clients, connect_timeout)
             await _send_events(source, servers, stats, rate=rate, disorder=disorder, seed=sim.params.seed)
@@ -122,14 +117,15 @@ async def serve_simulation(
 
 
 class _EventFrames:
-    """The frames of served event n: generated fresh, or a pool event with a new id and time."""
+    """The frames of served event n: generated fresh, or a pool event's frames with a new id and time."""
 
-    def __init__(self, sim: Simulator, truth: TruthWriter | None, pool: int):
+    def __init__(self, sim: Simulator, truth: TruthWriter | None):
+        from .generator import EventSequence
+
         self.sim = sim
         self.truth = truth
-        self.pool_size = min(pool, sim.params.events)
+        self.sequence = EventSequence(sim)
         self.pool: list[dict[tuple[int, int], bytes]] = []
-        self.period = 1e8 / sim.params.trigger_rate
 
     def generate(self, index: int) -> dict[tuple[int, int], bytes]:
         """Simulate and encode event ``index`` (runs in a worker thread); record its truth."""
@@ -141,16 +137,15 @@ class _EventFrames:
         return event_frames(self.sim, generated)
 
     def fill_pool(self) -> None:
-        self.pool = [self.generate(i) for i in range(self.pool_size)]
+        self.pool = [self.generate(i) for i in range(self.sequence.pool)]
 
     def from_pool(self, n: int) -> dict[tuple[int, int], bytes]:
-        k = n % len(self.pool)
+        k = self.sequence.source_index(n)
         event_id = self.sim.params.first_event_id + n
-        ts = int(_T0 + round(n * self.period))
+        ts, ts_other = self.sim.timestamps(n)
         if self.truth is not None:
             self.truth.served(event_id, k)
-        return {key: patch_frame(f, event_id, ts + _FRIB_OFFSET if key[0] == 10 else ts)
-                for key, f in self.pool[k].items()}  # fmt: skip
+        return {key: patch_frame(f, event_id, ts_other if key[0] == 10 else ts) for key, f in self.pool[k].items()}
 
     async def produce(self, send: trio.MemorySendChannel) -> None:
         """Feed (n, frames) for every event; fresh events are made in a thread, one ahead of the sender."""

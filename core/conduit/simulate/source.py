@@ -79,20 +79,26 @@ class SimulateSource(Source):
     async def run(self, task_status: Any = None) -> None:
         import trio
 
+        from .generator import EventSequence
+
         sim = await trio.to_thread.run_sync(self._make)
+        sequence = EventSequence(sim)
         truth = None
         if self.params.truth is not None:
             from .truth import TruthWriter
 
             self._truth_path = self.context.format_path(self.params.truth)
-            truth = TruthWriter(self._truth_path, sim.params, sim.detector)
+            truth = TruthWriter(self._truth_path, sim.params, sim.detector, pool_size=sequence.pool)
             self.log.info("truth: %s", self._truth_path)
         try:
-            for index in range(self.params.events):
-                generated = await trio.to_thread.run_sync(sim.event, index)
+            for n in range(len(sequence)):
+                generated, fresh = await trio.to_thread.run_sync(sequence.get, n)
                 if truth is not None:
-                    truth.write(generated)
-                self._generated += 1
+                    if fresh:
+                        truth.write(generated)
+                    if sequence.pool:
+                        truth.served(generated.event.id, sequence.source_index(n))
+                self._generated += fresh
                 await self.emit(generated.event)
         finally:
             if truth is not None:
@@ -102,7 +108,7 @@ class SimulateSource(Source):
         return {"generated": self._generated}
 
     def status(self) -> dict[str, str]:
-        return {"simulate": f"{self._generated}/{self.params.events}"}
+        return {"simulate": f"{self.emitted}/{self.params.events}"}
 
 
 @hookimpl

@@ -1,6 +1,7 @@
 """File outputs: a merged HDF5 file (attpc_merger 1.0 layout) and a .graw run folder.
 
-Both write every event of a :class:`~.generator.Simulator` run in order and a
+Both write every event of a :class:`~.generator.Simulator` run in order (with
+a ``pool``, the repeated events too, with their own ids and timestamps) and a
 truth file next to the output (:mod:`.truth`).
 
 * :class:`MergedWriter`: ``/events`` attrs ``min_event``, ``max_event``,
@@ -88,16 +89,28 @@ def graw_stamp(when: _dt.datetime | None = None) -> str:
     return when.strftime("%Y-%m-%dT%H_%M_%S.") + f"{when.microsecond // 1000:03d}"
 
 
+def _events(sim: Simulator, truth, progress):
+    """Yield every event of the run, recording truth for generated ones and the pool mapping for repeats."""
+    from .generator import EventSequence
+
+    sequence = EventSequence(sim)
+    for n in range(len(sequence)):
+        generated, fresh = sequence.get(n)
+        if fresh:
+            truth.write(generated)
+        if sequence.pool:
+            truth.served(generated.event.id, sequence.source_index(n))
+        yield generated
+        if progress is not None:
+            progress(n + 1)
+
+
 def write_hdf5(sim: Simulator, path: Path, truth, *, progress: Callable[[int], None] | None = None) -> int:
     """Generate every event of ``sim`` into a merged HDF5 file and ``truth`` (a TruthWriter); return the count."""
     with MergedWriter(path) as writer:
-        for i in range(sim.params.events):
-            generated = sim.event(i)
+        for generated in _events(sim, truth, progress):
             writer.write(generated)
-            truth.write(generated)
-            if progress is not None:
-                progress(i + 1)
-    return sim.params.events
+    return writer.count
 
 
 def write_graw_run(sim: Simulator, folder: Path, truth, *, split_bytes: int = 1 << 30, stamp: str | None = None,
@@ -106,10 +119,6 @@ def write_graw_run(sim: Simulator, folder: Path, truth, *, split_bytes: int = 1 
     from ..get.grawfiles import RunWriter
 
     with RunWriter(Path(folder), stamp=stamp or graw_stamp(), split_bytes=split_bytes) as writer:
-        for i in range(sim.params.events):
-            generated = sim.event(i)
+        for generated in _events(sim, truth, progress):
             writer.write_event(event_frames(sim, generated))
-            truth.write(generated)
-            if progress is not None:
-                progress(i + 1)
     return list(writer.files)
