@@ -23,8 +23,8 @@ __all__ = ["DbscanParams", "DbscanStage", "dbscan"]
 class DbscanParams(PostParams):
     """DBSCAN settings plus the shared post-processing."""
 
-    eps: float = param(8.0, "neighbourhood radius in the scaled features (mm); about two big-pad spacings", gt=0)
-    min_samples: int = param(4, "points within eps (itself included) that make a core point", ge=1)
+    eps: float = param(10.0, "neighbourhood radius in the scaled features (mm); hdbscan's cluster_selection_epsilon scale", gt=0)
+    min_samples: int = param(3, "points within eps (itself included) that make a core point (hdbscan's min_points)", ge=1)
     min_cluster_size: int = param(10, "smaller clusters are noise (points)", ge=1)
 
 
