@@ -34,6 +34,7 @@ class Harness:
         self.rng = rng
         self.events = []
         self.truth = {}
+        self.sent = {}
         self._changed = trio.Event()
         self.engine: Engine | None = None
         self.summary = None
@@ -61,6 +62,7 @@ class Harness:
         self.truth[event_id] = canonical(traces)
         frames = encode_event_frames(traces, event_id, timestamp=10 * event_id, timestamp_other=10 * event_id + 1,
                                      fpn=FPN, asads=self.emap.asads)
+        self.sent[event_id] = frames
         for (cobo, _asad), frame in frames.items():
             if cobo not in skip_cobos:
                 await self.servers[cobo].send_frame(frame)
@@ -72,14 +74,14 @@ class Harness:
 
 
 @asynccontextmanager
-async def exporter_run(tmp_path, emap, *, extra="", n_servers=11, seed=0):
+async def exporter_run(tmp_path, emap, *, extra="", n_servers=11, seed=0, timeout=0.4):
     servers = [DataExporterServer() for _ in range(n_servers)]
     async with trio.open_nursery() as nursery:
         for s in servers:
             await nursery.start(s.serve)
         hosts = ", ".join(f'"{s.address}"' for s in servers)
         text = (f'[source]\nkind = "exporter"\nhosts = [{hosts}]\nreconnect_min = 0.02\nreconnect_max = 0.2\n'
-                f'timeout = 0.4\n{extra}\n[engine]\nworkers = 0\n')
+                f'timeout = {timeout}\n{extra}\n[engine]\nworkers = 0\n')
         pipeline = load_pipeline(tmp_path / "live.toml", text=text)
         h = Harness(servers, emap, np.random.default_rng(seed))
         h.engine = Engine(pipeline, handle_signals=False, on_event=h.on_event, status_stream=io.StringIO())
@@ -188,6 +190,28 @@ async def test_protocol_errors_drop_and_reconnect(tmp_path, emap, caplog):
     assert f"{s[7].address} (cobo 7): protocol error: message does not start with a GRAW frame" in text
     assert f"{s[9].address} (cobo 9): protocol error: length prefix {len(frame) + 256} B disagrees" in text
     assert f"{s[2].address} (cobo 2): protocol error: connection closed mid-message" in text
+
+
+async def test_a_stream_that_runs_ahead_pauses(tmp_path, emap):
+    """CoBo 10's DataExporter delivers 40 events before the others send theirs. Without pacing the
+    depth limit (4) would cut events 1..35 as incomplete; CoBo 10's stream pauses instead."""
+    async with exporter_run(tmp_path, emap, extra="max_depth = 4", timeout=5.0, seed=4) as h:
+        with trio.fail_after(30):
+            await h.send_event(0, n_pads=5)
+            await h.wait_events(1)
+            for evt in range(1, 41):
+                await h.send_event(evt, n_pads=5, skip_cobos=range(10))  # CoBo 10 only ...
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)  # ... read as far as it is allowed
+            link10 = h.source.links[10]
+            assert link10.pauses >= 1 and link10.latest < 10
+            for evt in range(1, 41):
+                for (cobo, _asad), frame in h.sent[evt].items():
+                    if cobo != 10:
+                        await h.servers[cobo].send_frame(frame)
+            await h.wait_events(41)
+    assert sorted(e.id for e in h.events) == list(range(41))
+    assert all(e.complete for e in h.events)
+    assert h.summary.source_counters["late_frames"] == 0
 
 
 async def test_time_limit_and_flush_on_stop(tmp_path, emap):

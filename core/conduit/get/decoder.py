@@ -23,7 +23,7 @@ N_SLOTS = N_AGETS * N_CHANNELS
 
 
 class FrameDecoder:
-    """Decode frames of one stream set into event rows (not thread-safe: one decoder per thread)."""
+    """Decode frames into event rows (not thread-safe: one decoder per thread)."""
 
     def __init__(self, emap: ElectronicsMap, *, fpn_subtraction: bool = False):
         from . import _kernels
@@ -31,7 +31,8 @@ class FrameDecoder:
         self._kernels = {PARTIAL: _kernels.decode_partial, FULL: _kernels.decode_full}
         self.emap = emap
         self.fpn_subtraction = bool(fpn_subtraction)
-        self._fpn = np.zeros((N_AGETS, 4, N_BUCKETS), np.int32)
+        # Reused output scratch: 272 rows, 16 FPN rows, 1 trash row (see _kernels).
+        self._scratch = np.empty((N_SLOTS + _kernels.EXTRA_ROWS, 5 + N_BUCKETS), np.int16)
         self._stats = np.zeros(2, np.int64)
 
     @property
@@ -45,7 +46,7 @@ class FrameDecoder:
         return int(self._stats[1])
 
     def decode(self, buf: np.ndarray, info: FrameInfo, cobo: int | None = None, asad: int | None = None) -> np.ndarray:
-        """Rows of the validated frame ``info`` in the uint8 array ``buf``.
+        """Rows (a new (m, 517) int16 array) of the validated frame ``info`` in the uint8 array ``buf``.
 
         ``cobo``/``asad`` override the header's (old firmware wrote CoBo 0 everywhere).
         """
@@ -54,22 +55,25 @@ class FrameDecoder:
         kernel = self._kernels.get(info.frame_type)
         if kernel is None or info.n_items == 0:
             return np.zeros((0, 5 + N_BUCKETS), np.int16)
-        rows = np.empty((min(N_SLOTS, info.n_items), 5 + N_BUCKETS), np.int16)
-        n = kernel(buf, info.data_offset, info.n_items, self.emap.slots(cobo, asad), cobo, asad, rows,
-                   self._fpn, self.fpn_subtraction, self._stats)
-        return rows[:n]
+        n = kernel(buf, info.data_offset, info.n_items, self.emap.slots(cobo, asad), cobo, asad, self._scratch,
+                   self.fpn_subtraction, self._stats)
+        return self._scratch[:n].copy()
 
     def warm_up(self) -> None:
-        """Compile (or load from numba's cache) both kernels, with and without FPN subtraction."""
+        """Compile (or load from numba's cache) both kernels for every argument type the sources use.
+
+        numba compiles one specialisation per argument types: read-only buffers (frames given
+        as ``bytes``) and writable ones (socket and file buffers) differ, and so do the two
+        FPN settings. Compiling them all here keeps a multi-second compile out of the trio loop.
+        """
         from .frames import check_frame
 
         stats = self._stats.copy()
         for mode in ("partial", "full"):
             frame = encode_frame(cobo=0, asad=0, event_id=0, timestamp=0, channels=np.array([[0, 0], [0, 11]]),
                                  samples=np.zeros((2, N_BUCKETS), np.int64), mode=mode)
-            buf = np.frombuffer(frame, np.uint8)
-            info = check_frame(buf)
-            for fpn in (False, True):
-                rows = np.empty((2, 5 + N_BUCKETS), np.int16)
-                self._kernels[info.frame_type](buf, info.data_offset, 2, self.emap.slots(0, 0), 0, 0, rows,
-                                               self._fpn, fpn, stats)
+            for buf in (np.frombuffer(frame, np.uint8), np.frombuffer(bytearray(frame), np.uint8)):
+                info = check_frame(buf)
+                for fpn in (False, True):
+                    self._kernels[info.frame_type](buf, info.data_offset, 2, self.emap.slots(0, 0), 0, 0,
+                                                   self._scratch, fpn, stats)

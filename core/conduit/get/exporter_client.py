@@ -47,6 +47,11 @@ class Link:
     connects: int = 0
     connect_failures: int = 0
     cobo_warned: bool = False
+    #: Event id of the last frame received (-1: none yet) and when (trio clock, s).
+    latest: int = -1
+    last_frame_time: float = 0.0
+    #: Times this link paused reading because it was ahead of the other CoBos.
+    pauses: int = 0
 
     @property
     def name(self) -> str:
@@ -64,9 +69,11 @@ async def receive_frames(
     max_frame_bytes: int,
     on_frame: Callable[[np.ndarray, int, int], list],
     emit: Callable[[Any], Awaitable[None]],
+    pace: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Read length-prefixed frames until EOF; call ``on_frame(buffer, offset, length)`` for each
-    and ``await emit(x)`` for every item of the list it returns (built events).
+    """Read length-prefixed frames until EOF; call ``on_frame(buffer, offset, length)`` for each,
+    ``await emit(x)`` for every item of the list it returns (built events), then
+    ``await pace()`` (which may hold this stream back while it is ahead of the others).
 
     ``on_frame`` must be done with the bytes when it returns (the buffer is reused).
     Raises :class:`ProtocolError` on a bad length or garbage; returns on a clean EOF.
@@ -99,6 +106,8 @@ async def receive_frames(
             start += _PREFIX + length
             for item in out:
                 await emit(item)
+            if pace is not None:
+                await pace()
         if start == end:
             start = end = 0
         elif cap - end < 65536 or cap - start < max_frame_bytes + _PREFIX:

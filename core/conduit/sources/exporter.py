@@ -14,8 +14,10 @@ builder. A DataExporter that is down, drops or restarts is retried with
 exponential backoff while the others carry on; while it is down its AsAds are
 not waited for (events come out incomplete, naming them in ``missing``). A
 protocol error (oversize or inconsistent length prefix, garbage) is logged in one
-line naming host:port, the connection is dropped and re-established. A periodic
-task applies the builder's time limit so incomplete events still come out when
+line naming host:port, the connection is dropped and re-established. A CoBo stream
+that runs more than ``max_depth / 2`` events ahead of the slowest live one pauses
+(TCP flow control holds its data) so that bursts do not turn into incomplete
+events. A periodic task applies the builder's time limit so incomplete events still come out when
 traffic stops; on cancellation (Ctrl-C) everything held is flushed as incomplete.
 """
 
@@ -87,6 +89,10 @@ class ExporterSource(Source):
         self.links = [Link(cobo, host, port) for cobo, (host, port) in zip(cobos, targets)]
         self._builder = None
         self._changed = None  # trio.Event, created in the trio loop
+        self._progress = None  # trio.Event: a link received a frame (wakes paused links)
+        self._paused = 0
+        self._mark: int | None = None  # cached watermark (see _ahead)
+        self._mark_time = float("-inf")
 
     def _set_state(self, link, state: str) -> None:
         link.state = state
@@ -120,6 +126,7 @@ class ExporterSource(Source):
         builder = self._get_builder()
         if self._changed is None:
             self._changed = trio.Event()
+        self._progress = trio.Event()
         self.log.info("connecting to %d DataExporter(s): %s", len(self.links),
                       ", ".join(f"cobo{link.cobo}={link.name}" for link in self.links))
         try:
@@ -182,7 +189,8 @@ class ExporterSource(Source):
             try:
                 async with stream:
                     await receive_frames(stream, link, max_frame_bytes=self.params.max_frame_bytes,
-                                         on_frame=self._frame_handler(link, builder), emit=self.emit)
+                                         on_frame=self._frame_handler(link, builder), emit=self.emit,
+                                         pace=lambda: self._pace(link))
                 self.log.warning("%s (cobo %d): the DataExporter closed the connection; reconnecting",
                                  link.name, link.cobo)
             except ProtocolError as err:
@@ -206,6 +214,13 @@ class ExporterSource(Source):
         source = f"{link.name} (cobo {link.cobo})"
 
         def on_frame(buf, offset: int, length: int) -> list:
+            now = trio.current_time()
+            if length >= 28:
+                link.latest = int.from_bytes(buf[offset + 22:offset + 26].tobytes(), "big")
+                link.last_frame_time = now
+                if self._paused:
+                    self._progress.set()
+                    self._progress = trio.Event()
             header_cobo = int(buf[offset + 26]) if length > 26 else link.cobo
             cobo = None
             if header_cobo != link.cobo:
@@ -215,9 +230,49 @@ class ExporterSource(Source):
                     link.cobo_warned = True
                     self.log.warning("%s: frame header says CoBo %d; using %d", source, header_cobo,
                                      link.cobo if cobo is not None else header_cobo)
-            return builder.add_frame(buf, offset, length, now=trio.current_time(), source=source, cobo=cobo)
+            return builder.add_frame(buf, offset, length, now=now, source=source, cobo=cobo)
 
         return on_frame
+
+    # -- keeping the streams together ---------------------------------------------------------------
+    #
+    # Sockets are read fairly in bytes, but CoBos carry different amounts of data per
+    # event (CoBo 10 has two AsAds in the default map), so during a burst a light stream
+    # races ahead in event ids and the builder's depth limit would declare the heavy
+    # streams' events incomplete. A stream more than max_depth / 2 events ahead of the
+    # slowest live stream therefore pauses (TCP flow control holds its data upstream)
+    # until the others catch up, or for at most ``timeout`` seconds. Streams silent for
+    # longer than ``timeout`` do not hold anyone back.
+
+    def _watermark(self, now: float) -> int | None:
+        patience = self.params.timeout
+        ids = [link.latest for link in self.links
+               if link.state == "connected" and link.latest >= 0 and now - link.last_frame_time <= patience]
+        return min(ids) if ids else None
+
+    def _ahead(self, link, now: float, *, fresh: bool = True) -> bool:
+        slack = max(1, self.params.max_depth // 2)
+        if fresh or now - self._mark_time > 0.02:
+            self._mark, self._mark_time = self._watermark(now), now
+        mark = self._mark
+        # A gap larger than the builder's restart gap means a new run (ids restarted): do not wait.
+        return mark is not None and slack < link.latest - mark <= 1000
+
+    async def _pace(self, link) -> None:
+        import trio
+
+        # Check against a watermark up to 20 ms old first (cheap); confirm with a fresh one.
+        now = trio.current_time()
+        if not self._ahead(link, now, fresh=False) or not self._ahead(link, now):
+            return
+        link.pauses += 1
+        self._paused += 1
+        try:
+            with trio.move_on_after(self.params.timeout):
+                while self._ahead(link, trio.current_time()):
+                    await self._progress.wait()
+        finally:
+            self._paused -= 1
 
     # -- reporting -------------------------------------------------------------------------------
 
@@ -233,7 +288,7 @@ class ExporterSource(Source):
         counts["reconnects"] = sum(link.reconnects for link in self.links)
         counts["connect_failures"] = sum(link.connect_failures for link in self.links)
         for link in self.links:
-            for key in ("bytes", "frames", "errors", "reconnects"):
+            for key in ("bytes", "frames", "errors", "reconnects", "pauses"):
                 counts[f"cobo{link.cobo}_{key}"] = getattr(link, key)
         return counts
 

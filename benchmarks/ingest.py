@@ -1,0 +1,280 @@
+"""GET ingestion benchmark: parse + event building of partial-readout frames, on one core.
+
+Generates a realistic run in memory: every event has ``--channels`` signal
+channels (default 700) spread over the 40 AsAds of the default map, plus the 16
+FPN channels of every AsAd (real DAQs read them every event), all with 512
+buckets; one frame per AsAd per event (about 2.75 MB per event). Then, after
+JIT warm-up, measures several repetitions of
+
+* ``decode``: the numba frame decoder alone (frame -> mapped rows);
+* ``build``:  ``EventBuilder.add_frame`` for every frame, interleaved event by event
+  as the k-way merge or the network delivers them (validation, grouping,
+  decoding, event assembly): the figure the 1 GB/s target is about;
+
+and optionally (``--graw``) the ``graw`` source end to end from a run folder in a
+temporary directory (file reads, k-way merge, builder, engine), and (``--tcp``)
+the ``exporter`` source receiving the same frames from 11 DataExporter servers on
+127.0.0.1 through the engine.
+
+    python benchmarks/ingest.py                 # in-memory figures
+    python benchmarks/ingest.py --graw --tcp    # plus the two sources end to end
+
+The process pins itself to one CPU (``--cpu``, default the last one) unless ``--cpu -1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba-cache"))
+
+from conduit.get.builder import EventBuilder  # noqa: E402
+from conduit.get.decoder import FrameDecoder  # noqa: E402
+from conduit.get.frames import check_frame, encode_event_frames  # noqa: E402
+from conduit.get.maps import load_electronics_map  # noqa: E402
+
+
+def machine() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
+    except OSError:
+        model = ""
+    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def make_events(n_unique: int, n_channels: int, seed: int = 0):
+    """``n_unique`` distinct events: a list of {(cobo, asad): frame bytes} (event ids 0..n-1)."""
+    emap = load_electronics_map()
+    rng = np.random.default_rng(seed)
+    fpn = 300 + rng.integers(-8, 8, (4, 4, 512))
+    events = []
+    for evt in range(n_unique):
+        pads = rng.choice(emap.n_pads, n_channels, replace=False)
+        traces = np.zeros((n_channels, 517), np.int16)
+        traces[:, :4] = emap.hardware_of(pads)
+        traces[:, 4] = pads
+        baseline = 300 + rng.normal(0, 6, (n_channels, 512))
+        peak = rng.integers(50, 450, n_channels)[:, None]
+        pulse = rng.uniform(100, 3000, n_channels)[:, None] * np.exp(-0.5 * ((np.arange(512) - peak) / 4.0) ** 2)
+        traces[:, 5:] = np.clip(baseline + pulse, 0, 4095).astype(np.int16)
+        events.append(encode_event_frames(traces, evt, timestamp=1000 * evt, timestamp_other=1000 * evt + 1,
+                                          fpn=fpn, asads=emap.asads))
+    return emap, events
+
+
+def with_id(frame: bytes, event_id: int) -> bytes:
+    return frame[:22] + event_id.to_bytes(4, "big") + frame[26:]
+
+
+def stream(events, n_events: int) -> list[bytes]:
+    """Frames of ``n_events`` events (cycling the unique ones, fresh ids), in arrival order."""
+    out = []
+    for evt in range(n_events):
+        frames = events[evt % len(events)]
+        out.extend(with_id(f, evt) if evt >= len(events) else f for f in frames.values())
+    return out
+
+
+def bench_decode(emap, frames: list[bytes], reps: int):
+    dec = FrameDecoder(emap)
+    dec.warm_up()
+    arrays = [np.frombuffer(f, np.uint8) for f in frames]
+    infos = [check_frame(a) for a in arrays]
+    times = []
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for a, i in zip(arrays, infos):
+            dec.decode(a, i)
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
+    return times
+
+
+def bench_build(emap, frames: list[bytes], reps: int, n_events: int):
+    times = []
+    for _ in range(reps):
+        builder = EventBuilder(emap, timeout=None)
+        builder.warm_up()
+        emitted = 0
+        t0, c0 = time.perf_counter(), time.process_time()
+        for f in frames:
+            emitted += len(builder.add_frame(f))
+        emitted += len(builder.flush())
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
+        assert emitted == n_events and builder.counters.complete_events == n_events, builder.counter_dict()
+    return times
+
+
+def bench_graw(frames_by_event, n_events: int, reps: int):
+    from conduit.config.pipeline import load_pipeline
+    from conduit.engine.runner import run_pipeline
+    from conduit.get.grawfiles import RunWriter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "run_0001"
+        with RunWriter(folder) as writer:
+            for evt in range(n_events):
+                frames = frames_by_event[evt % len(frames_by_event)]
+                for (cobo, asad), f in frames.items():
+                    writer.write(cobo, asad, with_id(f, evt) if evt >= len(frames_by_event) else f)
+        size = sum(p.stat().st_size for p in folder.rglob("*.graw"))
+        text = f'[source]\nkind = "graw"\npath = "{folder}"\n[engine]\nworkers = 0\n'
+        times = []
+        for _ in range(reps):
+            pipeline = load_pipeline(Path(tmp) / "p.toml", text=text)
+            t0, c0 = time.perf_counter(), time.process_time()
+            with open(os.devnull, "w") as devnull:
+                summary = run_pipeline(pipeline, handle_signals=False, status_stream=devnull)
+            times.append((time.perf_counter() - t0, time.process_time() - c0))
+            assert summary.complete == n_events, summary
+    return times, size
+
+
+def _serve_frames(conn, n_events: int, n_unique: int, n_channels: int, cpu: int) -> None:
+    """Child process: 11 DataExporter servers sending the benchmark run once the parent is connected."""
+    import trio
+
+    from conduit.get.dataexporter import DataExporterServer
+
+    if cpu >= 0 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+    _, unique = make_events(n_unique, n_channels)
+
+    async def serve() -> None:
+        servers = [DataExporterServer(queue_frames=1 << 16) for _ in range(11)]
+        async with trio.open_nursery() as nursery:
+            for s in servers:
+                await nursery.start(s.serve)
+            conn.send([s.port for s in servers])
+            while True:
+                command = await trio.to_thread.run_sync(conn.recv)
+                if command == "stop":
+                    break
+                for s in servers:
+                    await s.wait_clients(1)
+                for evt in range(n_events):
+                    frames = unique[evt % len(unique)]
+                    for (cobo, _), f in frames.items():
+                        await servers[cobo].send_frame(with_id(f, evt) if evt >= len(unique) else f)
+                for s in servers:
+                    await s.drain()
+                conn.send("sent")
+            nursery.cancel_scope.cancel()
+
+    trio.run(serve)
+
+
+def bench_tcp(frames_by_event, n_events: int, reps: int, args):
+    """The exporter source receiving from 11 servers in a child process (on the other CPU)."""
+    import io
+    import multiprocessing
+
+    import trio
+
+    from conduit.config.pipeline import load_pipeline
+    from conduit.engine.runner import Engine
+
+    total = sum(len(f) + 8 for evt in range(n_events) for f in frames_by_event[evt % len(frames_by_event)].values())
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    other_cpu = 0 if args.cpu != 0 else 1
+    proc = ctx.Process(target=_serve_frames, args=(child, n_events, args.unique, args.channels,
+                                                   other_cpu if args.cpu >= 0 else -1), daemon=True)
+    proc.start()
+    ports = parent.recv()
+
+    async def one_rep() -> tuple[float, float]:
+        async with trio.open_nursery() as nursery:
+            hosts = ", ".join(f'"127.0.0.1:{p}"' for p in ports)
+            text = (f'[source]\nkind = "exporter"\nhosts = [{hosts}]\n'
+                    f"[engine]\nworkers = 0\nqueue_size = {n_events + 10}\n")
+            pipeline = load_pipeline(Path("tcp.toml"), text=text)
+            done = trio.Event()
+            count = [0]
+
+            def on_event(ev):
+                count[0] += 1
+                if count[0] == n_events:
+                    done.set()
+
+            engine = Engine(pipeline, handle_signals=False, on_event=on_event, status_stream=io.StringIO())
+            nursery.start_soon(engine.run)
+            await engine.source.wait_connected()
+            t0, c0 = trio.current_time(), time.process_time()
+            parent.send("go")
+            await done.wait()
+            elapsed = (trio.current_time() - t0, time.process_time() - c0)
+            await trio.to_thread.run_sync(parent.recv)
+            counts = engine.source.counters()
+            assert counts["complete_events"] == n_events, {k: v for k, v in counts.items() if "_" not in k or "events" in k or "frames" in k and "cobo" not in k}
+            engine.request_stop()
+            nursery.cancel_scope.cancel()
+        return elapsed
+
+    try:
+        times = [trio.run(one_rep) for _ in range(reps)]
+    finally:
+        parent.send("stop")
+        proc.join(30)
+    return times, total
+
+
+def row(name: str, times: list[tuple[float, float]], nbytes: int, n_events: int) -> str:
+    """Median and best over repetitions, by wall-clock time and by CPU time of this process."""
+    wall = statistics.median(t for t, _ in times)
+    cpu = statistics.median(c for _, c in times)
+    best_cpu = min(c for _, c in times)
+    return (f"| {name:<34} | {nbytes / wall / 1e6:9.0f} | {nbytes / cpu / 1e6:8.0f} | {nbytes / best_cpu / 1e6:8.0f} | "
+            f"{n_events / wall:9.0f} | {n_events / cpu:8.0f} | {len(times):4d} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=150, help="events per repetition")
+    ap.add_argument("--unique", type=int, default=30, help="distinct events generated (cycled)")
+    ap.add_argument("--channels", type=int, default=700, help="signal channels per event")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1, help="pin to this CPU; -1: do not pin")
+    ap.add_argument("--graw", action="store_true", help="also the graw source end to end from a temporary folder")
+    ap.add_argument("--tcp", action="store_true", help="also the exporter source from 11 loopback DataExporters")
+    args = ap.parse_args(argv)
+    if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.cpu})
+
+    t0 = time.perf_counter()
+    emap, unique = make_events(args.unique, args.channels)
+    frames = stream(unique, args.events)
+    nbytes = sum(len(f) for f in frames)
+    print(f"machine: {machine()}; pinned to CPU {args.cpu}" if args.cpu >= 0 else f"machine: {machine()}")
+    print(f"run: {args.events} events x {len(unique[0])} frames, {args.channels} signal + "
+          f"{16 * len(unique[0])} FPN channels per event, {nbytes / args.events / 1e6:.2f} MB/event, "
+          f"{nbytes / 1e6:.0f} MB per repetition (generated in {time.perf_counter() - t0:.1f} s)\n")
+    print("MB/s and events/s: median over repetitions, by wall-clock time and by CPU time of the process")
+    print("(the CPU figures are what one core sustains when it is not shared with other work).\n")
+    print("| measurement                        | MB/s wall | MB/s CPU | best CPU | ev/s wall | ev/s CPU | reps |")
+    print("|------------------------------------|-----------|----------|----------|-----------|----------|------|")
+    print(row("decode (numba kernel only)", bench_decode(emap, frames, args.reps), nbytes, args.events))
+    print(row("parse + build (EventBuilder)", bench_build(emap, frames, args.reps, args.events), nbytes,
+              args.events), flush=True)
+    if args.graw:
+        times, size = bench_graw(unique, args.events, max(2, args.reps // 2))
+        print(row("graw source, end to end (engine)", times, size, args.events), flush=True)
+    if args.tcp:
+        times, size = bench_tcp(unique, args.events, max(2, args.reps // 2), args)
+        print(row("exporter source, 11x TCP loopback", times, size, args.events), flush=True)
+        print("\n(exporter: the 11 DataExporter servers run in a child process on the other CPU; wall time "
+              "runs from 'go' to the last event delivered)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
