@@ -1,0 +1,50 @@
+"""Read a recording back with rerun's own reader (rerun.chunk.RrdReader) into plain Python rows."""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+
+def read_rrd(path: str | Path) -> dict[str, list[dict]]:
+    """{entity path: [row dict (column name -> value), ...]} over every chunk, in file order.
+
+    Static rows have no timeline columns. Rows of one entity are sorted by
+    the ``event`` timeline when present, else kept in file order.
+    """
+    from rerun.chunk import RrdReader
+
+    rows: dict[str, list[dict]] = defaultdict(list)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # streamed files have no footer; stream() handles them
+        reader = RrdReader(str(path))
+        for chunk in reader.stream():
+            batch = _plain_columns(chunk.to_record_batch())
+            n = chunk.num_rows
+            for i in range(n):
+                rows[chunk.entity_path].append({k: v[i] for k, v in batch.items()} | {"_static": chunk.is_static})
+    for entity, entries in rows.items():
+        if entries and all("event" in r for r in entries if not r["_static"]):
+            entries.sort(key=lambda r: (not r["_static"], r.get("event") or -1))
+    return dict(rows)
+
+
+def _plain_columns(record_batch) -> dict[str, list]:
+    """Columns as Python lists; duration/timestamp timelines as int64 nanoseconds."""
+    import pyarrow as pa
+
+    out = {}
+    for name, column in zip(record_batch.schema.names, record_batch.columns):
+        if pa.types.is_duration(column.type) or pa.types.is_timestamp(column.type):
+            column = column.cast(pa.int64())
+        out[name] = column.to_pylist()
+    return out
+
+
+def blueprints(path: str | Path) -> list:
+    from rerun.chunk import RrdReader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return list(RrdReader(str(path)).blueprints())
