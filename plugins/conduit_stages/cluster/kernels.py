@@ -84,12 +84,15 @@ def lof_scores(points, n_neighbors):
                 q = right
                 gap = gap_r
                 right += 1
-            if c == k and gap > di[k - 1]:
+            if c == k and gap * gap > di[k - 1]:
                 break
             ex = xs[q] - xs[r]
             ey = ys[q] - ys[r]
             ez = zs[q] - zs[r]
-            c = _insert(di, ni, c, k, math.sqrt(ex * ex + ey * ey + ez * ez), order[q])
+            # squared distances while searching (as sklearn's trees do), roots at the end
+            c = _insert(di, ni, c, k, ex * ex + ey * ey + ez * ez, order[q])
+        for c in range(k):
+            di[c] = math.sqrt(di[c])
         kdist[i] = di[k - 1]
     lrd = np.empty(n)
     for i in range(n):

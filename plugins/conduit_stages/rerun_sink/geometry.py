@@ -119,23 +119,32 @@ def helices(estimates: np.ndarray, field: float, length: float, points: int = 20
 
 
 def pad_charges(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(pad ids, amplitude) per trace row: peak height above the row's median baseline (ADC)."""
+    """(pad ids, amplitude) per trace row: peak height above the row's baseline (ADC).
+
+    The baseline is the median of every 8th sample: as robust to the pulse as
+    the full median for display purposes, and 8 times cheaper on 10k rows.
+    """
     if traces.shape[0] == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    samples = traces[:, SAMPLES].astype(np.float32)
-    baseline = np.median(samples, axis=1)
+    samples = traces[:, SAMPLES]
+    baseline = np.median(samples[:, ::8], axis=1)
     amplitude = samples.max(axis=1) - baseline
     return traces[:, PAD].astype(np.int64), amplitude.astype(np.float64)
 
 
-def strongest_traces(traces: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """(pad ids, samples (k, 512)) of the ``count`` rows with the largest amplitude, strongest first."""
-    pads, amplitude = pad_charges(traces)
-    if count <= 0 or len(pads) == 0:
+def strongest_traces(traces: np.ndarray, count: int, amplitude: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(pad ids, samples (k, 512)) of the ``count`` rows with the largest amplitude, strongest first.
+
+    ``amplitude`` (from :func:`pad_charges`) avoids computing it twice.
+    """
+    if amplitude is None:
+        _, amplitude = pad_charges(traces)
+    if count <= 0 or traces.shape[0] == 0:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 512))
-    k = min(count, len(pads))
+    k = min(count, traces.shape[0])
     order = np.argsort(-amplitude, kind="stable")[:k]
-    return pads[order], traces[order][:, SAMPLES].astype(np.float64)
+    return traces[order, PAD].astype(np.int64), traces[order][:, SAMPLES].astype(np.float64)
 
 
 def pad_outlines(vertices: np.ndarray) -> np.ndarray:

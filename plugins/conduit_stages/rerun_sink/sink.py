@@ -315,22 +315,22 @@ class RerunSink(SinkStage):
             vertices = np.column_stack([estimates["vertex_x"], estimates["vertex_y"], estimates["vertex_z"]])
             self._log(ENTITY["vertices"], rr.Points3D(vertices, radii=4.0, class_ids=class_ids))
         traces = event.traces
-        if self.params.pad_plane and traces.shape[0]:
+        if not traces.shape[0]:
+            return
+        ids, amplitude = geometry.pad_charges(traces)
+        if self.params.pad_plane:
             pads = self.context.pads
-            ids, amplitude = geometry.pad_charges(traces)
             ok = (ids >= 0) & (ids < pads.n_pads)
-            ids, amplitude = ids[ok], amplitude[ok]
-            if len(ids):
-                xy = np.column_stack([pads.x[ids], pads.y[ids]])
-                self._log(ENTITY["pad_hits"], rr.Points2D(xy, radii=2.6 * pads.scale[ids],
-                                                          colors=geometry.colormap(amplitude, low=0.0),
+            if ok.any():
+                xy = np.column_stack([pads.x[ids[ok]], pads.y[ids[ok]]])
+                self._log(ENTITY["pad_hits"], rr.Points2D(xy, radii=2.6 * pads.scale[ids[ok]],
+                                                          colors=geometry.colormap(amplitude[ok], low=0.0),
                                                           draw_order=1.0))
-        if self.params.strongest_traces and traces.shape[0]:
-            pad_ids, samples = geometry.strongest_traces(traces, self.params.strongest_traces)
+        if self.params.strongest_traces:
+            pad_ids, samples = geometry.strongest_traces(traces, self.params.strongest_traces, amplitude)
             buckets = np.arange(samples.shape[1], dtype=np.float64)
             strips = [np.column_stack([buckets, s]) for s in samples]
-            colors = geometry.label_colors(len(strips))
-            self._log(ENTITY["strongest"], rr.LineStrips2D(strips, radii=0.6, colors=colors,
+            self._log(ENTITY["strongest"], rr.LineStrips2D(strips, radii=0.6, colors=geometry.label_colors(len(strips)),
                                                            labels=[f"pad {p}" for p in pad_ids]))
 
     def _send_histograms(self, now: float, force: bool = False) -> None:
