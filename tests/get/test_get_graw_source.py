@@ -214,3 +214,38 @@ def test_builder_options_reach_the_builder(emap, tmp_path):
     assert len(truth) > 0
     assert np.array_equal(canonical(seen[0].traces)[:, :5], truth[:, :5])
     assert np.array_equal(canonical(seen[0].traces)[:, 5:], truth[:, 5:] - 250)
+
+
+def test_bad_electronics_map_is_reported_with_file_and_line(emap, tmp_path):
+    events = make_events(emap, 1, seed=9, n_pads=5)
+    folder = tmp_path / "run_0010"
+    write_run(folder, emap, events)
+    (tmp_path / "bad_map.csv").write_text("cobo,asad,aget,aget channel,pad\n0,0,0,0,1\n0,0,0,99,2\n")
+    path = tmp_path / "replay.toml"
+    text = (f'[source]\nkind = "graw"\npath = "{folder}"\n[detector]\nelectronics_map = "bad_map.csv"\n'
+            "[engine]\nworkers = 0\n")
+    summary = run_pipeline(load_pipeline(path, text=text), handle_signals=False)
+    assert f"{tmp_path / 'bad_map.csv'}:3: channel 99 out of range 0..67" in summary.error
+    assert "\n" not in summary.error
+
+
+def test_custom_five_column_map(emap, tmp_path):
+    """A pipeline's own map: only its channels become rows, with its pad numbers."""
+    events = make_events(emap, 2, seed=10, n_pads=300)
+    folder = tmp_path / "run_0011"
+    write_run(folder, emap, events)
+    rows = events[0][1]
+    chosen = rows[:3]
+    lines = ["cobo,asad,aget,aget channel,pad"] + [f"{r[0]},{r[1]},{r[2]},{r[3]},{i}" for i, r in enumerate(chosen)]
+    (tmp_path / "mine.csv").write_text("\n".join(lines) + "\n")
+    text = (f'[source]\nkind = "graw"\npath = "{folder}"\n[detector]\nelectronics_map = "mine.csv"\n'
+            "[engine]\nworkers = 0\n")
+    seen = []
+    summary = run_pipeline(load_pipeline(tmp_path / "replay.toml", text=text), handle_signals=False,
+                           on_event=seen.append)
+    ev = seen[0]
+    assert ev.complete  # expected = the AsAds of the custom map
+    got = canonical(ev.traces)
+    assert got[:, 4].tolist() == [0, 1, 2]
+    assert np.array_equal(got[:, 5:], chosen[:, 5:]) and np.array_equal(got[:, :4], chosen[:, :4])
+    assert summary.source_counters["unmapped_channels"] > 0
