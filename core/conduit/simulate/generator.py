@@ -241,7 +241,7 @@ class Simulator:
         FRIB-synchronised clock runs at a fixed offset from the others.
         """
         period = 1e8 / self.params.trigger_rate
-        jitter = int(np.random.default_rng([self.params.seed, index, 4]).integers(0, max(1, int(period // 10))))
+        jitter = _splitmix64(self.params.seed * 0x9E3779B97F4A7C15 + index) % max(1, int(period // 10))
         timestamp = int(T0_TICKS + round(index * period) + jitter)
         return timestamp, timestamp + FRIB_OFFSET_TICKS
 
@@ -507,6 +507,14 @@ class EventSequence:
         event = Event(id=self.sim.params.first_event_id + n, traces=ev.traces.copy(), timestamp=ts,
                       timestamp_other=ts_other)  # fmt: skip
         return SimulatedEvent(event=event, fpn=base.fpn, truth=base.truth), False
+
+
+def _splitmix64(x: int) -> int:
+    """A well-mixed 64-bit hash of ``x`` (SplitMix64's finaliser): cheap per-event pseudo-randomness."""
+    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
 
 
 def _residual(beam: Species, target: Species, ejectile: Species) -> Species:

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import trio
 
+from ..get.dataexporter import length_prefix
+
 if TYPE_CHECKING:
     from .generator import Simulator
     from .truth import TruthWriter
@@ -57,10 +59,15 @@ class ServeStats:
         return self.bytes / 1e6 / self.elapsed if self.elapsed > 0 else math.inf
 
 
+def _header_patch(event_id: int, timestamp: int) -> bytes:
+    """Header bytes 16..25: eventTime (u48, big-endian) then eventIdx (u32)."""
+    return (timestamp & 0xFFFF_FFFF_FFFF).to_bytes(6, "big") + (event_id & 0xFFFF_FFFF).to_bytes(4, "big")
+
+
 def patch_frame(frame: bytes, event_id: int, timestamp: int) -> bytes:
     """A copy of ``frame`` with the header's eventTime (u48 at byte 16) and eventIdx (u32 at 22) replaced."""
-    return b"".join((frame[:16], (timestamp & 0xFFFF_FFFF_FFFF).to_bytes(6, "big"),
-                     (event_id & 0xFFFF_FFFF).to_bytes(4, "big"), frame[26:]))  # fmt: skip
+    view = memoryview(frame)
+    return b"".join((view[:16], _header_patch(event_id, timestamp), view[26:]))
 
 
 async def serve_simulation(
@@ -139,19 +146,25 @@ class _EventFrames:
     def fill_pool(self) -> None:
         self.pool = [self.generate(i) for i in range(self.sequence.pool)]
 
-    def from_pool(self, n: int) -> dict[tuple[int, int], bytes]:
+    def from_pool(self, n: int) -> dict[tuple[int, int], tuple[bytes, bytes]]:
+        """Pool event n: each frame with the 10 header bytes (eventTime, eventIdx) that replace bytes 16..25."""
         k = self.sequence.source_index(n)
         event_id = self.sim.params.first_event_id + n
         ts, ts_other = self.sim.timestamps(n)
         if self.truth is not None:
             self.truth.served(event_id, k)
-        return {key: patch_frame(f, event_id, ts_other if key[0] == 10 else ts) for key, f in self.pool[k].items()}
+        patch = _header_patch(event_id, ts)
+        patch_other = _header_patch(event_id, ts_other)
+        return {key: (f, patch_other if key[0] == 10 else patch) for key, f in self.pool[k].items()}
 
     async def produce(self, send: trio.MemorySendChannel) -> None:
         """Feed (n, frames) for every event; fresh events are made in a thread, one ahead of the sender."""
         async with send:
             for n in range(self.sim.params.events):
-                frames = self.from_pool(n) if self.pool else await trio.to_thread.run_sync(self.generate, n)
+                if self.pool:
+                    frames = self.from_pool(n)
+                else:
+                    frames = {key: (f, None) for key, f in (await trio.to_thread.run_sync(self.generate, n)).items()}
                 await send.send((n, frames))
 
 
@@ -172,7 +185,7 @@ async def _send_events(source: _EventFrames, servers: dict, stats: ServeStats, *
                        seed: int) -> None:  # fmt: skip
     """Send every event's frames, each frame at a random point of a ``disorder``-event window."""
     order_rng = np.random.default_rng([seed, 0x5E57E])
-    heap: list[tuple[float, int, int, bytes]] = []
+    heap: list[tuple[float, int, int, bytes, bytes | None]] = []
     seq = 0
     send, recv = trio.open_memory_channel(1)
     start = time.perf_counter()
@@ -181,8 +194,8 @@ async def _send_events(source: _EventFrames, servers: dict, stats: ServeStats, *
         async with recv:
             async for n, frames in recv:
                 keys = n + order_rng.uniform(0.0, max(disorder, 0.0), len(frames))
-                for key, ((cobo, _asad), frame) in zip(keys, frames.items()):
-                    heapq.heappush(heap, (float(key), seq, cobo, frame))
+                for key, ((cobo, _asad), (frame, patch)) in zip(keys, frames.items()):
+                    heapq.heappush(heap, (float(key), seq, cobo, frame, patch))
                     seq += 1
                 # Everything due before the next event's earliest frame goes now.
                 await _send_until(heap, n + 1.0, servers, stats)
@@ -196,11 +209,30 @@ async def _send_events(source: _EventFrames, servers: dict, stats: ServeStats, *
 
 
 async def _send_until(heap: list, limit: float, servers: dict, stats: ServeStats) -> None:
+    """Send every frame due before ``limit``, in due order per CoBo.
+
+    The frames due to one CoBo are written as one message of consecutive
+    length-prefixed frames: the byte stream is exactly the DataExporter's, but
+    the server handles 11 writes per event instead of about 40, and the frame
+    bytes are copied once (header patches are spliced in by the join).
+    """
+    batches: dict[int, list] = {}
+    counts: dict[int, int] = {}
     while heap and heap[0][0] < limit:
-        _, _, cobo, frame = heapq.heappop(heap)
-        await servers[cobo].send_frame(frame)
-        stats.frames += 1
-        stats.bytes += len(frame) + 8
+        _, _, cobo, frame, patch = heapq.heappop(heap)
+        parts = batches.setdefault(cobo, [])
+        parts.append(length_prefix(len(frame)))
+        if patch is None:
+            parts.append(frame)
+        else:
+            view = memoryview(frame)
+            parts.extend((view[:16], patch, view[26:]))
+        counts[cobo] = counts.get(cobo, 0) + 1
+    for cobo, parts in batches.items():
+        message = b"".join(parts)
+        await servers[cobo].send_raw(message)
+        stats.frames += counts[cobo]
+        stats.bytes += len(message)
 
 
 def _trio_deadline(start_perf: float, offset: float) -> float:
