@@ -126,3 +126,13 @@ def test_simulate_source_reports_bad_parameters_with_lines(tmp_path):
     text = "\n".join(err.value.lines)
     assert f"{pipeline_file}:3: source.preset: must be one of" in text and "did you mean 'default'" in text
     assert f"{pipeline_file}:4: source.gain: must be > 0" in text
+
+
+def test_simulator_doc_names_every_parameter_and_preset():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "simulator.md").read_text(encoding="utf-8")
+    for spec in SimulationParams.specs():
+        assert f"| `{spec.name}` | `--{spec.name.replace('_', '-')}" in doc, spec.name
+    for name in PRESET_NAMES:
+        assert f"| `{name}` |" in doc, name

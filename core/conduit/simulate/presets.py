@@ -61,11 +61,11 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 
 # Centre-of-mass angle ranges of the light ejectile for 10Be at 9.3 MeV/u on d.
-# Elastic deuterons leave at 47-75 deg in the lab with 3.5-24 MeV; (d,p)
-# protons either forward (45-80 deg, 9-24 MeV) or backward (125-165 deg,
-# 1.1-2 MeV). Protons of 3-8 MeV near 90 deg, which curl up for metres and
-# light a thousand pads, are left out of the reference mix (the ``protons``
-# preset has them).
+# At 93 MeV the (in)elastic deuterons leave at 46-75 deg in the lab with
+# 3-21 MeV; (d,p) protons either forward (35-72 deg, 11-28 MeV) or backward
+# (123-163 deg, 1.1-2.1 MeV). Protons of 3-8 MeV near 90 deg, which curl up
+# for metres and light a thousand pads, are left out of the reference mix
+# (the ``dp`` and ``protons`` presets have them).
 _ELASTIC = Channel("d", (100.0, 150.0), (0.0,), 0.35, "d(10Be,d)10Be")
 _INELASTIC = Channel("d", (100.0, 150.0), (3.368,), 0.15, "d(10Be,d')10Be*(3.37)")
 _TRANSFER_FORWARD = Channel("p", (60.0, 115.0), (0.0, 0.320), 0.35, "d(10Be,p)11Be")
