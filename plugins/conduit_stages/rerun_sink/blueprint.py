@@ -25,27 +25,33 @@ ENTITY = {
 }
 
 
-def default_blueprint(histograms: list[tuple[str, int]], byte_streams: bool = True) -> Any:
-    """The layout; ``histograms`` lists (name, dimensions) of the histograms to give a view each."""
+def default_blueprint(histograms: list[tuple[str, int]], byte_streams: bool = True, prefix: str = "") -> Any:
+    """The layout; ``histograms`` lists (name, dimensions) of the histograms to give a view each.
+
+    ``prefix`` is prepended to every entity path (the sink's ``entity_prefix``).
+    """
     import rerun.blueprint as rrb
 
+    prefix = prefix.rstrip("/")
+    e = {key: prefix + path for key, path in ENTITY.items()}
+
     detector = rrb.Spatial3DView(
-        origin="/", contents=[f"{ENTITY['detector']}/**", f"{ENTITY['event']}/**"], name="Detector (mm)"
+        origin=prefix or "/", contents=[f"{e['detector']}/**", f"{e['event']}/**"], name="Detector (mm)"
     )
-    pads = rrb.Spatial2DView(origin=ENTITY["pads"], name="Pad plane (amplitude)")
-    traces = rrb.Spatial2DView(origin=ENTITY["traces"], name="Strongest traces (ADC vs time bucket)")
+    pads = rrb.Spatial2DView(origin=e["pads"], name="Pad plane (amplitude)")
+    traces = rrb.Spatial2DView(origin=e["traces"], name="Strongest traces (ADC vs time bucket)")
     hist_views = [
-        rrb.BarChartView(origin=f"{ENTITY['histograms']}/{name}", name=name)
-        if dims == 1 else rrb.TensorView(origin=f"{ENTITY['histograms']}/{name}", name=name)
+        rrb.BarChartView(origin=f"{e['histograms']}/{name}", name=name)
+        if dims == 1 else rrb.TensorView(origin=f"{e['histograms']}/{name}", name=name)
         for name, dims in histograms
     ]
     rates = [
-        rrb.TimeSeriesView(origin=f"{ENTITY['metrics']}/events_per_s", name="Events/s"),
-        rrb.TimeSeriesView(origin=f"{ENTITY['metrics']}/complete_fraction", name="Complete events (share)"),
+        rrb.TimeSeriesView(origin=f"{e['metrics']}/events_per_s", name="Events/s"),
+        rrb.TimeSeriesView(origin=f"{e['metrics']}/complete_fraction", name="Complete events (share)"),
     ]
     if byte_streams:
-        rates.append(rrb.TimeSeriesView(origin=f"{ENTITY['metrics']}/bytes_per_s", name="Bytes/s per CoBo"))
-    log = rrb.TextLogView(origin=ENTITY["log"], name="Log")
+        rates.append(rrb.TimeSeriesView(origin=f"{e['metrics']}/bytes_per_s", name="Bytes/s per CoBo"))
+    log = rrb.TextLogView(origin=e["log"], name="Log")
     event_tabs = rrb.Tabs(pads, traces, name="Event")
     bottom = rrb.Tabs(*rates, log, name="Rates / log")
     rows: list[Any] = [event_tabs]

@@ -29,6 +29,7 @@ class RerunParams(Params):
     open_browser: bool = param(False, "open a browser on the web viewer (only with a display)")
     server_memory_limit: str = param("1GiB", "memory the gRPC server keeps for late viewers ('25%', '2GB')")
     application_id: str = param("attpc-conduit", "Rerun application id (viewers group recordings by it)")
+    entity_prefix: str = param("", "prefix of every entity path (e.g. '/run7' to show several runs side by side)")
     recording_id: str | None = param(None, "Rerun recording id; default: run-NNNN")
     max_display_rate: float = param(
         5.0, "most events drawn per second (histograms still count every analysed event)", gt=0
@@ -49,6 +50,8 @@ class RerunParams(Params):
         problems = []
         if self.mode == "connect" and "://" not in self.url:
             problems.append(Problem(("url",), f"expected a URL like {DEFAULT_URL}, got {self.url!r}"))
+        if self.entity_prefix and not self.entity_prefix.startswith("/"):
+            problems.append(Problem(("entity_prefix",), f"must start with '/', got {self.entity_prefix!r}"))
         try:
             self.path.format(run=1)
         except (KeyError, IndexError, ValueError) as err:

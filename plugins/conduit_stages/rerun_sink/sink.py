@@ -89,6 +89,7 @@ class RerunSink(SinkStage):
         self.blueprint_sent_for: tuple | None = None
         self.grpc_connected = p.mode != "connect"
         self.last_probe = -math.inf
+        self.prefix = p.entity_prefix.rstrip("/")
 
         if p.mode == "spawn" and not has_display():
             raise ValueError("mode 'spawn' needs a display (DISPLAY/WAYLAND_DISPLAY unset); use mode 'serve' and "
@@ -236,10 +237,12 @@ class RerunSink(SinkStage):
                 stream.set_time("event", sequence=self.last_event_id)
 
     def _log(self, path: str, archetype: Any) -> None:
+        path = self.prefix + path if self.prefix else path
         for stream in self.streams:
             stream.log(path, archetype)
 
     def _static(self, path: str, archetype: Any) -> None:
+        path = (self.prefix + path if path != "/" else self.prefix or "/") if self.prefix else path
         self.statics.append((path, archetype))
         for stream in self.streams:
             stream.log(path, archetype, static=True)
@@ -278,7 +281,7 @@ class RerunSink(SinkStage):
         key = tuple((name, h.dimensions) for name, h in hset.histograms.items()) if hset is not None else ()
         if key == self.blueprint_sent_for or not self.streams:
             return
-        blueprint = default_blueprint(list(key))
+        blueprint = default_blueprint(list(key), prefix=self.prefix)
         for stream in self.streams:
             stream.send_blueprint(blueprint)
         self.blueprint_sent_for = key
