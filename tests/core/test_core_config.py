@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +182,15 @@ def test_cli_check_prints_resolved_pipeline_and_cli_reports_problems(plugin_site
     assert "2 problems found; nothing was run" in result.stderr
     missing = run_cli("run", str(tmp_path / "nope.toml"))
     assert missing.returncode == 2 and "no such pipeline file" in missing.stderr
+
+
+def test_relative_paths_mean_the_pipeline_dir_in_files_and_the_cwd_on_the_command_line(tmp_path, monkeypatch):
+    sub = tmp_path / "pipelines"
+    sub.mkdir()
+    path = sub / "p.toml"
+    path.write_text('[source]\nkind = "hdf5"\npath = "data/run_0001.h5"\n')
+    from_file = load_pipeline(path)
+    assert from_file.source.params.path == Path("data/run_0001.h5")  # sources resolve it against pipelines/
+    monkeypatch.chdir(tmp_path)
+    from_cli = load_pipeline(path, ["source.path=elsewhere/run_0002.h5"])
+    assert from_cli.source.params.path == tmp_path / "elsewhere" / "run_0002.h5"

@@ -284,7 +284,18 @@ def _load_table(cls: type[Params], raw: Any, prefix: tuple, problems: _Collector
     except ParamError as err:
         problems.extend(err.problems, prefix)
         return None, {}
-    return params, _origins_for(params, raw, prefix, origins)
+    table_origins = _origins_for(params, raw, prefix, origins)
+    return _paths_from_cwd(params, table_origins), table_origins
+
+
+def _paths_from_cwd(params: Params, origins: dict[str, str]) -> Params:
+    """Relative paths given on the command line mean the current directory, not the pipeline's."""
+    changes = {}
+    for name, origin in origins.items():
+        value = getattr(params, name)
+        if origin == "--set" and isinstance(value, Path) and not value.is_absolute():
+            changes[name] = value.resolve()
+    return params.replace(**changes) if changes else params
 
 
 def _load_source(raw: Any, registry: Registry, problems: _Collector, origins) -> SourceConfig | None:

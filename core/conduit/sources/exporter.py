@@ -51,6 +51,8 @@ class ExporterParams(BuilderParams):
     reconnect_max: float = param(30.0, "longest wait between reconnection attempts (doubles up to this) (s)", gt=0)
     max_frame_bytes: int = param(DEFAULT_MAX_FRAME, "a length prefix above this is a protocol error (B)",
                                  ge=1024)
+    run: int | None = param(None, "run number given to the events and to output names ({run}); "
+                                  "set it per run: --set source.run=42")
 
     def check(self) -> list[Problem]:
         problems = super().check()
