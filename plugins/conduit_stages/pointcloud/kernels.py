@@ -429,12 +429,14 @@ def _find_peaks(
     prom,
     left_ips,
     right_ips,
+    flags,
 ):
     """Peaks of ``c`` with height > threshold that pass find_peaks' conditions.
 
     Fills ``pos`` (index), ``left_edge``/``right_edge`` (plateau edges),
     ``prom``, ``left_ips``/``right_ips`` for the accepted peaks, in position
-    order; returns their number. Work arrays must hold n // 2 entries.
+    order; returns their number. Work arrays (``flags``: int8 scratch) must
+    hold n // 2 + 1 entries.
     """
     n = c.shape[0]
     # 1. local maxima above the threshold
@@ -457,30 +459,32 @@ def _find_peaks(
         i += 1
     if m == 0:
         return 0
-    # 2. distance: highest first, ties -> later position first (stable argsort)
+    # 2. distance: highest first, ties -> later position first (stable argsort).
+    #    flags: 1 = kept, 2 = already processed
     dist = np.int64(math.ceil(distance))
-    keep = np.ones(m, dtype=np.bool_)
-    done = np.zeros(m, dtype=np.bool_)
-    for _ in range(m):
-        best = -1
-        for j in range(m):
-            if not done[j] and (best < 0 or c[pos[j]] >= c[pos[best]]):
-                best = j
-        done[best] = True
-        if not keep[best]:
-            continue
-        k = best - 1
-        while k >= 0 and pos[best] - pos[k] < dist:
-            keep[k] = False
-            k -= 1
-        k = best + 1
-        while k < m and pos[k] - pos[best] < dist:
-            keep[k] = False
-            k += 1
+    for j in range(m):
+        flags[j] = 1
+    if m > 1:
+        for _ in range(m):
+            best = -1
+            for j in range(m):
+                if flags[j] & 2 == 0 and (best < 0 or c[pos[j]] >= c[pos[best]]):
+                    best = j
+            flags[best] |= 2
+            if flags[best] & 1 == 0:
+                continue
+            k = best - 1
+            while k >= 0 and pos[best] - pos[k] < dist:
+                flags[k] &= 2
+                k -= 1
+            k = best + 1
+            while k < m and pos[k] - pos[best] < dist:
+                flags[k] &= 2
+                k += 1
     # 3. prominence (wlen=None) and 4. width at rel_height
     out = 0
     for j in range(m):
-        if not keep[j]:
+        if flags[j] & 1 == 0:
             continue
         p = pos[j]
         top = c[p]
@@ -604,7 +608,8 @@ def trace_peaks(c, threshold, distance, prominence_min, width_min, width_max, re
     prom = np.empty(half, dtype=np.float64)
     lip = np.empty(half, dtype=np.float64)
     rip = np.empty(half, dtype=np.float64)
-    k = _find_peaks(c, threshold, distance, prominence_min, width_min, width_max, rel_height, pos, le, re_, prom, lip, rip)
+    flags = np.empty(half, dtype=np.int8)
+    k = _find_peaks(c, threshold, distance, prominence_min, width_min, width_max, rel_height, pos, le, re_, prom, lip, rip, flags)
     integrals = np.empty(k, dtype=np.float64)
     for j in range(k):
         integrals[j] = _integral(c, lip[j], rip[j])
@@ -671,6 +676,7 @@ def event_points(
     prom = np.empty(half, dtype=np.float64)
     lip = np.empty(half, dtype=np.float64)
     rip = np.empty(half, dtype=np.float64)
+    flags = np.empty(half, dtype=np.int8)
     for first in range(0, n_active, BATCH):
         count = min(BATCH, n_active - first)
         re, im = _filter_batch(traces, active, first, count, sums, h_bitrev, tw_re, tw_im)
@@ -680,7 +686,9 @@ def event_points(
                 _corrected(traces[r], re, q // 2, integer, c)
             else:
                 _corrected(traces[r], im, q // 2, integer, c)
-            k = _find_peaks(c, threshold, distance, prominence_min, width_min, width_max, rel_height, pos, le, rg, prom, lip, rip)
+            k = _find_peaks(
+                c, threshold, distance, prominence_min, width_min, width_max, rel_height, pos, le, rg, prom, lip, rip, flags
+            )
             if k == 0 or k > max_peaks:
                 continue
             pad = np.int64(traces[r, 4])
