@@ -96,11 +96,26 @@ def _free_port_block(n: int = 11) -> int:
 def _start_server(events: int, pool: int, base: int) -> subprocess.Popen:
     env = dict(os.environ, NUMBA_CACHE_DIR=str(ROOT / ".numba-cache"))
     return subprocess.Popen(
-        [str(CONDUIT), "simulate", "serve", "--base-port", str(base), "--events", str(events), "--pool", str(pool),
-         "--truth", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"conduit_sim_bench_truth_{base}.h5"),
-         "--connect-timeout", "120"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        [
+            str(CONDUIT),
+            "simulate",
+            "serve",
+            "--base-port",
+            str(base),
+            "--events",
+            str(events),
+            "--pool",
+            str(pool),
+            "--truth",
+            str(Path(os.environ.get("TMPDIR", "/tmp")) / f"conduit_sim_bench_truth_{base}.h5"),
+            "--connect-timeout",
+            "120",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def bench_serving_raw(events: int, pool: int) -> list[tuple[str, str]]:
@@ -133,15 +148,23 @@ def bench_serving_raw(events: int, pool: int) -> list[tuple[str, str]]:
 
     elapsed = trio.run(main)
     out, err = proc.communicate(timeout=600)
-    served = re.search(r"served (\d+) events, (\d+) frames, ([\d.]+) MB per client in ([\d.]+) s \((\d+) events/s, "
-                       r"(\d+) MB/s\)", out)  # fmt: skip
+    served = re.search(
+        r"served (\d+) events, (\d+) frames, ([\d.]+) MB per client in ([\d.]+) s \((\d+) events/s, "
+        r"(\d+) MB/s\)",
+        out,
+    )
     if proc.returncode != 0 or served is None:
         raise RuntimeError(f"server failed ({proc.returncode}): {out}\n{err}")
     return [
-        (f"served to plain readers (pool {pool}, {events} events)",
-         f"{served.group(5)} events/s, {served.group(6)} MB/s (server clock)"),
-        ("   client side", f"{totals['bytes'] / 1e6 / elapsed:.0f} MB/s incl. connect ({totals['bytes'] / 1e6:.0f} MB)"),
-    ]  # fmt: skip
+        (
+            f"served to plain readers (pool {pool}, {events} events)",
+            f"{served.group(5)} events/s, {served.group(6)} MB/s (server clock)",
+        ),
+        (
+            "   client side",
+            f"{totals['bytes'] / 1e6 / elapsed:.0f} MB/s incl. connect ({totals['bytes'] / 1e6:.0f} MB)",
+        ),
+    ]
 
 
 def bench_serving_built(events: int, pool: int) -> list[tuple[str, str]]:
@@ -152,8 +175,9 @@ def bench_serving_built(events: int, pool: int) -> list[tuple[str, str]]:
 
     base = _free_port_block()
     proc = _start_server(events, pool, base)
-    params = ExporterParams.from_mapping({"hosts": f"127.0.0.1:{base}-{base + 10}", "reconnect_min": 0.05,
-                                          "reconnect_max": 0.2})  # fmt: skip
+    params = ExporterParams.from_mapping(
+        {"hosts": f"127.0.0.1:{base}-{base + 10}", "reconnect_min": 0.05, "reconnect_max": 0.2}
+    )
     source = ExporterSource(params, StageContext())
     source.warm_up()
     counts = {"events": 0, "complete": 0}
@@ -175,8 +199,12 @@ def bench_serving_built(events: int, pool: int) -> list[tuple[str, str]]:
 
     elapsed = trio.run(main)
     proc.communicate(timeout=600)
-    return [(f"served and built by the exporter source (pool {pool})",
-             f"{events / elapsed:.0f} events/s, {counts['complete']}/{events} complete, dropped {source.dropped}")]
+    return [
+        (
+            f"served and built by the exporter source (pool {pool})",
+            f"{events / elapsed:.0f} events/s, {counts['complete']}/{events} complete, dropped {source.dropped}",
+        )
+    ]
 
 
 def main() -> int:

@@ -25,7 +25,7 @@ def remove_baseline(samples: np.ndarray, window_scale: float = 20.0) -> np.ndarr
 
 
 def find_trace_peaks(trace: np.ndarray, threshold: float = 40.0) -> np.ndarray:
-    """Bucket indices of the peaks the analysis keeps (prominence 20, distance 50, width 1-50, amplitude > threshold)."""
+    """Buckets of the peaks the analysis keeps (prominence 20, distance 50, width 1-50, amplitude > threshold)."""
     peaks, _ = find_peaks(trace, distance=50, prominence=20, width=(1, 50), rel_height=0.95)
     return peaks[trace[peaks] > threshold]
 

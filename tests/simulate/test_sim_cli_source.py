@@ -43,8 +43,24 @@ def test_presets_are_the_documented_choices():
 
 def test_cli_writes_hdf5_and_truth_identical_to_in_memory_events(tmp_path):
     out = tmp_path / "run_0004.h5"
-    result = run_cli("simulate", "hdf5", str(out), "--events", "3", "--seed", "5", "--preset", "protons",
-                     "--noise-pads", "20", "--magnetic-field", "3.0", "--gun-energy", "2", "4")  # fmt: skip
+    result = run_cli(
+        "simulate",
+        "hdf5",
+        str(out),
+        "--events",
+        "3",
+        "--seed",
+        "5",
+        "--preset",
+        "protons",
+        "--noise-pads",
+        "20",
+        "--magnetic-field",
+        "3.0",
+        "--gun-energy",
+        "2",
+        "4",
+    )
     assert result.returncode == 0, result.stderr
     assert f"wrote 3 events to {out}" in result.stdout
     assert f"truth: {tmp_path / 'run_0004_truth.h5'}" in result.stdout
@@ -73,8 +89,20 @@ def test_cli_rejects_bad_values_with_one_line_each(tmp_path):
 
 
 def test_cli_serve_times_out_cleanly_without_clients(tmp_path):
-    result = run_cli("simulate", "serve", "--base-port", "0", "--events", "2", "--preset", "single-track",
-                     "--connect-timeout", "0.5", "--truth", str(tmp_path / "t.h5"))  # fmt: skip
+    result = run_cli(
+        "simulate",
+        "serve",
+        "--base-port",
+        "0",
+        "--events",
+        "2",
+        "--preset",
+        "single-track",
+        "--connect-timeout",
+        "0.5",
+        "--truth",
+        str(tmp_path / "t.h5"),
+    )
     assert result.returncode == 1
     assert result.stdout.startswith("serving 2 events as 11 DataExporters on ")
     assert f"truth: {tmp_path / 't.h5'}" in result.stdout
@@ -86,7 +114,8 @@ def test_simulate_source_runs_a_pipeline(tmp_path):
     from conduit.engine.runner import run_pipeline
 
     pipeline_file = tmp_path / "sim.toml"
-    pipeline_file.write_text(textwrap.dedent("""
+    pipeline_file.write_text(
+        textwrap.dedent("""
         [source]
         kind = "simulate"
         events = 4
@@ -100,7 +129,8 @@ def test_simulate_source_runs_a_pipeline(tmp_path):
 
         [engine]
         workers = 0
-    """))
+    """)
+    )
     pipeline = load_pipeline(pipeline_file)
     seen = []
     summary = run_pipeline(pipeline, on_event=seen.append, handle_signals=False)

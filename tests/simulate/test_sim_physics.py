@@ -93,8 +93,26 @@ def _track(name, energy, theta, phi=0.3, z0=500.0, bfield=2.85, step=1.0, length
     sp = species(name)
     tab = stopping_table(sp, GASES["D2"], 600.0, 293.15)
     out = [np.zeros(200_000) for _ in range(4)]
-    n = track_particle(0.0, 0.0, z0, theta, phi, energy, sp.mass, float(sp.Z), bfield, tab.log_t0, tab.dlog,
-                       tab.stopping, length, radius, step, 1e-4, *out, 0)  # fmt: skip
+    n = track_particle(
+        0.0,
+        0.0,
+        z0,
+        theta,
+        phi,
+        energy,
+        sp.mass,
+        float(sp.Z),
+        bfield,
+        tab.log_t0,
+        tab.dlog,
+        tab.stopping,
+        length,
+        radius,
+        step,
+        1e-4,
+        *out,
+        0,
+    )
     return [o[:n] for o in out], tab
 
 

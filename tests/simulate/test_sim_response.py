@@ -76,8 +76,11 @@ def test_point_deposit_peaks_1_166_tau_after_its_drift_time(sharp_simulator, z):
 
 
 def test_shaping_time_sets_the_pulse_width():
-    sim = Simulator(SimulationParams(preset="single-track", transverse_diffusion=0.0, longitudinal_diffusion=0.0,
-                                     shaping_time=512.0))  # fmt: skip
+    sim = Simulator(
+        SimulationParams(
+            preset="single-track", transverse_diffusion=0.0, longitudinal_diffusion=0.0, shaping_time=512.0
+        )
+    )
     assert sim.tau == pytest.approx(3.2)
     _, signal = sim.pad_signals(30.0, 40.0, 500.0, 0.01)
     peak_t, fwhm = _pulse_properties(signal[0])
@@ -134,8 +137,11 @@ def test_saturation_flattens_pulses_at_4095():
     assert samples.max() == 4095
     assert samples.min() >= 0
     saturated = samples == 4095
-    runs = [np.max(np.diff(np.flatnonzero(np.diff(np.concatenate([[0], r.astype(int), [0]])) != 0))[::2])
-            for r in saturated if r.any()]  # fmt: skip
+    runs = [
+        np.max(np.diff(np.flatnonzero(np.diff(np.concatenate([[0], r.astype(int), [0]])) != 0))[::2])
+        for r in saturated
+        if r.any()
+    ]
     assert max(runs) >= 5  # flat tops several buckets long
 
 
@@ -247,7 +253,7 @@ def test_default_preset_is_the_reference_event_mix():
 
 
 def test_point_cloud_of_a_track_lies_on_its_truth_deposits(quiet_single_track):
-    """Points land on the true track: x, y within the diffusion spread, z shifted by the shaping delay 1.166 τ (13 mm)."""
+    """Points lie on the true track: x, y within the diffusion spread, z shifted by the shaping delay (13 mm)."""
     from conduit_stages.pointcloud.stage import PointcloudKernel, PointcloudParams
 
     sim = Simulator(quiet_single_track)
@@ -258,7 +264,9 @@ def test_point_cloud_of_a_track_lies_on_its_truth_deposits(quiet_single_track):
     delay_mm = 1.166 * sim.tau * sim.detector.drift_mm_per_bucket
     dz = []
     for x, y, z in cloud[:, :3]:
-        near = np.hypot(dep["x"] - x, dep["y"] - y) < 10.0  # pads lit by diffusion (3σ_T ≈ 5 mm) around the track, big pads 5 mm wide
+        near = (
+            np.hypot(dep["x"] - x, dep["y"] - y) < 10.0
+        )  # pads lit by diffusion (3σ_T ≈ 5 mm) around the track, big pads 5 mm wide
         assert near.any()
         dz.append(np.min(np.abs(dep["z"][near] - (z + delay_mm))))
     assert np.median(dz) < 2.0
@@ -275,14 +283,17 @@ def test_detector_settings_change_drift_and_field():
     assert p["brho"] == pytest.approx(0.3235, rel=1e-3)
 
 
-@pytest.mark.parametrize("preset,roles,names", [
-    ("default", {"beam", "ejectile", "residual"}, None),
-    ("elastic", {"beam", "ejectile", "residual"}, {"10Be", "d"}),
-    ("dp", {"beam", "ejectile", "residual"}, {"10Be", "p", "11Be"}),
-    ("protons", {"gun"}, {"p"}),
-    ("alphas", {"gun"}, {"alpha"}),
-    ("single-track", {"gun"}, {"p"}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "preset,roles,names",
+    [
+        ("default", {"beam", "ejectile", "residual"}, None),
+        ("elastic", {"beam", "ejectile", "residual"}, {"10Be", "d"}),
+        ("dp", {"beam", "ejectile", "residual"}, {"10Be", "p", "11Be"}),
+        ("protons", {"gun"}, {"p"}),
+        ("alphas", {"gun"}, {"alpha"}),
+        ("single-track", {"gun"}, {"p"}),
+    ],
+)
 def test_every_preset_generates_its_particles(preset, roles, names):
     sim = Simulator(SimulationParams(preset=preset, events=3))
     for i in range(3):

@@ -26,7 +26,6 @@ async def _serve_and_receive(sim: Simulator, n_events: int, **serve_kw) -> tuple
     send, recv = trio.open_memory_channel(math.inf)
     got, stats = [], {}
     async with trio.open_nursery() as nursery:
-
         served = trio.Event()
 
         async def serve(task_status=trio.TASK_STATUS_IGNORED):
@@ -106,8 +105,7 @@ async def test_frames_arrive_interleaved_slightly_out_of_order_then_eof():
     sim = Simulator(SimulationParams(events=12, seed=33, preset="single-track", noise_pads=0, pool=2))
     received: dict[int, list] = {}
     async with trio.open_nursery() as nursery:
-        ports = await nursery.start(lambda task_status: serve_simulation(sim, base_port=0,
-                                                                         task_status=task_status))  # fmt: skip
+        ports = await nursery.start(lambda task_status: serve_simulation(sim, base_port=0, task_status=task_status))
         dones = []
         for cobo, port in ports.items():
             received[cobo] = []

@@ -115,33 +115,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         out = p.add_argument_group("output")
         if name == "serve":
             out.add_argument("--host", default="127.0.0.1", help="address to listen on [default: %(default)s]")
-            out.add_argument("--base-port", type=int, default=46491,
-                             help="CoBo c listens on base-port + c (0: ephemeral ports) [default: %(default)s]")
-            out.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as the clients read) [default: %(default)s]")
-            out.add_argument("--clients", type=int, default=1, help="connections to wait for on every port [default: %(default)s]")
-            out.add_argument("--connect-timeout", type=float, default=60.0,
-                             help="seconds to wait for the clients before giving up [default: %(default)s]")
-            out.add_argument("--disorder", type=float, default=1.2,
-                             help="an event's frames are spread over this many event periods (> 1: consecutive "
-                                  "events' frames overlap) [default: %(default)s]")
-            out.add_argument("--run", type=int, default=1, help="run number (names the default truth file) [default: %(default)s]")
-            out.add_argument("--truth", type=Path, default=None,
-                             help="truth file [default: out/run_NNNN_truth.h5]")
+            out.add_argument(
+                "--base-port",
+                type=int,
+                default=46491,
+                help="CoBo c listens on base-port + c (0: ephemeral ports) [default: %(default)s]",
+            )
+            out.add_argument(
+                "--rate",
+                type=float,
+                default=0.0,
+                help="events per second (0: as fast as the clients read) [default: %(default)s]",
+            )
+            out.add_argument(
+                "--clients", type=int, default=1, help="connections to wait for on every port [default: %(default)s]"
+            )
+            out.add_argument(
+                "--connect-timeout",
+                type=float,
+                default=60.0,
+                help="seconds to wait for the clients before giving up [default: %(default)s]",
+            )
+            out.add_argument(
+                "--disorder",
+                type=float,
+                default=1.2,
+                help="an event's frames are spread over this many event periods (> 1: consecutive "
+                "events' frames overlap) [default: %(default)s]",
+            )
+            out.add_argument(
+                "--run", type=int, default=1, help="run number (names the default truth file) [default: %(default)s]"
+            )
+            out.add_argument("--truth", type=Path, default=None, help="truth file [default: out/run_NNNN_truth.h5]")
         elif name == "graw":
             out.add_argument("output_dir", type=Path, help="directory in which run_NNNN/ is created")
             out.add_argument("--run", type=int, default=1, help="run number (run_NNNN folder) [default: %(default)s]")
-            out.add_argument("--split-size", type=float, default=1024.0, metavar="MB",
-                             help="start a new _NNNN.graw file when one would exceed this size (MiB) [default: %(default)s]")
+            out.add_argument(
+                "--split-size",
+                type=float,
+                default=1024.0,
+                metavar="MB",
+                help="start a new _NNNN.graw file when one would exceed this size (MiB) [default: %(default)s]",
+            )
             out.add_argument("--stamp", default=None, help="time stamp in the file names [default: now]")
-            out.add_argument("--truth", type=Path, default=None, help="truth file [default: run_NNNN_truth.h5 "
-                                                                     "next to the run folder]")
+            out.add_argument(
+                "--truth",
+                type=Path,
+                default=None,
+                help="truth file [default: run_NNNN_truth.h5 next to the run folder]",
+            )
         else:
             out.add_argument("output_file", type=Path, help="merged HDF5 file to write, e.g. out/run_0001.h5")
             out.add_argument("--truth", type=Path, default=None, help="truth file [default: <output>_truth.h5]")
         out.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
-        add_params_arguments(p.add_argument_group("simulation (the [source] table of kind \"simulate\")"),
-                             SimulationParams)  # fmt: skip
-        add_params_arguments(p.add_argument_group("detector (the [detector] table)"), DetectorParams, prefix="detector.")
+        add_params_arguments(
+            p.add_argument_group('simulation (the [source] table of kind "simulate")'), SimulationParams
+        )
+        add_params_arguments(
+            p.add_argument_group("detector (the [detector] table)"), DetectorParams, prefix="detector."
+        )
     parser.epilog = "Run `conduit simulate serve --help` (or graw, hdf5) for every option."
 
 
@@ -188,15 +220,23 @@ def main(args: argparse.Namespace) -> int:
         truth_path = args.truth or args.output_dir / f"run_{args.run:04d}_truth.h5"
         try:
             with TruthWriter(truth_path, params, detector, pool_size=min(params.pool, params.events)) as truth:
-                files = write_graw_run(sim, run_dir, truth, split_bytes=int(args.split_size * (1 << 20)),
-                                       stamp=args.stamp, progress=progress)  # fmt: skip
+                files = write_graw_run(
+                    sim,
+                    run_dir,
+                    truth,
+                    split_bytes=int(args.split_size * (1 << 20)),
+                    stamp=args.stamp,
+                    progress=progress,
+                )
         except OSError as err:
             print(f"conduit simulate: cannot write {run_dir}: {err}", file=sys.stderr)
             return 1
         size = sum(f.stat().st_size for f in files)
         _done(progress)
-        print(f"wrote {params.events} events as {len(files)} .graw files ({size / 1e6:.1f} MB) in {run_dir} "
-              f"in {time.perf_counter() - started:.1f} s; truth: {truth_path}")  # fmt: skip
+        print(
+            f"wrote {params.events} events as {len(files)} .graw files ({size / 1e6:.1f} MB) in {run_dir} "
+            f"in {time.perf_counter() - started:.1f} s; truth: {truth_path}"
+        )
         return 0
     from .writers import write_hdf5
 
@@ -209,8 +249,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"conduit simulate: cannot write {out}: {err}", file=sys.stderr)
         return 1
     _done(progress)
-    print(f"wrote {params.events} events to {out} ({out.stat().st_size / 1e6:.1f} MB) "
-          f"in {time.perf_counter() - started:.1f} s; truth: {truth_path}")  # fmt: skip
+    print(
+        f"wrote {params.events} events to {out} ({out.stat().st_size / 1e6:.1f} MB) "
+        f"in {time.perf_counter() - started:.1f} s; truth: {truth_path}"
+    )
     return 0
 
 
@@ -224,26 +266,41 @@ def _serve(args, sim, params, detector) -> int:
 
     def listening(ports: dict[int, int]) -> None:
         values = sorted(ports.values())
-        span = f"{args.host}:{values[0]}-{values[-1]}" if values == list(range(values[0], values[-1] + 1)) else \
-            ", ".join(f"cobo{c}={args.host}:{p}" for c, p in sorted(ports.items()))
+        span = (
+            f"{args.host}:{values[0]}-{values[-1]}"
+            if values == list(range(values[0], values[-1] + 1))
+            else ", ".join(f"cobo{c}={args.host}:{p}" for c, p in sorted(ports.items()))
+        )
         pool = f" (a pool of {params.pool} events, served cyclically)" if params.pool else ""
-        print(f"serving {params.events} events{pool} as {len(ports)} DataExporters on {span} "
-              f"(CoBo {min(ports)}-{max(ports)}), waiting for {args.clients} client(s) per port; truth: {truth_path}",
-              flush=True)  # fmt: skip
+        print(
+            f"serving {params.events} events{pool} as {len(ports)} DataExporters on {span} "
+            f"(CoBo {min(ports)}-{max(ports)}), waiting for {args.clients} client(s) per port; truth: {truth_path}",
+            flush=True,
+        )
 
     try:
         with TruthWriter(truth_path, params, detector, pool_size=min(params.pool, params.events)) as truth:
-            stats = trio.run(lambda: serve_simulation(
-                sim, host=args.host, base_port=args.base_port, rate=args.rate, clients=args.clients,
-                connect_timeout=args.connect_timeout, disorder=args.disorder, truth=truth,
-                on_listening=listening,
-            ))  # fmt: skip
+            stats = trio.run(
+                lambda: serve_simulation(
+                    sim,
+                    host=args.host,
+                    base_port=args.base_port,
+                    rate=args.rate,
+                    clients=args.clients,
+                    connect_timeout=args.connect_timeout,
+                    disorder=args.disorder,
+                    truth=truth,
+                    on_listening=listening,
+                )
+            )
     except ServeError as err:
         print(f"conduit simulate: {err}", file=sys.stderr)
         return 1
     if not args.quiet:
-        print(f"served {stats.events} events, {stats.frames} frames, {stats.bytes / 1e6:.1f} MB per client in "
-              f"{stats.elapsed:.2f} s ({stats.events_per_second:.0f} events/s, {stats.megabytes_per_second:.0f} MB/s)")  # fmt: skip
+        print(
+            f"served {stats.events} events, {stats.frames} frames, {stats.bytes / 1e6:.1f} MB per client in "
+            f"{stats.elapsed:.2f} s ({stats.events_per_second:.0f} events/s, {stats.megabytes_per_second:.0f} MB/s)"
+        )
     return 0
 
 

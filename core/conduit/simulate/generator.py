@@ -35,7 +35,15 @@ from .stopping import gas_by_name, stopping_table
 if TYPE_CHECKING:
     from ..detector import DetectorParams
 
-__all__ = ["Simulator", "SimulatedEvent", "EventSequence", "EventTruth", "PARTICLE_DTYPE", "DEPOSIT_DTYPE", "CONTRIBUTION_DTYPE"]
+__all__ = [
+    "Simulator",
+    "SimulatedEvent",
+    "EventSequence",
+    "EventTruth",
+    "PARTICLE_DTYPE",
+    "DEPOSIT_DTYPE",
+    "CONTRIBUTION_DTYPE",
+]
 
 N_BUCKETS = 512
 N_CHANNELS = 68
@@ -53,12 +61,28 @@ CORRELATED_WIDTH = 8
 
 PARTICLE_DTYPE = np.dtype(
     [
-        ("event", "u4"), ("index", "i4"), ("role", "S8"), ("name", "S8"), ("Z", "i4"), ("A", "i4"),
-        ("mass", "f8"), ("x", "f8"), ("y", "f8"), ("z", "f8"), ("polar", "f8"), ("azimuthal", "f8"),
-        ("energy", "f8"), ("brho", "f8"), ("excitation", "f8"), ("deposited", "f8"), ("electrons", "i8"),
+        ("event", "u4"),
+        ("index", "i4"),
+        ("role", "S8"),
+        ("name", "S8"),
+        ("Z", "i4"),
+        ("A", "i4"),
+        ("mass", "f8"),
+        ("x", "f8"),
+        ("y", "f8"),
+        ("z", "f8"),
+        ("polar", "f8"),
+        ("azimuthal", "f8"),
+        ("energy", "f8"),
+        ("brho", "f8"),
+        ("excitation", "f8"),
+        ("deposited", "f8"),
+        ("electrons", "i8"),
     ]
-)  # fmt: skip
-DEPOSIT_DTYPE = np.dtype([("x", "f4"), ("y", "f4"), ("z", "f4"), ("energy", "f4"), ("electrons", "i4"), ("particle", "i2")])
+)
+DEPOSIT_DTYPE = np.dtype(
+    [("x", "f4"), ("y", "f4"), ("z", "f4"), ("energy", "f4"), ("electrons", "i4"), ("particle", "i2")]
+)
 CONTRIBUTION_DTYPE = np.dtype([("pad", "i4"), ("particle", "i2"), ("electrons", "i8"), ("charge", "f8"), ("read", "?")])
 
 
@@ -122,8 +146,15 @@ class _Particle:
 class Simulator:
     """Generates events for one parameter set and detector."""
 
-    def __init__(self, params: SimulationParams, detector: DetectorParams | None = None, *, pads=None,
-                 electronics=None, base_dir=None):  # fmt: skip
+    def __init__(
+        self,
+        params: SimulationParams,
+        detector: DetectorParams | None = None,
+        *,
+        pads=None,
+        electronics=None,
+        base_dir=None,
+    ):
         from ..detector import DetectorParams
         from ..get.maps import load_electronics_map
         from ..padplane import load_pad_plane
@@ -230,8 +261,9 @@ class Simulator:
 
         timestamp, timestamp_other = self.timestamps(index)
         event = Event(id=event_id, traces=traces, timestamp=timestamp, timestamp_other=timestamp_other)
-        truth = self._truth(event_id, index, particles, reaction, dep_x, dep_y, dep_z, dep_e, dep_label, deposits_e,
-                            contrib, read_pads)  # fmt: skip
+        truth = self._truth(
+            event_id, index, particles, reaction, dep_x, dep_y, dep_z, dep_e, dep_label, deposits_e, contrib, read_pads
+        )
         return SimulatedEvent(event=event, fpn=fpn, truth=truth)
 
     def timestamps(self, index: int) -> tuple[int, int]:
@@ -260,7 +292,7 @@ class Simulator:
     def _sample_vertex(self, rng: np.random.Generator) -> tuple[float, float, float]:
         lo, hi = self.vertex_range
         sigma = self.params.beam_spot
-        x, y = (rng.normal(0.0, sigma, 2) if sigma > 0 else (0.0, 0.0))
+        x, y = rng.normal(0.0, sigma, 2) if sigma > 0 else (0.0, 0.0)
         return float(x), float(y), float(rng.uniform(lo, hi))
 
     def _sample_particles(self, rng: np.random.Generator) -> tuple[list[_Particle], dict]:
@@ -309,10 +341,25 @@ class Simulator:
             if cfg.beam_track:
                 out.append(_Particle("beam", beam, x, y, 0.0, 0.0, 0.0, cfg.beam_energy, z_limit=z))
             out.append(_Particle("ejectile", ejectile, x, y, z, kin.theta_c, phi, kin.energy_c))
-            out.append(_Particle("residual", residual, x, y, z, kin.theta_d, (phi + math.pi) % (2 * math.pi),
-                                 kin.energy_d, excitation))  # fmt: skip
-            reaction.update(label=channel.label or f"{target.name}({beam.name},{ejectile.name}){residual.name}",
-                            cm_angle=theta_cm, excitation=excitation, beam_energy_vertex=e_vertex)  # fmt: skip
+            out.append(
+                _Particle(
+                    "residual",
+                    residual,
+                    x,
+                    y,
+                    z,
+                    kin.theta_d,
+                    (phi + math.pi) % (2 * math.pi),
+                    kin.energy_d,
+                    excitation,
+                )
+            )
+            reaction.update(
+                label=channel.label or f"{target.name}({beam.name},{ejectile.name}){residual.name}",
+                cm_angle=theta_cm,
+                excitation=excitation,
+                beam_energy_vertex=e_vertex,
+            )
             return out, reaction
         raise ValueError(
             f"could not sample a reaction in 1000 tries: {cfg.beam} at {cfg.beam_energy} MeV stops before the vertex "
@@ -332,10 +379,25 @@ class Simulator:
             while True:
                 bufs = [np.empty(cap) for _ in range(4)]
                 n = track_particle(
-                    part.x, part.y, part.z, part.polar, part.azimuthal, part.energy, part.sp.mass, float(part.sp.Z),
-                    det.magnetic_field, tab.log_t0, tab.dlog, tab.stopping, length, p.chamber_radius, p.step, T_STOP,
-                    *bufs, 0,
-                )  # fmt: skip
+                    part.x,
+                    part.y,
+                    part.z,
+                    part.polar,
+                    part.azimuthal,
+                    part.energy,
+                    part.sp.mass,
+                    float(part.sp.Z),
+                    det.magnetic_field,
+                    tab.log_t0,
+                    tab.dlog,
+                    tab.stopping,
+                    length,
+                    p.chamber_radius,
+                    p.step,
+                    T_STOP,
+                    *bufs,
+                    0,
+                )
                 if n < cap:
                     break
                 cap *= 4  # a long spiral: track again with room for it
@@ -364,12 +426,29 @@ class Simulator:
         det = self.detector
         g = self.grid
         electrons, c_dep, c_pad, c_prim, c_charge, c_time, c_sigma = collect(
-            rng, dep_x, dep_y, dep_z, dep_e, dep_label,
-            p.w_value * 1e-6, p.fano, det.detector_length, det.micromegas_time_bucket, self.mm_per_bucket,
-            self.coef_t, self.coef_l, self.mesh_offsets, self.mesh_weights,
-            g.grid, g.x0, g.y0, g.cell,
-            p.gain, p.polya_theta, self.pad_gain,
-        )  # fmt: skip
+            rng,
+            dep_x,
+            dep_y,
+            dep_z,
+            dep_e,
+            dep_label,
+            p.w_value * 1e-6,
+            p.fano,
+            det.detector_length,
+            det.micromegas_time_bucket,
+            self.mm_per_bucket,
+            self.coef_t,
+            self.coef_l,
+            self.mesh_offsets,
+            self.mesh_weights,
+            g.grid,
+            g.x0,
+            g.y0,
+            g.cell,
+            p.gain,
+            p.polya_theta,
+            self.pad_gain,
+        )
         pads, row = np.unique(c_pad, return_inverse=True)
         signal = shape(row.astype(np.int64), c_time, c_sigma, c_charge, len(pads), self.kernel, self.adc_per_electron)
         contrib = (c_pad, dep_label[c_dep] if len(c_dep) else np.empty(0, np.int64), c_prim, c_charge)
@@ -415,14 +494,24 @@ class Simulator:
             slots = np.arange(n_white + n_quarters, dtype=np.int64)
             shifts = np.zeros(len(slots), dtype=np.int64)
             signs = np.ones(len(slots))
-        correlated = correlated_noise(bank, slots[n_white:], shifts[n_white:], signs[n_white:], CORRELATED_WIDTH,
-                                      float(p.fpn_noise))  # fmt: skip
+        correlated = correlated_noise(
+            bank, slots[n_white:], shifts[n_white:], signs[n_white:], CORRELATED_WIDTH, float(p.fpn_noise)
+        )
         pedestals = self.pedestals[self.channel_index(all_hw)]
         row_of_pad = np.full(len(self.mapped), -1, dtype=np.int64)
         row_of_pad[rows_pad] = np.arange(n_rows)
-        digitised, height = digitise(bank, slots[:n_white], shifts[:n_white], signs[:n_white], float(p.noise),
-                                     correlated, self.quarter_index(all_hw), pedestals, np.ascontiguousarray(signal),
-                                     row_of_pad[signal_pads])  # fmt: skip
+        digitised, height = digitise(
+            bank,
+            slots[:n_white],
+            shifts[:n_white],
+            signs[:n_white],
+            float(p.noise),
+            correlated,
+            self.quarter_index(all_hw),
+            pedestals,
+            np.ascontiguousarray(signal),
+            row_of_pad[signal_pads],
+        )
         keep = np.ones(n_rows, dtype=bool)
         if p.readout == "partial" and n_rows:
             # Zero suppression: a signal channel is read when it rises above threshold over its pedestal;
@@ -438,17 +527,43 @@ class Simulator:
         fpn[:, 5:] = digitised[n_rows:]
         return traces, fpn, rows_pad[keep]
 
-    def _truth(self, event_id, index, particles, reaction, dep_x, dep_y, dep_z, dep_e, dep_label, deposits_e,
-               contrib, read_pads) -> EventTruth:  # fmt: skip
+    def _truth(
+        self,
+        event_id,
+        index,
+        particles,
+        reaction,
+        dep_x,
+        dep_y,
+        dep_z,
+        dep_e,
+        dep_label,
+        deposits_e,
+        contrib,
+        read_pads,
+    ) -> EventTruth:
         parts = np.zeros(len(particles), dtype=PARTICLE_DTYPE)
         for i, part in enumerate(particles):
             sel = dep_label == i
             parts[i] = (
-                event_id, i, part.role.encode(), part.sp.name.encode(), part.sp.Z, part.sp.A,
-                part.sp.mass + part.excitation, part.x, part.y, part.z, part.polar, part.azimuthal, part.energy,
+                event_id,
+                i,
+                part.role.encode(),
+                part.sp.name.encode(),
+                part.sp.Z,
+                part.sp.A,
+                part.sp.mass + part.excitation,
+                part.x,
+                part.y,
+                part.z,
+                part.polar,
+                part.azimuthal,
+                part.energy,
                 Species(part.sp.name, part.sp.Z, part.sp.A, part.sp.mass + part.excitation).brho(part.energy),
-                part.excitation, float(dep_e[sel].sum()), int(deposits_e[sel].sum()),
-            )  # fmt: skip
+                part.excitation,
+                float(dep_e[sel].sum()),
+                int(deposits_e[sel].sum()),
+            )
         deposits = np.zeros(len(dep_x), dtype=DEPOSIT_DTYPE)
         deposits["x"], deposits["y"], deposits["z"] = dep_x, dep_y, dep_z
         deposits["energy"], deposits["electrons"], deposits["particle"] = dep_e, deposits_e, dep_label
@@ -465,8 +580,14 @@ class Simulator:
         else:
             contributions = np.zeros(0, dtype=CONTRIBUTION_DTYPE)
         return EventTruth(
-            event_id=event_id, index=index, particles=parts, deposits=deposits, contributions=contributions,
-            reaction=reaction["label"], cm_angle=reaction["cm_angle"], excitation=reaction["excitation"],
+            event_id=event_id,
+            index=index,
+            particles=parts,
+            deposits=deposits,
+            contributions=contributions,
+            reaction=reaction["label"],
+            cm_angle=reaction["cm_angle"],
+            excitation=reaction["excitation"],
             beam_energy_vertex=reaction["beam_energy_vertex"],
         )
 
@@ -504,8 +625,9 @@ class EventSequence:
             return base, fresh
         ts, ts_other = self.sim.timestamps(n)
         ev = base.event
-        event = Event(id=self.sim.params.first_event_id + n, traces=ev.traces.copy(), timestamp=ts,
-                      timestamp_other=ts_other)  # fmt: skip
+        event = Event(
+            id=self.sim.params.first_event_id + n, traces=ev.traces.copy(), timestamp=ts, timestamp_other=ts_other
+        )
         return SimulatedEvent(event=event, fpn=base.fpn, truth=base.truth), False
 
 

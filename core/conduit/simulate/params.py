@@ -29,11 +29,15 @@ class SimulationParams(Params):
     first_event_id: int = param(0, "GET event id of the first event", ge=0)
     trigger_rate: float = param(100.0, "mean trigger rate, sets the 100 MHz event timestamps (Hz)", gt=0)
     pool: int = param(
-        0, "generate only this many distinct events and repeat them cyclically with fresh ids and timestamps "
-           "(fast serving and benchmarks); 0: every event distinct", ge=0
+        0,
+        "generate only this many distinct events and repeat them cyclically with fresh ids and timestamps "
+        "(fast serving and benchmarks); 0: every event distinct",
+        ge=0,
     )
     # -- reaction ----------------------------------------------------------------
-    preset: PresetName = param("default", "reaction or particle gun: " + ", ".join(PRESET_NAMES) + " (see docs/simulator.md)")
+    preset: PresetName = param(
+        "default", "reaction or particle gun: " + ", ".join(PRESET_NAMES) + " (see docs/simulator.md)"
+    )
     beam: str | None = param(None, "beam species, e.g. 10Be, 16C, 12C (default: the preset's, 10Be)")
     beam_energy: float | None = param(None, "beam kinetic energy at the entrance window (MeV; preset: 93)", gt=0)
     target: str | None = param(None, "reaction partner in the gas: d, p, alpha (preset: d)")
@@ -41,15 +45,21 @@ class SimulationParams(Params):
     pressure: float | None = param(None, "gas pressure (Torr; preset: 600)", gt=0)
     temperature: float = param(293.15, "gas temperature (K)", gt=0)
     gun_particle: str | None = param(None, "particle-gun presets: species fired from the vertex (preset: p)")
-    gun_energy: tuple[float, float] | None = param(None, "particle-gun kinetic energy range, uniform (MeV; preset: 1 10)")
-    gun_polar: tuple[float, float] | None = param(None, "particle-gun polar angle range, uniform in cos (deg; preset: 20 160)")
+    gun_energy: tuple[float, float] | None = param(
+        None, "particle-gun kinetic energy range, uniform (MeV; preset: 1 10)"
+    )
+    gun_polar: tuple[float, float] | None = param(
+        None, "particle-gun polar angle range, uniform in cos (deg; preset: 20 160)"
+    )
     gun_multiplicity: tuple[int, int] | None = param(None, "particle-gun particles per event, uniform (preset: 1 2)")
     vertex_z: tuple[float, float] | None = param(
         None, "vertex z range, uniform (mm); default: the drift volume the 512 buckets see (z ≈ 89 mm to L)"
     )
     beam_spot: float = param(2.0, "Gaussian σ of the beam spot in x and y at the vertex (mm)", ge=0)
     beam_track: bool | None = param(None, "simulate the beam ion from the window to the vertex (preset: true)")
-    noise_hits: float | None = param(None, "mean number of random isolated charge deposits per event, Poisson (preset: 2)", ge=0)
+    noise_hits: float | None = param(
+        None, "mean number of random isolated charge deposits per event, Poisson (preset: 2)", ge=0
+    )
     # -- tracking and ionisation ---------------------------------------------------
     step: float = param(1.0, "longest tracking step, also the spacing of deposit points (mm)", gt=0)
     chamber_radius: float = param(292.0, "tracks stop beyond this distance from the beam axis (mm)", gt=0)
@@ -70,7 +80,9 @@ class SimulationParams(Params):
     noise: float = param(4.0, "white noise σ per sample (ADC)", ge=0)
     fpn_noise: float = param(2.0, "σ of the correlated noise shared by an AGET quarter and its FPN channel (ADC)", ge=0)
     readout: Literal["partial", "full"] = param("partial", "partial: zero suppression per channel; full: every channel")
-    threshold: float = param(20.0, "zero suppression: a channel is read when its signal exceeds this above pedestal (ADC)", ge=0)
+    threshold: float = param(
+        20.0, "zero suppression: a channel is read when its signal exceeds this above pedestal (ADC)", ge=0
+    )
     noise_pads: int | None = param(None, "pads read with noise only per event in partial readout (preset: 400)", ge=0)
 
     def check(self) -> list[Problem]:

@@ -80,7 +80,11 @@ PRESETS: dict[str, Preset] = {
             "400 noise-only pads: the reference event mix (about 700 traces, 200 points per event)",
             (_ELASTIC, _INELASTIC, _TRANSFER_FORWARD, _TRANSFER_BACKWARD),
         ),
-        Preset("elastic", "d(10Be,d)10Be elastic scattering only, otherwise as default", (dataclasses.replace(_ELASTIC, weight=1.0),)),
+        Preset(
+            "elastic",
+            "d(10Be,d)10Be elastic scattering only, otherwise as default",
+            (dataclasses.replace(_ELASTIC, weight=1.0),),
+        ),
         Preset(
             "dp",
             "d(10Be,p)11Be transfer only, protons over the whole CM range 5-175 deg (including long spirals)",

@@ -65,12 +65,29 @@ def mesh_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 @njit(cache=True, nogil=True)
 def collect(
-    rng, dep_x, dep_y, dep_z, dep_de, dep_label,
-    w_value, fano, length, t_micromegas, mm_per_bucket,
-    coef_t, coef_l, mesh_off, mesh_w,
-    grid, grid_x0, grid_y0, grid_cell,
-    gain, polya_theta, pad_gain,
-):  # fmt: skip
+    rng,
+    dep_x,
+    dep_y,
+    dep_z,
+    dep_de,
+    dep_label,
+    w_value,
+    fano,
+    length,
+    t_micromegas,
+    mm_per_bucket,
+    coef_t,
+    coef_l,
+    mesh_off,
+    mesh_w,
+    grid,
+    grid_x0,
+    grid_y0,
+    grid_cell,
+    gain,
+    polya_theta,
+    pad_gain,
+):
     """Drift, diffuse and amplify deposits; return per-deposit electrons and per-(deposit, pad) contributions.
 
     ``coef_t``/``coef_l``: σ (mm) = coef · √(drift mm). ``pad_gain``: relative

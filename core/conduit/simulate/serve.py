@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["serve_simulation", "ServeStats", "ServeError", "patch_frame"]
 
+
 class ServeError(RuntimeError):
     """Serving cannot start or continue (one line)."""
 
@@ -103,7 +104,9 @@ async def serve_simulation(
                 try:
                     stats.ports[c] = await nursery.start(server.serve)
                 except OSError as err:
-                    raise ServeError(f"cannot listen on {host}:{server.port} for CoBo {c}: {err.strerror or err}") from None
+                    raise ServeError(
+                        f"cannot listen on {host}:{server.port} for CoBo {c}: {err.strerror or err}"
+                    ) from None
             if on_listening is not None:
                 on_listening(dict(stats.ports))
             task_status.started(dict(stats.ports))
@@ -181,8 +184,9 @@ async def _wait_for_clients(servers: dict, ports: dict[int, int], host: str, cli
         )
 
 
-async def _send_events(source: _EventFrames, servers: dict, stats: ServeStats, *, rate: float, disorder: float,
-                       seed: int) -> None:  # fmt: skip
+async def _send_events(
+    source: _EventFrames, servers: dict, stats: ServeStats, *, rate: float, disorder: float, seed: int
+) -> None:
     """Send every event's frames, each frame at a random point of a ``disorder``-event window."""
     order_rng = np.random.default_rng([seed, 0x5E57E])
     heap: list[tuple[float, int, int, bytes, bytes | None]] = []

@@ -66,8 +66,9 @@ class SimulateSource(Source):
             from .generator import Simulator
 
             try:
-                self._simulator = Simulator(self.params.simulation(), self.context.detector,
-                                            base_dir=self.context.base_dir)  # fmt: skip
+                self._simulator = Simulator(
+                    self.params.simulation(), self.context.detector, base_dir=self.context.base_dir
+                )
             except (ValueError, OSError) as err:
                 raise SourceError(f"simulate: {err}") from None
         return self._simulator

@@ -73,7 +73,16 @@ _EXCESS = [
 
 SPECIES: dict[str, Species] = {s.name: s for s in _LIGHT}
 SPECIES.update({name: _from_excess(name, Z, A, dm) for name, Z, A, dm in _EXCESS})
-_ALIASES = {"1H": "p", "proton": "p", "2H": "d", "deuteron": "d", "3H": "t", "triton": "t", "4He": "alpha", "a": "alpha"}
+_ALIASES = {
+    "1H": "p",
+    "proton": "p",
+    "2H": "d",
+    "deuteron": "d",
+    "3H": "t",
+    "triton": "t",
+    "4He": "alpha",
+    "a": "alpha",
+}
 
 
 def species(name: str) -> Species:

@@ -131,7 +131,7 @@ def _bethe_log(beta2: np.ndarray, gamma: np.ndarray, mass: float, excitation_mev
 def stopping_power(
     particle: Species, gas: Gas, kinetic_energy: np.ndarray, density: float, *, z_over_a: float | None = None
 ) -> np.ndarray:
-    """Electronic stopping power (MeV/mm) of ``particle`` at ``kinetic_energy`` (MeV) in ``gas`` of ``density`` g/cm³."""
+    """Electronic stopping power (MeV/mm) of ``particle`` at ``kinetic_energy`` (MeV) in ``gas`` (``density`` g/cm³)."""
     t = np.asarray(kinetic_energy, dtype=np.float64)
     mass = particle.mass
     z = float(particle.Z)
@@ -206,7 +206,14 @@ class StoppingTable:
 
 
 def stopping_table(
-    particle: Species, gas: Gas, pressure_torr: float, temperature_k: float, *, t_min: float = 1e-4, t_max: float = 5e3, n: int = 2000
+    particle: Species,
+    gas: Gas,
+    pressure_torr: float,
+    temperature_k: float,
+    *,
+    t_min: float = 1e-4,
+    t_max: float = 5e3,
+    n: int = 2000,
 ) -> StoppingTable:
     """Tabulate S(T) (MeV/mm) and R(T) (mm) for ``particle`` in ``gas`` from ``t_min`` to ``t_max`` MeV."""
     energy = np.geomspace(t_min, t_max, n)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import njit
 
 __all__ = ["track_particle"]
@@ -49,10 +48,28 @@ def _dedx(t, log_t0, dlog, table):
 
 @njit(cache=True, nogil=True)
 def track_particle(
-    x0, y0, z0, theta, phi, t0, mass, charge, bfield,
-    log_t0, dlog, table, length, radius, step_max, t_stop,
-    out_x, out_y, out_z, out_de, start,
-):  # fmt: skip
+    x0,
+    y0,
+    z0,
+    theta,
+    phi,
+    t0,
+    mass,
+    charge,
+    bfield,
+    log_t0,
+    dlog,
+    table,
+    length,
+    radius,
+    step_max,
+    t_stop,
+    out_x,
+    out_y,
+    out_z,
+    out_de,
+    start,
+):
     """Track one particle; write deposits into ``out_*[start:]``; return the index after the last one.
 
     Positions in mm, angles in rad, energies in MeV, ``bfield`` in T,

@@ -43,8 +43,15 @@ FORMAT = "conduit-simulate-truth:1"
 class TruthWriter:
     """Write events' truth to an HDF5 file (see the module docstring for the layout)."""
 
-    def __init__(self, path: Path, params: SimulationParams, detector: DetectorParams, *, pool_size: int = 0,
-                 flush_every: int = 50):  # fmt: skip
+    def __init__(
+        self,
+        path: Path,
+        params: SimulationParams,
+        detector: DetectorParams,
+        *,
+        pool_size: int = 0,
+        flush_every: int = 50,
+    ):
         import h5py
 
         from .. import __version__
@@ -64,8 +71,9 @@ class TruthWriter:
         f.attrs["pool_size"] = pool_size
         f.attrs["events"] = 0
         self._events = f.create_group("events")
-        self._particles = f.create_dataset("particles", shape=(0,), maxshape=(None,), dtype=PARTICLE_DTYPE,
-                                           chunks=(1024,))  # fmt: skip
+        self._particles = f.create_dataset(
+            "particles", shape=(0,), maxshape=(None,), dtype=PARTICLE_DTYPE, chunks=(1024,)
+        )
         self._served: list[tuple[int, int]] = []
         self._count = 0
         self._flush_every = flush_every
@@ -76,9 +84,15 @@ class TruthWriter:
         ev = sim.event
         g = self._events.create_group(f"event_{ev.id}")
         g.attrs.update(
-            id=ev.id, index=t.index, timestamp=ev.timestamp, timestamp_other=ev.timestamp_other, reaction=t.reaction,
-            cm_angle=t.cm_angle, excitation=t.excitation, beam_energy_vertex=t.beam_energy_vertex,
-        )  # fmt: skip
+            id=ev.id,
+            index=t.index,
+            timestamp=ev.timestamp,
+            timestamp_other=ev.timestamp_other,
+            reaction=t.reaction,
+            cm_angle=t.cm_angle,
+            excitation=t.excitation,
+            beam_energy_vertex=t.beam_energy_vertex,
+        )
         g.create_dataset("particles", data=t.particles)
         g.create_dataset("deposits", data=t.deposits, compression="gzip", compression_opts=1, shuffle=True)
         g.create_dataset("contributions", data=t.contributions, compression="gzip", compression_opts=1, shuffle=True)

@@ -67,8 +67,14 @@ class MergedWriter:
         self.close()
 
 
-def event_frames(sim: Simulator, generated: SimulatedEvent, *, event_id: int | None = None,
-                 timestamp: int | None = None, timestamp_other: int | None = None) -> dict[tuple[int, int], bytes]:  # fmt: skip
+def event_frames(
+    sim: Simulator,
+    generated: SimulatedEvent,
+    *,
+    event_id: int | None = None,
+    timestamp: int | None = None,
+    timestamp_other: int | None = None,
+) -> dict[tuple[int, int], bytes]:
     """The GRAW frames of one generated event, FPN channels included: {(cobo, asad): bytes}."""
     from ..get.frames import encode_event_frames
 
@@ -113,8 +119,15 @@ def write_hdf5(sim: Simulator, path: Path, truth, *, progress: Callable[[int], N
     return writer.count
 
 
-def write_graw_run(sim: Simulator, folder: Path, truth, *, split_bytes: int = 1 << 30, stamp: str | None = None,
-                   progress: Callable[[int], None] | None = None) -> list[Path]:  # fmt: skip
+def write_graw_run(
+    sim: Simulator,
+    folder: Path,
+    truth,
+    *,
+    split_bytes: int = 1 << 30,
+    stamp: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[Path]:
     """Generate every event of ``sim`` as a .graw run folder ``folder`` (``.../run_NNNN``); return the files."""
     from ..get.grawfiles import RunWriter
 
