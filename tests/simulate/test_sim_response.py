@@ -309,3 +309,16 @@ def test_every_preset_generates_its_particles(preset, roles, names):
     if preset == "single-track":
         p = sim.event(0).truth.particles[0]
         assert p["energy"] == 5.0 and p["polar"] == pytest.approx(math.radians(60.0))
+
+
+def test_events_without_particles_and_bad_vertex_ranges():
+    sim = Simulator(SimulationParams(preset="protons", gun_multiplicity=(0, 0), noise_hits=0.0, noise_pads=25))
+    ev = sim.event(0)
+    assert ev.event.n_traces == 25  # only the noise-only pads
+    assert len(ev.truth.particles) == 0 and len(ev.truth.contributions) == 0
+    with pytest.raises(ValueError, match=r"vertex_z \[-5.0, 2000.0\] mm lies outside the drift volume 0..1000 mm"):
+        Simulator(SimulationParams(vertex_z=(-5.0, 2000.0)))
+    with pytest.raises(ValueError, match=r"10Be at 1 MeV stops before the vertex range 89..1000 mm in 600 Torr D2"):
+        Simulator(SimulationParams(beam_energy=1.0, events=1))
+    with pytest.raises(ValueError, match="every reaction channel of preset 'dp' is below threshold"):
+        Simulator(SimulationParams(preset="dp", beam_energy=9.0, pressure=100.0, vertex_z=(100.0, 110.0)))

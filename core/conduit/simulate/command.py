@@ -231,6 +231,9 @@ def main(args: argparse.Namespace) -> int:
         except OSError as err:
             print(f"conduit simulate: cannot write {run_dir}: {err}", file=sys.stderr)
             return 1
+        except ValueError as err:
+            print(f"conduit simulate: {err}", file=sys.stderr)
+            return 1
         size = sum(f.stat().st_size for f in files)
         _done(progress)
         print(
@@ -247,6 +250,9 @@ def main(args: argparse.Namespace) -> int:
             write_hdf5(sim, out, truth, progress=progress)
     except OSError as err:
         print(f"conduit simulate: cannot write {out}: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        print(f"conduit simulate: {err}", file=sys.stderr)
         return 1
     _done(progress)
     print(

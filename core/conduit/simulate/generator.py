@@ -192,9 +192,37 @@ class Simulator:
         self._setup_electronics()
         if params.vertex_z is not None:
             self.vertex_range = (float(params.vertex_z[0]), float(params.vertex_z[1]))
+            if not 0.0 <= self.vertex_range[0] <= self.vertex_range[1] <= det.detector_length:
+                raise ValueError(
+                    f"vertex_z {list(params.vertex_z)} mm lies outside the drift volume 0..{det.detector_length:g} mm"
+                )
         else:
             low = float(det.z_from_bucket(N_BUCKETS - 1))
             self.vertex_range = (min(max(low, 0.0), det.detector_length), det.detector_length)
+        self._check_reachable()
+
+    def _check_reachable(self) -> None:
+        """Fail early when no event can be made: the beam stops too soon, or every channel is closed."""
+        cfg = self.config
+        if cfg.preset.is_gun:
+            return
+        beam, target = species(cfg.beam), species(cfg.target)
+        lo, hi = self.vertex_range
+        e_low = self.table(beam).energy_after(cfg.beam_energy, lo)
+        if e_low <= 0.0:
+            raise ValueError(
+                f"{cfg.beam} at {cfg.beam_energy:g} MeV stops before the vertex range {lo:.0f}..{hi:.0f} mm "
+                f"in {cfg.pressure:g} Torr {cfg.gas}"
+            )
+        for channel in cfg.preset.channels:
+            ejectile = species(channel.ejectile)
+            residual = _residual(beam, target, ejectile)
+            try:
+                two_body(beam.mass, target.mass, ejectile.mass, residual.mass + min(channel.excitations), e_low, 1.0)
+                return
+            except KinematicsError:
+                continue
+        raise ValueError(f"every reaction channel of preset {cfg.preset.name!r} is below threshold at {e_low:.3g} MeV")
 
     # -- static tables ---------------------------------------------------------------
 

@@ -136,6 +136,7 @@ class _EventFrames:
         self.truth = truth
         self.sequence = EventSequence(sim)
         self.pool: list[dict[tuple[int, int], bytes]] = []
+        self.error: ServeError | None = None
 
     def generate(self, index: int) -> dict[tuple[int, int], bytes]:
         """Simulate and encode event ``index`` (runs in a worker thread); record its truth."""
@@ -161,13 +162,21 @@ class _EventFrames:
         return {key: (f, patch_other if key[0] == 10 else patch) for key, f in self.pool[k].items()}
 
     async def produce(self, send: trio.MemorySendChannel) -> None:
-        """Feed (n, frames) for every event; fresh events are made in a thread, one ahead of the sender."""
+        """Feed (n, frames) for every event; fresh events are made in a thread, one ahead of the sender.
+
+        A generation error ends the feed and is kept in ``error`` for the sender to raise.
+        """
         async with send:
             for n in range(self.sim.params.events):
                 if self.pool:
                     frames = self.from_pool(n)
                 else:
-                    frames = {key: (f, None) for key, f in (await trio.to_thread.run_sync(self.generate, n)).items()}
+                    try:
+                        made = await trio.to_thread.run_sync(self.generate, n)
+                    except ValueError as err:
+                        self.error = ServeError(f"event {n}: {err}")
+                        return
+                    frames = {key: (f, None) for key, f in made.items()}
                 await send.send((n, frames))
 
 
@@ -210,6 +219,8 @@ async def _send_events(
     for server in servers.values():
         await server.drain()
     stats.elapsed = time.perf_counter() - start
+    if source.error is not None:
+        raise source.error
 
 
 async def _send_until(heap: list, limit: float, servers: dict, stats: ServeStats) -> None:
