@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 __all__ = ["serve_simulation", "ServeStats", "ServeError", "patch_frame"]
 
 
+#: Every this many events the sender waits until every queued frame is written to its socket.
+MAX_LAG_EVENTS = 4
+
+
 class ServeError(RuntimeError):
     """Serving cannot start or continue (one line)."""
 
@@ -213,6 +217,11 @@ async def _send_events(
                 # Everything due before the next event's earliest frame goes now.
                 await _send_until(heap, n + 1.0, servers, stats)
                 stats.events += 1
+                if (n + 1) % MAX_LAG_EVENTS == 0:
+                    # Keep the CoBo streams within a few events of each other, as triggers pace real CoBos:
+                    # otherwise one slow reader falls hundreds of events behind the others.
+                    for server in servers.values():
+                        await server.drain()
                 if rate > 0:
                     await trio.sleep_until(_trio_deadline(start, (n + 1) / rate))
     await _send_until(heap, math.inf, servers, stats)
