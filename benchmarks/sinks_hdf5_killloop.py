@@ -3,16 +3,19 @@
     .venv/bin/python benchmarks/sinks_hdf5_killloop.py [--kills 60] [--variants inplace,latest,conduit]
 
 Each trial starts a writer subprocess that records synthetic events (300
-traces x 517 int16 and a 1000-point cloud each) and prints, after every
-flush, how many events it has flushed. After a random 0.3-2.5 s the trial
-sends SIGKILL, then opens the file in a fresh process with a plain
-``h5py.File(path, "r")`` and reads back every event flushed before the kill.
+traces x 517 int16 and a 1000-point cloud each), prints "0" once its file
+exists and then, after every flush, how many events it has flushed. A random
+0.05-2 s after the file exists the trial sends SIGKILL, then opens the file
+in a fresh process with a plain ``h5py.File(path, "r")`` and reads back every
+event flushed before the kill.
 
 Variants:
 
 * ``inplace``  one file written in place with the default format, flushed
   (``File.flush``) after every batch of 10 events: the straightforward design.
-* ``latest``   the same with ``libver="latest"`` (superblock v3).
+* ``inplace_many``  the same with batches of 200 small events (20 traces,
+  100 points): many objects per flush, so more metadata is rewritten.
+* ``latest``   like ``inplace`` with ``libver="latest"`` (superblock v3).
 * ``conduit``  the ``hdf5`` sink itself (part files + atomically replaced
   master), flushing every 50 ms so that most kills land inside a commit.
 
@@ -34,17 +37,18 @@ from pathlib import Path
 import numpy as np
 
 N_TRACES, N_POINTS = 300, 1000
+SMALL = {"inplace_many": (20, 100)}
 
 
-def synthetic_event(i: int):
+def synthetic_event(i: int, n_traces: int = N_TRACES, n_points: int = N_POINTS):
     from conduit.artifacts import ESTIMATE_DTYPE, Clusters
     from conduit.event import Event
 
     rng = np.random.default_rng(i)
-    traces = rng.integers(0, 4000, size=(N_TRACES, 517)).astype(np.int16)
-    cloud = rng.normal(size=(N_POINTS, 8))
+    traces = rng.integers(0, 4000, size=(n_traces, 517)).astype(np.int16)
+    cloud = rng.normal(size=(n_points, 8))
     cloud = cloud[np.argsort(cloud[:, 2])]
-    labels = (np.arange(N_POINTS) % 3).astype(np.int32)
+    labels = (np.arange(n_points) % 3).astype(np.int32)
     est = np.zeros(2, ESTIMATE_DTYPE)
     est["brho"] = [0.5, 1.0]
     return Event(id=i, traces=traces, timestamp=10 * i, run=1, analysed=True,
@@ -55,16 +59,17 @@ def synthetic_event(i: int):
 # -- writers (run in the killed subprocess) ------------------------------------------
 
 
-def writer_inplace(path: str, libver: str | None) -> None:
+def writer_inplace(path: str, libver: str | None, batch: int = 10, sizes=(N_TRACES, N_POINTS)) -> None:
     import h5py
 
     f = h5py.File(path, "w", libver=libver) if libver else h5py.File(path, "w")
     events, clouds = f.create_group("events"), f.create_group("cloud")
     table = f.create_dataset("estimates", shape=(0, 2), maxshape=(None, 2), chunks=(256, 2))
+    print(0, flush=True)
     i = 0
     while True:
-        for _ in range(10):
-            ev = synthetic_event(i)
+        for _ in range(batch):
+            ev = synthetic_event(i, *sizes)
             d = events.create_dataset(f"event_{i}/get_traces", data=ev.traces)
             d.attrs["id"] = i
             c = clouds.create_dataset(f"cloud_{i}", data=ev.artifacts["cloud"])
@@ -96,6 +101,7 @@ def writer_conduit(path: str) -> None:
     ctx = StageContext(run=1, base_dir=Path(path).parent)
     sink = Hdf5Sink(Hdf5Params(path=Path(path).name, flush_interval=0.05, histograms=False), ctx)
     sink.open()
+    print(0, flush=True)
     i = 0
     while True:
         sink.consume(synthetic_event(i))
@@ -107,11 +113,11 @@ def writer_conduit(path: str) -> None:
 
 CHECK = """
 import sys, h5py
-path, flushed = sys.argv[1], int(sys.argv[2])
+path, flushed, traces = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 with h5py.File(path, "r") as f:
     for i in range(flushed):
         t = f["events"][f"event_{i}"]["get_traces"][...]
-        assert t.shape == ({traces}, 517), t.shape
+        assert t.shape == (traces, 517), t.shape
         c = f["cloud"][f"cloud_{i}"][...]
     assert f["estimates"].shape[0] >= 2 * flushed
     print(len(f["events"]))
@@ -122,12 +128,15 @@ def trial(variant: str, workdir: Path, k: int, rng: random.Random) -> tuple[bool
     path = workdir / f"{variant}_{k}.h5"
     proc = subprocess.Popen([sys.executable, __file__, "--writer", variant, str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(rng.uniform(0.3, 2.5))
+    first = proc.stdout.readline()  # "0": the file exists
+    assert first.strip() == "0", (first, proc.stderr.read() if proc.poll() is not None else "")
+    time.sleep(rng.uniform(0.05, 2.0))
     proc.send_signal(signal.SIGKILL)
     out, err = proc.communicate()
     numbers = [int(x) for x in out.split()]
     flushed = numbers[-1] if numbers else 0
-    check = subprocess.run([sys.executable, "-c", CHECK.replace("{traces}", str(N_TRACES)), str(path), str(flushed)],
+    traces = SMALL.get(variant, (N_TRACES, N_POINTS))[0]
+    check = subprocess.run([sys.executable, "-c", CHECK, str(path), str(flushed), str(traces)],
                            capture_output=True, text=True)
     opened = "Unable to synchronously open file" not in check.stderr and "No such file" not in check.stderr
     reason = check.stderr.strip().splitlines()[-1] if check.returncode else ""
@@ -137,7 +146,7 @@ def trial(variant: str, workdir: Path, k: int, rng: random.Random) -> tuple[bool
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=60)
-    parser.add_argument("--variants", default="inplace,latest,conduit")
+    parser.add_argument("--variants", default="inplace,inplace_many,latest,conduit")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--writer", nargs=2, metavar=("VARIANT", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -145,6 +154,8 @@ def main() -> int:
         variant, path = args.writer
         if variant == "conduit":
             writer_conduit(path)
+        elif variant == "inplace_many":
+            writer_inplace(path, None, batch=200, sizes=SMALL[variant])
         else:
             writer_inplace(path, "latest" if variant == "latest" else None)
         return 0

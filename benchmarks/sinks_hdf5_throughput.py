@@ -1,0 +1,163 @@
+"""Throughput of the hdf5 sink, and what its crash safety costs.
+
+    .venv/bin/python benchmarks/sinks_hdf5_throughput.py [--events 400] [--traces 700] [--dir /tmp]
+
+1. Recording: the same events written by a plain in-place h5py writer (one
+   file, ``flush()`` every 2 s: not crash-safe) and by the ``hdf5`` sink
+   (part files + master, flush every 2 s), with and without the final
+   consolidation. Events: ``--traces`` rows of 517 int16, a 2000-point cloud,
+   3 clusters and 3 estimate rows (a pool of 16 distinct events, fresh ids).
+2. Commit cost against the size of the master: one flush of 100 small events
+   into a master that already links K events (the master is copied on every
+   flush, so this grows with K).
+
+Prints two tables; the numbers go into docs/outputs.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_pool(n_traces: int, size: int = 16):
+    from conduit.artifacts import ESTIMATE_DTYPE, Clusters
+    from conduit.event import Event
+
+    pool = []
+    for k in range(size):
+        rng = np.random.default_rng(k)
+        traces = rng.integers(0, 4000, size=(n_traces, 517)).astype(np.int16)
+        cloud = rng.normal(size=(2000, 8)) * 100
+        cloud = cloud[np.argsort(cloud[:, 2])]
+        labels = (np.arange(2000) % 4 - 1).astype(np.int32)
+        est = np.zeros(3, ESTIMATE_DTYPE)
+        est["brho"] = [0.3, 0.6, 0.9]
+        pool.append(Event(id=k, traces=traces, timestamp=k, run=1, analysed=True, artifacts={
+            "cloud": cloud, "estimates": est,
+            "clusters": Clusters(labels, np.arange(3, dtype=np.int32), np.zeros(3, np.int8))}))
+    return pool
+
+
+def events(pool, n):
+    import dataclasses
+
+    for i in range(n):
+        yield dataclasses.replace(pool[i % len(pool)], id=i, timestamp=10 * i)
+
+
+def plain_writer(path: Path, pool, n: int, flush_interval: float) -> tuple[float, float]:
+    import h5py
+
+    from conduit_stages.hdf5_sink import layout
+
+    t0 = time.perf_counter()
+    last = t0
+    with h5py.File(path, "w") as f:
+        ev_g, cl_g, cu_g = f.create_group("events"), f.create_group("cloud"), f.create_group("cluster")
+        for ev in events(pool, n):
+            layout.write_traces(ev_g, ev, layout.event_name(ev.id))
+            layout.write_cloud(cl_g, ev, layout.cloud_name(ev.id))
+            layout.write_clusters(cu_g, ev, layout.event_name(ev.id))
+            if time.perf_counter() - last >= flush_interval:
+                f.flush()
+                last = time.perf_counter()
+        t1 = time.perf_counter()
+    return t1 - t0, time.perf_counter() - t1
+
+
+def conduit_sink(directory: Path, pool, n: int, flush_interval: float, consolidate: bool) -> tuple[float, float]:
+    from conduit.stage import StageContext
+    from conduit_stages.hdf5_sink.params import Hdf5Params
+    from conduit_stages.hdf5_sink.sink import Hdf5Sink
+
+    sink = Hdf5Sink(Hdf5Params(path="run.h5", flush_interval=flush_interval, consolidate=consolidate,
+                               histograms=False), StageContext(run=1, base_dir=directory))
+    sink.open()
+    t0 = time.perf_counter()
+    for ev in events(pool, n):
+        sink.consume(ev)
+    sink.flush()
+    t1 = time.perf_counter()
+    sink.close()
+    return t1 - t0, time.perf_counter() - t1
+
+
+def commit_cost(directory: Path, linked: int, batch: int = 100) -> float:
+    """Seconds for one flush of ``batch`` tiny events into a master already linking ``linked`` events."""
+    import h5py
+
+    from conduit.event import Event
+    from conduit_stages.hdf5_sink.partfile import PartitionedFile
+
+    master = PartitionedFile(directory / f"m{linked}.h5")
+    master.create(lambda f: [f.create_group(g) for g in ("events", "cloud", "cluster")])
+    # Grow the master with links in one go (as `linked` earlier flushes would have).
+    with h5py.File(master.path, "r+") as f:
+        for g in ("events", "cloud", "cluster"):
+            grp = f[g]
+            for i in range(linked):
+                grp[f"{g}_{i}"] = h5py.ExternalLink("x.h5.parts/part_000001.h5", f"/{g}/{g}_{i}")
+    tiny = [Event(id=linked + i, traces=np.zeros((4, 517), np.int16)) for i in range(batch)]
+
+    def write_part(f):
+        names = {}
+        for g in ("events", "cloud", "cluster"):
+            grp = f.create_group(g)
+            names[g] = []
+            for ev in tiny:
+                grp.create_dataset(f"{g}_{ev.id}", data=ev.traces)
+                names[g].append(f"{g}_{ev.id}")
+        return names
+
+    t0 = time.perf_counter()
+    master.commit(write_part, lambda m: None)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=400)
+    parser.add_argument("--traces", type=int, default=700)
+    parser.add_argument("--dir", default=None, help="where to write (default: a temporary directory)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    pool = make_pool(args.traces)
+    mb_per_event = (pool[0].traces.nbytes + 2 * pool[0].artifacts["cloud"].nbytes) / 1e6
+    total_mb = mb_per_event * args.events
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="h5bench-") as tmp:
+        tmp = Path(tmp)
+        rows = []
+        t_run, t_close = plain_writer(tmp / "plain.h5", pool, args.events, 2.0)
+        rows.append(("in-place h5py, flush 2 s (not crash-safe)", t_run, t_close))
+        for consolidate in (False, True):
+            d = tmp / f"sink{int(consolidate)}"
+            d.mkdir()
+            t_run, t_close = conduit_sink(d, pool, args.events, 2.0, consolidate)
+            label = "hdf5 sink, flush 2 s, " + ("consolidated at close" if consolidate else "file + parts")
+            rows.append((label, t_run, t_close))
+            shutil.rmtree(d)
+        print(f"{args.events} events x {mb_per_event:.2f} MB ({args.traces} traces + cloud + clusters) "
+              f"= {total_mb:.0f} MB")
+        print(f"{'writer':<48} {'run s':>7} {'events/s':>9} {'MB/s':>7} {'close s':>8}")
+        for label, t_run, t_close in rows:
+            print(f"{label:<48} {t_run:>7.2f} {args.events / t_run:>9.1f} {total_mb / t_run:>7.1f} {t_close:>8.2f}")
+        print()
+        print(f"{'events already in the master':>30} {'one flush of 100 events (ms)':>30}")
+        for linked in (0, 10_000, 50_000, 100_000):
+            d = tmp / f"c{linked}"
+            d.mkdir()
+            print(f"{linked:>30} {commit_cost(d, linked) * 1e3:>30.1f}")
+            shutil.rmtree(d)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
