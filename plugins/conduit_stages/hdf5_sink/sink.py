@@ -138,7 +138,7 @@ class Hdf5Sink(SinkStage):
             try:
                 self.flush()
             except WriteError as err:
-                self.error = str(err)
+                self._record_error(f"{err} (the events of the last {self.params.flush_interval:g} s are lost)")
         if self.params.histograms and self.error is None:
             hset = self.context.shared.get(_HISTOGRAMS_KEY)
             if hset is not None:
@@ -203,9 +203,14 @@ class Hdf5Sink(SinkStage):
         except WriteError as err:
             from conduit.engine.runner import StopRun
 
-            self.error = f"{err}; stopping (every event flushed before is kept)"
-            self.log.error("%s", self.error)
+            self._record_error(f"{err}; stopping (every event flushed before is kept)")
             raise StopRun(self.error) from None
+
+    def _record_error(self, message: str) -> None:
+        self.error = message
+        self.log.error("%s", message)
+        if self.context.shared.get(_RECORDED_KEY) == self.name:
+            del self.context.shared[_RECORDED_KEY]  # let the histogram stage save its own file instead
 
     def flush(self) -> None:
         """Write the pending events to every output file (one part each), then forget them."""
