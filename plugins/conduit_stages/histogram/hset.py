@@ -3,7 +3,7 @@
 The :class:`HistogramSet` is what the ``histogram`` sink fills, the ``rerun``
 sink shows and the ``hdf5`` sink saves; it is shared through
 ``context.shared["histograms"]``. Sinks run in different threads, so every
-access goes through the set's lock (filling one event takes microseconds).
+access goes through the set's lock (filling one event takes ~40 µs per histogram).
 """
 
 from __future__ import annotations

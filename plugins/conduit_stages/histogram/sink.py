@@ -27,7 +27,7 @@ class HistogramSink(SinkStage):
 
     name = "histogram"
     Params = HistogramParams
-    #: Filling takes microseconds; dropping events would bias the counts.
+    #: Filling takes a fraction of a millisecond; dropping events would bias the counts.
     lossless = True
 
     @classmethod
