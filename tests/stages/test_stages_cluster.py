@@ -156,8 +156,8 @@ def test_joins_reassemble_a_split_track(join, rng):
 
 
 def test_overlap_join_needs_both_circles_large_and_same_direction(rng):
-    a = track((0, 0, 100), 45, 0.5, 80, rng, step=2.0)
-    b = track((0, 0, 900), 135, 0.5, 80, rng, step=2.0)  # backward track, same circle
+    a = track((0, 0, 100), 45, 0.5, 80, rng, step=2.0, length=350.0)
+    b = track((0, 0, 900), 135, 0.5, 80, rng, step=2.0, length=350.0)  # backward track, same circle, far in z
     cloud, truth = event_cloud(rng, [a, b], n_noise=0)
     clusters = HdbscanStage(HdbscanParams(join="overlap"), context()).cluster(cloud)
     assert sorted(clusters.directions.tolist()) == [Direction.FORWARD, Direction.BACKWARD]

@@ -24,7 +24,9 @@ class HdbscanParams(PostParams):
     )
     min_size_lower_cutoff: int = param(10, "smallest min_cluster_size (points)", ge=2)
     cluster_selection_epsilon: float = param(10.0, "HDBSCAN cluster_selection_epsilon (mm, scaled features)", ge=0)
-    allow_single_cluster: bool = param(False, "HDBSCAN allow_single_cluster (Spyral: false)")
+    allow_single_cluster: bool = param(
+        True, "HDBSCAN allow_single_cluster: an event with one track may give one cluster (Spyral: false)"
+    )
     algorithm: Literal["prims_kdtree", "boruvka_kdtree", "generic", "best"] = param(
         "prims_kdtree", "hdbscan's minimum-spanning-tree algorithm (exact Prim's is the fastest for event-sized clouds)"
     )

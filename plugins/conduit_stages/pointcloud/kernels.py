@@ -185,11 +185,47 @@ def _fft_dif(re, im, tw_re, tw_im):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _ifft_dit(re, im, tw_re, tw_im):
-    """In-place unnormalised inverse DFT of every lane, bit-reversed in, natural order out."""
+def _ifft_dit(re, im, tw_re, tw_im, gain):
+    """In-place unnormalised inverse DFT of ``gain * (re + i im)`` in every lane.
+
+    Bit-reversed order in, natural order out; ``gain`` (real, bit-reversed
+    order) is applied as the first pass loads the data.
+    """
     n = re.shape[0]
     lanes = re.shape[1]
-    s = 1
+    # stages s = 1 and s = 2 fused, twiddles 1 and (s = 2, conjugated) +i, with the gain
+    for start in range(0, n, 4):
+        g0 = gain[start]
+        g1 = gain[start + 1]
+        g2 = gain[start + 2]
+        g3 = gain[start + 3]
+        for l in range(lanes):
+            x0r = re[start, l] * g0
+            x0i = im[start, l] * g0
+            x1r = re[start + 1, l] * g1
+            x1i = im[start + 1, l] * g1
+            x2r = re[start + 2, l] * g2
+            x2i = im[start + 2, l] * g2
+            x3r = re[start + 3, l] * g3
+            x3i = im[start + 3, l] * g3
+            a0r = x0r + x1r
+            a0i = x0i + x1i
+            a1r = x0r - x1r
+            a1i = x0i - x1i
+            a2r = x2r + x3r
+            a2i = x2i + x3i
+            a3r = x2r - x3r
+            a3i = x2i - x3i
+            re[start, l] = a0r + a2r
+            im[start, l] = a0i + a2i
+            re[start + 2, l] = a0r - a2r
+            im[start + 2, l] = a0i - a2i
+            # (a3r + i a3i) * i = -a3i + i a3r
+            re[start + 1, l] = a1r - a3i
+            im[start + 1, l] = a1i + a3r
+            re[start + 3, l] = a1r + a3i
+            im[start + 3, l] = a1i - a3r
+    s = 4
     while 2 * s < n:
         s2 = 2 * s
         ba = s - 1
@@ -264,13 +300,7 @@ def _ifft_dit(re, im, tw_re, tw_im):
 def _lowpass_lanes(re, im, h_bitrev, tw_re, tw_im):
     """Filter the 2 * lanes real traces held in ``re`` and ``im`` in place (H real and even)."""
     _fft_dif(re, im, tw_re, tw_im)
-    lanes = re.shape[1]
-    for i in range(re.shape[0]):
-        g = h_bitrev[i]
-        for l in range(lanes):
-            re[i, l] *= g
-            im[i, l] *= g
-    _ifft_dit(re, im, tw_re, tw_im)
+    _ifft_dit(re, im, tw_re, tw_im, h_bitrev)
 
 
 # --------------------------------------------------------------------------
