@@ -166,3 +166,31 @@ def test_simulator_doc_names_every_parameter_and_preset():
         assert f"| `{spec.name}` | `--{spec.name.replace('_', '-')}" in doc, spec.name
     for name in PRESET_NAMES:
         assert f"| `{name}` |" in doc, name
+
+
+def test_cli_graw_accepts_out_option_and_splits(tmp_path):
+    result = run_cli(
+        "simulate",
+        "graw",
+        "--out",
+        str(tmp_path / "sim"),
+        "--run",
+        "2",
+        "--events",
+        "2",
+        "--preset",
+        "single-track",
+        "--stamp",
+        "2024-05-06T07_08_09.010",
+        "--split-size",
+        "0.02",
+    )
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "sim" / "run_0002"
+    assert f"in {run} " in result.stdout and f"truth: {tmp_path / 'sim' / 'run_0002_truth.h5'}" in result.stdout
+    files = sorted(p.name for p in (run / "mm3").iterdir())
+    assert "CoBo3_AsAd0_2024-05-06T07_08_09.010_0000.graw" in files
+    assert "CoBo3_AsAd0_2024-05-06T07_08_09.010_0001.graw" in files  # 20 kiB splits: one frame per file
+    missing = run_cli("simulate", "hdf5", "--events", "1")
+    assert missing.returncode == 2
+    assert "conduit simulate: missing the output file (positional or --out)" in missing.stderr

@@ -148,7 +148,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             )
             out.add_argument("--truth", type=Path, default=None, help="truth file [default: out/run_NNNN_truth.h5]")
         elif name == "graw":
-            out.add_argument("output_dir", type=Path, help="directory in which run_NNNN/ is created")
+            out.add_argument("output_dir", type=Path, nargs="?", help="directory in which run_NNNN/ is created")
+            out.add_argument("--out", type=Path, dest="output_option", help="the same as OUTPUT_DIR")
             out.add_argument("--run", type=int, default=1, help="run number (run_NNNN folder) [default: %(default)s]")
             out.add_argument(
                 "--split-size",
@@ -165,7 +166,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 help="truth file [default: run_NNNN_truth.h5 next to the run folder]",
             )
         else:
-            out.add_argument("output_file", type=Path, help="merged HDF5 file to write, e.g. out/run_0001.h5")
+            out.add_argument(
+                "output_file", type=Path, nargs="?", help="merged HDF5 file to write, e.g. out/run_0001.h5"
+            )
+            out.add_argument("--out", type=Path, dest="output_option", help="the same as OUTPUT_FILE")
             out.add_argument("--truth", type=Path, default=None, help="truth file [default: <output>_truth.h5]")
         out.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
         add_params_arguments(
@@ -175,6 +179,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument_group("detector (the [detector] table)"), DetectorParams, prefix="detector."
         )
     parser.epilog = "Run `conduit simulate serve --help` (or graw, hdf5) for every option."
+
+
+def _resolve_output(args: argparse.Namespace) -> list[str]:
+    """Merge the positional output path with ``--out``; one of them is required (not for serve)."""
+    if args.output == "serve":
+        return []
+    name = "output_dir" if args.output == "graw" else "output_file"
+    positional, option = getattr(args, name), getattr(args, "output_option", None)
+    if positional is not None and option is not None and positional != option:
+        return [f"give the output once: {positional} or --out {option}"]
+    if positional is None and option is None:
+        return [f"missing the output {'directory' if name == 'output_dir' else 'file'} (positional or --out)"]
+    setattr(args, name, positional if positional is not None else option)
+    return []
 
 
 def _load(args: argparse.Namespace):
@@ -197,6 +215,7 @@ def _load(args: argparse.Namespace):
 
 def main(args: argparse.Namespace) -> int:
     params, detector, problems = _load(args)
+    problems += _resolve_output(args)
     if problems:
         for line in problems:
             print(f"conduit simulate: {line}", file=sys.stderr)
