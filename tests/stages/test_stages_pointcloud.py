@@ -18,8 +18,14 @@ FIND_PEAKS = dict(distance=50.0, prominence=20.0, width=(1.0, 50.0), rel_height=
 THRESHOLD = 40.0
 
 
-def reference_corrected(traces: np.ndarray, window_scale: float = 20.0, integer: bool = False) -> np.ndarray:
-    """Spyral's baseline removal written straight from its description, with numpy's FFT."""
+def reference_corrected(
+    traces: np.ndarray, window_scale: float = 20.0, integer: bool = False, integer_fill: bool = False
+) -> np.ndarray:
+    """Spyral's baseline removal written straight from its description, with numpy's FFT.
+
+    ``integer_fill``: the fill value is truncated, as it is when Spyral writes
+    it into its int16 copy of the traces.
+    """
     x = traces[:, 5:].astype(np.float64)
     x[:, 0] = x[:, 1]
     x[:, -1] = x[:, -2]
@@ -28,7 +34,8 @@ def reference_corrected(traces: np.ndarray, window_scale: float = 20.0, integer:
     std = x.std(axis=1, keepdims=True)
     signal = (x - mean) > 1.5 * std
     for i in range(len(x)):
-        masked[i, signal[i]] = x[i, ~signal[i]].mean()
+        fill = x[i, ~signal[i]].mean()
+        masked[i, signal[i]] = np.trunc(fill) if integer_fill else fill
     k = np.fft.ifftshift(np.arange(-256, 256))
     response = np.sinc(k / window_scale)
     baseline = np.fft.ifft(np.fft.fft(masked, axis=1) * response, axis=1).real
@@ -71,6 +78,15 @@ def test_baseline_equals_numpy_fft_description(pads, zoo, window_scale):
     # an odd number of traces exercises a half-filled lane
     odd = kernel.baseline_corrected(traces[:37])
     assert np.max(np.abs(odd - ref[:37])) < 1e-9
+
+
+def test_integer_fill_truncates_the_fill_value(pads, zoo):
+    traces, _ = zoo
+    mine = make_kernel(pads, integer_fill=True).baseline_corrected(traces)
+    ref = reference_corrected(traces, integer_fill=True)
+    assert np.max(np.abs(mine - ref)) < 1e-9
+    # and it is a different baseline from the exact mean wherever something was masked
+    assert np.max(np.abs(mine - reference_corrected(traces))) > 0.01
 
 
 def test_integer_samples_truncate_like_spyral(pads, zoo):

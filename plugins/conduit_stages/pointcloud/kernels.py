@@ -360,10 +360,12 @@ def _mask_cut(s1, s2):
 
 
 @njit(cache=True, nogil=True)
-def _masked_column(row, s1, s2, buf, lane):
+def _masked_column(row, s1, s2, buf, lane, integer_fill):
     """Write the signal-masked, edge-fixed trace into ``buf[:, lane]``.
 
-    Masked samples (>= the cut) take the mean of the kept samples.
+    Masked samples (>= the cut) take the mean of the kept samples, truncated
+    towards zero when ``integer_fill`` (Spyral stores it into its int16 copy
+    of the trace).
     """
     x = row[5:5 + N_SAMPLES]
     cut = _mask_cut(s1, s2)
@@ -383,6 +385,8 @@ def _masked_column(row, s1, s2, buf, lane):
         kept_sum += last
         kept += 1
     fill = kept_sum / kept
+    if integer_fill:
+        fill = float(np.int64(fill))
     for t in range(1, N_SAMPLES - 1):
         v = np.int64(x[t])
         buf[t, lane] = v if v < cut else fill
@@ -404,7 +408,7 @@ def _quiet_bound(s1, s2, lo, hi, pos_sum, neg_sum):
 
 
 @njit(cache=True, nogil=True)
-def _filter_batch(traces, rows, first, count, sums, h_bitrev, tw_re, tw_im):
+def _filter_batch(traces, rows, first, count, sums, h_bitrev, tw_re, tw_im, integer_fill):
     """Baselines of traces rows[first:first + count] (count <= BATCH).
 
     Trace q of the batch ends in column q // 2 of the first returned array
@@ -416,9 +420,9 @@ def _filter_batch(traces, rows, first, count, sums, h_bitrev, tw_re, tw_im):
     for q in range(count):
         r = rows[first + q]
         if q % 2 == 0:
-            _masked_column(traces[r], sums[r, 0], sums[r, 1], re, q // 2)
+            _masked_column(traces[r], sums[r, 0], sums[r, 1], re, q // 2, integer_fill)
         else:
-            _masked_column(traces[r], sums[r, 0], sums[r, 1], im, q // 2)
+            _masked_column(traces[r], sums[r, 0], sums[r, 1], im, q // 2, integer_fill)
     if count % 2 == 1:
         for t in range(N_SAMPLES):
             im[t, lanes - 1] = 0.0
@@ -603,7 +607,7 @@ def _integral(c, lip, rip):
 
 
 @njit(cache=True, nogil=True)
-def baseline_corrected(traces, h_bitrev, tw_re, tw_im, integer):
+def baseline_corrected(traces, h_bitrev, tw_re, tw_im, integer, integer_fill):
     """Baseline-subtracted samples of every row of an (n, 517) int16 matrix: (n, 512) float64."""
     n = traces.shape[0]
     out = np.empty((n, N_SAMPLES), dtype=np.float64)
@@ -615,7 +619,7 @@ def baseline_corrected(traces, h_bitrev, tw_re, tw_im, integer):
         sums[r, 1] = s2
     for first in range(0, n, BATCH):
         count = min(BATCH, n - first)
-        re, im = _filter_batch(traces, rows, first, count, sums, h_bitrev, tw_re, tw_im)
+        re, im = _filter_batch(traces, rows, first, count, sums, h_bitrev, tw_re, tw_im, integer_fill)
         for q in range(count):
             if q % 2 == 0:
                 _corrected(traces[first + q], re, q // 2, integer, out[first + q])
@@ -668,6 +672,7 @@ def event_points(
     rel_height,
     max_peaks,
     integer,
+    integer_fill,
     centroid_mode,
 ):
     """The point cloud of one event in trace order, (M, 8) float64, z column left 0.
@@ -709,7 +714,7 @@ def event_points(
     flags = np.empty(half, dtype=np.int8)
     for first in range(0, n_active, BATCH):
         count = min(BATCH, n_active - first)
-        re, im = _filter_batch(traces, active, first, count, sums, h_bitrev, tw_re, tw_im)
+        re, im = _filter_batch(traces, active, first, count, sums, h_bitrev, tw_re, tw_im, integer_fill)
         for q in range(count):
             r = active[first + q]
             if q % 2 == 0:

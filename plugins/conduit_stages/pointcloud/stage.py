@@ -45,6 +45,9 @@ class PointcloudParams(Params):
     integer_samples: bool = param(
         False, "truncate baseline-subtracted samples towards zero before peak finding, as Spyral's int32 traces"
     )
+    integer_fill: bool = param(
+        False, "masked samples take the mean of the others truncated to an integer, as Spyral's int16 arithmetic does"
+    )
     time_correction: Path | None = param(
         None, "per-pad time offsets CSV (header 'tcorr', row = pad id), added to the peak time (TB)"
     )
@@ -124,6 +127,7 @@ class PointcloudKernel:
             float(p.peak_rel_height),
             int(p.max_peaks),
             bool(p.integer_samples),
+            bool(p.integer_fill),
             0 if p.centroid == "index" else 1,
         )
         self.last_filtered = int(n_filtered)
@@ -140,7 +144,12 @@ class PointcloudKernel:
         """(n, 512) baseline-subtracted samples of every row (no pad filtering, no skipping)."""
         t = self.tables
         return self._k.baseline_corrected(
-            _as_trace_matrix(traces), t.h_bitrev, t.tw_re, t.tw_im, bool(self.params.integer_samples)
+            _as_trace_matrix(traces),
+            t.h_bitrev,
+            t.tw_re,
+            t.tw_im,
+            bool(self.params.integer_samples),
+            bool(self.params.integer_fill),
         )
 
     def warm_up(self) -> None:
