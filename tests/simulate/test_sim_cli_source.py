@@ -194,3 +194,48 @@ def test_cli_graw_accepts_out_option_and_splits(tmp_path):
     missing = run_cli("simulate", "hdf5", "--events", "1")
     assert missing.returncode == 2
     assert "conduit simulate: missing the output file (positional or --out)" in missing.stderr
+
+
+def test_simulate_source_loopback_takes_the_online_path(tmp_path):
+    """loopback = true: served by 11 DataExporters on 127.0.0.1, received and built by the exporter source."""
+    from conduit.config.pipeline import load_pipeline
+    from conduit.engine.runner import run_pipeline
+
+    pipeline_file = tmp_path / "demo.toml"
+    pipeline_file.write_text(
+        textwrap.dedent("""
+        [source]
+        kind = "simulate"
+        loopback = true
+        events = 6
+        seed = 4
+        truth = "truth.h5"
+
+        [engine]
+        workers = 0
+    """)
+    )
+    seen = []
+    summary = run_pipeline(load_pipeline(pipeline_file), on_event=seen.append, handle_signals=False)
+    assert summary.error is None, summary.error
+    assert summary.received == 6 and summary.complete == 6
+    assert summary.source_counters["frames"] == 6 * 40 and summary.source_counters["bad_frames"] == 0
+    sim = Simulator(SimulationParams(events=6, seed=4))
+
+    def rows(t):  # the builder orders rows within an AsAd its own way
+        return t[np.lexsort((t[:, 3], t[:, 2], t[:, 1], t[:, 0]))]
+
+    for ev in sorted(seen, key=lambda e: e.id):
+        assert ev.complete
+        assert np.array_equal(rows(ev.traces), rows(sim.event(ev.id).event.traces))
+    with h5py.File(tmp_path / "truth.h5", "r") as f:
+        assert f.attrs["events"] == 6
+
+
+def test_rate_needs_loopback(tmp_path):
+    from conduit.config.pipeline import PipelineError, load_pipeline
+
+    pipeline_file = tmp_path / "bad.toml"
+    pipeline_file.write_text('[source]\nkind = "simulate"\nrate = 50.0\n')
+    with pytest.raises(PipelineError, match="source.rate: applies with loopback = true only"):
+        load_pipeline(pipeline_file)

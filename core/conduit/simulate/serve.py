@@ -22,7 +22,7 @@ import dataclasses
 import heapq
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,6 +54,7 @@ class ServeStats:
     bytes: int = 0  #: frame bytes per client, length prefixes included
     elapsed: float = 0.0  #: seconds from the first frame to the last one written
     ports: dict[int, int] = dataclasses.field(default_factory=dict)  #: cobo -> port
+    cobo_frames: dict[int, int] = dataclasses.field(default_factory=dict)  #: cobo -> frames sent
 
     @property
     def events_per_second(self) -> float:
@@ -86,6 +87,7 @@ async def serve_simulation(
     disorder: float = 1.2,
     truth: TruthWriter | None = None,
     on_listening: Callable[[dict[int, int]], None] | None = None,
+    before_close: Callable[[ServeStats], Awaitable[None]] | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> ServeStats:
     """Serve ``sim.params.events`` events; return when every frame is written and the servers closed.
@@ -93,8 +95,10 @@ async def serve_simulation(
     ``rate`` events/s (0: as fast as the clients read), ``clients`` connections
     awaited on every port for up to ``connect_timeout`` s; ``sim.params.pool``
     distinct events are served cyclically (0: every event fresh). ``task_status``
-    and ``on_listening`` receive {cobo: port} once every port listens. Raises
-    :class:`ServeError` (a port in use, clients that never came).
+    and ``on_listening`` receive {cobo: port} once every port listens;
+    ``before_close`` is awaited after the last frame is written and before the
+    connections close. Raises :class:`ServeError` (a port in use, clients that
+    never came).
     """
     from ..get.dataexporter import DataExporterServer
 
@@ -119,6 +123,8 @@ async def serve_simulation(
                 await trio.to_thread.run_sync(source.fill_pool)
             await _wait_for_clients(servers, stats.ports, host, clients, connect_timeout)
             await _send_events(source, servers, stats, rate=rate, disorder=disorder, seed=sim.params.seed)
+            if before_close is not None:
+                await before_close(stats)
             for server in servers.values():
                 await server.stop()
         except ServeError as err:
@@ -256,6 +262,7 @@ async def _send_until(heap: list, limit: float, servers: dict, stats: ServeStats
         message = b"".join(parts)
         await servers[cobo].send_raw(message)
         stats.frames += counts[cobo]
+        stats.cobo_frames[cobo] = stats.cobo_frames.get(cobo, 0) + counts[cobo]
         stats.bytes += len(message)
 
 
