@@ -202,3 +202,16 @@ def test_stage_contract_and_registry():
     assert est.dtype == ESTIMATE_DTYPE and len(est) == 1 and est["event"][0] == 42
     for name in ESTIMATE_DTYPE.names:
         assert np.isfinite(est[name][0]), name
+
+
+@pytest.mark.parametrize("polar", [70.0, 80.0, 100.0, 112.0])
+def test_multi_turn_spirals_keep_their_polar_angle(polar):
+    """Three turns with the radius shrinking by 40 %: the unwrapped arc stays linear in z."""
+    radius = 80.0
+    turns_length = 3 * 2 * math.pi * radius / math.sin(math.radians(polar))
+    cloud, clusters = one_track(polar, 0.7, radius, vertex=(0.5, -0.5, 500.0), length=turns_length, shrink=0.4,
+                                z_range=(-1e4, 1e4), max_r=1e4)  # fmt: skip
+    est, status = estimate_tracks(cloud, clusters, EstimateParams(), DetectorParams())
+    assert status[0] == trackfit.OK
+    assert math.degrees(est[0]["polar"]) == pytest.approx(polar, abs=1.0)
+    assert est[0]["vertex_z"] == pytest.approx(500.0, abs=5.0)

@@ -496,21 +496,34 @@ def _estimate_track(
         d0 = math.hypot(sx[0] - xc, sy[0] - yc)
         vx = xc + radius * (sx[0] - xc) / d0 if d0 > 0 else xc + radius
         vy = yc + radius * (sy[0] - yc) / d0 if d0 > 0 else yc
-    # distance along the track from the vertex: chord (Spyral) or arc on the circle
+    # distance travelled from the vertex: the chord (Spyral), or the arc on the circle
+    # with the azimuth unwrapped along the track (exactly tan(polar) * dz on a helix,
+    # over any number of turns); the first arc ends at the largest chord (Spyral) or
+    # where the unwrapped azimuth first reaches half a turn
     rho = np.empty(n)
     phi_v = math.atan2(vy - yc, vx - xc)
-    for i in range(n):
-        if arc_rho:
-            dphi = abs(_wrap(math.atan2(sy[i] - yc, sx[i] - xc) - phi_v))
-            rho[i] = radius * dphi
-        else:
+    far = -1
+    if arc_rho:
+        prev = math.atan2(sy[0] - yc, sx[0] - xc)
+        turned = _wrap(prev - phi_v)
+        for i in range(n):
+            if i > 0:
+                cur = math.atan2(sy[i] - yc, sx[i] - xc)
+                turned += _wrap(cur - prev)
+                prev = cur
+            rho[i] = radius * abs(turned)
+            if far < 0 and abs(turned) >= math.pi:
+                far = i
+    else:
+        for i in range(n):
             rho[i] = math.hypot(sx[i] - vx, sy[i] - vy)
-    far = 0
-    best = -1.0
-    for i in range(n):
-        if rho[i] > best:
-            best = rho[i]
-            far = i
+    if far < 0:
+        far = 0
+        best = -1.0
+        for i in range(n):
+            if rho[i] > best:
+                best = rho[i]
+                far = i
     # 4. vertex z and polar angle from rho(z) near the vertex
     nfit = max(10, int(0.5 * far))
     if nfit > n:
