@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -67,7 +68,7 @@ class StageContext:
     def resolve(self, path: Path | str) -> Path:
         """A user path relative to the pipeline file's directory."""
         p = Path(path).expanduser()
-        return p if p.is_absolute() else self.base_dir / p
+        return p if p.is_absolute() else Path(os.path.normpath(self.base_dir / p))
 
     def format_path(self, template: str | Path) -> Path:
         """Fill ``{run}`` in an output path template (``out/run_{run:04d}.h5``)."""

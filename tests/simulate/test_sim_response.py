@@ -57,18 +57,20 @@ def sharp_simulator():
 
 
 @pytest.mark.parametrize("z", [200.0, 537.25, 900.0])
-def test_point_deposit_peaks_1_166_tau_after_its_drift_time(sharp_simulator, z):
+def test_point_deposit_peaks_at_the_bucket_of_its_z(sharp_simulator, z):
     sim = sharp_simulator
     det = sim.detector
     pads, signal = sim.pad_signals(30.0, 40.0, z, 0.01)
     assert len(pads) == 1
     assert pads[0] == sim.pads.pad_at(np.array([30.0]), np.array([40.0]))[0]
-    arrival = float(det.bucket_from_z(z))  # the analysis' z_from_bucket inverts exactly this
-    assert det.z_from_bucket(arrival) == pytest.approx(z)
+    # The [detector] buckets are peak-time edges (as calibrated on real data): the pulse PEAK sits at the
+    # bucket of z, which the analysis' z_from_bucket inverts exactly; the charge arrives 1.166 τ earlier.
+    expected_peak = float(det.bucket_from_z(z))
+    assert det.z_from_bucket(expected_peak) == pytest.approx(z)
     peak_t, fwhm = _pulse_properties(signal[0])
     tau = sim.tau
     assert tau == pytest.approx(6.25)
-    assert peak_t - arrival == pytest.approx(1.166 * tau, abs=0.15)
+    assert peak_t == pytest.approx(expected_peak, abs=0.15)
     assert fwhm == pytest.approx(1.26 * tau, abs=0.3)
     # Amplitude: electrons x gain x ADC per electron (unit-peak response; Polya draws average out only roughly).
     expected = 0.01 / 34e-6 * sim.params.gain * sim.adc_per_electron
@@ -84,7 +86,7 @@ def test_shaping_time_sets_the_pulse_width():
     assert sim.tau == pytest.approx(3.2)
     _, signal = sim.pad_signals(30.0, 40.0, 500.0, 0.01)
     peak_t, fwhm = _pulse_properties(signal[0])
-    assert peak_t - float(sim.detector.bucket_from_z(500.0)) == pytest.approx(1.166 * 3.2, abs=0.15)
+    assert peak_t == pytest.approx(float(sim.detector.bucket_from_z(500.0)), abs=0.15)
     assert fwhm == pytest.approx(1.26 * 3.2, abs=0.3)
 
 
@@ -123,7 +125,7 @@ def test_pulse_times_follow_the_track_z(quiet_single_track):
     for row in traces[:20]:
         pad = int(row[4])
         peak_t, _ = _pulse_properties(row[5:].astype(float) - 400.0)
-        z_point = float(det.z_from_bucket(peak_t - 1.166 * sim.tau))
+        z_point = float(det.z_from_bucket(peak_t))
         # Deposits collected on this pad (by their projected position) lie at that z within a few mm.
         on_pad = sim.pads.pad_at(deposits["x"].astype(float), deposits["y"].astype(float)) == pad
         if on_pad.any():
@@ -253,7 +255,7 @@ def test_default_preset_is_the_reference_event_mix():
 
 
 def test_point_cloud_of_a_track_lies_on_its_truth_deposits(quiet_single_track):
-    """Points lie on the true track: x, y within the diffusion spread, z shifted by the shaping delay (13 mm)."""
+    """Points lie on the true track: x, y within the diffusion spread, z unbiased (peaks at the bucket of z)."""
     from conduit_stages.pointcloud.stage import PointcloudKernel, PointcloudParams
 
     sim = Simulator(quiet_single_track)
@@ -261,14 +263,13 @@ def test_point_cloud_of_a_track_lies_on_its_truth_deposits(quiet_single_track):
     cloud = PointcloudKernel(PointcloudParams(), sim.pads, sim.detector)(ev.event.traces)
     dep = ev.truth.deposits
     assert len(cloud) > 30
-    delay_mm = 1.166 * sim.tau * sim.detector.drift_mm_per_bucket
     dz = []
     for x, y, z in cloud[:, :3]:
         near = (
             np.hypot(dep["x"] - x, dep["y"] - y) < 10.0
         )  # pads lit by diffusion (3σ_T ≈ 5 mm) around the track, big pads 5 mm wide
         assert near.any()
-        dz.append(np.min(np.abs(dep["z"][near] - (z + delay_mm))))
+        dz.append(np.min(np.abs(dep["z"][near] - z)))
     assert np.median(dz) < 2.0
 
 
@@ -277,7 +278,7 @@ def test_detector_settings_change_drift_and_field():
     sim = Simulator(SimulationParams(preset="single-track", transverse_diffusion=0.0, longitudinal_diffusion=0.0), det)
     pads, signal = sim.pad_signals(30.0, 40.0, 300.0, 0.01)
     peak_t, _ = _pulse_properties(signal[0])
-    assert peak_t - 1.166 * sim.tau == pytest.approx(float(det.bucket_from_z(300.0)), abs=0.15)
+    assert peak_t == pytest.approx(float(det.bucket_from_z(300.0)), abs=0.15)
     ev = sim.event(0)
     p = ev.truth.particles[0]
     assert p["brho"] == pytest.approx(0.3235, rel=1e-3)

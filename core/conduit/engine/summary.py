@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 
 from .runner import RunSummary
+
+_PER_STREAM = re.compile(r"^([a-z]+)(\d+)_(\w+)$")
 
 __all__ = ["format_summary"]
 
@@ -42,13 +46,46 @@ def format_summary(summary: RunSummary) -> str:
     if summary.source_counters:
         lines.append("")
         lines.append("source")
-        for name, value in summary.source_counters.items():
-            lines.append(f"  {name:<38} {value:>12}")
+        lines.extend(_source_lines(summary.source_counters))
     if summary.outputs:
         lines.append("")
         lines.append("outputs")
-        lines.extend(f"  {o}" for o in summary.outputs)
+        for output in summary.outputs:
+            shown = _short_path(output)
+            hint = f"    (open it: rerun {shown})" if output.endswith(".rrd") else ""
+            lines.append(f"  {shown}{hint}")
     if summary.error:
         lines.append("")
         lines.append(f"error: {summary.error}")
     return "\n".join(lines)
+
+
+def _short_path(output: str) -> str:
+    """A path under the current directory as a relative path; anything else unchanged."""
+    if not os.path.isabs(output):
+        return output
+    relative = os.path.relpath(output)
+    return output if relative.startswith("..") else relative
+
+
+def _source_lines(counters: dict[str, int]) -> list[str]:
+    """Totals first, then per-stream counters (``cobo3_bytes`` ...) as one row per stream."""
+    lines, streams, fields = [], {}, []
+    for name, value in counters.items():
+        match = _PER_STREAM.match(name)
+        if match:
+            stream = match.group(1) + match.group(2)
+            streams.setdefault(stream, {})[match.group(3)] = value
+            if match.group(3) not in fields:
+                fields.append(match.group(3))
+        elif value or name in ("frames", "bytes", "generated", "events"):
+            lines.append(f"  {name:<38} {value:>12}")
+    zero = [n for n, v in counters.items() if not v and not _PER_STREAM.match(n)
+            and n not in ("frames", "bytes", "generated", "events")]
+    if zero:
+        lines.append(f"  zero: {', '.join(zero)}")
+    if streams:
+        lines.append("  " + f"{'':<8}" + "".join(f"{f:>14}" for f in fields))
+        for stream, values in streams.items():
+            lines.append(f"  {stream:<8}" + "".join(f"{values.get(f, 0):>14}" for f in fields))
+    return lines

@@ -143,6 +143,10 @@ class _Particle:
     z_limit: float | None = None  # the beam stops at the vertex
 
 
+#: Where the GET response peaks after the charge arrives, in units of τ (reference §8).
+PEAK_DELAY_TAU = 1.166
+
+
 class Simulator:
     """Generates events for one parameter set and detector."""
 
@@ -463,7 +467,9 @@ class Simulator:
             p.w_value * 1e-6,
             p.fano,
             det.detector_length,
-            det.micromegas_time_bucket,
+            # The [detector] buckets are calibrated on pulse peaks (as in real data), so the
+            # arrival comes one shaper peaking delay (1.166 τ) before the bucket of z.
+            det.micromegas_time_bucket - PEAK_DELAY_TAU * self.tau,
             self.mm_per_bucket,
             self.coef_t,
             self.coef_l,

@@ -34,8 +34,9 @@ __all__ = ["ExporterSource", "ExporterParams"]
 
 DEFAULT_HOSTS = "192.168.41.60-70"
 DEFAULT_PORT = 46491
-#: A little above the full-readout frame (278,784 B).
-DEFAULT_MAX_FRAME = 300_000
+#: A little above the largest legal frame: partial readout of all 272 channels x 512
+#: buckets in 4-byte items is 256 + 557,056 = 557,312 B (a full-readout frame is 278,784 B).
+DEFAULT_MAX_FRAME = 600_000
 
 
 class ExporterParams(BuilderParams):
