@@ -150,7 +150,7 @@ def main() -> None:
     from conduit_stages.pointcloud.stage import PointcloudKernel, PointcloudParams
 
     params, detector, sims = physics.simulate("default", args.events, args.seed)
-    cdet = physics.calibrated(detector, physics.shaper_delay(params, detector))
+    cdet = detector
     reco = physics.reconstruct(sims, cdet, "cluster.hdbscan")
     traces = [s.event.traces for s in sims]
     with tempfile.TemporaryDirectory() as tmp:
