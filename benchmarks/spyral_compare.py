@@ -79,8 +79,12 @@ def spyral_side(data_path: str, out_path: str) -> None:
     pad_x, pad_y, pad_scale = data["pad_x"], data["pad_y"], data["pad_scale"]
     beam = np.hypot(pad_x, pad_y) < 19.8
     mm_tb, window_tb = float(data["mm_tb"]), float(data["window_tb"])
+    import time
+
+    seconds = np.zeros((len(trace_offsets) - 1, 3))  # point cloud, clustering, estimation
     for e in range(len(trace_offsets) - 1):
         traces = data["traces"][trace_offsets[e] : trace_offsets[e + 1]]
+        t0 = time.perf_counter()
         event = GetEvent(traces, e, get, rng)
         rows = []
         for row, trace in enumerate(event.traces):
@@ -98,6 +102,7 @@ def spyral_side(data_path: str, out_path: str) -> None:
         cloud_data = cloud_data[cloud_data[:, 3] != 0.0]
         cloud_data = cloud_data[np.argsort(cloud_data[:, 2])]
         clouds_out.append(cloud_data)
+        t1 = time.perf_counter()
         cloud = PointCloud(e, cloud_data.copy())
         labels = np.full(len(cloud.data), -1)
         try:
@@ -111,12 +116,14 @@ def spyral_side(data_path: str, out_path: str) -> None:
             cleaned = []
         labels = np.asarray(labels) if len(labels) == len(cloud.data) else np.full(len(cloud.data), -1)
         labels_out.append(labels.astype(np.int64))
+        t2 = time.perf_counter()
         for k, cluster in enumerate(cleaned):
             res = estimate_physics(k, cluster, -1.0, -1.0, -1.0, -1.0, 0, e, est_params, det)
             if res is not None:
                 estimates.append(
                     (e, k, cluster.label, res.polar, res.brho, res.vertex_z, int(getattr(res.direction, "value", res.direction)))
                 )
+        seconds[e] = (t1 - t0, t2 - t1, time.perf_counter() - t2)
     np.savez(
         out_path,
         peaks=np.array(peaks, dtype=np.float64).reshape(-1, 5),
@@ -125,6 +132,7 @@ def spyral_side(data_path: str, out_path: str) -> None:
         clouds=np.concatenate(clouds_out) if clouds_out else np.zeros((0, 8)),
         cloud_offsets=np.cumsum([0] + [len(c) for c in clouds_out]),
         failures=failures,
+        seconds=seconds,
     )
 
 
@@ -235,6 +243,14 @@ def main() -> None:
     lines.append(_row("Spyral 1.1.2", spy_good))
     lines.append("")
     n_visible = sum(1 for rec in reco for r in physics.analyse("default", rec) if r.role == "ejectile" and r.n_points >= 30)
+    spy_ms = 1e3 * np.median(spy["seconds"][1:], axis=0)  # the first event pays Spyral's JIT compilation
+    ours_ms = [1e3 * np.median([r.seconds[k] for r in reco]) for k in ("pointcloud", "cluster", "estimate")]
+    lines.append(
+        f"Median time per event on this machine (Spyral after its first, compiling, event): point cloud "
+        f"{spy_ms[0]:.1f} ms (conduit {ours_ms[0]:.2f} ms), clustering {spy_ms[1]:.1f} ms ({ours_ms[1]:.2f} ms), "
+        f"estimation {spy_ms[2]:.1f} ms ({ours_ms[2]:.2f} ms)."
+    )
+    lines.append("")
     lines.append(
         f"Ejectiles with at least 30 points: {n_visible}; well reconstructed by conduit {len(good)}, by Spyral "
         f"{len(spy_good)}. Spyral's clustering raised an exception on {int(spy['failures'])} of {len(reco)} events."
