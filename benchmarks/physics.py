@@ -92,7 +92,16 @@ def reconstruct(sims, detector, clusterer: str = "cluster.hdbscan", **estimate_o
         t2 = time.perf_counter()
         estimates, status = estimate_tracks(cloud, clusters, est_params, detector, event.id)
         t3 = time.perf_counter()
-        out.append(Reco(sim, cloud, clusters, estimates, status, {"pointcloud": t1 - t0, "cluster": t2 - t1, "estimate": t3 - t2}))
+        out.append(
+            Reco(
+                sim,
+                cloud,
+                clusters,
+                estimates,
+                status,
+                {"pointcloud": t1 - t0, "cluster": t2 - t1, "estimate": t3 - t2},
+            )
+        )
     return out
 
 
@@ -262,7 +271,7 @@ def report(runs: dict[str, dict], args) -> str:
     add("Errors are reconstructed minus true, on **well-reconstructed** tracks: estimated, from a cluster that is")
     add("at least 90 % the particle's own points and holds at least half of them. Bias = median; resolution =")
     add("1.4826 x median absolute deviation (a robust sigma). B-rho in percent of the true value; angles in")
-    add("degrees. \"Polar tail\"")
+    add('degrees. "Polar tail"')
     add("is the share of those tracks whose polar angle is off by more than 2 degrees (the robust resolution")
     add("ignores them; they are mostly tracks near 90 degrees, see the method section).")
     add("")
@@ -290,7 +299,9 @@ def report(runs: dict[str, dict], args) -> str:
         good = well_reconstructed(res)
         add("### Resolution and bias")
         add("")
-        add("| particle | tracks | polar bias | polar res. | polar tail | vertex z bias (mm) | vertex z res. | B-rho bias (%) | B-rho res. (%) | azimuth bias | azimuth res. |")
+        add(
+            "| particle | tracks | polar bias | polar res. | polar tail | vertex z bias (mm) | vertex z res. | B-rho bias (%) | B-rho res. (%) | azimuth bias | azimuth res. |"
+        )
         add("|---|---|---|---|---|---|---|---|---|---|---|")
         groups = collections.defaultdict(list)
         for r in good:
@@ -308,7 +319,11 @@ def report(runs: dict[str, dict], args) -> str:
         add("cluster, purity = share of that cluster's points that are its own (medians).")
         add("")
         outcomes = sorted({r.outcome for r in res} - {"ok"})
-        head = "| particle | particles | with >= 30 points | eff. | purity | estimated | well reconstructed | " + " | ".join(outcomes) + " |"
+        head = (
+            "| particle | particles | with >= 30 points | eff. | purity | estimated | well reconstructed | "
+            + " | ".join(outcomes)
+            + " |"
+        )
         add(head)
         add("|" + "---|" * (head.count("|") - 1))
         groups = collections.defaultdict(list)

@@ -121,7 +121,15 @@ def spyral_side(data_path: str, out_path: str) -> None:
             res = estimate_physics(k, cluster, -1.0, -1.0, -1.0, -1.0, 0, e, est_params, det)
             if res is not None:
                 estimates.append(
-                    (e, k, cluster.label, res.polar, res.brho, res.vertex_z, int(getattr(res.direction, "value", res.direction)))
+                    (
+                        e,
+                        k,
+                        cluster.label,
+                        res.polar,
+                        res.brho,
+                        res.vertex_z,
+                        int(getattr(res.direction, "value", res.direction)),
+                    )
                 )
         seconds[e] = (t1 - t0, t2 - t1, time.perf_counter() - t2)
     np.savez(
@@ -153,7 +161,6 @@ def main() -> None:
 
     sys.path.insert(0, str(HERE))
     import physics
-
     from conduit_stages.pointcloud import kernels
     from conduit_stages.pointcloud.stage import PointcloudKernel, PointcloudParams
 
@@ -229,7 +236,9 @@ def main() -> None:
     lines.append("HDBSCAN/LOF/continuity-join clustering and `estimate_physics`, at the defaults of this page; its")
     lines.append("clusters are matched to the truth the same way:")
     lines.append("")
-    lines.append("| chain | tracks | polar bias | polar res. | vertex z bias (mm) | vertex z res. | B-rho bias (%) | B-rho res. (%) |")
+    lines.append(
+        "| chain | tracks | polar bias | polar res. | vertex z bias (mm) | vertex z res. | B-rho bias (%) | B-rho res. (%) |"
+    )
     lines.append("|---|---|---|---|---|---|---|---|")
     ours_res = [r for rec in reco for r in physics.analyse("default", rec) if r.role == "ejectile"]
     good = physics.well_reconstructed(ours_res)
@@ -242,7 +251,9 @@ def main() -> None:
     spy_good = spyral_results(spy, reco)
     lines.append(_row("Spyral 1.1.2", spy_good))
     lines.append("")
-    n_visible = sum(1 for rec in reco for r in physics.analyse("default", rec) if r.role == "ejectile" and r.n_points >= 30)
+    n_visible = sum(
+        1 for rec in reco for r in physics.analyse("default", rec) if r.role == "ejectile" and r.n_points >= 30
+    )
     spy_ms = 1e3 * np.median(spy["seconds"][1:], axis=0)  # the first event pays Spyral's JIT compilation
     ours_ms = [1e3 * np.median([r.seconds[k] for r in reco]) for k in ("pointcloud", "cluster", "estimate")]
     lines.append(

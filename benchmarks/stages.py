@@ -24,7 +24,7 @@ import time
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 STAGES = (
     ("pointcloud", "conduit_stages.pointcloud.stage", "PointcloudStage"),

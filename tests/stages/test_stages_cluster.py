@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from conduit.artifacts import Clusters, Direction
 from conduit.detector import DetectorParams
 from conduit.event import Event
@@ -41,9 +40,8 @@ def context(field: float = 2.85) -> StageContext:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_lof_predictions_equal_sklearn(seed):
-    from sklearn.neighbors import LocalOutlierFactor
-
     from conduit_stages.cluster.kernels import lof_outliers, lof_scores
+    from sklearn.neighbors import LocalOutlierFactor
 
     rng = np.random.default_rng(seed)
     flagged = 0
@@ -158,7 +156,7 @@ def test_joins_reassemble_a_split_track(join, rng):
 def test_overlap_join_needs_both_circles_large_and_same_direction(rng):
     a = track((0, 0, 100), 45, 0.5, 80, rng, step=2.0, length=350.0)
     b = track((0, 0, 900), 135, 0.5, 80, rng, step=2.0, length=350.0)  # backward track, same circle, far in z
-    cloud, truth = event_cloud(rng, [a, b], n_noise=0)
+    cloud, _ = event_cloud(rng, [a, b], n_noise=0)
     clusters = HdbscanStage(HdbscanParams(join="overlap"), context()).cluster(cloud)
     assert sorted(clusters.directions.tolist()) == [Direction.FORWARD, Direction.BACKWARD]
     assert clusters.count == 2

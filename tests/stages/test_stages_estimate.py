@@ -6,16 +6,14 @@ import math
 
 import numpy as np
 import pytest
-from scipy.interpolate import make_smoothing_spline
-
 from conduit.artifacts import ESTIMATE_DTYPE, Clusters, Direction
 from conduit.detector import DetectorParams
 from conduit.event import Event
 from conduit.stage import StageContext
 from conduit_stages.estimate import trackfit
 from conduit_stages.estimate.stage import EstimateParams, EstimateStage, estimate_tracks
+from scipy.interpolate import make_smoothing_spline
 from stages_synth import cloud_from_points, helix_points
-
 
 # ---------------------------------------------------------------- splines
 
@@ -60,7 +58,9 @@ def test_tied_abscissae_are_merged_with_weights():
     base = np.sum((y - f) ** 2)
     for sign in (-1, 1):
         bumped = f + sign * 0.01 * np.cos(z / 40)
-        assert np.sum((y - bumped) ** 2) + 100.0 * _roughness(uz, bumped[np.unique(z, return_index=True)[1]], ref) > base
+        assert (
+            np.sum((y - bumped) ** 2) + 100.0 * _roughness(uz, bumped[np.unique(z, return_index=True)[1]], ref) > base
+        )
 
 
 def _roughness(uz, values, ref):
@@ -142,7 +142,9 @@ def test_helix_parameters_are_recovered(mode, field):
         assert 0 < e["fit_rms"] < 3.0
         # the vertex is the circle's point closest to the axis: never farther than the true one
         assert math.hypot(e["vertex_x"], e["vertex_y"]) <= math.hypot(vertex[0], vertex[1]) + 1.0
-        assert e["dEdx"] == pytest.approx(e["dE"] / e["arclength"]) and e["sqrt_dEdx"] == pytest.approx(math.sqrt(e["dEdx"]))
+        assert e["dEdx"] == pytest.approx(e["dE"] / e["arclength"]) and e["sqrt_dEdx"] == pytest.approx(
+            math.sqrt(e["dEdx"])
+        )
         assert e["center_z"] == e["vertex_z"]
     # the chord (Spyral) underestimates tan(polar) because a chord is shorter than its arc
     polar_tol, brho_tol = {"arc": (0.3, 0.02), "chord": (2.0, 0.06)}[mode]
@@ -170,7 +172,9 @@ def test_rejections_are_counted_by_reason():
     det = DetectorParams()
     params = EstimateParams()
     cloud, clusters = one_track(50, 1.0, 90.0)
-    few = Clusters(np.where(np.arange(len(cloud)) < 20, 0, -1).astype(np.int32), clusters.cluster_labels, clusters.directions)
+    few = Clusters(
+        np.where(np.arange(len(cloud)) < 20, 0, -1).astype(np.int32), clusters.cluster_labels, clusters.directions
+    )
     assert estimate_tracks(cloud, few, params, det)[1].tolist() == [trackfit.TOO_FEW]
     none = Clusters(clusters.labels, clusters.cluster_labels, np.array([Direction.NONE], np.int8))
     assert estimate_tracks(cloud, none, params, det)[1].tolist() == [trackfit.DIRECTION_NONE]

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-import physics  # noqa: E402  (benchmarks/physics.py)
+import physics
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.signal
-
 from conduit.artifacts import AMPLITUDE, INTEGRAL, PAD_ID, SCALE, TIME, X, Y, Z
 from conduit.detector import DetectorParams
 from conduit.event import Event
@@ -186,7 +185,7 @@ def test_event_points_equal_reference_pipeline(pads, zoo, integer, stable_argsor
     expected = []
     dropped = {"many": 0, "noise": 0}
     for row, c, kind in zip(traces, corrected, kinds):
-        peaks, props, integrals = reference_peaks(c)
+        peaks, _, integrals = reference_peaks(c)
         if len(peaks) == 0 or len(peaks) > 5:
             if kind in dropped:
                 dropped[kind] += 1

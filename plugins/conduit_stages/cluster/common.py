@@ -22,11 +22,10 @@ import math
 from typing import Literal
 
 import numpy as np
-
 from conduit.artifacts import Clusters, Direction
 from conduit.params import Params, param
 
-__all__ = ["JoinParams", "PostParams", "Piece", "postprocess", "scaled_features"]
+__all__ = ["JoinParams", "Piece", "PostParams", "postprocess", "scaled_features"]
 
 
 class PostParams(Params):

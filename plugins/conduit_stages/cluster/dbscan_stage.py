@@ -10,7 +10,6 @@ where hdbscan may split them.
 from __future__ import annotations
 
 import numpy as np
-
 from conduit.artifacts import Clusters
 from conduit.params import param
 from conduit.stage import TransformStage
@@ -23,8 +22,12 @@ __all__ = ["DbscanParams", "DbscanStage", "dbscan"]
 class DbscanParams(PostParams):
     """DBSCAN settings plus the shared post-processing."""
 
-    eps: float = param(10.0, "neighbourhood radius in the scaled features (mm); hdbscan's cluster_selection_epsilon scale", gt=0)
-    min_samples: int = param(3, "points within eps (itself included) that make a core point (hdbscan's min_points)", ge=1)
+    eps: float = param(
+        10.0, "neighbourhood radius in the scaled features (mm); hdbscan's cluster_selection_epsilon scale", gt=0
+    )
+    min_samples: int = param(
+        3, "points within eps (itself included) that make a core point (hdbscan's min_points)", ge=1
+    )
     min_cluster_size: int = param(10, "smaller clusters are noise (points)", ge=1)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-
 from conduit.artifacts import Clusters
 from conduit.params import param
 from conduit.stage import TransformStage

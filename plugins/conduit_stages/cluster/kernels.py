@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["lof_scores", "lof_outliers", "dbscan_labels"]
+__all__ = ["dbscan_labels", "lof_outliers", "lof_scores"]
 
 
 @njit(cache=True, nogil=True)
@@ -139,8 +139,7 @@ def dbscan_labels(x, y, zs, eps, min_samples, min_cluster_size):
     for i in range(n):
         while zs[a] < zs[i] - eps:
             a += 1
-        if b < i:
-            b = i
+        b = max(b, i)
         while b + 1 < n and zs[b + 1] <= zs[i] + eps:
             b += 1
         lo[i] = a

@@ -16,10 +16,8 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-
-from conduit.artifacts import ESTIMATE_DTYPE, Clusters, empty_estimates
-from conduit.params import param
-from conduit.params import Params
+from conduit.artifacts import Clusters, empty_estimates
+from conduit.params import Params, param
 from conduit.stage import TransformStage
 
 __all__ = ["EstimateParams", "EstimateStage", "estimate_tracks"]
@@ -34,7 +32,9 @@ class EstimateParams(Params):
         "arc",
         "distance from the vertex in the polar-angle fit: arc length on the fitted circle, or the x-y chord (Spyral; biased low)",
     )
-    charge_radius: float = param(152.0, "dE sums charge until the track passes this distance from the beam axis (mm; the small-pad region)", gt=0)
+    charge_radius: float = param(
+        152.0, "dE sums charge until the track passes this distance from the beam axis (mm; the small-pad region)", gt=0
+    )
 
 
 def estimate_tracks(
@@ -91,7 +91,7 @@ class EstimateStage(TransformStage):
             estimate_tracks(cloud, clusters, self.params.replace(polar_from=mode), self.context.detector)
 
     def process(self, event) -> None:
-        estimates, status = estimate_tracks(
+        estimates, _ = estimate_tracks(
             event.artifacts["cloud"], event.artifacts["clusters"], self.params, self.context.detector, event.id
         )
         event.artifacts["estimates"] = estimates

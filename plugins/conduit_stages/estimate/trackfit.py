@@ -25,15 +25,15 @@ import numpy as np
 from numba import njit
 
 __all__ = [
-    "merge_ties",
-    "smoothing_spline",
-    "spline_eval",
-    "smooth_at_points",
+    "RESULT_FIELDS",
+    "STATUS",
     "circle_fit",
     "direction_code",
     "estimate_event",
-    "STATUS",
-    "RESULT_FIELDS",
+    "merge_ties",
+    "smooth_at_points",
+    "smoothing_spline",
+    "spline_eval",
 ]
 
 MIN_SPLINE_KNOTS = 5  # scipy's make_smoothing_spline needs at least 5 abscissae
@@ -318,8 +318,8 @@ def direction_code(x, y, z, lam, threshold, sense):
     n = x.shape[0]
     if n < 3:
         return NONE
-    kx, mxs, wts, which = merge_ties(z, x)
-    ky, mys, wts2, which2 = merge_ties(z, y)
+    kx, mxs, wts, _ = merge_ties(z, x)
+    _, mys, _, _ = merge_ties(z, y)
     m = kx.shape[0]
     if m < 3:
         return NONE
@@ -329,10 +329,10 @@ def direction_code(x, y, z, lam, threshold, sense):
         gx = np.empty(m)
         gy = np.empty(m)
         gam = np.empty(m)
-        if smoothing_spline(kx, mxs, wts, lam, gx, gam) and smoothing_spline(ky, mys, wts, lam, gy, gam):
+        if smoothing_spline(kx, mxs, wts, lam, gx, gam) and smoothing_spline(kx, mys, wts, lam, gy, gam):
             sx = gx
             sy = gy
-    xc, yc, r, ok = circle_fit(sx, sy)
+    xc, yc, _, ok = circle_fit(sx, sy)
     if not ok:
         return NONE
     with_sense = 0
@@ -424,9 +424,7 @@ def _path_length(t, gx, cx, gy, cy, z0, z1, samples):
 
 
 @njit(cache=True, nogil=True)
-def _estimate_track(
-    px, py, pz, pq, direction, lam, min_points, field, beam_region_radius, arc_rho, charge_radius, out
-):
+def _estimate_track(px, py, pz, pq, direction, lam, min_points, field, beam_region_radius, arc_rho, charge_radius, out):
     """Estimate one track (points sorted by z); fill ``out`` (RESULT_FIELDS); return a status code."""
     n = px.shape[0]
     out[15] = n
@@ -526,8 +524,7 @@ def _estimate_track(
                 far = i
     # 4. vertex z and polar angle from rho(z) near the vertex
     nfit = max(10, int(0.5 * far))
-    if nfit > n:
-        nfit = n
+    nfit = min(nfit, n)
     slope, intercept = _linregress(sz, rho, nfit)
     if slope == 0.0 or not np.isfinite(slope):
         return NO_SLOPE
@@ -609,6 +606,17 @@ def estimate_event(
             pz[j] = cloud[idx[j], 2]
             pq[j] = cloud[idx[j], 4]
         status[k] = _estimate_track(
-            px, py, pz, pq, directions[k], lam, min_points, field, beam_region_radius, arc_rho, charge_radius, results[k]
+            px,
+            py,
+            pz,
+            pq,
+            directions[k],
+            lam,
+            min_points,
+            field,
+            beam_region_radius,
+            arc_rho,
+            charge_radius,
+            results[k],
         )
     return results, status

@@ -51,12 +51,12 @@ LOG2_N = 9
 
 __all__ = [
     "N_SAMPLES",
-    "lowpass_response",
     "FilterTables",
-    "make_filter_tables",
     "baseline_corrected",
-    "trace_peaks",
     "event_points",
+    "lowpass_response",
+    "make_filter_tables",
+    "trace_peaks",
 ]
 
 
@@ -318,7 +318,7 @@ def _trace_sums(row):
     ``row`` is a (517,) trace row; sample t is row[5 + t]. The edge fix makes
     sample 0 a copy of sample 1 and sample 511 a copy of sample 510.
     """
-    x = row[5:5 + N_SAMPLES]
+    x = row[5 : 5 + N_SAMPLES]
     s1 = np.int64(0)
     s2 = np.int64(0)
     lo = np.int64(x[1])
@@ -367,7 +367,7 @@ def _masked_column(row, s1, s2, buf, lane, integer_fill):
     towards zero when ``integer_fill`` (Spyral stores it into its int16 copy
     of the trace).
     """
-    x = row[5:5 + N_SAMPLES]
+    x = row[5 : 5 + N_SAMPLES]
     cut = _mask_cut(s1, s2)
     first = np.int64(x[1])
     last = np.int64(x[N_SAMPLES - 2])
@@ -400,8 +400,7 @@ def _quiet_bound(s1, s2, lo, hi, pos_sum, neg_sum):
     n = N_SAMPLES
     mean = s1 / n
     var = (n * s2 - s1 * s1) / (n * n)
-    if var < 0.0:
-        var = 0.0
+    var = max(var, 0.0)
     mask_top = mean + 1.5 * math.sqrt(var)
     kept_max = min(float(hi), mask_top)
     return hi - pos_sum * lo + neg_sum * kept_max
@@ -433,7 +432,7 @@ def _filter_batch(traces, rows, first, count, sums, h_bitrev, tw_re, tw_im, inte
 @njit(cache=True, nogil=True)
 def _corrected(row, buf, lane, integer, out):
     """out = edge-fixed trace - baseline (column ``lane`` of ``buf``), optionally truncated."""
-    x = row[5:5 + N_SAMPLES]
+    x = row[5 : 5 + N_SAMPLES]
     for t in range(1, N_SAMPLES - 1):
         out[t] = x[t] - buf[t, lane]
     out[0] = x[1] - buf[0, lane]
@@ -555,7 +554,7 @@ def _find_peaks(
         if c[i] < height and c[i - 1] != c[i]:
             rip -= (height - c[i]) / (c[i - 1] - c[i])
         w = rip - lip
-        if not (width_min <= w and w <= width_max):
+        if not (width_min <= w <= width_max):
             continue
         pos[out] = p
         left_edge[out] = left_edge[j]
@@ -614,7 +613,7 @@ def baseline_corrected(traces, h_bitrev, tw_re, tw_im, integer, integer_fill):
     rows = np.arange(n)
     sums = np.empty((n, 2), dtype=np.int64)
     for r in range(n):
-        s1, s2, lo, hi = _trace_sums(traces[r])
+        s1, s2, _, _ = _trace_sums(traces[r])
         sums[r, 0] = s1
         sums[r, 1] = s2
     for first in range(0, n, BATCH):
@@ -643,7 +642,9 @@ def trace_peaks(c, threshold, distance, prominence_min, width_min, width_max, re
     lip = np.empty(half, dtype=np.float64)
     rip = np.empty(half, dtype=np.float64)
     flags = np.empty(half, dtype=np.int8)
-    k = _find_peaks(c, threshold, distance, prominence_min, width_min, width_max, rel_height, pos, le, re_, prom, lip, rip, flags)
+    k = _find_peaks(
+        c, threshold, distance, prominence_min, width_min, width_max, rel_height, pos, le, re_, prom, lip, rip, flags
+    )
     integrals = np.empty(k, dtype=np.float64)
     for j in range(k):
         integrals[j] = _integral(c, lip[j], rip[j])
@@ -722,7 +723,20 @@ def event_points(
             else:
                 _corrected(traces[r], im, q // 2, integer, c)
             k = _find_peaks(
-                c, threshold, distance, prominence_min, width_min, width_max, rel_height, pos, le, rg, prom, lip, rip, flags
+                c,
+                threshold,
+                distance,
+                prominence_min,
+                width_min,
+                width_max,
+                rel_height,
+                pos,
+                le,
+                rg,
+                prom,
+                lip,
+                rip,
+                flags,
             )
             if k == 0 or k > max_peaks:
                 continue

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-
 from conduit.artifacts import TIME, Z, empty_cloud
 from conduit.event import N_COLUMNS, PAD
 from conduit.params import Params, Problem, param
 from conduit.stage import TransformStage
 
-__all__ = ["PointcloudParams", "PointcloudStage", "PointcloudKernel"]
+__all__ = ["PointcloudKernel", "PointcloudParams", "PointcloudStage"]
 
 
 class PointcloudParams(Params):
@@ -32,11 +31,15 @@ class PointcloudParams(Params):
     peak_prominence: float = param(20.0, "find_peaks prominence: smallest peak prominence (ADC)", ge=0)
     peak_min_width: float = param(1.0, "find_peaks width lower bound, measured at peak_rel_height (TB)", ge=0)
     peak_max_width: float = param(50.0, "find_peaks width upper bound, measured at peak_rel_height (TB)", gt=0)
-    peak_rel_height: float = param(0.95, "find_peaks rel_height: fraction of the prominence where width is measured", ge=0)
+    peak_rel_height: float = param(
+        0.95, "find_peaks rel_height: fraction of the prominence where width is measured", ge=0
+    )
     peak_threshold: float = param(40.0, "a peak is kept when its baseline-subtracted amplitude is above this (ADC)")
     max_peaks: int = param(5, "traces with more peaks than this are dropped (noise, sparks)", ge=1)
     beam_pad_radius: float = param(
-        19.8, "pads whose centre is closer than this to the beam axis are ignored (mm; 19.8 = Spyral's 122 beam pads)", ge=0
+        19.8,
+        "pads whose centre is closer than this to the beam axis are ignored (mm; 19.8 = Spyral's 122 beam pads)",
+        ge=0,
     )
     excluded_pads: list[int] = param([], "further pad ids to ignore (e.g. noisy pads)")
     centroid: Literal["index", "parabolic"] = param(
@@ -51,7 +54,9 @@ class PointcloudParams(Params):
     time_correction: Path | None = param(
         None, "per-pad time offsets CSV (header 'tcorr', row = pad id), added to the peak time (TB)"
     )
-    gain: Path | None = param(None, "per-pad gain CSV (header 'gain' or 'sizegain', row = pad id), multiplies amplitude and integral")
+    gain: Path | None = param(
+        None, "per-pad gain CSV (header 'gain' or 'sizegain', row = pad id), multiplies amplitude and integral"
+    )
 
     def check(self) -> list[Problem]:
         problems = []
