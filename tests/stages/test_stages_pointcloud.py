@@ -312,3 +312,59 @@ def test_stage_runs_from_registry_and_handles_empty_and_bad_events(pads):
 
 def test_kinds_cover_the_brief():
     assert {"saturated", "double", "plateau", "noise"} <= set(KINDS)
+
+
+def real_frame_traces() -> np.ndarray:
+    """The real GRAW frame's 17 channels (CoBo 4, AsAd 0; 16 of them FPN channels) as (n, 517) rows.
+
+    Pad ids from the electronics map; the FPN channels have none (-1).
+    """
+    from pathlib import Path
+
+    from conduit.get.frames import decode_frame
+    from conduit.get.maps import load_electronics_map
+
+    path = Path(__file__).resolve().parents[1] / "data" / "partial_readout_frame.graw"
+    frame = decode_frame(path.read_bytes(), source=str(path))
+    aget, channel = frame.channels[:, 0].astype(int), frame.channels[:, 1].astype(int)
+    pads = load_electronics_map(None).pad_of(
+        np.full(len(aget), frame.header.cobo), np.full(len(aget), frame.header.asad), aget, channel
+    )
+    traces = np.zeros((len(aget), 517), dtype=np.int16)
+    traces[:, 0] = frame.header.cobo
+    traces[:, 1] = frame.header.asad
+    traces[:, 2] = aget
+    traces[:, 3] = channel
+    traces[:, 4] = pads
+    traces[:, 5:] = frame.traces
+    return traces
+
+
+def test_real_frame_baseline_and_peaks(pads, stable_argsort):
+    """Real GET samples (noisy first bucket, pedestals ~300-380 ADC): same baseline and peaks as the references."""
+    from conduit_stages.pointcloud import kernels
+
+    traces = real_frame_traces()
+    assert len(traces) == 17 and np.all(traces[:, 5:] > 0) and np.sum(traces[:, 4] >= 0) == 1
+    assert np.any(traces[:, 5] != traces[:, 6])  # the edge the fix is for
+    compared = 0
+    for integer in (False, True):
+        kernel = make_kernel(pads, integer_samples=integer, integer_fill=integer)
+        corrected = kernel.baseline_corrected(traces)
+        ref = reference_corrected(traces, integer_fill=integer)
+        if integer:
+            np.testing.assert_array_equal(corrected, np.trunc(ref))
+        else:
+            assert np.max(np.abs(corrected - ref)) < 1e-9
+        for c in corrected:  # low thresholds so that the real noise makes peaks to compare
+            for threshold in (5.0, 15.0):
+                ref_peaks, _ = scipy.signal.find_peaks(c, distance=10, prominence=5, width=(1, 50), rel_height=0.95)
+                ref_peaks = ref_peaks[c[ref_peaks] > threshold]
+                pos, *_ = kernels.trace_peaks(c, threshold, 10.0, 5.0, 1.0, 50.0, 0.95)
+                np.testing.assert_array_equal(pos, ref_peaks)
+                compared += len(pos)
+    assert compared > 50
+    # the stage on the real frame: only the pad channel can give points (FPN rows have no pad)
+    cloud = make_kernel(pads, peak_threshold=5.0, peak_prominence=5.0)(traces)
+    assert cloud.shape[1] == 8 and np.all(np.diff(cloud[:, Z]) >= 0)
+    assert set(cloud[:, PAD_ID].astype(int)) <= {6080}
