@@ -216,6 +216,10 @@ class SimulateSource(Source):
 
     def counters(self) -> dict[str, int]:
         counts = {"generated": self._generated}
+        if self._served is not None:
+            # What the simulated DAQ sent, to compare with what the receivers read.
+            counts["served_frames"] = self._served.frames
+            counts["served_bytes"] = self._served.bytes
         if self._exporter is not None:
             counts.update(self._exporter.counters())
         return counts
