@@ -29,8 +29,8 @@ class DetectorParams(Params):
     electric_field: float = param(45000.0, "drift field (V/m)", gt=0)
     detector_length: float = param(1000.0, "drift length from the entrance window (z=0) to the pad plane (mm)", gt=0)
     beam_region_radius: float = param(25.0, "radius around the beam axis where a vertex is accepted (mm)", ge=0)
-    micromegas_time_bucket: float = param(10.0, "time bucket of charge arriving from the pad plane, z = detector_length (TB)")
-    window_time_bucket: float = param(560.0, "time bucket of charge arriving from the entrance window, z = 0 (TB)")
+    micromegas_time_bucket: float = param(10.0, "time bucket where pulses of charge from the pad plane (z = detector_length) peak (TB)")
+    window_time_bucket: float = param(560.0, "time bucket where pulses of charge from the entrance window (z = 0) peak (TB)")
     get_frequency: float = param(6.25, "GET sampling frequency (MHz)", gt=0)
     electronics_map: Path | None = param(
         None, "electronics map CSV (cobo,asad,aget,channel[,keyword],pad); default: attpc_merger's map"

@@ -59,3 +59,14 @@ def test_help_and_version_import_no_heavy_library():
     assert out.strip() == "[]"
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("conduit 0.")
+
+
+def test_pipeline_reference_in_docs_is_generated_from_the_parameter_models():
+    from pathlib import Path
+
+    from conduit.commands.stages import format_markdown
+
+    registry = get_registry(refresh=True)
+    assert not [f for f in registry.failures if not f.plugin.startswith(("broken", "badstage"))]
+    committed = (Path(__file__).resolve().parents[2] / "docs" / "pipeline-reference.md").read_text()
+    assert committed.strip() == format_markdown(registry).strip(), "run `make docs` to regenerate it"
