@@ -94,6 +94,11 @@ class Metrics:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    def restart_clock(self) -> None:
+        """Count time (and rates) from now on."""
+        self.started = time.monotonic()
+        self._last = (0.0, self.received, self.analysed, self.skipped)
+
     def snapshot(self, *, queue_depth: int, source_status: dict[str, str], byte_counts: dict[str, int],
                  dropped: int, total: int | None) -> MetricsSnapshot:
         """Totals plus rates since the previous snapshot."""

@@ -22,7 +22,10 @@ from ..event import Event
 from ..params import Params
 from ..stage import StageContext, TransformStage
 
-__all__ = ["ChainSpec", "ChainResult", "StageFailure", "TransformPool", "open_pool"]
+__all__ = ["ChainSpec", "ChainResult", "StageFailure", "TransformPool", "open_pool", "WORKER_NICENESS"]
+
+#: How much lower the workers' CPU priority is than the main process's (see _worker_init).
+WORKER_NICENESS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +111,29 @@ def _worker_run(spec: ChainSpec, event: Event) -> ChainResult:
     return _CACHE.get(spec).run(event)
 
 
+def _worker_init() -> bool:
+    """Run in each worker at start.
+
+    Termination is the main process's business: a SIGTERM sent to the whole
+    process group (systemd, `timeout`, `kill -- -PGID`) must not kill the
+    workers under the engine while it drains; the engine stops them when the
+    run ends, and they exit by themselves if the main process dies.
+
+    Analysis runs at a lower CPU priority than the receivers, event builder and
+    recorders in the main process: when the machine is short of CPU, analysis
+    falls behind (and is sampled), never the DAQ.
+    """
+    import os
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:  # pragma: no cover - not permitted here: run at normal priority
+        pass
+    return False
+
+
 def _worker_warm(spec: ChainSpec) -> float:
     t0 = time.perf_counter()
     _CACHE.get(spec).warm_up()
@@ -165,5 +191,5 @@ async def open_pool(spec: ChainSpec, workers: int):
 
     import trio_parallel
 
-    async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0) as ctx:
+    async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0, init=_worker_init) as ctx:
         yield TransformPool(spec, workers, ctx)

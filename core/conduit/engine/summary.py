@@ -33,6 +33,7 @@ def format_summary(summary: RunSummary) -> str:
         rows.append(("events dropped (engine queue full)", summary.dropped))
     for name, value in rows:
         lines.append(f"{name:<40} {value:>12}")
+    lines.append(f"{'start-up (s)':<40} {summary.startup_seconds:>12.2f}")
     lines.append(f"{'wall time (s)':<40} {summary.wall_seconds:>12.2f}")
     lines.append(f"{'mean rate (events/s)':<40} {rate:>12.1f}")
     if summary.stage_ms:
