@@ -18,3 +18,19 @@ def machine() -> str:
     except OSError:
         pass
     return f"{model}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}"
+
+
+#: The reference analysis chain, as [[stage]] tables for the pipeline-running benchmarks.
+ANALYSIS_STAGES = """
+[[stage]]
+use = "pointcloud"
+
+[[stage]]
+use = "cluster.hdbscan"
+
+[[stage]]
+use = "estimate"
+
+[[stage]]
+use = "histogram"
+"""

@@ -18,7 +18,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from _common import machine
+from _common import ANALYSIS_STAGES, machine
 
 CONDUIT = str(Path(sys.executable).parent / "conduit")
 
@@ -26,19 +26,7 @@ PIPELINE = """
 [source]
 kind = "hdf5"
 path = "data/run_{run:04d}.h5"
-
-[[stage]]
-use = "pointcloud"
-
-[[stage]]
-use = "cluster.hdbscan"
-
-[[stage]]
-use = "estimate"
-
-[[stage]]
-use = "histogram"
-
+""" + ANALYSIS_STAGES + """
 [[stage]]
 use = "hdf5"
 path = "out/run_{run:04d}.h5"

@@ -30,24 +30,12 @@ import textwrap
 import time
 from pathlib import Path
 
-from _common import machine
+from _common import ANALYSIS_STAGES, machine
 
 BIN = Path(sys.executable).parent
 CONDUIT = str(BIN / "conduit")
 
-ANALYSIS = """
-[[stage]]
-use = "pointcloud"
-
-[[stage]]
-use = "cluster.hdbscan"
-
-[[stage]]
-use = "estimate"
-
-[[stage]]
-use = "histogram"
-"""
+ANALYSIS = ANALYSIS_STAGES
 
 
 def _number(pattern: str, text: str) -> int:

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,15 +40,9 @@ from conduit.get.builder import EventBuilder  # noqa: E402
 from conduit.get.decoder import FrameDecoder  # noqa: E402
 from conduit.get.frames import check_frame, encode_event_frames  # noqa: E402
 from conduit.get.maps import load_electronics_map  # noqa: E402
+from _common import machine  # noqa: E402
 
 
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
-    except OSError:
-        model = ""
-    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
 def make_events(n_unique: int, n_channels: int, seed: int = 0):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import re
 import socket
 import subprocess
@@ -26,21 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONDUIT = ROOT / ".venv" / "bin" / "conduit"
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def bench_generation(n: int) -> list[tuple[str, str]]:

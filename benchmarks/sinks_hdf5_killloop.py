@@ -25,7 +25,6 @@ Prints one table row per variant; the numbers go into docs/outputs.md.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import signal
 import subprocess

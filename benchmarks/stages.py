@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
     os.environ.setdefault(_var, "1")
 
 import numpy as np
+from _common import machine  # noqa: E402
 
 STAGES = (
     ("pointcloud", "conduit_stages.pointcloud.stage", "PointcloudStage"),
@@ -35,17 +35,6 @@ STAGES = (
 TARGETS = {"pointcloud": 1.0, "cluster.hdbscan": 5.0, "cluster.dbscan": 5.0, "estimate": 1.0}
 
 
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}"
 
 
 def make_events(n: int, seed: int):

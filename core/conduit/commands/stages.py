@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 DESCRIPTION = """List every discovered stage (kind, artifacts, parameters with type, default
 and doc) and source kind, then every plugin that failed to load, with the error."""

@@ -24,8 +24,9 @@ from typing import Literal
 import numpy as np
 from conduit.artifacts import Clusters, Direction
 from conduit.params import Params, param
+from conduit.stage import TransformStage
 
-__all__ = ["JoinParams", "Piece", "PostParams", "postprocess", "scaled_features"]
+__all__ = ["ClustererStage", "JoinParams", "Piece", "PostParams", "postprocess", "scaled_features"]
 
 
 class PostParams(Params):
@@ -204,3 +205,32 @@ def postprocess(cloud: np.ndarray, labels: np.ndarray, params: PostParams, field
         cluster_labels=np.array([p.label for p in pieces], dtype=np.int32),
         directions=np.array([p.direction for p in pieces], dtype=np.int8),
     )
+
+
+class ClustererStage(TransformStage):
+    """What every built-in clusterer shares: initial labels, then :func:`postprocess`.
+
+    Subclasses set ``name`` and ``Params`` (a :class:`PostParams`) and implement
+    :meth:`labels`; the cloud-size cut, LOF cleaning, direction and joining are here.
+    """
+
+    requires = ("cloud",)
+    provides = ("clusters",)
+
+    def labels(self, cloud: np.ndarray) -> np.ndarray:
+        """Initial cluster label of each cloud row (-1 noise)."""
+        raise NotImplementedError
+
+    def warm_up(self) -> None:
+        from .warm import warm_up_clusterer
+
+        warm_up_clusterer(self)
+
+    def cluster(self, cloud: np.ndarray) -> Clusters:
+        p = self.params
+        if len(cloud) < max(p.min_cloud_size, 2):
+            return Clusters.empty(len(cloud))
+        return postprocess(cloud, self.labels(cloud), p, self.context.detector.magnetic_field)
+
+    def process(self, event) -> None:
+        event.artifacts["clusters"] = self.cluster(event.artifacts["cloud"])

@@ -10,11 +10,9 @@ where hdbscan may split them.
 from __future__ import annotations
 
 import numpy as np
-from conduit.artifacts import Clusters
 from conduit.params import param
-from conduit.stage import TransformStage
 
-from .common import PostParams, postprocess
+from .common import ClustererStage, PostParams
 
 __all__ = ["DbscanParams", "DbscanStage", "dbscan"]
 
@@ -48,24 +46,11 @@ def dbscan(cloud: np.ndarray, params: DbscanParams) -> np.ndarray:
     )
 
 
-class DbscanStage(TransformStage):
+class DbscanStage(ClustererStage):
     """Compiled DBSCAN on (x, y, z*z_scale), then LOF cleaning, direction and joining like cluster.hdbscan."""
 
     name = "cluster.dbscan"
-    requires = ("cloud",)
-    provides = ("clusters",)
     Params = DbscanParams
 
-    def warm_up(self) -> None:
-        from .warm import warm_up_clusterer
-
-        warm_up_clusterer(self)
-
-    def cluster(self, cloud: np.ndarray) -> Clusters:
-        p = self.params
-        if len(cloud) < max(p.min_cloud_size, 2):
-            return Clusters.empty(len(cloud))
-        return postprocess(cloud, dbscan(cloud, p), p, self.context.detector.magnetic_field)
-
-    def process(self, event) -> None:
-        event.artifacts["clusters"] = self.cluster(event.artifacts["cloud"])
+    def labels(self, cloud: np.ndarray) -> np.ndarray:
+        return dbscan(cloud, self.params)

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from conduit.artifacts import Clusters
 from conduit.params import param
-from conduit.stage import TransformStage
 
-from .common import PostParams, postprocess, scaled_features
+from .common import ClustererStage, PostParams, scaled_features
 
 __all__ = ["HdbscanParams", "HdbscanStage", "hdbscan_labels"]
 
@@ -51,25 +49,11 @@ def hdbscan_labels(features: np.ndarray, params: HdbscanParams) -> np.ndarray:
     return labels
 
 
-class HdbscanStage(TransformStage):
+class HdbscanStage(ClustererStage):
     """HDBSCAN on (x, y, z*z_scale), LOF cleaning, direction, track joining (Spyral's clustering)."""
 
     name = "cluster.hdbscan"
-    requires = ("cloud",)
-    provides = ("clusters",)
     Params = HdbscanParams
 
-    def warm_up(self) -> None:
-        from .warm import warm_up_clusterer
-
-        warm_up_clusterer(self)
-
-    def cluster(self, cloud: np.ndarray) -> Clusters:
-        p = self.params
-        if len(cloud) < max(p.min_cloud_size, 2):
-            return Clusters.empty(len(cloud))
-        labels = hdbscan_labels(scaled_features(cloud, p.z_scale), p)
-        return postprocess(cloud, labels, p, self.context.detector.magnetic_field)
-
-    def process(self, event) -> None:
-        event.artifacts["clusters"] = self.cluster(event.artifacts["cloud"])
+    def labels(self, cloud: np.ndarray) -> np.ndarray:
+        return hdbscan_labels(scaled_features(cloud, self.params.z_scale), self.params)
