@@ -24,6 +24,11 @@ test: $(STAMP)
 ## The main job on the embedded default: the simulated DAQ served on loopback, received over TCP.
 demo: $(STAMP)
 	$(BIN)/conduit run pipelines/demo.toml
+	@echo
+	@echo "Look at it:  $(BIN)/rerun out/demo_run_0001.rrd      (the Rerun viewer; needs a display)"
+	@echo "             $(BIN)/python -c \"import h5py; f = h5py.File('out/demo_run_0001.h5'); print(list(f))\""
+	@echo "Live view:   $(BIN)/conduit run pipelines/demo.toml --set rerun.mode=serve"
+	@echo "             then: $(BIN)/rerun --connect rerun+http://127.0.0.1:9876/proxy"
 
 ## Benchmarks (results go to docs/performance.md by hand, with the machine).
 bench: $(STAMP)
