@@ -15,7 +15,7 @@ from conduit.detector import DetectorParams
 from conduit.simulate.generator import Simulator
 from conduit.simulate.params import SimulationParams
 from conduit.simulate.presets import PRESET_NAMES, PRESETS
-from conduit.simulate.stopping import GASES
+from conduit_physics.stopping import GASES
 
 
 def test_help_documents_every_simulation_and_detector_option():

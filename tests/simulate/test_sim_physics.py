@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from conduit.simulate.kinematics import KinematicsError, two_body
-from conduit.simulate.species import BRHO_CONSTANT, species
-from conduit.simulate.stopping import GASES, WATER, Gas, stopping_power, stopping_table
+from conduit_physics.kinematics import KinematicsError, two_body
+from conduit_physics.species import BRHO_CONSTANT, species
+from conduit_physics.stopping import GASES, WATER, Gas, stopping_power, stopping_table
 from conduit.simulate.tracking import track_particle
 
 

@@ -25,12 +25,12 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+from conduit_physics.kinematics import KinematicsError, two_body
+from conduit_physics.species import Species, species
+from conduit_physics.stopping import gas_by_name, stopping_table
 
 from ..event import Event
-from .kinematics import KinematicsError, two_body
 from .params import SimulationParams
-from .species import Species, species
-from .stopping import gas_by_name, stopping_table
 
 if TYPE_CHECKING:
     from ..detector import DetectorParams
@@ -676,7 +676,7 @@ def _splitmix64(x: int) -> int:
 def _residual(beam: Species, target: Species, ejectile: Species) -> Species:
     z = beam.Z + target.Z - ejectile.Z
     a = beam.A + target.A - ejectile.A
-    from .species import SPECIES
+    from conduit_physics.species import SPECIES
 
     for sp in SPECIES.values():
         if sp.Z == z and sp.A == a:

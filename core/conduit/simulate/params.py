@@ -98,7 +98,7 @@ class SimulationParams(Params):
         for name in ("beam", "target", "gun_particle"):
             value = getattr(self, name)
             if value is not None:
-                from .species import species
+                from conduit_physics.species import species
 
                 try:
                     species(value)
