@@ -1,0 +1,43 @@
+"""The ``kinematics`` stage's curves in the viewer: line strips over polar angle (deg) vs B-rho (T·m).
+
+Drawn once, as static data, at :data:`CURVES` (one child entity per curve),
+in the data coordinates of the polar-angle vs B-rho histogram (x = polar in
+degrees, y = B-rho in T·m), so that a view showing that histogram in data
+coordinates can overlay them. Nothing is drawn when the pipeline has no
+``kinematics`` stage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CURVES", "log_curves"]
+
+#: Entity path of the curves (below the sink's prefix).
+CURVES = "/kinematics/curves"
+_COLORS = ((250, 200, 60), (90, 200, 250), (240, 110, 200), (130, 230, 120), (250, 140, 70), (180, 160, 250))
+
+
+def log_curves(sink: Any) -> list[Any]:
+    """Log the curves of every ``kinematics`` stage of the pipeline as statics; return the views to add."""
+    from conduit_stages.kinematics.curves import kinematic_curves
+
+    rr = sink.rr
+    curves = []
+    for params in sink.context.stage_params("kinematics"):
+        curves += kinematic_curves(params, float(sink.context.detector.detector_length))
+    if not curves:
+        return []
+    for i, curve in enumerate(curves):
+        strip = np.column_stack([curve.polar, curve.brho])
+        sink._static(f"{CURVES}/{_slug(curve.label)}",
+                     rr.LineStrips2D([strip], radii=0.004, colors=_COLORS[i % len(_COLORS)], labels=curve.label))
+    import rerun.blueprint as rrb
+
+    return [rrb.Spatial2DView(origin=sink.prefix + CURVES, name="Kinematic curves (B-rho T·m vs polar deg)")]
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in label).strip("_")
