@@ -432,7 +432,7 @@ def _levenberg_marquardt(q, px, py, pz, use, sigma, beam_sigma, mass, kb, energy
         cost = new_cost
         rms = new_rms
         lam = max(lam * 0.1, 1e-9)
-        if drop < _TOLERANCE * cost:
+        if drop <= _TOLERANCE * cost + 1e-12:  # relative, and absolute for points exactly on the model
             status = FIT_CONVERGED
             break
     return status, iterations, rms

@@ -9,6 +9,7 @@ coordinates can overlay them. Nothing is drawn when the pipeline has no
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -40,4 +41,5 @@ def log_curves(sink: Any) -> list[Any]:
 
 
 def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in label).strip("_")
+    """'11Be(0.32 MeV) p' -> '11Be_0.32_MeV_p': an entity path part."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", label).strip("_")
