@@ -20,6 +20,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from conduit.params import Params, Problem, param
 
 __all__ = ["Hypothesis", "KinematicsParams"]
@@ -51,7 +53,7 @@ class KinematicsParams(Params):
     hypotheses: list[Hypothesis] = param(
         [], "gated ejectile hypotheses ([[stage.hypotheses]] tables), tried in order before `ejectile`"
     )
-    brho_at: str = param(
+    brho_at: Literal["arc_middle", "vertex"] = param(
         "arc_middle",
         "where along the track the estimate's B-rho holds: 'arc_middle' (the middle of the first arc the "
         "estimator fitted its circle on; the energy lost from the vertex to there is added back) or 'vertex'",
@@ -91,8 +93,6 @@ class KinematicsParams(Params):
             gas_by_name(self.gas)
         except ValueError as err:
             problems.append(Problem(("gas",), str(err)))
-        if self.brho_at not in ("arc_middle", "vertex"):
-            problems.append(Problem(("brho_at",), f"must be 'arc_middle' or 'vertex', got {self.brho_at!r}"))
         if self.ejectile is None and not self.hypotheses:
             problems.append(Problem(("ejectile",), "name the ejectile, or give [[stage.hypotheses]] with PID gates"))
         paths = [(("hypotheses", i, "ejectile"), h.ejectile) for i, h in enumerate(self.hypotheses)]
