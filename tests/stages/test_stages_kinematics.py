@@ -305,6 +305,17 @@ interval = [-0.5, 0.5]
 """
 
 
+
+
+def gated(gate: str) -> str:
+    """The kinematics table of 10Be(d,p) in D2 with one hypothesis gated by ``gate``."""
+    return "\n".join(f"{key} = {value!r}" for key, value in REACTION.items()).replace("'", '"') + f"""
+[[stage.hypotheses]]
+ejectile = "p"
+gate = "{gate}"
+"""
+
+
 def load(tmp_path, kinematics_text: str, histogram: str = HISTOGRAM):
     path = tmp_path / "pipe.toml"
     path.write_text(PIPELINE.format(kinematics=textwrap.dedent(kinematics_text), histogram=histogram))
@@ -312,16 +323,7 @@ def load(tmp_path, kinematics_text: str, histogram: str = HISTOGRAM):
 
 
 def test_pipeline_with_a_valid_reaction_loads(tmp_path):
-    _, pipeline = load(tmp_path, """
-        beam = "10Be"
-        beam_energy = 93.0
-        target = "d"
-        gas = "D2"
-        pressure = 600.0
-        [[stage.hypotheses]]
-        ejectile = "p"
-        gate = "protons"
-        """)
+    _, pipeline = load(tmp_path, gated("protons"))
     kin = next(s for s in pipeline.stages if s.use == "kinematics")
     assert kin.requires == ("cloud", "clusters", "estimates") and kin.provides == ("kinematics",)
     hist = next(s for s in pipeline.stages if s.use == "histogram")
@@ -367,16 +369,7 @@ def test_pipeline_errors_name_the_line_and_the_fix(tmp_path):
 ])
 def test_a_hypothesis_gate_must_be_a_histogram_gate_on_estimate_fields(tmp_path, gate, histogram, message):
     with pytest.raises(PipelineError) as err:
-        load(tmp_path, f"""
-            beam = "10Be"
-            beam_energy = 93.0
-            target = "d"
-            gas = "D2"
-            pressure = 600.0
-            [[stage.hypotheses]]
-            ejectile = "p"
-            gate = "{gate}"
-            """, histogram)
+        load(tmp_path, gated(gate), histogram)
     path = tmp_path / "pipe.toml"
     lines = err.value.lines
     assert any(line.startswith(f"{path}:") and f"stage.4.hypotheses.0.gate: {message}" in line for line in lines), lines

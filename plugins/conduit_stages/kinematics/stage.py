@@ -235,7 +235,7 @@ class KinematicsStage(TransformStage):
         self.counts.clear()
 
 
-def _gate_axes(name: str, gates: dict, hists: dict) -> set[str]:
+def _gate_axes(name: str, gates: dict, hists: dict, seen: frozenset = frozenset()) -> set[str]:
     """Quantities a (possibly combined) gate of the histogram stage is drawn on."""
     gate = gates[name]
     out: set[str] = set()
@@ -243,6 +243,6 @@ def _gate_axes(name: str, gates: dict, hists: dict) -> set[str]:
         spec = hists[gate.histogram]
         out |= {q for q in (spec.x, spec.y) if q is not None}
     for member in gate.members():
-        if member in gates and member != name:
-            out |= _gate_axes(member, gates, hists)
+        if member in gates and member not in seen | {name}:
+            out |= _gate_axes(member, gates, hists, seen | {name})
     return out
