@@ -25,13 +25,10 @@ ENTITY = {
 }
 
 
-def default_blueprint(
-    histograms: list[tuple[str, int]], byte_streams: bool = True, prefix: str = "", extra_views: list | None = None
-) -> Any:
+def default_blueprint(histograms: list[tuple[str, int]], byte_streams: bool = True, prefix: str = "") -> Any:
     """The layout; ``histograms`` lists (name, dimensions) of the histograms to give a view each.
 
-    ``prefix`` is prepended to every entity path (the sink's ``entity_prefix``);
-    ``extra_views`` join the histograms' grid (the kinematic curves).
+    ``prefix`` is prepended to every entity path (the sink's ``entity_prefix``).
     """
     import rerun.blueprint as rrb
 
@@ -48,7 +45,6 @@ def default_blueprint(
         if dims == 1 else rrb.TensorView(origin=f"{e['histograms']}/{name}", name=name)
         for name, dims in histograms
     ]
-    hist_views += list(extra_views or ())
     rates = [
         rrb.TimeSeriesView(origin=f"{e['metrics']}/events_per_s", name="Events/s"),
         rrb.TimeSeriesView(origin=f"{e['metrics']}/complete_fraction", name="Complete events (share)"),

@@ -2,8 +2,10 @@
 
 Drawn once, as static data, at :data:`CURVES` (one child entity per curve),
 in the data coordinates of the polar-angle vs B-rho histogram (x = polar in
-degrees, y = B-rho in T·m), so that a view showing that histogram in data
-coordinates can overlay them. Nothing is drawn when the pipeline has no
+degrees, y = B-rho in T·m), so that the view showing that histogram in data
+coordinates overlays them by including ``CURVES/**`` (a view of their own
+would be useless: 2-D views keep x and y at the same scale, and these axes
+differ by two orders of magnitude). Nothing is drawn when the pipeline has no
 ``kinematics`` stage.
 """
 
@@ -21,23 +23,22 @@ CURVES = "/kinematics/curves"
 _COLORS = ((250, 200, 60), (90, 200, 250), (240, 110, 200), (130, 230, 120), (250, 140, 70), (180, 160, 250))
 
 
-def log_curves(sink: Any) -> list[Any]:
-    """Log the curves of every ``kinematics`` stage of the pipeline as statics; return the views to add."""
+def log_curves(sink: Any) -> int:
+    """Log the curves of every ``kinematics`` stage of the pipeline as statics; return how many."""
+    stages = sink.context.stage_params("kinematics")
+    if not stages:
+        return 0
     from conduit_stages.kinematics.curves import kinematic_curves
 
-    rr = sink.rr
     curves = []
-    for params in sink.context.stage_params("kinematics"):
+    for params in stages:
         curves += kinematic_curves(params, float(sink.context.detector.detector_length))
-    if not curves:
-        return []
     for i, curve in enumerate(curves):
         strip = np.column_stack([curve.polar, curve.brho])
         sink._static(f"{CURVES}/{_slug(curve.label)}",
-                     rr.LineStrips2D([strip], radii=0.004, colors=_COLORS[i % len(_COLORS)], labels=curve.label))
-    import rerun.blueprint as rrb
-
-    return [rrb.Spatial2DView(origin=sink.prefix + CURVES, name="Kinematic curves (B-rho T·m vs polar deg)")]
+                     sink.rr.LineStrips2D([strip], radii=sink.rr.components.Radius.ui_points(1.5),
+                                          colors=_COLORS[i % len(_COLORS)], labels=curve.label))
+    return len(curves)
 
 
 def _slug(label: str) -> str:

@@ -132,7 +132,7 @@ class RerunSink(SinkStage):
         self.handler = QueueHandler(p.log_level)
         logging.getLogger("conduit").addHandler(self.handler)
         self._log_statics()
-        self.extra_views = kinematic_curves.log_curves(self)
+        kinematic_curves.log_curves(self)
 
     def consume(self, event) -> None:
         self.consumed += 1
@@ -282,7 +282,7 @@ class RerunSink(SinkStage):
         key = tuple((name, h.dimensions) for name, h in hset.histograms.items()) if hset is not None else ()
         if key == self.blueprint_sent_for or not self.streams:
             return
-        blueprint = default_blueprint(list(key), prefix=self.prefix, extra_views=getattr(self, "extra_views", None))
+        blueprint = default_blueprint(list(key), prefix=self.prefix)
         for stream in self.streams:
             stream.send_blueprint(blueprint)
         self.blueprint_sent_for = key
