@@ -242,6 +242,8 @@ def test_stage_takes_the_hypothesis_the_histogram_stages_gate_gives():
     ev = event_with_tracks([(5.0, 10.0), (3.0, 45.0)], stage.kin)
     stage.process(ev)
     np.testing.assert_array_equal(ev.artifacts["kinematics"]["status"], [OK, NO_HYPOTHESIS])
+    with pytest.raises(ValueError, match="no histogram stage in the pipeline declares the gate"):
+        KinematicsStage(only, StageContext(detector=DETECTOR))
 
 
 def test_an_event_without_tracks_gets_an_empty_table():

@@ -200,9 +200,12 @@ class KinematicsStage(TransformStage):
         if params.hypotheses:
             from conduit_stages.histogram.hset import HistogramSet
 
-            for use, other in context.pipeline:
-                if use == "histogram":
-                    gates = HistogramSet.from_params(other, context.detector).gates
+            for other in context.stage_params("histogram"):
+                gates = HistogramSet.from_params(other, context.detector).gates
+            missing = [h.gate for h in params.hypotheses if h.gate not in gates]
+            if missing:
+                raise ValueError(f"kinematics: no histogram stage in the pipeline declares the gate(s) "
+                                 f"{', '.join(missing)} its hypotheses name")
         self.kin = TrackKinematics(params, context.detector, gates)
         self.counts: Counter = Counter()
         self.last_log = time.monotonic()
