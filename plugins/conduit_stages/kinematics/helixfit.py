@@ -264,10 +264,11 @@ def _evaluate(q, px, py, pz, use, sigma, beam_sigma, mass, kb, energy, range_mm,
         # foot of the perpendicular on the neighbouring chord that is closer
         best_u = 0.0
         best_a = best
-        best_e = (0.0, 0.0, 0.0)
-        best_t = (0.0, 0.0, 1.0)
+        e0 = e1 = e2 = 0.0
+        tx = ty = 0.0
+        tz = 1.0
         best_d2 = np.inf
-        for a in (best - 1, best):
+        for a in range(best - 1, best + 1):
             if a < 0 or a + 1 > n - 1:
                 continue
             ax = x0 + st * nodes[0, a]
@@ -291,8 +292,8 @@ def _evaluate(q, px, py, pz, use, sigma, beam_sigma, mass, kb, energy, range_mm,
                 best_u = u
                 best_a = a
                 norm = math.sqrt(bb)
-                best_e = (ex, ey, ez)
-                best_t = (bx / norm, by / norm, bz / norm)
+                e0, e1, e2 = ex, ey, ez
+                tx, ty, tz = bx / norm, by / norm, bz / norm
         d = math.sqrt(best_d2)
         dist[i] = d
         if not use[i]:
@@ -331,9 +332,7 @@ def _evaluate(q, px, py, pz, use, sigma, beam_sigma, mass, kb, energy, range_mm,
         # residual e = P − C: de/dq = −(I − t tᵀ) dC/dq (the foot slides along t), except beyond
         # either end, where the end itself is the foot: the vertex moves with x0, y0, z0, and the
         # stopping point of a particle that stops moves along t by dR/dT0 = 1 / S(T0)
-        tx, ty, tz = best_t
         ww = w * inv_s * inv_s
-        e0, e1, e2 = best_e
         beyond = (a == 0 and u == 0.0) or (a + 2 == n and u == 1.0)
         if stopped and a + 2 == n and u == 1.0:
             dr_dt = _range_slope(energy, range_mm, t0)
@@ -363,6 +362,39 @@ def _evaluate(q, px, py, pz, use, sigma, beam_sigma, mass, kb, energy, range_mm,
 
 
 @njit(cache=True, nogil=True)
+def _solve_spd(a, b, x):
+    """x = −a⁻¹ b for a symmetric positive definite ``a`` (Cholesky, in place in ``a``); False if not SPD.
+
+    A small hand-written solve: the damped normal matrix is SPD, and LAPACK through numba would cost
+    seconds of compilation for a 6 × 6 system.
+    """
+    n = b.shape[0]
+    for j in range(n):
+        d = a[j, j]
+        for k in range(j):
+            d -= a[j, k] * a[j, k]
+        if not d > 0.0:
+            return False
+        a[j, j] = math.sqrt(d)
+        for i in range(j + 1, n):
+            v = a[i, j]
+            for k in range(j):
+                v -= a[i, k] * a[j, k]
+            a[i, j] = v / a[j, j]
+    for i in range(n):  # L y = −b
+        v = -b[i]
+        for k in range(i):
+            v -= a[i, k] * x[k]
+        x[i] = v / a[i, i]
+    for i in range(n - 1, -1, -1):  # Lᵀ x = y
+        v = x[i]
+        for k in range(i + 1, n):
+            v -= a[k, i] * x[k]
+        x[i] = v / a[i, i]
+    return True
+
+
+@njit(cache=True, nogil=True)
 def _levenberg_marquardt(q, px, py, pz, use, sigma, beam_sigma, mass, kb, energy, range_mm, g, step, z_tol, s_cap,
                          max_iterations, nodes, nearest, dist):
     """Minimise the cost over the points with ``use`` from ``q`` (updated in place).
@@ -384,6 +416,7 @@ def _levenberg_marquardt(q, px, py, pz, use, sigma, beam_sigma, mass, kb, energy
     lam = 1e-3
     status = FIT_NOT_CONVERGED
     trial = np.empty(N_PARAMS)
+    delta = np.empty(N_PARAMS)
     a_mat = np.empty((N_PARAMS, N_PARAMS))
     iterations = 0
     for it in range(max_iterations):
@@ -402,7 +435,9 @@ def _levenberg_marquardt(q, px, py, pz, use, sigma, beam_sigma, mass, kb, energy
                 for p2 in range(N_PARAMS):
                     a_mat[p1, p2] = jtj[p1, p2]
                 a_mat[p1, p1] = jtj[p1, p1] * (1.0 + lam) + 1e-12
-            delta = np.linalg.solve(a_mat, -jtr)
+            if not _solve_spd(a_mat, jtr, delta):
+                lam *= 10.0
+                continue
             for a in range(N_PARAMS):
                 trial[a] = q[a] + delta[a]
             if trial[5] < _T_MIN:
