@@ -137,11 +137,11 @@ class TrackKinematics:
                 points = points[np.linspace(0, len(points) - 1, p.fit_max_points).astype(np.int64)]
             pts = np.ascontiguousarray(points, dtype=np.float64)
             tab = self.fit_tables[hypothesis]
-            status, iterations, rms = fit_track(
+            status, iterations, residual = fit_track(
                 q0, pts[:, 0].copy(), pts[:, 1].copy(), pts[:, 2].copy(), p.point_sigma, p.beam_spot, tab.mass,
                 tab.charge, self.field, tab.energy, tab.range_mm, tab.g, p.fit_step, self.max_nodes,
                 p.fit_max_iterations, q)
-            r["fit_status"], r["fit_iterations"], r["fit_residual"] = status, iterations, rms
+            r["fit_status"], r["fit_iterations"], r["fit_residual"] = status, iterations, residual
             if status in (FIT_CONVERGED, FIT_NOT_CONVERGED) and np.all(np.isfinite(q)):
                 vx, vy, vz, polar, azimuthal, energy = (float(v) for v in q)
                 azimuthal %= 2.0 * math.pi
