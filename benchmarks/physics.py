@@ -431,15 +431,16 @@ def main() -> None:
               file=sys.stderr)  # fmt: skip
     text = report(runs, args)
     if args.write:
-        # keep a section recorded by benchmarks/spyral_compare.py (it needs Spyral's own environment)
+        # keep the sections recorded by benchmarks/spyral_compare.py (it needs Spyral's own environment)
+        # and by benchmarks/kinematics.py
         old = args.write.read_text() if args.write.exists() else ""
-        marker = "## Comparison with Spyral"
-        if marker in old:
-            start = old.index(marker)
-            end = old.find("\n## ", start + len(marker))
-            section = old[start : end + 1 if end >= 0 else len(old)]
-            anchor = text.index("## Loss reasons")
-            text = text[:anchor] + section.rstrip("\n") + "\n\n" + text[anchor:]
+        for marker in ("## Comparison with Spyral", "## Reaction kinematics"):
+            if marker in old:
+                start = old.index(marker)
+                end = old.find("\n## ", start + len(marker))
+                section = old[start : end + 1 if end >= 0 else len(old)]
+                anchor = text.index("## Loss reasons")
+                text = text[:anchor] + section.rstrip("\n") + "\n\n" + text[anchor:]
         args.write.write_text(text)
         print(f"wrote {args.write}", file=sys.stderr)
     else:

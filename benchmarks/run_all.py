@@ -11,6 +11,7 @@ HERE = Path(__file__).resolve().parent
 COMMANDS = [
     ["ingest.py"],
     ["stages.py"],
+    ["kinematics.py", "--events", "300"],
     ["end_to_end.py", "startup"],
     ["end_to_end.py", "scaling"],
     ["end_to_end.py", "online", "--rates", "50", "100", "150", "200", "250", "--seconds", "15"],

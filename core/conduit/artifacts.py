@@ -16,6 +16,14 @@ another clusterer) and sinks can record and display them.
 ``estimates``
     numpy structured array, one row per estimated track, dtype
     :data:`ESTIMATE_DTYPE`.
+
+``kinematics``
+    numpy structured array, dtype :data:`KINEMATICS_DTYPE`: exactly one row
+    per row of ``estimates``, in the same order (so per-track quantities of
+    both line up), with the reaction read from that track: the ejectile
+    hypothesis, energies at the vertex, the residual's excitation energy and
+    the centre-of-mass angle; ``status`` says why a row has no result
+    (:data:`KINEMATICS_STATUS`).
 """
 
 from __future__ import annotations
@@ -39,6 +47,10 @@ __all__ = [
     "ESTIMATE_DTYPE",
     "empty_cloud",
     "empty_estimates",
+    "KINEMATICS_DTYPE",
+    "KINEMATICS_STATUS",
+    "FIT_STATUS",
+    "empty_kinematics",
 ]
 
 CLOUD_COLUMNS = ("x", "y", "z", "amplitude", "integral", "pad", "time", "scale")
@@ -116,3 +128,49 @@ ESTIMATE_DTYPE = np.dtype(
 
 def empty_estimates(n: int = 0) -> np.ndarray:
     return np.zeros(n, dtype=ESTIMATE_DTYPE)
+
+
+#: Why a ``kinematics`` row has no excitation energy (index = ``status`` code).
+KINEMATICS_STATUS = (
+    "ok",
+    "no_hypothesis",  # no ejectile hypothesis accepts the track (PID gates)
+    "no_brho",  # the estimate has no usable B-rho (zero, NaN)
+    "beam_stopped",  # the beam stops before the vertex z
+    "unphysical",  # no real missing mass (the track does not fit the reaction)
+)
+#: Whether the track fit ran and what came of it (index = ``fit_status`` code).
+FIT_STATUS = (
+    "off",  # not run: the estimate's values are used
+    "converged",
+    "not_converged",  # the iteration limit was reached: its last values are used
+    "failed",  # diverged, too few points, or most points far from it: the estimate's values are used
+)
+
+#: One row per ``estimates`` row. Units: MeV, rad, T·m, mm; ``*_energy`` are kinetic energies at the vertex.
+KINEMATICS_DTYPE = np.dtype(
+    [
+        ("event", np.int64),
+        ("cluster_index", np.int32),  # of the estimate row (and of the cluster)
+        ("status", np.int8),  # KINEMATICS_STATUS code
+        ("hypothesis", np.int8),  # index of the ejectile hypothesis used (-1: none)
+        ("ejectile_Z", np.int8),  # charge of the ejectile hypothesis
+        ("ejectile_A", np.int16),  # mass number of the ejectile hypothesis
+        ("excitation", np.float64),  # residual excitation energy (MeV), by missing mass
+        ("theta_cm", np.float64),  # ejectile centre-of-mass polar angle (rad)
+        ("ejectile_energy", np.float64),  # MeV at the vertex
+        ("ejectile_brho", np.float64),  # T·m at the vertex
+        ("ejectile_polar", np.float64),  # rad, from the beam axis
+        ("ejectile_azimuthal", np.float64),  # rad
+        ("beam_energy", np.float64),  # MeV at the vertex
+        ("reaction_x", np.float64),  # mm: the vertex used (fitted, or the estimate's)
+        ("reaction_y", np.float64),
+        ("reaction_z", np.float64),
+        ("fit_status", np.int8),  # FIT_STATUS code
+        ("fit_iterations", np.int16),
+        ("fit_residual", np.float64),  # median distance of the cluster's points from the fitted trajectory (mm)
+    ]
+)
+
+
+def empty_kinematics(n: int = 0) -> np.ndarray:
+    return np.zeros(n, dtype=KINEMATICS_DTYPE)

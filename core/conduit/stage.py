@@ -29,11 +29,12 @@ import functools
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from .detector import DetectorParams
-from .params import Params
+from .params import Params, Problem
 
 if TYPE_CHECKING:
     from .event import Event
@@ -64,6 +65,13 @@ class StageContext:
     base_dir: Path = dataclasses.field(default_factory=Path.cwd)
     #: Objects sinks share within the main process (e.g. the histogram set).
     shared: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    #: ``(use, params)`` of every ``[[stage]]`` of the pipeline, in order: how a stage reads another's
+    #: settings (the ``kinematics`` stage the histogram stage's gates, the rerun sink the reaction).
+    pipeline: tuple[tuple[str, Params], ...] = ()
+
+    def stage_params(self, use: str) -> list[Params]:
+        """Parameters of the pipeline's stages named ``use``, in pipeline order (empty when none)."""
+        return [params for name, params in self.pipeline if name == use]
 
     def resolve(self, path: Path | str) -> Path:
         """A user path relative to the pipeline file's directory."""
@@ -93,7 +101,7 @@ class StageContext:
 
     def __getstate__(self) -> dict[str, Any]:
         # Geometry and shared objects are rebuilt in the receiving process.
-        return {"detector": self.detector, "run": self.run, "base_dir": self.base_dir}
+        return {"detector": self.detector, "run": self.run, "base_dir": self.base_dir, "pipeline": self.pipeline}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -122,6 +130,16 @@ class Stage:
     def artifacts(cls, params: Params) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(requires, provides) for these parameters; override when they depend on them."""
         return cls.requires, cls.provides
+
+    @classmethod
+    def check_pipeline(cls, params: Params, pipeline: Sequence[tuple[str, Params]]) -> list[Problem]:
+        """Problems with this stage's references to other stages, found when the pipeline is loaded.
+
+        ``pipeline`` lists ``(use, params)`` of every stage; key paths of the
+        problems are relative to this stage's table (reported at its TOML line).
+        Override when a parameter names something another stage declares.
+        """
+        return []
 
     @classmethod
     def summary(cls) -> str:

@@ -9,13 +9,13 @@ import typing
 import h5py
 import numpy as np
 import pytest
-from conduit_test_support import run_cli
+from conduit_test_support import REPO, run_cli
 
 from conduit.detector import DetectorParams
 from conduit.simulate.generator import Simulator
 from conduit.simulate.params import SimulationParams
 from conduit.simulate.presets import PRESET_NAMES, PRESETS
-from conduit.simulate.stopping import GASES
+from conduit_physics.stopping import GASES
 
 
 def test_help_documents_every_simulation_and_detector_option():
@@ -34,7 +34,9 @@ def test_help_documents_every_simulation_and_detector_option():
 
 
 def test_presets_are_the_documented_choices():
-    assert set(PRESET_NAMES) == {"default", "elastic", "dp", "protons", "alphas", "single-track"}
+    assert set(PRESET_NAMES) == {"default", "elastic", "dp", "alpha-elastic", "protons", "alphas", "single-track"}
+    table = (REPO / "docs" / "simulator.md").read_text()
+    assert all(f"| `{name}` |" in table for name in PRESET_NAMES)
     preset = next(s for s in SimulationParams.specs() if s.name == "preset")
     assert set(PRESETS) == set(typing.get_args(preset.type))
     gas = next(s for s in SimulationParams.specs() if s.name == "gas")

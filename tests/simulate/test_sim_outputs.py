@@ -136,7 +136,7 @@ def test_truth_tracks_fit_their_brho(small_run):
     (equal to the truth Bρ for the fast ones).
     """
     sim, events = small_run
-    from conduit.simulate.species import species
+    from conduit_physics.species import species
 
     checked = 0
     for ev in events:

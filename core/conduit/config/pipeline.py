@@ -190,6 +190,7 @@ def load_pipeline(
     engine, engine_origins = _load_table(EngineParams, raw.get("engine", {}), ("engine",), problems, origins)
     stages = _load_stages(raw.get("stage", []), registry, problems, origins)
     _check_artifacts(source, stages, registry, problems)
+    _check_references(stages, problems)
 
     if problems.rendered:
         raise PipelineError(problems.rendered)
@@ -365,6 +366,13 @@ def _unknown_stage_message(use: str, registry: Registry) -> str:
     elif not close:
         msg += f"; known stages: {', '.join(known) or 'none'} (see `conduit stages`)"
     return msg
+
+
+def _check_references(stages: list[StageConfig], problems: _Collector) -> None:
+    """Let each stage check what it names in other stages (a gate of the histogram stage, ...)."""
+    pipeline = [(s.use, s.params) for s in stages]
+    for stage in stages:
+        problems.extend(stage.cls.check_pipeline(stage.params, pipeline), ("stage", stage.position - 1))
 
 
 def _check_artifacts(source: SourceConfig | None, stages: list[StageConfig], registry: Registry, problems) -> None:

@@ -99,7 +99,8 @@ class Engine:
         self.handle_signals = handle_signals
         self.on_event = on_event
         self.metrics = Metrics()
-        self.context = StageContext(detector=pipeline.detector, base_dir=pipeline.base_dir.resolve())
+        self.context = StageContext(detector=pipeline.detector, base_dir=pipeline.base_dir.resolve(),
+                                    pipeline=tuple((s.use, s.params) for s in pipeline.stages))
         self.source: Source = pipeline.source.cls(pipeline.source.params, self.context)
         self.context.run = self.source.run_number()
         if self.context.run is None:

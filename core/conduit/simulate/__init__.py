@@ -4,7 +4,7 @@ Modules (import what you need; importing this package loads nothing heavy):
 
 * :mod:`.params`      the parameter model shared by the CLI and the ``simulate`` source;
 * :mod:`.presets`     named reactions and particle guns;
-* :mod:`.species`, :mod:`.kinematics`, :mod:`.stopping`   masses, two-body kinematics, stopping powers;
+* masses, two-body kinematics and stopping powers come from the :mod:`conduit_physics` library;
 * :mod:`.tracking`    numba: helices with continuous energy loss;
 * :mod:`.response`    numba: electrons, diffusion, pads, gain, GET shaping;
 * :mod:`.padgrid`     the point → pad lookup grid the response kernel uses;

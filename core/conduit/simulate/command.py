@@ -26,7 +26,7 @@ DESCRIPTION = """Make synthetic AT-TPC GET data with its truth.
 
 Every output comes with a truth HDF5 file (particles, deposits, per-pad
 contributions; layout in docs/simulator.md). The same --seed gives the same
-events in every output. Presets: default, elastic, dp, protons, alphas,
+events in every output. Presets: default, elastic, dp, alpha-elastic, protons, alphas,
 single-track; options left unset take the preset's value."""
 
 __all__ = ["add_arguments", "main", "add_params_arguments", "params_from_args"]

@@ -25,12 +25,12 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+from conduit_physics.kinematics import KinematicsError, two_body
+from conduit_physics.species import Species, residual_of, species
+from conduit_physics.stopping import gas_by_name, stopping_table
 
 from ..event import Event
-from .kinematics import KinematicsError, two_body
 from .params import SimulationParams
-from .species import Species, species
-from .stopping import gas_by_name, stopping_table
 
 if TYPE_CHECKING:
     from ..detector import DetectorParams
@@ -220,7 +220,7 @@ class Simulator:
             )
         for channel in cfg.preset.channels:
             ejectile = species(channel.ejectile)
-            residual = _residual(beam, target, ejectile)
+            residual = residual_of(beam, target, ejectile)
             try:
                 two_body(beam.mass, target.mass, ejectile.mass, residual.mass + min(channel.excitations), e_low, 1.0)
                 return
@@ -361,7 +361,7 @@ class Simulator:
                 continue
             channel = channels[int(rng.choice(len(channels), p=weights))]
             ejectile = species(channel.ejectile)
-            residual = _residual(beam, target, ejectile)
+            residual = residual_of(beam, target, ejectile)
             excitation = float(channel.excitations[int(rng.integers(len(channel.excitations)))])
             c_lo, c_hi = (math.cos(math.radians(a)) for a in channel.cm_angle)
             theta_cm = math.acos(float(rng.uniform(min(c_lo, c_hi), max(c_lo, c_hi))))
@@ -672,15 +672,3 @@ def _splitmix64(x: int) -> int:
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
     return x ^ (x >> 31)
 
-
-def _residual(beam: Species, target: Species, ejectile: Species) -> Species:
-    z = beam.Z + target.Z - ejectile.Z
-    a = beam.A + target.A - ejectile.A
-    from .species import SPECIES
-
-    for sp in SPECIES.values():
-        if sp.Z == z and sp.A == a:
-            return sp
-    raise ValueError(
-        f"no mass for the residual (Z={z}, A={a}) of {target.name}({beam.name},{ejectile.name}); add it to species.py"
-    )

@@ -16,7 +16,7 @@ from .presets import COMMON_DEFAULTS, PRESET_NAMES, PRESETS
 __all__ = ["SimulationParams", "GAS_NAMES", "Resolved"]
 
 GAS_NAMES = ("D2", "H2", "He", "He-CO2", "isobutane", "P10", "air")
-PresetName = Literal["default", "elastic", "dp", "protons", "alphas", "single-track"]
+PresetName = Literal["default", "elastic", "dp", "alpha-elastic", "protons", "alphas", "single-track"]
 GasName = Literal["D2", "H2", "He", "He-CO2", "isobutane", "P10", "air"]
 
 
@@ -98,7 +98,7 @@ class SimulationParams(Params):
         for name in ("beam", "target", "gun_particle"):
             value = getattr(self, name)
             if value is not None:
-                from .species import species
+                from conduit_physics.species import species
 
                 try:
                     species(value)

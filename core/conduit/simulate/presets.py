@@ -91,6 +91,13 @@ PRESETS: dict[str, Preset] = {
             (Channel("p", (5.0, 175.0), (0.0, 0.320), 1.0, "d(10Be,p)11Be"),),
         ),
         Preset(
+            "alpha-elastic",
+            "4He(a,a)4He elastic scattering: 4He at 20 MeV in 600 Torr He, CM angles 40-140 deg (both alphas "
+            "20-70 deg in the lab, 2-18 MeV), beam track",
+            (Channel("alpha", (40.0, 140.0), (0.0,), 1.0, "4He(a,a)4He"),),
+            defaults={"beam": "alpha", "beam_energy": 20.0, "target": "alpha", "gas": "He"},
+        ),
+        Preset(
             "protons",
             "particle gun: 1-2 protons per event, 1-10 MeV, polar 20-160 deg, no beam track",
             defaults={"gun_particle": "p", "beam_track": False},

@@ -30,6 +30,11 @@ objects under names that are the same in a part file and in the final file
 * estimates: ``/estimates``, one row per track: the fields of
   :data:`conduit.artifacts.ESTIMATE_DTYPE` (``event`` = the GET event id) plus
   ``run`` and ``ic_*``, chunked and extendable (see :data:`.sink.TABLE_DTYPE`).
+
+* kinematics (with a ``kinematics`` stage, recorded with the estimates):
+  ``/kinematics``, one row per estimate row, the fields of
+  :data:`conduit.artifacts.KINEMATICS_DTYPE`; attrs ``units``, ``status_codes``
+  and ``fit_status_codes`` (the meaning of each code, comma-separated).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from conduit.artifacts import INTEGRAL, SCALE, X, Y, Z
+from conduit.artifacts import FIT_STATUS, INTEGRAL, KINEMATICS_DTYPE, KINEMATICS_STATUS, SCALE, X, Y, Z
 
 __all__ = [
     "MERGER_VERSION",
@@ -46,6 +51,9 @@ __all__ = [
     "CLOUD",
     "CLUSTER",
     "ESTIMATES",
+    "KINEMATICS",
+    "kinematics_rows",
+    "append_kinematics",
     "event_name",
     "cloud_name",
     "write_traces",
@@ -58,6 +66,7 @@ __all__ = [
 
 MERGER_VERSION = "libattpc_merger:1.0"
 EVENTS, CLOUD, CLUSTER, ESTIMATES = "events", "cloud", "cluster", "estimates"
+KINEMATICS = "kinematics"
 _IC_KEYS = ("amplitude", "integral", "centroid", "multiplicity")
 
 
@@ -159,3 +168,31 @@ def events_group_attrs(min_event: int, max_event: int, min_ts: int, max_ts: int)
 def range_attrs(min_event: int, max_event: int) -> dict[str, Any]:
     """``min_event`` / ``max_event`` of Spyral's cloud and cluster groups."""
     return {"min_event": np.int64(min_event), "max_event": np.int64(max_event)}
+
+
+def kinematics_rows(batch: list[Any]) -> np.ndarray | None:
+    """The ``kinematics`` rows of a batch of events (``event`` = the GET event id); None when there are none."""
+    parts = []
+    for event in batch:
+        rows = event.get("kinematics") if hasattr(event, "get") else None
+        if rows is not None and len(rows):
+            rows = np.asarray(rows, dtype=KINEMATICS_DTYPE).copy()
+            rows["event"] = event.id
+            parts.append(rows)
+    return np.concatenate(parts) if parts else None
+
+
+def append_kinematics(master: Any, rows: np.ndarray | None) -> None:
+    """Append ``rows`` to the master's ``/kinematics`` table, created at the first rows."""
+    if rows is None:
+        return
+    if KINEMATICS not in master:
+        table = master.create_dataset(KINEMATICS, shape=(0,), maxshape=(None,), dtype=KINEMATICS_DTYPE, chunks=(1024,))
+        table.attrs["units"] = ("energies MeV (kinetic, at the vertex), excitation MeV, angles rad, ejectile_brho T·m, "
+                                "reaction_x/y/z mm, fit_residual mm")
+        table.attrs["status_codes"] = ",".join(KINEMATICS_STATUS)
+        table.attrs["fit_status_codes"] = ",".join(FIT_STATUS)
+    table = master[KINEMATICS]
+    start = table.shape[0]
+    table.resize((start + len(rows),))
+    table[start:] = rows

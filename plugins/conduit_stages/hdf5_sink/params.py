@@ -26,7 +26,7 @@ class Hdf5Params(Params):
     frib: bool = param(True, "with the traces, record the event's FRIB data (frib_physics) when present")
     cloud: bool = param(True, "record point clouds (Spyral Pointcloud layout, /cloud)")
     clusters: bool = param(True, "record clusters (Spyral Cluster layout, /cluster)")
-    estimates: bool = param(True, "record the estimates table (/estimates)")
+    estimates: bool = param(True, "record the estimates table (/estimates), and /kinematics when a kinematics stage runs")
     histograms: bool = param(True, "save the histogram stage's histograms and gates at the end (/histograms)")
     flush_interval: float = param(2.0, "seconds between flushes; events flushed survive a crash (s)", gt=0)
     max_batch_mb: float = param(256.0, "flush earlier when this much event data is waiting (MB)", gt=0)

@@ -192,6 +192,8 @@ class Hdf5Sink(SinkStage):
             what = [f"{target.counts[k]} {k}" for k in target.kinds if k != layout.ESTIMATES]
             if layout.ESTIMATES in target.kinds:
                 what.append(f"{target.counts[layout.ESTIMATES]} estimate rows")
+                if target.counts[layout.KINEMATICS]:
+                    what.append(f"{target.counts[layout.KINEMATICS]} kinematics rows")
             parts.append(f"{target.file.path} ({', '.join(what) or 'histograms'})")
         return "; ".join(parts)
 
@@ -229,11 +231,12 @@ class Hdf5Sink(SinkStage):
 
     def _commit(self, target: _Target, batch: list[Any]) -> None:
         p = self.params
-        rows = None
+        rows = kin_rows = None
         if layout.ESTIMATES in target.kinds:
             parts = [_table_rows(ev) for ev in batch]
             parts = [r for r in parts if r is not None and len(r)]
             rows = np.concatenate(parts) if parts else None
+            kin_rows = layout.kinematics_rows(batch)
 
         def write_part(f) -> dict[str, list[str]]:
             links: dict[str, list[str]] = {}
@@ -276,6 +279,7 @@ class Hdf5Sink(SinkStage):
                 start = table.shape[0]
                 table.resize((start + len(rows),))
                 table[start:] = rows
+            layout.append_kinematics(m, kin_rows)
             m.attrs["events_flushed"] = np.int64(self.flushed_events + len(batch))
 
         counts_before = dict(target.counts)
@@ -292,6 +296,8 @@ class Hdf5Sink(SinkStage):
             raise
         if rows is not None:
             target.counts[layout.ESTIMATES] += len(rows)
+        if kin_rows is not None:
+            target.counts[layout.KINEMATICS] += len(kin_rows)
 
     def _init_master(self, f, target: _Target) -> None:
         from conduit import __version__

@@ -3,13 +3,17 @@
 Two levels of quantity exist:
 
 * **track** quantities, one value per row of the ``estimates`` artifact
-  (every numeric field of :data:`conduit.artifacts.ESTIMATE_DTYPE`);
+  (every numeric field of :data:`conduit.artifacts.ESTIMATE_DTYPE`) or of
+  the ``kinematics`` artifact, whose rows line up with the estimates
+  (:data:`conduit.artifacts.KINEMATICS_DTYPE`: ``excitation``, ``theta_cm``,
+  ``ejectile_energy``, ...; needs a ``kinematics`` stage);
 * **event** quantities, one value per event: ``cluster_multiplicity``
   (clusters found), ``n_tracks`` (estimate rows), ``cloud_points`` (point-cloud
   rows; ``n_points`` is the estimate field, points of one track) and
   ``n_traces`` (rows of the trace matrix).
 
-Angles (``polar``, ``azimuthal``) are stored in radians in the estimates but
+Angles (``polar``, ``azimuthal``, ``theta_cm``, ``ejectile_polar``,
+``ejectile_azimuthal``) are stored in radians in the artifacts but
 histogrammed **in degrees**: axes, ranges and gate polygons on angles are in
 degrees, because that is how they are read off a kinematics plot.
 """
@@ -24,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from conduit.artifacts import ESTIMATE_DTYPE
+from conduit.artifacts import ESTIMATE_DTYPE, KINEMATICS_DTYPE
 
 __all__ = [
     "Quantity",
@@ -35,8 +39,8 @@ __all__ = [
     "extract",
 ]
 
-#: Estimate fields converted from radians to degrees when histogrammed.
-ANGLE_FIELDS = frozenset({"polar", "azimuthal"})
+#: Track fields converted from radians to degrees when histogrammed.
+ANGLE_FIELDS = frozenset({"polar", "azimuthal", "theta_cm", "ejectile_polar", "ejectile_azimuthal"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +55,8 @@ class Quantity:
     #: True when the value exists only after the analysis stages ran (not for ``n_traces``).
     needs_analysis: bool = True
     doc: str = ""
+    #: The artifact a track quantity is read from (its rows line up with the estimates).
+    artifact: str = "estimates"
 
     @property
     def is_track(self) -> bool:
@@ -85,8 +91,31 @@ def _estimate_quantities() -> dict[str, Quantity]:
     return out
 
 
+def _kinematics_quantities() -> dict[str, Quantity]:
+    """The numeric fields of the ``kinematics`` artifact not already named by the estimates."""
+    binning: dict[str, tuple[str, tuple[float, float], int]] = {
+        "status": ("", (-0.5, 4.5), 5), "hypothesis": ("", (-1.5, 6.5), 8), "ejectile_Z": ("", (-0.5, 10.5), 11),
+        "ejectile_A": ("", (-0.5, 20.5), 21), "excitation": ("MeV", (-5.0, 10.0), 300),
+        "theta_cm": ("deg", (0.0, 180.0), 180), "ejectile_energy": ("MeV", (0.0, 50.0), 250),
+        "ejectile_brho": ("T·m", (0.0, 3.0), 300), "ejectile_polar": ("deg", (0.0, 180.0), 180),
+        "ejectile_azimuthal": ("deg", (0.0, 360.0), 360), "beam_energy": ("MeV", (0.0, 200.0), 400),
+        "reaction_x": ("mm", (-30.0, 30.0), 120), "reaction_y": ("mm", (-30.0, 30.0), 120),
+        "reaction_z": ("mm", (0.0, 1000.0), 250), "fit_status": ("", (-0.5, 3.5), 4),
+        "fit_iterations": ("", (-0.5, 49.5), 50), "fit_residual": ("mm", (0.0, 20.0), 200),
+    }
+    out = {}
+    for name in KINEMATICS_DTYPE.names:
+        if name in ESTIMATE_DTYPE.names:
+            continue
+        unit, (lo, hi), bins = binning.get(name, ("", (0.0, 1.0), 100))
+        doc = f"kinematics field '{name}'" + (" (degrees; stored in radians)" if name in ANGLE_FIELDS else "")
+        out[name] = Quantity(name, "track", unit, (lo, hi), bins, True, doc, artifact="kinematics")
+    return out
+
+
 QUANTITIES: dict[str, Quantity] = {
     **_estimate_quantities(),
+    **_kinematics_quantities(),
     "cluster_multiplicity": Quantity(
         "cluster_multiplicity", "event", "", (-0.5, 15.5), 16, True, "clusters found in the event"
     ),
@@ -114,7 +143,8 @@ def extract(event: Any, names: Iterable[str]) -> dict[str, np.ndarray]:
     """Values of ``names`` for one event: float64 arrays, one per track or a single value.
 
     Track quantities are missing (absent from the result) when the event has no
-    ``estimates``; event quantities are missing when the artifact they count is absent.
+    ``estimates``, and NaN per track when their own artifact (``kinematics``) is
+    absent; event quantities are missing when the artifact they count is absent.
     """
     out: dict[str, np.ndarray] = {}
     estimates = event.get("estimates")
@@ -123,7 +153,11 @@ def extract(event: Any, names: Iterable[str]) -> dict[str, np.ndarray]:
         if q.is_track:
             if estimates is None:
                 continue
-            values = np.asarray(estimates[name], dtype=np.float64)
+            rows = estimates if q.artifact == "estimates" else event.get(q.artifact)
+            if rows is None or len(rows) != len(estimates):
+                out[name] = np.full(len(estimates), np.nan)  # counted as outside, never misaligned
+                continue
+            values = np.asarray(rows[name], dtype=np.float64)
             if name in ANGLE_FIELDS:
                 values = values * (180.0 / math.pi)
             out[name] = values

@@ -18,7 +18,7 @@ SHARED_KEY = "histograms"
 #: ``context.shared`` key set by a sink that saves the histograms itself (the hdf5 sink).
 RECORDED_KEY = "histograms_recorded_by"
 
-# Which artifact each event quantity reads (track quantities read "estimates").
+# Which artifact each event quantity reads (track quantities read their Quantity.artifact).
 _EVENT_ARTIFACTS = {"cluster_multiplicity": "clusters", "n_tracks": "estimates", "cloud_points": "cloud"}
 
 
@@ -38,7 +38,7 @@ class HistogramSink(SinkStage):
                 if q is None:
                     continue
                 if QUANTITIES[q].is_track:
-                    needed.add("estimates")
+                    needed.update({"estimates", QUANTITIES[q].artifact})
                 elif q in _EVENT_ARTIFACTS:
                     needed.add(_EVENT_ARTIFACTS[q])
         for gate in params.gates:
@@ -46,7 +46,7 @@ class HistogramSink(SinkStage):
                 spec = next((h for h in params.all_histograms() if h.name == gate.histogram), None)
                 for q in (() if spec is None else (spec.x, spec.y)):
                     if q is not None and QUANTITIES[q].is_track:
-                        needed.add("estimates")
+                        needed.update({"estimates", QUANTITIES[q].artifact})
                     elif q in _EVENT_ARTIFACTS:
                         needed.add(_EVENT_ARTIFACTS[q])
         return tuple(sorted(needed)), ()

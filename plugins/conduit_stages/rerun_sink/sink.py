@@ -26,7 +26,7 @@ import numpy as np
 
 from conduit.stage import SinkStage
 
-from . import geometry
+from . import geometry, kinematic_curves
 from .blueprint import ENTITY, default_blueprint
 from .logbridge import QueueHandler
 from .params import RerunParams
@@ -132,6 +132,7 @@ class RerunSink(SinkStage):
         self.handler = QueueHandler(p.log_level)
         logging.getLogger("conduit").addHandler(self.handler)
         self._log_statics()
+        kinematic_curves.log_curves(self)
 
     def consume(self, event) -> None:
         self.consumed += 1

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["Species", "SPECIES", "species", "ATOMIC_MASS_UNIT", "ELECTRON_MASS", "BRHO_CONSTANT"]
+__all__ = [
+    "Species",
+    "SPECIES",
+    "species",
+    "residual_of",
+    "ATOMIC_MASS_UNIT",
+    "ELECTRON_MASS",
+    "BRHO_CONSTANT",
+]
 
 #: Atomic mass unit (MeV), CODATA 2018.
 ATOMIC_MASS_UNIT = 931.49410242
@@ -36,6 +44,11 @@ class Species:
     def brho(self, kinetic_energy: float) -> float:
         """Magnetic rigidity Bρ (T·m) of the fully stripped ion at the given kinetic energy (MeV)."""
         return self.momentum(kinetic_energy) / (BRHO_CONSTANT * self.Z)
+
+    def energy_from_brho(self, brho: float) -> float:
+        """Kinetic energy (MeV) of the fully stripped ion with magnetic rigidity ``brho`` (T·m)."""
+        p = brho * BRHO_CONSTANT * self.Z
+        return (p * p + self.mass * self.mass) ** 0.5 - self.mass
 
 
 def _from_excess(name: str, Z: int, A: int, excess_kev: float) -> Species:
@@ -96,3 +109,19 @@ def species(name: str) -> Species:
         close = difflib.get_close_matches(name, list(SPECIES) + list(_ALIASES), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown species {name!r}{hint}; known: {', '.join(SPECIES)}") from None
+
+
+def residual_of(beam: Species, target: Species, ejectile: Species) -> Species:
+    """The residual d of target(beam, ejectile)d: the nucleus that keeps charge and mass number.
+
+    Raises ValueError when its mass is not in :data:`SPECIES`.
+    """
+    z = beam.Z + target.Z - ejectile.Z
+    a = beam.A + target.A - ejectile.A
+    for sp in SPECIES.values():
+        if sp.Z == z and sp.A == a:
+            return sp
+    raise ValueError(
+        f"no mass for the residual (Z={z}, A={a}) of {target.name}({beam.name},{ejectile.name}); "
+        "add it to conduit_physics/species.py"
+    )

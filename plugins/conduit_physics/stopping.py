@@ -197,6 +197,10 @@ class StoppingTable:
         """Path length (mm) to stop from kinetic energy ``t`` (MeV)."""
         return np.interp(t, self.energy, self.range_mm)
 
+    def energy_before(self, t: float, path_mm: float) -> float:
+        """Kinetic energy (MeV) a particle had ``path_mm`` earlier on its path, given ``t`` (MeV) now."""
+        return float(np.interp(float(self.residual_range(t)) + path_mm, self.range_mm, self.energy))
+
     def energy_after(self, t: float, path_mm: float) -> float:
         """Kinetic energy (MeV) after travelling ``path_mm`` from energy ``t``; 0 when the particle stops."""
         remaining = float(self.residual_range(t)) - path_mm

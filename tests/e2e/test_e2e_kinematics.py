@@ -1,0 +1,61 @@
+"""The shipped kinematics pipeline, run as a user runs it: simulated 10Be(d,p), worker processes, HDF5 and .rrd."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from conduit.artifacts import KINEMATICS_STATUS
+from conduit_test_support import REPO, run_cli
+
+sys.path.insert(0, str(REPO / "tests" / "sinks"))
+from rrd_read import blueprints, read_rrd  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def test_kinematics_pipeline_records_a_row_per_track_and_draws_the_curves(tmp_path):
+    h5, rrd, truth = tmp_path / "k.h5", tmp_path / "k.rrd", tmp_path / "truth.h5"
+    env = {"NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(REPO / ".numba-cache"))}
+    result = run_cli("run", str(REPO / "pipelines" / "kinematics-dp.toml"), "--set", "source.events=16",
+                     "--set", "engine.workers=2", "--set", f"hdf5.path='{h5}'", "--set", f"rerun.path='{rrd}'",
+                     "--set", f"source.truth='{truth}'", env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "kinematics" in result.stderr  # its row in the summary's stage table
+    with h5py.File(h5, "r") as f:
+        estimates = f["estimates"][...]
+        rows = f["kinematics"][...]
+        ex_hist = f["histograms/excitation"]
+        entries, outside = int(ex_hist.attrs["entries"]), int(ex_hist.attrs["outside"])
+    # one kinematics row per estimate row, same events and clusters, in the same order
+    assert len(rows) == len(estimates) > 10
+    np.testing.assert_array_equal(rows["event"], estimates["event"])
+    np.testing.assert_array_equal(rows["cluster_index"], estimates["cluster_index"])
+    status = [KINEMATICS_STATUS[s] for s in rows["status"]]
+    assert set(status) <= {"ok", "no_hypothesis"}
+    ok = rows["status"] == 0
+    assert ok.sum() >= 8
+    assert np.all(rows["ejectile_A"][ok] == 1) and np.all(rows["hypothesis"][ok] == 0)
+    assert np.all(np.isnan(rows["excitation"][~ok]))
+    assert entries + outside == len(rows)  # every row counted in the excitation histogram, inside or outside
+    assert entries == int(np.sum(ok & (rows["excitation"] >= -2.0) & (rows["excitation"] < 4.0)))
+    # the tracks outside the proton gate are the heavy 11Be residuals: high sqrt(dE/dx) for their B-rho
+    heavy = ~ok
+    if heavy.any():
+        assert np.all(estimates["sqrt_dEdx"][heavy] * estimates["brho"][heavy] > 16.0)
+    # the viewer: the excitation histograms and the two 11Be states' curves, static, in (deg, T·m)
+    recorded = read_rrd(rrd)
+    for entity in ("/histograms/excitation", "/histograms/excitation_vs_theta_cm", "/histograms/kinematics"):
+        assert entity in recorded, entity
+    curves = {k: v for k, v in recorded.items() if k.startswith("/kinematics/curves/")}
+    assert sorted(curves) == ["/kinematics/curves/11Be_0.32_MeV_p", "/kinematics/curves/11Be_0_MeV_p"]
+    for entity, entries_ in curves.items():
+        strip = np.array(entries_[0]["LineStrips2D:strips"][0])
+        assert entries_[0]["_static"] and strip.shape == (181, 2)
+        assert 0.0 <= strip[:, 0].min() and strip[:, 0].max() <= 180.0  # polar angle, deg
+        assert 0.05 < strip[:, 1].min() and strip[:, 1].max() < 1.0  # B-rho of the protons, T·m
+    assert blueprints(rrd)
