@@ -39,7 +39,7 @@ seed = 5
 run = {run}
 
 [engine]
-workers = 0
+workers = {workers}
 
 [[stage]]
 use = "pointcloud"
@@ -76,11 +76,11 @@ PARQUET_COLUMNS = [
 
 
 def record(directory: Path, events: int = EVENTS, pointcloud: str = "", hdf5: str = "",
-           path: str = "out/run_{run:04d}.h5"):  # fmt: skip
+           path: str = "out/run_{run:04d}.h5", workers: int = 0):  # fmt: skip
     directory.mkdir(parents=True, exist_ok=True)
     pipe = directory / "pipe.toml"
     pipe.write_text(textwrap.dedent(PIPE.format(events=events, run=RUN, pointcloud=pointcloud, hdf5=hdf5,
-                                                path=path)))  # fmt: skip
+                                                path=path, workers=workers)))  # fmt: skip
     summary = run_pipeline(load_pipeline(pipe), handle_signals=False)
     assert summary.exit_code == 0, summary.error
     return summary
@@ -266,3 +266,15 @@ def test_unconsolidated_workspace_reads_the_same(tmp_path):
     res = subprocess.run([sys.executable, "-c", script, str(point)], cwd="/", capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["5", "True"]
+
+
+def test_worker_processes_write_the_same_jittered_clouds(workspace, tmp_path):
+    """The jitter is keyed by (seed, event id): two worker processes in any order give the same bytes."""
+    directory, _ = workspace
+    record(tmp_path, events=10, workers=2)
+    name = f"run_{RUN:04d}.h5"
+    with h5py.File(tmp_path / "ws" / "Pointcloud" / name, "r") as a, \
+            h5py.File(directory / "ws" / "Pointcloud" / name, "r") as b:  # fmt: skip
+        assert len(a["cloud"]) == 10
+        for key, ds in a["cloud"].items():
+            np.testing.assert_array_equal(ds[...], b["cloud"][key][...], err_msg=key)
