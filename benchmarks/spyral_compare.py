@@ -276,25 +276,11 @@ def main() -> None:
     lines.append("")
     text = "\n".join(lines)
     if args.write:
-        write_section(args.write, text)
+        from _common import write_section
+
+        write_section(args.write, text, before="## Loss reasons")
     else:
         print(text)
-
-
-SECTION = "## Comparison with Spyral 1.1.2"
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace (or add before the method section) the comparison section of a markdown file."""
-    doc = path.read_text() if path.exists() else ""
-    start = doc.find(SECTION)
-    if start >= 0:
-        end = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + (doc[end + 1 :] if end >= 0 else "")
-    else:
-        anchor = doc.find("## Loss reasons")
-        doc = doc[:anchor] + text + "\n" + doc[anchor:] if anchor >= 0 else doc + "\n" + text
-    path.write_text(doc)
 
 
 def physics_pads():

@@ -58,10 +58,21 @@ use = "estimate"
 
 [[stage]]
 use = "hdf5"
-path = "out/run_{{run:04d}}.h5"
+path = "{path}"
 layout = "spyral"
 workspace = "ws"
+{hdf5}
 """
+
+
+def pipeline_toml(events: int, seed: int, run: int, workers: int = 0, pointcloud: str = "", hdf5: str = "",
+                  path: str = "out/run_{run:04d}.h5") -> str:  # fmt: skip
+    """Simulated reference mix -> pointcloud, cluster.hdbscan, estimate -> hdf5 with layout "spyral" into ws/.
+
+    ``pointcloud`` and ``hdf5`` are extra lines for those stages (also used by tests/sinks/test_sinks_spyral.py).
+    """
+    return PIPELINE.format(events=events, seed=seed, run=run, workers=workers, pointcloud=pointcloud, hdf5=hdf5,
+                           path=path)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- step 2, run by Spyral's python
@@ -362,7 +373,7 @@ def main() -> None:
         spyral_side(*args.spyral_side)
         return
     sys.path.insert(0, str(HERE))
-    from _common import machine
+    from _common import machine, write_section
     from _spyral_env import DEFAULT_VENV, ensure_spyral_python, spyral_version
 
     python = args.spyral_python or DEFAULT_VENV / "bin" / "python"
@@ -414,8 +425,7 @@ def write_our_outputs(work: Path, args) -> dict:
     for directory, pointcloud in ((work, ""), (work / "tied", "tie_jitter = 0.0")):
         directory.mkdir(exist_ok=True)
         pipe = directory / "pipeline.toml"
-        pipe.write_text(PIPELINE.format(events=args.events, seed=args.seed, run=args.run, workers=args.workers,
-                                        pointcloud=pointcloud))  # fmt: skip
+        pipe.write_text(pipeline_toml(args.events, args.seed, args.run, args.workers, pointcloud))
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "conduit", "run", str(pipe)], check=True)
         seconds = seconds if pointcloud else time.perf_counter() - t0
@@ -474,18 +484,6 @@ def report(args, ours: dict, result: dict, machine: str) -> str:
             + ".")  # fmt: skip
         add("")
     return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) the section of a markdown file."""
-    doc = path.read_text() if path.exists() else ""
-    start = doc.find(SECTION)
-    if start >= 0:
-        end = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + (doc[end + 1:] if end >= 0 else "")
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    path.write_text(doc)
 
 
 if __name__ == "__main__":

@@ -28,36 +28,12 @@ from conduit.engine.runner import run_pipeline
 from conduit.padplane import load_pad_plane
 from conduit_stages.hdf5_sink import spyral
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from spyral_continue import pipeline_toml  # noqa: E402  (the benchmark's pipeline: the same chain)
+
 RUN = 7
 EVENTS = 24
-
-PIPE = """
-[source]
-kind = "simulate"
-events = {events}
-seed = 5
-run = {run}
-
-[engine]
-workers = {workers}
-
-[[stage]]
-use = "pointcloud"
-{pointcloud}
-
-[[stage]]
-use = "cluster.hdbscan"
-
-[[stage]]
-use = "estimate"
-
-[[stage]]
-use = "hdf5"
-path = "{path}"
-layout = "spyral"
-workspace = "ws"
-{hdf5}
-"""
 
 #: What Spyral's phases read, by object (attribute names exactly; dtypes as Spyral writes them).
 CLOUD_GROUP_ATTRS = {"min_event": np.int64, "max_event": np.int64}
@@ -76,11 +52,10 @@ PARQUET_COLUMNS = [
 
 
 def record(directory: Path, events: int = EVENTS, pointcloud: str = "", hdf5: str = "",
-           path: str = "out/run_{run:04d}.h5", workers: int = 0):  # fmt: skip
+           path: str = "out/run_{run:04d}.h5"):  # fmt: skip
     directory.mkdir(parents=True, exist_ok=True)
     pipe = directory / "pipe.toml"
-    pipe.write_text(textwrap.dedent(PIPE.format(events=events, run=RUN, pointcloud=pointcloud, hdf5=hdf5,
-                                                path=path, workers=workers)))  # fmt: skip
+    pipe.write_text(pipeline_toml(events, 5, RUN, 0, pointcloud, hdf5, path))
     summary = run_pipeline(load_pipeline(pipe), handle_signals=False)
     assert summary.exit_code == 0, summary.error
     return summary
@@ -266,15 +241,3 @@ def test_unconsolidated_workspace_reads_the_same(tmp_path):
     res = subprocess.run([sys.executable, "-c", script, str(point)], cwd="/", capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["5", "True"]
-
-
-def test_worker_processes_write_the_same_jittered_clouds(workspace, tmp_path):
-    """The jitter is keyed by (seed, event id): two worker processes in any order give the same bytes."""
-    directory, _ = workspace
-    record(tmp_path, events=10, workers=2)
-    name = f"run_{RUN:04d}.h5"
-    with h5py.File(tmp_path / "ws" / "Pointcloud" / name, "r") as a, \
-            h5py.File(directory / "ws" / "Pointcloud" / name, "r") as b:  # fmt: skip
-        assert len(a["cloud"]) == 10
-        for key, ds in a["cloud"].items():
-            np.testing.assert_array_equal(ds[...], b["cloud"][key][...], err_msg=key)

@@ -9,6 +9,7 @@ scipy's spline accepting them.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import scipy.interpolate
 from conduit.artifacts import PAD_ID, TIME, Z
+from conduit.detector import DetectorParams
 from conduit.event import Event
 from conduit.stage import StageContext
 from conduit_stages.estimate import trackfit
@@ -95,6 +97,26 @@ def test_jitter_is_seeded_by_seed_and_event_id_only(pads, simulated):
     np.testing.assert_array_equal(kernel(pads, detector)(t0, 5), first)  # a fresh kernel (another worker)
     assert not np.array_equal(k(t0, 6)[:, TIME], first[:, TIME])
     assert not np.array_equal(kernel(pads, detector, jitter_seed=1)(t0, 5)[:, TIME], first[:, TIME])
+
+
+def test_another_process_gives_the_same_bytes(pads, simulated, tmp_path):
+    """What a worker process computes for an event is what this process computes (no shared state)."""
+    detector, sims = simulated
+    traces = sims[4].event.traces
+    np.save(tmp_path / "traces.npy", traces)
+    script = (
+        "import sys, numpy as np\n"
+        "from conduit.detector import DetectorParams\n"
+        "from conduit.padplane import load_pad_plane\n"
+        "from conduit_stages.pointcloud.stage import PointcloudKernel, PointcloudParams\n"
+        "k = PointcloudKernel(PointcloudParams(), load_pad_plane(None), DetectorParams())\n"
+        "np.save(sys.argv[2], k(np.load(sys.argv[1]), 77))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script, str(tmp_path / "traces.npy"), str(tmp_path / "cloud.npy")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert detector == DetectorParams()  # the simulator's table is the default one used there
+    np.testing.assert_array_equal(np.load(tmp_path / "cloud.npy"), kernel(pads, detector)(traces, 77))
 
 
 def test_jitter_follows_the_documented_formula():
