@@ -261,7 +261,7 @@ def spyral_side(config_path: str, out_path: str) -> None:
     tied = Path(cfg["tied"])
     r = run_phase(1, "Cluster-tied", source=tied / "ws", traces=tied / "out")
     r["phase"] = "Cluster, our clouds with `tie_jitter = 0`"
-    r["reads"] = [f"ws/Pointcloud/{stem}.h5"]
+    r["reads"] = [f"tied/ws/Pointcloud/{stem}.h5"]
     with h5py.File(tied / "ws" / "Pointcloud" / f"{stem}.h5", "r") as f:
         n_tied = sum(bool(np.any(np.diff(ds[:, 2]) == 0)) for ds in f["cloud"].values())
         r["in"] = f"{len(f['cloud'])} clouds, {n_tied} with equal z values"
