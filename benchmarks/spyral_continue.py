@@ -217,7 +217,8 @@ def spyral_side(config_path: str, out_path: str) -> None:
                 logger.removeHandler(handler)
                 handler.close()
         return {
-            "phase": name, "workspace": str(ws), "assets": bool(assets), "valid": valid is not None and all(valid.values()),
+            "phase": name, "workspace": str(ws), "assets": bool(assets),
+            "valid": valid is not None and all(valid.values()),
             "setup_s": t1 - t0, "run_s": time.perf_counter() - t1, "log": collect.lines,
             "outputs": sorted(str(p.relative_to(ws)) for p in written.glob(f"{stem}*")),
         }  # fmt: skip
@@ -284,8 +285,9 @@ def spyral_side(config_path: str, out_path: str) -> None:
         df = pl.read_parquet(path)
         return f"{df.height} estimates ({df['event'].n_unique()} events)"
 
+    fixed_label = "Estimation, enum defect worked around"
     for label, ws_name, patch in (("Estimation", "Estimation", None),
-                                  ("Estimation, enum defect worked around", "Estimation-fixed", _direction_values())):  # fmt: skip
+                                  (fixed_label, "Estimation-fixed", _direction_values())):  # fmt: skip
         r = run_phase(2, ws_name, patch)
         r["phase"] = label
         r["reads"] = [f"ws/Cluster/{stem}.h5"]
@@ -306,13 +308,22 @@ def spyral_side(config_path: str, out_path: str) -> None:
         theirs = pl.read_parquet(fixed)
         mine = pl.read_parquet(ours / "Estimation" / f"{stem}.parquet")
         both = mine.join(theirs, on=["event", "cluster_index"], suffix="_spyral")
+
+        def median_abs(name: str, relative: bool = False) -> float:
+            a, b = both[name].to_numpy(), both[f"{name}_spyral"].to_numpy()
+            return float(np.median(np.abs(b / a - 1.0) if relative else np.abs(b - a))) if len(a) else float("nan")
+
+        ours_schema = [(k, str(t)) for k, t in mine.schema.items()]
+        spyral_schema = [(k, str(t)) for k, t in theirs.schema.items()]
         results[-1]["compare"] = {
             "ours": mine.height, "spyral": theirs.height, "matched": both.height,
-            "brho_rel_median": float(np.median(np.abs(both["brho_spyral"] / both["brho"] - 1.0))) if both.height else None,
-            "polar_deg_median": float(np.degrees(np.median(np.abs(both["polar_spyral"] - both["polar"])))) if both.height else None,
-            "vertex_z_mm_median": float(np.median(np.abs(both["vertex_z_spyral"] - both["vertex_z"]))) if both.height else None,
-            "schema": {name: str(dtype) for name, dtype in mine.schema.items()},
-            "schema_spyral": {name: str(dtype) for name, dtype in theirs.schema.items()},
+            "brho_rel_median": median_abs("brho", relative=True),
+            "polar_deg_median": float(np.degrees(median_abs("polar"))),
+            "vertex_z_mm_median": median_abs("vertex_z"),
+            "same_schema": ours_schema == spyral_schema,
+            "schema_differences": [f"{a} / {b}" for a, b in zip(ours_schema, spyral_schema) if a != b]
+            + ([f"{len(ours_schema)} / {len(spyral_schema)} columns"] if len(ours_schema) != len(spyral_schema) else []),
+            "columns": len(ours_schema),
         }  # fmt: skip
 
     # --- InterpSolverPhase on our estimates (and clusters)
@@ -477,11 +488,14 @@ def report(args, ours: dict, result: dict, machine: str) -> str:
             f"conduit, {comp['matched']} for the same (event, cluster_index); median differences B-rho "
             f"{100 * comp['brho_rel_median']:.1f} %, polar angle {comp['polar_deg_median']:.2f} deg, vertex z "
             f"{comp['vertex_z_mm_median']:.1f} mm (Spyral measures the polar angle on the chord, conduit on the arc: "
-            f"see analysis.md). Column types: ours "
-            + ", ".join(f"{k} {t}" for k, t in comp["schema"].items() if k in ("event", "cluster_index", "brho", "direction"))
-            + "; Spyral's (worked around) "
-            + ", ".join(f"{k} {t}" for k, t in comp["schema_spyral"].items() if k in ("event", "cluster_index", "brho", "direction"))
-            + ".")  # fmt: skip
+            f"see analysis.md).")  # fmt: skip
+        add("")
+        if comp["same_schema"]:
+            add(f"Our Estimation parquet and the one Spyral's phase writes (worked around) have the same {comp['columns']} "
+                "columns in the same order with the same types.")  # fmt: skip
+        else:
+            add("Our Estimation parquet differs from the one Spyral's phase writes (worked around): "
+                + "; ".join(comp["schema_differences"]) + ".")  # fmt: skip
         add("")
     return "\n".join(lines).rstrip("\n") + "\n"
 
