@@ -241,3 +241,15 @@ def test_unconsolidated_workspace_reads_the_same(tmp_path):
     res = subprocess.run([sys.executable, "-c", script, str(point)], cwd="/", capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["5", "True"]
+
+
+def test_without_pyarrow_the_run_stops_before_any_event(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # import fails as if pyarrow were missing
+    tmp_path.mkdir(exist_ok=True)
+    pipe = tmp_path / "pipe.toml"
+    pipe.write_text(pipeline_toml(3, 5, RUN))
+    summary = run_pipeline(load_pipeline(pipe), handle_signals=False)
+    assert summary.exit_code != 0
+    assert "layout 'spyral' writes Estimation/*.parquet, which needs pyarrow" in summary.error
+    assert "pip install 'attpc-conduit[spyral]', or set estimates = false" in summary.error
+    assert not (tmp_path / "ws").exists()
