@@ -20,6 +20,31 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}"
 
 
+def write_section(path, text: str, before: str | None = None) -> None:
+    """Put a markdown section (``text``, starting with its ``## title`` line) into the file at ``path``.
+
+    An existing section of that title is replaced up to the next ``## ``; otherwise the section goes
+    before the heading ``before`` when the file has it, else at the end.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    title = text.split("\n", 1)[0]
+    text = text.rstrip("\n") + "\n"
+    doc = path.read_text() if path.exists() else ""
+    start = doc.find(title + "\n")
+    if start >= 0:
+        end = doc.find("\n## ", start + len(title))
+        doc = doc[:start] + text + (doc[end:] if end >= 0 else "")
+    else:
+        anchor = doc.find(before) if before else -1
+        if anchor >= 0:
+            doc = doc[:anchor] + text + "\n" + doc[anchor:]
+        else:
+            doc = doc.rstrip("\n") + ("\n\n" if doc else "") + text
+    path.write_text(doc)
+
+
 #: The reference analysis chain, as [[stage]] tables for the pipeline-running benchmarks.
 ANALYSIS_STAGES = """
 [[stage]]

@@ -1,17 +1,11 @@
 """Optional: compare the stages with Spyral 1.1.2 itself on the same simulated events.
 
 Never part of the tests or CI. Spyral (GPL-3.0) is *called*, in its own
-virtual environment, never copied. Set it up once (spyral-utils needs Eigen3;
-the pip-only route uses eigenpip and a three-line CMake shim):
+virtual environment, never copied. ``--setup`` creates it at /tmp/spyral-venv
+when missing (``_spyral_env.py``: spyral-utils needs Eigen3; the pip-only route
+uses eigenpip and a three-line CMake shim). From the repository root:
 
-    python3.11 -m venv /tmp/spyral-venv
-    /tmp/spyral-venv/bin/pip install eigenpip
-    # write Eigen3Config.cmake setting EIGEN3_INCLUDE_DIR(S) to eigenpip.get_include(), then:
-    SKBUILD_CMAKE_DEFINE="Eigen3_DIR=<shim dir>" /tmp/spyral-venv/bin/pip install attpc-spyral==1.1.2
-
-Then, from the repository root:
-
-    NUMBA_CACHE_DIR=.numba-cache .venv/bin/python benchmarks/spyral_compare.py --spyral-python /tmp/spyral-venv/bin/python
+    NUMBA_CACHE_DIR=.numba-cache .venv/bin/python benchmarks/spyral_compare.py --setup
 
 1. (this venv) simulate events, build our point clouds, save traces and clouds;
 2. (Spyral's venv) Spyral's GetEvent peaks for every trace, and Spyral's
@@ -150,6 +144,7 @@ def spyral_side(data_path: str, out_path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spyral-python", default="/tmp/spyral-venv/bin/python")
+    parser.add_argument("--setup", action="store_true", help="create /tmp/spyral-venv with Spyral when missing")
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--write", type=Path, help="put the section into this markdown file (e.g. docs/physics.md)")
@@ -160,6 +155,10 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(HERE))
+    if args.setup:
+        from _spyral_env import DEFAULT_VENV, ensure_spyral_python
+
+        args.spyral_python = str(ensure_spyral_python(DEFAULT_VENV))
     import physics
     from conduit_stages.pointcloud import kernels
     from conduit_stages.pointcloud.stage import PointcloudKernel, PointcloudParams
@@ -277,25 +276,11 @@ def main() -> None:
     lines.append("")
     text = "\n".join(lines)
     if args.write:
-        write_section(args.write, text)
+        from _common import write_section
+
+        write_section(args.write, text, before="## Loss reasons")
     else:
         print(text)
-
-
-SECTION = "## Comparison with Spyral 1.1.2"
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace (or add before the method section) the comparison section of a markdown file."""
-    doc = path.read_text() if path.exists() else ""
-    start = doc.find(SECTION)
-    if start >= 0:
-        end = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + (doc[end + 1 :] if end >= 0 else "")
-    else:
-        anchor = doc.find("## Loss reasons")
-        doc = doc[:anchor] + text + "\n" + doc[anchor:] if anchor >= 0 else doc + "\n" + text
-    path.write_text(doc)
 
 
 def physics_pads():

@@ -197,7 +197,7 @@ def test_event_points_equal_reference_pipeline(pads, zoo, integer, stable_argsor
     got = sorted(zip(cloud[:, PAD_ID].astype(int), cloud[:, TIME], cloud[:, AMPLITUDE], cloud[:, INTEGRAL]))
     assert len(got) == len(expected) > 200
     for g, e in zip(got, expected):
-        assert g[0] == e[0] and g[1] == e[1]
+        assert g[0] == e[0] and e[1] <= g[1] < e[1] + 0.001  # whole bucket + Spyral's tie jitter
         assert g[2] == pytest.approx(e[2], rel=1e-6)
         assert g[3] == pytest.approx(e[3], rel=1e-6)
     assert dropped["noise"] == 30 and dropped["many"] >= 25
@@ -209,7 +209,7 @@ def test_event_points_equal_reference_pipeline(pads, zoo, integer, stable_argsor
     np.testing.assert_array_equal(cloud[:, Y], pads.y[pad_ids])
     np.testing.assert_array_equal(cloud[:, SCALE], pads.scale[pad_ids])
     np.testing.assert_allclose(cloud[:, Z], DetectorParams().z_from_bucket(cloud[:, TIME]), rtol=1e-15)
-    assert np.all(np.diff(cloud[:, Z]) >= 0)
+    assert np.all(np.diff(cloud[:, Z]) > 0)
 
 
 def test_beam_pads_and_excluded_pads_give_no_points(pads):
@@ -275,11 +275,11 @@ def test_bad_pad_files_name_file_and_line(pads, tmp_path):
 
 def test_parabolic_centroid_is_deterministic_and_sub_bucket(pads):
     traces = _one_peak_traces(pads, 200.3)
-    index = make_kernel(pads)(traces)
-    parabolic = make_kernel(pads, centroid="parabolic")(traces)
+    index = make_kernel(pads, tie_jitter=0.0)(traces)
+    parabolic = make_kernel(pads, centroid="parabolic", tie_jitter=0.0)(traces)
     assert np.all(index[:, TIME] == 200.0)
     assert np.all(np.abs(parabolic[:, TIME] - 200.3) < 0.05)
-    np.testing.assert_array_equal(parabolic, make_kernel(pads, centroid="parabolic")(traces))
+    np.testing.assert_array_equal(parabolic, make_kernel(pads, centroid="parabolic", tie_jitter=0.0)(traces))
 
 
 def test_params_are_validated():

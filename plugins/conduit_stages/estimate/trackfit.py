@@ -7,7 +7,11 @@
 * Samples that share a z value are merged into one knot with weight equal to
   their number: the penalised least-squares objective is then exactly the
   same as with the repeated abscissae, so the fit is well defined without
-  the random jitter Spyral adds to break ties.
+  the random jitter Spyral adds to break ties. Samples closer in z than
+  :data:`KNOT_MERGE_MM` count as sharing it (their knot is at their mean z):
+  the pointcloud stage's tie jitter (0.001 TB, about 0.002 mm) separates
+  them by far less than a time bucket (about 1.8 mm), and knots that close
+  would make the spline's system too ill-conditioned to factorise.
 * Kasa algebraic circle fit (Spyral's ``least_squares_circle``).
 * Direction detection with the azimuth unwrapped and the rotation sense
   taken from the sign of the magnetic field.
@@ -37,6 +41,8 @@ __all__ = [
 ]
 
 MIN_SPLINE_KNOTS = 5  # scipy's make_smoothing_spline needs at least 5 abscissae
+#: Samples closer in z than this (mm) share one spline knot: above any tie jitter, far below a time bucket.
+KNOT_MERGE_MM = 0.01
 
 # Direction codes (conduit.artifacts.Direction)
 NONE = -1
@@ -86,31 +92,36 @@ RESULT_FIELDS = (
 
 @njit(cache=True, nogil=True)
 def merge_ties(z, values):
-    """Merge samples with equal z (z sorted ascending).
+    """Merge samples with equal z, or z within KNOT_MERGE_MM of a group's first (z sorted ascending).
 
-    Returns (knots, mean value per knot, weight = multiplicity, knot index of
-    every input sample).
+    Returns (knots = mean z per group, mean value per knot, weight =
+    multiplicity, knot index of every input sample).
     """
     n = z.shape[0]
-    knots = np.empty(n, dtype=np.float64)
+    starts = np.empty(n, dtype=np.float64)
+    zsums = np.empty(n, dtype=np.float64)
     sums = np.empty(n, dtype=np.float64)
     weights = np.empty(n, dtype=np.float64)
     which = np.empty(n, dtype=np.int64)
     m = -1
     for i in range(n):
-        if m < 0 or z[i] != knots[m]:
+        if m < 0 or z[i] - starts[m] >= KNOT_MERGE_MM:
             m += 1
-            knots[m] = z[i]
+            starts[m] = z[i]
+            zsums[m] = 0.0
             sums[m] = 0.0
             weights[m] = 0.0
+        zsums[m] += z[i] - starts[m]  # offsets: exact ties give the knot exactly at their z
         sums[m] += values[i]
         weights[m] += 1.0
         which[i] = m
     m += 1
+    knots = np.empty(m, dtype=np.float64)
     means = np.empty(m, dtype=np.float64)
     for k in range(m):
+        knots[k] = starts[k] + zsums[k] / weights[k]
         means[k] = sums[k] / weights[k]
-    return knots[:m].copy(), means, weights[:m].copy(), which
+    return knots, means, weights[:m].copy(), which
 
 
 @njit(cache=True, nogil=True)

@@ -16,25 +16,30 @@ objects under names that are the same in a part file and in the final file
 * point clouds (Spyral ``Pointcloud/run_NNNN.h5``)::
 
     /cloud                      attrs min_event, max_event
-    /cloud/cloud_{id}           float64 (N, 8) [x, y, z, amplitude, integral, pad, time, scale]
-                                attrs orig_run, orig_event, ic_amplitude, ic_integral, ic_centroid,
+    /cloud/cloud_{id}           float64 (N, 8) [x, y, z, amplitude, integral, pad, time, scale],
+                                z strictly increasing (the pointcloud stage's tie jitter)
+                                attrs orig_run, orig_event (int64), ic_amplitude, ic_integral, ic_centroid,
                                       ic_multiplicity (float64; -1.0 when unknown)
 
 * clusters (Spyral ``Cluster/run_NNNN.h5``)::
 
     /cluster                    attrs min_event, max_event
-    /cluster/event_{id}         attrs nclusters, orig_run, orig_event, ic_* (as for clouds)
-    /cluster/event_{id}/cluster_{i}   attrs label, direction;  dataset cloud float64 (M, 5)
-                                      [x, y, z, integral, scale]
+    /cluster/event_{id}         attrs nclusters (int64), orig_run, orig_event, ic_* (as for clouds)
+    /cluster/event_{id}/cluster_{i}   attrs label, direction (int64: -1 none, 0 forward, 1 backward);
+                                      dataset cloud float64 (M, 5) [x, y, z, integral, scale]
 
 * estimates: ``/estimates``, one row per track: the fields of
   :data:`conduit.artifacts.ESTIMATE_DTYPE` (``event`` = the GET event id) plus
-  ``run`` and ``ic_*``, chunked and extendable (see :data:`.sink.TABLE_DTYPE`).
+  ``run`` and ``ic_*``, chunked and extendable (see :data:`.sink.TABLE_DTYPE`);
+  with layout "spyral" also Spyral's ``Estimation/run_NNNN.parquet`` (:mod:`.spyral`).
 
 * kinematics (with a ``kinematics`` stage, recorded with the estimates):
   ``/kinematics``, one row per estimate row, the fields of
   :data:`conduit.artifacts.KINEMATICS_DTYPE`; attrs ``units``, ``status_codes``
   and ``fit_status_codes`` (the meaning of each code, comma-separated).
+
+Spyral reads event objects only under their plain names (``cloud_{id}``,
+``event_{id}``), so it does not see the suffixed copies of a repeated id.
 """
 
 from __future__ import annotations
@@ -91,10 +96,11 @@ def ic_attributes(event: Any) -> dict[str, float]:
     return out
 
 
-def _origin_attrs(event: Any) -> dict[str, float]:
+def _origin_attrs(event: Any) -> dict[str, Any]:
+    """``orig_run``, ``orig_event`` (int64, as Spyral writes them; run -1 when unknown) and ``ic_*`` (float64)."""
     return {
-        "orig_run": float(event.run) if event.run is not None else -1.0,
-        "orig_event": float(event.id),
+        "orig_run": np.int64(event.run if event.run is not None else -1),
+        "orig_event": np.int64(event.id),
         **ic_attributes(event),
     }
 

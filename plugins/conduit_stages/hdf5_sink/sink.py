@@ -20,7 +20,7 @@ import numpy as np
 from conduit.artifacts import ESTIMATE_DTYPE
 from conduit.stage import SinkStage
 
-from . import layout
+from . import layout, spyral
 from .params import Hdf5Params
 from .partfile import PartitionedFile, WriteError, consolidate
 
@@ -34,6 +34,7 @@ TABLE_DTYPE = np.dtype(
 )
 
 _HISTOGRAMS_KEY = "histograms"
+_Z_TIES = "clouds_with_z_ties"
 _RECORDED_KEY = "histograms_recorded_by"
 
 
@@ -98,14 +99,7 @@ class Hdf5Sink(SinkStage):
         self.run_target = _Target(PartitionedFile(self.run_path, fsync=p.fsync), tuple(run_kinds))
         self.targets.append(self.run_target)
         if p.layout == "spyral":
-            workspace = self.context.format_path(p.workspace)
-            run_file = f"run_{self.context.run or 0:04d}.h5"
-            if p.cloud:
-                self.targets.append(_Target(PartitionedFile(workspace / "Pointcloud" / run_file, fsync=p.fsync),
-                                            (layout.CLOUD,)))
-            if p.clusters:
-                self.targets.append(_Target(PartitionedFile(workspace / "Cluster" / run_file, fsync=p.fsync),
-                                            (layout.CLUSTER,)))
+            self._open_spyral_workspace()
         for target in self.targets:  # fail now, before any event, if a path is not writable
             target.file.create(lambda f, t=target: self._init_master(f, t), overwrite=p.overwrite)
         if p.histograms:
@@ -149,10 +143,13 @@ class Hdf5Sink(SinkStage):
                 except WriteError as err:
                     problems.append(str(err))
         if self.params.layout == "spyral" and self.params.estimates and self.error is None:
+            path = spyral.workspace_file(self.context.format_path(self.params.workspace), spyral.ESTIMATION,
+                                         self.context.run)
             try:
-                self.parquet = self._write_parquet()
-            except Exception as err:  # an optional extra: report, keep the HDF5 outputs
-                problems.append(f"Estimation parquet not written: {err}")
+                spyral.write_estimation_parquet(self.run_path, path)
+                self.parquet = path
+            except Exception as err:  # report, keep the HDF5 outputs
+                problems.append(f"{path} not written: {err}")
         if self.params.consolidate and self.error is None:
             for target in self.targets:
                 t0 = time.perf_counter()
@@ -175,6 +172,10 @@ class Hdf5Sink(SinkStage):
             if target.duplicates:
                 self.log.warning("%s: %d repeated event ids were recorded under suffixed names (event_ID_K)",
                                  target.file.path, target.duplicates)
+            if target.counts[_Z_TIES]:
+                self.log.warning("%s: %d of %d clouds have points with equal z; Spyral's ClusterPhase fails on "
+                                 "them (set the pointcloud stage's tie_jitter > 0)", target.file.path,
+                                 target.counts[_Z_TIES], target.counts[layout.CLOUD])
         if problems:
             raise WriteError("; ".join(problems))
 
@@ -196,6 +197,34 @@ class Hdf5Sink(SinkStage):
                     what.append(f"{target.counts[layout.KINEMATICS]} kinematics rows")
             parts.append(f"{target.file.path} ({', '.join(what) or 'histograms'})")
         return "; ".join(parts)
+
+    # -- Spyral's workspace (layout "spyral", see .spyral) --------------------------------
+
+    def _open_spyral_workspace(self) -> None:
+        p = self.params
+        workspace = self.context.format_path(p.workspace)
+        for on, phase, kind in ((p.cloud, spyral.POINTCLOUD, layout.CLOUD), (p.clusters, spyral.CLUSTER, layout.CLUSTER)):
+            if on:
+                path = spyral.workspace_file(workspace, phase, self.context.run)
+                self.targets.append(_Target(PartitionedFile(path, fsync=p.fsync), (kind,)))
+        problem = spyral.trace_file_problem(self.run_path, self.context.run)
+        if problem:
+            self.log.warning("%s", problem)
+        if p.estimates:
+            try:
+                import pyarrow.parquet  # noqa: F401
+            except ImportError as err:
+                raise RuntimeError(f"layout 'spyral' writes {spyral.ESTIMATION}/*.parquet, which needs pyarrow "
+                                   f"({err}): pip install 'attpc-conduit[spyral]', or set estimates = false") from None
+
+    def _note_z_ties(self, target: _Target, event) -> None:
+        """Count clouds Spyral's splines would fail on; say so once at the first (the total comes at close)."""
+        if spyral.strictly_increasing_z(event.get("cloud")):
+            return
+        if not target.counts[_Z_TIES]:
+            self.log.warning("%s: the cloud of event %d has points with equal z, which Spyral's ClusterPhase "
+                             "fails on (more are counted, not logged)", target.file.path, event.id)
+        target.counts[_Z_TIES] += 1
 
     # -- writing ---------------------------------------------------------------------
 
@@ -254,6 +283,7 @@ class Hdf5Sink(SinkStage):
                             continue
                         name = target.name_for(kind, ev.id)
                         layout.write_cloud(group, ev, name, **self._options)
+                        self._note_z_ties(target, ev)
                     else:
                         if ev.get("clusters") is None or ev.get("cloud") is None:
                             continue
@@ -315,32 +345,6 @@ class Hdf5Sink(SinkStage):
                 table = f.create_dataset(kind, shape=(0,), maxshape=(None,), dtype=TABLE_DTYPE, chunks=(1024,))
                 table.attrs["units"] = ("vertex/center/radius/arclength mm, polar/azimuthal rad, brho T·m, "
                                         "dE ADC·TB, dEdx ADC·TB/mm")
-
-    def _write_parquet(self) -> Path | None:
-        """Spyral's Estimation/run_NNNN.parquet from the recorded table (Spyral's column names)."""
-        import h5py
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        with h5py.File(self.run_path, "r") as f:
-            table = f[layout.ESTIMATES][...]
-        workspace = self.context.format_path(self.params.workspace)
-        path = workspace / "Estimation" / f"run_{self.context.run or 0:04d}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        columns = {
-            "event": table["event"], "cluster_index": table["cluster_index"], "cluster_label": table["cluster_label"],
-            "orig_run": table["run"], "orig_event": table["event"],
-            "ic_amplitude": table["ic_amplitude"], "ic_centroid": table["ic_centroid"],
-            "ic_integral": table["ic_integral"], "ic_multiplicity": table["ic_multiplicity"],
-        }
-        for name in ("vertex_x", "vertex_y", "vertex_z", "center_x", "center_y", "center_z", "polar", "azimuthal",
-                     "brho", "dEdx", "sqrt_dEdx", "dE", "arclength"):
-            columns[name] = table[name]
-        columns["direction"] = table["direction"].astype(np.int64)
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(pa.table({k: np.asarray(v) for k, v in columns.items()}), tmp)
-        tmp.replace(path)
-        return path
 
 
 def _table_rows(event) -> np.ndarray | None:

@@ -37,6 +37,15 @@ Peak finding (scipy.signal.find_peaks semantics)
     considered: a lower maximum is processed after every higher one in the
     distance rule, so it can never remove a peak that passes the threshold,
     and the result is the same as running find_peaks then cutting.
+
+Breaking z ties (Spyral's centroid jitter, spyral_algorithms.md §2.2)
+    Peak times are whole time buckets, so many points of a cloud share one z
+    and smoothing splines over z (Spyral's cluster and estimation phases)
+    fail. :func:`jitter_times` adds ``tie_jitter * u`` to every point's time,
+    u in [0, 1) from a counter-based generator (splitmix64 of the seed, the
+    event id and the point's index), so the jitter of an event is the same
+    whatever worker, order or batch processes it. :func:`make_strictly_increasing`
+    then lifts any value still equal to its predecessor by one float step.
 """
 
 from __future__ import annotations
@@ -54,6 +63,8 @@ __all__ = [
     "FilterTables",
     "baseline_corrected",
     "event_points",
+    "jitter_times",
+    "make_strictly_increasing",
     "lowpass_response",
     "make_filter_tables",
     "trace_peaks",
@@ -755,3 +766,50 @@ def event_points(
                 row[7] = pad_scale[pad]
                 n_points += 1
     return cloud[:n_points], n_active
+
+
+# --------------------------------------------------------------------------
+# Breaking z ties
+# --------------------------------------------------------------------------
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True, nogil=True)
+def _splitmix64(x):
+    """The splitmix64 finaliser of ``x + golden ratio`` (Steele, Lea, Flood 2014): a well-mixed uint64."""
+    z = x + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True)
+def jitter_times(cloud, column, amplitude, seed, event_id):
+    """Add ``amplitude * u_i`` to ``cloud[i, column]`` (TB), u_i in [0, 1) from (seed, event_id, i).
+
+    u_i = (splitmix64(splitmix64(splitmix64(seed) ^ event_id) + i) >> 11) / 2**53, so the
+    same event always gets the same jitter, independent of the other events.
+    """
+    key = _splitmix64(_splitmix64(np.uint64(seed)) ^ np.uint64(event_id))
+    scale = amplitude / 9007199254740992.0  # 2**53
+    for i in range(cloud.shape[0]):
+        u = _splitmix64(key + np.uint64(i)) >> np.uint64(11)
+        cloud[i, column] += scale * float(u)
+
+
+@njit(cache=True, nogil=True)
+def make_strictly_increasing(values):
+    """Lift every value not above its predecessor to the next float above it (in place); how many moved.
+
+    ``values`` must be sorted ascending. Equal values survive jitter only by
+    chance (two draws rounding to the same float), but Spyral needs strict order.
+    """
+    moved = 0
+    for i in range(1, values.shape[0]):
+        if values[i] <= values[i - 1]:
+            values[i] = np.nextafter(values[i - 1], np.inf)
+            moved += 1
+    return moved

@@ -5,6 +5,14 @@ masked FFT low-pass baseline, scipy.signal.find_peaks-equivalent peak search
 (distance, prominence, width at ``peak_rel_height``), amplitude cut, traces
 with no peak or more than ``max_peaks`` dropped, beam pads excluded; then z
 from the corrected time through the [detector] drift map and rows sorted by z.
+
+Peak times are whole time buckets, so many points share a z. Spyral's later
+phases fit smoothing splines over z and fail on equal abscissae ("x should
+be an ascending array"); like Spyral, the stage adds a tiny seeded jitter,
+``tie_jitter`` x U[0, 1) time buckets, to every point's time (and so its z),
+which makes z strictly increasing within each cloud. The jitter of an event
+depends only on ``jitter_seed`` and the event id (reproducible, whatever the
+worker or order).
 """
 
 from __future__ import annotations
@@ -57,6 +65,14 @@ class PointcloudParams(Params):
     gain: Path | None = param(
         None, "per-pad gain CSV (header 'gain' or 'sizegain', row = pad id), multiplies amplitude and integral"
     )
+    tie_jitter: float = param(
+        0.001,
+        "add tie_jitter x U[0,1) to each point's time so z is strictly increasing in the cloud, as Spyral's "
+        "later phases need (TB; Spyral: 0.001; 0 = keep whole buckets, z ties remain)",
+        ge=0,
+        le=1,
+    )
+    jitter_seed: int = param(0, "seed of the tie jitter; an event's jitter depends only on it and the event id", ge=0)
 
     def check(self) -> list[Problem]:
         problems = []
@@ -71,8 +87,8 @@ class PointcloudParams(Params):
 class PointcloudKernel:
     """The compiled point-cloud builder for one parameter set and pad plane.
 
-    Usable without the engine: ``PointcloudKernel(params, pads, detector)(traces)``
-    returns the (N, 8) cloud sorted by z.
+    Usable without the engine: ``PointcloudKernel(params, pads, detector)(traces, event_id)``
+    returns the (N, 8) cloud sorted by z (strictly increasing when ``tie_jitter`` > 0).
     """
 
     def __init__(self, params: PointcloudParams, pads, detector, *, base_dir: Path | None = None):
@@ -138,12 +154,19 @@ class PointcloudKernel:
         self.last_filtered = int(n_filtered)
         return cloud
 
-    def __call__(self, traces: np.ndarray) -> np.ndarray:
+    def __call__(self, traces: np.ndarray, event_id: int = 0) -> np.ndarray:
+        """The event's cloud, rows sorted by z; ``event_id`` keys the tie jitter."""
         if traces.shape[0] == 0:
             return empty_cloud()
         cloud = self.unsorted(traces)
+        jitter = float(self.params.tie_jitter)
+        if jitter > 0.0:
+            self._k.jitter_times(cloud, TIME, jitter, int(self.params.jitter_seed), int(event_id))
         cloud[:, Z] = self.detector.z_from_bucket(cloud[:, TIME])
-        return np.ascontiguousarray(cloud[np.argsort(cloud[:, Z], kind="stable")])
+        cloud = np.ascontiguousarray(cloud[np.argsort(cloud[:, Z], kind="stable")])
+        if jitter > 0.0 and len(cloud) > 1:
+            self._k.make_strictly_increasing(cloud[:, Z])
+        return cloud
 
     def baseline_corrected(self, traces: np.ndarray) -> np.ndarray:
         """(n, 512) baseline-subtracted samples of every row (no pad filtering, no skipping)."""
@@ -201,4 +224,4 @@ class PointcloudStage(TransformStage):
         self.kernel.warm_up()
 
     def process(self, event) -> None:
-        event.artifacts["cloud"] = self.kernel(event.traces)
+        event.artifacts["cloud"] = self.kernel(event.traces, event.id)
