@@ -21,6 +21,7 @@ from conduit.artifacts import ESTIMATE_DTYPE
 from conduit.stage import SinkStage
 
 from . import layout
+from .leftovers import tidy_leftovers
 from .params import Hdf5Params
 from .partfile import PartitionedFile, WriteError, consolidate
 
@@ -76,6 +77,10 @@ class Hdf5Sink(SinkStage):
     # -- life cycle ------------------------------------------------------------------
 
     def open(self) -> None:
+        """Lock every output path, tidy what a killed run left there, stage fresh masters (``path.tmp``).
+
+        No existing file is replaced here: that happens in :meth:`begin`.
+        """
         p = self.params
         self._options: dict[str, Any] = {} if p.compression == "none" else {"compression": p.compression}
         self.pending: list[Any] = []
@@ -84,8 +89,10 @@ class Hdf5Sink(SinkStage):
         self.flushed_events = 0
         self.received = 0
         self.error: str | None = None
+        self.begun = False
         self.consolidated: list[Path] = []
         self.parquet: Path | None = None
+        self.claims: list[Any] = []
         self.run_path = self.context.format_path(p.path)
         self.targets: list[_Target] = []
         run_kinds = []
@@ -97,6 +104,7 @@ class Hdf5Sink(SinkStage):
             run_kinds.append(layout.ESTIMATES)
         self.run_target = _Target(PartitionedFile(self.run_path, fsync=p.fsync), tuple(run_kinds))
         self.targets.append(self.run_target)
+        self.parquet_path: Path | None = None
         if p.layout == "spyral":
             workspace = self.context.format_path(p.workspace)
             run_file = f"run_{self.context.run or 0:04d}.h5"
@@ -106,10 +114,24 @@ class Hdf5Sink(SinkStage):
             if p.clusters:
                 self.targets.append(_Target(PartitionedFile(workspace / "Cluster" / run_file, fsync=p.fsync),
                                             (layout.CLUSTER,)))
-        for target in self.targets:  # fail now, before any event, if a path is not writable
-            target.file.create(lambda f, t=target: self._init_master(f, t), overwrite=p.overwrite)
+            if p.estimates:
+                self.parquet_path = workspace / "Estimation" / f"run_{self.context.run or 0:04d}.parquet"
+        paths = [t.file.path for t in self.targets] + ([self.parquet_path] if self.parquet_path else [])
+        for path in paths:  # another run on any of them: refuse before anything is written
+            self.claims.append(self.context.claim_output(path))
+        for target in self.targets:
+            tidy_leftovers(target.file.path, self.log)
+            # Fail now, before any event, if a path is not writable.
+            target.file.stage(lambda f, t=target: self._init_master(f, t))
         if p.histograms:
             self.context.shared[_RECORDED_KEY] = self.name
+
+    def begin(self) -> None:
+        """Keep (or, as configured, replace) the files already at the output paths; publish the new masters."""
+        for target, claim in zip(self.targets, self.claims):
+            claim.make_room()
+            target.file.publish()
+        self.begun = True
 
     def consume(self, event) -> None:
         if self.error is not None:
@@ -132,7 +154,21 @@ class Hdf5Sink(SinkStage):
 
     def close(self) -> None:
         if not getattr(self, "targets", None):
+            self._release()
             return
+        try:
+            if self.begun:
+                self._finish()
+        finally:
+            for target in self.targets:
+                target.file.discard()  # a master staged for a run that never began
+            self._release()
+
+    def _release(self) -> None:
+        for claim in getattr(self, "claims", []):
+            claim.release()
+
+    def _finish(self) -> None:
         problems = []
         if self.pending and self.error is None:
             try:
@@ -148,14 +184,17 @@ class Hdf5Sink(SinkStage):
                     self.run_target.file.update(lambda m: write_histograms(m, hset))
                 except WriteError as err:
                     problems.append(str(err))
-        if self.params.layout == "spyral" and self.params.estimates and self.error is None:
+        if self.parquet_path is not None and self.error is None:
             try:
-                self.parquet = self._write_parquet()
+                self.claims[-1].make_room()
+                self.parquet = self._write_parquet(self.parquet_path)
             except Exception as err:  # an optional extra: report, keep the HDF5 outputs
                 problems.append(f"Estimation parquet not written: {err}")
         if self.params.consolidate and self.error is None:
             for target in self.targets:
                 t0 = time.perf_counter()
+                if target.file.parts:
+                    self.log.info("consolidating %s (%d parts)", target.file.path, target.file.parts)
                 try:
                     copied = consolidate(target.file.path)
                 except WriteError as err:
@@ -167,8 +206,8 @@ class Hdf5Sink(SinkStage):
                     self.log.info("consolidated %s (%d objects from %d parts) in %.2f s", target.file.path,
                                   copied, target.file.parts, time.perf_counter() - t0)
         elif self.error is not None:
-            self.log.error("%s: kept %d flushed events (file + parts); consolidate later with "
-                           "`python -m conduit_stages.hdf5_sink.consolidate %s`",
+            self.log.error("%s: kept %d flushed events (file + parts); it is consolidated at the next run on this "
+                           "path, or now with `python -m conduit_stages.hdf5_sink.consolidate %s`",
                            self.run_path, self.flushed_events, self.run_path)
         self.log.info("recorded %s", self.describe())
         for target in self.targets:
@@ -177,6 +216,10 @@ class Hdf5Sink(SinkStage):
                                  target.file.path, target.duplicates)
         if problems:
             raise WriteError("; ".join(problems))
+
+    def unwritten(self) -> int:
+        """Events consumed but never flushed (a failed write loses the batch in memory)."""
+        return max(getattr(self, "received", 0) - getattr(self, "flushed_events", 0), 0)
 
     def outputs(self) -> list[str]:
         """The files written (plain paths: ``conduit batch`` reads them back from the run summary)."""
@@ -310,7 +353,7 @@ class Hdf5Sink(SinkStage):
                 table.attrs["units"] = ("vertex/center/radius/arclength mm, polar/azimuthal rad, brho T·m, "
                                         "dE ADC·TB, dEdx ADC·TB/mm")
 
-    def _write_parquet(self) -> Path | None:
+    def _write_parquet(self, path: Path) -> Path | None:
         """Spyral's Estimation/run_NNNN.parquet from the recorded table (Spyral's column names)."""
         import h5py
         import pyarrow as pa
@@ -318,8 +361,6 @@ class Hdf5Sink(SinkStage):
 
         with h5py.File(self.run_path, "r") as f:
             table = f[layout.ESTIMATES][...]
-        workspace = self.context.format_path(self.params.workspace)
-        path = workspace / "Estimation" / f"run_{self.context.run or 0:04d}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         columns = {
             "event": table["event"], "cluster_index": table["cluster_index"], "cluster_label": table["cluster_label"],
