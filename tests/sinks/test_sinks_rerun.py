@@ -62,6 +62,8 @@ def make_sinks(tmp_path, **params):
     hist.open()
     sink = RerunSink(RerunParams.from_mapping({"mode": "save", **params}), ctx)
     sink.open()
+    hist.begin()
+    sink.begin()
     return hist, sink
 
 
@@ -174,6 +176,7 @@ def test_connect_sends_nothing_until_a_viewer_listens_then_connects(tmp_path, cl
     ctx = StageContext(run=3, base_dir=tmp_path)
     sink = RerunSink(RerunParams(mode="connect", url=url, reconnect_interval=1.0, max_display_rate=50.0), ctx)
     sink.open()
+    sink.begin()
     assert sink.streams == [] and not sink.grpc_connected  # nothing is buffered for an absent viewer
     for i in range(10):
         sink.consume(kit.make_event(i))
@@ -211,6 +214,7 @@ def test_serve_mode_binds_loopback_and_a_late_viewer_gets_the_events(tmp_path, c
     ctx = StageContext(run=3, base_dir=tmp_path)
     sink = RerunSink(RerunParams(mode="serve", port=port, max_display_rate=50.0), ctx)
     sink.open()
+    sink.begin()
     url = f"rerun+http://127.0.0.1:{port}/proxy"
     assert sink.outputs() == [url]
     listening = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout
