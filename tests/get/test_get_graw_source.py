@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conduit.config.pipeline import load_pipeline
+from conduit.config.pipeline import PipelineError, load_pipeline
 from conduit.engine.runner import run_pipeline
 from conduit.get.frames import encode_event_frames, scan_frames
 from conduit.get.grawfiles import RunWriter, count_events, find_run
@@ -224,9 +224,10 @@ def test_bad_electronics_map_is_reported_with_file_and_line(emap, tmp_path):
     path = tmp_path / "replay.toml"
     text = (f'[source]\nkind = "graw"\npath = "{folder}"\n[detector]\nelectronics_map = "bad_map.csv"\n'
             "[engine]\nworkers = 0\n")
-    summary = run_pipeline(load_pipeline(path, text=text), handle_signals=False)
-    assert f"{tmp_path / 'bad_map.csv'}:3: channel 99 out of range 0..67" in summary.error
-    assert "\n" not in summary.error
+    with pytest.raises(PipelineError) as caught:  # found when the pipeline is loaded, before anything runs
+        load_pipeline(path, text=text)
+    assert caught.value.lines == [f"{path}:5: detector.electronics_map: {tmp_path / 'bad_map.csv'}:3: "
+                                  "channel 99 out of range 0..67"]
 
 
 def test_custom_five_column_map(emap, tmp_path):

@@ -40,7 +40,7 @@ import trio
 
 from ..config.pipeline import Pipeline
 from ..event import Event
-from ..source import Source
+from ..source import Source, SourceError
 from ..stage import SinkStage, StageContext
 from .metrics import Metrics, MetricsSnapshot
 from .pool import ChainSpec, open_pool
@@ -172,8 +172,7 @@ class Engine:
             except* Exception as group:
                 for err in _leaves(group):
                     if self.error is None:
-                        self.error = (f"{type(err).__name__}: {err}" if not isinstance(err, (StopRun, OSError))
-                                      else str(err))
+                        self.error = self._describe(err)
                     log.error("run stopped: %s", self.error)
                     log.debug("details", exc_info=err)
             finally:
@@ -183,6 +182,12 @@ class Engine:
                     await trio.to_thread.run_sync(self._close_sinks)
             guard.cancel_scope.cancel()
         return self._summary()
+
+    def _describe(self, err: BaseException) -> str:
+        """One line for an error that ended the run."""
+        if isinstance(err, SourceError):  # a source names its file or host itself
+            return f"source '{self.pipeline.source.kind}': {err}"
+        return str(err) if isinstance(err, (StopRun, OSError)) else f"{type(err).__name__}: {err}"
 
     async def _start_and_run(self) -> None:
         """Open the sinks, start and warm the workers and the source, begin the sinks, then run.
