@@ -281,3 +281,24 @@ def test_second_ctrl_c_during_consolidation_exits_at_once_and_the_next_run_compl
     assert f"consolidated it: {3 * events} objects from " in caplog.text
     assert listing(out.parent) == ["run_0003.1.h5", "run_0003.h5"]
     assert ids_in(out.with_name("run_0003.1.h5")) == list(range(events)) and ids_in(out) == list(range(3))
+
+
+def test_an_unfinished_recording_that_cannot_be_consolidated_stops_the_run_untouched(
+        sinkkit, write_pipeline, tmp_path):
+    out = tmp_path / "out" / "run_0003.h5"
+    write_pipeline(PIPE.format(kind="sinkkit", events=12, rate=0, workers=0, stages="")
+                   + "consolidate = false\n", name="parts.toml")
+    record(tmp_path / "parts.toml")
+    parts = sorted((out.parent / "run_0003.h5.parts").iterdir())
+    parts[0].write_bytes(b"damaged " * 1000)  # as if the disk had lost it
+    master = digest(out)
+    summary = run_pipeline(load_pipeline(pipeline(write_pipeline, events=3)), handle_signals=False)
+    assert summary.exit_code == 1 and not summary.started
+    assert summary.error.startswith(f"sink hdf5: cannot open: cannot consolidate {out}: ")
+    assert summary.error.endswith(
+        f": it is the unfinished recording of an earlier run; move run_0003.h5 and run_0003.h5.parts/ away "
+        f"together, or consolidate them with `python -m conduit_stages.hdf5_sink.consolidate {out}`")
+    # Nothing changed, nothing of the failed run is left (its lock released, no staged master).
+    assert digest(out) == master and parts[0].read_bytes() == b"damaged " * 1000
+    assert listing(out.parent) == ["run_0003.h5", "run_0003.h5.parts"]
+    assert len(list((out.parent / "run_0003.h5.parts").iterdir())) == len(parts)

@@ -231,7 +231,8 @@ class Engine:
                 if warm > 0.05:
                     log.info("workers ready in %.2f s (%d %s)", warm, max(self.workers, 1),
                              "processes" if self.workers else "thread")
-                await trio.to_thread.run_sync(self._begin_sinks)
+                with trio.CancelScope(shield=True):  # begun or not: never half of it
+                    await trio.to_thread.run_sync(self._begin_sinks)
                 self.started = True
             if not self.started:
                 return  # interrupted during start-up: nothing was begun
@@ -476,6 +477,10 @@ class Engine:
             try:
                 sink.open()
             except Exception as err:
+                try:  # release what it claimed or prepared before failing
+                    sink.close()
+                except Exception as close_err:
+                    log.debug("sink %s: close after a failed open: %s", config.use, close_err)
                 raise RuntimeError(f"sink {config.use}: cannot open: {err}") from err
             self.sinks.append(sink)
 

@@ -67,10 +67,13 @@ def format_summary(summary: RunSummary) -> str:
 
 
 def _not_started(summary: RunSummary) -> str:
-    """A run that ended before its first event: say so, and that no output was touched."""
-    if summary.error:
-        return f"\nerror: {summary.error}\nnothing was run; existing outputs were left as they were"
-    return "\ninterrupted during start-up: nothing was run; existing outputs were left as they were"
+    """A run that ended before its first event: say so, and whether any output was created."""
+    head = f"\nerror: {summary.error}\nnothing was run" if summary.error else \
+        "\ninterrupted during start-up: nothing was run"
+    if not summary.outputs:
+        return head + "; existing outputs were left as they were"
+    return "\n".join([head, "", "outputs (created before the error; earlier files kept under numbered names)"]
+                      + [f"  {_short_path(o)}" for o in summary.outputs])
 
 
 def _short_path(output: str) -> str:

@@ -98,6 +98,7 @@ class PartitionedFile:
         self.parts_dir = parts_dir_of(self.path)
         self.fsync = fsync
         self.parts = 0
+        self.staged = False  # a fresh master waits at staged_path (ours: only then may we remove it)
         self.created = False
 
     # -- creation ------------------------------------------------------------------
@@ -109,11 +110,13 @@ class PartitionedFile:
         tmp = self.staged_path
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.staged = True
             with h5py.File(tmp, "w") as f:
                 init_master(f)
             self._sync(tmp)
         except (OSError, RuntimeError) as err:
             _unlink(tmp)
+            self.staged = False
             raise WriteError(f"cannot write {self.path}: {describe_os_error(err)}") from None
 
     def publish(self) -> None:
@@ -128,8 +131,9 @@ class PartitionedFile:
 
     def discard(self) -> None:
         """Remove a staged master that was never published (start-up failed or was interrupted)."""
-        if not self.created:
+        if self.staged and not self.created:
             _unlink(self.staged_path)
+            self.staged = False
 
     def create(self, init_master: Callable[[Any], None]) -> None:
         """Stage and publish a fresh master at a path that holds no file (tests, benchmarks)."""
