@@ -200,22 +200,7 @@ class Engine:
         transforms = [(s.cls, s.params) for s in self.pipeline.transforms]
         spec = ChainSpec.create(transforms, self.context)
         async with contextlib.AsyncExitStack() as stack:
-            if self.handle_signals:
-                # Worker processes start during start-up; a terminal's Ctrl-C reaches the whole
-                # process group, and a worker still importing would die with a traceback. Holding
-                # the signals in this thread holds them in every thread and process started from
-                # now on (masks are inherited); the workers ignore them for good once they run.
-                # (multiprocessing's resource tracker, started with the first worker, unblocks
-                # them in the thread that starts it: start it first. CPython protects the
-                # tracker itself the same way, bpo-33613.)
-                if self.workers > 0:
-                    from multiprocessing import resource_tracker
-
-                    resource_tracker.ensure_running()
-                stack.enter_context(_held_signals())
-                holder = await stack.enter_async_context(trio.open_nursery())
-                polling = await holder.start(self._poll_held_signals)
-                stack.callback(polling.cancel)
+            polling = await self._hold_signals(stack)
             with self._startup_scope:
                 try:
                     await trio.to_thread.run_sync(self._open_sinks)
@@ -236,7 +221,7 @@ class Engine:
                 self.started = True
             if not self.started:
                 return  # interrupted during start-up: nothing was begun
-            if self.handle_signals:
+            if polling is not None:
                 polling.cancel()
                 _release_held_signals()
             self.phase = "running"
@@ -244,6 +229,31 @@ class Engine:
             self.startup_seconds = self.metrics.elapsed()
             self.metrics.restart_clock()
             await self._run_graph(pool)
+
+    async def _hold_signals(self, stack: contextlib.AsyncExitStack) -> trio.CancelScope | None:
+        """Hold SIGINT/SIGTERM in this thread for start-up; return the scope of the task that takes them.
+
+        Worker processes start during start-up; a terminal's Ctrl-C reaches the
+        whole process group, and a worker still importing would die with a
+        traceback. Holding the signals in this thread holds them in every thread
+        and process started from now on (masks are inherited); the workers
+        ignore them for good once they run, and ``_poll_held_signals`` takes
+        them from the pending set for this process. (multiprocessing's resource
+        tracker, started with the first worker, unblocks them in the thread that
+        starts it: start it first. CPython protects the tracker the same way,
+        bpo-33613.)
+        """
+        if not (self.handle_signals and _CAN_HOLD):
+            return None
+        if self.workers > 0:
+            from multiprocessing import resource_tracker
+
+            resource_tracker.ensure_running()
+        stack.enter_context(_held_signals())
+        holder = await stack.enter_async_context(trio.open_nursery())
+        polling = await holder.start(self._poll_held_signals)
+        stack.callback(polling.cancel)
+        return polling
 
     async def _run_graph(self, pool) -> None:
         events_send, events_recv = trio.open_memory_channel[Event](self.engine_params.queue_size)
@@ -532,6 +542,8 @@ class Engine:
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 _HELD = (signal.SIGINT, signal.SIGTERM)
+#: Holding signals during start-up needs both (Linux has them; elsewhere start-up is not held).
+_CAN_HOLD = hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigtimedwait")
 
 
 @contextlib.contextmanager
