@@ -92,7 +92,18 @@ class Source:
         return {}
 
     def warm_up(self) -> None:
-        """Compile kernels before data flows (called before :meth:`run`)."""
+        """Compile kernels and open inputs before data flows (called before :meth:`run`).
+
+        An input that cannot be read should fail here: the run then stops before
+        any output file is touched.
+        """
+
+    def check_environment(self) -> list[tuple[str, str]]:
+        """Warnings for ``conduit check`` about what lies outside the pipeline (hosts, devices).
+
+        ``(parameter name, message)`` pairs; the default has none.
+        """
+        return []
 
     async def run(self, task_status: Any = None) -> None:
         """Produce events with :meth:`emit` until the input ends; return normally at the end."""

@@ -38,8 +38,10 @@ from .params import Params, Problem
 
 if TYPE_CHECKING:
     from .event import Event
+    from .outputs import OutputClaim
 
-__all__ = ["Stage", "TransformStage", "SinkStage", "StageContext", "StageDefinitionError", "NoParams"]
+__all__ = ["Stage", "TransformStage", "SinkStage", "StageContext", "StageDefinitionError", "NoParams",
+           "RunNumberMissing"]
 
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 
@@ -50,6 +52,10 @@ class NoParams(Params):
 
 class StageDefinitionError(TypeError):
     """A stage class that does not follow the contract."""
+
+
+class RunNumberMissing(ValueError):
+    """An output name needs ``{run}`` and the (live) run has no run number."""
 
 
 @dataclasses.dataclass
@@ -73,15 +79,38 @@ class StageContext:
         """Parameters of the pipeline's stages named ``use``, in pipeline order (empty when none)."""
         return [params for name, params in self.pipeline if name == use]
 
+    #: What :meth:`claim_output` does with a file already at an output path: keep (rename aside), refuse, replace.
+    existing_outputs: str = "keep"
+    #: Output names with ``{run}`` need a known run number (live sources: never a silent 0000).
+    require_run: bool = False
+
     def resolve(self, path: Path | str) -> Path:
         """A user path relative to the pipeline file's directory."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else Path(os.path.normpath(self.base_dir / p))
 
     def format_path(self, template: str | Path) -> Path:
-        """Fill ``{run}`` in an output path template (``out/run_{run:04d}.h5``)."""
+        """Fill ``{run}`` in an output path template (``out/run_{run:04d}.h5``).
+
+        Without a run number ``{run}`` is 0, except when :attr:`require_run` is
+        set (a live source): then :class:`RunNumberMissing` names the template.
+        """
+        text = str(template)
+        if self.run is None and self.require_run and "{run" in text:
+            raise RunNumberMissing(f"{text}: the output name uses {{run}} but this live run has no run number; "
+                                   "give it with `conduit run --run N` (or source.run = N)")
         run = self.run if self.run is not None else 0
-        return self.resolve(str(template).format(run=run))
+        return self.resolve(text.format(run=run))
+
+    def claim_output(self, path: Path) -> OutputClaim:
+        """Lock an output file for this run (see :mod:`conduit.outputs`); raises ``OutputError`` (one line).
+
+        Call it in ``open()``; call ``make_room()`` on the claim in ``begin()``,
+        just before creating the file, and ``release()`` in ``close()``.
+        """
+        from .outputs import claim_output
+
+        return claim_output(path, self.existing_outputs, logging.getLogger("conduit.outputs"))
 
     @functools.cached_property
     def pads(self):
@@ -101,7 +130,8 @@ class StageContext:
 
     def __getstate__(self) -> dict[str, Any]:
         # Geometry and shared objects are rebuilt in the receiving process.
-        return {"detector": self.detector, "run": self.run, "base_dir": self.base_dir, "pipeline": self.pipeline}
+        return {"detector": self.detector, "run": self.run, "base_dir": self.base_dir, "pipeline": self.pipeline,
+                "existing_outputs": self.existing_outputs, "require_run": self.require_run}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -196,7 +226,20 @@ class SinkStage(Stage):
     lossless: ClassVar[bool] = False
 
     def open(self) -> None:
-        """Acquire files, sockets, viewers. Errors here stop the run before it starts."""
+        """Acquire files, sockets, viewers. Errors here stop the run before it starts.
+
+        Do not touch existing output files here: claim them
+        (``self.context.claim_output(path)``) and prepare; replace or create them
+        in :meth:`begin`.
+        """
+
+    def begin(self) -> None:
+        """Called once every sink has opened and the source and workers are ready, before the first event.
+
+        The moment to move existing outputs aside (``claim.make_room()``) and
+        create the files. Not called when start-up fails or is interrupted:
+        :meth:`close` then must leave every existing file as it was.
+        """
 
     def consume(self, event: Event) -> None:
         raise NotImplementedError
@@ -213,6 +256,14 @@ class SinkStage(Stage):
     def outputs(self) -> list[str]:
         """Human-readable list of what this sink wrote (paths, URLs), for the summary."""
         return []
+
+    def unwritten(self) -> int:
+        """Events this sink consumed but could not keep (lost in a failed write), for the summary.
+
+        Asked after :meth:`close`. Events the engine never passed to the sink
+        (it was behind or had stopped) are counted by the engine itself.
+        """
+        return 0
 
     def is_lossless(self) -> bool:
         return self.lossless

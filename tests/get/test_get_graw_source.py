@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conduit.config.pipeline import load_pipeline
+from conduit.config.pipeline import PipelineError, load_pipeline
 from conduit.engine.runner import run_pipeline
 from conduit.get.frames import encode_event_frames, scan_frames
 from conduit.get.grawfiles import RunWriter, count_events, find_run
@@ -224,9 +224,10 @@ def test_bad_electronics_map_is_reported_with_file_and_line(emap, tmp_path):
     path = tmp_path / "replay.toml"
     text = (f'[source]\nkind = "graw"\npath = "{folder}"\n[detector]\nelectronics_map = "bad_map.csv"\n'
             "[engine]\nworkers = 0\n")
-    summary = run_pipeline(load_pipeline(path, text=text), handle_signals=False)
-    assert f"{tmp_path / 'bad_map.csv'}:3: channel 99 out of range 0..67" in summary.error
-    assert "\n" not in summary.error
+    with pytest.raises(PipelineError) as caught:  # found when the pipeline is loaded, before anything runs
+        load_pipeline(path, text=text)
+    assert caught.value.lines == [f"{path}:5: detector.electronics_map: {tmp_path / 'bad_map.csv'}:3: "
+                                  "channel 99 out of range 0..67"]
 
 
 def test_custom_five_column_map(emap, tmp_path):
@@ -249,3 +250,42 @@ def test_custom_five_column_map(emap, tmp_path):
     assert got[:, 4].tolist() == [0, 1, 2]
     assert np.array_equal(got[:, 5:], chosen[:, 5:]) and np.array_equal(got[:, :4], chosen[:, :4])
     assert summary.source_counters["unmapped_channels"] > 0
+
+
+def _garbage(path, n_bytes, seed):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes())
+    return path
+
+
+def test_a_folder_of_pure_garbage_is_an_error_before_any_output_is_touched(tmp_path):
+    folder = tmp_path / "run_0013"
+    first = _garbage(folder / "mm0" / "CoBo0_AsAd0_2024-01-01T00:00:00.000_0000.graw", 300_000, 1)
+    _garbage(folder / "mm1" / "CoBo1_AsAd2_2024-01-01T00:00:00.000_0000.graw", 200_000, 2)
+    previous = tmp_path / "out" / "run_0013.h5"
+    previous.parent.mkdir()
+    previous.write_bytes(b"the recording of an earlier attempt")
+    summary, seen = run(folder, tmp_path, extra="")
+    # The same pipeline with a recorder: the run fails at start-up, the earlier file stays as it was.
+    text = (f'[source]\nkind = "graw"\npath = "{folder}"\n[engine]\nworkers = 0\n'
+            '[[stage]]\nuse = "hdf5"\nhistograms = false\n')
+    recorded = run_pipeline(load_pipeline(tmp_path / "record.toml", text=text), handle_signals=False)
+    for s in (summary, recorded):
+        assert s.exit_code == 1 and not s.started and s.received == 0 and s.outputs == []
+        assert s.error.startswith(f"source 'graw': {folder}: no valid GET frame in its 2 .graw files; first problem: "
+                                  f"{first} @ byte 0: ")
+        assert "\n" not in s.error
+    assert seen == []
+    assert sorted(p.name for p in previous.parent.iterdir()) == ["run_0013.h5"]
+    assert previous.read_bytes() == b"the recording of an earlier attempt"
+
+
+def test_one_garbage_stream_among_good_ones_is_named(emap, tmp_path, caplog):
+    events = make_events(emap, 3, seed=12, n_pads=20)
+    folder = tmp_path / "run_0014"
+    write_run(folder, emap, events)
+    junk = _garbage(folder / "mm10" / "CoBo10_AsAd3_2024-01-01T00:00:00.000_0000.graw", 50_000, 3)
+    with caplog.at_level(logging.WARNING):
+        summary, seen = run(folder, tmp_path)
+    assert summary.exit_code == 0 and [e.id for e in seen] == [e[0] for e in events]
+    assert f"{folder}: no valid GET frame in CoBo 10 AsAd 3 ({junk.name})" in caplog.text

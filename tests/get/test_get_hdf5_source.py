@@ -211,3 +211,122 @@ def test_unknown_layout_and_corrupt_files(tmp_path, caplog):
 def test_bad_range_parameters(tmp_path):
     with pytest.raises(Exception, match="last_event: must be ≥ first_event"):
         load_pipeline(tmp_path / "p.toml", text='[source]\nkind = "hdf5"\npath = "x.h5"\nfirst_event = 5\nlast_event = 2\n')
+
+
+# -- inputs that lie about themselves ------------------------------------------------------------------
+
+
+def _set_range(file, layout, first, last):
+    with h5py.File(file, "a") as f:
+        if layout == "legacy":
+            meta = f["meta/meta"][...]
+            meta[0], meta[2] = first, last
+            f["meta/meta"][...] = meta
+        else:
+            f["events"].attrs["min_event"], f["events"].attrs["max_event"] = np.uint64(first), np.uint64(last)
+
+
+@pytest.mark.parametrize("layout", ["legacy", "1.0", "2.0"])
+def test_a_corrupt_max_event_reads_the_events_present_and_warns(tmp_path, layout, caplog):
+    """max_event = 10^9 with 6 events: the 6 are read (no 10^9 lookups) and one warning says so."""
+    events = make_events(5)
+    file = tmp_path / "run_0004.h5"
+    WRITERS[layout](file, events)
+    _set_range(file, layout, 0, 10**9)
+    from conduit.sources.hdf5 import Hdf5Params, Hdf5Source
+    from conduit.stage import StageContext
+
+    assert Hdf5Source(Hdf5Params(path=file), StageContext()).total() == N_EVENTS
+    with caplog.at_level(logging.WARNING):
+        summary, seen = run(tmp_path, file)
+    assert summary.exit_code == 0 and [e.id for e in seen] == [e["id"] for e in events]
+    assert summary.source_counters["events"] == N_EVENTS and summary.source_counters["missing_events"] == 0
+    where = "/meta/meta" if layout == "legacy" else "/events min_event/max_event"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"{file}: {where} say events 0..1000000000 but the file holds 6 events, 0..5; reading the "
+                        "events it holds"]
+
+
+def test_events_outside_the_attribute_range_are_read_too(tmp_path, caplog):
+    events = make_events(6)
+    file = tmp_path / "run_0005.h5"
+    write_v1(file, events)
+    _set_range(file, "1.0", 2, 3)
+    with caplog.at_level(logging.WARNING):
+        summary, seen = run(tmp_path, file)
+    assert [e.id for e in seen] == [e["id"] for e in events]
+    assert f"{file}: /events min_event/max_event say events 2..3 but the file holds 6 events, 0..5" in caplog.text
+    summary, seen = run(tmp_path, file, "first_event = 1\nlast_event = 4\n")  # the selection cuts what is present
+    assert [e.id for e in seen] == [e["id"] for e in events[1:5]]
+
+
+@pytest.mark.parametrize("layout", ["legacy", "1.0"])
+def test_min_event_above_max_event_is_an_error(tmp_path, layout):
+    events = make_events(7)
+    file = tmp_path / "run_0006.h5"
+    WRITERS[layout](file, events)
+    _set_range(file, layout, 5, 2)
+    summary, seen = run(tmp_path, file)
+    assert summary.exit_code == 1 and seen == [] and not summary.started
+    what = "/meta/meta first event 5 > last event 2" if layout == "legacy" else \
+        "/events attributes min_event 5 > max_event 2"
+    assert summary.error == f"source 'hdf5': {file}: {what}"
+
+
+def _retype(file, n, values):
+    with h5py.File(file, "a") as f:
+        del f[f"events/event_{n}/get_traces"]
+        d = f[f"events/event_{n}"].create_dataset("get_traces", data=values)
+        d.attrs["id"] = np.uint32(n)
+
+
+def test_trace_dtypes_are_converted_only_when_lossless(tmp_path, caplog):
+    events = make_events(8)
+    file = tmp_path / "run_0007.h5"
+    write_v1(file, events)
+    fits = events[0]["traces"].astype(np.int32)
+    _retype(file, 0, fits)  # int32 that fits int16: converted
+    wraps = events[1]["traces"].astype(np.int32)
+    wraps[0, 7] = 70000  # would wrap to 4464
+    _retype(file, 1, wraps)
+    _retype(file, 2, events[2]["traces"].astype(np.float64))  # integral floats: converted
+    fractional = events[3]["traces"].astype(np.float32)
+    fractional[0, 9] = 100.5
+    _retype(file, 3, fractional)
+    big = events[4]["traces"].astype(np.uint16)
+    big[0, 6] = 40000
+    _retype(file, 4, big)
+    with caplog.at_level(logging.ERROR):
+        summary, seen = run(tmp_path, file)
+    assert summary.exit_code == 0
+    assert [e.id for e in seen] == [0, 2, events[5]["id"]]
+    assert all(ev.traces.dtype == np.int16 for ev in seen)
+    np.testing.assert_array_equal(seen[0].traces, events[0]["traces"])
+    np.testing.assert_array_equal(seen[1].traces, events[2]["traces"])
+    assert summary.source_counters["bad_events"] == 3
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        f"{file}: event 1: traces are int32 with values 0..70000, outside int16 (-32768..32767); not converted",
+        f"{file}: event 3: traces are float32 with fractional values, expected int16; not converted",
+        f"{file}: event 4: traces are uint16 with values 0..40000, outside int16 (-32768..32767); not converted",
+    ]
+
+
+def test_unreadable_events_are_logged_ten_times_then_counted(tmp_path, caplog):
+    rng = np.random.default_rng(3)
+    file = tmp_path / "run_0008.h5"
+    with h5py.File(file, "w") as f:
+        g = f.create_group("events")
+        g.attrs["min_event"], g.attrs["max_event"] = np.uint64(0), np.uint64(24)
+        g.attrs.create("version", "libattpc_merger:1.0", dtype=STR)
+        for n in range(25):
+            bad = n % 5 != 0  # 20 bad, 5 good
+            data = np.full((2, 517), 1 << 20, np.int64) if bad else rng.integers(0, 4096, (2, 517)).astype(np.int16)
+            g.create_group(f"event_{n}").create_dataset("get_traces", data=data).attrs["id"] = np.uint32(n)
+    with caplog.at_level(logging.ERROR):
+        summary, seen = run(tmp_path, file)
+    assert [e.id for e in seen] == [0, 5, 10, 15, 20]
+    assert summary.source_counters["bad_events"] == 20
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 11 and all("outside int16" in e for e in errors[:10])
+    assert errors[10] == f"{file}: further unreadable events are counted (bad_events in the summary), not logged"

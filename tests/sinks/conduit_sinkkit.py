@@ -187,6 +187,17 @@ class LiveSinkkitSource(SinkkitSource):
     live = True
 
 
+class NoRunParams(SinkkitParams):
+    run: int | None = param(None, "run number (none: a live DAQ that does not say)")
+
+
+class LiveNoRunSource(LiveSinkkitSource):
+    """Live and without a run number, like the exporter source without ``source.run``."""
+
+    kind = "sinkkit_live_norun"
+    Params = NoRunParams
+
+
 class AnalyseParams(Params):
     points: int = param(40, "points per track (match the source's)", ge=2)
 
@@ -203,12 +214,36 @@ class Analyse(TransformStage):
         event.artifacts.update(full.artifacts)
 
 
+class SlowWarmParams(Params):
+    seconds: float = param(30.0, "how long warm_up takes (s)", ge=0)
+
+
+class SlowWarm(TransformStage):
+    """A stage whose warm-up takes ``seconds`` (logs "warming up" first): a long start-up to interrupt."""
+
+    name = "sinkkit.slow_warm"
+    Params = SlowWarmParams
+
+    def warm_up(self) -> None:
+        import sys
+        import time
+
+        # Printed, not logged: a worker process has no log handler, and the tests wait for this line.
+        print(f"sinkkit.slow_warm: warming up for {self.params.seconds:g} s", file=sys.stderr, flush=True)
+        time.sleep(self.params.seconds)
+
+    def process(self, event) -> None:
+        pass
+
+
 @hookimpl
 def conduit_register_sources(register):
     register(SinkkitSource)
     register(LiveSinkkitSource)
+    register(LiveNoRunSource)
 
 
 @hookimpl
 def conduit_register_stages(register):
     register(Analyse)
+    register(SlowWarm)

@@ -18,6 +18,7 @@ import pytest
 from conduit.artifacts import ESTIMATE_DTYPE
 from conduit.config.pipeline import load_pipeline
 from conduit.engine.runner import run_pipeline
+from conduit.engine.summary import format_summary
 from conduit_stages.hdf5_sink.partfile import consolidate, parts_dir_of
 
 VENV_BIN = Path(sys.executable).parent
@@ -281,6 +282,13 @@ def test_full_disk_stops_cleanly_and_keeps_flushed_events(sinkkit, write_pipelin
         kept = _check_kept(out, min_events=6)  # small events, flushed about 2 at a time, came first
         reported = [r.getMessage() for r in caplog.records if "flushed events (file + parts)" in r.getMessage()]
         assert len(reported) == 1 and f"kept {kept} flushed events" in reported[0]
+        # Every event received and not in the file is counted: the batch lost in the failed write, and
+        # the events the engine no longer passed to the stopped sink.
+        lost, dropped = summary.sink_lost["hdf5"], summary.sink_dropped.get("hdf5", 0)
+        assert lost >= 1 and lost + dropped == summary.received - kept == summary.not_written("hdf5")
+        why = f"{lost} lost in a failed write" + (f"; {dropped} not passed to it: sink behind or stopped"
+                                                  if dropped else "")
+        assert f"sink hdf5: {summary.received - kept} events not written ({why})" in format_summary(summary)
         assert parts_dir_of(out).exists()  # not consolidated: the disk is full
         assert not list(mnt.rglob("*.tmp"))  # half-written temporaries were removed
     finally:
@@ -303,6 +311,9 @@ def test_file_size_limit_stops_cleanly(sinkkit, write_pipeline, tmp_path):
     assert len(error_lines) == 1 and "file too large" in error_lines[0] and str(out.parent) in error_lines[0]
     kept = _check_kept(out, min_events=6)
     assert f"kept {kept} flushed events" in res.stderr
+    received = int(next(ln for ln in res.stdout.splitlines() if ln.startswith("events received")).split()[-1])
+    not_written = [ln for ln in res.stdout.splitlines() if ln.startswith("sink hdf5: ")]
+    assert len(not_written) == 1 and not_written[0].startswith(f"sink hdf5: {received - kept} events not written (")
 
 
 def test_sigkill_leaves_a_readable_file_with_every_flushed_event(sinkkit, write_pipeline, tmp_path):

@@ -62,6 +62,8 @@ def make_sinks(tmp_path, **params):
     hist.open()
     sink = RerunSink(RerunParams.from_mapping({"mode": "save", **params}), ctx)
     sink.open()
+    hist.begin()
+    sink.begin()
     return hist, sink
 
 
@@ -174,6 +176,7 @@ def test_connect_sends_nothing_until_a_viewer_listens_then_connects(tmp_path, cl
     ctx = StageContext(run=3, base_dir=tmp_path)
     sink = RerunSink(RerunParams(mode="connect", url=url, reconnect_interval=1.0, max_display_rate=50.0), ctx)
     sink.open()
+    sink.begin()
     assert sink.streams == [] and not sink.grpc_connected  # nothing is buffered for an absent viewer
     for i in range(10):
         sink.consume(kit.make_event(i))
@@ -211,6 +214,7 @@ def test_serve_mode_binds_loopback_and_a_late_viewer_gets_the_events(tmp_path, c
     ctx = StageContext(run=3, base_dir=tmp_path)
     sink = RerunSink(RerunParams(mode="serve", port=port, max_display_rate=50.0), ctx)
     sink.open()
+    sink.begin()
     url = f"rerun+http://127.0.0.1:{port}/proxy"
     assert sink.outputs() == [url]
     listening = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout
@@ -273,6 +277,86 @@ def test_pipeline_run_in_save_mode(sinkkit, write_pipeline, tmp_path, caplog):
     assert drawn == sorted(set(drawn)) and drawn[0] == 0
     final = rows["/histograms/cluster_multiplicity"][-1]["BarChart:values"][0]["buffer"]
     assert final[1:4] == [14, 13, 13]  # 40 events with 1 + i % 3 clusters
+
+
+SHORT = """
+[source]
+kind = "sinkkit"
+events = 300
+
+[engine]
+workers = 0
+
+[[stage]]
+use = "sinkkit.analyse"
+
+[[stage]]
+use = "rerun"
+mode = "save"
+path = "rrd/run_{run:04d}.rrd"
+max_display_rate = 100000
+"""
+
+
+def test_a_recording_cut_short_fails_the_run_and_is_not_listed(sinkkit, write_pipeline, tmp_path):
+    """RLIMIT_FSIZE (1 MB, SIGXFSZ ignored) on `conduit run`: rerun's writes fail with EFBIG, like a full disk."""
+    import resource
+    import signal
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    path = write_pipeline(SHORT)
+    res = subprocess.run([str(VENV_BIN / "conduit"), "run", str(path)], capture_output=True, text=True,
+                         preexec_fn=limit, timeout=120)
+    rrd = tmp_path / "rrd" / "run_0003.rrd"
+    assert res.returncode == 1, res.stdout
+    errors = [line for line in res.stdout.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: sink rerun: {rrd}: recording incomplete: rerun could not finish writing it: "
+                      "File-writer thread shut down prematurely; what was written may still open in the viewer"]
+    assert "outputs" not in res.stdout.splitlines()  # nothing to list: the only output is incomplete
+    assert rrd.stat().st_size == 1_000_000  # kept (never delete data), cut at the limit
+    assert rrd.read_bytes()[-16:].find(b"RRF2FOOT") < 0
+
+
+def test_a_complete_recording_ends_with_the_footer_and_a_cut_one_does_not(tmp_path):
+    from conduit_stages.rerun_sink.rrdfile import RrdFile
+
+    ctx = StageContext(run=3, base_dir=tmp_path)
+    sink = RerunSink(RerunParams(mode="save", max_display_rate=1000.0), ctx)
+    sink.open()
+    sink.begin()
+    for i in range(20):
+        sink.consume(kit.make_event(i))
+    sink.close()
+    good = tmp_path / "out" / "run_0003.rrd"
+    assert sink.outputs() == [str(good)] and good.read_bytes()[-12:-4] == b"RRF2FOOT"
+    assert RrdFile(good, None, None)._check() is None
+    cut = tmp_path / "cut.rrd"
+    cut.write_bytes(good.read_bytes()[:-100])
+    assert RrdFile(cut, None, None)._check() == (f"{cut}: recording incomplete: {cut.stat().st_size} bytes without "
+                                                 "the end-of-recording footer; what was written may still open in "
+                                                 "the viewer")
+
+
+def test_an_existing_recording_is_kept_and_nothing_is_written_before_begin(tmp_path, caplog):
+    ctx = StageContext(run=3, base_dir=tmp_path)
+    old = tmp_path / "out" / "run_0003.rrd"
+    old.parent.mkdir()
+    old.write_bytes(b"an earlier recording")
+    never = RerunSink(RerunParams(mode="save"), ctx)
+    never.open()
+    never.close()  # start-up failed before begin(): the old file is untouched, no new one
+    assert sorted(p.name for p in old.parent.iterdir()) == ["run_0003.rrd"] and never.outputs() == []
+    caplog.set_level(logging.INFO, logger="conduit")
+    sink = RerunSink(RerunParams(mode="save"), ctx)
+    sink.open()
+    sink.begin()
+    sink.close()
+    assert sorted(p.name for p in old.parent.iterdir()) == ["run_0003.1.rrd", "run_0003.rrd"]
+    assert (old.parent / "run_0003.1.rrd").read_bytes() == b"an earlier recording"
+    assert f"{old} already existed: kept it as run_0003.1.rrd" in caplog.text
 
 
 # -- geometry ------------------------------------------------------------------------------

@@ -428,6 +428,7 @@ def test_hdf5_sink_records_one_kinematics_row_per_estimate(tmp_path):
     sink = Hdf5Sink(Hdf5Params(path="run_{run:04d}.h5", flush_interval=0.001, histograms=False),
                     StageContext(run=4, base_dir=tmp_path))
     sink.open()
+    sink.begin()
     events = [kinematics_event(100 + i, [0.1 * i] * (i % 3)) for i in range(10)]
     events.append(kinematics_event(200, [0.5, 0.7], with_kinematics=False))  # estimates, no kinematics stage
     for ev in events:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .common import add_pipeline_arguments, load_or_report
 
@@ -10,7 +11,11 @@ DESCRIPTION = """Validate a pipeline without running anything.
 
 Prints the source, detector and engine settings and every stage in order with
 each parameter's value and its origin (default, file or --set). Exit status 2
-and one line per problem (file.toml:LINE: ...) when something is wrong."""
+and one line per problem (file.toml:LINE: ...) when something is wrong,
+including an electronics map or pad geometry that is missing, malformed
+(its own file:line) or that do not match (pads the geometry cannot place).
+Warnings (exit 0): DataExporter hosts this machine cannot resolve, a live
+source without a run number while outputs use {run}."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +57,12 @@ def main(args: argparse.Namespace) -> int:
     pipeline = load_or_report(args)
     if pipeline is None:
         return 2
+    from ..config.preflight import environment_warnings
+
     print(format_pipeline(pipeline))
-    print("\nok: the pipeline is valid")
+    warnings = environment_warnings(pipeline)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    noted = f" ({len(warnings)} warning{'s' if len(warnings) > 1 else ''} above)" if warnings else ""
+    print(f"\nok: the pipeline is valid{noted}")
     return 0

@@ -128,7 +128,11 @@ class $cls(SinkStage):
 
     def open(self) -> None:
         self.path = self.context.format_path(self.params.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.claim = self.context.claim_output(self.path)  # one run per file; nothing is written yet
+        self.file = None
+
+    def begin(self) -> None:
+        self.claim.make_room()  # a file already there is kept under a numbered name
         self.file = open(self.path, "w")
         self.file.write("event,n_traces,analysed\\n")
 
@@ -136,10 +140,12 @@ class $cls(SinkStage):
         self.file.write(f"{event.id},{event.n_traces},{int(event.analysed)}\\n")
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:  # None when the run never began: leave the path as it was
+            self.file.close()
+        self.claim.release()
 
     def outputs(self) -> list[str]:
-        return [str(self.path)]
+        return [str(self.path)] if self.file is not None else []
 ''')
 
 TEST_TRANSFORM = Template('''\
@@ -184,6 +190,7 @@ from $package.stage import $cls
 def test_writes_one_line_per_event(tmp_path):
     stage = $cls($cls.Params(path=str(tmp_path / "out_{run}.csv")), StageContext(run=3))
     stage.open()
+    stage.begin()
     stage.consume(Event(id=5, traces=np.zeros((2, 517), dtype=np.int16)))
     stage.close()
     assert (tmp_path / "out_3.csv").read_text().splitlines() == ["event,n_traces,analysed", "5,2,0"]

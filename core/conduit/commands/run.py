@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .common import add_pipeline_arguments, load_or_report
 
 DESCRIPTION = """Run a pipeline: read events from its [source], run its [[stage]]s, write its outputs.
 
 Ctrl-C (or SIGTERM) finishes the events in flight, closes every output and
-prints a summary; a second Ctrl-C exits at once. Exit status: 0 on success or
-interruption, 1 when the run stopped on an error, 2 for pipeline problems."""
+prints a summary; a second Ctrl-C exits at once. An output file that already
+exists is kept under a numbered name (run_0042.1.h5; [engine] existing_outputs).
+A live pipeline whose output names use {run} needs --run N (or source.run).
+
+Exit status: 0 on success or interruption, 1 when the run stopped on an error,
+2 for pipeline problems, 130 when interrupted during start-up (nothing run)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_pipeline_arguments(parser)
     parser.add_argument("--max-events", type=int, default=None, metavar="N", help="stop after N events")
+    parser.add_argument("--run", type=int, default=None, metavar="N",
+                        help="run number for the events and for {run} in output names (required for a live "
+                             "source whose outputs use {run}; overrides the source's)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for tracebacks)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the summary")
 
@@ -30,6 +38,9 @@ def main(args: argparse.Namespace) -> int:
     from ..engine.runner import run_pipeline
     from ..engine.summary import format_summary
 
-    summary = run_pipeline(pipeline, max_events=args.max_events)
+    if args.run is not None and args.run < 0:
+        print(f"conduit run: --run {args.run}: a run number is ≥ 0", file=sys.stderr)
+        return 2
+    summary = run_pipeline(pipeline, max_events=args.max_events, run=args.run)
     print(format_summary(summary), flush=True)
     return summary.exit_code

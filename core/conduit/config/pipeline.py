@@ -39,6 +39,7 @@ from ..plugins import Registry, get_registry
 from ..source import Source
 from ..stage import Stage
 from .lines import KeyLines, scan_key_lines
+from .preflight import detector_file_problems
 
 __all__ = ["Pipeline", "PipelineError", "StageConfig", "SourceConfig", "load_pipeline", "parse_override"]
 
@@ -91,6 +92,8 @@ class Pipeline:
     engine: EngineParams
     engine_origins: dict[str, str]
     stages: list[StageConfig]
+    #: Where each key is written (for messages about the pipeline after loading).
+    lines: KeyLines | None = None
 
     @property
     def transforms(self) -> list[StageConfig]:
@@ -103,6 +106,10 @@ class Pipeline:
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    def where(self, key_path: tuple, message: str) -> str:
+        """``file.toml:LINE: key.path: message`` for a key of this pipeline."""
+        return _render(self.path, self.lines, tuple(key_path), message)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -129,18 +136,23 @@ class _Collector:
 
     def add(self, key_path: Sequence[str | int], message: str) -> None:
         key_path = tuple(key_path)
-        dotted = ".".join(str(p) for p in _display_path(key_path))
         for prefix_len in range(len(key_path), 0, -1):
             if key_path[:prefix_len] in self.override_paths:
                 self.rendered.append(f"--set {self.override_paths[key_path[:prefix_len]]}: {message}")
                 return
-        line = self.lines.line(key_path)
-        where = f"{self.path}:{line}" if line else f"{self.path}"
-        self.rendered.append(f"{where}: {dotted}: {message}" if dotted else f"{where}: {message}")
+        self.rendered.append(_render(self.path, self.lines, key_path, message))
 
     def extend(self, problems: list[Problem], prefix: tuple = ()) -> None:
         for p in problems:
             self.add(prefix + tuple(p.path), p.message)
+
+
+def _render(file: Path, lines: KeyLines | None, key_path: tuple, message: str) -> str:
+    """``file.toml:LINE: key.path: message`` (no line when the key is not written in the file)."""
+    dotted = ".".join(str(p) for p in _display_path(key_path))
+    line = lines.line(key_path) if lines is not None else None
+    where = f"{file}:{line}" if line else f"{file}"
+    return f"{where}: {dotted}: {message}" if dotted else f"{where}: {message}"
 
 
 def _display_path(path: tuple) -> tuple:
@@ -187,6 +199,8 @@ def load_pipeline(
 
     source = _load_source(raw.get("source", {}), registry, problems, origins)
     detector, detector_origins = _load_table(DetectorParams, raw.get("detector", {}), ("detector",), problems, origins)
+    if detector is not None:
+        problems.extend(detector_file_problems(detector, path.parent), ("detector",))
     engine, engine_origins = _load_table(EngineParams, raw.get("engine", {}), ("engine",), problems, origins)
     stages = _load_stages(raw.get("stage", []), registry, problems, origins)
     _check_artifacts(source, stages, registry, problems)
@@ -203,6 +217,7 @@ def load_pipeline(
         engine=engine,
         engine_origins=engine_origins,
         stages=stages,
+        lines=problems.lines,
     )
 
 

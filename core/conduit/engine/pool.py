@@ -14,6 +14,7 @@ import time
 import traceback
 import uuid
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
@@ -157,7 +158,8 @@ class TransformPool:
             return 0.0
         async with trio.open_nursery() as nursery:
             for _ in range(self.capacity):
-                nursery.start_soon(self._call, _worker_warm, self.spec)
+                # Cancellable (Ctrl-C during start-up): a worker killed mid-warm-up holds nothing.
+                nursery.start_soon(partial(self._call, _worker_warm, self.spec, cancellable=True))
         return time.perf_counter() - t0
 
     async def analyse(self, event: Event) -> ChainResult:
@@ -175,10 +177,10 @@ class TransformPool:
                 event.artifacts[name] = value
         return result
 
-    async def _call(self, fn, *args):
+    async def _call(self, fn, *args, cancellable: bool = False):
         if self._context is None:
-            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
-        return await self._context.run_sync(fn, *args, limiter=self._limiter)
+            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter, abandon_on_cancel=cancellable)
+        return await self._context.run_sync(fn, *args, limiter=self._limiter, kill_on_cancel=cancellable)
 
 
 @asynccontextmanager

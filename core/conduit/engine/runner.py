@@ -11,27 +11,36 @@
                                  |--> sink task 1 (consume in a thread, one call at a time)
                                  |--> sink task 2 ...
 
+Start-up: every sink opens (claiming its output paths, touching no existing
+file), the workers and the source warm up, then every sink *begins* (moves an
+existing output aside and creates its files). A signal or an error before that
+point leaves every existing file as it was.
+
 Shutdown (end of input, ``--max-events``, SIGINT/SIGTERM): the source task is
 cancelled or returns, its channel closes, in-flight events finish, sinks drain
-and are closed, and a :class:`RunSummary` is returned. A second signal exits
-the process at once.
+and are closed (in a thread, so signals are still seen), and a
+:class:`RunSummary` is returned. A second signal exits the process at once,
+also while the sinks close (an hdf5 recording then stays readable as file +
+parts and is consolidated at the next run on its path).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import signal
 import sys
 import time
+from functools import partial
 from typing import Any, Callable
 
 import trio
 
 from ..config.pipeline import Pipeline
 from ..event import Event
-from ..source import Source
+from ..source import Source, SourceError
 from ..stage import SinkStage, StageContext
 from .metrics import Metrics, MetricsSnapshot
 from .pool import ChainSpec, open_pool
@@ -65,11 +74,21 @@ class RunSummary:
     outputs: list[str]
     interrupted: bool
     error: str | None
-    sink_dropped: dict[str, int]
+    sink_dropped: dict[str, int]  # events the engine never passed to the sink (it was behind or had stopped)
+    sink_lost: dict[str, int] = dataclasses.field(default_factory=dict)  # consumed, then lost in a failed write
+    #: False when the run ended (error or signal) before its first event could flow.
+    started: bool = True
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.error else 0
+        """1 on an error, 130 when interrupted during start-up, else 0 (also after Ctrl-C mid-run)."""
+        if self.error:
+            return 1
+        return 130 if self.interrupted and not self.started else 0
+
+    def not_written(self, sink: str) -> int:
+        """Events a sink received from the engine's point of view but did not keep."""
+        return self.sink_dropped.get(sink, 0) + self.sink_lost.get(sink, 0)
 
 
 def _resolve_workers(requested: int) -> int:
@@ -92,6 +111,7 @@ class Engine:
         status_stream: Any = None,
         handle_signals: bool = True,
         on_event: Callable[[Event], None] | None = None,
+        run: int | None = None,
     ):
         self.pipeline = pipeline
         self.engine_params = pipeline.engine
@@ -100,12 +120,15 @@ class Engine:
         self.on_event = on_event
         self.metrics = Metrics()
         self.context = StageContext(detector=pipeline.detector, base_dir=pipeline.base_dir.resolve(),
-                                    pipeline=tuple((s.use, s.params) for s in pipeline.stages))
+                                    pipeline=tuple((s.use, s.params) for s in pipeline.stages),
+                                    existing_outputs=pipeline.engine.existing_outputs)
         self.source: Source = pipeline.source.cls(pipeline.source.params, self.context)
-        self.context.run = self.source.run_number()
+        self.context.run = run if run is not None else self.source.run_number()
         if self.context.run is None:
             self.context.run = getattr(pipeline.source.params, "run", None)
         self.live = self.source.live
+        # A live run's output names never get a silent run 0000 (see StageContext.format_path).
+        self.context.require_run = self.live
         policy = pipeline.engine.policy
         self.policy = ("skip" if self.live else "wait") if policy == "auto" else policy
         self.workers = _resolve_workers(pipeline.engine.workers)
@@ -115,6 +138,10 @@ class Engine:
                                      interval=pipeline.engine.status_interval)
         self.error: str | None = None
         self.interrupted = False
+        self.phase = "starting"  # then "running", then "closing"
+        self.started = False
+        self._closing: str | None = None  # the sink being closed
+        self._startup_scope = trio.CancelScope()
         self._source_scope = trio.CancelScope()
         self._stop_requested = False
         self._queue_stats: Callable[[], int] = lambda: 0
@@ -137,37 +164,97 @@ class Engine:
     # -- run -------------------------------------------------------------------
 
     async def run(self) -> RunSummary:
+        """Start up, run, close every sink; signals are watched from the first moment to the last."""
+        async with trio.open_nursery() as guard:
+            if self.handle_signals:
+                await guard.start(self._watch_signals)
+            try:
+                await self._start_and_run()
+            except* Exception as group:
+                for err in _leaves(group):
+                    if self.error is None:
+                        self.error = self._describe(err)
+                    log.error("run stopped: %s", self.error)
+                    log.debug("details", exc_info=err)
+            finally:
+                self.phase = "closing"
+                with trio.CancelScope(shield=True):
+                    # In a thread, so that a second Ctrl-C during a long close (consolidation) is seen.
+                    await trio.to_thread.run_sync(self._close_sinks)
+            guard.cancel_scope.cancel()
+        return self._summary()
+
+    def _describe(self, err: BaseException) -> str:
+        """One line for an error that ended the run."""
+        if isinstance(err, SourceError):  # a source names its file or host itself
+            return f"source '{self.pipeline.source.kind}': {err}"
+        return str(err) if isinstance(err, (StopRun, OSError)) else f"{type(err).__name__}: {err}"
+
+    async def _start_and_run(self) -> None:
+        """Open the sinks, start and warm the workers and the source, begin the sinks, then run.
+
+        Nothing may replace or create an output before every sink has opened and
+        the source and workers are ready: sinks do that in ``begin()``. A signal
+        during start-up cancels ``_startup_scope``; the sinks are then closed
+        without having begun, so every existing file stays as it was.
+        """
         transforms = [(s.cls, s.params) for s in self.pipeline.transforms]
         spec = ChainSpec.create(transforms, self.context)
-        try:
-            self._open_sinks()
-        except Exception as err:
-            self.error = f"{err}"
-            log.error("%s", err)
-            self._close_sinks()
-            return self._summary()
-        try:
-            async with open_pool(spec, self.workers) as pool:
+        async with contextlib.AsyncExitStack() as stack:
+            polling = await self._hold_signals(stack)
+            with self._startup_scope:
+                try:
+                    await trio.to_thread.run_sync(self._open_sinks)
+                except Exception as err:
+                    self.error = f"{err}"
+                    log.error("%s", err)
+                    return
+                pool = await stack.enter_async_context(open_pool(spec, self.workers))
                 # Source kernels compile in a thread while the workers start and load theirs.
                 async with trio.open_nursery() as warming:
-                    warming.start_soon(trio.to_thread.run_sync, self.source.warm_up)
+                    warming.start_soon(partial(trio.to_thread.run_sync, self.source.warm_up, abandon_on_cancel=True))
                     warm = await pool.warm_up()
                 if warm > 0.05:
                     log.info("workers ready in %.2f s (%d %s)", warm, max(self.workers, 1),
                              "processes" if self.workers else "thread")
-                # Rates and wall time count from here: start-up is reported on its own.
-                self.startup_seconds = self.metrics.elapsed()
-                self.metrics.restart_clock()
-                await self._run_graph(pool)
-        except* Exception as group:
-            for err in _leaves(group):
-                if self.error is None:
-                    self.error = f"{type(err).__name__}: {err}" if not isinstance(err, (StopRun, OSError)) else str(err)
-                log.error("run stopped: %s", self.error)
-                log.debug("details", exc_info=err)
-        finally:
-            self._close_sinks()
-        return self._summary()
+                with trio.CancelScope(shield=True):  # begun or not: never half of it
+                    await trio.to_thread.run_sync(self._begin_sinks)
+                self.started = True
+            if not self.started:
+                return  # interrupted during start-up: nothing was begun
+            if polling is not None:
+                polling.cancel()
+                _release_held_signals()
+            self.phase = "running"
+            # Rates and wall time count from here: start-up is reported on its own.
+            self.startup_seconds = self.metrics.elapsed()
+            self.metrics.restart_clock()
+            await self._run_graph(pool)
+
+    async def _hold_signals(self, stack: contextlib.AsyncExitStack) -> trio.CancelScope | None:
+        """Hold SIGINT/SIGTERM in this thread for start-up; return the scope of the task that takes them.
+
+        Worker processes start during start-up; a terminal's Ctrl-C reaches the
+        whole process group, and a worker still importing would die with a
+        traceback. Holding the signals in this thread holds them in every thread
+        and process started from now on (masks are inherited); the workers
+        ignore them for good once they run, and ``_poll_held_signals`` takes
+        them from the pending set for this process. (multiprocessing's resource
+        tracker, started with the first worker, unblocks them in the thread that
+        starts it: start it first. CPython protects the tracker the same way,
+        bpo-33613.)
+        """
+        if not (self.handle_signals and _CAN_HOLD):
+            return None
+        if self.workers > 0:
+            from multiprocessing import resource_tracker
+
+            resource_tracker.ensure_running()
+        stack.enter_context(_held_signals())
+        holder = await stack.enter_async_context(trio.open_nursery())
+        polling = await holder.start(self._poll_held_signals)
+        stack.callback(polling.cancel)
+        return polling
 
     async def _run_graph(self, pool) -> None:
         events_send, events_recv = trio.open_memory_channel[Event](self.engine_params.queue_size)
@@ -177,8 +264,6 @@ class Engine:
         self.source.attach(events_send)
 
         async with trio.open_nursery() as helpers:
-            if self.handle_signals:
-                helpers.start_soon(self._watch_signals)
             helpers.start_soon(self._metrics_ticker)
             async with trio.open_nursery() as work:
                 for sink, (_, recv) in zip(self.sinks, sink_channels):
@@ -349,21 +434,51 @@ class Engine:
             total=total,
         )
 
-    async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
+    async def _watch_signals(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(*_SIGNALS) as signals:
+            task_status.started()
             async for signum in signals:
-                if signum == signal.SIGUSR1:
-                    self._resets += 1
-                    log.info("SIGUSR1: resetting histograms and running totals")
-                elif not self.interrupted:
-                    self.interrupted = True
-                    self.status.clear()
-                    print(f"\n{signal.Signals(signum).name}: finishing events in flight and closing outputs "
-                          "(again to exit at once)", file=sys.stderr, flush=True)
-                    self.request_stop()
-                else:
-                    print("interrupted again: exiting now", file=sys.stderr, flush=True)
-                    os._exit(130)
+                self._on_signal(signum)
+
+    async def _poll_held_signals(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """During start-up the main thread holds (blocks) SIGINT/SIGTERM: take them from the pending set.
+
+        Reports its own cancel scope through ``task_status``: cancel it when start-up ends.
+        """
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            while True:
+                await trio.sleep(0.1)
+                for signum in signal.sigpending() & set(_HELD):
+                    if signal.sigtimedwait({signum}, 0) is not None:
+                        self._on_signal(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGUSR1:
+            self._resets += 1
+            log.info("SIGUSR1: resetting histograms and running totals")
+        elif not self.interrupted:
+            self.interrupted = True
+            self.status.clear()
+            if self.phase == "starting":
+                _say(f"\n{name} during start-up: stopping; nothing is recorded and existing files are "
+                     "left as they were (again to exit at once)")
+                self._startup_scope.cancel()
+                self._source_scope.cancel()
+            elif self.phase == "running":
+                _say(f"\n{name}: finishing events in flight and closing outputs (again to exit at once)")
+                self.request_stop()
+            else:
+                _say(f"\n{name}: closing outputs{self._closing_note()} (again to exit at once)")
+        else:
+            _say(f"interrupted again: exiting now{self._closing_note()}; an output left unfinished "
+                 "stays readable and is completed at the next run on its path (docs/outputs.md)")
+            sys.stdout.flush()
+            os._exit(130)
+
+    def _closing_note(self) -> str:
+        return f" while sink {self._closing} closes" if self.phase == "closing" and self._closing else ""
 
     # -- sinks -------------------------------------------------------------------
 
@@ -373,17 +488,30 @@ class Engine:
             try:
                 sink.open()
             except Exception as err:
+                try:  # release what it claimed or prepared before failing
+                    sink.close()
+                except Exception as close_err:
+                    log.debug("sink %s: close after a failed open: %s", config.use, close_err)
                 raise RuntimeError(f"sink {config.use}: cannot open: {err}") from err
             self.sinks.append(sink)
 
+    def _begin_sinks(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.begin()
+            except Exception as err:
+                raise RuntimeError(f"sink {sink.name}: cannot start: {err}") from err
+
     def _close_sinks(self) -> None:
         for sink in self.sinks:
+            self._closing = sink.name
             try:
                 sink.close()
             except Exception as err:
                 log.error("sink %s: error while closing: %s", sink.name, err)
                 if self.error is None:
                     self.error = f"sink {sink.name}: {err}"
+        self._closing = None
 
     def _summary(self) -> RunSummary:
         self.status.clear()
@@ -408,7 +536,43 @@ class Engine:
             interrupted=self.interrupted,
             error=self.error,
             sink_dropped=dict(self.metrics.sink_dropped),
+            sink_lost={s.name: lost for s in self.sinks if (lost := _unwritten(s))},
+            started=self.started,
         )
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+_HELD = (signal.SIGINT, signal.SIGTERM)
+#: Holding signals during start-up needs both (Linux has them; elsewhere start-up is not held).
+_CAN_HOLD = hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigtimedwait")
+
+
+@contextlib.contextmanager
+def _held_signals():
+    """Block SIGINT/SIGTERM in this thread (and so in threads and processes it starts) for the block."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _release_held_signals() -> None:
+    """Unblock SIGINT/SIGTERM in this thread now (a pending one is then delivered to the watcher)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
+
+
+def _unwritten(sink: SinkStage) -> int:
+    try:
+        return int(sink.unwritten())
+    except Exception as err:  # a counter must never hide the run's summary
+        log.debug("sink %s: unwritten() failed: %s", sink.name, err)
+        return 0
+
+
+def _say(text: str) -> None:
+    """A message for the person at the terminal (not a log record: the log may be quiet)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

@@ -20,6 +20,8 @@ def _ms(value: float) -> str:
 def format_summary(summary: RunSummary) -> str:
     """A plain-text table: counts, per-stage timing and failures, source counters, outputs."""
     rate = summary.received / summary.wall_seconds if summary.wall_seconds > 0 else 0.0
+    if not summary.started:
+        return _not_started(summary)
     lines = ["", "run summary" + (" (interrupted)" if summary.interrupted else ""), "-" * 60]
     rows = [
         ("events received", summary.received),
@@ -42,8 +44,11 @@ def format_summary(summary: RunSummary) -> str:
         for name, (calls, mean, p99) in summary.stage_ms.items():
             failed = summary.failed.get(name, 0)
             lines.append(f"{name:<28} {calls:>8} {failed:>7} {_ms(mean)} {_ms(p99)}")
-    for name, dropped in summary.sink_dropped.items():
-        lines.append(f"sink {name}: {dropped} events not written (sink behind or stopped)")
+    for name in dict.fromkeys([*summary.sink_dropped, *summary.sink_lost]):
+        dropped, lost = summary.sink_dropped.get(name, 0), summary.sink_lost.get(name, 0)
+        why = ([f"{lost} lost in a failed write"] if lost else []) + \
+              ([f"{dropped} not passed to it: sink behind or stopped"] if dropped else [])
+        lines.append(f"sink {name}: {dropped + lost} events not written ({'; '.join(why)})")
     if summary.source_counters:
         lines.append("")
         lines.append("source")
@@ -59,6 +64,16 @@ def format_summary(summary: RunSummary) -> str:
         lines.append("")
         lines.append(f"error: {summary.error}")
     return "\n".join(lines)
+
+
+def _not_started(summary: RunSummary) -> str:
+    """A run that ended before its first event: say so, and whether any output was created."""
+    head = f"\nerror: {summary.error}\nnothing was run" if summary.error else \
+        "\ninterrupted during start-up: nothing was run"
+    if not summary.outputs:
+        return head + "; existing outputs were left as they were"
+    return "\n".join([head, "", "outputs (created before the error; earlier files kept under numbered names)"]
+                      + [f"  {_short_path(o)}" for o in summary.outputs])
 
 
 def _short_path(output: str) -> str:

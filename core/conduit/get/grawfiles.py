@@ -285,10 +285,19 @@ class RunReader:
         self._header_cobo_warned: set[int] = set()
         self._old_firmware_logged = False
         self.done = False
+        #: The first bad frame reported (names the file and byte offset).
+        self.first_error: FrameError | None = None
         for i in range(len(self.streams)):
             self._advance(i)
 
+    @property
+    def found_frames(self) -> bool:
+        """False when no stream of the run holds a single valid frame (known as soon as the reader opens)."""
+        return bool(self._heap) or any(s.frames for s in self.streams)
+
     def _on_error(self, err: FrameError) -> None:
+        if self.first_error is None:
+            self.first_error = err
         self.builder.report_bad(err)
 
     def _advance(self, index: int) -> None:

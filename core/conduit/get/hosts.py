@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-__all__ = ["parse_hosts", "DEFAULT_PORT"]
+__all__ = ["parse_hosts", "unresolvable_hosts", "DEFAULT_PORT"]
 
 DEFAULT_PORT = 46491
 
@@ -68,3 +68,29 @@ def parse_hosts(hosts: str | list[str], default_port: int = DEFAULT_PORT) -> lis
     if not out:
         raise ValueError("no hosts")
     return out
+
+
+def unresolvable_hosts(hosts: list[str], timeout: float = 3.0) -> dict[str, str]:
+    """{host: why} for the host names this machine cannot resolve (all looked up at once, ``timeout`` s each)."""
+    import socket
+
+    import trio
+
+    failed: dict[str, str] = {}
+
+    async def lookup(host: str) -> None:
+        try:
+            with trio.fail_after(timeout):
+                await trio.socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except trio.TooSlowError:
+            failed[host] = f"no answer from the resolver in {timeout:g} s"
+        except OSError as err:
+            failed[host] = err.strerror or str(err)
+
+    async def lookup_all() -> None:
+        async with trio.open_nursery() as nursery:
+            for host in dict.fromkeys(hosts):
+                nursery.start_soon(lookup, host)
+
+    trio.run(lookup_all)
+    return failed

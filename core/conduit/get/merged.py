@@ -1,9 +1,13 @@
 """Reading merged HDF5 files written by attpc_merger (legacy, 1.0, 2.0; get_format.md 3).
 
 :func:`open_merged` detects the layout and returns a :class:`MergedFile` that
-reads events by their file index ``n`` (``event_{n}`` / ``evt{n}_data``),
-``min_event .. max_event`` **inclusive** (Spyral's 1.0/2.0 readers stop one
-short; this reader does not).
+reads events by their file index ``n`` (``event_{n}`` / ``evt{n}_data``).
+:attr:`MergedFile.indices` lists the events the file holds, from the group
+listing: the range attributes (``min_event .. max_event``, inclusive; Spyral's
+1.0/2.0 readers stop one short) are checked against it, never trusted to
+enumerate (a corrupt ``max_event`` of 10^9 must not mean 10^9 lookups).
+Traces must be int16; another integer or float type is converted only when no
+value changes, else the event is refused.
 
 * legacy (detected by a ``/meta`` group): ``/get/evt{n}_data``, ``/get/evt{n}_header``
   = [event id, timestamp, timestamp_other] (float64), range in ``/meta/meta``,
@@ -22,6 +26,7 @@ FRIB/SIS3300 datasets (``977``, ``1903`` ...) come back as a dict name -> array,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,8 @@ import numpy as np
 __all__ = ["MergedFile", "MergedFileError", "MergedEvent", "open_merged", "LEGACY", "V1", "V2"]
 
 LEGACY, V1, V2 = "legacy", "1.0", "2.0"
+_LEGACY_NAME = re.compile(r"^evt(\d+)_data$")
+_EVENT_NAME = re.compile(r"^event_(\d+)$")
 _V1_VERSIONS = ("libattpc_merger:1.0", "libattpc_merger:0.2.0", "harmonizer:", "synchronizer:")
 
 
@@ -87,16 +94,35 @@ class MergedFile:
             return f"evt{n}_data" in self.file["get"]
         return f"event_{n}" in self.file["events"]
 
+    @functools.cached_property
+    def indices(self) -> np.ndarray:
+        """Sorted int64 indices ``n`` of the events the file holds (from its group listing, not its attributes)."""
+        group = self.file["get"] if self.layout == LEGACY else self.file["events"]
+        pattern = _LEGACY_NAME if self.layout == LEGACY else _EVENT_NAME
+        found = [int(m.group(1)) for name in group if (m := pattern.match(name))]
+        return np.array(sorted(found), dtype=np.int64)
+
+    def select(self, first: int | None = None, last: int | None = None) -> np.ndarray:
+        """Indices of the stored events in [first, last] (either bound may be None: open)."""
+        idx = self.indices
+        lo = 0 if first is None else np.searchsorted(idx, first, side="left")
+        hi = len(idx) if last is None else np.searchsorted(idx, last, side="right")
+        return idx[lo:hi]
+
     def count(self, first: int, last: int) -> int:
         """Events stored with index in [first, last]."""
-        first, last = max(first, self.first), min(last, self.last)
-        if last < first:
-            return 0
-        group = self.file["get"] if self.layout == LEGACY else self.file["events"]
-        if first == self.first and last == self.last:
-            pattern = re.compile(r"^evt(\d+)_data$" if self.layout == LEGACY else r"^event_(\d+)$")
-            return sum(1 for name in group if (m := pattern.match(name)) and first <= int(m.group(1)) <= last)
-        return sum(1 for n in range(first, last + 1) if self.has(n))
+        return len(self.select(first, last))
+
+    def range_problem(self) -> str | None:
+        """One line when the range attributes disagree with the events stored, else None."""
+        idx = self.indices
+        where = "/meta/meta" if self.layout == LEGACY else "/events min_event/max_event"
+        if not len(idx):
+            return f"{self.path}: {where} say events {self.first}..{self.last} but the file holds none"
+        if idx[0] != self.first or idx[-1] != self.last:
+            return (f"{self.path}: {where} say events {self.first}..{self.last} but the file holds {len(idx)} "
+                    f"events, {idx[0]}..{idx[-1]}; reading the events it holds")
+        return None
 
     def read(self, n: int) -> MergedEvent | None:
         """Event index ``n``, or None when the file lacks it. Raises MergedFileError on bad content."""
@@ -112,7 +138,7 @@ class MergedFile:
     def _check_traces(self, n: int, traces: np.ndarray) -> np.ndarray:
         if traces.ndim != 2 or traces.shape[1] != 517:
             raise MergedFileError(f"{self.path}: event {n}: traces have shape {traces.shape}, expected (n, 517)")
-        return np.ascontiguousarray(traces, dtype=np.int16)
+        return np.ascontiguousarray(_as_int16(traces, f"{self.path}: event {n}"))
 
     def _read_legacy(self, n: int) -> MergedEvent | None:
         get = self.file["get"]
@@ -157,6 +183,33 @@ class MergedFile:
                            int(attrs.get("timestamp_other", 0)), frib, silicon)
 
 
+_INT16 = np.iinfo(np.int16)
+
+
+def _as_int16(traces: np.ndarray, where: str) -> np.ndarray:
+    """Traces as int16: int16 as is; other integer or float types only when no value changes, else an error.
+
+    Every merger writes int16; another type means a foreign or damaged file, and
+    a silent cast would wrap values (int32 70000 -> 4464).
+    """
+    if traces.dtype == np.int16:
+        return traces
+    kind = traces.dtype.kind
+    if kind not in "iuf":
+        raise MergedFileError(f"{where}: traces are {traces.dtype}, expected int16")
+    if traces.size:
+        if kind == "f" and not np.all(np.isfinite(traces)):
+            raise MergedFileError(f"{where}: traces are {traces.dtype} with NaN or infinite values, expected int16")
+        lo, hi = traces.min(), traces.max()
+        if lo < _INT16.min or hi > _INT16.max:
+            raise MergedFileError(f"{where}: traces are {traces.dtype} with values {lo}..{hi}, outside int16 "
+                                  f"({_INT16.min}..{_INT16.max}); not converted")
+        if kind == "f" and not np.array_equal(traces, np.round(traces)):
+            raise MergedFileError(f"{where}: traces are {traces.dtype} with fractional values, expected int16; "
+                                  "not converted")
+    return traces.astype(np.int16)
+
+
 def open_merged(path: Path) -> MergedFile:
     """Open a merged file and detect its layout; raise :class:`MergedFileError` (one line)."""
     import h5py
@@ -184,19 +237,27 @@ def _detect(path: Path, f) -> MergedFile:
         meta = np.asarray(f["meta"]["meta"][()]).ravel()
         if meta.size < 3:
             raise MergedFileError(f"{path}: legacy layout but /meta/meta has {meta.size} values, expected 4")
-        return MergedFile(path, f, LEGACY, "legacy", int(meta[0]), int(meta[2]))
+        first, last = int(meta[0]), int(meta[2])
+        if first > last:
+            raise MergedFileError(f"{path}: /meta/meta first event {first} > last event {last}")
+        return MergedFile(path, f, LEGACY, "legacy", first, last)
     if "events" in f and isinstance(f["events"], h5py.Group):
         events = f["events"]
         version = _text(events.attrs.get("version", ""))
         if "min_event" not in events.attrs or "max_event" not in events.attrs:
             raise MergedFileError(f"{path}: /events lacks the min_event/max_event attributes")
         first, last = int(events.attrs["min_event"]), int(events.attrs["max_event"])
+        if first > last:
+            raise MergedFileError(f"{path}: /events attributes min_event {first} > max_event {last}")
         if version.startswith("libattpc_merger:2."):
             layout = V2
         elif version.startswith(_V1_VERSIONS):
             layout = V1
         else:
             probe = events.get(f"event_{first}")
+            if probe is None:  # the attributes may be wrong: look at any stored event
+                name = next((n for n in events if _EVENT_NAME.match(n)), None)
+                probe = events.get(name) if name is not None else None
             if isinstance(probe, h5py.Group) and "get_traces" in probe:
                 layout = V1
             elif isinstance(probe, h5py.Group) and "get" in probe:

@@ -113,6 +113,14 @@ class ExporterSource(Source):
                 self._changed = trio.Event()
             await self._changed.wait()
 
+    def check_environment(self) -> list[tuple[str, str]]:
+        """Host names this machine cannot resolve (a warning: the DAQ network may only exist on the DAQ machine)."""
+        from conduit.get.hosts import unresolvable_hosts
+
+        failed = unresolvable_hosts([link.host for link in self.links])
+        return [("hosts", f"{host} does not resolve ({why}): its DataExporter cannot be reached from here")
+                for host, why in failed.items()]
+
     def _get_builder(self):
         if self._builder is None:
             self._builder = self.params.make_builder(self.context.electronics_map, live=True, logger=self.log)

@@ -86,15 +86,29 @@ class GrawSource(Source):
 
     def warm_up(self) -> None:
         self._get_builder().warm_up()
+        self._open_reader()
+
+    def _open_reader(self):
+        """Open every stream at its first valid frame; a folder without any is an error (before outputs are touched)."""
+        if self._reader is None:
+            from conduit.get.grawfiles import RunReader
+
+            run = self._find()
+            reader = RunReader(run, self._get_builder(), logger=self.log)
+            if not reader.found_frames:
+                reader.close()
+                n_files = sum(len(s.files) for s in run.streams)
+                first = f"; first problem: {reader.first_error}" if reader.first_error else ""
+                raise SourceError(f"{run.path}: no valid GET frame in its {n_files} .graw file"
+                                  f"{'s' if n_files != 1 else ''}{first}")
+            self._reader = reader
+        return self._reader
 
     async def run(self, task_status: Any = None) -> None:
         import trio
 
-        from conduit.get.grawfiles import RunReader
-
-        run = self._find()
-        builder = self._get_builder()
-        self._reader = reader = RunReader(run, builder, logger=self.log)
+        reader = await trio.to_thread.run_sync(self._open_reader)
+        run = reader.run
         self.log.info("%s: %d streams (%d files)", run.path, len(run.streams), sum(len(s.files) for s in run.streams))
         try:
             while not reader.done:
@@ -103,6 +117,10 @@ class GrawSource(Source):
                     await self.emit(event)
         finally:
             reader.close()
+        for stream in reader.streams:
+            if stream.frames == 0:  # the others were read: say which stream gave nothing
+                self.log.warning("%s: no valid GET frame in CoBo %d AsAd %d (%s)", run.path, stream.cobo,
+                                 stream.asad, ", ".join(f.name for f in stream.spec.files))
 
     # -- reporting -------------------------------------------------------------------------------
 

@@ -8,13 +8,16 @@
     first_event = 0        # optional, file event index (event_{n})
     last_event = 999       # optional, inclusive
 
-Events come out in file order with their GET id, timestamps and traces. When
+Events come out in file order with their GET id, timestamps and traces: every
+event the file holds (its group listing), cut to ``first_event .. last_event``;
+range attributes that disagree with the listing are reported in one warning. When
 the file has them, FRIB physics datasets ride along as the ``frib`` artifact
 (dict module name -> array, e.g. ``"977"``, ``"1903"``) and 2.0 silicon datasets
 as the ``silicon`` artifact (dict ``si_upstream_front`` ... -> (n, 517) int16).
 Reading runs in a worker thread, a few events per call. An event that cannot be
-read (bad shape, missing dataset) is reported in one line and counted
-(``bad_events``); the others are still delivered.
+read (bad shape, missing dataset, traces that are not int16 and cannot be
+converted without changing a value) is reported in one line (the first 10;
+then only counted) and counted (``bad_events``); the others are still delivered.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from conduit.source import Source, SourceError
 __all__ = ["Hdf5Source", "Hdf5Params"]
 
 _RUN = re.compile(r"run_?(\d+)", re.IGNORECASE)
+#: Unreadable events logged one line each; after that only counted.
+_LOGGED_BAD_EVENTS = 10
 
 
 class Hdf5Params(Params):
@@ -37,9 +42,9 @@ class Hdf5Params(Params):
 
     path: Path = param(doc="merged HDF5 file written by attpc_merger (legacy, 1.0 or 2.0 layout; "
                            "relative to the pipeline file)")
-    first_event: int | None = param(None, "first event index to read (n in event_n); default: the file's min_event",
-                                    ge=0)
-    last_event: int | None = param(None, "last event index to read, inclusive; default: the file's max_event", ge=0)
+    first_event: int | None = param(None, "first event index to read (n in event_n); default: the first the file "
+                                          "holds", ge=0)
+    last_event: int | None = param(None, "last event index to read, inclusive; default: the last the file holds", ge=0)
 
     def check(self) -> list[Problem]:
         if self.first_event is not None and self.last_event is not None and self.last_event < self.first_event:
@@ -48,7 +53,7 @@ class Hdf5Params(Params):
 
 
 class Hdf5Source(Source):
-    """Replay a merged HDF5 file (legacy, attpc_merger 1.0 or 2.0), every event from min to max inclusive."""
+    """Replay a merged HDF5 file (legacy, attpc_merger 1.0 or 2.0): every event it holds, in index order."""
 
     kind = "hdf5"
     live = False
@@ -75,20 +80,23 @@ class Hdf5Source(Source):
         except MergedFileError as err:
             raise SourceError(str(err)) from None
 
-    def _range(self, merged) -> tuple[int, int]:
-        first = merged.first if self.params.first_event is None else max(self.params.first_event, merged.first)
-        last = merged.last if self.params.last_event is None else min(self.params.last_event, merged.last)
-        return first, last
+    def _selected(self, merged):
+        """Indices of the stored events to read (the file's listing, cut to first_event..last_event)."""
+        return merged.select(self.params.first_event, self.params.last_event)
 
     def total(self) -> int | None:
         """Events stored in the selected range (exact)."""
         if self._total is None:
             try:
                 with self._open() as merged:
-                    self._total = merged.count(*self._range(merged))
+                    self._total = len(self._selected(merged))
             except SourceError:
                 return None
         return self._total
+
+    def warm_up(self) -> None:
+        """Open the file once before the run starts: a missing or unreadable file fails start-up, not the run."""
+        self._open().close()
 
     async def run(self, task_status: Any = None) -> None:
         import trio
@@ -96,29 +104,33 @@ class Hdf5Source(Source):
         merged = await trio.to_thread.run_sync(self._open)
         try:
             self._layout = merged.layout
-            first, last = self._range(merged)
-            self.log.info("%s: %s layout (%s), events %d..%d", self.path, merged.layout, merged.version, first, last)
-            n = first
-            while n <= last:
-                stop = min(n + 16, last + 1)
-                batch = await trio.to_thread.run_sync(self._read_batch, merged, n, stop)
+            selected = await trio.to_thread.run_sync(self._selected, merged)
+            problem = merged.range_problem()
+            if problem:
+                self.log.warning("%s", problem)
+            if len(selected):
+                # Gaps between the first and the last event read (the merger numbers events 0, 1, 2 ...).
+                self._counts["missing_events"] = int(selected[-1] - selected[0] + 1 - len(selected))
+            self.log.info("%s: %s layout (%s), %d events%s", self.path, merged.layout, merged.version, len(selected),
+                          f" ({selected[0]}..{selected[-1]})" if len(selected) else "")
+            for start in range(0, len(selected), 16):
+                batch = await trio.to_thread.run_sync(self._read_batch, merged, selected[start:start + 16])
                 for event in batch:
                     await self.emit(event)
-                n = stop
         finally:
             merged.close()
 
-    def _read_batch(self, merged, start: int, stop: int) -> list:
+    def _read_batch(self, merged, indices) -> list:
         from conduit.event import Event
         from conduit.get.merged import MergedFileError
 
         out = []
-        for n in range(start, stop):
+        for n in indices.tolist():
             try:
                 got = merged.read(n)
             except MergedFileError as err:  # one bad event: report it, keep the others
                 self._counts["bad_events"] += 1
-                self.log.error("%s", err)
+                self._report_bad(str(err))
                 continue
             if got is None:
                 self._counts["missing_events"] += 1
@@ -134,6 +146,15 @@ class Hdf5Source(Source):
             self._counts["events"] += 1
             self._counts["traces"] += got.traces.shape[0]
         return out
+
+    def _report_bad(self, message: str) -> None:
+        """Log the first bad events one line each, then only the count (it is in the run summary)."""
+        bad = self._counts["bad_events"]
+        if bad <= _LOGGED_BAD_EVENTS:
+            self.log.error("%s", message)
+        if bad == _LOGGED_BAD_EVENTS:
+            self.log.error("%s: further unreadable events are counted (bad_events in the summary), not logged",
+                           self.path)
 
     def counters(self) -> dict[str, int]:
         return dict(self._counts)

@@ -37,7 +37,6 @@ class Hdf5Params(Params):
         True, "at the end, copy the part files into one self-contained file (else keep file + .parts/)"
     )
     fsync: bool = param(False, "fsync every flush (also survive power loss / OS crash, not just a killed process)")
-    overwrite: bool = param(True, "replace an existing output file (else refuse to start)")
     lossless: bool = param(True, "never drop events for this sink, even when a live run is behind")
 
     def check(self) -> list[Problem]:

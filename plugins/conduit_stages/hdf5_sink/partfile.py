@@ -98,29 +98,53 @@ class PartitionedFile:
         self.parts_dir = parts_dir_of(self.path)
         self.fsync = fsync
         self.parts = 0
+        self.staged = False  # a fresh master waits at staged_path (ours: only then may we remove it)
         self.created = False
 
     # -- creation ------------------------------------------------------------------
 
-    def create(self, init_master: Callable[[Any], None], *, overwrite: bool = True) -> None:
-        """Write a fresh master (replacing an old file and its parts when ``overwrite``)."""
+    def stage(self, init_master: Callable[[Any], None]) -> None:
+        """Write a fresh master under ``<path>.tmp``, leaving ``path`` untouched (see :meth:`publish`)."""
         import h5py
 
-        if self.path.exists() and not overwrite:
-            raise WriteError(f"{self.path}: already exists (set overwrite = true to replace it)")
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp = self.staged_path
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.staged = True
             with h5py.File(tmp, "w") as f:
                 init_master(f)
             self._sync(tmp)
-            os.replace(tmp, self.path)
-            if self.parts_dir.exists():
-                shutil.rmtree(self.parts_dir)
         except (OSError, RuntimeError) as err:
             _unlink(tmp)
+            self.staged = False
+            raise WriteError(f"cannot write {self.path}: {describe_os_error(err)}") from None
+
+    def publish(self) -> None:
+        """Rename the staged master into place (the caller made room at ``path``)."""
+        try:
+            os.replace(self.staged_path, self.path)
+            if self.fsync:
+                _fsync_dir(self.path.parent)
+        except OSError as err:
             raise WriteError(f"cannot write {self.path}: {describe_os_error(err)}") from None
         self.created = True
+
+    def discard(self) -> None:
+        """Remove a staged master that was never published (start-up failed or was interrupted)."""
+        if self.staged and not self.created:
+            _unlink(self.staged_path)
+            self.staged = False
+
+    def create(self, init_master: Callable[[Any], None]) -> None:
+        """Stage and publish a fresh master at a path that holds no file (tests, benchmarks)."""
+        if self.path.exists():
+            raise WriteError(f"{self.path}: already exists")
+        self.stage(init_master)
+        self.publish()
+
+    @property
+    def staged_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".tmp")
 
     # -- one batch -----------------------------------------------------------------
 

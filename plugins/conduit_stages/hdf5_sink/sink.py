@@ -21,6 +21,7 @@ from conduit.artifacts import ESTIMATE_DTYPE
 from conduit.stage import SinkStage
 
 from . import layout, spyral
+from .leftovers import tidy_leftovers
 from .params import Hdf5Params
 from .partfile import PartitionedFile, WriteError, consolidate
 
@@ -77,6 +78,10 @@ class Hdf5Sink(SinkStage):
     # -- life cycle ------------------------------------------------------------------
 
     def open(self) -> None:
+        """Lock every output path, tidy what a killed run left there, stage fresh masters (``path.tmp``).
+
+        No existing file is replaced here: that happens in :meth:`begin`.
+        """
         p = self.params
         self._options: dict[str, Any] = {} if p.compression == "none" else {"compression": p.compression}
         self.pending: list[Any] = []
@@ -85,8 +90,10 @@ class Hdf5Sink(SinkStage):
         self.flushed_events = 0
         self.received = 0
         self.error: str | None = None
+        self.begun = False
         self.consolidated: list[Path] = []
         self.parquet: Path | None = None
+        self.claims: list[Any] = []
         self.run_path = self.context.format_path(p.path)
         self.targets: list[_Target] = []
         run_kinds = []
@@ -98,12 +105,25 @@ class Hdf5Sink(SinkStage):
             run_kinds.append(layout.ESTIMATES)
         self.run_target = _Target(PartitionedFile(self.run_path, fsync=p.fsync), tuple(run_kinds))
         self.targets.append(self.run_target)
+        self.parquet_path: Path | None = None
         if p.layout == "spyral":
             self._open_spyral_workspace()
-        for target in self.targets:  # fail now, before any event, if a path is not writable
-            target.file.create(lambda f, t=target: self._init_master(f, t), overwrite=p.overwrite)
+        paths = [t.file.path for t in self.targets] + ([self.parquet_path] if self.parquet_path else [])
+        for path in paths:  # another run on any of them: refuse before anything is written
+            self.claims.append(self.context.claim_output(path))
+        for target in self.targets:
+            tidy_leftovers(target.file.path, self.log)
+            # Fail now, before any event, if a path is not writable.
+            target.file.stage(lambda f, t=target: self._init_master(f, t))
         if p.histograms:
             self.context.shared[_RECORDED_KEY] = self.name
+
+    def begin(self) -> None:
+        """Keep (or, as configured, replace) the files already at the output paths; publish the new masters."""
+        for target, claim in zip(self.targets, self.claims):
+            claim.make_room()
+            target.file.publish()
+        self.begun = True
 
     def consume(self, event) -> None:
         if self.error is not None:
@@ -126,7 +146,21 @@ class Hdf5Sink(SinkStage):
 
     def close(self) -> None:
         if not getattr(self, "targets", None):
+            self._release()
             return
+        try:
+            if self.begun:
+                self._finish()
+        finally:
+            for target in self.targets:
+                target.file.discard()  # a master staged for a run that never began
+            self._release()
+
+    def _release(self) -> None:
+        for claim in getattr(self, "claims", []):
+            claim.release()
+
+    def _finish(self) -> None:
         problems = []
         if self.pending and self.error is None:
             try:
@@ -142,17 +176,18 @@ class Hdf5Sink(SinkStage):
                     self.run_target.file.update(lambda m: write_histograms(m, hset))
                 except WriteError as err:
                     problems.append(str(err))
-        if self.params.layout == "spyral" and self.params.estimates and self.error is None:
-            path = spyral.workspace_file(self.context.format_path(self.params.workspace), spyral.ESTIMATION,
-                                         self.context.run)
+        if self.parquet_path is not None and self.error is None:
             try:
-                spyral.write_estimation_parquet(self.run_path, path)
-                self.parquet = path
+                self.claims[-1].make_room()
+                spyral.write_estimation_parquet(self.run_path, self.parquet_path)
+                self.parquet = self.parquet_path
             except Exception as err:  # report, keep the HDF5 outputs
-                problems.append(f"{path} not written: {err}")
+                problems.append(f"{self.parquet_path} not written: {err}")
         if self.params.consolidate and self.error is None:
             for target in self.targets:
                 t0 = time.perf_counter()
+                if target.file.parts:
+                    self.log.info("consolidating %s (%d parts)", target.file.path, target.file.parts)
                 try:
                     copied = consolidate(target.file.path)
                 except WriteError as err:
@@ -164,8 +199,8 @@ class Hdf5Sink(SinkStage):
                     self.log.info("consolidated %s (%d objects from %d parts) in %.2f s", target.file.path,
                                   copied, target.file.parts, time.perf_counter() - t0)
         elif self.error is not None:
-            self.log.error("%s: kept %d flushed events (file + parts); consolidate later with "
-                           "`python -m conduit_stages.hdf5_sink.consolidate %s`",
+            self.log.error("%s: kept %d flushed events (file + parts); it is consolidated at the next run on this "
+                           "path, or now with `python -m conduit_stages.hdf5_sink.consolidate %s`",
                            self.run_path, self.flushed_events, self.run_path)
         self.log.info("recorded %s", self.describe())
         for target in self.targets:
@@ -178,6 +213,10 @@ class Hdf5Sink(SinkStage):
                                  target.counts[_Z_TIES], target.counts[layout.CLOUD])
         if problems:
             raise WriteError("; ".join(problems))
+
+    def unwritten(self) -> int:
+        """Events consumed but never flushed (a failed write loses the batch in memory)."""
+        return max(getattr(self, "received", 0) - getattr(self, "flushed_events", 0), 0)
 
     def outputs(self) -> list[str]:
         """The files written (plain paths: ``conduit batch`` reads them back from the run summary)."""
@@ -211,6 +250,7 @@ class Hdf5Sink(SinkStage):
         if problem:
             self.log.warning("%s", problem)
         if p.estimates:
+            self.parquet_path = spyral.workspace_file(workspace, spyral.ESTIMATION, self.context.run)
             try:
                 import pyarrow.parquet  # noqa: F401
             except ImportError as err:

@@ -57,6 +57,12 @@ class HistogramSink(SinkStage):
         self.hset = HistogramSet.from_params(self.params, self.context.detector)
         self.context.shared[SHARED_KEY] = self.hset
         self._written: Path | None = None
+        self._begun = False
+
+    def begin(self) -> None:
+        if self.params.save and not self.context.shared.get(RECORDED_KEY):
+            self.context.format_path(self.params.path)  # a live run without a run number: fail now, not at the end
+        self._begun = True
 
     def consume(self, event) -> None:
         self.hset.fill(event)
@@ -65,10 +71,12 @@ class HistogramSink(SinkStage):
         self.hset.reset()
 
     def close(self) -> None:
-        if not self.params.save or self.context.shared.get(RECORDED_KEY):
-            return
+        if not getattr(self, "_begun", False) or not self.params.save or self.context.shared.get(RECORDED_KEY):
+            return  # never begun: no event was counted, and an existing file stays as it was
         path = self.context.format_path(self.params.path)
-        save_histogram_file(path, self.hset)
+        with self.context.claim_output(path) as claim:
+            claim.make_room()
+            save_histogram_file(path, self.hset)
         self._written = path
         self.log.info("histograms saved to %s", path)
 

@@ -30,6 +30,7 @@ from . import geometry, kinematic_curves
 from .blueprint import ENTITY, default_blueprint
 from .logbridge import QueueHandler
 from .params import RerunParams
+from .rrdfile import RrdFile
 
 __all__ = ["RerunSink", "viewer_listening", "has_display"]
 
@@ -94,13 +95,13 @@ class RerunSink(SinkStage):
         if p.mode == "spawn" and not has_display():
             raise ValueError("mode 'spawn' needs a display (DISPLAY/WAYLAND_DISPLAY unset); use mode 'serve' and "
                              "connect a viewer to it, or mode 'save'")
+        self.file: RrdFile | None = None
         if p.mode == "save" or (p.tee and p.mode in ("connect", "serve")):
+            # Claimed now, written from begin() on (the stream buffers until then).
             path = self.context.format_path(p.path)
-            path.parent.mkdir(parents=True, exist_ok=True)
             stream = self._new_stream()
-            stream.save(path)
+            self.file = RrdFile(path, self.context.claim_output(path), stream)
             self.streams.append(stream)
-            self._outputs.append(str(path))
         if p.mode == "stdout":
             stream = self._new_stream()
             stream.stdout()
@@ -133,6 +134,10 @@ class RerunSink(SinkStage):
         logging.getLogger("conduit").addHandler(self.handler)
         self._log_statics()
         kinematic_curves.log_curves(self)
+
+    def begin(self) -> None:
+        if self.file is not None:
+            self.file.start()
 
     def consume(self, event) -> None:
         self.consumed += 1
@@ -170,7 +175,9 @@ class RerunSink(SinkStage):
         self._drain_log(now)
 
     def close(self) -> None:
-        if not hasattr(self, "handler"):
+        if not hasattr(self, "handler"):  # open() failed part way
+            if getattr(self, "file", None) is not None:
+                self.file.close()
             return
         logging.getLogger("conduit").removeHandler(self.handler)
         now = time.monotonic()
@@ -180,12 +187,18 @@ class RerunSink(SinkStage):
             self._drain_log(now)
         finally:
             for stream in self.streams:
-                self._close_stream(stream)
+                if self.file is None or stream is not self.file.stream:
+                    self._close_stream(stream)
             self.streams = []
+            problem = self.file.close() if self.file is not None else None
         self.log.info("rerun: %d events drawn of %d received", self.displayed, self.consumed)
+        if problem:
+            raise OSError(problem)
 
     def outputs(self) -> list[str]:
-        return list(getattr(self, "_outputs", []))
+        written = getattr(self, "file", None)
+        files = [str(written.path)] if written is not None and written.complete else []
+        return files + list(getattr(self, "_outputs", []))
 
     # -- streams -------------------------------------------------------------------------
 
