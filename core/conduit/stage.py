@@ -64,6 +64,8 @@ class StageContext:
     base_dir: Path = dataclasses.field(default_factory=Path.cwd)
     #: Objects sinks share within the main process (e.g. the histogram set).
     shared: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    #: True when the source is live (a running DAQ): sinks may then sample what they draw.
+    live: bool = False
 
     def resolve(self, path: Path | str) -> Path:
         """A user path relative to the pipeline file's directory."""
@@ -184,7 +186,10 @@ class SinkStage(Stage):
         raise NotImplementedError
 
     def on_metrics(self, metrics: Any) -> None:
-        """Periodic engine metrics (:class:`conduit.engine.metrics.MetricsSnapshot`), about once a second."""
+        """Periodic engine metrics (:class:`conduit.engine.metrics.MetricsSnapshot`), about once a second.
+
+        Called once more just before :meth:`close` with the run's final totals (``metrics.final`` True).
+        """
 
     def on_reset(self) -> None:
         """Reset running totals (histograms, counters); sent on SIGUSR1 (``kill -USR1 <pid>``)."""

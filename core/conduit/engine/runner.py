@@ -105,6 +105,7 @@ class Engine:
         if self.context.run is None:
             self.context.run = getattr(pipeline.source.params, "run", None)
         self.live = self.source.live
+        self.context.live = self.live
         policy = pipeline.engine.policy
         self.policy = ("skip" if self.live else "wait") if policy == "auto" else policy
         self.workers = _resolve_workers(pipeline.engine.workers)
@@ -165,6 +166,7 @@ class Engine:
                 log.error("run stopped: %s", self.error)
                 log.debug("details", exc_info=err)
         finally:
+            self._final_metrics()
             self._close_sinks()
         return self._summary()
 
@@ -339,14 +341,31 @@ class Engine:
             self.status.update(self._last_snapshot)
             await trio.sleep(1.0 if not self.status.is_tty else 0.25)
 
-    def _snapshot(self, total: int | None) -> MetricsSnapshot:
+    def _snapshot(self, total: int | None, final: bool = False) -> MetricsSnapshot:
         return self.metrics.snapshot(
             queue_depth=self._queue_stats(),
             source_status=self.source.status(),
             byte_counts=self.source.byte_counts(),
             dropped=self.source.dropped,
             total=total,
+            source_counters=self.source.counters(),
+            final=final,
         )
+
+    def _final_metrics(self) -> None:
+        """Give every open sink the run's final totals (``final`` set), e.g. for an end-of-run summary."""
+        if not self.sinks:
+            return
+        try:
+            final = self._snapshot(self.source.total(), final=True)
+        except Exception as err:  # a source that cannot report any more must not stop the shutdown
+            log.debug("final metrics unavailable: %s", err)
+            return
+        for sink in self.sinks:
+            try:
+                sink.on_metrics(final)
+            except Exception as err:  # a metrics display must never stop a run
+                log.debug("sink %s final on_metrics failed: %s", sink.name, err)
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:

@@ -1,0 +1,84 @@
+"""Turns the numpy-only primitives of :mod:`.plot2d` into Rerun 0.41 archetypes.
+
+Radii given as negative numbers are in UI points (constant on screen whatever
+the zoom), which keeps lines and text anchors the same size in a small grid
+cell and a maximized view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .plot2d import Figure, Lines, Picture, Texts
+
+__all__ = ["figure_archetypes", "log_figure", "compact"]
+
+
+def compact(figure: Figure) -> Figure:
+    """The same drawing in as few parts as possible (one per kind and draw order): fewer log calls.
+
+    Used for what is redrawn with every event; the run panels keep their named parts.
+    """
+    lines: dict[float, list[Lines]] = {}
+    texts: dict[tuple[float, bool], list[Texts]] = {}
+    out = Figure()
+    for name, part in figure.parts.items():
+        if isinstance(part, Lines):
+            lines.setdefault(part.draw_order, []).append(part)
+        elif isinstance(part, Texts):
+            texts.setdefault((part.draw_order, part.hover_only), []).append(part)
+        else:
+            out.add(name, part)
+    for k, (order, group) in enumerate(sorted(lines.items())):
+        strips, colors, widths = [], [], []
+        for part in group:
+            strips += part.strips
+            colors += [_rgb(part.color, i) for i in range(len(part.strips))]
+            widths += [part.width] * len(part.strips)
+        merged = Lines(strips, np.array(colors, dtype=np.uint8).reshape(-1, 3), 1.0, None, order)
+        merged.widths = np.asarray(widths, dtype=np.float32)  # type: ignore[attr-defined]
+        out.add(f"lines{k}", merged)
+    for k, ((order, hover), group) in enumerate(sorted(texts.items())):
+        positions = np.vstack([np.asarray(p.positions, dtype=np.float64).reshape(-1, 2) for p in group])
+        colors = [_rgb(p.color, i) for p in group for i in range(len(p.labels))]
+        out.add(f"texts{k}", Texts(positions, [t for p in group for t in p.labels],
+                                   np.array(colors, dtype=np.uint8).reshape(-1, 3), hover, group[0].radius, order))
+    return out
+
+
+def _rgb(color, i: int) -> tuple[int, int, int]:
+    """The colour of item ``i`` of a part whose colour is one RGB triple or one row per item."""
+    array = np.asarray(color)
+    row = array if array.ndim == 1 else array[i]
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def _archetypes(rr: Any, part: Lines | Texts | Picture) -> list[Any]:
+    if isinstance(part, Lines):
+        widths = getattr(part, "widths", None)
+        radii = -0.5 * (widths if widths is not None else part.width)
+        return [rr.LineStrips2D([np.asarray(s, dtype=np.float32) for s in part.strips], radii=radii,
+                                colors=part.color, labels=part.labels, show_labels=False,
+                                draw_order=part.draw_order)]
+    if isinstance(part, Texts):
+        return [rr.Points2D(np.asarray(part.positions, dtype=np.float32).reshape(-1, 2), radii=-part.radius,
+                            colors=part.color, labels=part.labels, show_labels=not part.hover_only,
+                            draw_order=part.draw_order)]
+    h, w = part.rgb.shape[:2]
+    return [rr.Image(part.rgb, draw_order=part.draw_order),
+            rr.Transform3D(translation=[part.left, part.top, 0.0], scale=[part.width / w, part.height / h, 1.0])]
+
+
+def figure_archetypes(rr: Any, path: str, figure: Figure) -> list[tuple[str, list[Any]]]:
+    """(entity path, archetypes) for every part of ``figure`` under ``path``."""
+    return [(f"{path}/{name}", _archetypes(rr, part)) for name, part in figure.parts.items()]
+
+
+def log_figure(log: Callable[[str, Any], None], rr: Any, path: str, figure: Figure) -> None:
+    """Log every part of ``figure`` under ``path`` through ``log(entity, archetype)``."""
+    for entity, archetypes in figure_archetypes(rr, path, figure):
+        for archetype in archetypes:
+            log(entity, archetype)
