@@ -77,8 +77,7 @@ def figure_archetypes(rr: Any, path: str, figure: Figure) -> list[tuple[str, lis
     return [(f"{path}/{name}", _archetypes(rr, part)) for name, part in figure.parts.items()]
 
 
-def log_figure(log: Callable[[str, Any], None], rr: Any, path: str, figure: Figure) -> None:
-    """Log every part of ``figure`` under ``path`` through ``log(entity, archetype)``."""
+def log_figure(log: Callable[..., None], rr: Any, path: str, figure: Figure) -> None:
+    """Log every part of ``figure`` under ``path`` through ``log(entity, *archetypes)`` (one row per part)."""
     for entity, archetypes in figure_archetypes(rr, path, figure):
-        for archetype in archetypes:
-            log(entity, archetype)
+        log(entity, *archetypes)

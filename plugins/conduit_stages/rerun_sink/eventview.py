@@ -53,7 +53,7 @@ def pad_frame() -> Frame:
 
 
 class EventView:
-    """Builds the (entity path, archetype) pairs of one event's panels."""
+    """Builds the (entity path, archetype or list of archetypes) pairs of one event's panels."""
 
     def __init__(self, rr: Any, context, params, prefix: str = ""):
         self.rr = rr
@@ -98,7 +98,7 @@ class EventView:
             out.append(("/padplane/outline", outline))
             axes = Figure()
             add_axes(axes, self.frame, grid=False)
-            out += [(path, a) for path, archetypes in figure_archetypes(rr, "/padplane", axes) for a in archetypes]
+            out += figure_archetypes(rr, "/padplane", axes)
         return out
 
     # -- one event ---------------------------------------------------------------------------
@@ -238,8 +238,7 @@ class EventView:
             show_labels=False, draw_order=2.0))]
         bar = Figure()
         add_colorbar(bar, self.frame, scale, "amplitude (ADC)")
-        out += [(p, a) for p, archetypes in figure_archetypes(rr, f"{EVENT_ROOT}/pads", compact(bar))
-                for a in archetypes]
+        out += figure_archetypes(rr, f"{EVENT_ROOT}/pads", compact(bar))
         return out
 
     def _traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels) -> list[tuple[str, Any]]:
@@ -270,5 +269,4 @@ class EventView:
         legend_text += notes
         fig.add("legend", Texts(np.array(legend_xy), legend_text,
                                 color=np.vstack([colors[: len(rows)], [[170, 170, 180]] * len(notes)]).astype(np.uint8)))
-        return [(p, a) for p, archetypes in figure_archetypes(self.rr, f"{EVENT_ROOT}/traces", compact(fig))
-                for a in archetypes]
+        return figure_archetypes(self.rr, f"{EVENT_ROOT}/traces", compact(fig))

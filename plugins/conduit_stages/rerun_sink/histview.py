@@ -49,7 +49,7 @@ def histogram_figure(view: HistogramView, gates=()) -> Figure:
                            f"{things} / {_per_bin(shown.x_edges, view.x.quantity.unit)}"))
         add_axes(fig, frame)
         edges = shown.x_edges
-        hover = [f"{view.x.quantity.name} {lo:g} to {hi:g}: {int(c)} {things}"
+        hover = [f"{view.x.quantity.title} {lo:g} to {hi:g}: {int(c)} {things}"
                  for lo, hi, c in zip(edges[:-1], edges[1:], shown.counts)]
         add_steps(fig, frame, edges, shown.counts, hover=hover)
     else:

@@ -168,7 +168,7 @@ class RerunSink(SinkStage):
                 self._log_all(self.view.draw(event, self.run, charges))
             else:
                 self._log_all(self.view.not_drawn(event, self.run, self._why_not_drawn()))
-        if now - self.last_refresh >= self.params.histogram_interval:
+        if self._refresh_due(now):
             self._refresh(now)
         self._drain_log(now)
 
@@ -178,7 +178,11 @@ class RerunSink(SinkStage):
         self._maybe_send_blueprint()
         self.snapshot = metrics
         self.rates.add(metrics)
-        if metrics.final or now - self.last_refresh >= self.params.histogram_interval:
+        if metrics.final:
+            self._refresh(now)
+        elif self.every_event:
+            self._refresh_rates(now)  # run panels follow the event count; rates are wall-clock anyway
+        elif now - self.last_refresh >= self.params.histogram_interval:
             self._refresh(now)
         if metrics.final:
             self.log.info("%s", self._summary_line(metrics))
@@ -220,6 +224,13 @@ class RerunSink(SinkStage):
             self.last_display = now
             return True
         return False
+
+    def _refresh_due(self, now: float) -> bool:
+        """Refresh the run panels? Every ``refresh_events`` events when every event is drawn (a recording
+        then does not depend on the machine's speed), else every ``histogram_interval`` seconds."""
+        if self.every_event:
+            return self.consumed == 1 or self.consumed % self.params.refresh_events == 0
+        return now - self.last_refresh >= self.params.histogram_interval
 
     def _why_not_drawn(self) -> str:
         return (f"drawing is limited to {self.params.max_display_rate:g} events/s on a live view "
@@ -279,8 +290,8 @@ class RerunSink(SinkStage):
         self.blueprint_sent_for = None
         self.hist_version = None  # send the run panels' full state again
         self.occupancy_version = None
-        for path, archetype in self.statics:
-            stream.log(path, archetype, static=True)
+        for path, archetypes in self.statics:
+            stream.log(path, *archetypes, static=True)
         self.log.info("connected to the Rerun viewer at %s", self.url)
 
     def _maybe_connect(self, now: float) -> None:
@@ -308,20 +319,22 @@ class RerunSink(SinkStage):
             if event is None and self.last_event_id is not None:
                 stream.set_time("event", sequence=self.last_event_id)
 
-    def _log(self, path: str, archetype: Any) -> None:
+    def _log(self, path: str, *archetypes: Any) -> None:
         path = self.prefix + path if self.prefix else path
         for stream in self.streams:
-            stream.log(path, archetype)
+            stream.log(path, *archetypes)
 
     def _log_all(self, items: list[tuple[str, Any]]) -> None:
-        for path, archetype in items:
-            self._log(path, archetype)
+        """Log (path, archetype) and (path, [archetypes]) items, one row each."""
+        for path, archetypes in items:
+            self._log(path, *(archetypes if isinstance(archetypes, list) else [archetypes]))
 
-    def _static(self, path: str, archetype: Any) -> None:
+    def _static(self, path: str, archetypes: Any) -> None:
         path = (self.prefix + path if path != "/" else self.prefix or "/") if self.prefix else path
-        self.statics.append((path, archetype))
+        archetypes = archetypes if isinstance(archetypes, list) else [archetypes]
+        self.statics.append((path, archetypes))
         for stream in self.streams:
-            stream.log(path, archetype, static=True)
+            stream.log(path, *archetypes, static=True)
 
     # -- static content -----------------------------------------------------------------------
 
@@ -360,8 +373,13 @@ class RerunSink(SinkStage):
         self._send_occupancy(force)
         self._log(ENTITY["health"], self.rr.TextDocument(self.health.markdown(self.snapshot),
                                                          media_type="text/markdown"))
-        if len(self.rates):
-            log_figure(self._log, self.rr, ENTITY["rates"], self.rates.figure())
+        self._refresh_rates(now)
+
+    def _refresh_rates(self, now: float) -> None:
+        if not self.streams or not len(self.rates):
+            return
+        self._set_times(run_time=now - self.started)
+        log_figure(self._log, self.rr, ENTITY["rates"], self.rates.figure())
 
     def _send_histograms(self, force: bool) -> None:
         from conduit_stages.histogram.sink import SHARED_KEY
