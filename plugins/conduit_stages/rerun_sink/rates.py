@@ -61,8 +61,10 @@ class RateHistory:
         out = np.empty((max_points, 6))
         for k in range(max_points):
             chunk = rows[edges[k]:edges[k + 1]]
-            with np.errstate(invalid="ignore"):
-                out[k] = np.nanmean(chunk, axis=0) if np.isfinite(chunk).any() else np.nan
+            finite = np.isfinite(chunk)
+            sums = np.where(finite, chunk, 0.0).sum(axis=0)
+            counts = finite.sum(axis=0)
+            out[k] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)  # mean of the finite values
         return out
 
     def figure(self, max_points: int = 300) -> Figure:
