@@ -22,6 +22,7 @@ from conduit_stages.histogram.spec import HistogramParams
 from conduit_stages.rerun_sink import geometry
 from conduit_stages.rerun_sink.colors import BACKGROUND, RAMP
 from conduit_stages.rerun_sink.params import RerunParams
+from conduit_stages.rerun_sink.server import rerun_executable
 from conduit_stages.rerun_sink.sink import RerunSink, viewer_listening
 
 HERE = Path(__file__).resolve().parent
@@ -328,7 +329,7 @@ def test_connect_sends_nothing_until_a_viewer_listens_then_connects(tmp_path, cl
         clock.now += 0.05
     assert sink.streams == []
     saved = tmp_path / "viewer.rrd"
-    viewer = subprocess.Popen([str(VENV_BIN / "rerun"), "--serve-grpc", "--bind", "127.0.0.1", "--port", str(port),
+    viewer = subprocess.Popen([rerun_executable(), "--serve-grpc", "--bind", "127.0.0.1", "--port", str(port),
                                "--save", str(saved)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         for _ in range(200):
