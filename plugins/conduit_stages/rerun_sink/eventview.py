@@ -128,27 +128,40 @@ class EventView:
                     f"| {_DIRECTIONS.get(int(r['direction']), str(int(r['direction'])))} | {int(r['n_points'])} |")
         return "\n".join(lines)
 
-    def not_drawn(self, event, run: int, reason: str) -> list[tuple[str, Any]]:
-        """What an event that is not drawn leaves: every per-event panel empty, and the header saying why."""
+    def captions(self, text: str) -> list[tuple[str, Any]]:
+        """The one-line caption every per-event panel carries: which event the panel shows."""
         rr = self.rr
-        return [(EVENT_ROOT, rr.Clear(recursive=True)),
-                (f"{EVENT_ROOT}/summary", rr.TextDocument(self.header(event, run, f"*Not drawn: {reason}.*"),
-                                                          media_type="text/markdown")),
-                (f"{EVENT_ROOT}/caption", rr.Points3D([[0.0, 0.0, self.length + 80.0]], radii=-0.5,
-                                                      labels=[f"event {event.id}: not drawn"],
-                                                      colors=(200, 200, 200), show_labels=True))]
+        color = (230, 230, 230)
+        pad_top = self.frame.top - 0.6 * 88.0 * self.frame.width / 1000.0
+        return [(f"{EVENT_ROOT}/caption", rr.Points3D([[0.0, 0.0, self.length + 80.0]], radii=-0.5, labels=[text],
+                                                      colors=color, show_labels=True)),
+                (f"{EVENT_ROOT}/pads/caption", rr.Points2D([[0.0, pad_top]], radii=-0.5, labels=[text], colors=color,
+                                                           show_labels=True, draw_order=40.0)),
+                (f"{EVENT_ROOT}/traces/caption", rr.Points2D([[520.0, -88.0]], radii=-0.5, labels=[text],
+                                                             colors=color, show_labels=True, draw_order=40.0))]
 
-    def not_received(self, first: int, last: int, run: int) -> list[tuple[str, Any]]:
-        """Logged at event ``first`` when events ``first``..``last`` never reached the view: panels empty."""
+    def not_drawn(self, event, run: int, reason: str, shown: int | None) -> list[tuple[str, Any]]:
+        """What an event that is not drawn leaves: the panels keep the last drawn event (event ``shown``) and
+        every caption says so; the header and track table are this event's, with the reason."""
+        rr = self.rr
+        note = f"*Not drawn: {reason}; the panels show event {shown}.*" if shown is not None else \
+            f"*Not drawn: {reason}.*"
+        out: list[tuple[str, Any]] = [] if shown is not None else [(EVENT_ROOT, rr.Clear(recursive=True))]
+        out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(self.header(event, run, note),
+                                                            media_type="text/markdown")))
+        caption = f"event {event.id} not drawn" + (f" · showing event {shown}" if shown is not None else "")
+        return out + self.captions(caption)
+
+    def not_received(self, first: int, last: int, run: int, shown: int | None) -> list[tuple[str, Any]]:
+        """Logged at event ``first`` when events ``first``..``last`` never reached the view (captions say so)."""
         rr = self.rr
         span = f"event {first}" if first == last else f"events {first} to {last}"
         text = (f"**Run {run} · {span}**\n\n*Not received by the view: dropped before the view (live source "
-                f"or view behind; see the summary) or absent from the source.*")
-        return [(EVENT_ROOT, rr.Clear(recursive=True)),
-                (f"{EVENT_ROOT}/summary", rr.TextDocument(text, media_type="text/markdown")),
-                (f"{EVENT_ROOT}/caption", rr.Points3D([[0.0, 0.0, self.length + 80.0]], radii=-0.5,
-                                                      labels=[f"{span}: not received"], colors=(200, 200, 200),
-                                                      show_labels=True))]
+                f"or view behind; see the summary) or absent from the source"
+                + (f"; the panels show event {shown}.*" if shown is not None else ".*"))
+        out: list[tuple[str, Any]] = [] if shown is not None else [(EVENT_ROOT, rr.Clear(recursive=True))]
+        out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(text, media_type="text/markdown")))
+        return out + self.captions(f"{span} not received" + (f" · showing event {shown}" if shown is not None else ""))
 
     def draw(self, event, run: int, charges: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple[str, Any]]:
         """Everything drawn for one event (starting with a recursive clear of the previous one).
@@ -168,9 +181,7 @@ class EventView:
             labels = np.asarray(clusters.labels)
         n_tracks = 0 if estimates is None else len(estimates)
         out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(self.header(event, run), media_type="text/markdown")))
-        out.append((f"{EVENT_ROOT}/caption", rr.Points3D(
-            [[0.0, 0.0, self.length + 80.0]], radii=-0.5, colors=(230, 230, 230), show_labels=True,
-            labels=[f"run {run} · event {event.id} · {n_tracks} track{'s' if n_tracks != 1 else ''}"])))
+        out += self.captions(f"run {run} · event {event.id} · {n_tracks} track{'s' if n_tracks != 1 else ''}")
         if cloud is not None and len(cloud):
             out += self._cloud(cloud, labels, scale)
         if estimates is not None and n_tracks:

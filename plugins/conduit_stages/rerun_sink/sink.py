@@ -97,6 +97,7 @@ class RerunSink(SinkStage):
         self.consumed = 0
         self.last_display = -math.inf
         self.last_event_id: int | None = None
+        self.shown: int | None = None  # the event the per-event panels show (the last one drawn)
         self.last_refresh = -math.inf
         self.hist_version: int | None = None
         self.occupancy_version: int | None = None
@@ -160,14 +161,15 @@ class RerunSink(SinkStage):
         if self.streams:
             if previous is not None and event.id > previous + 1:
                 self._set_times(event=previous + 1, run_time=now - self.started)
-                self._log_all(self.view.not_received(previous + 1, event.id - 1, self.run))
+                self._log_all(self.view.not_received(previous + 1, event.id - 1, self.run, self.shown))
             self._set_times(event=event.id, daq_seconds=event.timestamp / GET_CLOCK_HZ,
                             run_time=now - self.started)
             if self._due(event, now):
                 self.displayed += 1
+                self.shown = event.id
                 self._log_all(self.view.draw(event, self.run, charges))
             else:
-                self._log_all(self.view.not_drawn(event, self.run, self._why_not_drawn()))
+                self._log_all(self.view.not_drawn(event, self.run, self._why_not_drawn(), self.shown))
         if self._refresh_due(now):
             self._refresh(now)
         self._drain_log(now)
