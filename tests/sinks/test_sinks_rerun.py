@@ -94,8 +94,11 @@ def test_live_view_draws_at_most_the_display_rate_and_marks_every_other_event(tm
     assert [r["event"] for r in clouds] == [0, 16, 32, 48, 64, 80, 96] and sink.displayed == 7
     for r in clouds:
         ev = kit.make_event(r["event"])
-        kept = ev.artifacts["clusters"].labels >= 0  # noise points are drawn apart, grey
-        np.testing.assert_allclose(np.array(r["Points3D:positions"]), ev.artifacts["cloud"][kept, :3], rtol=1e-6)
+        np.testing.assert_allclose(np.array(r["Points3D:positions"]), ev.artifacts["cloud"][:, :3], rtol=1e-6)
+        noise = ev.artifacts["clusters"].labels < 0  # noise points grey and smaller, the others by amplitude
+        colors = np.array(r["Points3D:colors"], dtype=np.uint64)
+        assert np.all(colors[noise] == colors[noise][0]) and len(set(colors[~noise].tolist())) > 3
+        assert np.all(np.array(r["Points3D:radii"])[noise] > np.array(r["Points3D:radii"])[~noise][0])
         assert r["daq_time"] == round(ev.timestamp / 100e6 * 1e9)  # ns on the daq_time timeline
     # Every event has its header (with its own track table) on the event timeline; an event not drawn says so,
     # and every per-event panel's caption says which event it shows: stepping to event 5 shows event 0 *labelled*

@@ -30,7 +30,6 @@ ENTITY = {
     "event": EVENT_ROOT,
     "summary": f"{EVENT_ROOT}/summary",
     "cloud": f"{EVENT_ROOT}/cloud",
-    "noise": f"{EVENT_ROOT}/noise",
     "clusters": f"{EVENT_ROOT}/clusters",
     "tracks": f"{EVENT_ROOT}/tracks",
     "vertices": f"{EVENT_ROOT}/vertices",
@@ -84,7 +83,7 @@ def default_blueprint(histograms: list[tuple[str, int]], prefix: str = "", title
     shown_3d = [f"{e['detector']}/**", f"{e['event']}/caption", f"{e['event']}/tracks", f"{e['event']}/vertices",
                 f"{e['event']}/track_ids"]
     by_charge = rrb.Spatial3DView(origin=p or "/", name="Event 3-D · colour = amplitude (ADC)", eye_controls=eye,
-                                  contents=shown_3d + [e["cloud"], e["noise"], f"{e['event']}/colorbar/**"])
+                                  contents=shown_3d + [e["cloud"], f"{e['event']}/colorbar/**"])
     by_cluster = rrb.Spatial3DView(origin=p or "/", name="Event 3-D · colour = cluster", eye_controls=eye,
                                    contents=shown_3d + [e["clusters"]])
     summary = rrb.TextDocumentView(origin=e["summary"], name="Event & tracks")

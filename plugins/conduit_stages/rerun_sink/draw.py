@@ -18,34 +18,35 @@ __all__ = ["figure_archetypes", "log_figure", "compact"]
 
 
 def compact(figure: Figure) -> Figure:
-    """The same drawing in as few parts as possible (one per kind and draw order): fewer log calls.
+    """The same drawing in as few parts as possible: all lines in one part (in the order they were added,
+    at the highest draw order), texts in one part per kind. Fewer parts, fewer log calls.
 
     Used for what is redrawn with every event; the run panels keep their named parts.
     """
-    lines: dict[float, list[Lines]] = {}
-    texts: dict[tuple[float, bool], list[Texts]] = {}
+    lines = [p for p in figure.parts.values() if isinstance(p, Lines)]
+    texts: dict[bool, list[Texts]] = {}
     out = Figure()
     for name, part in figure.parts.items():
-        if isinstance(part, Lines):
-            lines.setdefault(part.draw_order, []).append(part)
-        elif isinstance(part, Texts):
-            texts.setdefault((part.draw_order, part.hover_only), []).append(part)
-        else:
+        if isinstance(part, Texts):
+            texts.setdefault(part.hover_only, []).append(part)
+        elif not isinstance(part, Lines):
             out.add(name, part)
-    for k, (order, group) in enumerate(sorted(lines.items())):
+    if lines:
         strips, colors, widths = [], [], []
-        for part in group:
+        for part in lines:
             strips += part.strips
             colors += [_rgb(part.color, i) for i in range(len(part.strips))]
             widths += [part.width] * len(part.strips)
-        merged = Lines(strips, np.array(colors, dtype=np.uint8).reshape(-1, 3), 1.0, None, order)
+        merged = Lines(strips, np.array(colors, dtype=np.uint8).reshape(-1, 3), 1.0, None,
+                       max(p.draw_order for p in lines))
         merged.widths = np.asarray(widths, dtype=np.float32)  # type: ignore[attr-defined]
-        out.add(f"lines{k}", merged)
-    for k, ((order, hover), group) in enumerate(sorted(texts.items())):
+        out.add("lines", merged)
+    for hover, group in sorted(texts.items()):
         positions = np.vstack([np.asarray(p.positions, dtype=np.float64).reshape(-1, 2) for p in group])
         colors = [_rgb(p.color, i) for p in group for i in range(len(p.labels))]
-        out.add(f"texts{k}", Texts(positions, [t for p in group for t in p.labels],
-                                   np.array(colors, dtype=np.uint8).reshape(-1, 3), hover, group[0].radius, order))
+        out.add("hover" if hover else "texts", Texts(positions, [t for p in group for t in p.labels],
+                                                     np.array(colors, dtype=np.uint8).reshape(-1, 3), hover,
+                                                     group[0].radius, max(p.draw_order for p in group)))
     return out
 
 

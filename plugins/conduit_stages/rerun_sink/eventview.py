@@ -98,7 +98,9 @@ class EventView:
             out.append(("/padplane/outline", outline))
             axes = Figure()
             add_axes(axes, self.frame, grid=False)
-            out += figure_archetypes(rr, "/padplane", axes)
+            add_colorbar(axes, self.frame, ColorScale(0.0, 1.0), "")
+            axes.parts = {k: v for k, v in axes.parts.items() if not k.startswith("colorbar/") or k.endswith("image")}
+            out += figure_archetypes(rr, "/padplane", axes)  # the colour bar's gradient; its numbers come per view
         return out
 
     # -- one event ---------------------------------------------------------------------------
@@ -201,9 +203,10 @@ class EventView:
         if labels is None:
             out.append((f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=-2.0, colors=scale.colors(charge))))
             return out
-        kept = labels >= 0
-        out.append((f"{EVENT_ROOT}/cloud", rr.Points3D(xyz[kept], radii=-2.0, colors=scale.colors(charge[kept]))))
-        out.append((f"{EVENT_ROOT}/noise", rr.Points3D(xyz[~kept], radii=-1.2, colors=NOISE_COLOR)))
+        noise = labels < 0
+        colors = scale.colors(charge)
+        colors[noise] = NOISE_COLOR  # noise (no cluster) is grey and small, whatever its charge
+        out.append((f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=np.where(noise, -1.2, -2.0), colors=colors)))
         out.append((f"{EVENT_ROOT}/clusters", rr.Points3D(xyz, radii=-2.0, class_ids=class_ids(labels))))
         return out
 
@@ -249,6 +252,7 @@ class EventView:
             show_labels=False, draw_order=2.0))]
         bar = Figure()
         add_colorbar(bar, self.frame, scale, "amplitude (ADC)")
+        del bar.parts["colorbar/image"]  # the same gradient for every event: logged once (statics)
         out += figure_archetypes(rr, f"{EVENT_ROOT}/pads", compact(bar))
         return out
 
