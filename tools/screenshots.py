@@ -6,6 +6,7 @@ at 1920x1080; no display is needed.
 
     python tools/screenshots.py file RECORDING OUTDIR [--events 0,50] [--views]
     python tools/screenshots.py live PIPELINE OUTDIR [--set key=value ...] [--at 8,16]
+    python tools/screenshots.py docs SHOTS_DIR DOCS_DIR NAME=SOURCE.png[:WIDTH] ...
 
 ``file`` opens a recording (.rrd, or a merged .h5 through the importer) and
 saves ``layout_event<N>.png`` (and ``<view>_event<N>.png`` with ``--views``)
@@ -13,7 +14,9 @@ for each event. ``live`` runs ``conduit run PIPELINE --set rerun.mode=serve``
 on a free port, connects the viewer to it, saves ``live_<seconds>s.png`` at
 the given times into the run and ``live_end.png`` after the run ended, and
 fails when the viewer logged an error (e.g. a broken stream at the end).
-``make screenshots`` calls both (see the Makefile).
+``docs`` copies chosen screenshots into the docs, scaled down to WIDTH
+pixels (default 1100) and reduced to 256 colours, so that they stay small.
+``make screenshots`` calls all three (see the Makefile).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from rerun.experimental import ViewerClient
+from rerun.experimental import ViewerClient  # noqa: E402 (documented above)
 
 BIN = Path(sys.executable).parent
 
@@ -42,6 +45,7 @@ def free_port() -> int:
 def spawn_viewer() -> ViewerClient:
     """A headless viewer (1920x1080) on a free port; rerun-sdk's binary must be on PATH for the spawn."""
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ.setdefault("RUST_LOG", "warn")  # the viewer's own log lines, only when they matter
     return ViewerClient.spawn(headless=True, port=free_port(), hide_welcome_screen=True)
 
 
@@ -166,6 +170,23 @@ def _stop_server(port: int, run_log: Path) -> None:
                 pass
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    shots, docs = Path(args.shots), Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    for item in args.items:
+        name, _, source = item.partition("=")
+        source, _, width = source.partition(":")
+        image = Image.open(shots / source).convert("RGB")
+        target = int(width or 1100)
+        if image.width > target:
+            image = image.resize((target, round(image.height * target / image.width)), Image.LANCZOS)
+        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(docs / name, optimize=True)
+        print(docs / name, f"{(docs / name).stat().st_size / 1e3:.0f} kB")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     live.add_argument("--at", default="10", help="seconds after the viewer connected, comma-separated")
     live.add_argument("--views", action="store_true", help="also each view maximized, after the run")
     live.set_defaults(run=cmd_live)
+    docs = sub.add_parser("docs", help="copy chosen screenshots into the docs, small")
+    docs.add_argument("shots")
+    docs.add_argument("docs")
+    docs.add_argument("items", nargs="+", help="NAME=SOURCE.png[:WIDTH], SOURCE relative to SHOTS")
+    docs.set_defaults(run=cmd_docs)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -47,8 +47,9 @@ class RerunParams(Params):
     histogram_interval: float = param(1.0, "seconds between refreshes of histograms, occupancy, health and rates",
                                       gt=0)
     refresh_events: int = param(
-        50, "when every event is drawn: events between refreshes of histograms, occupancy and health (a "
-            "recording then does not depend on the machine's speed); rates still follow the clock", ge=1)
+        50, "when every event is drawn: events between refreshes of histograms, occupancy and health, after "
+            "refreshes at events 1, 2, 5, 10 and 20 (the recording's pace then does not depend on the machine's "
+            "speed); rates still follow the clock", ge=1)
     traces: Literal["strongest", "cluster"] | list[int] = param(
         "strongest", "which traces are drawn: 'strongest' unsaturated pads, the pads of the largest 'cluster', or "
                      "a list of pad ids like [1024, 1025]",

@@ -230,8 +230,8 @@ class RerunSink(SinkStage):
     def _refresh_due(self, now: float) -> bool:
         """Refresh the run panels? Every ``refresh_events`` events when every event is drawn (a recording
         then does not depend on the machine's speed), else every ``histogram_interval`` seconds."""
-        if self.every_event:
-            return self.consumed == 1 or self.consumed % self.params.refresh_events == 0
+        if self.every_event:  # early refreshes for short replays, then a steady pace
+            return self.consumed in (1, 2, 5, 10, 20) or self.consumed % self.params.refresh_events == 0
         return now - self.last_refresh >= self.params.histogram_interval
 
     def _why_not_drawn(self) -> str:
