@@ -17,6 +17,7 @@ COMMANDS = [
     ["batch.py"],
     ["simulate.py"],
     ["sinks_hdf5_throughput.py"],
+    ["view.py"],
 ]
 
 

@@ -100,25 +100,25 @@ def test_live_view_draws_at_most_the_display_rate_and_marks_every_other_event(tm
         assert np.all(colors[noise] == colors[noise][0]) and len(set(colors[~noise].tolist())) > 3
         assert np.all(np.array(r["Points3D:radii"])[noise] > np.array(r["Points3D:radii"])[~noise][0])
         assert r["daq_time"] == round(ev.timestamp / 100e6 * 1e9)  # ns on the daq_time timeline
-    # Every event has its header (with its own track table) on the event timeline; an event not drawn says so,
-    # and every per-event panel's caption says which event it shows: stepping to event 5 shows event 0 *labelled*
-    # as event 0, never as if it were event 5.
+    # A drawn event has its header and track table; the first event not drawn after it leaves one marker that
+    # holds (latest-at) until the next drawn event: every per-event panel's caption says which event it shows,
+    # so stepping to event 5 shows event 0 *labelled* as event 0, never as if it were event 5.
     headers = {r["event"]: r["TextDocument:text"][0] for r in event_rows(rows, "/event/summary")}
-    assert sorted(headers) == list(range(100))
-    for i, text in headers.items():
-        assert text.startswith(f"**Run 3 · event {i}**") and "| #0 |" in text
-        assert ("Not drawn" in text) == (i % 16 != 0), (i, text)
-    assert "Not drawn: drawing is limited to 4 events/s on a live view" in headers[5]
-    assert "the panels show event 0." in headers[5]
+    assert sorted(headers) == sorted([0, 16, 32, 48, 64, 80, 96] + [1, 17, 33, 49, 65, 81, 97])
+    for i in (0, 16, 96):
+        assert headers[i].startswith(f"**Run 3 · event {i}**") and "| #0 |" in headers[i]
+    for i in (1, 17, 97):
+        assert headers[i].startswith(f"**Run 3 · events from {i} on**")
+        assert f"Not drawn: drawing is limited to 4 events/s on a live view; the panels show event {i - 1}." \
+            in headers[i]
     for entity in ("/event/caption", "/event/pads/caption", "/event/traces/caption"):
         captions = {r["event"]: (r.get("Points3D:labels") or r.get("Points2D:labels"))[0]
                     for r in event_rows(rows, entity)}
-        assert sorted(captions) == list(range(100)), entity
+        assert sorted(captions) == sorted(headers), entity
         for i, text in captions.items():
-            drawn = i - i % 16
             tracks = 1 + i % 3
-            expected = (f"run 3 · event {i} · {tracks} track{'s' if tracks != 1 else ''}" if i == drawn
-                        else f"event {i} not drawn · showing event {drawn}")
+            expected = (f"run 3 · event {i} · {tracks} track{'s' if tracks != 1 else ''}" if i % 16 == 0
+                        else f"events from {i} not drawn · showing event {i - 1}")
             assert text == expected, (entity, i, text)
     clears = sorted(r["event"] for r in event_rows(rows, "/event") if r.get("Clear:is_recursive") == [True])
     assert clears == [0, 16, 32, 48, 64, 80, 96]  # a drawn event replaces everything of the previous one
@@ -193,7 +193,7 @@ def test_unanalysed_events_are_drawn_only_when_no_analysed_event_comes(tmp_path,
     assert "/event/cloud" not in rows
     drawn = sorted({r["event"] for r in event_rows(rows, "/event/summary")
                     if "Not drawn" not in r["TextDocument:text"][0]})
-    assert drawn == [0, 32, 64, 96]  # every 2 periods
+    assert drawn == [0, 32, 64, 96] and sink.displayed == 4  # every 2 periods
     assert hist.hset["pid"].entries == 0  # skipped events never reach the physics histograms
 
 
@@ -212,6 +212,13 @@ def test_events_that_never_reached_the_view_leave_a_marker(tmp_path, clock):
     for i in (10, 11, 15, 16):
         sink.consume(kit.make_event(i))
     sink.close()
+    live_hist, live = make_sinks(tmp_path / "live", max_display_rate=1.0)
+    for i in (20, 21, 25, 26):  # drawn, not drawn (a marker), a gap (already covered: no second marker), ...
+        live.consume(kit.make_event(i))
+        clock.now += 0.1
+    live.close()
+    live_rows = read_rrd(tmp_path / "live" / "out" / "run_0003.rrd")
+    assert sorted(r["event"] for r in event_rows(live_rows, "/event/summary")) == [20, 21]
     rows = read_rrd(tmp_path / "out" / "run_0003.rrd")
     headers = {r["event"]: r["TextDocument:text"][0] for r in event_rows(rows, "/event/summary")}
     assert sorted(headers) == [10, 11, 12, 15, 16]

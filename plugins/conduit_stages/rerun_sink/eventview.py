@@ -143,15 +143,17 @@ class EventView:
                                                              colors=color, show_labels=True, draw_order=40.0))]
 
     def not_drawn(self, event, run: int, reason: str, shown: int | None) -> list[tuple[str, Any]]:
-        """What an event that is not drawn leaves: the panels keep the last drawn event (event ``shown``) and
-        every caption says so; the header and track table are this event's, with the reason."""
+        """Logged at the first event of a stretch that is not drawn; it holds until the next drawn event.
+
+        The panels keep the last drawn event (``shown``) and every caption says so.
+        """
         rr = self.rr
-        note = f"*Not drawn: {reason}; the panels show event {shown}.*" if shown is not None else \
-            f"*Not drawn: {reason}.*"
+        where = f"the panels show event {shown}" if shown is not None else "no event drawn yet"
+        text = (f"**Run {run} · events from {event.id} on**\n\n*Not drawn: {reason}; {where}. The next drawn "
+                f"event replaces this note.*")
         out: list[tuple[str, Any]] = [] if shown is not None else [(EVENT_ROOT, rr.Clear(recursive=True))]
-        out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(self.header(event, run, note),
-                                                            media_type="text/markdown")))
-        caption = f"event {event.id} not drawn" + (f" · showing event {shown}" if shown is not None else "")
+        out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(text, media_type="text/markdown")))
+        caption = f"events from {event.id} not drawn" + (f" · showing event {shown}" if shown is not None else "")
         return out + self.captions(caption)
 
     def not_received(self, first: int, last: int, run: int, shown: int | None) -> list[tuple[str, Any]]:

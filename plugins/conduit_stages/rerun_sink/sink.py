@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from conduit.event import PAD
 from conduit.stage import SinkStage
 
 from . import geometry
@@ -98,6 +99,7 @@ class RerunSink(SinkStage):
         self.last_display = -math.inf
         self.last_event_id: int | None = None
         self.shown: int | None = None  # the event the per-event panels show (the last one drawn)
+        self.marked = False  # a "not drawn" marker holds from an earlier event on
         self.last_refresh = -math.inf
         self.hist_version: int | None = None
         self.occupancy_version: int | None = None
@@ -154,22 +156,26 @@ class RerunSink(SinkStage):
         now = time.monotonic()
         self._maybe_connect(now)
         self._maybe_send_blueprint()
-        charges = geometry.pad_charges(event.traces)
         if self.occupancy is not None:
-            self.occupancy.add(*charges)
+            self.occupancy.add(event.traces[:, PAD], geometry.peak_heights(event.traces))
         self.health.add(event)
         if self.streams:
-            if previous is not None and event.id > previous + 1:
+            # Latest-at: a marker holds for every later event until the next one is drawn, so it is logged
+            # once per stretch of events not drawn (cheap on a fast live run), never per event.
+            if previous is not None and event.id > previous + 1 and not self.marked:
                 self._set_times(event=previous + 1, run_time=now - self.started)
                 self._log_all(self.view.not_received(previous + 1, event.id - 1, self.run, self.shown))
+                self.marked = True
             self._set_times(event=event.id, daq_seconds=event.timestamp / GET_CLOCK_HZ,
                             run_time=now - self.started)
             if self._due(event, now):
                 self.displayed += 1
                 self.shown = event.id
-                self._log_all(self.view.draw(event, self.run, charges))
-            else:
+                self.marked = False
+                self._log_all(self.view.draw(event, self.run))
+            elif not self.marked:
                 self._log_all(self.view.not_drawn(event, self.run, self._why_not_drawn(), self.shown))
+                self.marked = True
         if self._refresh_due(now):
             self._refresh(now)
         self._drain_log(now)
@@ -235,8 +241,7 @@ class RerunSink(SinkStage):
         return now - self.last_refresh >= self.params.histogram_interval
 
     def _why_not_drawn(self) -> str:
-        return (f"drawing is limited to {self.params.max_display_rate:g} events/s on a live view "
-                f"({self.displayed} of {self.consumed} events drawn so far)")
+        return f"drawing is limited to {self.params.max_display_rate:g} events/s on a live view"
 
     def _expected_asads(self) -> tuple[tuple[int, int], ...]:
         try:
