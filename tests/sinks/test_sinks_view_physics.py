@@ -18,7 +18,6 @@ import pytest
 from conduit.config.pipeline import load_pipeline
 from conduit.engine.runner import run_pipeline
 from conduit.padplane import load_pad_plane
-from conduit_stages.rerun_sink import geometry
 from conduit_stages.rerun_sink.blueprint import CAMERA
 
 HERE = Path(__file__).resolve().parent

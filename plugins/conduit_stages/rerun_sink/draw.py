@@ -36,11 +36,9 @@ def compact(figure: Figure) -> Figure:
         for part in lines:
             strips += part.strips
             colors += [_rgb(part.color, i) for i in range(len(part.strips))]
-            widths += [part.width] * len(part.strips)
-        merged = Lines(strips, np.array(colors, dtype=np.uint8).reshape(-1, 3), 1.0, None,
-                       max(p.draw_order for p in lines))
-        merged.widths = np.asarray(widths, dtype=np.float32)  # type: ignore[attr-defined]
-        out.add("lines", merged)
+            widths += list(np.broadcast_to(np.asarray(part.width, dtype=np.float32), (len(part.strips),)))
+        out.add("lines", Lines(strips, np.array(colors, dtype=np.uint8).reshape(-1, 3),
+                               np.asarray(widths, dtype=np.float32), None, max(p.draw_order for p in lines)))
     for hover, group in sorted(texts.items()):
         positions = np.vstack([np.asarray(p.positions, dtype=np.float64).reshape(-1, 2) for p in group])
         colors = [_rgb(p.color, i) for p in group for i in range(len(p.labels))]
@@ -59,8 +57,7 @@ def _rgb(color, i: int) -> tuple[int, int, int]:
 
 def _archetypes(rr: Any, part: Lines | Texts | Picture) -> list[Any]:
     if isinstance(part, Lines):
-        widths = getattr(part, "widths", None)
-        radii = -0.5 * (widths if widths is not None else part.width)
+        radii = -0.5 * np.asarray(part.width, dtype=np.float32)
         return [rr.LineStrips2D([np.asarray(s, dtype=np.float32) for s in part.strips], radii=radii,
                                 colors=part.color, labels=part.labels, show_labels=False,
                                 draw_order=part.draw_order)]

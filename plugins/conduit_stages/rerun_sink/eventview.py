@@ -25,7 +25,7 @@ from conduit.event import AGET, ASAD, CHANNEL, COBO, SAMPLES
 
 from . import geometry
 from .colors import ColorScale, label_colors
-from .plot2d import SECOND_LINE, Axis, Figure, Frame, Texts, add_axes, add_colorbar, add_series, format_ticks, nice_ticks
+from .plot2d import Axis, Figure, Frame, Texts, add_axes, add_colorbar, add_series, format_ticks, nice_ticks
 from .draw import compact, figure_archetypes
 
 __all__ = ["EventView", "EVENT_ROOT", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
@@ -124,7 +124,8 @@ class EventView:
                           "| direction | points |", "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
             for k, r in enumerate(estimates):
                 lines.append(
-                    f"| #{k} | {int(r['cluster_label'])} | {math.degrees(float(r['polar'])):.1f} | {float(r['brho']):.3f} "
+                    f"| #{k} | {int(r['cluster_label'])} | {math.degrees(float(r['polar'])):.1f} "
+                    f"| {float(r['brho']):.3f} "
                     f"| {float(r['sqrt_dEdx']):.1f} | {float(r['dEdx']):.0f} "
                     f"| {float(r['vertex_x']):.1f}, {float(r['vertex_y']):.1f}, {float(r['vertex_z']):.1f} "
                     f"| {_DIRECTIONS.get(int(r['direction']), str(int(r['direction'])))} | {int(r['n_points'])} |")
@@ -284,6 +285,7 @@ class EventView:
         notes = ["(CoBo/AsAd/AGET/ch)"] + [line for line in what if line]
         legend_xy += [[920.0, 62.0 * (len(rows) + k)] for k in range(len(notes))]
         legend_text += notes
+        note_colors = np.array([[170, 170, 180]] * len(notes))
         fig.add("legend", Texts(np.array(legend_xy), legend_text,
-                                color=np.vstack([colors[: len(rows)], [[170, 170, 180]] * len(notes)]).astype(np.uint8)))
+                                color=np.vstack([colors[: len(rows)], note_colors]).astype(np.uint8)))
         return figure_archetypes(self.rr, f"{EVENT_ROOT}/traces", compact(fig))

@@ -133,11 +133,11 @@ class Frame:
 
 @dataclasses.dataclass
 class Lines:
-    """Line strips in view units; ``width`` in UI points (constant on screen)."""
+    """Line strips in view units; ``width`` in UI points (constant on screen); ``color`` one RGB or one per strip."""
 
     strips: list[np.ndarray]
     color: tuple[int, int, int] | np.ndarray = AXIS_COLOR
-    width: float = 1.0
+    width: float | np.ndarray = 1.0  # one width, or one per strip
     labels: list[str] | None = None
     draw_order: float = 20.0
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,7 +49,7 @@ from .occupancy import DEAD_COLOR, UNSEEN_COLOR, Occupancy
 from .params import RerunParams
 from .plot2d import Figure, Texts, add_colorbar
 from .rates import RateHistory
-from .server import ServerProcess, local_host, public_host, start_server, start_web_viewer
+from .server import ServerProcess, listening, local_host, public_host, start_server, start_web_viewer
 
 __all__ = ["RerunSink", "viewer_listening", "has_display", "class_ids"]
 
@@ -66,12 +65,7 @@ def has_display() -> bool:
 def viewer_listening(url: str, timeout: float = 0.2) -> bool:
     """True when something accepts TCP connections at the URL's host and port."""
     parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 9876
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return listening(parts.hostname or "127.0.0.1", parts.port or 9876, timeout)
 
 
 class RerunSink(SinkStage):
