@@ -117,7 +117,9 @@ def test_live_view_draws_at_most_the_display_rate_and_marks_every_other_event(tm
         assert sorted(captions) == sorted(headers), entity
         for i, text in captions.items():
             tracks = 1 + i % 3
-            expected = (f"run 3 · event {i} · {tracks} track{'s' if tracks != 1 else ''}" if i % 16 == 0
+            seconds = (1_000_000 + 12_345 * i) / 100e6  # sinkkit's GET timestamp, 100 MHz ticks
+            expected = (f"run 3 · event {i} · t = {seconds:.6f} s · {tracks} track{'s' if tracks != 1 else ''}"
+                        if i % 16 == 0
                         else f"events from {i} not drawn · showing event {i - 1}")
             assert text == expected, (entity, i, text)
     clears = sorted(r["event"] for r in event_rows(rows, "/event") if r.get("Clear:is_recursive") == [True])

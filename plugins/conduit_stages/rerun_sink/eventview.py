@@ -186,7 +186,8 @@ class EventView:
             labels = np.asarray(clusters.labels)
         n_tracks = 0 if estimates is None else len(estimates)
         out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(self.header(event, run), media_type="text/markdown")))
-        out += self.captions(f"run {run} · event {event.id} · {n_tracks} track{'s' if n_tracks != 1 else ''}")
+        out += self.captions(f"run {run} · event {event.id} · t = {event.timestamp / GET_CLOCK_HZ:.6f} s · "
+                             f"{n_tracks} track{'s' if n_tracks != 1 else ''}")
         if cloud is not None and len(cloud):
             out += self._cloud(cloud, labels, scale)
         if estimates is not None and n_tracks:
