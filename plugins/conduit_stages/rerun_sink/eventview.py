@@ -140,7 +140,7 @@ class EventView:
                                                       colors=color, show_labels=True)),
                 (f"{EVENT_ROOT}/pads/caption", rr.Points2D([[0.0, pad_top]], radii=-0.5, labels=[text], colors=color,
                                                            show_labels=True, draw_order=40.0)),
-                (f"{EVENT_ROOT}/traces/caption", rr.Points2D([[520.0, -88.0]], radii=-0.5, labels=[text],
+                (f"{EVENT_ROOT}/traces/caption", rr.Points2D([[700.0, -88.0]], radii=-0.5, labels=[text],
                                                              colors=color, show_labels=True, draw_order=40.0))]
 
     def not_drawn(self, event, run: int, reason: str, shown: int | None) -> list[tuple[str, Any]]:
