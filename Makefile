@@ -50,7 +50,7 @@ screenshots: $(STAMP)
 	    occupancy.png=live/Pad_occupancy_run_seen_from_z_live_end.png:900 \
 	    traces.png=demo/Traces_event_event50.png:900 \
 	    event-table.png=demo/Event_tracks_event50.png:900 \
-	    pid.png=replay/pid_dE_dx_vs_B_event30.png:900 \
+	    pid.png=live/pid_dE_dx_vs_B_live_end.png:900 \
 	    vertex-z.png=live/vertex_z_vertex_z_live_end.png:900 \
 	    rates.png=live/Rates_vs_wall_clock_time_live_end.png:900 \
 	    health.png=live/CoBo_AsAd_health_live_end.png:900 \
