@@ -25,20 +25,8 @@ sys.path.insert(0, str(HERE))
 from rrd_read import event_rows, read_rrd  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
-ANALYSIS = """
-[[stage]]
-use = "pointcloud"
-
-[[stage]]
-use = "cluster.hdbscan"
-
-[[stage]]
-use = "estimate"
-
-[[stage]]
-use = "histogram"
-save = false
-"""
+ANALYSIS = "".join(f'[[stage]]\nuse = "{use}"\n\n' for use in ("pointcloud", "cluster.hdbscan", "estimate")) \
+    + '[[stage]]\nuse = "histogram"\nsave = false\n'
 
 
 def simulated_recording(folder: Path, field: float, events: int = 16) -> Path:
