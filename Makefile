@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test demo venv clean bench docs
+.PHONY: test demo venv clean bench docs screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,34 @@ demo: $(STAMP)
 	@echo
 	@echo "Look at it:  $(BIN)/rerun out/demo_run_0001.rrd      (the Rerun viewer; needs a display)"
 	@echo "             $(BIN)/python -c \"import h5py; f = h5py.File('out/demo_run_0001.h5'); print(list(f))\""
-	@echo "Live view:   $(BIN)/conduit run pipelines/demo.toml --set rerun.mode=serve"
-	@echo "             then: $(BIN)/rerun --connect rerun+http://127.0.0.1:9876/proxy"
+	@echo "Live view:   $(BIN)/conduit run pipelines/demo.toml --set rerun.mode=serve --set rerun.draw_every_event=false"
+	@echo "             then: $(BIN)/rerun rerun+http://127.0.0.1:9876/proxy      (panels: docs/reading-the-view.md)"
+
+## Screenshots of the Rerun view, rendered by the native viewer headless (needs a Vulkan driver; on
+## Debian: apt-get install mesa-vulkan-drivers): the demo recording, a graw replay and a live serve run,
+## each panel maximized, into out/screenshots/; a few, small, into docs/images/ (docs/reading-the-view.md).
+SHOTS := out/screenshots
+screenshots: $(STAMP)
+	test -f out/demo_run_0001.rrd || $(MAKE) demo
+	$(BIN)/conduit simulate graw out/sim --run 1 --events 60 --seed 3 -q
+	$(BIN)/conduit run pipelines/replay-graw.toml --set engine.workers=2 > /dev/null
+	$(BIN)/python tools/screenshots.py file out/demo_run_0001.rrd $(SHOTS)/demo --events 0,50 --views
+	$(BIN)/python tools/screenshots.py file out/replay_run_0001.rrd $(SHOTS)/replay --events 0,30 --views
+	$(BIN)/python tools/screenshots.py live pipelines/demo.toml $(SHOTS)/live --at 15 --views \
+	    --set rerun.draw_every_event=false --set hdf5.path=../out/live_run_{run:04d}.h5
+	$(BIN)/python tools/screenshots.py docs $(SHOTS) docs/images \
+	    layout.png=demo/layout_event50.png:1400 \
+	    event-3d.png=demo/Event_3_D_colour_amplitude_ADC_event50.png:900 \
+	    event-3d-clusters.png=demo/Event_3_D_colour_cluster_event50.png:900 \
+	    pad-plane.png=demo/Pad_plane_event_seen_from_z_as_in_3_D_event50.png:900 \
+	    occupancy.png=live/Pad_occupancy_run_seen_from_z_live_end.png:900 \
+	    traces.png=demo/Traces_event_event50.png:900 \
+	    event-table.png=demo/Event_tracks_event50.png:900 \
+	    pid.png=live/pid_dE_dx_vs_B_live_end.png:900 \
+	    vertex-z.png=live/vertex_z_vertex_z_live_end.png:900 \
+	    rates.png=live/Rates_vs_wall_clock_time_live_end.png:900 \
+	    health.png=live/CoBo_AsAd_health_live_end.png:900 \
+	    live.png=live/live_end.png:1400
 
 ## Benchmarks (results go to docs/performance.md by hand, with the machine).
 bench: $(STAMP)

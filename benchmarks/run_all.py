@@ -18,6 +18,7 @@ COMMANDS = [
     ["batch.py"],
     ["simulate.py"],
     ["sinks_hdf5_throughput.py"],
+    ["view.py"],
 ]
 
 

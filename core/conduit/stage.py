@@ -83,6 +83,8 @@ class StageContext:
     existing_outputs: str = "keep"
     #: Output names with ``{run}`` need a known run number (live sources: never a silent 0000).
     require_run: bool = False
+    #: True when the source is live (a running DAQ): sinks may then sample what they draw.
+    live: bool = False
 
     def resolve(self, path: Path | str) -> Path:
         """A user path relative to the pipeline file's directory."""
@@ -131,7 +133,7 @@ class StageContext:
     def __getstate__(self) -> dict[str, Any]:
         # Geometry and shared objects are rebuilt in the receiving process.
         return {"detector": self.detector, "run": self.run, "base_dir": self.base_dir, "pipeline": self.pipeline,
-                "existing_outputs": self.existing_outputs, "require_run": self.require_run}
+                "existing_outputs": self.existing_outputs, "require_run": self.require_run, "live": self.live}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -245,7 +247,10 @@ class SinkStage(Stage):
         raise NotImplementedError
 
     def on_metrics(self, metrics: Any) -> None:
-        """Periodic engine metrics (:class:`conduit.engine.metrics.MetricsSnapshot`), about once a second."""
+        """Periodic engine metrics (:class:`conduit.engine.metrics.MetricsSnapshot`), about once a second.
+
+        Called once more just before :meth:`close` with the run's final totals (``metrics.final`` True).
+        """
 
     def on_reset(self) -> None:
         """Reset running totals (histograms, counters); sent on SIGUSR1 (``kill -USR1 <pid>``)."""

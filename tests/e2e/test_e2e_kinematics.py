@@ -47,15 +47,21 @@ def test_kinematics_pipeline_records_a_row_per_track_and_draws_the_curves(tmp_pa
     heavy = ~ok
     if heavy.any():
         assert np.all(estimates["sqrt_dEdx"][heavy] * estimates["brho"][heavy] > 16.0)
-    # the viewer: the excitation histograms and the two 11Be states' curves, static, in (deg, T·m)
+    # the viewer: the excitation histograms, and the two 11Be states' curves drawn inside the kinematics
+    # figure's frame (x = polar angle, y = B-rho), labelled, at the place of their data
     recorded = read_rrd(rrd)
-    for entity in ("/histograms/excitation", "/histograms/excitation_vs_theta_cm", "/histograms/kinematics"):
-        assert entity in recorded, entity
-    curves = {k: v for k, v in recorded.items() if k.startswith("/kinematics/curves/")}
-    assert sorted(curves) == ["/kinematics/curves/11Be_0.32_MeV_p", "/kinematics/curves/11Be_0_MeV_p"]
-    for entity, entries_ in curves.items():
-        strip = np.array(entries_[0]["LineStrips2D:strips"][0])
-        assert entries_[0]["_static"] and strip.shape == (181, 2)
-        assert 0.0 <= strip[:, 0].min() and strip[:, 0].max() <= 180.0  # polar angle, deg
-        assert 0.05 < strip[:, 1].min() and strip[:, 1].max() < 1.0  # B-rho of the protons, T·m
+    for name in ("excitation", "excitation_vs_theta_cm", "kinematics"):
+        assert any(k.startswith(f"/histograms/{name}/") for k in recorded), name
+    labels = {}
+    for entity, entries_ in recorded.items():
+        if entity.startswith("/histograms/kinematics/curves/") and not entity.endswith("_label"):
+            labels[entries_[-1]["LineStrips2D:labels"][0]] = np.array(entries_[-1]["LineStrips2D:strips"][0])
+    assert sorted(labels) == ["11Be(0 MeV) p", "11Be(0.32 MeV) p"]
+    box = np.array(recorded["/histograms/kinematics/axes/box"][-1]["LineStrips2D:strips"][0])
+    (left, top), (right, bottom) = box.min(axis=0), box.max(axis=0)
+    for strip in labels.values():
+        assert len(strip) > 20
+        assert np.all((strip[:, 0] >= left) & (strip[:, 0] <= right) & (strip[:, 1] >= top) & (strip[:, 1] <= bottom))
+    # the ground state reaches a higher B-rho (a smaller view y) than the excited state
+    assert labels["11Be(0 MeV) p"][:, 1].min() < labels["11Be(0.32 MeV) p"][:, 1].min()
     assert blueprints(rrd)

@@ -48,3 +48,35 @@ def blueprints(path: str | Path) -> list:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return list(RrdReader(str(path)).blueprints())
+
+
+def event_rows(rows: dict[str, list[dict]], entity: str) -> list[dict]:
+    """The rows of ``entity`` logged on the event timeline (not static)."""
+    return [r for r in rows.get(entity, []) if not r["_static"] and r.get("event") is not None]
+
+
+def latest(rows: dict[str, list[dict]], entity: str) -> dict:
+    """The last row of ``entity`` (by event, then file order)."""
+    return rows[entity][-1]
+
+
+def image_of(rows: dict[str, list[dict]], entity: str):
+    """The newest ``Image`` of ``entity`` as a (height, width, channels) uint8 array."""
+    import numpy as np
+
+    row = latest(rows, entity)
+    fmt = row["Image:format"][0]
+    pixels = np.array(row["Image:buffer"][0], dtype=np.uint8)
+    return pixels.reshape(fmt["height"], fmt["width"], -1)
+
+
+def texts(rows: dict[str, list[dict]], prefix: str) -> list[str]:
+    """Every label of the newest row of each entity under ``prefix`` (text labels of the plots), in path order."""
+    out: list[str] = []
+    for entity in sorted(rows):
+        if entity == prefix or entity.startswith(prefix.rstrip("/") + "/"):
+            row = rows[entity][-1]
+            for key in ("Points2D:labels", "Points3D:labels"):
+                if row.get(key):
+                    out.extend(row[key])
+    return out

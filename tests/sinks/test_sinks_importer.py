@@ -59,8 +59,8 @@ def test_rerun_cli_opens_a_merged_file_headless(merged, tmp_path):
     rows = read_rrd(out)
     ids = event_ids(merged)
     assert [r["event"] for r in rows["/event/cloud"]] == ids  # every event drawn, in order
-    assert len([r for r in rows["/pads/hits"] if "Points2D:positions" in r]) == len(ids)
-    assert "/event/tracks" in rows and "/histograms/pid" in rows  # analysed by the default pipeline
+    assert len([r for r in rows["/event/pads/hits"] if "Points2D:positions" in r]) == len(ids)
+    assert "/event/tracks" in rows and "/histograms/pid/heatmap" in rows  # analysed by the default pipeline
     assert rows["/detector/chamber"][0]["_static"]
 
 

@@ -58,6 +58,10 @@ class MetricsSnapshot:
     byte_rates: dict[str, float]
     source_status: dict[str, str]
     total: int | None
+    #: The source's running totals (``frames``, ``bad_frames``, ``cobo3_errors`` ...), as in the summary.
+    source_counters: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: True for the last snapshot of a run, sent to every sink just before it is closed.
+    final: bool = False
 
     @property
     def complete_fraction(self) -> float:
@@ -100,7 +104,8 @@ class Metrics:
         self._last = (0.0, self.received, self.analysed, self.skipped)
 
     def snapshot(self, *, queue_depth: int, source_status: dict[str, str], byte_counts: dict[str, int],
-                 dropped: int, total: int | None) -> MetricsSnapshot:
+                 dropped: int, total: int | None, source_counters: dict[str, int] | None = None,
+                 final: bool = False) -> MetricsSnapshot:
         """Totals plus rates since the previous snapshot."""
         now = self.elapsed()
         t0, r0, a0, s0 = self._last
@@ -124,6 +129,8 @@ class Metrics:
             byte_rates=byte_rates,
             source_status=dict(source_status),
             total=total,
+            source_counters=dict(source_counters or {}),
+            final=final,
         )
         self._last = (now, self.received, self.analysed, self.skipped)
         self._last_bytes = dict(byte_counts)

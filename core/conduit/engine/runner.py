@@ -127,6 +127,7 @@ class Engine:
         if self.context.run is None:
             self.context.run = getattr(pipeline.source.params, "run", None)
         self.live = self.source.live
+        self.context.live = self.live
         # A live run's output names never get a silent run 0000 (see StageContext.format_path).
         self.context.require_run = self.live
         policy = pipeline.engine.policy
@@ -179,6 +180,8 @@ class Engine:
             finally:
                 self.phase = "closing"
                 with trio.CancelScope(shield=True):
+                    if self.started:
+                        self._final_metrics()
                     # In a thread, so that a second Ctrl-C during a long close (consolidation) is seen.
                     await trio.to_thread.run_sync(self._close_sinks)
             guard.cancel_scope.cancel()
@@ -425,14 +428,31 @@ class Engine:
             self.status.update(self._last_snapshot)
             await trio.sleep(1.0 if not self.status.is_tty else 0.25)
 
-    def _snapshot(self, total: int | None) -> MetricsSnapshot:
+    def _snapshot(self, total: int | None, final: bool = False) -> MetricsSnapshot:
         return self.metrics.snapshot(
             queue_depth=self._queue_stats(),
             source_status=self.source.status(),
             byte_counts=self.source.byte_counts(),
             dropped=self.source.dropped,
             total=total,
+            source_counters=self.source.counters(),
+            final=final,
         )
+
+    def _final_metrics(self) -> None:
+        """Give every open sink the run's final totals (``final`` set), e.g. for an end-of-run summary."""
+        if not self.sinks:
+            return
+        try:
+            final = self._snapshot(self.source.total(), final=True)
+        except Exception as err:  # a source that cannot report any more must not stop the shutdown
+            log.debug("final metrics unavailable: %s", err)
+            return
+        for sink in self.sinks:
+            try:
+                sink.on_metrics(final)
+            except Exception as err:  # a metrics display must never stop a run
+                log.debug("sink %s final on_metrics failed: %s", sink.name, err)
 
     async def _watch_signals(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(*_SIGNALS) as signals:

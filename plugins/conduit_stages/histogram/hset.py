@@ -38,7 +38,7 @@ class Axis:
     @property
     def label(self) -> str:
         unit = self.quantity.unit
-        return f"{self.quantity.name} ({unit})" if unit else self.quantity.name
+        return f"{self.quantity.title} ({unit})" if unit else self.quantity.title
 
     def index(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(bin index, inside-range mask) of each value; NaN and out-of-range values are outside."""

@@ -62,6 +62,22 @@ class Quantity:
     def is_track(self) -> bool:
         return self.level == "track"
 
+    @property
+    def title(self) -> str:
+        """How an axis names this quantity (``Bρ``, ``vertex z``); the name itself when it has no title."""
+        return TITLES.get(self.name, self.name)
+
+
+#: Axis titles of the quantities physicists read most (units are added from ``Quantity.unit``).
+TITLES = {
+    "brho": "Bρ", "sqrt_dEdx": "√(dE/dx)", "dEdx": "dE/dx", "dE": "dE", "polar": "polar angle θ",
+    "azimuthal": "azimuth φ", "vertex_x": "vertex x", "vertex_y": "vertex y", "vertex_z": "vertex z",
+    "center_x": "circle centre x", "center_y": "circle centre y", "center_z": "circle centre z",
+    "radius": "circle radius", "arclength": "path length", "n_points": "points per track", "fit_rms": "fit RMS",
+    "cluster_multiplicity": "clusters per event", "n_tracks": "tracks per event",
+    "cloud_points": "points per event", "n_traces": "traces per event",
+}
+
 
 def _estimate_quantities() -> dict[str, Quantity]:
     units = {

@@ -132,6 +132,8 @@ DEFAULT_HISTOGRAMS: tuple[HistogramSpec, ...] = (
     HistogramSpec(name="kinematics", x="polar", y="brho"),
     HistogramSpec(name="polar", x="polar"),
     HistogramSpec(name="vertex_z", x="vertex_z"),
+    HistogramSpec(name="beam_spot", x="vertex_x", x_range=(-30.0, 30.0), x_bins=120, y="vertex_y",
+                  y_range=(-30.0, 30.0), y_bins=120),
     HistogramSpec(name="cluster_multiplicity", x="cluster_multiplicity"),
 )
 
@@ -142,8 +144,8 @@ class HistogramParams(Params):
     histograms: list[HistogramSpec] = param([], "histograms to fill ([[stage.histograms]] tables)")
     gates: list[GateSpec] = param([], "gates ([[stage.gates]] tables)")
     defaults: bool = param(
-        True, "also make pid (sqrt_dEdx vs brho), kinematics (brho vs polar), polar, vertex_z and "
-              "cluster_multiplicity, unless a declared histogram has the same name"
+        True, "also make pid (sqrt_dEdx vs brho), kinematics (brho vs polar), polar, vertex_z, beam_spot "
+              "(vertex_y vs vertex_x, ±30 mm) and cluster_multiplicity, unless a declared histogram has the same name"
     )
     path: str = param(
         "out/histograms_run_{run:04d}.h5",

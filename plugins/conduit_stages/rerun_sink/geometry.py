@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from conduit.artifacts import INTEGRAL
+from conduit.artifacts import AMPLITUDE, PAD_ID
 from conduit.event import PAD, SAMPLES
+
+from .colors import colormap, label_colors
 
 __all__ = [
     "CHAMBER_RADIUS",
+    "SATURATION_ADC",
     "chamber_outline",
+    "turning_sense",
     "helix",
     "helices",
     "colormap",
     "pad_charges",
-    "strongest_traces",
+    "peak_heights",
+    "select_traces",
     "pad_outlines",
     "label_colors",
     "cloud_charge",
@@ -25,36 +30,8 @@ __all__ = [
 
 #: Radius of the drift cylinder (mm).
 CHAMBER_RADIUS = 275.0
-
-# Viridis-like stops (dark blue -> green -> yellow): readable on the viewer's dark background.
-_STOPS = np.array(
-    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64
-)
-
-
-def colormap(values: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
-    """RGB uint8 (N, 3) for ``values`` scaled linearly from ``low`` (default min) to ``high`` (default 99th pct)."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        return np.zeros((0, 3), dtype=np.uint8)
-    finite = values[np.isfinite(values)]
-    lo = float(finite.min()) if low is None and finite.size else (low or 0.0)
-    hi = float(np.percentile(finite, 99)) if high is None and finite.size else (high or 1.0)
-    if hi <= lo:
-        hi = lo + 1.0
-    t = np.clip((np.nan_to_num(values, nan=lo) - lo) / (hi - lo), 0.0, 1.0) * (len(_STOPS) - 1)
-    i = np.minimum(t.astype(np.int64), len(_STOPS) - 2)
-    f = (t - i)[:, None]
-    return np.round(_STOPS[i] * (1 - f) + _STOPS[i + 1] * f).astype(np.uint8)
-
-
-def label_colors(n: int) -> np.ndarray:
-    """``n`` well-separated RGB colours (golden-angle hues) for cluster labels (computed once per run)."""
-    import colorsys
-
-    rgb = [colorsys.hsv_to_rgb((k * 0.618033988749895) % 1.0, 0.75, 0.95) for k in range(n)]
-    return np.round(np.array(rgb, dtype=np.float64).reshape(-1, 3) * 255).astype(np.uint8)
-
+#: Largest value of the GET ADC (12 bits): a trace reaching it is saturated.
+SATURATION_ADC = 4095
 
 def chamber_outline(length: float, radius: float = CHAMBER_RADIUS, segments: int = 96) -> list[np.ndarray]:
     """Line strips (each (K, 3)) outlining the drift cylinder: two circles, 8 generatrices, the beam axis."""
@@ -66,6 +43,11 @@ def chamber_outline(length: float, radius: float = CHAMBER_RADIUS, segments: int
         strips.append(np.array([[x, y, 0.0], [x, y, length]]))
     strips.append(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, length]]))
     return strips
+
+
+def turning_sense(field: float) -> float:
+    """+1 when a positive particle's azimuth around its circle grows along its path (field >= 0), else -1."""
+    return 1.0 if field >= 0 else -1.0
 
 
 def helix(
@@ -82,14 +64,18 @@ def helix(
 ) -> np.ndarray:
     """(P, 3) points of the helix leaving ``vertex`` on the circle (``center``, ``radius``) at polar angle ``polar``.
 
-    A positive particle in a field along +z turns clockwise seen from +z
-    (F = q v x B), so the sense of rotation is ``-sign(field)``. z advances by
-    ``radius * cot(polar)`` per radian. The line stops at ``turns`` turns or
-    where it leaves the chamber (z outside [0, length] or r > chamber_radius).
+    The turning sense follows the project's field convention (the ``[detector]
+    magnetic_field`` doc, the simulator and ``estimate``): with a positive
+    field a positive particle turns counter-clockwise in the pad-plane x-y
+    frame as it moves, so the azimuth around the circle grows with the path
+    for ``field >= 0`` and falls for a negative field. z advances by
+    ``radius * cot(polar)`` per radian (forward tracks towards +z, backward
+    ones, polar > 90°, towards the window). The line stops at ``turns`` turns
+    or where it leaves the chamber (z outside [0, length] or r > chamber_radius).
     """
     cx, cy = center
     vx, vy, vz = vertex
-    sense = -1.0 if field >= 0 else 1.0
+    sense = turning_sense(field)
     a0 = np.arctan2(vy - cy, vx - cx)
     t = np.linspace(0.0, 2 * np.pi * turns, points)
     x = cx + radius * np.cos(a0 + sense * t)
@@ -132,19 +118,51 @@ def pad_charges(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return traces[:, PAD].astype(np.int64), amplitude.astype(np.float64)
 
 
-def strongest_traces(traces: np.ndarray, count: int, amplitude: np.ndarray | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """(pad ids, samples (k, 512)) of the ``count`` rows with the largest amplitude, strongest first.
+def peak_heights(traces: np.ndarray) -> np.ndarray:
+    """Peak above baseline per trace row (ADC), cheaply: the baseline is the median of every 32nd sample.
 
-    ``amplitude`` (from :func:`pad_charges`) avoids computing it twice.
+    A third of :func:`pad_charges`' cost; used where every event counts (occupancy), drawn or not.
     """
-    if amplitude is None:
-        _, amplitude = pad_charges(traces)
-    if count <= 0 or traces.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 512))
-    k = min(count, traces.shape[0])
-    order = np.argsort(-amplitude, kind="stable")[:k]
-    return traces[order, PAD].astype(np.int64), traces[order][:, SAMPLES].astype(np.float64)
+    if traces.shape[0] == 0:
+        return np.zeros(0)
+    samples = traces[:, SAMPLES]
+    return (samples.max(axis=1) - np.median(samples[:, ::32], axis=1)).astype(np.float64)
+
+
+def select_traces(traces: np.ndarray, amplitude: np.ndarray, how: str | list[int], count: int,
+                  cloud: np.ndarray | None = None, labels: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+    """(row indices of ``traces`` to draw, two short lines saying what they are).
+
+    ``how``: ``"strongest"`` (the ``count`` largest amplitudes among the
+    unsaturated traces: a saturated pulse is flat-topped and says little),
+    ``"cluster"`` (the strongest traces among the pads of the event's largest
+    cluster, from ``cloud``'s pad column and the cluster ``labels``; the
+    strongest unsaturated ones when the event has no cluster), or a list of
+    pad ids (drawn in that order, at most ``count``).
+    """
+    n = traces.shape[0]
+    if n == 0 or count <= 0:
+        return np.zeros(0, dtype=np.int64), ["no traces", ""]
+    saturated = traces[:, SAMPLES].max(axis=1) >= SATURATION_ADC
+    pads = traces[:, PAD].astype(np.int64)
+    if isinstance(how, (list, tuple)):
+        wanted = [int(p) for p in how][:count]
+        rows = [int(np.flatnonzero(pads == p)[0]) for p in wanted if np.any(pads == p)]
+        absent = [p for p in wanted if not np.any(pads == p)]
+        return np.asarray(rows, dtype=np.int64), [
+            "pads chosen in the pipeline", f"no trace: {', '.join(map(str, absent))}" if absent else ""]
+    if how == "cluster" and cloud is not None and labels is not None and len(labels) == len(cloud) and (
+            np.asarray(labels) >= 0).any():
+        labels = np.asarray(labels)
+        values, sizes = np.unique(labels[labels >= 0], return_counts=True)
+        biggest = int(values[np.argmax(sizes)])
+        cluster_pads = np.unique(cloud[labels == biggest, PAD_ID].astype(np.int64))
+        candidates = np.flatnonzero(np.isin(pads, cluster_pads))
+        order = candidates[np.argsort(-amplitude[candidates], kind="stable")][:count]
+        return order, [f"largest cluster ({biggest})", f"strongest {len(order)} of {len(cluster_pads)} pads"]
+    candidates = np.flatnonzero(~saturated)
+    order = candidates[np.argsort(-amplitude[candidates], kind="stable")][:count]
+    return order, ["strongest unsaturated", f"{int(saturated.sum())} saturated not shown" if saturated.any() else ""]
 
 
 def pad_outlines(vertices: np.ndarray) -> np.ndarray:
@@ -153,5 +171,5 @@ def pad_outlines(vertices: np.ndarray) -> np.ndarray:
 
 
 def cloud_charge(cloud: np.ndarray) -> np.ndarray:
-    """The charge used to colour points: the integral column (ADC·TB), as Spyral's later phases use."""
-    return cloud[:, INTEGRAL]
+    """The charge used to colour points: the peak amplitude above baseline (ADC), as on the pad plane."""
+    return cloud[:, AMPLITUDE]

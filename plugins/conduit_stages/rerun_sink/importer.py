@@ -59,8 +59,8 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--pipeline", type=Path, default=os.environ.get(PIPELINE_ENV) or None,
                         help=f"pipeline TOML to replay the file through (default: ${PIPELINE_ENV}, else built in)")
     parser.add_argument("--max-events", type=int, default=None, help="stop after this many events")
-    parser.add_argument("--max-display-rate", type=float, default=1e9,
-                        help="events drawn per second (default: every event)")
+    parser.add_argument("--max-display-rate", type=float, default=None,
+                        help="draw at most this many events per second (default: every event)")
     args, _unknown = parser.parse_known_args(argv)
     return args
 
@@ -129,8 +129,10 @@ def build_pipeline(args: argparse.Namespace, path: Path):
                   file=sys.stderr)
         pipeline = load_pipeline(path.parent / "rerun-importer-attpc.toml", text=default_pipeline_text(path, stages))
 
-    changes = {"mode": "stdout", "max_display_rate": args.max_display_rate,
-               "entity_prefix": args.entity_path_prefix or ""}
+    changes = {"mode": "stdout", "entity_prefix": args.entity_path_prefix or "",
+               "draw_every_event": args.max_display_rate is None}
+    if args.max_display_rate is not None:
+        changes["max_display_rate"] = args.max_display_rate
     application_id = args.application_id or args.opened_application_id
     recording_id = args.recording_id or args.opened_recording_id
     if application_id:

@@ -1,46 +1,58 @@
-"""The ``kinematics`` stage's curves in the viewer: line strips over polar angle (deg) vs B-rho (T·m).
+"""The ``kinematics`` stage's curves over the polar-angle vs B-rho histograms.
 
-Drawn once, as static data, at :data:`CURVES` (one child entity per curve),
-in the data coordinates of the polar-angle vs B-rho histogram (x = polar in
-degrees, y = B-rho in T·m), so that the view showing that histogram in data
-coordinates overlays them by including ``CURVES/**`` (a view of their own
-would be useless: 2-D views keep x and y at the same scale, and these axes
-differ by two orders of magnitude). Nothing is drawn when the pipeline has no
-``kinematics`` stage.
+Each listed state of the residual puts its ejectile on a curve of polar angle
+(deg) against B-rho at the vertex (T·m). :func:`curves_for` computes them once
+per run from the pipeline's ``kinematics`` stages; :func:`add_curves` draws them,
+labelled, inside the frame of every 2-D histogram whose x is a polar angle and
+whose y a B-rho (``kinematics``: Bρ vs θ by default), in that frame's data
+coordinates, so they sit on the data they describe. Points outside the
+histogram's range are left out rather than pinned to its edge.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CURVES", "log_curves"]
+from .plot2d import Figure, Frame, Lines, Texts
 
-#: Entity path of the curves (below the sink's prefix).
-CURVES = "/kinematics/curves"
+__all__ = ["curves_for", "add_curves", "overlays"]
+
+#: Quantities of the x and y axes a curve belongs on.
+POLAR_QUANTITIES = frozenset({"polar", "ejectile_polar"})
+BRHO_QUANTITIES = frozenset({"brho", "ejectile_brho"})
 _COLORS = ((250, 200, 60), (90, 200, 250), (240, 110, 200), (130, 230, 120), (250, 140, 70), (180, 160, 250))
 
 
-def log_curves(sink: Any) -> int:
-    """Log the curves of every ``kinematics`` stage of the pipeline as statics; return how many."""
-    stages = sink.context.stage_params("kinematics")
+def curves_for(context: Any) -> list:
+    """The curves of every ``kinematics`` stage of the pipeline (empty without one)."""
+    stages = context.stage_params("kinematics")
     if not stages:
-        return 0
+        return []
     from conduit_stages.kinematics.curves import kinematic_curves
 
-    curves = []
-    for params in stages:
-        curves += kinematic_curves(params, float(sink.context.detector.detector_length))
-    for i, curve in enumerate(curves):
-        strip = np.column_stack([curve.polar, curve.brho])
-        sink._static(f"{CURVES}/{_slug(curve.label)}",
-                     sink.rr.LineStrips2D([strip], radii=sink.rr.components.Radius.ui_points(1.5),
-                                          colors=_COLORS[i % len(_COLORS)], labels=curve.label))
-    return len(curves)
+    length = float(context.detector.detector_length)
+    return [curve for params in stages for curve in kinematic_curves(params, length)]
 
 
-def _slug(label: str) -> str:
-    """'11Be(0.32 MeV) p' -> '11Be_0.32_MeV_p': an entity path part."""
-    return re.sub(r"[^A-Za-z0-9.-]+", "_", label).strip("_")
+def overlays(view: Any) -> bool:
+    """True when the histogram ``view`` is polar angle (x) against B-rho (y): the curves belong on it."""
+    return (view.y is not None and view.x.quantity.name in POLAR_QUANTITIES
+            and view.y.quantity.name in BRHO_QUANTITIES)
+
+
+def add_curves(fig: Figure, frame: Frame, curves: list) -> None:
+    """Draw ``curves`` (polar deg, B-rho T·m) in ``frame``, each labelled above its highest point in range
+    (labels of neighbouring states, whose curves nearly coincide, are stacked rather than overprinted)."""
+    for k, curve in enumerate(curves):
+        inside = ((curve.polar >= frame.x.low) & (curve.polar <= frame.x.high)
+                  & (curve.brho >= frame.y.low) & (curve.brho <= frame.y.high))
+        if inside.sum() < 2:
+            continue
+        points = frame.points(curve.polar[inside], curve.brho[inside])
+        color = _COLORS[k % len(_COLORS)]
+        fig.add(f"curves/{k}", Lines([points], color=color, width=1.5, labels=[curve.label], draw_order=25.0))
+        top = points[np.argmin(points[:, 1])]
+        lift = (30.0 + 45.0 * k) * frame.width / 1000.0
+        fig.add(f"curves/{k}_label", Texts(np.array([[top[0] + 60.0, top[1] - lift]]), [curve.label], color=color))

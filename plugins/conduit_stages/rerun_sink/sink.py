@@ -5,11 +5,22 @@ overlaps them), and each method sets the timelines it needs immediately
 before logging, because Rerun's ``set_time`` is per thread and the engine may
 call a sink from different worker threads.
 
-Timelines: ``event`` (GET event id), ``daq_time`` (GET timestamp / 100 MHz,
-seconds), ``run_time`` (seconds since the sink opened; rates and the log).
-Event displays are throttled to ``max_display_rate``; histograms are refreshed
-every ``histogram_interval`` from the shared :class:`HistogramSet`, which
-counts every analysed event.
+Timelines: ``event`` (GET event id; the one the layout steps), ``daq_time``
+(GET timestamp / 100 MHz, seconds), ``run_time`` (seconds since the sink
+opened). What is drawn:
+
+* per event (:mod:`.eventview`): 3-D cloud and helices, pad plane, traces,
+  the track table. Live, drawing is throttled to ``max_display_rate``; an
+  event not drawn still leaves a header saying so and empties the per-event
+  panels, so no panel shows an older event as the current one. Recording a
+  file source to .rrd draws every event (``draw_every_event``).
+* per run, refreshed every ``histogram_interval``: histograms
+  (:mod:`.histview`), pad occupancy (:mod:`.occupancy`), CoBo/AsAd health
+  (:mod:`.health`), rates against wall-clock time (:mod:`.rates`); logged on
+  the ``event`` timeline at the newest event, so stepping back shows them as
+  they were then.
+* the log: conduit's messages (rate-limited, :mod:`.logbridge`) and the
+  end-of-run summary.
 """
 
 from __future__ import annotations
@@ -17,33 +28,35 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
+from conduit.event import PAD
 from conduit.stage import SinkStage
 
-from . import geometry, kinematic_curves
+from . import geometry
 from .blueprint import ENTITY, default_blueprint
+from .colors import ColorScale
+from .draw import log_figure
+from .eventview import GET_CLOCK_HZ, EventView, class_ids
+from .health import AsadHealth
+from .histview import histogram_figure
+from .kinematic_curves import curves_for
 from .logbridge import QueueHandler
+from .occupancy import DEAD_COLOR, UNSEEN_COLOR, Occupancy
 from .params import RerunParams
+from .plot2d import Figure, Texts, add_colorbar
+from .rates import RateHistory
 from .rrdfile import RrdFile
+from .server import ServerProcess, listening, local_host, public_host, start_server, start_web_viewer
 
-__all__ = ["RerunSink", "viewer_listening", "has_display"]
+__all__ = ["RerunSink", "viewer_listening", "has_display", "class_ids"]
 
-GET_CLOCK_HZ = 100e6  # GET timestamps count 100 MHz ticks
 #: Python logging level names -> Rerun TextLog levels.
 _TEXT_LOG_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR", "CRITICAL": "CRITICAL"}
-N_CLASSES = 64  # annotation classes: 0 = noise, k + 1 = cluster label k (mod 64)
-
-
-def _class_ids(labels: np.ndarray) -> np.ndarray:
-    """Annotation class of each cluster label: 0 for noise (-1), else label mod 63, plus one."""
-    labels = np.asarray(labels, dtype=np.int64)
-    return np.where(labels >= 0, labels % (N_CLASSES - 1) + 1, 0).astype(np.uint16)
 
 
 def has_display() -> bool:
@@ -54,16 +67,11 @@ def has_display() -> bool:
 def viewer_listening(url: str, timeout: float = 0.2) -> bool:
     """True when something accepts TCP connections at the URL's host and port."""
     parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 9876
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return listening(parts.hostname or "127.0.0.1", parts.port or 9876, timeout)
 
 
 class RerunSink(SinkStage):
-    """Live Rerun view: 3-D event display, pad plane, traces, histograms, rates and log."""
+    """Live Rerun view: 3-D event, pad plane, traces, track table, histograms, occupancy, health, rates and log."""
 
     name = "rerun"
     Params = RerunParams
@@ -81,16 +89,29 @@ class RerunSink(SinkStage):
         self.streams: list[Any] = []
         self.statics: list[tuple[str, Any]] = []
         self._outputs: list[str] = []
+        self.servers: list[ServerProcess] = []
         self.displayed = 0
         self.consumed = 0
         self.last_display = -math.inf
         self.last_event_id: int | None = None
-        self.last_histograms = -math.inf
+        self.shown: int | None = None  # the event the per-event panels show (the last one drawn)
+        self.marked = False  # a "not drawn" marker holds from an earlier event on
+        self.last_refresh = -math.inf
         self.hist_version: int | None = None
+        self.occupancy_version: int | None = None
         self.blueprint_sent_for: tuple | None = None
-        self.grpc_connected = p.mode != "connect"
+        self.grpc_connected = p.mode not in ("connect", "serve")
         self.last_probe = -math.inf
         self.prefix = p.entity_prefix.rstrip("/")
+        self.url = p.url
+        self.snapshot = None
+        self.every_event = p.draw_every_event if p.draw_every_event is not None else (
+            not self.context.live and (p.mode in ("save", "stdout") or p.tee))
+        self.view = EventView(rr, self.context, p)
+        pads = self.view.pads
+        self.occupancy = Occupancy(pads.n_pads, p.occupancy_threshold) if pads is not None else None
+        self.health = AsadHealth(self._expected_asads())
+        self.rates = RateHistory()
 
         if p.mode == "spawn" and not has_display():
             raise ValueError("mode 'spawn' needs a display (DISPLAY/WAYLAND_DISPLAY unset); use mode 'serve' and "
@@ -108,16 +129,7 @@ class RerunSink(SinkStage):
             self.streams.append(stream)
             self._outputs.append("stdout")
         elif p.mode == "serve":
-            stream = self._new_stream()
-            stream.set_sinks(rr.GrpcServerSink(bind_ip=p.bind, port=p.port, server_memory_limit=p.server_memory_limit))
-            host = "127.0.0.1" if p.bind in ("0.0.0.0", "::") else p.bind
-            url = f"rerun+http://{host}:{p.port}/proxy"
-            self.streams.append(stream)
-            self._outputs.append(url)
-            self.log.info("serving the live view at %s (open it with: rerun %s)", url, url)
-            if p.web_viewer:
-                rr.serve_web_viewer(web_port=p.web_port, open_browser=p.open_browser and has_display(), connect_to=url)
-                self._outputs.append(f"http://{host}:{p.web_port}/?url={url}")
+            self._open_server()
         elif p.mode == "spawn":
             stream = self._new_stream()
             stream.spawn(port=p.port, connect=True)
@@ -133,7 +145,7 @@ class RerunSink(SinkStage):
         self.handler = QueueHandler(p.log_level)
         logging.getLogger("conduit").addHandler(self.handler)
         self._log_statics()
-        kinematic_curves.log_curves(self)
+        self.curves = curves_for(self.context)
 
     def begin(self) -> None:
         if self.file is not None:
@@ -141,37 +153,48 @@ class RerunSink(SinkStage):
 
     def consume(self, event) -> None:
         self.consumed += 1
-        self.last_event_id = event.id
+        previous, self.last_event_id = self.last_event_id, event.id
         now = time.monotonic()
         self._maybe_connect(now)
         self._maybe_send_blueprint()
-        period = 1.0 / self.params.max_display_rate
-        due = now - self.last_display >= period
-        # Prefer analysed events; show a raw one only when no analysed event came for a while.
-        if due and (event.analysed or now - self.last_display >= 2 * period):
-            self.last_display = now
-            self.displayed += 1
-            self._display(event)
-        if now - self.last_histograms >= self.params.histogram_interval:
-            self._send_histograms(now)
+        if self.occupancy is not None:
+            self.occupancy.add(event.traces[:, PAD], geometry.peak_heights(event.traces))
+        self.health.add(event)
+        if self.streams:
+            # Latest-at: a marker holds for every later event until the next one is drawn, so it is logged
+            # once per stretch of events not drawn (cheap on a fast live run), never per event.
+            if previous is not None and event.id > previous + 1 and not self.marked:
+                self._set_times(event=previous + 1, run_time=now - self.started)
+                self._log_all(self.view.not_received(previous + 1, event.id - 1, self.run, self.shown))
+                self.marked = True
+            self._set_times(event=event.id, daq_seconds=event.timestamp / GET_CLOCK_HZ,
+                            run_time=now - self.started)
+            if self._due(event, now):
+                self.displayed += 1
+                self.shown = event.id
+                self.marked = False
+                self._log_all(self.view.draw(event, self.run))
+            elif not self.marked:
+                self._log_all(self.view.not_drawn(event, self.run, self._why_not_drawn(), self.shown))
+                self.marked = True
+        if self._refresh_due(now):
+            self._refresh(now)
         self._drain_log(now)
 
     def on_metrics(self, metrics) -> None:
         now = time.monotonic()
         self._maybe_connect(now)
         self._maybe_send_blueprint()
-        self._set_times(run_time=metrics.elapsed)
-        m = ENTITY["metrics"]
-        self._log(f"{m}/events_per_s/received", self.rr.Scalars(metrics.received_rate))
-        self._log(f"{m}/events_per_s/analysed", self.rr.Scalars(metrics.analysed_rate))
-        self._log(f"{m}/events_per_s/skipped", self.rr.Scalars(metrics.skipped_rate))
-        fraction = metrics.complete_fraction
-        if not math.isnan(fraction):
-            self._log(f"{m}/complete_fraction", self.rr.Scalars(fraction))
-        for stream, rate in sorted(metrics.byte_rates.items()):
-            self._log(f"{m}/bytes_per_s/{stream}", self.rr.Scalars(rate))
-        if now - self.last_histograms >= self.params.histogram_interval:
-            self._send_histograms(now)
+        self.snapshot = metrics
+        self.rates.add(metrics)
+        if metrics.final:
+            self._refresh(now)
+        elif self.every_event:
+            self._refresh_rates(now)  # run panels follow the event count; rates are wall-clock anyway
+        elif now - self.last_refresh >= self.params.histogram_interval:
+            self._refresh(now)
+        if metrics.final:
+            self.log.info("%s", self._summary_line(metrics))
         self._drain_log(now)
 
     def close(self) -> None:
@@ -183,14 +206,20 @@ class RerunSink(SinkStage):
         now = time.monotonic()
         try:
             self._maybe_send_blueprint()
-            self._send_histograms(now, force=True)
-            self._drain_log(now)
+            self._refresh(now, force=True)
+            self._drain_log(now, final=True)
         finally:
             for stream in self.streams:
                 if self.file is None or stream is not self.file.stream:
                     self._close_stream(stream)
             self.streams = []
             problem = self.file.close() if self.file is not None else None
+            for server in self.servers:
+                if not self.params.keep_server:
+                    server.stop()
+                elif server.pid is not None:
+                    self.log.info("the %s (pid %d) keeps running for viewers and the next run; stop it with: "
+                                  "kill %d", server.what, server.pid, server.pid)
         self.log.info("rerun: %d events drawn of %d received", self.displayed, self.consumed)
         if problem:
             raise OSError(problem)
@@ -199,6 +228,61 @@ class RerunSink(SinkStage):
         written = getattr(self, "file", None)
         files = [str(written.path)] if written is not None and written.complete else []
         return files + list(getattr(self, "_outputs", []))
+
+    # -- what is drawn when ----------------------------------------------------------------
+
+    def _due(self, event, now: float) -> bool:
+        """Draw this event? Every event when drawing is not throttled; else at most max_display_rate per second,
+        preferring analysed events (a raw one only when no analysed event came for two periods)."""
+        if self.every_event:
+            return True
+        period = 1.0 / self.params.max_display_rate
+        if now - self.last_display >= period and (event.analysed or now - self.last_display >= 2 * period):
+            self.last_display = now
+            return True
+        return False
+
+    def _refresh_due(self, now: float) -> bool:
+        """Refresh the run panels? Every ``refresh_events`` events when every event is drawn (a recording
+        then does not depend on the machine's speed), else every ``histogram_interval`` seconds."""
+        if self.every_event:  # early refreshes for short replays, then a steady pace
+            return self.consumed in (1, 2, 5, 10, 20) or self.consumed % self.params.refresh_events == 0
+        return now - self.last_refresh >= self.params.histogram_interval
+
+    def _why_not_drawn(self) -> str:
+        return f"drawing is limited to {self.params.max_display_rate:g} events/s on a live view"
+
+    def _expected_asads(self) -> tuple[tuple[int, int], ...]:
+        try:
+            return self.context.electronics_map.asads
+        except Exception:  # no map: only the AsAds seen in the data are listed
+            return ()
+
+    # -- server (mode serve) ----------------------------------------------------------------
+
+    def _open_server(self) -> None:
+        """Connect to a Rerun gRPC server on bind:port, starting one (see :mod:`.server`) if none listens."""
+        p = self.params
+        server = start_server(p.bind, p.port, p.server_memory_limit)
+        self.servers.append(server)
+        self.url = f"rerun+http://{local_host(p.bind)}:{p.port}/proxy"
+        shown = f"rerun+http://{public_host(p.bind)}:{p.port}/proxy"
+        self._try_connect()
+        if not self.grpc_connected:
+            raise RuntimeError(f"the Rerun gRPC server at {self.url} does not answer")
+        self._outputs.append(shown)
+        started = f"started (pid {server.pid})" if server.pid is not None else "already running"
+        self.log.info("serving the live view at %s, server %s (open it with: rerun %s)", shown, started, shown)
+        if p.web_viewer:
+            web = start_web_viewer(p.bind, p.web_port, shown)
+            self.servers.append(web)
+            page = f"http://{public_host(p.bind)}:{p.web_port}/?url={shown}"
+            self._outputs.append(page)
+            self.log.info("web viewer at %s", page)
+            if p.open_browser and has_display():
+                import webbrowser
+
+                webbrowser.open(page)
 
     # -- streams -------------------------------------------------------------------------
 
@@ -213,17 +297,18 @@ class RerunSink(SinkStage):
         buffers everything meanwhile.)
         """
         self.last_probe = time.monotonic()
-        if not viewer_listening(self.params.url):
+        if not viewer_listening(self.url):
             return
         stream = self._new_stream()
-        stream.connect_grpc(self.params.url)
+        stream.connect_grpc(self.url)
         self.streams.append(stream)
         self.grpc_connected = True
         self.blueprint_sent_for = None
-        self.hist_version = None  # send the histograms' full state again
-        for path, archetype in self.statics:
-            stream.log(path, archetype, static=True)
-        self.log.info("connected to the Rerun viewer at %s", self.params.url)
+        self.hist_version = None  # send the run panels' full state again
+        self.occupancy_version = None
+        for path, archetypes in self.statics:
+            stream.log(path, *archetypes, static=True)
+        self.log.info("connected to the Rerun viewer at %s", self.url)
 
     def _maybe_connect(self, now: float) -> None:
         if not self.grpc_connected and now - self.last_probe >= self.params.reconnect_interval:
@@ -250,42 +335,32 @@ class RerunSink(SinkStage):
             if event is None and self.last_event_id is not None:
                 stream.set_time("event", sequence=self.last_event_id)
 
-    def _log(self, path: str, archetype: Any) -> None:
+    def _log(self, path: str, *archetypes: Any) -> None:
         path = self.prefix + path if self.prefix else path
         for stream in self.streams:
-            stream.log(path, archetype)
+            stream.log(path, *archetypes)
 
-    def _static(self, path: str, archetype: Any) -> None:
+    def _log_all(self, items: list[tuple[str, Any]]) -> None:
+        """Log (path, archetype) and (path, [archetypes]) items, one row each."""
+        for path, archetypes in items:
+            self._log(path, *(archetypes if isinstance(archetypes, list) else [archetypes]))
+
+    def _static(self, path: str, archetypes: Any) -> None:
         path = (self.prefix + path if path != "/" else self.prefix or "/") if self.prefix else path
-        self.statics.append((path, archetype))
+        archetypes = archetypes if isinstance(archetypes, list) else [archetypes]
+        self.statics.append((path, archetypes))
         for stream in self.streams:
-            stream.log(path, archetype, static=True)
+            stream.log(path, *archetypes, static=True)
 
     # -- static content -----------------------------------------------------------------------
 
     def _log_statics(self) -> None:
-        rr = self.rr
-        length = float(self.context.detector.detector_length)
-        self._static("/", rr.ViewCoordinates.RIGHT_HAND_Z_UP)  # z along the beam, towards the pad plane
-        self._static(f"{ENTITY['detector']}/chamber",
-                     rr.LineStrips3D(geometry.chamber_outline(length), radii=0.4, colors=(110, 110, 120)))
-        colors = geometry.label_colors(N_CLASSES - 1)
-        infos = [rr.AnnotationInfo(id=0, label="noise", color=(130, 130, 130))]
-        infos += [rr.AnnotationInfo(id=k + 1, label=f"cluster {k}", color=tuple(int(c) for c in colors[k]))
-                  for k in range(N_CLASSES - 1)]
-        self._static(ENTITY["event"], rr.AnnotationContext(infos))
-        if self.params.pad_plane:
-            pads = self.context.pads
-            if pads.vertices is not None:
-                self._static(ENTITY["pad_outline"], rr.LineStrips2D(geometry.pad_outlines(pads.vertices), radii=0.08,
-                                                                    colors=(70, 70, 80), draw_order=0.0))
-            else:
-                self._static(ENTITY["pad_outline"], rr.Points2D(np.column_stack([pads.x, pads.y]), radii=0.5,
-                                                                colors=(70, 70, 80), draw_order=0.0))
-        m = ENTITY["metrics"]
-        for name, color in (("received", (90, 160, 255)), ("analysed", (80, 200, 120)), ("skipped", (240, 90, 80))):
-            self._static(f"{m}/events_per_s/{name}", rr.SeriesLines(colors=color, names=name))
-        self._static(f"{m}/complete_fraction", rr.SeriesLines(colors=(230, 200, 80), names="complete"))
+        for path, archetype in self.view.statics():
+            self._static(path, archetype)
+        if self.occupancy is not None:
+            pads = self.view.pads
+            self._static(f"{ENTITY['occupancy']}/pads", self.rr.Points2D(
+                self.view.pad_xy(np.arange(pads.n_pads)), radii=2.4 * pads.scale, draw_order=3.0))
 
     def _maybe_send_blueprint(self) -> None:
         """(Re)send the layout when the histogram list is first known (the histogram sink may open later)."""
@@ -295,88 +370,95 @@ class RerunSink(SinkStage):
         key = tuple((name, h.dimensions) for name, h in hset.histograms.items()) if hset is not None else ()
         if key == self.blueprint_sent_for or not self.streams:
             return
-        blueprint = default_blueprint(list(key), prefix=self.prefix)
+        titles = {name: _histogram_title(h) for name, h in hset.histograms.items()} if hset is not None else {}
+        blueprint = default_blueprint(list(key), prefix=self.prefix, titles=titles,
+                                      pad_plane=self.occupancy is not None)
         for stream in self.streams:
             stream.send_blueprint(blueprint)
         self.blueprint_sent_for = key
 
-    # -- per event ---------------------------------------------------------------------------
+    # -- run panels ------------------------------------------------------------------------------
 
-    def _display(self, event) -> None:
-        rr = self.rr
+    def _refresh(self, now: float, force: bool = False) -> None:
+        """Histograms, occupancy, health and rates, as of the newest event."""
+        self.last_refresh = now
         if not self.streams:
             return
-        self._set_times(event=event.id, daq_seconds=event.timestamp / GET_CLOCK_HZ,
-                        run_time=time.monotonic() - self.started)
-        self._log(ENTITY["event"], rr.Clear(recursive=True))
-        self._log(ENTITY["pad_hits"], rr.Clear(recursive=True))
-        self._log(ENTITY["traces"], rr.Clear(recursive=True))
-        cloud = event.get("cloud")
-        if cloud is not None and len(cloud):
-            xyz = cloud[:, :3]
-            charge = geometry.cloud_charge(cloud)
-            self._log(ENTITY["cloud"], rr.Points3D(xyz, radii=1.5, colors=geometry.colormap(charge, low=0.0)))
-            clusters = event.get("clusters")
-            if clusters is not None and len(clusters.labels) == len(cloud):
-                class_ids = _class_ids(clusters.labels)
-                self._log(ENTITY["clusters"], rr.Points3D(xyz, radii=1.5, class_ids=class_ids))
-        estimates = event.get("estimates")
-        if estimates is not None and len(estimates):
-            field = float(self.context.detector.magnetic_field)
-            length = float(self.context.detector.detector_length)
-            strips = geometry.helices(estimates, field, length, self.params.helix_points)
-            class_ids = _class_ids(np.asarray(estimates["cluster_label"]))
-            labels = [f"Bρ {r['brho']:.3f} T·m, θ {math.degrees(r['polar']):.1f}°, √(dE/dx) {r['sqrt_dEdx']:.1f}"
-                      for r in estimates]
-            self._log(ENTITY["tracks"], rr.LineStrips3D(strips, radii=1.0, class_ids=class_ids, labels=labels))
-            vertices = np.column_stack([estimates["vertex_x"], estimates["vertex_y"], estimates["vertex_z"]])
-            self._log(ENTITY["vertices"], rr.Points3D(vertices, radii=4.0, class_ids=class_ids))
-        traces = event.traces
-        if not traces.shape[0]:
-            return
-        ids, amplitude = geometry.pad_charges(traces)
-        if self.params.pad_plane:
-            pads = self.context.pads
-            ok = (ids >= 0) & (ids < pads.n_pads)
-            if ok.any():
-                xy = np.column_stack([pads.x[ids[ok]], pads.y[ids[ok]]])
-                self._log(ENTITY["pad_hits"], rr.Points2D(xy, radii=2.6 * pads.scale[ids[ok]],
-                                                          colors=geometry.colormap(amplitude[ok], low=0.0),
-                                                          draw_order=1.0))
-        if self.params.strongest_traces:
-            pad_ids, samples = geometry.strongest_traces(traces, self.params.strongest_traces, amplitude)
-            buckets = np.arange(samples.shape[1], dtype=np.float64)
-            strips = [np.column_stack([buckets, s]) for s in samples]
-            self._log(ENTITY["strongest"], rr.LineStrips2D(strips, radii=0.6, colors=geometry.label_colors(len(strips)),
-                                                           labels=[f"pad {p}" for p in pad_ids]))
+        self._set_times(run_time=now - self.started)
+        self._send_histograms(force)
+        self._send_occupancy(force)
+        self._log(ENTITY["health"], self.rr.TextDocument(self.health.markdown(self.snapshot),
+                                                         media_type="text/markdown"))
+        self._refresh_rates(now)
 
-    def _send_histograms(self, now: float, force: bool = False) -> None:
+    def _refresh_rates(self, now: float) -> None:
+        if not self.streams or not len(self.rates):
+            return
+        self._set_times(run_time=now - self.started)
+        log_figure(self._log, self.rr, ENTITY["rates"], self.rates.figure())
+
+    def _send_histograms(self, force: bool) -> None:
         from conduit_stages.histogram.sink import SHARED_KEY
 
-        self.last_histograms = now
         hset = self.context.shared.get(SHARED_KEY)
-        if hset is None or not self.streams:
-            return
-        if not force and hset.version == self.hist_version:
+        if hset is None or (not force and hset.version == self.hist_version):
             return
         self.hist_version = hset.version
-        rr = self.rr
-        self._set_times(run_time=now - self.started)
+        with hset.lock:
+            gates = list(hset.gates.values())
         for view in hset.snapshot():
-            path = f"{ENTITY['histograms']}/{view.name}"
-            if view.y is None:
-                edges = view.x.edges
-                centres = 0.5 * (edges[1:] + edges[:-1])
-                self._log(path, rr.BarChart(view.counts, abscissa=centres))
-            else:
-                # Rows = y from high (top) to low, columns = x: reads like the usual 2-D plot.
-                image = view.counts.T[::-1]
-                self._log(path, rr.Tensor(np.ascontiguousarray(image), dim_names=[view.y.label, view.x.label]))
+            figure = histogram_figure(view, gates, self.curves)
+            log_figure(self._log, self.rr, f"{ENTITY['histograms']}/{view.name}", figure)
 
-    def _drain_log(self, now: float) -> None:
-        records = self.handler.drain()
+    def _send_occupancy(self, force: bool) -> None:
+        occupancy = self.occupancy
+        if occupancy is None or (not force and occupancy.version == self.occupancy_version):
+            return
+        self.occupancy_version = occupancy.version
+        pads = self.view.pads
+        scale = ColorScale(1.0, max(float(occupancy.hits.max(initial=0)), 2.0), log=True)
+        colors = scale.colors(occupancy.hits)
+        colors[occupancy.hits == 0] = UNSEEN_COLOR
+        dead = occupancy.dead()
+        colors[dead] = DEAD_COLOR
+        hot = occupancy.hot(pads.radius)
+        root = ENTITY["occupancy"]
+        self._log(f"{root}/pads", self.rr.Points2D.from_fields(colors=colors))
+        self._log(f"{root}/hot", self.rr.Points2D(self.view.pad_xy(hot), radii=4.5 * pads.scale[hot],
+                                                  colors=(255, 255, 255), draw_order=2.5))
+        fig = Figure()
+        add_colorbar(fig, self.view.frame, scale, "events with a hit")
+        del fig.parts["colorbar/image"]  # the gradient is the pad plane's (static)
+        line = (f"{occupancy.events} events · {len(dead)} dead pads (never hit, red) · {len(hot)} hot pads "
+                f"(> {occupancy.hot_fraction:.0%} of events, white ring)" if occupancy.events >= occupancy.min_events
+                else f"{occupancy.events} events (dead and hot pads are counted after {occupancy.min_events})")
+        fig.add("info", Texts(np.array([[0.0, self.view.frame.top - 28.0]]), [line]))
+        log_figure(self._log, self.rr, root, fig)
+
+    def _summary_line(self, m) -> str:
+        """The end-of-run summary for the log view."""
+        rate = m.received / m.elapsed if m.elapsed > 0 else 0.0
+        counters = m.source_counters
+        problems = [f"{k.replace('_', ' ')} {v}" for k, v in counters.items()
+                    if v and ("bad" in k or "late" in k or "duplicate" in k or "dropped" in k or "errors" in k)
+                    and not k.startswith("cobo")]
+        return (f"end of run {self.run}: {m.received} events received ({m.complete} complete, {m.incomplete} "
+                f"incomplete), {m.analysed} analysed, {m.skipped} skipped (analysis behind), {m.dropped} dropped "
+                f"(queue full), {m.failed} stage failures; {self.displayed} drawn; {m.elapsed:.1f} s, "
+                f"{rate:.1f} events/s" + ("; " + ", ".join(problems) if problems else "; no bad, late or "
+                                          "duplicate frames"))
+
+    def _drain_log(self, now: float, final: bool = False) -> None:
+        records = self.handler.drain(final=final)
         if not records or not self.streams:
             return
         self._set_times(run_time=now - self.started)
         for level, text in records:
             self._log(ENTITY["log"], self.rr.TextLog(text, level=_TEXT_LOG_LEVELS.get(level, "INFO")))
+
+
+def _histogram_title(h) -> str:
+    """'pid · √(dE/dx) vs Bρ' (2-D) or 'vertex_z · vertex z' (1-D), plus the gate."""
+    what = h.x.quantity.title if h.y is None else f"{h.y.quantity.title} vs {h.x.quantity.title}"
+    gate = f" [gate {h.gate}]" if h.gate else ""
+    return f"{h.name} · {what}{gate}"

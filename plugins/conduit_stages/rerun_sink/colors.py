@@ -1,0 +1,89 @@
+"""Colour scales of the view (numpy only): one ramp for charge, amplitude and counts, readable on a dark background.
+
+The ramp runs blue -> cyan -> green -> yellow -> red. Its low end is a clear
+blue, not the near-black of viridis, so that the weakest hit, the lowest
+charge and a single count stay visible on the viewer's dark background.
+"""
+
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+
+__all__ = ["RAMP", "BACKGROUND", "ramp", "colormap", "count_colors", "label_colors", "ColorScale"]
+
+#: Stops of the ramp (RGB), evenly spaced from 0 to 1.
+RAMP = np.array(
+    [[60, 90, 235], [30, 160, 240], [40, 205, 150], [165, 222, 50], [250, 190, 40], [240, 70, 45]],
+    dtype=np.float64,
+)
+#: Background of the plot views; empty histogram bins take this colour.
+BACKGROUND = (20, 20, 24)
+
+
+def ramp(t: np.ndarray) -> np.ndarray:
+    """RGB uint8 (N, 3) of the ramp at positions ``t`` in [0, 1] (clipped; NaN -> 0)."""
+    t = np.clip(np.nan_to_num(np.asarray(t, dtype=np.float64), nan=0.0), 0.0, 1.0) * (len(RAMP) - 1)
+    i = np.minimum(t.astype(np.int64), len(RAMP) - 2)
+    f = (t - i)[..., None]
+    return np.round(RAMP[i] * (1 - f) + RAMP[i + 1] * f).astype(np.uint8)
+
+
+class ColorScale:
+    """A linear or logarithmic mapping from values to the ramp, with its range (what a colour bar shows)."""
+
+    def __init__(self, low: float, high: float, log: bool = False):
+        if log:
+            low = max(low, 1.0)
+        if not high > low:
+            high = low + 1.0
+        self.low, self.high, self.log = float(low), float(high), bool(log)
+
+    def position(self, values: np.ndarray) -> np.ndarray:
+        """Where ``values`` fall on the ramp, 0..1 (clipped)."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.log:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.log(np.maximum(values, self.low) / self.low) / np.log(self.high / self.low)
+        else:
+            t = (values - self.low) / (self.high - self.low)
+        return np.clip(np.nan_to_num(t, nan=0.0), 0.0, 1.0)
+
+    def colors(self, values: np.ndarray) -> np.ndarray:
+        return ramp(self.position(values))
+
+    @classmethod
+    def for_values(cls, values: np.ndarray, low: float | None = 0.0, percentile: float = 99.0) -> ColorScale:
+        """Linear scale from ``low`` (default 0; None = the minimum) to the ``percentile`` of ``values``."""
+        finite = np.asarray(values, dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        if not finite.size:
+            return cls(0.0, 1.0)
+        lo = float(finite.min()) if low is None else low
+        return cls(lo, float(np.percentile(finite, percentile)))
+
+
+def colormap(values: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
+    """RGB uint8 (N, 3) for ``values`` scaled linearly from ``low`` (default min) to ``high`` (default 99th pct)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return np.zeros((0, 3), dtype=np.uint8)
+    finite = values[np.isfinite(values)]
+    lo = float(finite.min()) if low is None and finite.size else (low or 0.0)
+    hi = float(np.percentile(finite, 99)) if high is None and finite.size else (high or 1.0)
+    return ColorScale(lo, hi).colors(values)
+
+
+def count_colors(counts: np.ndarray, scale: ColorScale) -> np.ndarray:
+    """RGB uint8 (..., 3) for histogram counts: empty bins take the background colour, others the ramp."""
+    counts = np.asarray(counts)
+    rgb = scale.colors(counts.reshape(-1)).reshape(*counts.shape, 3)
+    rgb[counts <= 0] = BACKGROUND
+    return rgb
+
+
+def label_colors(n: int) -> np.ndarray:
+    """``n`` well-separated RGB colours (golden-angle hues) for cluster labels and trace lines."""
+    rgb = [colorsys.hsv_to_rgb((k * 0.618033988749895) % 1.0, 0.70, 0.98) for k in range(n)]
+    return np.round(np.array(rgb, dtype=np.float64).reshape(-1, 3) * 255).astype(np.uint8)

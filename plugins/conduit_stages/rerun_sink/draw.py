@@ -1,0 +1,81 @@
+"""Turns the numpy-only primitives of :mod:`.plot2d` into Rerun 0.41 archetypes.
+
+Radii given as negative numbers are in UI points (constant on screen whatever
+the zoom), which keeps lines and text anchors the same size in a small grid
+cell and a maximized view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .plot2d import Figure, Lines, Picture, Texts
+
+__all__ = ["figure_archetypes", "log_figure", "compact"]
+
+
+def compact(figure: Figure) -> Figure:
+    """The same drawing in as few parts as possible: all lines in one part (in the order they were added,
+    at the highest draw order), texts in one part per kind. Fewer parts, fewer log calls.
+
+    Used for what is redrawn with every event; the run panels keep their named parts.
+    """
+    lines = [p for p in figure.parts.values() if isinstance(p, Lines)]
+    texts: dict[bool, list[Texts]] = {}
+    out = Figure()
+    for name, part in figure.parts.items():
+        if isinstance(part, Texts):
+            texts.setdefault(part.hover_only, []).append(part)
+        elif not isinstance(part, Lines):
+            out.add(name, part)
+    if lines:
+        strips, colors, widths = [], [], []
+        for part in lines:
+            strips += part.strips
+            colors += [_rgb(part.color, i) for i in range(len(part.strips))]
+            widths += list(np.broadcast_to(np.asarray(part.width, dtype=np.float32), (len(part.strips),)))
+        out.add("lines", Lines(strips, np.array(colors, dtype=np.uint8).reshape(-1, 3),
+                               np.asarray(widths, dtype=np.float32), None, max(p.draw_order for p in lines)))
+    for hover, group in sorted(texts.items()):
+        positions = np.vstack([np.asarray(p.positions, dtype=np.float64).reshape(-1, 2) for p in group])
+        colors = [_rgb(p.color, i) for p in group for i in range(len(p.labels))]
+        out.add("hover" if hover else "texts", Texts(positions, [t for p in group for t in p.labels],
+                                                     np.array(colors, dtype=np.uint8).reshape(-1, 3), hover,
+                                                     group[0].radius, max(p.draw_order for p in group)))
+    return out
+
+
+def _rgb(color, i: int) -> tuple[int, int, int]:
+    """The colour of item ``i`` of a part whose colour is one RGB triple or one row per item."""
+    array = np.asarray(color)
+    row = array if array.ndim == 1 else array[i]
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def _archetypes(rr: Any, part: Lines | Texts | Picture) -> list[Any]:
+    if isinstance(part, Lines):
+        radii = -0.5 * np.asarray(part.width, dtype=np.float32)
+        return [rr.LineStrips2D([np.asarray(s, dtype=np.float32) for s in part.strips], radii=radii,
+                                colors=part.color, labels=part.labels, show_labels=False,
+                                draw_order=part.draw_order)]
+    if isinstance(part, Texts):
+        return [rr.Points2D(np.asarray(part.positions, dtype=np.float32).reshape(-1, 2), radii=-part.radius,
+                            colors=part.color, labels=part.labels, show_labels=not part.hover_only,
+                            draw_order=part.draw_order)]
+    h, w = part.rgb.shape[:2]
+    return [rr.Image(part.rgb, draw_order=part.draw_order),
+            rr.Transform3D(translation=[part.left, part.top, 0.0], scale=[part.width / w, part.height / h, 1.0])]
+
+
+def figure_archetypes(rr: Any, path: str, figure: Figure) -> list[tuple[str, list[Any]]]:
+    """(entity path, archetypes) for every part of ``figure`` under ``path``."""
+    return [(f"{path}/{name}", _archetypes(rr, part)) for name, part in figure.parts.items()]
+
+
+def log_figure(log: Callable[..., None], rr: Any, path: str, figure: Figure) -> None:
+    """Log every part of ``figure`` under ``path`` through ``log(entity, *archetypes)`` (one row per part)."""
+    for entity, archetypes in figure_archetypes(rr, path, figure):
+        log(entity, *archetypes)

@@ -1,0 +1,292 @@
+"""What the view draws for one event: 3-D point cloud and tracks, pad plane, traces, and the track table.
+
+Everything of one event lives under :data:`EVENT_ROOT`, so one recursive
+``Clear`` there empties every per-event panel: an event that is not drawn (the
+live display is throttled) is logged as that clear plus a header saying so,
+and a panel never shows an older event as if it were the current one.
+
+Orientation: the 3-D view's default camera looks from the -y side, above the
+pad plane (z = detector length), with z up; on screen x runs to the right and
++y away from the viewer. The pad-plane panels draw the plane as seen from +z:
+x to the right, y **up**. Rerun's 2-D views draw y downwards, so pad-plane
+positions are logged with y negated (:meth:`EventView.pad_xy`); hover labels
+give the true coordinates.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from conduit.artifacts import Direction
+from conduit.event import AGET, ASAD, CHANNEL, COBO, SAMPLES
+
+from . import geometry
+from .colors import ColorScale, label_colors
+from .plot2d import Axis, Figure, Frame, Texts, add_axes, add_colorbar, add_series, format_ticks, nice_ticks
+from .draw import compact, figure_archetypes
+
+__all__ = ["EventView", "EVENT_ROOT", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
+
+EVENT_ROOT = "/event"
+GET_CLOCK_HZ = 100e6  # GET timestamps count 100 MHz ticks
+N_CLASSES = 64  # annotation classes: 0 = noise, k + 1 = cluster label k (mod 63)
+#: Half width of the square the pad-plane panels show (mm).
+PLANE_HALF_WIDTH = 280.0
+NOISE_COLOR = (120, 120, 130)
+_DIRECTIONS = {Direction.FORWARD: "forward", Direction.BACKWARD: "backward", Direction.NONE: "-"}
+
+
+def class_ids(labels: np.ndarray) -> np.ndarray:
+    """Annotation class of each cluster label: 0 for noise (-1), else label mod 63, plus one."""
+    labels = np.asarray(labels, dtype=np.int64)
+    return np.where(labels >= 0, labels % (N_CLASSES - 1) + 1, 0).astype(np.uint16)
+
+
+def pad_frame() -> Frame:
+    """The frame of the pad-plane panels: mm on both axes, y up."""
+    w = PLANE_HALF_WIDTH
+    return Frame(Axis(-w, w, "x (mm)", ticks=(-200, -100, 0, 100, 200)),
+                 Axis(-w, w, "y (mm)", ticks=(-200, -100, 0, 100, 200)), left=-w, top=-w, width=2 * w, height=2 * w)
+
+
+class EventView:
+    """Builds the (entity path, archetype or list of archetypes) pairs of one event's panels."""
+
+    def __init__(self, rr: Any, context, params, prefix: str = ""):
+        self.rr = rr
+        self.context = context
+        self.params = params
+        self.length = float(context.detector.detector_length)
+        self.field = float(context.detector.magnetic_field)
+        self.frame = pad_frame()
+        self.pads = context.pads if params.pad_plane else None
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def pad_xy(self, ids: np.ndarray) -> np.ndarray:
+        """(N, 2) positions of pads in the pad-plane panels (x, -y: y up on screen)."""
+        return self.frame.points(self.pads.x[ids], self.pads.y[ids])
+
+    def statics(self) -> list[tuple[str, Any]]:
+        """The chamber, the axes of both frames, the cluster classes and the pad outline (logged once)."""
+        rr = self.rr
+        out: list[tuple[str, Any]] = [
+            ("/", rr.ViewCoordinates.RIGHT_HAND_Z_UP),  # z along the beam, towards the pad plane
+            ("/detector/chamber", rr.LineStrips3D(geometry.chamber_outline(self.length), radii=-0.6,
+                                                  colors=(110, 110, 125))),
+            ("/detector/axes", rr.Arrows3D(origins=[[0, 0, 0]] * 3, vectors=[[150, 0, 0], [0, 150, 0], [0, 0, 150]],
+                                           colors=[(230, 80, 80), (80, 210, 80), (90, 140, 255)],
+                                           labels=["x", "y", "z (beam)"], radii=-1.0)),
+        ]
+        colors = label_colors(N_CLASSES - 1)
+        infos = [rr.AnnotationInfo(id=0, label="noise", color=NOISE_COLOR)]
+        infos += [rr.AnnotationInfo(id=k + 1, label=f"cluster {k}", color=tuple(int(c) for c in colors[k]))
+                  for k in range(N_CLASSES - 1)]
+        out.append((EVENT_ROOT, rr.AnnotationContext(infos)))
+        if self.pads is not None:
+            if self.pads.vertices is not None:
+                v = self.pads.vertices
+                flat = self.frame.points(v[..., 0].reshape(-1), v[..., 1].reshape(-1)).reshape(v.shape)
+                outline = rr.LineStrips2D(geometry.pad_outlines(flat), radii=-0.3, colors=(48, 48, 58),
+                                          draw_order=1.0)
+            else:
+                outline = rr.Points2D(self.pad_xy(np.arange(self.pads.n_pads)), radii=-1.0, colors=(48, 48, 58),
+                                      draw_order=1.0)
+            out.append(("/padplane/outline", outline))
+            axes = Figure()
+            add_axes(axes, self.frame, grid=False)
+            add_colorbar(axes, self.frame, ColorScale(0.0, 1.0), "")
+            axes.parts = {k: v for k, v in axes.parts.items() if not k.startswith("colorbar/") or k.endswith("image")}
+            out += figure_archetypes(rr, "/padplane", axes)  # the colour bar's gradient; its numbers come per view
+        return out
+
+    # -- one event ---------------------------------------------------------------------------
+
+    def header(self, event, run: int, note: str = "") -> str:
+        """Markdown: run, event, GET time, completeness, tracks, and the track table."""
+        estimates = event.get("estimates")
+        n_tracks = 0 if estimates is None else len(estimates)
+        cloud = event.get("cloud")
+        state = "complete" if event.complete else f"incomplete: {len(event.missing)} AsAd(s) missing"
+        parts = [f"**Run {run} · event {event.id}**", f"GET time {event.timestamp / GET_CLOCK_HZ:.6f} s", state,
+                 f"{event.n_traces} traces"]
+        if cloud is not None:
+            parts.append(f"{len(cloud)} points")
+        parts.append(f"{n_tracks} track{'s' if n_tracks != 1 else ''}" if estimates is not None else "not analysed")
+        lines = [" · ".join(parts)]
+        if note:
+            lines += ["", note]
+        if estimates is not None and n_tracks:
+            lines += ["", "| track | cluster | θ (°) | Bρ (T·m) | √(dE/dx) | dE/dx (ADC·TB/mm) | vertex x, y, z (mm) "
+                          "| direction | points |", "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+            for k, r in enumerate(estimates):
+                lines.append(
+                    f"| #{k} | {int(r['cluster_label'])} | {math.degrees(float(r['polar'])):.1f} "
+                    f"| {float(r['brho']):.3f} "
+                    f"| {float(r['sqrt_dEdx']):.1f} | {float(r['dEdx']):.0f} "
+                    f"| {float(r['vertex_x']):.1f}, {float(r['vertex_y']):.1f}, {float(r['vertex_z']):.1f} "
+                    f"| {_DIRECTIONS.get(int(r['direction']), str(int(r['direction'])))} | {int(r['n_points'])} |")
+        return "\n".join(lines)
+
+    def captions(self, text: str) -> list[tuple[str, Any]]:
+        """The one-line caption every per-event panel carries: which event the panel shows."""
+        rr = self.rr
+        color = (230, 230, 230)
+        pad_top = self.frame.top - 0.6 * 88.0 * self.frame.width / 1000.0
+        return [(f"{EVENT_ROOT}/caption", rr.Points3D([[0.0, 0.0, self.length + 80.0]], radii=-0.5, labels=[text],
+                                                      colors=color, show_labels=True)),
+                (f"{EVENT_ROOT}/pads/caption", rr.Points2D([[0.0, pad_top]], radii=-0.5, labels=[text], colors=color,
+                                                           show_labels=True, draw_order=40.0)),
+                (f"{EVENT_ROOT}/traces/caption", rr.Points2D([[700.0, -88.0]], radii=-0.5, labels=[text],
+                                                             colors=color, show_labels=True, draw_order=40.0))]
+
+    def not_drawn(self, event, run: int, reason: str, shown: int | None) -> list[tuple[str, Any]]:
+        """Logged at the first event of a stretch that is not drawn; it holds until the next drawn event.
+
+        The panels keep the last drawn event (``shown``) and every caption says so.
+        """
+        rr = self.rr
+        where = f"the panels show event {shown}" if shown is not None else "no event drawn yet"
+        text = (f"**Run {run} · events from {event.id} on**\n\n*Not drawn: {reason}; {where}. The next drawn "
+                f"event replaces this note.*")
+        out: list[tuple[str, Any]] = [] if shown is not None else [(EVENT_ROOT, rr.Clear(recursive=True))]
+        out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(text, media_type="text/markdown")))
+        caption = f"events from {event.id} not drawn" + (f" · showing event {shown}" if shown is not None else "")
+        return out + self.captions(caption)
+
+    def not_received(self, first: int, last: int, run: int, shown: int | None) -> list[tuple[str, Any]]:
+        """Logged at event ``first`` when events ``first``..``last`` never reached the view (captions say so)."""
+        rr = self.rr
+        span = f"event {first}" if first == last else f"events {first} to {last}"
+        text = (f"**Run {run} · {span}**\n\n*Not received by the view: dropped before the view (live source "
+                f"or view behind; see the summary) or absent from the source"
+                + (f"; the panels show event {shown}.*" if shown is not None else ".*"))
+        out: list[tuple[str, Any]] = [] if shown is not None else [(EVENT_ROOT, rr.Clear(recursive=True))]
+        out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(text, media_type="text/markdown")))
+        return out + self.captions(f"{span} not received" + (f" · showing event {shown}" if shown is not None else ""))
+
+    def draw(self, event, run: int, charges: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple[str, Any]]:
+        """Everything drawn for one event (starting with a recursive clear of the previous one).
+
+        ``charges`` is :func:`.geometry.pad_charges` of the event's traces when already computed.
+        """
+        rr = self.rr
+        out: list[tuple[str, Any]] = [(EVENT_ROOT, rr.Clear(recursive=True))]
+        traces = event.traces
+        ids, amplitude = charges if charges is not None else geometry.pad_charges(traces)
+        cloud = event.get("cloud")
+        clusters = event.get("clusters")
+        estimates = event.get("estimates")
+        scale = ColorScale.for_values(amplitude if len(amplitude) else np.zeros(1))
+        labels = None
+        if cloud is not None and clusters is not None and len(clusters.labels) == len(cloud):
+            labels = np.asarray(clusters.labels)
+        n_tracks = 0 if estimates is None else len(estimates)
+        out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(self.header(event, run), media_type="text/markdown")))
+        out += self.captions(f"run {run} · event {event.id} · t = {event.timestamp / GET_CLOCK_HZ:.6f} s · "
+                             f"{n_tracks} track{'s' if n_tracks != 1 else ''}")
+        if cloud is not None and len(cloud):
+            out += self._cloud(cloud, labels, scale)
+        if estimates is not None and n_tracks:
+            out += self._tracks(estimates)
+        out += self._colorbar3d(scale)
+        if self.pads is not None and traces.shape[0]:
+            out += self._pad_hits(ids, amplitude, scale)
+        if self.params.traces and traces.shape[0]:
+            out += self._traces(traces, amplitude, cloud, labels)
+        return out
+
+    def _cloud(self, cloud: np.ndarray, labels: np.ndarray | None, scale: ColorScale) -> list[tuple[str, Any]]:
+        rr = self.rr
+        xyz = cloud[:, :3]
+        charge = geometry.cloud_charge(cloud)
+        out = []
+        if labels is None:
+            out.append((f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=-2.0, colors=scale.colors(charge))))
+            return out
+        noise = labels < 0
+        colors = scale.colors(charge)
+        colors[noise] = NOISE_COLOR  # noise (no cluster) is grey and small, whatever its charge
+        out.append((f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=np.where(noise, -1.2, -2.0), colors=colors)))
+        out.append((f"{EVENT_ROOT}/clusters", rr.Points3D(xyz, radii=-2.0, class_ids=class_ids(labels))))
+        return out
+
+    def _tracks(self, estimates: np.ndarray) -> list[tuple[str, Any]]:
+        rr = self.rr
+        strips = geometry.helices(estimates, self.field, self.length, self.params.helix_points)
+        classes = class_ids(np.asarray(estimates["cluster_label"]))
+        vertices = np.column_stack([estimates["vertex_x"], estimates["vertex_y"], estimates["vertex_z"]])
+        ends = np.array([s[-1] if len(s) else v for s, v in zip(strips, vertices)])
+        return [
+            (f"{EVENT_ROOT}/tracks", rr.LineStrips3D(strips, radii=-1.5, class_ids=classes, show_labels=False)),
+            (f"{EVENT_ROOT}/vertices", rr.Points3D(vertices, radii=-4.0, class_ids=classes, show_labels=False)),
+            (f"{EVENT_ROOT}/track_ids", rr.Points3D(ends, radii=-0.5, class_ids=classes, show_labels=True,
+                                                    labels=[f"#{k}" for k in range(len(estimates))])),
+        ]
+
+    def _colorbar3d(self, scale: ColorScale) -> list[tuple[str, Any]]:
+        """A vertical colour bar beside the chamber (x = radius + 70 mm, along z) with ADC ticks."""
+        rr = self.rr
+        x = geometry.CHAMBER_RADIUS + 70.0
+        z = (np.arange(100) + 0.5) * (self.length / 100)
+        bar = np.column_stack([np.full(100, x), np.zeros(100), z])
+        colors = scale.colors(scale.low + (scale.high - scale.low) * z / self.length)
+        ticks = nice_ticks(scale.low, scale.high, 4)
+        tick_z = scale.position(ticks) * self.length
+        positions = np.column_stack([np.full(len(ticks) + 1, x + 40.0), np.zeros(len(ticks) + 1),
+                                     np.append(tick_z, self.length + 40.0)])
+        return [(f"{EVENT_ROOT}/colorbar/bar", rr.Points3D(bar, radii=-5.0, colors=colors)),
+                (f"{EVENT_ROOT}/colorbar/labels", rr.Points3D(positions, radii=-0.5, colors=(220, 220, 220),
+                                                              labels=format_ticks(ticks) + ["amplitude (ADC)"],
+                                                              show_labels=True))]
+
+    def _pad_hits(self, ids: np.ndarray, amplitude: np.ndarray, scale: ColorScale) -> list[tuple[str, Any]]:
+        rr = self.rr
+        pads = self.pads
+        ok = (ids >= 0) & (ids < pads.n_pads)
+        if not ok.any():
+            return []
+        ids, amplitude = ids[ok], amplitude[ok]
+        hover = [f"pad {p}: {a:.0f} ADC" for p, a in zip(ids.tolist(), amplitude.tolist())]
+        out: list[tuple[str, Any]] = [(f"{EVENT_ROOT}/pads/hits", rr.Points2D(
+            self.pad_xy(ids), radii=2.6 * pads.scale[ids], colors=scale.colors(amplitude), labels=hover,
+            show_labels=False, draw_order=2.0))]
+        bar = Figure()
+        add_colorbar(bar, self.frame, scale, "amplitude (ADC)")
+        del bar.parts["colorbar/image"]  # the same gradient for every event: logged once (statics)
+        out += figure_archetypes(rr, f"{EVENT_ROOT}/pads", compact(bar))
+        return out
+
+    def _traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels) -> list[tuple[str, Any]]:
+        rows, what = geometry.select_traces(traces, amplitude, self.params.traces, self.params.trace_count,
+                                            cloud, labels)
+        fig = Figure()
+        samples = traces[rows][:, SAMPLES].astype(np.float64)
+        low = float(samples.min()) if len(rows) else 0.0
+        high = float(samples.max()) if len(rows) else 1.0
+        ticks = nice_ticks(low, high, 4)
+        step = ticks[1] - ticks[0] if len(ticks) > 1 else 100.0
+        low, high = math.floor(low / step) * step, math.ceil(high / step) * step
+        if high <= low:
+            high = low + step
+        frame = Frame(Axis(0.0, 512.0, "time bucket (TB)", ticks=(0, 100, 200, 300, 400, 500)),
+                      Axis(low, min(high, 4100.0) if high > 4000 else high, "ADC (raw samples)"), width=780.0)
+        add_axes(fig, frame)
+        colors = label_colors(max(len(rows), 1))
+        buckets = np.arange(512, dtype=np.float64)
+        legend_xy, legend_text = [], []
+        for k, row in enumerate(rows):
+            add_series(fig, frame, buckets, samples[k], tuple(int(c) for c in colors[k]), f"lines/{k}")
+            r = traces[row]
+            legend_xy.append([920.0, 62.0 * k])
+            legend_text.append(f"pad {int(r[4])}  ({int(r[COBO])}/{int(r[ASAD])}/{int(r[AGET])}/{int(r[CHANNEL])})")
+        notes = ["(CoBo/AsAd/AGET/ch)"] + [line for line in what if line]
+        legend_xy += [[920.0, 62.0 * (len(rows) + k)] for k in range(len(notes))]
+        legend_text += notes
+        note_colors = np.array([[170, 170, 180]] * len(notes))
+        fig.add("legend", Texts(np.array(legend_xy), legend_text,
+                                color=np.vstack([colors[: len(rows)], note_colors]).astype(np.uint8)))
+        return figure_archetypes(self.rr, f"{EVENT_ROOT}/traces", compact(fig))

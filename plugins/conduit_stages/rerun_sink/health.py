@@ -1,0 +1,100 @@
+"""CoBo / AsAd health: frames, missing AsAds, link errors and data rates, as a table for the viewer.
+
+Per AsAd, from the events themselves: how many events carried its data and
+how many were emitted without it (``Event.missing``). Per CoBo, from the
+source's counters (``cobo3_frames``, ``cobo3_errors``, ...) and byte rates when
+the source has them (the exporter and graw sources do). Run totals: complete
+and incomplete events and every non-zero source counter (bad, late, duplicate
+frames, ...).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from conduit.event import ASAD, COBO
+
+__all__ = ["AsadHealth"]
+
+_PER_STREAM = re.compile(r"^cobo(\d+)_(\w+)$")
+_SHOWN_TOTALS = ("bad_frames", "late_frames", "duplicate_frames", "unexpected_frames", "clamped_frames",
+                 "items_dropped", "unmapped_channels", "protocol_errors", "reconnects", "connect_failures",
+                 "restarts", "skipped_frames")
+
+
+class AsadHealth:
+    """Counts per (CoBo, AsAd) of events with data and events missing that AsAd."""
+
+    def __init__(self, expected: tuple[tuple[int, int], ...] = ()):
+        self.expected = tuple(expected)
+        self.with_data: dict[tuple[int, int], int] = {}
+        self.missing: dict[tuple[int, int], int] = {}
+        self.events = 0
+        self.incomplete = 0
+
+    def add(self, event) -> None:
+        """Count one event (any event the sink receives)."""
+        self.events += 1
+        traces = event.traces
+        if traces.shape[0]:
+            pairs = np.unique(traces[:, [COBO, ASAD]].astype(np.int64), axis=0)
+            for cobo, asad in pairs:
+                key = (int(cobo), int(asad))
+                self.with_data[key] = self.with_data.get(key, 0) + 1
+        if not event.complete:
+            self.incomplete += 1
+        for cobo, asad in event.missing:
+            key = (int(cobo), int(asad))
+            self.missing[key] = self.missing.get(key, 0) + 1
+
+    def reset(self) -> None:
+        self.with_data.clear()
+        self.missing.clear()
+        self.events = 0
+        self.incomplete = 0
+
+    def markdown(self, snapshot=None) -> str:
+        """The health table (Markdown) with the totals of ``snapshot`` (a MetricsSnapshot) when given."""
+        counters = dict(getattr(snapshot, "source_counters", {}) or {})
+        rates = dict(getattr(snapshot, "byte_rates", {}) or {})
+        per_cobo: dict[int, dict[str, int]] = {}
+        for name, value in counters.items():
+            match = _PER_STREAM.match(name)
+            if match:
+                per_cobo.setdefault(int(match.group(1)), {})[match.group(2)] = int(value)
+        pairs = set(self.expected) | set(self.with_data) | set(self.missing)
+        cobos = sorted({c for c, _ in pairs} | set(per_cobo) | {int(k[4:]) for k in rates if k[4:].isdigit()})
+        complete = self.events - self.incomplete
+        share = f"{complete / self.events:.1%}" if self.events else "-"
+        lines = [f"**{self.events} events seen: {complete} complete ({share}), {self.incomplete} incomplete**", ""]
+        problems = [f"{name.replace('_', ' ')} {counters[name]}" for name in _SHOWN_TOTALS if counters.get(name)]
+        if getattr(snapshot, "dropped", 0):
+            problems.append(f"events dropped (engine queue full) {snapshot.dropped}")
+        lines.append("Source problems: " + (", ".join(problems) if problems else "none") + "")
+        lines.append("")
+        lines.append("AsAd cells: events with data · events that were missing it (⚠)")
+        lines.append("")
+        lines.append("| CoBo | MB/s | frames | link errors | reconnects | AsAd 0 | AsAd 1 | AsAd 2 | AsAd 3 |")
+        lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for cobo in cobos:
+            c = per_cobo.get(cobo, {})
+            rate = rates.get(f"cobo{cobo}")
+            cells = [str(cobo), "-" if rate is None else f"{rate / 1e6:.2f}", _value(c, "frames"),
+                     _value(c, "errors"), _value(c, "reconnects")]
+            for asad in range(4):
+                key = (cobo, asad)
+                seen, lost = self.with_data.get(key, 0), self.missing.get(key, 0)
+                if key not in pairs:
+                    cells.append("")
+                elif lost:
+                    cells.append(f"{seen} · ⚠ {lost}")
+                else:
+                    cells.append(f"{seen}")
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def _value(values: dict[str, int], key: str) -> str:
+    return str(values[key]) if key in values else "-"
