@@ -85,9 +85,9 @@ def test_time_limit_and_flush(emap):
     [ev] = b.poll(102.5)
     assert ev.id == 5 and not ev.complete and ev.missing == tuple(sorted(keys[30:]))
     # End of input flushes what is held, in id order.
-    for evt in (9, 8):
+    for evt, key in ((9, keys[0]), (8, keys[1])):
         fr = frames_of(emap, random_event(emap, rng, 5), evt)
-        b.add_frame(fr[keys[0]], now=103.0)
+        b.add_frame(fr[key], now=103.0)
     assert [e.id for e in b.flush()] == [8, 9] and b.held == 0
 
 
@@ -98,19 +98,26 @@ def test_late_and_duplicate_frames_are_counted_not_built(emap):
     out = []
     for evt in (1, 2):
         for key, frame in frames[evt].items():
-            if key != (3, 1):
+            if key != (3, 1):  # AsAd (3, 1) lags behind
                 out += b.add_frame(frame, now=0)
     dup = frames[2][(0, 0)]
     out += b.add_frame(dup, now=0)  # duplicate (0, 0) of held event 2
     assert b.counters.duplicate_frames == 1
     for key, frame in frames[4].items():
-        out += b.add_frame(frame, now=0)  # 4 - 1 > 2: event 1 goes out incomplete
-    assert [(e.id, e.complete) for e in out] == [(1, False), (4, True)]
-    late = b.add_frame(frames[1][(3, 1)], now=0)  # the missing frame of event 1 turns up late
-    late += b.add_frame(frames[4][(5, 0)], now=0)  # a frame of an emitted complete event
-    assert late == [] and b.counters.late_frames == 2
-    assert b.held == 1  # event 2 still waits for (3, 1)
+        if key != (3, 1):
+            out += b.add_frame(frame, now=0)  # the consensus reaches 4: 4 - 1 > 2, event 1 goes out incomplete
+    assert [(e.id, e.complete) for e in out] == [(1, False)]
+    late = b.add_frame(frames[1][(3, 1)], now=0)  # the lagging AsAd's frame of event 1 is late
+    late += b.add_frame(frames[4][(5, 0)], now=0)  # a second frame of held event 4: a duplicate
+    assert late == [] and b.counters.late_frames == 1 and b.counters.duplicate_frames == 2
+    assert b.held == 2  # events 2 and 4 still wait for (3, 1)
     assert [e.id for e in b.add_frame(frames[2][(3, 1)], now=0)] == [2]
+    assert [e.id for e in b.add_frame(frames[4][(3, 1)], now=0)] == [4]
+    late = b.add_frame(frames[4][(5, 0)], now=0)  # a frame of an emitted complete event
+    assert late == [] and b.counters.late_frames == 2
+    assert b.losses() == {"bad_frames": 0, "late_frames": 2, "duplicate_frames": 2, "quarantined_ahead": 0,
+                          "quarantined_behind": 0, "restart_frames": 0, "wrong_cobo_frames": 0, "items_dropped": 0}
+    assert b.cobo_losses[3]["late_frames"] == 1 and b.cobo_losses[5]["late_frames"] == 1
 
 
 def test_frames_from_unexpected_asads(emap):
@@ -143,8 +150,9 @@ def test_expected_override_and_offline_cobo(emap):
 
 
 def test_restart_of_event_counter(emap, caplog):
+    """Every stream goes back from 5002 to 0: one restart, nothing lost, the new run's event 0 built."""
     rng = np.random.default_rng(7)
-    b = EventBuilder(emap, restart_gap=100, timeout=None)
+    b = EventBuilder(emap, timeout=None)
     for evt in (5000, 5001):
         for frame in frames_of(emap, random_event(emap, rng, 5), evt).values():
             b.add_frame(frame, now=0)
@@ -156,6 +164,7 @@ def test_restart_of_event_counter(emap, caplog):
             out += b.add_frame(frame, now=0, source="cobo0")
     assert [(e.id, e.complete) for e in out] == [(5002, False), (0, True)]
     assert b.counters.restarts == 1 and "restarted its event counter" in caplog.text
+    assert b.epoch == 1 and sum(b.losses().values()) == 0
 
 
 def test_bad_frames_are_counted_and_named(emap, real_frame, caplog):

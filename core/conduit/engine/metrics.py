@@ -58,6 +58,9 @@ class MetricsSnapshot:
     byte_rates: dict[str, float]
     source_status: dict[str, str]
     total: int | None
+    #: What was lost so far, by reason (frames: ``late_frames`` ...; events: ``queue_full_events``,
+    #: ``sink_<name>_dropped``); see docs/ingestion.md, "What is lost and why".
+    losses: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def complete_fraction(self) -> float:
@@ -100,7 +103,7 @@ class Metrics:
         self._last = (0.0, self.received, self.analysed, self.skipped)
 
     def snapshot(self, *, queue_depth: int, source_status: dict[str, str], byte_counts: dict[str, int],
-                 dropped: int, total: int | None) -> MetricsSnapshot:
+                 dropped: int, total: int | None, losses: dict[str, int] | None = None) -> MetricsSnapshot:
         """Totals plus rates since the previous snapshot."""
         now = self.elapsed()
         t0, r0, a0, s0 = self._last
@@ -124,6 +127,7 @@ class Metrics:
             byte_rates=byte_rates,
             source_status=dict(source_status),
             total=total,
+            losses=dict(losses or {}),
         )
         self._last = (now, self.received, self.analysed, self.skipped)
         self._last_bytes = dict(byte_counts)

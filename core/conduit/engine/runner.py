@@ -66,6 +66,8 @@ class RunSummary:
     interrupted: bool
     error: str | None
     sink_dropped: dict[str, int]
+    #: Everything lost, by reason (the source's frame losses, events dropped by the engine and sinks).
+    losses: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -119,6 +121,7 @@ class Engine:
         self._queue_stats: Callable[[], int] = lambda: 0
         self._last_snapshot: MetricsSnapshot | None = None
         self._resets = 0  # SIGUSR1 count; each sink task catches up with it
+        self._total: int | None = None  # events expected (progress bar), once known
         self.startup_seconds = 0.0
 
     # -- control ---------------------------------------------------------------
@@ -298,6 +301,8 @@ class Engine:
                     with trio.move_on_after(0.25):
                         event = await recv.receive()
                 except trio.EndOfChannel:
+                    if not stopped:  # the source is done: its final counts (losses ...) before close()
+                        await self._final_metrics(sink, limiter)
                     break
                 if event is not None and stopped:
                     self.metrics.sink_dropped[sink.name] = self.metrics.sink_dropped.get(sink.name, 0) + 1
@@ -327,12 +332,20 @@ class Engine:
                     except Exception as err:  # a metrics display must never stop a run
                         log.debug("sink %s on_metrics failed: %s", sink.name, err)
 
+    async def _final_metrics(self, sink: SinkStage, limiter: trio.CapacityLimiter) -> None:
+        snap = self._snapshot(self._total)
+        try:
+            await trio.to_thread.run_sync(sink.on_metrics, snap, limiter=limiter)
+        except Exception as err:  # a metrics display must never stop a run
+            log.debug("sink %s on_metrics failed: %s", sink.name, err)
+
     async def _metrics_ticker(self) -> None:
         total = self.source.total()
         if self.max_events is not None and total is not None:
             total = min(total, self.max_events)
         elif self.max_events is not None:
             total = self.max_events
+        self._total = total
         self.status.start(total)
         while True:
             self._last_snapshot = self._snapshot(total)
@@ -346,7 +359,17 @@ class Engine:
             byte_counts=self.source.byte_counts(),
             dropped=self.source.dropped,
             total=total,
+            losses=self.losses(),
         )
+
+    def losses(self) -> dict[str, int]:
+        """Everything lost so far, by reason: the source's (frames), then events the engine dropped
+        (``queue_full_events``: a live source outran the engine queue) and each sink could not take."""
+        losses = dict(self.source.losses())
+        losses["queue_full_events"] = self.source.dropped
+        for name, dropped in self.metrics.sink_dropped.items():
+            losses[f"sink_{name}_dropped"] = dropped
+        return losses
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
@@ -407,6 +430,7 @@ class Engine:
             interrupted=self.interrupted,
             error=self.error,
             sink_dropped=dict(self.metrics.sink_dropped),
+            losses=self.losses(),
         )
 
 

@@ -21,6 +21,7 @@ from conduit.artifacts import ESTIMATE_DTYPE
 from conduit.stage import SinkStage
 
 from . import layout
+from .losses import write_loss_attributes
 from .params import Hdf5Params
 from .partfile import PartitionedFile, WriteError, consolidate
 
@@ -87,6 +88,7 @@ class Hdf5Sink(SinkStage):
         self.consolidated: list[Path] = []
         self.parquet: Path | None = None
         self.run_path = self.context.format_path(p.path)
+        self.losses: dict[str, int] = {}  # latest loss counts from the engine (on_metrics)
         self.targets: list[_Target] = []
         run_kinds = []
         if p.traces:
@@ -124,6 +126,7 @@ class Hdf5Sink(SinkStage):
             self._flush_or_stop()
 
     def on_metrics(self, metrics) -> None:
+        self.losses = dict(metrics.losses)
         if self.error is None and self.pending and time.monotonic() - self.last_flush >= self.params.flush_interval:
             try:
                 self._flush_or_stop()
@@ -139,6 +142,11 @@ class Hdf5Sink(SinkStage):
                 self.flush()
             except WriteError as err:
                 self._record_error(f"{err} (the events of the last {self.params.flush_interval:g} s are lost)")
+        if self.error is None:
+            try:  # the final loss counts (the engine sends a last on_metrics before close)
+                self.run_target.file.update(lambda m: write_loss_attributes(m, self.losses))
+            except WriteError as err:
+                problems.append(str(err))
         if self.params.histograms and self.error is None:
             hset = self.context.shared.get(_HISTOGRAMS_KEY)
             if hset is not None:
@@ -277,6 +285,8 @@ class Hdf5Sink(SinkStage):
                 table.resize((start + len(rows),))
                 table[start:] = rows
             m.attrs["events_flushed"] = np.int64(self.flushed_events + len(batch))
+            if target is self.run_target:
+                write_loss_attributes(m, self.losses)
 
         counts_before = dict(target.counts)
         seen_before = {k: dict(v) for k, v in target.seen.items()}
