@@ -21,8 +21,9 @@ Rules
   - it falls more than ``max_depth`` event ids behind the consensus, or
   - it has waited more than ``timeout`` seconds since its first frame (:meth:`poll`), or
   - every expected stream that can still deliver has reported: streams of CoBos marked
-    offline (:meth:`set_offline`), silent for ``timeout`` seconds, restarted alone, or
-    proposing a restart are not waited for, or
+    offline (:meth:`set_offline`), silent for ``silent_after`` seconds while the others
+    moved on by more than ``max_depth`` ids, restarted alone, or proposing a restart are
+    not waited for, or
   - the input ends (:meth:`flush`), or the caller closes ids below a bound (:meth:`close_before`).
 * A frame for an event already emitted (remembered for the last ``remember`` ids),
   or more than ``max_depth`` behind the consensus, is a **late frame**: counted and
@@ -116,8 +117,8 @@ class EventBuilder:
     (default: ``emap.asads``). ``timeout`` (s) may be None for file sources, where
     only depth, :meth:`close_before` and :meth:`flush` apply. ``outlier_gap`` (event
     ids) is how far ahead of the consensus a frame may be before it is quarantined;
-    a stream silent for ``silent_after`` s (live only) is not waited for and does not
-    count for the consensus or restart votes.
+    a stream silent for ``silent_after`` s (live only) while the others moved on is
+    not waited for and does not count for the consensus or restart votes.
     """
 
     def __init__(
@@ -144,9 +145,9 @@ class EventBuilder:
         self.timeout = timeout
         self.outlier_gap = max(int(outlier_gap), self.max_depth + 1)
         #: A stream silent this long (s; live sources) no longer counts for the consensus or votes.
-        self.silent_after = None if timeout is None else max(float(silent_after), timeout)
+        self.silent_after = None if timeout is None else float(silent_after)
         self.sequencer = Sequencer(max_depth=self.max_depth, outlier_gap=self.outlier_gap, timeout=timeout,
-                                   stale_after=self.silent_after)
+                                   stale_after=self.silent_after, expected=self.expected)
         self.decoder = FrameDecoder(emap, fpn_subtraction=fpn_subtraction)
         self.counters = BuilderCounters()
         #: Frames lost per CoBo and reason (``{3: {"late_frames": 12}}``).
@@ -162,8 +163,6 @@ class EventBuilder:
         self._last_consensus: int | None = None
         self._excused_cache: dict[int, frozenset[StreamKey]] = {}
         self._excused_version = -1
-        self._started: float | None = None
-        self._never_heard: frozenset[StreamKey] = frozenset()
 
     # -- state -----------------------------------------------------------------------------
 
@@ -240,8 +239,6 @@ class EventBuilder:
         stream = (info.cobo if cobo is None else cobo, info.asad if asad is None else asad)
         if stream not in self.expected:
             counters.unexpected_frames += 1
-        if self._started is None:
-            self._started = now
         event_id = info.event_id
         epoch, reason, withdrew = self.sequencer.judge(stream, event_id, now)
         out: list[Event] = []
@@ -276,13 +273,7 @@ class EventBuilder:
         out: list[Event] = []
         if self.timeout is None:
             return out
-        seq = self.sequencer
-        seq.refresh(now)
-        if self._started is not None and now - self._started > self.silent_after:  # type: ignore[operator]
-            never = frozenset(self.expected - seq.streams.keys())
-            if never != self._never_heard:
-                self._never_heard = never
-                self._excused_version = -1
+        self.sequencer.refresh(now)
         out += self._settle(now)
         out += self._expire(now)
         out.sort(key=lambda e: e.id)
@@ -316,7 +307,7 @@ class EventBuilder:
         proposed = self.sequencer.epoch + 1
         keys = sorted(k for k in self._held if k[0] != proposed)
         out += [self._emit(self._held.pop(k)) for k in keys]
-        self.sequencer.old_open = False
+        self.sequencer.close_old()
         return out
 
     def set_offline(self, cobo: int, offline: bool = True) -> list[Event]:
@@ -324,6 +315,20 @@ class EventBuilder:
         longer wait for anything (emitted incomplete, with those AsAds in ``missing``)."""
         self.sequencer.set_offline(cobo, offline)
         return self._emit_ready() if offline else []
+
+    def hold_back(self, cobo: int, latest: int) -> tuple[str, int] | None:
+        """What a live reader of ``cobo``, whose last frame had id ``latest``, should wait for before
+        reading on (None: nothing): ("consensus", C) when it is more than ``max_depth / 2`` ids ahead of
+        the consensus C (but not an outlier), ("restart", epoch) when it went back more than that many
+        ids into a restart the others have not agreed to yet. Callers wait a bounded time per value."""
+        seq = self.sequencer
+        slack = max(1, self.max_depth // 2)
+        if seq.gone_into_restart(cobo, latest) > slack:
+            return ("restart", seq.epoch)
+        consensus = seq.consensus
+        if consensus is None:
+            return None
+        return ("consensus", consensus) if slack < latest - consensus <= self.outlier_gap else None
 
     # -- deciding where a frame goes -----------------------------------------------------------------
 
@@ -438,7 +443,7 @@ class EventBuilder:
 
     def _close_previous_run(self) -> list[Event]:
         seq = self.sequencer
-        seq.old_open = False
+        seq.close_old()
         keys = sorted(k for k in self._held if k[0] < seq.epoch)
         return [self._emit(self._held.pop(k)) for k in keys]
 
@@ -451,8 +456,7 @@ class EventBuilder:
             self._excused_version = seq.version
         got = self._excused_cache.get(epoch)
         if got is None:
-            offline = {p for p in self.expected if p[0] in seq.offline_cobos}
-            got = self._excused_cache[epoch] = frozenset(seq.excused(epoch)) | self._never_heard | offline
+            got = self._excused_cache[epoch] = frozenset(seq.excused(epoch))
         return got
 
     def _ready(self, pending: _Pending) -> bool:

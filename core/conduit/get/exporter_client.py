@@ -53,7 +53,7 @@ class Link:
     #: Times this link paused reading because it was ahead of the other CoBos' consensus,
     #: and the consensus at which it last stopped waiting (it does not wait twice for one value).
     pauses: int = 0
-    gave_up_at: int | None = None
+    gave_up_at: tuple[str, int] | None = None
     #: "" (fine), "silent" (connected, no frame for silent_after) or "behind" (trickling), with episodes.
     health: str = ""
     silent_since: float = 0.0

@@ -1,8 +1,10 @@
 """Which event a frame belongs to: every stream judged against its own sequence and the others' consensus.
 
 A *stream* is one (cobo, asad): its frames carry increasing event ids. The
-*consensus* is the lower median of the last ids of the live streams (heard from
-within ``stale_after`` seconds, not disconnected, not diverged), so one stream that
+*consensus* is the lower median of the last ids of the live streams (not
+disconnected, not diverged, not stale: a stream is stale when it has been silent for
+``stale_after`` seconds *while the others moved on* by more than ``max_depth`` ids, so
+a pause of the whole DAQ makes nobody stale), so one stream that
 glitches, stalls, trickles or restarts alone cannot move it. Plain synchronous code;
 time comes in as ``now`` (seconds, any monotonic clock); file sources pass
 ``stale_after = timeout = None`` and every stream stays live.
@@ -26,11 +28,18 @@ Rules (docs/ingestion.md, "The event builder"):
     aside are judged again in the current epoch (attached if their event is still
     held, ``late_frames`` if already built, ``quarantined_behind`` if more than
     ``outlier_gap`` behind the consensus);
-  - **restarted alone**: the stream has gone on in its new sequence for more than
-    ``max_depth`` ids (or ``timeout`` seconds) without a majority. It is *diverged*:
-    logged once per episode, counted in ``lone_restarts``; its frames (held aside and
-    later) are counted in ``restart_frames`` until it is back in step (an id at or
-    above the consensus) or the DAQ restarts as a whole.
+  - **restarted alone**: the other streams went on: the consensus moved more than
+    ``outlier_gap`` ids past the newest id at the time the stream went back (or
+    ``timeout`` seconds passed) without a majority. The stream (with the other
+    proposing streams of its CoBo) is *diverged*: logged once per episode, counted in
+    ``lone_restarts``; its frames (held aside and later) are counted in
+    ``restart_frames`` until it is back in step (an id at or above the consensus) or
+    the DAQ restarts as a whole.
+
+  While a restart is being agreed, the streams still finishing the previous run count
+  for the new run's consensus as if just before its first id, so streams already in
+  the new run cannot run away from them (the exporter paces streams ahead of the
+  consensus) and the new run's first events wait for everyone.
 
 * Otherwise the frame belongs to the current epoch; the builder decides between
   holding, completing, ``late_frames`` (already built, or more than ``max_depth``
@@ -63,6 +72,9 @@ class Stream:
     #: Last id seen in its epoch, outliers included: the stream's vote for the consensus.
     head: int | None = None
     last_time: float = 0.0
+    #: The consensus (and epoch) when its last frame came: a stream goes stale only once the others moved on.
+    seen_at: int | None = None
+    seen_epoch: int = 0
     fresh: bool = True
     #: Restarted alone (or jumped away): frames counted, not built, until back in step.
     diverged: bool = False
@@ -70,6 +82,7 @@ class Stream:
     old_top: int | None = None
     first_new: int = 0
     proposed_at: float = 0.0
+    mark: int = 0  # newest id of the current epoch when it went back
     #: Eligible for the consensus (the value ``head`` sits in the sorted list).
     counted: bool = False
 
@@ -78,11 +91,17 @@ class Sequencer:
     """Judge frames per stream and keep the consensus, the epochs and restart proposals."""
 
     def __init__(self, *, max_depth: int, outlier_gap: int, timeout: float | None,
-                 stale_after: float | None):
+                 stale_after: float | None, expected: Iterable[StreamKey] = ()):
         self.max_depth = max_depth
         self.outlier_gap = outlier_gap
         self.timeout = timeout
         self.stale_after = stale_after
+        self.expected = frozenset(expected)
+        # Live start-up: expected streams not heard from yet count as just before the first id seen,
+        # for ``stale_after`` seconds, so the first connection read cannot run away from the others.
+        self._first: tuple[int, float] | None = None  # (first id, when)
+        self._waiting_for_unheard = stale_after is not None
+        self._unheard_stale = False  # expected streams never heard from are not waited for any more
         self.epoch = 0
         self.streams: dict[StreamKey, Stream] = {}
         self.offline_cobos: frozenset[int] = frozenset()
@@ -116,6 +135,11 @@ class Sequencer:
             s.counted = self._eligible(s)
             if s.counted:
                 heads.append(s.head)
+            elif self._straggler(s):
+                heads.append(self.new_start - 1)  # it will start the new run from there
+        if self._waiting_for_unheard and self._first is not None and self.epoch == 0:
+            heads += [self._first[0] - 1 for key in self.expected
+                      if key not in self.streams and key[0] not in self.offline_cobos]
         if not heads:  # everything stale (the DAQ paused): fall back to every stream of the epoch
             for s in self.streams.values():
                 if s.epoch == self.epoch and not s.diverged and s.head is not None \
@@ -124,6 +148,11 @@ class Sequencer:
                     heads.append(s.head)
         heads.sort()
         self._heads = heads
+
+    def _straggler(self, s: Stream) -> bool:
+        """Still finishing the previous run (live, connected)."""
+        return (self.old_open and s.epoch == self.epoch - 1 and s.fresh and not s.diverged
+                and s.key[0] not in self.offline_cobos)
 
     def _move_head(self, s: Stream, event_id: int) -> None:
         if s.counted:
@@ -141,13 +170,26 @@ class Sequencer:
         if self.stale_after is None:
             return False
         changed = False
+        first = self._first
+        if first is not None and now - first[1] > self.stale_after:
+            if self._waiting_for_unheard:
+                self._waiting_for_unheard, changed = False, True
+            if not self._unheard_stale and self._moved_on(first[0], 0):
+                self._unheard_stale, changed = True, True
         for s in self.streams.values():
-            fresh = now - s.last_time <= self.stale_after
+            fresh = now - s.last_time <= self.stale_after or not self._moved_on(s.seen_at, s.seen_epoch)
             if fresh != s.fresh:
                 s.fresh, changed = fresh, True
         if changed:
             self._rebuild()
         return changed
+
+    def _moved_on(self, seen_at: int | None, seen_epoch: int) -> bool:
+        """Have the live streams moved more than ``max_depth`` ids past ``seen_at`` (of ``seen_epoch``)?"""
+        if seen_epoch != self.epoch:
+            return True
+        consensus = self.consensus
+        return consensus is not None and (seen_at is None or consensus - seen_at > self.max_depth)
 
     def set_offline(self, cobo: int, offline: bool) -> None:
         self.offline_cobos = self.offline_cobos | {cobo} if offline else self.offline_cobos - {cobo}
@@ -160,8 +202,13 @@ class Sequencer:
         restart proposal: its frames held aside must be judged again with :meth:`rejudge`)."""
         s = self.streams.get(key)
         if s is None:
+            if self._first is None:
+                self._first = (event_id, now)
             s = self.streams[key] = Stream(key, self.epoch, last_time=now)
+            if key in self.expected and self._waiting_for_unheard:
+                self._rebuild()  # its virtual head makes way for the real one
         s.last_time = now
+        s.seen_at, s.seen_epoch = self.consensus, self.epoch
         if not s.fresh:
             s.fresh = True
             self._rebuild()
@@ -224,6 +271,7 @@ class Sequencer:
         s.top = s.head = event_id
         s.first_new = event_id
         s.proposed_at = now
+        s.mark = self._newest
         self._rebuild()
 
     def _withdraw(self, s: Stream) -> None:
@@ -244,8 +292,9 @@ class Sequencer:
 
     def decide(self, now: float, *, final: bool = False) -> tuple[str, list[Stream]] | None:
         """(RESTART, proposers) when more than half of the live streams went back; (LONE, streams) for
-        proposers that kept their new sequence for more than ``max_depth`` ids or ``timeout`` s
-        without a majority (``final``: the input ended, every proposal is settled now); else None."""
+        proposers whose fellow streams went on (the consensus moved ``outlier_gap`` past their mark)
+        or that waited ``timeout`` s without a majority, with the other proposers of their CoBos
+        (``final``: the input ended, every proposal is settled now); else None."""
         if not self._proposing:
             return None
         proposers = self.proposers()
@@ -253,9 +302,11 @@ class Sequencer:
         going_back = sum(1 for s in live if s.epoch == self.epoch + 1)
         if 2 * going_back > len(live):
             return RESTART, proposers
-        lone = [s for s in proposers
-                if final or s.top - s.first_new > self.max_depth  # type: ignore[operator]
-                or (self.timeout is not None and now - s.proposed_at > self.timeout)]
+        consensus = self.consensus
+        cobos = {s.key[0] for s in proposers
+                 if final or (consensus is not None and consensus > s.mark + self.outlier_gap)
+                 or (self.timeout is not None and now - s.proposed_at > self.timeout)}
+        lone = [s for s in proposers if s.key[0] in cobos]
         return (LONE, lone) if lone else None
 
     def declare_restart(self) -> tuple[int, int]:
@@ -283,23 +334,32 @@ class Sequencer:
         self._rebuild()
 
     def old_done(self) -> bool:
-        """True when the previous run can be closed: no live stream is still in it, or the new run
-        has moved ``max_depth`` ids on."""
-        if not self.old_open:
-            return False
-        consensus = self.consensus
-        if consensus is not None and consensus > self.new_start + self.max_depth:
-            return True
-        return not any(s.epoch == self.epoch - 1 and s.fresh and s.key[0] not in self.offline_cobos
-                       for s in self.streams.values())
+        """True when the previous run can be closed: no live stream is still in it."""
+        return self.old_open and not any(self._straggler(s) for s in self.streams.values())
+
+    def close_old(self) -> None:
+        """The previous run is closed: its stragglers' frames are late from now on."""
+        self.old_open = False
+        self._rebuild()
+
+    def gone_into_restart(self, cobo: int, event_id: int) -> int:
+        """How far ``event_id`` (a frame just read from ``cobo``) is into the new sequence of a stream of that CoBo
+        that proposes a restart (0: it is not in such a sequence, e.g. it continues its old one)."""
+        if not self._proposing:
+            return 0
+        return max((event_id - s.first_new for s in self.streams.values()
+                    if s.key[0] == cobo and s.epoch == self.epoch + 1
+                    and s.first_new <= event_id <= (s.old_top if s.old_top is not None else event_id)), default=0)
 
     # -- what events need not wait for ------------------------------------------------------------------
 
     def excused(self, epoch: int) -> set[StreamKey]:
-        """Streams that will not deliver frames for events of ``epoch``: diverged, stale, disconnected,
-        proposing a restart, or (for the previous run) already in the new one. Streams still finishing
+        """Streams that will not deliver frames for events of ``epoch``: diverged, stale (or expected and
+        never heard from while the others moved on), disconnected, proposing a restart, or (for the previous run) already in the new one. Streams still finishing
         the previous run are not excused from the new run's events: they will come."""
-        out = set()
+        out = {key for key in self.expected if key[0] in self.offline_cobos}
+        if self._unheard_stale:
+            out.update(key for key in self.expected if key not in self.streams)
         for key, s in self.streams.items():
             if s.diverged or not s.fresh or key[0] in self.offline_cobos:
                 out.add(key)

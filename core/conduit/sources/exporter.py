@@ -180,8 +180,8 @@ class ExporterSource(Source):
                               self.params.silent_after)
             else:
                 for link in fell_silent:
-                    self.log.warning("%s (cobo %d): connected but no frame for %g s (silent_after); its AsAds are "
-                                     "not waited for", link.name, link.cobo, self.params.silent_after)
+                    self.log.warning("%s (cobo %d): connected but no frame for %g s (silent_after) while the other "
+                                     "CoBos send", link.name, link.cobo, self.params.silent_after)
 
     def _check_health(self, link, now: float) -> bool:
         """Report (once per episode) a CoBo that stays behind the others; True when it just fell silent."""
@@ -314,31 +314,27 @@ class ExporterSource(Source):
     # Sockets are read fairly in bytes, but CoBos carry different amounts of data per
     # event (CoBo 10 has two AsAds in the default map), so during a burst a light stream
     # races ahead in event ids. A stream more than max_depth / 2 ids ahead of the builder's
-    # consensus (the median of all streams, so one slow CoBo does not lower it) therefore
-    # pauses until the consensus catches up: TCP flow control holds its data upstream. It
-    # waits at most ``timeout`` seconds for one consensus value, then reads on, so streams
-    # that have nothing more to send cannot hold it either.
-
-    def _ahead(self, link) -> bool:
-        consensus = self._get_builder().consensus
-        if consensus is None or consensus == link.gave_up_at:
-            return False
-        lead = link.latest - consensus
-        return max(1, self.params.max_depth // 2) < lead <= self.params.outlier_gap
+    # consensus (the median of all streams, so one slow CoBo does not lower it), or that
+    # went that far into a counter restart the others have not agreed to yet, pauses
+    # (TCP flow control holds its data upstream; EventBuilder.hold_back). It waits at most
+    # ``timeout`` seconds for one thing (one consensus value, one restart vote), then
+    # reads on, so streams with nothing more to send cannot hold it either.
 
     async def _pace(self, link) -> None:
         import trio
 
-        if not self._ahead(link):
+        builder = self._get_builder()
+        token = builder.hold_back(link.cobo, link.latest)
+        if token is None or token == link.gave_up_at:
             return
         link.pauses += 1
         self._paused += 1
         try:
             with trio.move_on_after(self.params.timeout) as scope:
-                while self._ahead(link):
+                while builder.hold_back(link.cobo, link.latest) == token:
                     await self._progress.wait()
             if scope.cancelled_caught:
-                link.gave_up_at = self._get_builder().consensus
+                link.gave_up_at = token
         finally:
             self._paused -= 1
 
