@@ -233,3 +233,74 @@ def test_small_custom_map_and_close_before():
 def test_bad_builder_options(emap):
     with pytest.raises(ValueError):
         EventBuilder(emap, max_depth=-1)
+
+
+def test_restart_after_fewer_events_than_the_depth(emap, caplog):
+    """Run 0 has 5 events, then every stream counts from 0 again: the new run's ids were built moments ago,
+    yet nothing is taken as late: one restart, 12 complete events."""
+    rng = np.random.default_rng(9)
+    b = EventBuilder(emap, timeout=None)
+    out = []
+    with caplog.at_level(logging.WARNING):
+        for evt in list(range(5)) + list(range(7)):
+            for frame in frames_of(emap, random_event(emap, rng, 5), evt).values():
+                out += b.add_frame(frame, now=0)
+        out += b.flush()
+    assert [(e.id, e.complete) for e in out] == [(i, True) for i in range(5)] + [(i, True) for i in range(7)]
+    assert b.counters.restarts == 1 and sum(b.losses().values()) == 0
+    assert caplog.text.count("the DAQ restarted its event counter") == 1
+
+
+def test_a_glitch_behind_within_the_depth_is_attached(emap):
+    """A stream's frame arrives after the same stream's next one (out of order, within the depth): it goes back,
+    proposes a restart, the next frame withdraws it, and the frame joins its still-held event."""
+    rng = np.random.default_rng(10)
+    b = EventBuilder(emap, timeout=None, expected=[(0, 0), (1, 0)])
+    f = {evt: frames_of(emap, random_event(emap, rng, 5), evt) for evt in (1, 2, 3)}
+    out = b.add_frame(f[1][(1, 0)], now=0) + b.add_frame(f[2][(1, 0)], now=0) + b.add_frame(f[2][(0, 0)], now=0)
+    assert [e.id for e in out] == [2]
+    out = b.add_frame(f[1][(0, 0)], now=0)  # (0, 0) goes back from 2 to 1: held aside, event 1 not waiting on it
+    out += b.add_frame(f[3][(0, 0)], now=0)  # ... and resumes: a glitch; its frame of event 1 joins event 1
+    assert [(e.id, e.complete) for e in out] == [(1, True)]
+    assert sum(b.losses().values()) == 0 and b.counters.restarts == 0 and b.counters.lone_restarts == 0
+
+
+def test_outliers_never_move_the_depth_window(emap):
+    """A frame 500 ids ahead is quarantined: held events stay held, later frames of them still count."""
+    rng = np.random.default_rng(11)
+    b = EventBuilder(emap, max_depth=3, timeout=None)
+    frames = {evt: frames_of(emap, random_event(emap, rng, 5), evt) for evt in (1, 2, 501)}
+    out = []
+    for evt in (1, 2):
+        for key, frame in frames[evt].items():
+            if key != (2, 0):
+                out += b.add_frame(frame, now=0)
+    out += b.add_frame(frames[501][(6, 1)], now=0)
+    assert out == [] and b.held == 2 and b.counters.quarantined_ahead == 1
+    out = b.add_frame(frames[1][(2, 0)], now=0) + b.add_frame(frames[2][(2, 0)], now=0)
+    assert [(e.id, e.complete) for e in out] == [(1, True), (2, True)]
+
+
+def test_hold_back_tells_a_reader_when_to_wait(emap):
+    b = EventBuilder(emap, max_depth=10, timeout=2.0)
+    rng = np.random.default_rng(12)
+    for evt in range(20):
+        for frame in frames_of(emap, random_event(emap, rng, 2), evt).values():
+            b.add_frame(frame, now=0.0)
+    assert b.consensus == 19
+    assert b.hold_back(3, 24) is None  # 5 ahead: within max_depth / 2
+    assert b.hold_back(3, 25) == ("consensus", 19)
+    assert b.hold_back(3, 19 + 101) is None  # an outlier is quarantined, never waited for
+    assert b.hold_back(3, 3) is None  # behind: never waits
+
+
+def test_losses_are_logged_once_then_rate_limited(emap, caplog):
+    rng = np.random.default_rng(13)
+    b = EventBuilder(emap, timeout=None, expected=[(0, 0)])
+    f = frames_of(emap, random_event(emap, rng, 5), 4)[(0, 0)]
+    with caplog.at_level(logging.WARNING):
+        b.add_frame(f, now=0)
+        for _ in range(50):
+            b.add_frame(f, now=0)  # event 4 was built: late, 50 times
+    assert b.counters.late_frames == 50
+    assert caplog.text.count("is late") == 1 and b.rate_log.held_back("late_frames") == 49

@@ -355,15 +355,14 @@ class Sequencer:
 
     def excused(self, epoch: int) -> set[StreamKey]:
         """Streams that will not deliver frames for events of ``epoch``: diverged, stale (or expected and
-        never heard from while the others moved on), disconnected, proposing a restart, or (for the previous run) already in the new one. Streams still finishing
-        the previous run are not excused from the new run's events: they will come."""
+        never heard from while the others moved on), disconnected, or (for the previous run) already in the
+        new one. A stream proposing a restart is still waited for (it may have glitched and come back);
+        streams still finishing the previous run are not excused from the new run's events: they will come."""
         out = {key for key in self.expected if key[0] in self.offline_cobos}
         if self._unheard_stale:
             out.update(key for key in self.expected if key not in self.streams)
         for key, s in self.streams.items():
             if s.diverged or not s.fresh or key[0] in self.offline_cobos:
-                out.add(key)
-            elif epoch == self.epoch and s.epoch == epoch + 1:  # proposing a restart
                 out.add(key)
             elif epoch < self.epoch and s.epoch != epoch:  # already in a newer run
                 out.add(key)
