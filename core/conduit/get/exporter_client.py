@@ -12,7 +12,10 @@ handed to the event builder in place.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import socket
+import struct
+import termios
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -64,6 +67,17 @@ class Link:
     late_at_behind: int = 0
     #: Frames whose header named another CoBo (dropped under cobo_id_mismatch = "drop").
     wrong_cobo: int = 0
+    #: The connected socket (None while down), to ask how many received bytes wait unread.
+    sock: Any = None
+
+    def unread_bytes(self) -> int:
+        """Bytes received by the kernel and not read yet (0 when not connected)."""
+        if self.sock is None:
+            return 0
+        try:
+            return struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            return 0
 
     @property
     def name(self) -> str:

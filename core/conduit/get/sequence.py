@@ -368,6 +368,10 @@ class Sequencer:
                 out.add(key)
         return out
 
+    def settled(self, cobo: int) -> bool:
+        """True when every stream of ``cobo`` follows the current run (none diverged or proposing a restart)."""
+        return all(s.epoch == self.epoch and not s.diverged for s in self.streams.values() if s.key[0] == cobo)
+
     def lag(self, cobo: int) -> int | None:
         """How many ids the given CoBo's most advanced stream is behind the consensus (None: unknown)."""
         consensus = self.consensus

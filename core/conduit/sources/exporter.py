@@ -111,6 +111,8 @@ class ExporterSource(Source):
         self._changed = None  # trio.Event, created in the trio loop
         self._progress = None  # trio.Event: a link received a frame (wakes paused links)
         self._paused = 0
+        self._mark: int | None = None  # cached backlog mark (see _backlog_mark)
+        self._mark_time = float("-inf")
         self._rate_log = RateLimitedLog(self.log)
 
     def _set_state(self, link, state: str) -> None:
@@ -246,6 +248,7 @@ class ExporterSource(Source):
                 delay = min(delay * 2, self.params.reconnect_max)
                 continue
             link.connects += 1
+            link.sock = stream.socket
             failures_in_a_row = 0
             builder.set_offline(link.cobo, False)
             link.connected_at = trio.current_time()
@@ -269,6 +272,7 @@ class ExporterSource(Source):
                 link.errors += 1
                 self.log.warning("%s (cobo %d): connection lost: %s; reconnecting", link.name, link.cobo,
                                  err.strerror or err)
+            link.sock = None
             self._set_state(link, "retrying")
             await self._emit_all(builder.set_offline(link.cobo, True))
             if link.frames > frames_before:
@@ -312,26 +316,53 @@ class ExporterSource(Source):
     # -- keeping the streams together ---------------------------------------------------------------
     #
     # Sockets are read fairly in bytes, but CoBos carry different amounts of data per
-    # event (CoBo 10 has two AsAds in the default map), so during a burst a light stream
-    # races ahead in event ids. A stream more than max_depth / 2 ids ahead of the builder's
-    # consensus (the median of all streams, so one slow CoBo does not lower it), or that
-    # went that far into a counter restart the others have not agreed to yet, pauses
-    # (TCP flow control holds its data upstream; EventBuilder.hold_back). It waits at most
-    # ``timeout`` seconds for one thing (one consensus value, one restart vote), then
-    # reads on, so streams with nothing more to send cannot hold it either.
+    # event (CoBo 10 has two AsAds in the default map), so when the receivers are busy a
+    # light stream races ahead in event ids and a heavy one falls behind. A stream pauses
+    # (TCP flow control holds its data upstream) while it is more than max_depth / 2 ids
+    # ahead of
+    #   * the builder's consensus (the median of all streams, so one slow CoBo does not
+    #     lower it), or of a restart the others have not agreed to (EventBuilder.hold_back);
+    #   * a connection that is behind it with bytes already received and not read yet
+    #     (its DataExporter is not slow, we are: read it first). A connection that is
+    #     behind with nothing to read (a slow, stalled or silent DataExporter), more than
+    #     outlier_gap behind, or restarted alone holds nobody.
+    # It waits at most ``timeout`` seconds for one thing (one consensus value, one
+    # restart vote, one backlog position), then reads on.
+
+    def _backlog_mark(self, now: float, *, fresh: bool) -> int | None:
+        """The lowest id among in-step connections with unread bytes (at most 20 ms old unless ``fresh``)."""
+        if fresh or now - self._mark_time > 0.02:
+            builder = self._get_builder()
+            consensus = builder.consensus
+            marks = [link.latest for link in self.links
+                     if consensus is not None and link.latest >= consensus - self.params.outlier_gap
+                     and link.unread_bytes() > 0 and builder.sequencer.settled(link.cobo)]
+            self._mark, self._mark_time = (min(marks) if marks else None), now
+        return self._mark
+
+    def _hold(self, link, *, fresh: bool = False) -> tuple[str, int] | None:
+        import trio
+
+        token = self._get_builder().hold_back(link.cobo, link.latest)
+        if token is None:
+            mark = self._backlog_mark(trio.current_time(), fresh=fresh)
+            if mark is not None and max(1, self.params.max_depth // 2) < link.latest - mark <= self.params.outlier_gap:
+                token = ("backlog", mark)
+        return token
 
     async def _pace(self, link) -> None:
         import trio
 
-        builder = self._get_builder()
-        token = builder.hold_back(link.cobo, link.latest)
+        token = self._hold(link)
         if token is None or token == link.gave_up_at:
             return
         link.pauses += 1
         self._paused += 1
         try:
             with trio.move_on_after(self.params.timeout) as scope:
-                while builder.hold_back(link.cobo, link.latest) == token:
+                while (held := self._hold(link, fresh=True)) is not None and held != link.gave_up_at:
+                    if held != token:
+                        token = held
                     await self._progress.wait()
             if scope.cancelled_caught:
                 link.gave_up_at = token
