@@ -31,8 +31,8 @@ class BuilderParams(Params):
     outlier_gap: int = param(100, "a frame whose event id is more than this many ids ahead of the other CoBos' "
                                   "consensus is quarantined (counted, never built)", ge=1)
     silent_after: float = param(10.0, "a CoBo connected but silent this long is reported (log, status line, "
-                                      "summary), not waited for, and left out of the consensus (s; live sources)",
-                                gt=0)
+                                      "summary); once the others also moved on it is no longer waited for nor part "
+                                      "of the consensus (s; live sources)", gt=0)
     fpn_subtraction: bool = param(False, "subtract each AGET's mean FPN waveform (channels 11, 22, 45, 56) "
                                          "from its signal channels")
 
