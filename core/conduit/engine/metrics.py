@@ -11,25 +11,43 @@ __all__ = ["StageTimes", "Metrics", "MetricsSnapshot"]
 
 
 class StageTimes:
-    """Durations of one stage (seconds), growable without per-call allocation."""
+    """Durations of one stage (seconds) in bounded memory: the exact count and mean, and the p99 of a
+    uniform sample of at most ``RESERVOIR`` durations (every duration while there are fewer).
+
+    A long live run calls each stage millions of times; keeping every duration would grow
+    the process by 8 bytes per call and stage.
+    """
+
+    RESERVOIR = 1 << 16
 
     def __init__(self) -> None:
         self._values = np.empty(1024, dtype=np.float64)
+        self._kept = 0
+        self._total = 0.0
+        self._rng = np.random.default_rng(0)  # which durations the reservoir keeps (Algorithm R)
         self.count = 0
         self.failures = 0
 
     def add(self, seconds: float) -> None:
-        if self.count == len(self._values):
-            self._values = np.concatenate([self._values, np.empty_like(self._values)])
-        self._values[self.count] = seconds
         self.count += 1
+        self._total += seconds
+        if self._kept < self.RESERVOIR:
+            if self._kept == len(self._values):
+                self._values = np.concatenate([self._values, np.empty_like(self._values)])
+            self._values[self._kept] = seconds
+            self._kept += 1
+        else:
+            slot = int(self._rng.integers(self.count))
+            if slot < self.RESERVOIR:
+                self._values[slot] = seconds
 
     @property
     def values(self) -> np.ndarray:
-        return self._values[: self.count]
+        """The durations kept: all of them, or a uniform sample of ``RESERVOIR`` once there are more."""
+        return self._values[: self._kept]
 
     def mean_ms(self) -> float:
-        return float(self.values.mean() * 1e3) if self.count else float("nan")
+        return self._total / self.count * 1e3 if self.count else float("nan")
 
     def p99_ms(self) -> float:
         return float(np.percentile(self.values, 99) * 1e3) if self.count else float("nan")

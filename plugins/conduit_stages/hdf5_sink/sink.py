@@ -21,6 +21,7 @@ from conduit.artifacts import ESTIMATE_DTYPE
 from conduit.stage import SinkStage
 
 from . import layout
+from .idcount import IdCounter
 from .losses import write_loss_attributes
 from .params import Hdf5Params
 from .partfile import PartitionedFile, WriteError, consolidate
@@ -47,13 +48,12 @@ class _Target:
     ranges: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     timestamps: list[int] = dataclasses.field(default_factory=list)
     counts: dict[str, int] = dataclasses.field(default_factory=lambda: defaultdict(int))
-    seen: dict[str, dict[int, int]] = dataclasses.field(default_factory=lambda: defaultdict(dict))
+    seen: dict[str, IdCounter] = dataclasses.field(default_factory=lambda: defaultdict(IdCounter))
     duplicates: int = 0
 
     def name_for(self, kind: str, event_id: int) -> str:
         """The object name of this event, unique even when an event id repeats."""
-        dup = self.seen[kind].get(event_id, -1) + 1
-        self.seen[kind][event_id] = dup
+        dup = self.seen[kind].add(event_id)
         if dup:
             self.duplicates += 1
         make = layout.cloud_name if kind == layout.CLOUD else layout.event_name
@@ -289,7 +289,7 @@ class Hdf5Sink(SinkStage):
                 write_loss_attributes(m, self.losses)
 
         counts_before = dict(target.counts)
-        seen_before = {k: dict(v) for k, v in target.seen.items()}
+        seen_before = {k: v.copy() for k, v in target.seen.items()}
         ranges_before = {k: list(v) for k, v in target.ranges.items()}
         try:
             target.file.commit(write_part, update_master)
