@@ -136,6 +136,15 @@ class Engine:
                 (log.error if error else log.info)(reason)
         self._source_scope.cancel()
 
+    def losses(self) -> dict[str, int]:
+        """Everything lost so far, by reason: the source's (frames), then events the engine dropped
+        (``queue_full_events``: a live source outran the engine queue) and each sink could not take."""
+        losses = dict(self.source.losses())
+        losses["queue_full_events"] = self.source.dropped
+        for name, dropped in self.metrics.sink_dropped.items():
+            losses[f"sink_{name}_dropped"] = dropped
+        return losses
+
     # -- run -------------------------------------------------------------------
 
     async def run(self) -> RunSummary:
@@ -361,15 +370,6 @@ class Engine:
             total=total,
             losses=self.losses(),
         )
-
-    def losses(self) -> dict[str, int]:
-        """Everything lost so far, by reason: the source's (frames), then events the engine dropped
-        (``queue_full_events``: a live source outran the engine queue) and each sink could not take."""
-        losses = dict(self.source.losses())
-        losses["queue_full_events"] = self.source.dropped
-        for name, dropped in self.metrics.sink_dropped.items():
-            losses[f"sink_{name}_dropped"] = dropped
-        return losses
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
