@@ -338,7 +338,7 @@ class EventBuilder:
         if pending is None:
             late = key in self._emitted
             if not late and key[0] == self.sequencer.epoch:
-                consensus = self.sequencer.consensus
+                consensus = self._last_consensus  # the depth window as of the previous frame
                 late = consensus is not None and key[1] < consensus - self.max_depth
             if late:
                 self._lose("late_frames", stream, key[1], source)
@@ -382,9 +382,10 @@ class EventBuilder:
         """Act on restart decisions, the depth limit and the end of the previous run."""
         seq = self.sequencer
         out: list[Event] = []
-        decision = seq.decide(now)
-        if decision is not None:
-            out += self._apply(decision)
+        if seq.proposing_streams:
+            decision = seq.decide(now)
+            if decision is not None:
+                out += self._apply(decision)
         consensus = seq.consensus
         if consensus is not None and (self._last_consensus is None or consensus > self._last_consensus):
             self._last_consensus = consensus

@@ -280,6 +280,11 @@ class Sequencer:
         s.head = s.top
         self._rebuild()
 
+    @property
+    def proposing_streams(self) -> int:
+        """How many streams propose a restart right now."""
+        return self._proposing
+
     def proposers(self) -> list[Stream]:
         return [s for s in self.streams.values() if s.epoch == self.epoch + 1]
 
