@@ -15,8 +15,9 @@ receives with the ``exporter`` source and runs
 
 Every ``--interval`` seconds the conduit's resident memory (``VmRSS`` of the main
 process, and of its worker processes) is sampled together with the events received so
-far (from its status lines). Reported: RSS one minute after the first event (warm), at the end,
-the growth in between per hour and per event received, and the run summary's losses.
+far (from its status lines). Reported: the peak, the RSS floor of the third and of the last
+quarter of the run (the floors leave out the memory of events in flight), the growth
+between them per hour and per event received, and the run summary's losses.
 """
 
 from __future__ import annotations
@@ -187,23 +188,36 @@ def main() -> None:
     report(args, samples, (tmp / "conduit.log").read_text(errors="replace"), tmp)
 
 
+def steady_growth(samples) -> tuple[float, float, int, float]:
+    """(RSS floor in the third quarter of the run, in the last quarter (KiB), events between, hours between).
+
+    RSS rises and falls with the events in flight (a full engine queue holds hundreds of
+    events, and the allocator keeps that high-water mark); the floors of two late quarters
+    compare like with like, so what remains is growth per event.
+    """
+    end = samples[-1][0]
+    third = [s for s in samples if 0.5 * end <= s[0] < 0.75 * end]
+    last = [s for s in samples if s[0] >= 0.75 * end]
+    a, b = min(third, key=lambda s: s[1]), min(last, key=lambda s: s[1])
+    return a[1], b[1], b[3] - a[3], (b[0] - a[0]) / 3600
+
+
 def report(args, samples, text: str, tmp: Path) -> None:
-    first = next((s for s in samples if s[3] > 0), samples[0])  # events flowing (start-up done)
-    warm = next((s for s in samples if s[0] >= first[0] + 60), samples[-1])
-    end = samples[-1]
-    hours = (end[0] - warm[0]) / 3600
-    growth = (end[1] - warm[1]) * 1024
-    events = end[3] - warm[3]
+    with open(tmp / "rss.csv", "w") as f:
+        f.write("seconds,main_rss_kib,workers_rss_kib,events_received\n")
+        f.writelines(",".join(map(str, s)) + "\n" for s in samples)
+    floor3, floor4, events, hours = steady_growth(samples)
+    growth = (floor4 - floor3) * 1024
     print()
     print(f"machine: {machine()}")
     print(f"soak: {args.minutes:g} min at {args.rate:g} Hz, CoBo {args.silent_cobo} silent, pipeline {args.pipeline}")
-    print(f"main process RSS: {warm[1] / 1024:.1f} MiB at {warm[0]:.0f} s, {end[1] / 1024:.1f} MiB at {end[0]:.0f} s: "
-          f"{growth / 2**20 / hours if hours else 0:+.1f} MiB/h, "
-          f"{growth / events if events else 0:+.1f} B per event received ({events} events)")
-    print(f"worker processes RSS: {warm[2] / 1024:.1f} MiB -> {end[2] / 1024:.1f} MiB")
+    print(f"main process RSS: peak {max(s[1] for s in samples) / 1024:.1f} MiB; floor {floor3 / 1024:.1f} MiB in the "
+          f"third quarter, {floor4 / 1024:.1f} MiB in the last: {growth / 2**20 / hours if hours else 0:+.1f} MiB/h, "
+          f"{growth / events if events else 0:+.1f} B per event received ({events} events between)")
+    print(f"worker processes RSS: {samples[0][2] / 1024:.1f} MiB -> {samples[-1][2] / 1024:.1f} MiB")
     summary = text[text.find("run summary"):] if "run summary" in text else text[-3000:]
     print(summary)
-    print(f"(files in {tmp})")
+    print(f"(files in {tmp}; RSS samples in rss.csv)")
 
 
 if __name__ == "__main__":

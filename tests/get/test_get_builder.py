@@ -304,3 +304,30 @@ def test_losses_are_logged_once_then_rate_limited(emap, caplog):
             b.add_frame(f, now=0)  # event 4 was built: late, 50 times
     assert b.counters.late_frames == 50
     assert caplog.text.count("is late") == 1 and b.rate_log.held_back("late_frames") == 49
+
+
+def test_a_lone_restarted_stream_rejoins_when_the_daq_restarts(emap):
+    """Stream (2, 0) restarts alone at event 5 (ids 0..), the others go on to 140; then the whole DAQ restarts.
+    (2, 0)'s frames are restart_frames until it goes back with the others; the new run is complete again."""
+    b = EventBuilder(emap, timeout=None, expected=[(0, 0), (1, 0), (2, 0)])
+    rng = np.random.default_rng(14)
+    out = []
+
+    def send(evt, key, header_id=None):
+        frame = frames_of(emap, random_event(emap, rng, 3), evt if header_id is None else header_id)[key]
+        out.extend(b.add_frame(frame, now=0))
+
+    for evt in range(140):
+        for key in ((0, 0), (1, 0), (2, 0)):
+            send(evt, key, header_id=evt - 5 if key == (2, 0) and evt >= 5 else None)
+    assert b.counters.lone_restarts == 1 and b.counters.restart_frames == 135
+    send(140, (2, 0), header_id=135)  # its own sequence, read just after the others went back below
+    for evt in range(3):
+        for key in ((0, 0), (1, 0), (2, 0)):
+            send(evt, key)
+            if evt == 0 and key == (1, 0):
+                send(141, (2, 0), header_id=136)  # a late frame of its old sequence: still not built
+    out += b.flush()
+    assert b.counters.restarts == 1 and b.counters.restart_frames == 137
+    assert [(e.id, e.complete) for e in out[-3:]] == [(0, True), (1, True), (2, True)]
+    assert all(not e.complete and e.missing == ((2, 0),) for e in out[5:140])

@@ -24,7 +24,8 @@ Rules (docs/ingestion.md, "The event builder"):
     run's events. Streams still finishing the previous run keep filling its events
     until they go back too (or the previous run is closed: all streams moved over, the
     new run is ``max_depth`` ids on, or its events time out);
-  - **glitch**: the stream's next frame continues its old sequence. The frames held
+  - **glitch**: the stream's next frame continues its old sequence (an id above the one
+    it went back from, other than the next id of its new sequence). The frames held
     aside are judged again in the current epoch (attached if their event is still
     held, ``late_frames`` if already built, ``quarantined_behind`` if more than
     ``outlier_gap`` behind the consensus);
@@ -78,6 +79,8 @@ class Stream:
     fresh: bool = True
     #: Restarted alone (or jumped away): frames counted, not built, until back in step.
     diverged: bool = False
+    #: Diverged when the whole DAQ restarted: back in step when it goes back too, not before.
+    rejoin: bool = False
     #: While proposing a restart: ``top`` before going back, first id and time of the new sequence.
     old_top: int | None = None
     first_new: int = 0
@@ -215,8 +218,11 @@ class Sequencer:
         epoch = self.epoch
         withdrew = False
         if s.epoch == epoch + 1:  # proposing a restart
-            if s.old_top is not None and event_id > s.old_top and not self._far_ahead(event_id):
-                self._withdraw(s)  # back in its old sequence: that was a glitch
+            # Back above where it went back from, and not simply the next id of its new sequence (a counter
+            # restarted a few events into a run soon passes its old top): that was a glitch.
+            if (s.old_top is not None and event_id > s.old_top and event_id != s.top + 1  # type: ignore[operator]
+                    and not self._far_ahead(event_id)):
+                self._withdraw(s)
                 withdrew = True
             else:
                 s.top = max(s.top, event_id)  # type: ignore[type-var]
@@ -232,6 +238,13 @@ class Sequencer:
                 if event_id > self.old_top + self.outlier_gap:
                     return None, "quarantined_ahead", False
                 return epoch - 1, None, False
+        if s.rejoin:
+            if s.top is not None and event_id < s.top:  # it restarted with the others: in step again
+                s.diverged = s.rejoin = False
+                s.top = s.head = None
+            else:  # still counting from its own lone restart
+                s.top = event_id if s.top is None else max(s.top, event_id)
+                return None, "restart_frames", withdrew
         if s.top is not None and event_id < s.top:
             self._propose(s, event_id, now)
             return epoch + 1, None, withdrew
@@ -326,9 +339,10 @@ class Sequencer:
         for s in self.streams.values():
             if s.epoch == self.epoch:
                 s.old_top = None
-            elif s.diverged or s.epoch < self.epoch - 1:
-                # Diverged streams and stragglers of older runs start afresh in the new run.
-                s.epoch, s.top, s.head, s.diverged = self.epoch, None, None, False
+            elif s.diverged:  # it rejoins once it goes back too
+                s.epoch, s.head, s.rejoin = self.epoch, None, True
+            elif s.epoch < self.epoch - 1:  # a straggler of an older run starts afresh
+                s.epoch, s.top, s.head = self.epoch, None, None
         self._rebuild()
         return previous, self.new_start
 
@@ -367,7 +381,7 @@ class Sequencer:
         if self._unheard_stale:
             out.update(key for key in self.expected if key not in self.streams)
         for key, s in self.streams.items():
-            if s.diverged or not s.fresh or key[0] in self.offline_cobos:
+            if (s.diverged and not s.rejoin) or not s.fresh or key[0] in self.offline_cobos:
                 out.add(key)
             elif epoch < self.epoch and s.epoch != epoch:  # already in a newer run
                 out.add(key)
