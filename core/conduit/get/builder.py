@@ -240,7 +240,7 @@ class EventBuilder:
         if stream not in self.expected:
             counters.unexpected_frames += 1
         event_id = info.event_id
-        epoch, reason, withdrew = self.sequencer.judge(stream, event_id, now)
+        epoch, reason, withdrew = self.sequencer.judge(stream, event_id, now, lambda i: self._waits_for(i, stream))
         out: list[Event] = []
         if withdrew:
             out += self._rejudge(stream, now)
@@ -331,6 +331,11 @@ class EventBuilder:
         return ("consensus", consensus) if slack < latest - consensus <= self.outlier_gap else None
 
     # -- deciding where a frame goes -----------------------------------------------------------------
+
+    def _waits_for(self, event_id: int, stream: StreamKey) -> bool:
+        """Is the current run's event ``event_id`` held, without a frame from ``stream`` yet?"""
+        pending = self._held.get((self.sequencer.epoch, event_id))
+        return pending is not None and stream not in pending.parts
 
     def _target(self, key: tuple[int, int], stream: StreamKey, source: str, now: float) -> _Pending | None:
         """The held event a frame of ``stream`` goes to (created if needed), or None (counted as lost)."""

@@ -15,8 +15,9 @@ Rules (docs/ingestion.md, "The event builder"):
   (``quarantined_ahead``): it never creates, completes or retires events and never
   moves the depth window. Its id still counts as that stream's position, so when a
   majority of streams really move ahead together the consensus follows them.
-* A frame whose id is **below its own stream's last accepted id** means that stream
-  went back: it *proposes* a counter restart. Its frames are held aside under the next
+* A frame whose id is **below its own stream's last accepted id** (and whose event is not
+  still held waiting for it: that is just a frame out of order) means that stream went
+  back: it *proposes* a counter restart. Its frames are held aside under the next
   *epoch* (never emitted) until one of:
 
   - **restart agreed**: more than half of the live streams have gone back. A new epoch
@@ -51,7 +52,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 __all__ = ["Sequencer", "Stream", "StreamKey", "RESTART", "LONE"]
 
@@ -200,9 +201,13 @@ class Sequencer:
 
     # -- judging one frame -------------------------------------------------------------------------
 
-    def judge(self, key: StreamKey, event_id: int, now: float) -> tuple[int | None, str | None, bool]:
+    def judge(self, key: StreamKey, event_id: int, now: float,
+              waiting: Callable[[int], bool] | None = None) -> tuple[int | None, str | None, bool]:
         """(epoch to file the frame under or None, loss reason when dropped, True when ``key`` withdrew a
-        restart proposal: its frames held aside must be judged again with :meth:`rejudge`)."""
+        restart proposal: its frames held aside must be judged again with :meth:`rejudge`).
+
+        ``waiting(id)`` says whether the current run's event ``id`` is still held and waits for this
+        stream: a frame that goes back to such an event came out of order, it is not a restart."""
         s = self.streams.get(key)
         if s is None:
             if self._first is None:
@@ -246,6 +251,8 @@ class Sequencer:
                 s.top = event_id if s.top is None else max(s.top, event_id)
                 return None, "restart_frames", withdrew
         if s.top is not None and event_id < s.top:
+            if waiting is not None and waiting(event_id):
+                return epoch, None, withdrew  # out of order within its stream, its event still held
             self._propose(s, event_id, now)
             return epoch + 1, None, withdrew
         consensus = self.consensus
