@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine
+from _common import ANALYSIS_STAGES, machine
 
 BIN = Path(sys.executable).parent
 CONDUIT = str(BIN / "conduit")
@@ -42,19 +42,7 @@ ONLINE_STAGES = """
 [engine]
 policy = "skip"
 status_interval = 2.0
-
-[[stage]]
-use = "pointcloud"
-
-[[stage]]
-use = "cluster.hdbscan"
-
-[[stage]]
-use = "estimate"
-
-[[stage]]
-use = "histogram"
-
+""" + ANALYSIS_STAGES + """
 [[stage]]
 use = "hdf5"
 path = "out/soak_run_{run:04d}.h5"

@@ -343,7 +343,8 @@ async def test_wrong_cobo_id_is_dropped_not_mislabelled(tmp_path, emap, caplog):
     assert incomplete(run) == {i: missing4 for i in range(100)}
     assert run.losses() == NO_LOSS | {"wrong_cobo_frames": 100 * len(missing4)}
     assert run.bad_rows() == 0
-    assert len(messages(caplog, "frame header says CoBo 5: dropped")) == 1
+    assert len(messages(caplog, "header says CoBo 5: dropped")) == 1
+    assert len(messages(caplog, "wrong_cobo_frames")) == 1  # one line, rate-limited, for 400 frames
     assert check_recording(run, tmp_path / "out" / "run.h5")["wrong_cobo_frames"] == 100 * len(missing4)
 
 

@@ -261,11 +261,12 @@ class EventBuilder:
             out += self._expire(now)
         return out
 
-    def reject(self, reason: str, nbytes: int, *, cobo: int, event_id: int, source: str) -> None:
-        """Count a frame the caller drops before building (e.g. ``wrong_cobo_frames``), and log it."""
+    def reject(self, reason: str, nbytes: int, *, cobo: int) -> None:
+        """Count a frame the caller drops before building (e.g. ``wrong_cobo_frames``; the caller logs it,
+        knowing why)."""
         self.counters.frames += 1
         self.counters.bytes += nbytes
-        self._lose(reason, (cobo, -1), event_id, source)
+        self._count(reason, (cobo, -1))
 
     def poll(self, now: float) -> list[Event]:
         """Emit (incomplete) events that have waited more than ``timeout`` seconds, and events that no
@@ -521,8 +522,7 @@ class EventBuilder:
         self._count(reason, stream)
         consensus = self.sequencer.consensus
         where = "?" if consensus is None else str(consensus)
-        what = f"{source}: frame of event {event_id} from cobo {stream[0]}" + (
-            f" asad {stream[1]}" if stream[1] >= 0 else "")
+        what = f"{source}: frame of event {event_id} from cobo {stream[0]} asad {stream[1]}"
         if reason == "late_frames":
             self.rate_log(reason, logging.WARNING, "%s is late (its event was already built, or it is more than "
                           "max_depth = %d ids behind the other CoBos at %s): counted in late_frames", what,
@@ -539,7 +539,7 @@ class EventBuilder:
         elif reason == "restart_frames":
             self.rate_log(reason, logging.WARNING, "%s belongs to a stream that restarted its event counter "
                           "alone (the other CoBos are at %s): set aside (restart_frames)", what, where)
-        else:
+        else:  # pragma: no cover - every reason the builder itself drops for is worded above
             self.rate_log(reason, logging.WARNING, "%s dropped (%s)", what, reason)
 
     def report_bad(self, err: FrameError) -> None:

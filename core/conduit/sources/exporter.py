@@ -304,10 +304,10 @@ class ExporterSource(Source):
                 if header_cobo != link.cobo and not trust:
                     link.wrong_cobo += 1
                     self._rate_log(f"wrong_cobo{link.cobo}", logging.WARNING,
-                                   "%s: frame header says CoBo %d: dropped (wrong_cobo_frames; set source."
-                                   "cobo_id_mismatch = \"trust_connection\" if this firmware writes a wrong CoBo "
-                                   "id, e.g. 0)", source, header_cobo)
-                    builder.reject("wrong_cobo_frames", length, cobo=link.cobo, event_id=event_id, source=source)
+                                   "%s: frame of event %d: header says CoBo %d: dropped (wrong_cobo_frames; set "
+                                   "source.cobo_id_mismatch = \"trust_connection\" if this firmware writes a wrong "
+                                   "CoBo id, e.g. 0)", source, event_id, header_cobo)
+                    builder.reject("wrong_cobo_frames", length, cobo=link.cobo)
                     return []
             return builder.add_frame(buf, offset, length, now=now, source=source, cobo=link.cobo)
 
