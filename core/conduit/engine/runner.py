@@ -311,7 +311,7 @@ class Engine:
                         event = await recv.receive()
                 except trio.EndOfChannel:
                     if not stopped:  # the source is done: its final counts (losses ...) before close()
-                        await self._final_metrics(sink, limiter)
+                        await self._last_metrics_to(sink, limiter)
                     break
                 if event is not None and stopped:
                     self.metrics.sink_dropped[sink.name] = self.metrics.sink_dropped.get(sink.name, 0) + 1
@@ -341,7 +341,9 @@ class Engine:
                     except Exception as err:  # a metrics display must never stop a run
                         log.debug("sink %s on_metrics failed: %s", sink.name, err)
 
-    async def _final_metrics(self, sink: SinkStage, limiter: trio.CapacityLimiter) -> None:
+    async def _last_metrics_to(self, sink: SinkStage, limiter: trio.CapacityLimiter) -> None:
+        """One last snapshot for a sink whose events are all delivered (the source is done: its losses are
+        final), before it is closed: the hdf5 sink records the final loss counts from it."""
         snap = self._snapshot(self._total)
         try:
             await trio.to_thread.run_sync(sink.on_metrics, snap, limiter=limiter)
