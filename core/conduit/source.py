@@ -87,6 +87,11 @@ class Source:
         """Running totals (frames, bytes, bad frames, incomplete events, ...) for the summary."""
         return {}
 
+    def losses(self) -> dict[str, int]:
+        """Frames (or items) lost so far, by reason (``late_frames``, ``quarantined_ahead`` ...), for the
+        summary, the status line and the recording; the engine adds the events it dropped itself."""
+        return {}
+
     def byte_counts(self) -> dict[str, int]:
         """Bytes received per sub-stream (``cobo0`` ...), for rate plots."""
         return {}

@@ -78,6 +78,8 @@ class RunSummary:
     sink_lost: dict[str, int] = dataclasses.field(default_factory=dict)  # consumed, then lost in a failed write
     #: False when the run ended (error or signal) before its first event could flow.
     started: bool = True
+    #: Everything lost, by reason (the source's frame losses, events dropped by the engine and sinks).
+    losses: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -148,6 +150,7 @@ class Engine:
         self._queue_stats: Callable[[], int] = lambda: 0
         self._last_snapshot: MetricsSnapshot | None = None
         self._resets = 0  # SIGUSR1 count; each sink task catches up with it
+        self._total: int | None = None  # events expected (progress bar), once known
         self.startup_seconds = 0.0
 
     # -- control ---------------------------------------------------------------
@@ -161,6 +164,15 @@ class Engine:
             if reason:
                 (log.error if error else log.info)(reason)
         self._source_scope.cancel()
+
+    def losses(self) -> dict[str, int]:
+        """Everything lost so far, by reason: the source's (frames), then events the engine dropped
+        (``queue_full_events``: a live source outran the engine queue) and each sink could not take."""
+        losses = dict(self.source.losses())
+        losses["queue_full_events"] = self.source.dropped
+        for name, dropped in self.metrics.sink_dropped.items():
+            losses[f"sink_{name}_dropped"] = dropped
+        return losses
 
     # -- run -------------------------------------------------------------------
 
@@ -387,7 +399,7 @@ class Engine:
                     with trio.move_on_after(0.25):
                         event = await recv.receive()
                 except trio.EndOfChannel:
-                    break
+                    break  # the final snapshot (losses ...) comes from _final_metrics, before close()
                 if event is not None and stopped:
                     self.metrics.sink_dropped[sink.name] = self.metrics.sink_dropped.get(sink.name, 0) + 1
                 elif event is not None:
@@ -422,6 +434,7 @@ class Engine:
             total = min(total, self.max_events)
         elif self.max_events is not None:
             total = self.max_events
+        self._total = total
         self.status.start(total)
         while True:
             self._last_snapshot = self._snapshot(total)
@@ -437,6 +450,7 @@ class Engine:
             total=total,
             source_counters=self.source.counters(),
             final=final,
+            losses=self.losses(),
         )
 
     def _final_metrics(self) -> None:
@@ -539,6 +553,7 @@ class Engine:
             name: (t.count, t.mean_ms(), t.p99_ms()) for name, t in self.metrics.stage_times.items()
         }
         outputs = [o for s in self.sinks for o in s.outputs()]
+        sink_lost = {s.name: lost for s in self.sinks if (lost := _unwritten(s))}  # asked after close()
         return RunSummary(
             received=self.metrics.received,
             analysed=self.metrics.analysed,
@@ -556,8 +571,9 @@ class Engine:
             interrupted=self.interrupted,
             error=self.error,
             sink_dropped=dict(self.metrics.sink_dropped),
-            sink_lost={s.name: lost for s in self.sinks if (lost := _unwritten(s))},
+            sink_lost=sink_lost,
             started=self.started,
+            losses={**self.losses(), **{f"sink_{name}_lost": lost for name, lost in sink_lost.items()}},
         )
 
 

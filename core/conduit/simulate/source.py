@@ -224,6 +224,9 @@ class SimulateSource(Source):
             counts.update(self._exporter.counters())
         return counts
 
+    def losses(self) -> dict[str, int]:
+        return self._exporter.losses() if self._exporter is not None else {}
+
     def status(self) -> dict[str, str]:
         if self._exporter is not None:
             return self._exporter.status()

@@ -133,6 +133,9 @@ class GrawSource(Source):
             counts["files"] = sum(len(s.files) for s in self._run.streams)
         return counts
 
+    def losses(self) -> dict[str, int]:
+        return self._builder.losses() if self._builder is not None else {}
+
     def byte_counts(self) -> dict[str, int]:
         return self._reader.byte_counts() if self._reader is not None else {}
 

@@ -21,7 +21,9 @@ from conduit.artifacts import ESTIMATE_DTYPE
 from conduit.stage import SinkStage
 
 from . import layout, spyral
+from .idcount import IdCounter
 from .leftovers import tidy_leftovers
+from .losses import write_loss_attributes
 from .params import Hdf5Params
 from .partfile import PartitionedFile, WriteError, consolidate
 
@@ -48,13 +50,12 @@ class _Target:
     ranges: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     timestamps: list[int] = dataclasses.field(default_factory=list)
     counts: dict[str, int] = dataclasses.field(default_factory=lambda: defaultdict(int))
-    seen: dict[str, dict[int, int]] = dataclasses.field(default_factory=lambda: defaultdict(dict))
+    seen: dict[str, IdCounter] = dataclasses.field(default_factory=lambda: defaultdict(IdCounter))
     duplicates: int = 0
 
     def name_for(self, kind: str, event_id: int) -> str:
         """The object name of this event, unique even when an event id repeats."""
-        dup = self.seen[kind].get(event_id, -1) + 1
-        self.seen[kind][event_id] = dup
+        dup = self.seen[kind].add(event_id)
         if dup:
             self.duplicates += 1
         make = layout.cloud_name if kind == layout.CLOUD else layout.event_name
@@ -95,6 +96,7 @@ class Hdf5Sink(SinkStage):
         self.parquet: Path | None = None
         self.claims: list[Any] = []
         self.run_path = self.context.format_path(p.path)
+        self.losses: dict[str, int] = {}  # latest loss counts from the engine (on_metrics)
         self.targets: list[_Target] = []
         run_kinds = []
         if p.traces:
@@ -138,6 +140,7 @@ class Hdf5Sink(SinkStage):
             self._flush_or_stop()
 
     def on_metrics(self, metrics) -> None:
+        self.losses = dict(metrics.losses)
         if self.error is None and self.pending and time.monotonic() - self.last_flush >= self.params.flush_interval:
             try:
                 self._flush_or_stop()
@@ -167,6 +170,11 @@ class Hdf5Sink(SinkStage):
                 self.flush()
             except WriteError as err:
                 self._record_error(f"{err} (the events of the last {self.params.flush_interval:g} s are lost)")
+        if self.error is None:
+            try:  # the final loss counts (the engine sends a last on_metrics before close)
+                self.run_target.file.update(lambda m: write_loss_attributes(m, self.losses))
+            except WriteError as err:
+                problems.append(str(err))
         if self.params.histograms and self.error is None:
             hset = self.context.shared.get(_HISTOGRAMS_KEY)
             if hset is not None:
@@ -351,9 +359,11 @@ class Hdf5Sink(SinkStage):
                 table[start:] = rows
             layout.append_kinematics(m, kin_rows)
             m.attrs["events_flushed"] = np.int64(self.flushed_events + len(batch))
+            if target is self.run_target:
+                write_loss_attributes(m, self.losses)
 
         counts_before = dict(target.counts)
-        seen_before = {k: dict(v) for k, v in target.seen.items()}
+        seen_before = {k: v.copy() for k, v in target.seen.items()}
         ranges_before = {k: list(v) for k, v in target.ranges.items()}
         try:
             target.file.commit(write_part, update_master)
