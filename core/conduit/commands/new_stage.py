@@ -152,7 +152,7 @@ TEST_TRANSFORM = Template('''\
 import numpy as np
 
 from conduit.event import Event
-from conduit.stage import StageContext
+from conduit import RunContext
 from $package.stage import $cls
 
 
@@ -165,7 +165,7 @@ def make_event():
 
 
 def test_counts_pads_above_threshold():
-    stage = $cls($cls.Params(threshold=100.0), StageContext())
+    stage = $cls($cls.Params(threshold=100.0), RunContext())
     event = make_event()
     stage.process(event)
     assert event.artifacts["$artifact"] == {"hit_pads": 1, "max_height": 500.0}
@@ -183,12 +183,12 @@ TEST_SINK = Template('''\
 import numpy as np
 
 from conduit.event import Event
-from conduit.stage import StageContext
+from conduit import RunContext
 from $package.stage import $cls
 
 
 def test_writes_one_line_per_event(tmp_path):
-    stage = $cls($cls.Params(path=str(tmp_path / "out_{run}.csv")), StageContext(run=3))
+    stage = $cls($cls.Params(path=str(tmp_path / "out_{run}.csv")), RunContext(run=3))
     stage.open()
     stage.begin()
     stage.consume(Event(id=5, traces=np.zeros((2, 517), dtype=np.int16)))

@@ -41,7 +41,7 @@ import trio
 from ..config.pipeline import Pipeline
 from ..event import Event
 from ..source import Source, SourceError
-from ..stage import SinkStage, StageContext
+from ..stage import RunContext, SinkStage, StopRun
 from .metrics import Metrics, MetricsSnapshot
 from .pool import ChainSpec, open_pool
 from .status import StatusReporter
@@ -49,10 +49,6 @@ from .status import StatusReporter
 __all__ = ["run_pipeline", "RunSummary", "StopRun", "Engine"]
 
 log = logging.getLogger("conduit.engine")
-
-
-class StopRun(Exception):
-    """Raised by a stage or sink that cannot go on (disk full, ...): the run stops cleanly."""
 
 
 @dataclasses.dataclass
@@ -121,7 +117,7 @@ class Engine:
         self.handle_signals = handle_signals
         self.on_event = on_event
         self.metrics = Metrics()
-        self.context = StageContext(detector=pipeline.detector, base_dir=pipeline.base_dir.resolve(),
+        self.context = RunContext(detector=pipeline.detector, base_dir=pipeline.base_dir.resolve(),
                                     pipeline=tuple((s.use, s.params) for s in pipeline.stages),
                                     existing_outputs=pipeline.engine.existing_outputs)
         self.source: Source = pipeline.source.cls(pipeline.source.params, self.context)
@@ -130,7 +126,7 @@ class Engine:
             self.context.run = getattr(pipeline.source.params, "run", None)
         self.live = self.source.live
         self.context.live = self.live
-        # A live run's output names never get a silent run 0000 (see StageContext.format_path).
+        # A live run's output names never get a silent run 0000 (see RunContext.format_path).
         self.context.require_run = self.live
         policy = pipeline.engine.policy
         self.policy = ("skip" if self.live else "wait") if policy == "auto" else policy
@@ -517,6 +513,11 @@ class Engine:
     # -- sinks -------------------------------------------------------------------
 
     def _open_sinks(self) -> None:
+        for config in self.pipeline.stages:  # what stages offer the sinks (kinematic curves ...)
+            try:
+                config.cls.publish_services(config.params, self.context)
+            except Exception as err:
+                raise RuntimeError(f"stage {config.use}: cannot publish its services: {err}") from err
         for config in self.pipeline.sinks:
             sink = config.cls(config.params, self.context)
             try:

@@ -149,7 +149,7 @@ class ExporterSource(Source):
 
     # -- running -------------------------------------------------------------------------------
 
-    async def run(self, task_status: Any = None) -> None:
+    async def run(self) -> None:
         import trio
 
         builder = self._get_builder()

@@ -104,7 +104,7 @@ class GrawSource(Source):
             self._reader = reader
         return self._reader
 
-    async def run(self, task_status: Any = None) -> None:
+    async def run(self) -> None:
         import trio
 
         reader = await trio.to_thread.run_sync(self._open_reader)

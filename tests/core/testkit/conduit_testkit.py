@@ -46,7 +46,7 @@ class CountingSource(Source):
     def run_number(self):
         return self.params.run
 
-    async def run(self, task_status=None) -> None:
+    async def run(self) -> None:
         i = 0
         period = 1.0 / self.params.rate if self.params.rate else 0.0
         while self.params.events == 0 or i < self.params.events:
