@@ -172,7 +172,7 @@ class ParticleResult:
 
 def analyse(preset: str, reco: Reco, min_points: int = 30) -> list[ParticleResult]:
     """Per truth particle (beam excluded): clustering efficiency/purity and estimate, or why it was lost."""
-    from conduit_stages.estimate import trackfit
+    from conduit_physics.tracks import fit as trackfit
 
     truth = reco.sim.truth
     owner = point_particles(reco.cloud, truth)

@@ -13,7 +13,7 @@ from conduit.config.pipeline import PipelineError, load_pipeline
 from conduit.engine.runner import run_pipeline
 from conduit.event import Event
 from conduit.params import ParamError
-from conduit_stages.histogram.gates import inside_polygon
+from conduit_physics.gates import inside_polygon
 from conduit_stages.histogram.hset import HistogramSet
 from conduit_stages.histogram.spec import GateSpec, HistogramParams, HistogramSpec
 from conduit_stages.histogram.store import read_histograms, write_histograms
