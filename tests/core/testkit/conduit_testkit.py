@@ -191,6 +191,24 @@ class CollectSink(SinkStage):
         return [str(self.path)]
 
 
+DESCRIPTION = "Print a greeting and exit with the status asked for (a plugin's own sub-command)."
+
+
+def add_arguments(parser):
+    parser.add_argument("--name", default="world")
+    parser.add_argument("--status", type=int, default=0)
+
+
+def main(args):
+    print(f"hello {args.name} from testkit")
+    return args.status
+
+
+@hookimpl
+def conduit_register_commands(register):
+    register("testkit-hello", "conduit_testkit", "greet (testkit's own command)")
+
+
 @hookimpl
 def conduit_register_sources(register):
     register(CountingSource)
