@@ -39,7 +39,7 @@ def test_default_map(emap):
 def test_bundled_map_is_attpc_mergers_file_byte_for_byte():
     """The bundled map is attpc_merger's default_pad_map.csv as recorded in data/README.md (its SHA-256)."""
     readme = (BUNDLED / "README.md").read_text()
-    recorded = next(line.split("`")[1] for line in readme.splitlines() if line.startswith("SHA-256 of"))
+    recorded = next(line.split("`")[-2] for line in readme.splitlines() if line.startswith("SHA-256 of"))
     digest = hashlib.sha256((BUNDLED / "attpc_pad_map.csv").read_bytes()).hexdigest()
     assert digest == recorded
 
