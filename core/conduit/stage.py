@@ -86,8 +86,8 @@ class RunContext:
     base_dir: Path = dataclasses.field(default_factory=Path.cwd)
     #: Typed objects sinks share within the main process (the histogram set ...): :mod:`conduit.services`.
     services: Services = dataclasses.field(default_factory=lambda: _services(), compare=False, repr=False)
-    #: ``(use, params)`` of every ``[[stage]]`` of the pipeline, in order: how a stage reads another's
-    #: settings (the ``kinematics`` stage the histogram stage's gates, the rerun sink the reaction).
+    #: ``(use, params)`` of every ``[[stage]]`` of the pipeline, in order: read through public helpers
+    #: (``conduit_physics.gates.pipeline_gates`` finds the gates the histogram stage declares).
     pipeline: tuple[tuple[str, Params], ...] = ()
 
     def stage_params(self, use: str) -> list[Params]:

@@ -96,6 +96,9 @@ def test_conduit_stages_lists_stages_parameters_and_failures(plugin_site):
     assert "plugins that failed to load" in out
     assert "broken (conduit_broken): ImportError: conduit_broken needs a library" in out
     assert "badstage (NoName):" in out
+    assert "badhook (conduit_register_stages): RuntimeError: deliberate failure in a registration hook" in out
+    assert "badhook (command 'run'): command 'run' already registered by commands" in out
+    assert out.count("broken (conduit_broken)") == 1  # a load failure is listed once, not per hook
 
 
 def test_help_and_version_import_no_heavy_library():
