@@ -83,6 +83,8 @@ class MetricsSnapshot:
     #: What was lost so far, by reason (frames: ``late_frames`` ...; events: ``queue_full_events``,
     #: ``sink_<name>_dropped``); see docs/ingestion.md, "What is lost and why".
     losses: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Per (cobo, asad) stream: ``frames`` received and frames lost by reason (``Source.asad_counters``).
+    asad_counters: dict[tuple[int, int], dict[str, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def complete_fraction(self) -> float:
@@ -126,7 +128,8 @@ class Metrics:
 
     def snapshot(self, *, queue_depth: int, source_status: dict[str, str], byte_counts: dict[str, int],
                  dropped: int, total: int | None, source_counters: dict[str, int] | None = None,
-                 final: bool = False, losses: dict[str, int] | None = None) -> MetricsSnapshot:
+                 final: bool = False, losses: dict[str, int] | None = None,
+                 asad_counters: dict[tuple[int, int], dict[str, int]] | None = None) -> MetricsSnapshot:
         """Totals plus rates since the previous snapshot."""
         now = self.elapsed()
         t0, r0, a0, s0 = self._last
@@ -153,6 +156,7 @@ class Metrics:
             source_counters=dict(source_counters or {}),
             final=final,
             losses=dict(losses or {}),
+            asad_counters=dict(asad_counters or {}),
         )
         self._last = (now, self.received, self.analysed, self.skipped)
         self._last_bytes = dict(byte_counts)
