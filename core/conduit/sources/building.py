@@ -24,3 +24,6 @@ class FrameSource(Source):
             self._builder = self.params.make_builder(  # type: ignore[attr-defined]
                 self.context.electronics_map, live=self.live, logger=self.log)
         return self._builder
+
+    def asad_counters(self) -> dict[tuple[int, int], dict[str, int]]:
+        return self._builder.asad_counters() if self._builder is not None else {}
