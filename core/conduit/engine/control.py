@@ -141,6 +141,9 @@ class EngineControl:
         self._tick: dict[str, Any] = {"streams": {}, "outputs": {}, "disks": {}}
         self._stream_seen: dict[str, tuple[int, float]] = {}  # stream -> (bytes, monotonic time they last grew)
         self._last_frames: tuple[float, dict[str, int]] | None = None
+        #: Sequence numbers of the first event not analysed (paused) and analysed again (resumed).
+        self.paused_from: int | None = None
+        self.resumed_from: int | None = None
 
     # -- state ----------------------------------------------------------------------------
 
@@ -170,6 +173,7 @@ class EngineControl:
         if self._engine.paused:
             return False
         self._engine.paused = True
+        self.paused_from = self._engine.metrics.received
         log.info("%s: analysis paused from event #%d on (events are still received and recorded)", who,
                  self._engine.metrics.received)
         return True
@@ -180,6 +184,7 @@ class EngineControl:
         if not self._engine.paused:
             return False
         self._engine.paused = False
+        self.resumed_from = self._engine.metrics.received
         log.info("%s: analysis resumed from event #%d on (%d events were not analysed while paused)", who,
                  self._engine.metrics.received, self._engine.metrics.paused)
         return True
@@ -190,11 +195,14 @@ class EngineControl:
             raise ControlError([f"cannot stop: the run is already {self._engine.phase}"], status=409)
         self._engine.interrupt(who)
 
-    def reset(self, who: str = "control") -> None:
-        """Reset every sink's running totals (histograms), as SIGUSR1 does."""
+    def reset(self, who: str = "control") -> int:
+        """Reset every sink's running totals (histograms), as SIGUSR1 does, between the same two events.
+
+        Returns the sequence number of the first event counted after the reset.
+        """
         if self._engine.phase in ("closing", "ended"):
             raise ControlError([f"cannot reset: the run is {self._engine.phase}"], status=409)
-        self._engine.request_reset(who)
+        return self._engine.request_reset(who)
 
     async def new_run(self, run: int | None = None, who: str = "control") -> RunSwitch:
         """Close every output at the next event boundary and open the next run's (``run``, default current + 1).
@@ -312,7 +320,7 @@ class EngineControl:
         return await self._set_gates(index, [g for g in gates if g.get("name") != name], f"gate {name!r}", who)
 
     def _gate_stage(self) -> tuple[int, list[dict]]:
-        stages = [s for s in self._engine.pipeline.stages if "gates" in s.cls.live_params]
+        stages = [s for s in self._engine.pipeline.stages if "gates" in getattr(s.cls, "live_params", ())]
         if len(stages) != 1:
             raise ControlError([f"gates need exactly one stage that takes them live (a histogram stage); "
                                 f"this pipeline has {len(stages)}"])
@@ -354,13 +362,17 @@ class EngineControl:
             }
         self._last_frames = (now, frames)
         outputs = {sink.name: [_output_info(o) for o in _live_outputs(sink)] for sink in list(e.sinks)}
-        disks = {}
-        for directory in {str(Path(o["path"]).parent) for infos in outputs.values() for o in infos if o["local"]}:
+        disks, devices = {}, set()
+        for directory in sorted({str(Path(o["path"]).parent) for infos in outputs.values() for o in infos
+                                 if o["local"]}):
             try:
+                device = os.stat(directory).st_dev
                 usage = shutil.disk_usage(directory)
             except OSError:
                 continue
-            disks[directory] = {"path": directory, "free_bytes": usage.free, "total_bytes": usage.total}
+            if device not in devices:  # one line per file system
+                devices.add(device)
+                disks[directory] = {"path": directory, "free_bytes": usage.free, "total_bytes": usage.total}
         self._tick = {"streams": streams, "outputs": outputs, "disks": disks}
         self.alarms.update(Reading(
             now=now, received=snap.received, incomplete=snap.incomplete, skipped=snap.skipped,
@@ -437,7 +449,7 @@ class EngineControl:
         return out
 
     def _gates(self) -> dict[str, Any]:
-        stages = [s for s in self._engine.pipeline.stages if "gates" in s.cls.live_params]
+        stages = [s for s in self._engine.pipeline.stages if "gates" in getattr(s.cls, "live_params", ())]
         if len(stages) != 1:
             return {"editable": False, "gates": [], "histograms": []}
         params = stages[0].params

@@ -58,12 +58,15 @@ class StopRun(Exception):
 
 @dataclasses.dataclass
 class _SinkNote:
-    """Parameters changed: passed to every sink between two events, in delivery order."""
+    """What every sink is told between the same two events, in delivery order: a reset, or a parameter change."""
 
-    change: ParameterChange
-    params: dict[int, Any]  # sink index -> its new parameters (live_params changed)
+    change: ParameterChange | None = None  # None: reset
+    params: dict[int, Any] = dataclasses.field(default_factory=dict)  # sink index -> new parameters
 
     def apply(self, sink: SinkStage, index: int) -> None:
+        if self.change is None:
+            sink.on_reset()
+            return
         if index in self.params:
             sink.update_params(self.params[index])
         sink.on_parameters(self.change)
@@ -172,14 +175,13 @@ class Engine:
         self._stop_requested = False
         self._queue_stats: Callable[[], int] = lambda: 0
         self._last_snapshot: MetricsSnapshot | None = None
-        self._resets = 0  # SIGUSR1 / control resets; each sink task catches up with it
         self._total: int | None = None  # events expected (progress bar), once known
         self.startup_seconds = 0.0
         #: Analysis paused by the control API (events are still received and recorded).
         self.paused = False
         #: The transform chain new events are analysed with (replaced when parameters change).
         self._spec: ChainSpec | None = None
-        #: Notes for the sinks, each due before the event of its sequence number (parameter changes).
+        #: Notes for the sinks, each due before the event of its sequence number (resets, parameter changes).
         self._notes: list[tuple[int, _SinkNote]] = []
         #: Changes waiting for their first event (to learn its id).
         self._awaiting: list[ParameterChange] = []
@@ -218,10 +220,12 @@ class Engine:
 
     # -- run -------------------------------------------------------------------
 
-    def request_reset(self, who: str) -> None:
-        """Every sink's ``on_reset`` (histograms zeroed), between two of its events."""
-        self._resets += 1
-        log.info("%s: resetting histograms and running totals", who)
+    def request_reset(self, who: str) -> int:
+        """Every sink's ``on_reset`` (histograms zeroed) before the next event; return that event's sequence number."""
+        sequence = self.metrics.received
+        self._notes.append((sequence, _SinkNote()))
+        log.info("%s: resetting histograms and running totals from event #%d on", who, sequence)
+        return sequence
 
     def interrupt(self, who: str) -> None:
         """Stop as Ctrl-C does: during start-up nothing is begun; running, events in flight finish."""
@@ -243,10 +247,10 @@ class Engine:
         for index in changed:
             self.pipeline.stages[index] = fresh.stages[index]
         self.context.pipeline = tuple((s.use, s.params) for s in self.pipeline.stages)
-        if any(self.pipeline.stages[i].kind == "transform" for i in changed):
-            # The workers build this chain when its first event reaches them: every event from
-            # `change.sequence` on is analysed with it, every earlier one with the previous chain.
-            self._spec = ChainSpec.create([(s.cls, s.params) for s in self.pipeline.transforms], self.context)
+        # Always a new chain, also for a sink's change: a transform may read another stage's settings through
+        # context.pipeline (kinematics: the histogram stage's gates). The workers build it when its first event
+        # reaches them: every event from `change.sequence` on is analysed with it, every earlier one without.
+        self._spec = ChainSpec.create([(s.cls, s.params) for s in self.pipeline.transforms], self.context)
         positions = {self.pipeline.stages[i].position for i in changed}
         params = {j: config.params for j, config in enumerate(self.pipeline.sinks) if config.position in positions}
         self._notes.append((change.sequence, _SinkNote(change, params)))
@@ -570,7 +574,6 @@ class Engine:
         limiter = trio.CapacityLimiter(1)  # calls to one sink never overlap
         times = self.metrics.times(sink.name)
         seen_snapshot = None
-        resets_seen = self._resets
         stopped = False
         async with recv:
             while True:
@@ -585,7 +588,8 @@ class Engine:
                         try:
                             await trio.to_thread.run_sync(event.apply, sink, index, limiter=limiter)
                         except Exception as err:  # a note must never stop the run
-                            log.error("sink %s: parameter change not taken: %s", sink.name, err)
+                            what = "reset" if event.change is None else "parameter change"
+                            log.error("sink %s: %s not taken: %s", sink.name, what, err)
                 elif event is not None and stopped:
                     self.metrics.sink_dropped[sink.name] = self.metrics.sink_dropped.get(sink.name, 0) + 1
                 elif event is not None:
@@ -603,9 +607,6 @@ class Engine:
                             self.request_stop(f"stopping: sink {sink.name} failed on event {event.id}", error=True)
                     finally:
                         times.add(time.perf_counter() - t0)
-                if resets_seen < self._resets and not stopped:
-                    resets_seen = self._resets
-                    await trio.to_thread.run_sync(sink.on_reset, limiter=limiter)
                 snap = self._last_snapshot
                 if snap is not None and snap is not seen_snapshot and not stopped:
                     seen_snapshot = snap
