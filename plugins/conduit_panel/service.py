@@ -79,7 +79,11 @@ class PanelService(Service):
         return self._bytes
 
     def refresh_now(self) -> None:
-        """Rebuild the snapshot soon (after a control call, so the page shows its effect at once)."""
+        """Rebuild the snapshot now (after a control call: the next read shows its effect), and once more soon."""
+        try:
+            self._build()
+        except Exception as err:
+            log.debug("status snapshot failed: %s", err, exc_info=True)
         self._refresh.set()
 
     def _build(self) -> None:
@@ -150,7 +154,7 @@ class PanelService(Service):
         if self.token is None:
             print(f"control panel: {self.url}", file=sys.stderr, flush=True)
             return
-        shown = "" if (self.params.token or os.environ.get(TOKEN_ENV)) else f"?token={self.token}"
-        print(f"control panel: {self.url}{shown}  (listening beyond this machine: every control needs the token"
-              + (f"; token: {self.token}" if shown else f" given in [panel] token or ${TOKEN_ENV}") + ")",
-              file=sys.stderr, flush=True)
+        given = bool(self.params.token or os.environ.get(TOKEN_ENV))
+        where = f"given in [panel] token or ${TOKEN_ENV}" if given else "in this address"
+        print(f"control panel: {self.url}{'' if given else f'?token={self.token}'}  (listening beyond this "
+              f"machine: every control needs the token, {where})", file=sys.stderr, flush=True)

@@ -106,6 +106,8 @@ class RunSummary:
     started: bool = True
     #: Everything lost, by reason (the source's frame losses, events dropped by the engine and sinks).
     losses: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Events not analysed while analysis was paused (the control API); recorded all the same.
+    paused: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -756,6 +758,7 @@ class Engine:
             sink_lost=sink_lost,
             started=self.started,
             losses={**self.losses(), **{f"sink_{name}_lost": lost for name, lost in sink_lost.items()}},
+            paused=self.metrics.paused,
         )
 
 
