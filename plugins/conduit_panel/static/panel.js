@@ -274,9 +274,16 @@ function connect() {
     render(JSON.parse(msg.data));
   };
   source.onerror = () => {
-    $("link").textContent = last && last.phase === "ended" ? "run ended: panel closed" : "no connection to the conduit";
+    // A run that was stopping closes its panel with it: that is its end, not a lost connection.
+    const ended = last && ["stopping", "closing", "ended"].includes(last.phase);
+    $("link").textContent = ended ? "run ended: panel closed" : "no connection to the conduit";
     $("link").className = "link-state offline";
-    if (last) { $("phase").textContent = last.phase === "ended" ? "ended" : "offline"; $("phase").className = "badge offline"; }
+    if (last) {
+      $("phase").textContent = ended ? "ended" : "offline";
+      $("phase").className = "badge offline";
+      for (const button of document.querySelectorAll(".controls button")) button.disabled = true;
+    }
+    if (ended) source.close();
   };
 }
 connect();
