@@ -175,12 +175,20 @@ function render(s) {
   renderGates(s);
   fill($("changes"), ["time", "run", "from event", "change"], s.changes.slice().reverse().map((c) => [
     c.time.replace("T", " "), c.run ?? "–", c.event === null ? `#${c.sequence} (next)` : `${c.event} (#${c.sequence})`,
-    Object.entries(c.changes).map(([k, v]) => `${k}: ${JSON.stringify(v.old)} → ${JSON.stringify(v.new)}`).join("; ")]));
+    Object.entries(c.changes).map(([k, v]) => `${k}: ${shortValue(v.old)} → ${shortValue(v.new)}`).join("; ")]));
   fill($("runs"), ["run", "last event #", "files (complete)"], s.runs.map((r) => [r.run, r.last_sequence,
     r.outputs.join("  ")]));
   $("runs-card").style.display = s.runs.length ? "" : "none";
   $("footer").textContent = `conduit ${s.conduit} · pid ${s.pid} · snapshot ${new Date(s.time * 1000).toLocaleTimeString()}`
     + (s.error ? ` · error: ${s.error}` : "");
+}
+
+// A list of named tables (gates) by its names; anything else as JSON.
+function shortValue(v) {
+  if (Array.isArray(v) && v.every((x) => x && typeof x === "object" && "name" in x)) {
+    return `[${v.map((x) => x.name).join(", ")}]`;
+  }
+  return JSON.stringify(v);
 }
 
 function stateClass(c) {
