@@ -19,6 +19,7 @@ from conduit.stage import SinkStage, TransformStage
 class MarkParams(Params):
     value: float = param(1.0, "stored in every analysed event", ge=0, le=100)
     label: str = param("a", "a text parameter")
+    fail_ids: list[int] = param([], "event ids on which to raise (a failing stage)")
 
 
 class Mark(TransformStage):
@@ -29,6 +30,8 @@ class Mark(TransformStage):
     Params = MarkParams
 
     def process(self, event) -> None:
+        if event.id in self.params.fail_ids:
+            raise ValueError(f"deliberate failure on event {event.id}")
         event.artifacts["mark"] = self.params.value
 
 
