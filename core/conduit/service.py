@@ -63,11 +63,6 @@ class Service:
         return True
 
     @classmethod
-    def summary(cls) -> str:
-        doc = (cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
-
-    @classmethod
     def validate_definition(cls) -> None:
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not _NAME.match(name):

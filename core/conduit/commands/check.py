@@ -45,7 +45,7 @@ def format_pipeline(pipeline) -> str:
     out += _table("[alarms]", pipeline.alarms, {})
     for service in pipeline.services.values():
         out.append("")
-        out += _table(f"[{service.name}] ({service.cls.summary()})", service.params, service.origins)
+        out += _table(f"[{service.name}] (service)", service.params, service.origins)
     for stage in pipeline.stages:
         out.append("")
         io = []
