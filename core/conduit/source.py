@@ -92,6 +92,11 @@ class Source:
         summary, the status line and the recording; the engine adds the events it dropped itself."""
         return {}
 
+    def asad_counters(self) -> dict[tuple[int, int], dict[str, int]]:
+        """Per (cobo, asad) stream: ``frames`` received and frames lost by reason (``late_frames`` ...), for
+        health displays; empty when the source does not build events from frames."""
+        return {}
+
     def byte_counts(self) -> dict[str, int]:
         """Bytes received per sub-stream (``cobo0`` ...), for rate plots."""
         return {}

@@ -118,6 +118,13 @@ def test_late_and_duplicate_frames_are_counted_not_built(emap):
     assert b.losses() == {"bad_frames": 0, "late_frames": 2, "duplicate_frames": 2, "quarantined_ahead": 0,
                           "quarantined_behind": 0, "restart_frames": 0, "wrong_cobo_frames": 0, "items_dropped": 0}
     assert b.cobo_losses[3]["late_frames"] == 1 and b.cobo_losses[5]["late_frames"] == 1
+    # the same per AsAd: every frame offered, and the ones lost by reason
+    per_asad = b.asad_counters()
+    assert per_asad[(3, 1)] == {"frames": 3, "late_frames": 1}
+    assert per_asad[(5, 0)] == {"frames": 5, "late_frames": 1, "duplicate_frames": 1}
+    assert per_asad[(0, 0)] == {"frames": 4, "duplicate_frames": 1}
+    assert per_asad[(6, 1)] == {"frames": 3}
+    assert sum(c["frames"] for c in per_asad.values()) == b.counters.frames
 
 
 def test_frames_from_unexpected_asads(emap):

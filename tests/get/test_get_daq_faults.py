@@ -162,6 +162,11 @@ async def test_ids_ahead_are_quarantined_not_retiring_events(tmp_path, emap, cap
     assert incomplete(run) == {201: tuple((3, a) for a in asads3), 202: ((3, 0),)}
     assert run.losses() == NO_LOSS | {"quarantined_ahead": 5}
     assert run.summary.source_counters["restarts"] == 0 and run.bad_rows() == 0
+    # per AsAd (the health panel's numbers): CoBo 3's first AsAd lost 2 frames, its others 1 each
+    per_asad = run.source.asad_counters()
+    assert {a: per_asad[(3, a)].get("quarantined_ahead", 0) for a in asads3} == {
+        a: 2 if a == asads3[0] else 1 for a in asads3}
+    assert all(per_asad[key]["frames"] == 720 for key in per_asad)
     assert len(messages(caplog, "ids ahead of the other CoBos")) == 1  # rate-limited: the first one
     losses = check_recording(run, tmp_path / "out" / "run.h5")
     assert losses["quarantined_ahead"] == 5 and losses["late_frames"] == 0 and losses["queue_full_events"] == 0

@@ -85,6 +85,8 @@ class MetricsSnapshot:
     losses: dict[str, int] = dataclasses.field(default_factory=dict)
     #: Events not analysed because analysis was paused (the control API), recorded all the same.
     paused: int = 0
+    #: Per (cobo, asad) stream: ``frames`` received and frames lost by reason (``Source.asad_counters``).
+    asad_counters: dict[tuple[int, int], dict[str, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def complete_fraction(self) -> float:
@@ -129,7 +131,8 @@ class Metrics:
 
     def snapshot(self, *, queue_depth: int, source_status: dict[str, str], byte_counts: dict[str, int],
                  dropped: int, total: int | None, source_counters: dict[str, int] | None = None,
-                 final: bool = False, losses: dict[str, int] | None = None) -> MetricsSnapshot:
+                 final: bool = False, losses: dict[str, int] | None = None,
+                 asad_counters: dict[tuple[int, int], dict[str, int]] | None = None) -> MetricsSnapshot:
         """Totals plus rates since the previous snapshot."""
         now = self.elapsed()
         t0, r0, a0, s0 = self._last
@@ -157,6 +160,7 @@ class Metrics:
             final=final,
             losses=dict(losses or {}),
             paused=self.paused,
+            asad_counters=dict(asad_counters or {}),
         )
         self._last = (now, self.received, self.analysed, self.skipped)
         self._last_bytes = dict(byte_counts)

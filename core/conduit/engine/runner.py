@@ -644,6 +644,7 @@ class Engine:
             source_counters=self.source.counters(),
             final=final,
             losses=self.losses(),
+            asad_counters=self.source.asad_counters(),
         )
 
     def _final_metrics(self) -> None:

@@ -152,6 +152,9 @@ class EventBuilder:
         self.counters = BuilderCounters()
         #: Frames lost per CoBo and reason (``{3: {"late_frames": 12}}``).
         self.cobo_losses: dict[int, dict[str, int]] = collections.defaultdict(lambda: collections.defaultdict(int))
+        #: Per (cobo, asad) stream: ``frames`` offered (valid, not skipped) and frames lost by reason.
+        self.asad_counts: dict[StreamKey, dict[str, int]] = collections.defaultdict(
+            lambda: collections.defaultdict(int))
         self.log = logger or log
         self.rate_log = RateLimitedLog(self.log, interval=log_interval)
         #: The last few bad-frame messages (for status displays and tests).
@@ -186,6 +189,10 @@ class EventBuilder:
         self.counters.items_dropped = self.decoder.items_dropped
         self.counters.unmapped_channels = self.decoder.unmapped_channels
         return self.counters.as_dict()
+
+    def asad_counters(self) -> dict[StreamKey, dict[str, int]]:
+        """Per (cobo, asad): ``frames`` offered and frames lost by reason (a copy)."""
+        return {stream: dict(counts) for stream, counts in self.asad_counts.items()}
 
     def losses(self) -> dict[str, int]:
         """Frames (and items) lost so far, by reason (:data:`LOSS_REASONS`)."""
@@ -237,6 +244,7 @@ class EventBuilder:
             self._note(f"{source} @ byte {info.offset}: item count exceeds the frame size; clamped to "
                        f"{info.n_items} items (padding not decoded)")
         stream = (info.cobo if cobo is None else cobo, info.asad if asad is None else asad)
+        self.asad_counts[stream]["frames"] += 1
         if stream not in self.expected:
             counters.unexpected_frames += 1
         event_id = info.event_id
@@ -517,6 +525,8 @@ class EventBuilder:
     def _count(self, reason: str, stream: StreamKey) -> None:
         setattr(self.counters, reason, getattr(self.counters, reason) + 1)
         self.cobo_losses[stream[0]][reason] += 1
+        if stream[1] >= 0:  # -1: a frame dropped before its AsAd was trusted (wrong CoBo id)
+            self.asad_counts[stream][reason] += 1
 
     def _lose(self, reason: str, stream: StreamKey, event_id: int, source: str) -> None:
         self._count(reason, stream)

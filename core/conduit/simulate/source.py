@@ -224,6 +224,9 @@ class SimulateSource(Source):
             counts.update(self._exporter.counters())
         return counts
 
+    def asad_counters(self) -> dict[tuple[int, int], dict[str, int]]:
+        return self._exporter.asad_counters() if self._exporter is not None else {}
+
     def losses(self) -> dict[str, int]:
         return self._exporter.losses() if self._exporter is not None else {}
 

@@ -386,6 +386,9 @@ class ExporterSource(Source):
     def byte_counts(self) -> dict[str, int]:
         return {f"cobo{link.cobo}": link.bytes for link in self.links}
 
+    def asad_counters(self) -> dict[tuple[int, int], dict[str, int]]:
+        return self._builder.asad_counters() if self._builder is not None else {}
+
     def losses(self) -> dict[str, int]:
         counts = self._builder.losses() if self._builder is not None else {}
         counts["protocol_errors"] = sum(link.errors for link in self.links)

@@ -133,6 +133,9 @@ class GrawSource(Source):
             counts["files"] = sum(len(s.files) for s in self._run.streams)
         return counts
 
+    def asad_counters(self) -> dict[tuple[int, int], dict[str, int]]:
+        return self._builder.asad_counters() if self._builder is not None else {}
+
     def losses(self) -> dict[str, int]:
         return self._builder.losses() if self._builder is not None else {}
 
