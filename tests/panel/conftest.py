@@ -45,18 +45,6 @@ path = "out/record_{{run}}.jsonl"
 {extra}
 """
 
-RECORDERS = """
-[[stage]]
-use = "hdf5"
-path = "out/run_{run:04d}.h5"
-histograms = false
-flush_interval = 0.3
-
-[[stage]]
-use = "rerun"
-mode = "save"
-path = "out/run_{run:04d}.rrd"
-"""
 
 
 class PanelRun:

@@ -17,7 +17,7 @@ import pytest
 
 from conduit_panel.client import PanelError
 from conduit_test_support import VENV_BIN
-from panel_support import read_record
+from panel_support import RECORDERS, read_record
 
 
 def events_of(records: list) -> list[dict]:
@@ -72,7 +72,7 @@ def test_reset_zeroes_the_histograms_between_the_same_two_events_for_every_sink(
 def test_new_run_closes_complete_files_and_opens_the_next_runs(start_panel_run):
     from rrd_read import read_rrd
 
-    run = start_panel_run(rate=60, extra=__import__("conftest").RECORDERS)
+    run = start_panel_run(rate=60, extra=RECORDERS)
     run.wait_for(lambda s: s["events"]["delivered"] >= 30, what="30 events delivered")
     switch = run.client().post("new-run", {})
     assert switch["ok"] and switch["run"] == 8
@@ -106,7 +106,7 @@ def test_new_run_closes_complete_files_and_opens_the_next_runs(start_panel_run):
 
 
 def test_set_changes_parameters_from_the_event_it_names_and_records_them(start_panel_run):
-    run = start_panel_run(rate=80, extra=__import__("conftest").RECORDERS)
+    run = start_panel_run(rate=80, extra=RECORDERS)
     client = run.client()
     run.wait_for(lambda s: s["events"]["analysed"] >= 25, what="25 events analysed")
     answer = client.post("set", {"set": ["panelkit.mark.value=7.5", 'panelkit.mark.label="b"']})
@@ -130,7 +130,7 @@ def test_set_changes_parameters_from_the_event_it_names_and_records_them(start_p
         recorded = json.loads(f.attrs["parameter_changes"])
         initial = json.loads(f.attrs["pipeline_parameters"])
     assert [(c["event"], c["changes"]["panelkit.mark.value"]["new"]) for c in recorded] == [(change["sequence"], 7.5)]
-    assert {"use": "panelkit.mark", "params": {"value": 1.0, "label": "a"}} in initial
+    assert {"use": "panelkit.mark", "params": {"value": 1.0, "label": "a", "fail_ids": []}} in initial
     assert "parameters in force from event" in run.stderr
 
 
@@ -170,7 +170,7 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(start_panel_run):
     client = run.client()
     before = run.wait_for(lambda s: s["events"]["analysed"] >= 5, what="5 events")
     cases = [
-        (["panelkit.mark.nonsense=1"], "--set panelkit.mark.nonsense=1: unknown key 'nonsense'; known keys: value, label"),
+        (["panelkit.mark.nonsense=1"], "--set panelkit.mark.nonsense=1: unknown key 'nonsense'; known keys: value, label, fail_ids"),
         (["panelkit.mark.value=101"], "--set panelkit.mark.value=101: must be ≤ 100, got 101.0"),
         (["panelkit.mark.value=true"], "--set panelkit.mark.value=true: expected a number, got True (bool)"),
         (["nostage.value=1"], "--set nostage.value=1: no section or stage named 'nostage' (did you mean 'stage'?)"),
