@@ -21,6 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("conduit.simulate.command", "make synthetic AT-TPC data: serve 11 DataExporters or write files"),
     "new-stage": ("conduit.commands.new_stage", "write a ready-to-install stage plugin package skeleton"),
     "batch": ("conduit.commands.batch", "replay many runs on a Dask cluster"),
+    # The control panel's commands live in its plugin package (conduit_panel).
+    "status": ("conduit_panel.commands.status", "show a running conduit's status (through its control panel)"),
+    "ctl": ("conduit_panel.commands.ctl", "steer a running conduit: pause, resume, stop, reset, new-run, set"),
 }
 
 USAGE = """usage: conduit [--version] [-h] COMMAND [ARGS]

@@ -35,3 +35,17 @@ def conduit_register_stages(register: Callable[[type], None]) -> None:
 @hookspec
 def conduit_register_sources(register: Callable[[type], None]) -> None:
     """Register source classes (:class:`conduit.source.Source` subclasses) by ``kind``."""
+
+
+@hookspec
+def conduit_register_services(register: Callable[[type], None]) -> None:
+    """Register service classes (:class:`conduit.service.Service` subclasses) by ``name``.
+
+    A service is a task the engine runs in its own nursery, beside the
+    pipeline, from start-up to the last closed output, with the engine's
+    control API (:class:`conduit.engine.control.EngineControl`: status
+    snapshot, pause/resume, stop, reset, new run, parameter changes). It is
+    configured by the top-level pipeline table of its name (``[panel]``),
+    validated against its ``Params`` like any stage table. The built-in
+    control panel (``conduit_panel``) is registered this way.
+    """

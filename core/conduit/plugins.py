@@ -22,6 +22,7 @@ from importlib.metadata import entry_points
 import pluggy
 
 from . import hookspecs
+from .service import Service
 from .source import Source
 from .stage import Stage
 
@@ -48,6 +49,8 @@ class Registry:
 
     stages: dict[str, type[Stage]] = dataclasses.field(default_factory=dict)
     sources: dict[str, type[Source]] = dataclasses.field(default_factory=dict)
+    #: Services (the control panel ...) by the name of their pipeline table.
+    services: dict[str, type[Service]] = dataclasses.field(default_factory=dict)
     #: Which plugin registered each stage / source.
     origin: dict[str, str] = dataclasses.field(default_factory=dict)
     failures: list[PluginFailure] = dataclasses.field(default_factory=list)
@@ -141,6 +144,8 @@ def _collect(pm: pluggy.PluginManager, registry: Registry) -> None:
         _call_register(impl, "conduit_register_stages", registry, _add_stage)
     for impl in pm.hook.conduit_register_sources.get_hookimpls():
         _call_register(impl, "conduit_register_sources", registry, _add_source)
+    for impl in pm.hook.conduit_register_services.get_hookimpls():
+        _call_register(impl, "conduit_register_services", registry, _add_service)
 
 
 def _call_register(impl, hook_name: str, registry: Registry, add) -> None:
@@ -174,22 +179,33 @@ def _add_stage(registry: Registry, plugin_name: str, cls: type) -> None:
 
 
 def _add_source(registry: Registry, plugin_name: str, cls: type) -> None:
+    _add_keyed(registry, plugin_name, cls, Source, "kind", "source kind", registry.sources)
+
+
+def _add_service(registry: Registry, plugin_name: str, cls: type) -> None:
+    _add_keyed(registry, plugin_name, cls, Service, "name", "service", registry.services)
+
+
+def _add_keyed(registry: Registry, plugin_name: str, cls: type, base: type, attr: str, what: str,
+               table: dict[str, type]) -> None:
+    """Register a source (by ``kind``) or a service (by ``name``) unless it is invalid or its key is taken."""
     target = getattr(cls, "__qualname__", repr(cls))
     try:
-        if not (isinstance(cls, type) and issubclass(cls, Source)):
-            raise TypeError(f"{target} is not a conduit.source.Source subclass")
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise TypeError(f"{target} is not a {base.__module__}.{base.__qualname__} subclass")
         cls.validate_definition()
     except Exception as err:
         registry.failures.append(PluginFailure(plugin_name, target, _one_line(err)))
         return
-    key = f"source:{cls.kind}"
-    if cls.kind in registry.sources and registry.sources[cls.kind] is not cls:
+    key = getattr(cls, attr)
+    origin = f"{what.split()[0]}:{key}"
+    if key in table and table[key] is not cls:
         registry.failures.append(
-            PluginFailure(plugin_name, target, f"source kind '{cls.kind}' already registered by {registry.origin[key]}")
+            PluginFailure(plugin_name, target, f"{what} '{key}' already registered by {registry.origin[origin]}")
         )
         return
-    registry.sources[cls.kind] = cls
-    registry.origin[key] = plugin_name
+    table[key] = cls
+    registry.origin[origin] = plugin_name
 
 
 def _one_line(err: BaseException) -> str:

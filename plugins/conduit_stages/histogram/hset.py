@@ -161,6 +161,10 @@ class HistogramSet:
         self.lock = threading.Lock()
         self.version = 0
         self.events = 0
+        self._index()
+
+    def _index(self) -> None:
+        """What each histogram needs (its quantities and its gate's), and whether it fills without analysis."""
         self._needed: dict[str, tuple[str, ...]] = {}
         self._raw_only: dict[str, bool] = {}
         for h in self.histograms.values():
@@ -170,6 +174,13 @@ class HistogramSet:
             self._needed[h.name] = tuple(sorted(needed))
             self._raw_only[h.name] = not any(QUANTITIES[q].needs_analysis for q in needed)
         self._all_needed = tuple(sorted({q for qs in self._needed.values() for q in qs}))
+
+    def set_gates(self, specs: Iterable[GateSpec]) -> None:
+        """Replace the gates (validated specs) from the next event on; counts so far are kept (as SpecTcl does)."""
+        with self.lock:
+            self.gates = {g.name: g for g in (_gate(spec, self.histograms) for spec in specs)}
+            self._index()
+            self.version += 1
 
     @classmethod
     def from_specs(
