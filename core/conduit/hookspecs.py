@@ -60,3 +60,17 @@ def conduit_register_commands(register: Callable[..., None]) -> None:
         def conduit_register_commands(register):
             register("calibrate", "myexp_conduit.calibrate", "fit the pad gains of a run")
     """
+
+
+@hookspec
+def conduit_register_services(register: Callable[[type], None]) -> None:
+    """Register service classes (:class:`conduit.service.Service` subclasses) by ``name``.
+
+    A service is a task the engine runs in its own nursery, beside the
+    pipeline, from start-up to the last closed output, with the engine's
+    control API (:class:`conduit.engine.control.EngineControl`: status
+    snapshot, pause/resume, stop, reset, new run, parameter changes). It is
+    configured by the top-level pipeline table of its name (``[panel]``),
+    validated against its ``Params`` like any stage table. The built-in
+    control panel (``conduit_panel``) is registered this way.
+    """

@@ -1,4 +1,4 @@
-"""The plugin manager: finds stages, sources and commands through the ``conduit`` entry points.
+"""The plugin manager: finds stages, sources, services and commands through the ``conduit`` entry points.
 
 Entry points are loaded one at a time so that a plugin that fails to import
 is reported by name and the others still load (pluggy's own
@@ -74,11 +74,13 @@ class Command:
 
 @dataclasses.dataclass
 class Registry:
-    """Everything discovered: stage classes by name, source classes by kind, failures."""
+    """Everything discovered: stage classes by name, source classes by kind, service classes by name, failures."""
 
     stages: dict[str, type] = dataclasses.field(default_factory=dict)
     sources: dict[str, type] = dataclasses.field(default_factory=dict)
-    #: Which plugin registered each stage (by name) / source (by ``source:KIND``).
+    #: Services (the control panel ...) by the name of their pipeline table.
+    services: dict[str, type] = dataclasses.field(default_factory=dict)
+    #: Which plugin registered each stage (by name), source (``source:KIND``), service (``service:NAME``).
     origin: dict[str, str] = dataclasses.field(default_factory=dict)
     failures: list[PluginFailure] = dataclasses.field(default_factory=list)
     #: Loaded plugin name -> "distribution version" (or the module name).
@@ -113,12 +115,11 @@ def get_registry(*, refresh: bool = False) -> Registry:
         return _MANAGER.registry
     loaded = _load(refresh)
     registry = Registry(failures=list(loaded.failures), plugins=dict(loaded.plugins))
-    for hook_name, base, table, prefix in (("conduit_register_stages", _stage_base(), registry.stages, ""),
-                                           ("conduit_register_sources", _source_base(), registry.sources, "source:")):
-        def make_register(plugin: str, base=base, table=table, prefix=prefix) -> Callable[[type], None]:
-            return lambda cls: _add_class(registry, plugin, cls, base, table, prefix)
+    for kind in _CLASS_KINDS:
+        def make_register(plugin: str, kind=kind) -> Callable[[type], None]:
+            return lambda cls: _add_class(registry, plugin, cls, kind)
 
-        registry.failures += _call_each_plugin(loaded, hook_name, make_register)
+        registry.failures += _call_each_plugin(loaded, kind.hook, make_register)
     _MANAGER.registry = registry
     return registry
 
@@ -212,36 +213,48 @@ def _call_each_plugin(loaded: _Loaded, hook_name: str,
 # -- what plugins register ---------------------------------------------------------------------------
 
 
-def _stage_base() -> type:
-    from .stage import Stage
+@dataclasses.dataclass(frozen=True)
+class _ClassKind:
+    """One kind of class plugins register: its hook, contract, registry table and key."""
 
-    return Stage
+    hook: str
+    base: str  #: "module:Class" of the contract (imported when classes are registered)
+    table: str  #: attribute of Registry
+    key: str  #: class attribute naming it
+    what: str  #: for messages
+    origin: str  #: prefix of its key in Registry.origin
+
+    def base_class(self) -> type:
+        module, _, name = self.base.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
-def _source_base() -> type:
-    from .source import Source
+_CLASS_KINDS = (
+    _ClassKind("conduit_register_stages", "conduit.stage:Stage", "stages", "name", "stage", ""),
+    _ClassKind("conduit_register_sources", "conduit.source:Source", "sources", "kind", "source kind", "source:"),
+    _ClassKind("conduit_register_services", "conduit.service:Service", "services", "name", "service", "service:"),
+)
 
-    return Source
 
-
-def _add_class(registry: Registry, plugin: str, cls: object, base: type, table: dict, prefix: str) -> None:
-    """Check ``cls`` against its contract and file it under its name (stages) or kind (sources)."""
+def _add_class(registry: Registry, plugin: str, cls: object, kind: _ClassKind) -> None:
+    """Check ``cls`` against its contract and file it under its key, unless the key is taken."""
     target = getattr(cls, "__qualname__", repr(cls))
-    what = "source kind" if prefix else "stage"
+    base = kind.base_class()
     try:
         if not (isinstance(cls, type) and issubclass(cls, base)):
-            raise TypeError(f"{target} is not a {base.__module__}.{base.__name__} subclass")
+            raise TypeError(f"{target} is not a {base.__module__}.{base.__qualname__} subclass")
         cls.validate_definition()  # type: ignore[attr-defined]
     except Exception as err:
         registry.failures.append(PluginFailure(plugin, target, _one_line(err)))
         return
-    key = cls.kind if prefix else cls.name  # type: ignore[attr-defined]
+    key = getattr(cls, kind.key)
+    table = getattr(registry, kind.table)
     if key in table and table[key] is not cls:
-        registry.failures.append(
-            PluginFailure(plugin, target, f"{what} '{key}' already registered by {registry.origin[prefix + key]}"))
+        registry.failures.append(PluginFailure(
+            plugin, target, f"{kind.what} '{key}' already registered by {registry.origin[kind.origin + key]}"))
         return
     table[key] = cls
-    registry.origin[prefix + key] = plugin
+    registry.origin[kind.origin + key] = plugin
 
 
 def _command_problem(name: object, target: object, commands: dict[str, Command]) -> str | None:

@@ -261,6 +261,9 @@ class SinkStage(Stage):
     kind = "sink"
     #: When True the engine never drops events for this sink, even if that slows a live run.
     lossless: ClassVar[bool] = False
+    #: Parameters that may change while the run goes on (``conduit ctl set``, the control panel); the engine
+    #: then calls :meth:`update_params` between two events. Any other change to a sink's parameters is refused.
+    live_params: ClassVar[tuple[str, ...]] = ()
 
     def open(self) -> None:
         """Acquire files, sockets, viewers. Errors here stop the run before it starts.
@@ -288,7 +291,21 @@ class SinkStage(Stage):
         """
 
     def on_reset(self) -> None:
-        """Reset running totals (histograms, counters); sent on SIGUSR1 (``kill -USR1 <pid>``)."""
+        """Reset running totals (histograms, counters); sent on SIGUSR1 (``kill -USR1 <pid>``) and by the
+        control API (``conduit ctl HOST:PORT reset``, the panel's button)."""
+
+    def update_params(self, params: Params) -> None:
+        """Take new parameters (validated; only :attr:`live_params` differ) from the next event on."""
+        self.params = params
+
+    def on_parameters(self, change: Any) -> None:
+        """The pipeline's parameters changed while running (:class:`conduit.engine.control.ParameterChange`).
+
+        Called between events, before the first event the new values apply to
+        (``change.sequence``; ``change.event`` is its id once that event has
+        arrived). A recorder notes it so that the record says which parameters
+        produced which events.
+        """
 
     def close(self) -> None:
         """Flush and release everything; called once, also after errors."""
@@ -296,6 +313,10 @@ class SinkStage(Stage):
     def outputs(self) -> list[str]:
         """Human-readable list of what this sink wrote (paths, URLs), for the summary."""
         return []
+
+    def live_outputs(self) -> list[str]:
+        """What this sink is writing or serving now (the control panel's list); default: :meth:`outputs`."""
+        return self.outputs()
 
     def unwritten(self) -> int:
         """Events this sink consumed but could not keep (lost in a failed write), for the summary.

@@ -49,13 +49,14 @@ def test_commands_come_from_plugins_and_a_clash_is_reported(plugin_site):
     commands, failures = get_commands(refresh=True)
     assert commands["run"].plugin == "commands" and commands["simulate"].plugin == "simulate"
     assert commands["batch"].plugin == "batch" and commands["testkit-hello"].plugin == "testkit"
+    assert commands["status"].plugin == commands["ctl"].plugin == "panel"
     assert ("badhook", "command 'run'", "command 'run' already registered by commands") in [
         (f.plugin, f.target, f.error) for f in failures]
     top = run_cli("--help")
     assert top.returncode == 0
     listed = [line.split()[0] for line in top.stdout.split("commands:")[1].split("Run `conduit")[0].splitlines()
               if line.strip()]
-    assert listed == ["run", "check", "stages", "new-stage", "batch", "simulate", "testkit-hello"]
+    assert listed == ["run", "check", "stages", "new-stage", "batch", "ctl", "simulate", "status", "testkit-hello"]
     assert "greet (testkit's own command)" in top.stdout
     assert "badhook (command 'run'): command 'run' already registered by commands" in top.stdout
     hello = run_cli("testkit-hello", "--name", "shift", "--status", "3")

@@ -83,6 +83,8 @@ class MetricsSnapshot:
     #: What was lost so far, by reason (frames: ``late_frames`` ...; events: ``queue_full_events``,
     #: ``sink_<name>_dropped``); see docs/ingestion.md, "What is lost and why".
     losses: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Events not analysed because analysis was paused (the control API), recorded all the same.
+    paused: int = 0
     #: Per (cobo, asad) stream: ``frames`` received and frames lost by reason (``Source.asad_counters``).
     asad_counters: dict[tuple[int, int], dict[str, int]] = dataclasses.field(default_factory=dict)
 
@@ -104,6 +106,7 @@ class Metrics:
     complete: int = 0
     incomplete: int = 0
     in_flight: int = 0
+    paused: int = 0
     stage_times: dict[str, StageTimes] = dataclasses.field(default_factory=dict)
     sink_dropped: dict[str, int] = dataclasses.field(default_factory=dict)
     _last: tuple[float, int, int, int] = (0.0, 0, 0, 0)
@@ -156,6 +159,7 @@ class Metrics:
             source_counters=dict(source_counters or {}),
             final=final,
             losses=dict(losses or {}),
+            paused=self.paused,
             asad_counters=dict(asad_counters or {}),
         )
         self._last = (now, self.received, self.analysed, self.skipped)

@@ -90,7 +90,12 @@ class _Chain:
 
 
 class _ChainCache:
-    """Chains built in this process, by spec token (a worker serves one run at a time)."""
+    """Chains built in this process, by spec token (a worker serves one run at a time).
+
+    A parameter change while running (:mod:`conduit.engine.control`) comes as
+    a new spec with a new token: the worker builds and warms that chain when
+    the first event of the new spec reaches it.
+    """
 
     def __init__(self) -> None:
         self.chains: dict[str, _Chain] = {}
@@ -101,6 +106,7 @@ class _ChainCache:
             if len(self.chains) > 4:
                 self.chains.clear()
             chain = _Chain(spec)
+            chain.warm_up()
             self.chains[spec.token] = chain
         return chain
 
@@ -137,7 +143,7 @@ def _worker_init() -> bool:
 
 def _worker_warm(spec: ChainSpec) -> float:
     t0 = time.perf_counter()
-    _CACHE.get(spec).warm_up()
+    _CACHE.get(spec)  # built and warmed once per spec
     return time.perf_counter() - t0
 
 
@@ -163,14 +169,18 @@ class TransformPool:
                 nursery.start_soon(partial(self._call, _worker_warm, self.spec, cancellable=True))
         return time.perf_counter() - t0
 
-    async def analyse(self, event: Event) -> ChainResult:
-        """Run the chain on ``event`` and merge the new artifacts into it."""
-        if not self.spec.stages:
+    async def analyse(self, event: Event, spec: ChainSpec | None = None) -> ChainResult:
+        """Run the chain on ``event`` and merge the new artifacts into it.
+
+        ``spec``: the chain to use for this event (parameters changed while running); default: the pool's.
+        """
+        spec = spec if spec is not None else self.spec
+        if not spec.stages:
             return ChainResult({}, {}, [])
         if self._processes is None:
             # In-process: the worker thread mutates the event itself.
-            return await self._call(_worker_run, self.spec, event)
-        result: ChainResult = await self._call(_worker_run, self.spec, event)
+            return await self._call(_worker_run, spec, event)
+        result: ChainResult = await self._call(_worker_run, spec, event)
         for name, value in result.artifacts.items():
             if name == "traces":
                 event.traces = value

@@ -31,6 +31,8 @@ def format_summary(summary: RunSummary) -> str:
         ("events skipped (analysis behind)", summary.skipped),
         ("events delivered to sinks", summary.delivered),
     ]
+    if summary.paused:
+        rows.insert(-1, ("events not analysed (paused)", summary.paused))
     for name, value in rows:
         lines.append(f"{name:<40} {value:>12}")
     lost = {k: v for k, v in summary.losses.items() if v}

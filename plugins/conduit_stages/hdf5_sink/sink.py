@@ -24,7 +24,7 @@ from conduit_physics.histograms import HistogramRecorder, HistogramService
 from . import layout, spyral
 from .idcount import IdCounter
 from .leftovers import tidy_leftovers
-from .losses import write_loss_attributes
+from .losses import write_loss_attributes, write_parameter_attributes
 from .params import Hdf5Params
 from .partfile import PartitionedFile, WriteError, consolidate
 
@@ -106,6 +106,7 @@ class Hdf5Sink(SinkStage):
         self.claims: list[Any] = []
         self.run_path = self.context.format_path(p.path)
         self.losses: dict[str, int] = {}  # latest loss counts from the engine (on_metrics)
+        self.parameter_changes: list[Any] = []  # changes made while running (on_parameters)
         self.targets: list[_Target] = []
         run_kinds = []
         if p.traces:
@@ -156,6 +157,10 @@ class Hdf5Sink(SinkStage):
             except Exception:
                 pass  # recorded in self.error; the next consume stops the run
 
+    def on_parameters(self, change) -> None:
+        """Note a parameter change; written to the run file's attributes at the next flush and at the end."""
+        self.parameter_changes.append(change)
+
     def close(self) -> None:
         if not getattr(self, "targets", None):
             self._release()
@@ -191,7 +196,7 @@ class Hdf5Sink(SinkStage):
                 self._record_error(f"{err} (the events of the last {self.params.flush_interval:g} s are lost)")
         if self.error is None:
             try:  # the final loss counts (the engine sends a last on_metrics before close)
-                self.run_target.file.update(lambda m: write_loss_attributes(m, self.losses))
+                self.run_target.file.update(lambda m: self._write_run_attributes(m))
             except WriteError as err:
                 problems.append(str(err))
         if self.params.histograms and self.error is None:
@@ -374,7 +379,7 @@ class Hdf5Sink(SinkStage):
             layout.append_kinematics(m, kin_rows)
             m.attrs["events_flushed"] = np.int64(self.flushed_events + len(batch))
             if target is self.run_target:
-                write_loss_attributes(m, self.losses)
+                self._write_run_attributes(m)
 
         counts_before = dict(target.counts)
         seen_before = {k: v.copy() for k, v in target.seen.items()}
@@ -393,6 +398,11 @@ class Hdf5Sink(SinkStage):
         if kin_rows is not None:
             target.counts[layout.KINEMATICS] += len(kin_rows)
 
+    def _write_run_attributes(self, m) -> None:
+        write_loss_attributes(m, self.losses)
+        if self.parameter_changes:
+            write_parameter_attributes(m, changes=self.parameter_changes)
+
     def _init_master(self, f, target: _Target) -> None:
         from conduit import __version__
 
@@ -400,6 +410,7 @@ class Hdf5Sink(SinkStage):
         f.attrs["run"] = np.int64(self.context.run if self.context.run is not None else -1)
         f.attrs["layout"] = self.params.layout
         f.attrs["events_flushed"] = np.int64(0)
+        write_parameter_attributes(f, self.context.pipeline, [])
         for kind in target.kinds:
             if kind == layout.EVENTS:
                 f.create_group(kind).attrs.update(layout.events_group_attrs(0, 0, 0, 0))

@@ -18,7 +18,7 @@ from conduit_physics.gates import Gate, as_level, evaluate_gate, gate_quantities
 from conduit_physics.histograms import Axis, HistogramView
 from conduit_physics.quantities import QUANTITIES, extract
 
-from .spec import HistogramParams, HistogramSpec
+from .spec import GateSpec, HistogramParams, HistogramSpec
 
 __all__ = ["Histogram", "HistogramSet"]
 
@@ -104,6 +104,10 @@ class HistogramSet:
         self.lock = threading.Lock()
         self.version = 0
         self.events = 0
+        self._index()
+
+    def _index(self) -> None:
+        """What each histogram needs (its quantities and its gate's), and whether it fills without analysis."""
         self._needed: dict[str, tuple[str, ...]] = {}
         self._raw_only: dict[str, bool] = {}
         for h in self.histograms.values():
@@ -113,6 +117,14 @@ class HistogramSet:
             self._needed[h.name] = tuple(sorted(needed))
             self._raw_only[h.name] = not any(QUANTITIES[q].needs_analysis for q in needed)
         self._all_needed = tuple(sorted({q for qs in self._needed.values() for q in qs}))
+
+    def set_gates(self, specs: Iterable[GateSpec]) -> None:
+        """Replace the gates (validated specs) from the next event on; counts so far are kept (as SpecTcl does)."""
+        axes = {name: h.quantities for name, h in self.histograms.items()}
+        with self.lock:
+            self.gates = {g.name: g for g in (spec.resolve(axes) for spec in specs)}
+            self._index()
+            self.version += 1
 
     @classmethod
     def from_specs(

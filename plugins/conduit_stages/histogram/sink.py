@@ -30,6 +30,8 @@ class HistogramSink(SinkStage):
     Params = HistogramParams
     #: Filling takes a fraction of a millisecond; dropping events would bias the counts.
     lossless = True
+    #: Gates can be added and edited while the run goes on (the control panel, ``conduit ctl set``).
+    live_params = ("gates",)
 
     @classmethod
     def artifacts(cls, params):
@@ -61,6 +63,11 @@ class HistogramSink(SinkStage):
 
     def on_reset(self) -> None:
         self.hset.reset()
+
+    def update_params(self, params: HistogramParams) -> None:
+        self.params = params
+        self.hset.set_gates(params.gates)
+        self.log.info("gates now: %s", ", ".join(g.name for g in params.gates) or "none")
 
     def close(self) -> None:
         histograms = getattr(self, "histograms", None)

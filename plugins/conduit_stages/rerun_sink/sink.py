@@ -226,6 +226,12 @@ class RerunSink(SinkStage):
         if problem:
             raise OSError(problem)
 
+    def live_outputs(self) -> list[str]:
+        """The .rrd being written (once begun) and what is served, for the control panel."""
+        written = getattr(self, "file", None)
+        files = [str(written.path)] if written is not None and written.started else []
+        return files + list(getattr(self, "_outputs", []))
+
     def outputs(self) -> list[str]:
         written = getattr(self, "file", None)
         files = [str(written.path)] if written is not None and written.complete else []
