@@ -9,7 +9,7 @@ conduit`` stays cheap: heavy modules (numba kernels, hdbscan, rerun, h5py,
 trio) are never imported by it. The modules behind them are the public API
 too (docs/architecture.md lists them): :mod:`conduit.stage`,
 :mod:`conduit.source`, :mod:`conduit.params`, :mod:`conduit.event`,
-:mod:`conduit.artifacts`, :mod:`conduit.hookspecs`, :mod:`conduit.services`.
+:mod:`conduit.artifacts`, :mod:`conduit.hookspecs`, :mod:`conduit.shared`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ _LAZY = {
     "StopRun": ("conduit.stage", "StopRun"),
     "Source": ("conduit.source", "Source"),
     "SourceError": ("conduit.source", "SourceError"),
-    "Services": ("conduit.services", "Services"),
+    "Shared": ("conduit.shared", "Shared"),
     "Clusters": ("conduit.artifacts", "Clusters"),
     "Direction": ("conduit.artifacts", "Direction"),
 }

@@ -23,8 +23,8 @@ run in the main process, one task each; they own files, streams and totals.
 
 Every stage and source gets a :class:`RunContext`: the detector, the run
 number, paths, the pipeline, and (sinks only, in the main process) the
-typed :class:`~conduit.services.Services` sinks share. A stage or sink that
-cannot go on raises :class:`StopRun`.
+typed objects sinks share (:class:`~conduit.shared.Shared`). A stage or sink
+that cannot go on raises :class:`StopRun`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from .params import Params, Problem
 if TYPE_CHECKING:
     from .event import Event
     from .outputs import OutputClaim
-    from .services import Services
+    from .shared import Shared
 
 __all__ = ["Stage", "TransformStage", "SinkStage", "RunContext", "StageContext", "StopRun",
            "StageDefinitionError", "NoParams", "RunNumberMissing"]
@@ -77,15 +77,15 @@ class RunContext:
     """What a stage or source may know about the run it is part of.
 
     Built once per run in the main process and sent to every worker; cheap to
-    pickle (geometry is loaded lazily, services stay in the main process).
+    pickle (geometry is loaded lazily, shared objects stay in the main process).
     """
 
     detector: DetectorParams = dataclasses.field(default_factory=DetectorParams)
     run: int | None = None
     #: Directory of the pipeline file, against which relative paths resolve.
     base_dir: Path = dataclasses.field(default_factory=Path.cwd)
-    #: Typed objects sinks share within the main process (the histogram set ...): :mod:`conduit.services`.
-    services: Services = dataclasses.field(default_factory=lambda: _services(), compare=False, repr=False)
+    #: Typed objects sinks share within the main process (the histograms ...): :mod:`conduit.shared`.
+    shared: Shared = dataclasses.field(default_factory=lambda: _fresh_shared(), compare=False, repr=False)
     #: ``(use, params)`` of every ``[[stage]]`` of the pipeline, in order: read through public helpers
     #: (``conduit_physics.gates.pipeline_gates`` finds the gates the histogram stage declares).
     pipeline: tuple[tuple[str, Params], ...] = ()
@@ -146,23 +146,23 @@ class RunContext:
         return load_electronics_map(path)
 
     def __getstate__(self) -> dict[str, Any]:
-        # Geometry is rebuilt in the receiving process; services belong to the main process's sinks.
+        # Geometry is rebuilt in the receiving process; shared objects belong to the main process's sinks.
         return {"detector": self.detector, "run": self.run, "base_dir": self.base_dir, "pipeline": self.pipeline,
                 "existing_outputs": self.existing_outputs, "require_run": self.require_run, "live": self.live}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.services = _services()
+        self.shared = _fresh_shared()
 
 
 #: The name this context had before sources shared it (kept for existing plugins).
 StageContext = RunContext
 
 
-def _services() -> Services:
-    from .services import Services
+def _fresh_shared() -> Shared:
+    from .shared import Shared
 
-    return Services()
+    return Shared()
 
 
 class Stage:
@@ -199,8 +199,8 @@ class Stage:
         return []
 
     @classmethod
-    def publish_services(cls, params: Params, context: RunContext) -> None:
-        """Publish services for this run (``context.services.publish(...)``), in the main process.
+    def publish_shared(cls, params: Params, context: RunContext) -> None:
+        """Publish objects other stages use (``context.shared.publish(...)``), in the main process.
 
         Called by the engine for every stage of the pipeline, transform or
         sink, before any sink opens. Override when the stage offers something

@@ -10,19 +10,19 @@ you need (importing this package loads nothing heavy)::
     from conduit_physics.tracks import circle_fit, direction_code, helix
     from conduit_physics.quantities import QUANTITIES, extract
     from conduit_physics.gates import pipeline_gates, evaluate_gate
-    from conduit_physics.histograms import HistogramService
+    from conduit_physics.histograms import Histograms
 
 * :mod:`.species`     nuclides by name: charge, mass number, nuclear mass (MeV), momentum and B-rho;
 * :mod:`.stopping`    gases (ideal-gas density), Bethe stopping powers (MeV/mm), range-energy tables (mm);
 * :mod:`.kinematics`  relativistic two-body reactions a(b, c)d: products from the CM angle, and the
   inverse (missing mass): the residual's excitation energy and the CM angle from a measured ejectile;
-  kinematic curves and the ``KinematicCurves`` service viewers draw them from;
+  kinematic curves and the shared ``KinematicCurves`` viewers draw them from;
 * :mod:`.tracks`      track geometry: circle fit, direction (FORWARD/BACKWARD/NONE), smoothing splines,
   the per-track estimator kernels, helices under the project's field convention, a warm-up cloud;
 * :mod:`.quantities`  per-track and per-event quantities read from the standard artifacts (what
   histograms and gates are drawn on);
 * :mod:`.gates`       SpecTcl-style gates (polygon, interval, and/or/not) and the gates a pipeline declares;
-* :mod:`.histograms`  the histograms as other sinks see them: the ``HistogramService`` the histogram
+* :mod:`.histograms`  the histograms as other sinks see them: the ``Histograms`` the histogram
   stage publishes, and the ``HistogramRecorder`` a sink that saves them declares.
 
 Units everywhere: energies and masses in MeV (masses as rest energies, MeV/c²),

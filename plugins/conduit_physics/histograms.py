@@ -1,13 +1,13 @@
-"""Histograms as other stages see them: the typed service the ``histogram`` sink publishes.
+"""Histograms as other stages see them: the shared object the ``histogram`` sink publishes.
 
 The ``histogram`` sink fills the run's histograms; the ``rerun`` sink draws
 them and the ``hdf5`` sink saves them into its recording. They share them
-through :class:`HistogramService`, looked up by type in the run's services
-(:mod:`conduit.services`), never through the histogram sink's internals::
+through :class:`Histograms`, looked up by type among the run's shared objects
+(:mod:`conduit.shared`), never through the histogram sink's internals::
 
-    from conduit_physics.histograms import HistogramService
+    from conduit_physics.histograms import Histograms
 
-    histograms = self.context.services.get(HistogramService)  # None without a histogram stage
+    histograms = self.context.shared.get(Histograms)  # None without a histogram stage
     if histograms is not None and histograms.version != self.drawn_version:
         for view in histograms.snapshot():         # HistogramView: copies, safe to keep
             draw(view.name, view.x.edges, view.counts)
@@ -15,7 +15,7 @@ through :class:`HistogramService`, looked up by type in the run's services
 Saving is coordinated so that no order of closing loses them: a sink that
 records the histograms in its own file publishes itself as a
 :class:`HistogramRecorder` (in ``open()``, before knowing whether a histogram
-stage exists) and calls :meth:`HistogramService.recorder_finished` once it
+stage exists) and calls :meth:`Histograms.recorder_finished` once it
 knows whether it saved them; the histogram sink writes its own file unless a
 recorder saved them, waiting for recorders still closing (so a recorder that
 fails while closing never loses them). Units: as the quantities
@@ -33,7 +33,7 @@ import numpy as np
 from .gates import Gate
 from .quantities import Quantity
 
-__all__ = ["Axis", "HistogramView", "HistogramService", "HistogramRecorder"]
+__all__ = ["Axis", "HistogramView", "Histograms", "HistogramRecorder"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +100,7 @@ class HistogramRecorder(abc.ABC):
         """True once saved, False when it will not save them (failed, or never began), None while undecided."""
 
 
-class HistogramService(abc.ABC):
+class Histograms(abc.ABC):
     """The run's histograms and gates; thread-safe (sinks run in different threads)."""
 
     @property

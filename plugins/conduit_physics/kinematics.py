@@ -9,7 +9,7 @@ Energies in MeV, masses in MeV/c², angles in radians. The beam travels along
   excitation energy (missing mass) and θ* from the measured ejectile (what an
   analysis computes per track);
 * :class:`Curve` and :class:`KinematicCurves`: a state's curve of polar angle
-  against B-rho, and the typed service (:mod:`conduit.services`) through which
+  against B-rho, and the interface of the shared object (:mod:`conduit.shared`) through which
   the ``kinematics`` stage offers its curves to viewers (the ``rerun`` sink
   draws them over the polar angle vs B-rho histograms).
 """
@@ -127,7 +127,7 @@ class Curve:
 
 
 class KinematicCurves(abc.ABC):
-    """A run service: kinematic curves to draw over polar angle vs B-rho histograms (published by ``kinematics``)."""
+    """Shared with the run: kinematic curves to draw over polar angle vs B-rho histograms (published by ``kinematics``)."""
 
     @abc.abstractmethod
     def curves(self) -> list[Curve]:

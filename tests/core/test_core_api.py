@@ -1,4 +1,4 @@
-"""The plugin-facing API in one place, the typed services, and parameter errors that keep their reason."""
+"""The plugin-facing API in one place, the typed shared objects, and parameter errors that keep their reason."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 import conduit
 from conduit.params import ParamError, Params, did_you_mean, param
-from conduit.services import ServiceError, Services
+from conduit.shared import Shared, SharedError
 
 
 def test_everything_a_plugin_needs_comes_from_conduit_cheaply():
@@ -21,7 +21,7 @@ def test_everything_a_plugin_needs_comes_from_conduit_cheaply():
     assert conduit.RunContext is RunContext and conduit.StageContext is StageContext is RunContext
     assert conduit.TransformStage is TransformStage and conduit.SinkStage is SinkStage
     assert set(conduit.__all__) >= {"TransformStage", "SinkStage", "Source", "Params", "param", "hookimpl",
-                                    "StopRun", "RunContext", "Event", "Services"}
+                                    "StopRun", "RunContext", "Event", "Shared"}
     with pytest.raises(AttributeError, match="no attribute 'Stopper'"):
         conduit.Stopper  # noqa: B018
     code = ("import sys, conduit\nfrom conduit import TransformStage, Params, param, hookimpl, StopRun, RunContext\n"
@@ -38,22 +38,22 @@ class Plenty(Histos):
     pass
 
 
-def test_services_are_looked_up_by_type_and_stay_in_the_main_process():
-    services = Services()
-    assert services.get(Histos) is None and services.all(Histos) == []
+def test_shared_objects_are_looked_up_by_type_and_stay_in_the_main_process():
+    shared = Shared()
+    assert shared.get(Histos) is None and shared.all(Histos) == []
     first, second = Plenty(), Plenty()
-    services.publish(Histos, first, by="histogram", single=True)
-    with pytest.raises(ServiceError, match="only one Histos per run; histogram already publishes one"):
-        services.publish(Histos, second, by="other", single=True)
-    with pytest.raises(ServiceError, match="other: object does not implement Histos"):
-        services.publish(Histos, object(), by="other")
-    services.publish(Histos, second, by="other")
-    assert services.get(Histos) is first and services.all(Histos) == [first, second]
-    assert services.publishers(Histos) == ["histogram", "other"]
+    shared.publish(Histos, first, by="histogram", single=True)
+    with pytest.raises(SharedError, match="only one Histos per run; histogram already publishes one"):
+        shared.publish(Histos, second, by="other", single=True)
+    with pytest.raises(SharedError, match="other: object does not implement Histos"):
+        shared.publish(Histos, object(), by="other")
+    shared.publish(Histos, second, by="other")
+    assert shared.get(Histos) is first and shared.all(Histos) == [first, second]
+    assert shared.publishers(Histos) == ["histogram", "other"]
     context = conduit.RunContext(run=4)
-    context.services.publish(Histos, first, by="histogram")
+    context.shared.publish(Histos, first, by="histogram")
     copy = pickle.loads(pickle.dumps(context))  # what a worker process receives
-    assert copy.run == 4 and copy.services.get(Histos) is None
+    assert copy.run == 4 and copy.shared.get(Histos) is None
 
 
 class Inner(Params):

@@ -41,7 +41,7 @@ import trio
 from ..config.pipeline import Pipeline
 from ..event import Event
 from ..source import Source, SourceError
-from ..services import Services
+from ..shared import Shared
 from ..stage import RunContext, SinkStage, StopRun
 from .control import EngineControl, ParameterChange, RunSwitch
 from .metrics import Metrics, MetricsSnapshot
@@ -540,7 +540,7 @@ class Engine:
                                          "closed_at": time.time()})
                 self.sinks = []
                 self.context.run = switch.run
-                self.context.services = Services()  # what sinks share (the histograms) belongs to one run
+                self.context.shared = Shared()  # what sinks share (the histograms) belongs to one run
                 try:
                     await trio.to_thread.run_sync(self._open_sinks)
                     await trio.to_thread.run_sync(self._begin_sinks)
@@ -698,9 +698,9 @@ class Engine:
     def _open_sinks(self) -> None:
         for config in self.pipeline.stages:  # what stages offer the sinks (kinematic curves ...)
             try:
-                config.cls.publish_services(config.params, self.context)
+                config.cls.publish_shared(config.params, self.context)
             except Exception as err:
-                raise RuntimeError(f"stage {config.use}: cannot publish its services: {err}") from err
+                raise RuntimeError(f"stage {config.use}: cannot publish its shared objects: {err}") from err
         for config in self.pipeline.sinks:
             sink = config.cls(config.params, self.context)
             try:

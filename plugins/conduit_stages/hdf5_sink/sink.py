@@ -19,7 +19,7 @@ import numpy as np
 
 from conduit.artifacts import ESTIMATE_DTYPE
 from conduit.stage import SinkStage, StopRun
-from conduit_physics.histograms import HistogramRecorder, HistogramService
+from conduit_physics.histograms import HistogramRecorder, Histograms
 
 from . import layout, spyral
 from .idcount import IdCounter
@@ -130,7 +130,7 @@ class Hdf5Sink(SinkStage):
         self.histogram_recording: _HistogramsInRecording | None = None
         if p.histograms:
             self.histogram_recording = _HistogramsInRecording()
-            self.context.services.publish(HistogramRecorder, self.histogram_recording, by=self.name)
+            self.context.shared.publish(HistogramRecorder, self.histogram_recording, by=self.name)
 
     def begin(self) -> None:
         """Keep (or, as configured, replace) the files already at the output paths; publish the new masters."""
@@ -180,7 +180,7 @@ class Hdf5Sink(SinkStage):
         if recording is None:
             return
         recording.saved = bool(recording.saved)
-        for histograms in self.context.services.all(HistogramService):
+        for histograms in self.context.shared.all(Histograms):
             histograms.recorder_finished(recording)
 
     def _release(self) -> None:
@@ -200,7 +200,7 @@ class Hdf5Sink(SinkStage):
             except WriteError as err:
                 problems.append(str(err))
         if self.params.histograms and self.error is None:
-            histograms = self.context.services.get(HistogramService)
+            histograms = self.context.shared.get(Histograms)
             if histograms is not None:
                 try:
                     self.run_target.file.update(histograms.write)

@@ -1,8 +1,8 @@
 """Histograms with uniform bins, filled once per event, and the set that owns them and the gates.
 
 The :class:`HistogramSet` is what the ``histogram`` sink fills; other sinks
-see it through the typed service :class:`conduit_physics.histograms.HistogramService`
-(:mod:`.service`). Sinks run in different threads, so every access goes
+see it through the shared :class:`conduit_physics.histograms.Histograms`
+(:mod:`.shared`). Sinks run in different threads, so every access goes
 through the set's lock (filling one event takes ~40 µs per histogram).
 """
 

@@ -1,7 +1,7 @@
 """The ``histogram`` sink: fills the run's :class:`HistogramSet` from every analysed event.
 
-It publishes the set as the typed service
-:class:`conduit_physics.histograms.HistogramService` (:mod:`.service`): the
+It shares the set with the run as
+:class:`conduit_physics.histograms.Histograms` (:mod:`.shared`): the
 rerun sink draws it, the hdf5 sink saves it into its recording; this sink
 saves its own file (``path``) unless a recorder saved them (in whatever order
 the sinks close).
@@ -10,11 +10,11 @@ the sinks close).
 from __future__ import annotations
 
 from conduit.stage import SinkStage
-from conduit_physics.histograms import HistogramService
+from conduit_physics.histograms import Histograms
 from conduit_physics.quantities import QUANTITIES
 
 from .hset import HistogramSet
-from .service import RunHistograms, save_histogram_file
+from .shared import RunHistograms, save_histogram_file
 from .spec import HistogramParams
 
 __all__ = ["HistogramSink"]
@@ -46,11 +46,11 @@ class HistogramSink(SinkStage):
         return tuple(sorted(needed)), ()
 
     def open(self) -> None:
-        if self.context.services.get(HistogramService) is not None:
+        if self.context.shared.get(Histograms) is not None:
             raise ValueError("only one histogram stage per pipeline (declare every histogram in it)")
         self.hset = HistogramSet.from_params(self.params, self.context.detector)
-        self.histograms = RunHistograms(self.hset, self.context.services, self.log)
-        self.context.services.publish(HistogramService, self.histograms, by=self.name, single=True)
+        self.histograms = RunHistograms(self.hset, self.context.shared, self.log)
+        self.context.shared.publish(Histograms, self.histograms, by=self.name, single=True)
         self._begun = False
 
     def begin(self) -> None:

@@ -1,6 +1,6 @@
 """Kinematic curves: where each listed state of the residual puts its ejectile on polar angle vs B-rho.
 
-The ``kinematics`` stage offers them to viewers as the run service
+The ``kinematics`` stage offers them to viewers as the shared object
 :class:`conduit_physics.kinematics.KinematicCurves` (:class:`ReactionCurves`);
 the rerun sink draws them over the ``kinematics`` histogram.
 :func:`kinematic_curves` takes the stage's parameters and returns one

@@ -185,13 +185,13 @@ class KinematicsStage(TransformStage):
         return problems
 
     @classmethod
-    def publish_services(cls, params, context) -> None:
+    def publish_shared(cls, params, context) -> None:
         """Offer the viewers this reaction's kinematic curves (drawn over polar angle vs B-rho)."""
         from conduit_physics.kinematics import KinematicCurves
 
         from .curves import ReactionCurves
 
-        context.services.publish(KinematicCurves, ReactionCurves(params, float(context.detector.detector_length)),
+        context.shared.publish(KinematicCurves, ReactionCurves(params, float(context.detector.detector_length)),
                                  by=cls.name)
 
     def __init__(self, params, context):

@@ -5,7 +5,7 @@
 visible blue, empty bins are background) with a colour bar. Both come from
 :func:`.display.for_display`, which merges bins while the histogram holds
 few entries. The histograms come from the run's
-:class:`~conduit_physics.histograms.HistogramService`.
+:class:`~conduit_physics.histograms.Histograms`.
 """
 
 from __future__ import annotations

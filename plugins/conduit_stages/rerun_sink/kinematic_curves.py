@@ -2,7 +2,7 @@
 
 Each listed state of the residual puts its ejectile on a curve of polar angle
 (deg) against B-rho at the vertex (T·m). :func:`curves_for` collects them once
-per run from the :class:`~conduit_physics.kinematics.KinematicCurves` services
+per run from the :class:`~conduit_physics.kinematics.KinematicCurves` objects
 the pipeline's ``kinematics`` stages publish; :func:`add_curves` draws them,
 labelled, inside the frame of every 2-D histogram whose x is a polar angle and
 whose y a B-rho (``kinematics``: Bρ vs θ by default), in that frame's data
@@ -27,10 +27,10 @@ _COLORS = ((250, 200, 60), (90, 200, 250), (240, 110, 200), (130, 230, 120), (25
 
 
 def curves_for(context: Any) -> list:
-    """The curves every :class:`~conduit_physics.kinematics.KinematicCurves` service offers (empty without one)."""
+    """The curves every :class:`~conduit_physics.kinematics.KinematicCurves` object offers (empty without one)."""
     from conduit_physics.kinematics import KinematicCurves
 
-    return [curve for source in context.services.all(KinematicCurves) for curve in source.curves()]
+    return [curve for source in context.shared.all(KinematicCurves) for curve in source.curves()]
 
 
 def overlays(view: Any) -> bool:

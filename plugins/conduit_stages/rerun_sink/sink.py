@@ -100,7 +100,7 @@ class RerunSink(SinkStage):
         self.hist_version: int | None = None
         self.occupancy_version: int | None = None
         self.blueprint_sent_for: tuple | None = None
-        #: (histogram service, (name, dimensions) per histogram, titles) the blueprint is made from.
+        #: (shared Histograms, (name, dimensions) per histogram, titles) the blueprint is made from.
         self.layout: tuple | None = None
         self.grpc_connected = p.mode not in ("connect", "serve")
         self.last_probe = -math.inf
@@ -372,9 +372,9 @@ class RerunSink(SinkStage):
 
     def _maybe_send_blueprint(self) -> None:
         """(Re)send the layout when the histogram list is first known (the histogram sink may open later)."""
-        from conduit_physics.histograms import HistogramService
+        from conduit_physics.histograms import Histograms
 
-        histograms = self.context.services.get(HistogramService)
+        histograms = self.context.shared.get(Histograms)
         if self.layout is None or self.layout[0] is not histograms:  # the list never changes once published
             views = histograms.snapshot() if histograms is not None else []
             self.layout = (histograms, tuple((v.name, v.dimensions) for v in views), {v.name: v.title for v in views})
@@ -408,9 +408,9 @@ class RerunSink(SinkStage):
         log_figure(self._log, self.rr, ENTITY["rates"], self.rates.figure())
 
     def _send_histograms(self, force: bool) -> None:
-        from conduit_physics.histograms import HistogramService
+        from conduit_physics.histograms import Histograms
 
-        histograms = self.context.services.get(HistogramService)
+        histograms = self.context.shared.get(Histograms)
         if histograms is None or (not force and histograms.version == self.hist_version):
             return
         self.hist_version = histograms.version

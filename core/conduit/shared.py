@@ -1,24 +1,28 @@
-"""Typed services: how the stages of one run share objects, looked up by interface type.
+"""Shared objects (typed services): how the stages of one run share objects, looked up by interface type.
 
-A service is an object published under an *interface class*: an abstract
-class declared in a public module (for example
-:class:`conduit_physics.histograms.HistogramService`). Whoever needs it looks
-it up by that class, never by a string key, so a typo is an ImportError and
-the contract is written down where the interface is declared::
+An object is shared under an *interface class*: an abstract class declared in
+a public module (for example :class:`conduit_physics.histograms.Histograms`).
+Whoever needs it looks it up by that class, never by a string key, so a typo
+is an ImportError and the contract is written down where the interface is
+declared::
 
     # the histogram sink, in open()
-    self.context.services.publish(HistogramService, self.histograms, by=self.name)
+    self.context.shared.publish(Histograms, self.histograms, by=self.name, single=True)
 
     # the rerun sink, whenever it draws (None: the pipeline has no histogram stage)
-    histograms = self.context.services.get(HistogramService)
+    histograms = self.context.shared.get(Histograms)
 
 Sinks publish in :meth:`~conduit.stage.SinkStage.open`; any stage class may
-also publish from :meth:`~conduit.stage.Stage.publish_services`, which the
+also publish from :meth:`~conduit.stage.Stage.publish_shared`, which the
 engine calls in the main process before the sinks open (how the transform
-``kinematics`` stage offers its kinematic curves to the viewer). Services
-live in the main process: transform stages running in worker processes see
-an empty registry. Sinks open in pipeline order, so look services up when
-you use them (or in ``begin()``), not in ``open()``.
+``kinematics`` stage offers its kinematic curves to the viewer). Shared
+objects live in the main process and belong to one run: transform stages in
+worker processes see an empty registry, and a new run (``conduit ctl
+new-run``) starts with a fresh one. Sinks open in pipeline order, so look
+objects up when you use them (or in ``begin()``), not in ``open()``.
+
+Not to be confused with :class:`conduit.service.Service`: a task that runs
+beside the pipeline (the control panel), configured by its own table.
 """
 
 from __future__ import annotations
@@ -26,17 +30,17 @@ from __future__ import annotations
 import threading
 from typing import TypeVar
 
-__all__ = ["Services", "ServiceError"]
+__all__ = ["Shared", "SharedError"]
 
 T = TypeVar("T")
 
 
-class ServiceError(RuntimeError):
-    """A service published twice where only one may exist, or an object that does not implement its interface."""
+class SharedError(RuntimeError):
+    """An object published twice where only one may exist, or one that does not implement its interface."""
 
 
-class Services:
-    """The services of one run: interface class -> (publisher name, provider) in publishing order."""
+class Shared:
+    """The shared objects of one run: interface class -> (publisher name, object) in publishing order."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -46,15 +50,15 @@ class Services:
         """Offer ``provider`` (an instance of ``interface``) to the run; ``by`` names the publishing stage.
 
         With ``single`` a second provider of the same interface is refused
-        (:class:`ServiceError` naming both publishers).
+        (:class:`SharedError` naming both publishers).
         """
         if not isinstance(provider, interface):
-            raise ServiceError(f"{by}: {type(provider).__name__} does not implement {interface.__name__}")
+            raise SharedError(f"{by}: {type(provider).__name__} does not implement {interface.__name__}")
         with self._lock:
             providers = self._by_interface.setdefault(interface, [])
             if single and providers:
-                raise ServiceError(f"{by}: only one {interface.__name__} per run; {providers[0][0]} already "
-                                   "publishes one")
+                raise SharedError(f"{by}: only one {interface.__name__} per run; {providers[0][0]} already "
+                                  "publishes one")
             providers.append((by, provider))
 
     def get(self, interface: type[T]) -> T | None:

@@ -1,4 +1,4 @@
-"""The run's histograms as a typed service (:class:`conduit_physics.histograms.HistogramService`).
+"""The run's histograms as other sinks see them (:class:`conduit_physics.histograms.Histograms`, shared by type).
 
 Other sinks see the histogram set only through this object: the rerun sink
 draws its snapshots, the hdf5 sink writes it into its recording. It also
@@ -23,21 +23,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conduit.services import Services
+from conduit.shared import Shared
 from conduit_physics.gates import Gate
-from conduit_physics.histograms import HistogramRecorder, HistogramService, HistogramView
+from conduit_physics.histograms import HistogramRecorder, Histograms, HistogramView
 
 from .hset import HistogramSet
 
 __all__ = ["RunHistograms", "save_histogram_file"]
 
 
-class RunHistograms(HistogramService):
+class RunHistograms(Histograms):
     """The histogram sink's :class:`HistogramSet`, published to the run, and who saves it."""
 
-    def __init__(self, hset: HistogramSet, services: Services, log: logging.Logger):
+    def __init__(self, hset: HistogramSet, shared: Shared, log: logging.Logger):
         self.hset = hset
-        self.services = services
+        self.shared = shared
         self.log = log
         self._lock = threading.Lock()
         #: Set by the sink when it closes after having begun: the callable that writes its own file.
@@ -48,7 +48,7 @@ class RunHistograms(HistogramService):
         #: Why the own file could not be written (None: no error).
         self.error: str | None = None
 
-    # -- HistogramService ------------------------------------------------------------------
+    # -- Histograms ------------------------------------------------------------------
 
     @property
     def version(self) -> int:
@@ -77,7 +77,7 @@ class RunHistograms(HistogramService):
     # -- the histogram sink's side ------------------------------------------------------------
 
     def recorders(self) -> list[HistogramRecorder]:
-        return self.services.all(HistogramRecorder)
+        return self.shared.all(HistogramRecorder)
 
     def owner_closed(self, save_own: Callable[[], None] | None) -> None:
         """The histogram sink closed; ``save_own`` writes its own file (None: it must not write one)."""
@@ -100,7 +100,7 @@ class RunHistograms(HistogramService):
             save = self._save_own
         if states:
             self.log.warning("histograms: not saved by %s; saving them to their own file",
-                             ", ".join(self.services.publishers(HistogramRecorder)))
+                             ", ".join(self.shared.publishers(HistogramRecorder)))
         try:
             save()
         except Exception as err:  # reported by the histogram sink (outputs, log), never by the recorder
