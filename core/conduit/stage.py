@@ -90,10 +90,6 @@ class RunContext:
     #: (``conduit_physics.gates.pipeline_gates`` finds the gates the histogram stage declares).
     pipeline: tuple[tuple[str, Params], ...] = ()
 
-    def stage_params(self, use: str) -> list[Params]:
-        """Parameters of the pipeline's stages named ``use``, in pipeline order (empty when none)."""
-        return [params for name, params in self.pipeline if name == use]
-
     #: What :meth:`claim_output` does with a file already at an output path: keep (rename aside), refuse, replace.
     existing_outputs: str = "keep"
     #: Output names with ``{run}`` need a known run number (live sources: never a silent 0000).
