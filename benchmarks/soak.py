@@ -69,10 +69,10 @@ def daq_main(args) -> None:
     import trio
 
     from conduit.get.dataexporter import DataExporterServer, length_prefix
-    from conduit.simulate.generator import Simulator
-    from conduit.simulate.params import SimulationParams
-    from conduit.simulate.serve import patch_frame
-    from conduit.simulate.writers import event_frames
+    from conduit_simulate.generator import Simulator
+    from conduit_simulate.params import SimulationParams
+    from conduit_simulate.serve import patch_frame
+    from conduit_simulate.writers import event_frames
 
     sim = Simulator(SimulationParams.from_mapping({"events": args.pool, "pool": args.pool, "seed": 7}))
     pool = [event_frames(sim, sim.event(i)) for i in range(args.pool)]

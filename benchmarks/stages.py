@@ -39,8 +39,8 @@ TARGETS = {"pointcloud": 1.0, "cluster.hdbscan": 5.0, "cluster.dbscan": 5.0, "es
 
 def make_events(n: int, seed: int):
     from conduit.detector import DetectorParams
-    from conduit.simulate.generator import Simulator
-    from conduit.simulate.params import SimulationParams
+    from conduit_simulate.generator import Simulator
+    from conduit_simulate.params import SimulationParams
 
     sim = Simulator(SimulationParams(seed=seed, events=n), DetectorParams())
     return [sim.event(i).event for i in range(n)]

@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .params import Params
-from .stage import NoParams, StageContext
+from .stage import NoParams, RunContext
 
 if TYPE_CHECKING:
     import trio
@@ -49,7 +49,7 @@ class Source:
     #: Artifacts besides ``traces`` that this source may attach (e.g. ``frib``).
     provides: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, params: Params, context: StageContext):
+    def __init__(self, params: Params, context: RunContext):
         self.params = params
         self.context = context
         self.log = logging.getLogger(f"conduit.source.{self.kind}")
@@ -115,7 +115,7 @@ class Source:
         """
         return []
 
-    async def run(self, task_status: Any = None) -> None:
+    async def run(self) -> None:
         """Produce events with :meth:`emit` until the input ends; return normally at the end."""
         raise NotImplementedError
 

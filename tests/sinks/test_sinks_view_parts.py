@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conduit.event import Event
-from conduit_stages.histogram.display import KEEP_BELOW, MIN_BINS, for_display, merge_factor
+from conduit_stages.rerun_sink.display import KEEP_BELOW, MIN_BINS, for_display, merge_factor
 from conduit_stages.rerun_sink.colors import BACKGROUND, ColorScale, count_colors, ramp
 from conduit_stages.rerun_sink.health import AsadHealth
 from conduit_stages.rerun_sink.logbridge import QueueHandler

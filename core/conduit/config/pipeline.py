@@ -25,7 +25,6 @@ came from.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import tomli
 from ..detector import DetectorParams
 from ..engine.alarms import AlarmParams
 from ..engine.params import EngineParams
-from ..params import ParamError, Params, Problem, unknown_key_message
+from ..params import ParamError, Params, Problem, did_you_mean, unknown_key_message
 from ..plugins import Registry, get_registry
 from ..service import Service
 from ..source import Source
@@ -301,8 +300,7 @@ def _locate_stage(stages: Any, parts: list[str]) -> tuple[int, list[str]] | str:
         if len(matches) > 1:
             return f"{len(matches)} stages use '{name}'; use stage.N.key instead"
     section = parts[0]
-    close = difflib.get_close_matches(section, [u for u in uses if u] + list(TOP_LEVEL), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(section, [u for u in uses if u] + list(TOP_LEVEL))
     return f"no section or stage named '{section}'{hint}"
 
 
@@ -355,8 +353,7 @@ def _load_source(raw: Any, registry: Registry, problems: _Collector, origins) ->
     cls = registry.sources.get(kind) if isinstance(kind, str) else None
     if cls is None:
         known = sorted(registry.sources)
-        close = difflib.get_close_matches(str(kind), known, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(kind, known)
         problems.add(("source", "kind"), f"unknown source kind {kind!r}{hint}; known: {', '.join(known) or 'none'}")
         return None
     params, source_origins = _load_table(cls.Params, raw, ("source",), problems, origins, ignore=frozenset({"kind"}))
@@ -404,14 +401,13 @@ def _load_stages(raw: Any, registry: Registry, problems: _Collector, origins) ->
 
 def _unknown_stage_message(use: str, registry: Registry) -> str:
     known = sorted(registry.stages)
-    close = difflib.get_close_matches(use, known, n=2, cutoff=0.5)
-    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    hint = did_you_mean(use, known, n=2, cutoff=0.5)
     msg = f"unknown stage '{use}'{hint}"
     head = use.split(".")[0]
     failed = [f for f in registry.failures if f.plugin == head or f.plugin.startswith(head)]
     if failed:
         msg += f"; plugin '{failed[0].plugin}' failed to load: {failed[0].error}"
-    elif not close:
+    elif not hint:
         msg += f"; known stages: {', '.join(known) or 'none'} (see `conduit stages`)"
     return msg
 

@@ -21,7 +21,7 @@ import trio
 
 from ..event import Event
 from ..params import Params
-from ..stage import StageContext, TransformStage
+from ..stage import RunContext, TransformStage
 
 __all__ = ["ChainSpec", "ChainResult", "StageFailure", "TransformPool", "open_pool", "WORKER_NICENESS"]
 
@@ -35,10 +35,10 @@ class ChainSpec:
 
     token: str
     stages: tuple[tuple[type[TransformStage], Params], ...]
-    context: StageContext
+    context: RunContext
 
     @classmethod
-    def create(cls, stages, context: StageContext) -> ChainSpec:
+    def create(cls, stages, context: RunContext) -> ChainSpec:
         return cls(token=uuid.uuid4().hex, stages=tuple(stages), context=context)
 
 
@@ -150,11 +150,12 @@ def _worker_warm(spec: ChainSpec) -> float:
 class TransformPool:
     """Analyse events with the transform chain; at most ``capacity`` at a time."""
 
-    def __init__(self, spec: ChainSpec, workers: int, context: Any | None):
+    def __init__(self, spec: ChainSpec, workers: int, processes: Any | None):
         self.spec = spec
         self.workers = workers
         self.capacity = max(workers, 1)
-        self._context = context
+        #: trio-parallel's worker context (the processes), or None: the chain runs in a thread of this process.
+        self._processes = processes
         self._limiter = trio.CapacityLimiter(self.capacity)
 
     async def warm_up(self) -> float:
@@ -176,7 +177,7 @@ class TransformPool:
         spec = spec if spec is not None else self.spec
         if not spec.stages:
             return ChainResult({}, {}, [])
-        if self._context is None:
+        if self._processes is None:
             # In-process: the worker thread mutates the event itself.
             return await self._call(_worker_run, spec, event)
         result: ChainResult = await self._call(_worker_run, spec, event)
@@ -188,9 +189,9 @@ class TransformPool:
         return result
 
     async def _call(self, fn, *args, cancellable: bool = False):
-        if self._context is None:
+        if self._processes is None:
             return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter, abandon_on_cancel=cancellable)
-        return await self._context.run_sync(fn, *args, limiter=self._limiter, kill_on_cancel=cancellable)
+        return await self._processes.run_sync(fn, *args, limiter=self._limiter, kill_on_cancel=cancellable)
 
 
 @asynccontextmanager

@@ -41,7 +41,8 @@ import trio
 from ..config.pipeline import Pipeline
 from ..event import Event
 from ..source import Source, SourceError
-from ..stage import SinkStage, StageContext
+from ..shared import Shared
+from ..stage import RunContext, SinkStage, StopRun
 from .control import EngineControl, ParameterChange, RunSwitch
 from .metrics import Metrics, MetricsSnapshot
 from .pool import ChainSpec, open_pool
@@ -50,10 +51,6 @@ from .status import StatusReporter
 __all__ = ["run_pipeline", "RunSummary", "StopRun", "Engine"]
 
 log = logging.getLogger("conduit.engine")
-
-
-class StopRun(Exception):
-    """Raised by a stage or sink that cannot go on (disk full, ...): the run stops cleanly."""
 
 
 @dataclasses.dataclass
@@ -149,7 +146,7 @@ class Engine:
         self.handle_signals = handle_signals
         self.on_event = on_event
         self.metrics = Metrics()
-        self.context = StageContext(detector=pipeline.detector, base_dir=pipeline.base_dir.resolve(),
+        self.context = RunContext(detector=pipeline.detector, base_dir=pipeline.base_dir.resolve(),
                                     pipeline=tuple((s.use, s.params) for s in pipeline.stages),
                                     existing_outputs=pipeline.engine.existing_outputs)
         self.source: Source = pipeline.source.cls(pipeline.source.params, self.context)
@@ -158,7 +155,7 @@ class Engine:
             self.context.run = getattr(pipeline.source.params, "run", None)
         self.live = self.source.live
         self.context.live = self.live
-        # A live run's output names never get a silent run 0000 (see StageContext.format_path).
+        # A live run's output names never get a silent run 0000 (see RunContext.format_path).
         self.context.require_run = self.live
         policy = pipeline.engine.policy
         self.policy = ("skip" if self.live else "wait") if policy == "auto" else policy
@@ -543,7 +540,7 @@ class Engine:
                                          "closed_at": time.time()})
                 self.sinks = []
                 self.context.run = switch.run
-                self.context.shared.clear()  # shared objects (the histogram set) belong to one run's sinks
+                self.context.shared = Shared()  # what sinks share (the histograms) belongs to one run
                 try:
                     await trio.to_thread.run_sync(self._open_sinks)
                     await trio.to_thread.run_sync(self._begin_sinks)
@@ -699,6 +696,11 @@ class Engine:
     # -- sinks -------------------------------------------------------------------
 
     def _open_sinks(self) -> None:
+        for config in self.pipeline.stages:  # what stages offer the sinks (kinematic curves ...)
+            try:
+                config.cls.publish_shared(config.params, self.context)
+            except Exception as err:
+                raise RuntimeError(f"stage {config.use}: cannot publish its shared objects: {err}") from err
         for config in self.pipeline.sinks:
             sink = config.cls(config.params, self.context)
             try:

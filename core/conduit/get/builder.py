@@ -331,13 +331,26 @@ class EventBuilder:
         the consensus C (but not an outlier), ("restart", epoch) when it went back more than that many
         ids into a restart the others have not agreed to yet. Callers wait a bounded time per value."""
         seq = self.sequencer
-        slack = max(1, self.max_depth // 2)
-        if seq.gone_into_restart(cobo, latest) > slack:
+        if seq.gone_into_restart(cobo, latest) > self.pause_slack:
             return ("restart", seq.epoch)
         consensus = seq.consensus
         if consensus is None:
             return None
-        return ("consensus", consensus) if slack < latest - consensus <= self.outlier_gap else None
+        return ("consensus", consensus) if self.runs_ahead(latest, consensus) else None
+
+    @property
+    def pause_slack(self) -> int:
+        """Ids a live reader may run ahead (of the consensus, a restart, a backlog) before it pauses: max_depth / 2."""
+        return max(1, self.max_depth // 2)
+
+    def runs_ahead(self, latest: int, reference: int) -> bool:
+        """True when a reader at id ``latest`` is more than :attr:`pause_slack` ids past ``reference`` and not an
+        outlier (at most ``outlier_gap`` past it): it should pause until the others catch up."""
+        return self.pause_slack < latest - reference <= self.outlier_gap
+
+    def far_ahead(self, event_id: int) -> bool:
+        """True when ``event_id`` is more than ``outlier_gap`` ids past the consensus (it would be quarantined)."""
+        return self.sequencer.far_ahead(event_id)
 
     # -- deciding where a frame goes -----------------------------------------------------------------
 

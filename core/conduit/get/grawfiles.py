@@ -359,8 +359,7 @@ class RunReader:
                 self._went_back[index] = True  # a glitch or a restart: the next frame tells
                 out += self._feed(index, info)
                 continue
-            consensus = self.builder.consensus
-            if consensus is not None and event_id > consensus + self.builder.outlier_gap:
+            if self.builder.far_ahead(event_id):
                 out += self._feed(index, info)  # an outlier: quarantined by the builder
                 continue
             heapq.heappush(self._heap, (self._run[index], event_id, index, info))

@@ -226,7 +226,7 @@ class Sequencer:
             # Back above where it went back from, and not simply the next id of its new sequence (a counter
             # restarted a few events into a run soon passes its old top): that was a glitch.
             if (s.old_top is not None and event_id > s.old_top and event_id != s.top + 1  # type: ignore[operator]
-                    and not self._far_ahead(event_id)):
+                    and not self.far_ahead(event_id)):
                 self._withdraw(s)
                 withdrew = True
             else:
@@ -255,10 +255,10 @@ class Sequencer:
                 return epoch, None, withdrew  # out of order within its stream, its event still held
             self._propose(s, event_id, now)
             return epoch + 1, None, withdrew
-        consensus = self.consensus
-        if consensus is not None and event_id > consensus + self.outlier_gap:
+        if self.far_ahead(event_id):
             self._move_head(s, event_id)
             return None, "quarantined_ahead", withdrew
+        consensus = self.consensus
         if s.diverged:
             if consensus is not None and event_id < consensus:
                 s.top = s.head = event_id
@@ -270,7 +270,8 @@ class Sequencer:
             self._newest = event_id
         return epoch, None, withdrew
 
-    def _far_ahead(self, event_id: int) -> bool:
+    def far_ahead(self, event_id: int) -> bool:
+        """True when ``event_id`` is more than ``outlier_gap`` ids past the consensus (quarantined_ahead)."""
         consensus = self.consensus
         return consensus is not None and event_id > consensus + self.outlier_gap
 

@@ -40,7 +40,8 @@ from typing import Any, Literal
 from conduit.get.options import BuilderParams
 from conduit.hookspecs import hookimpl
 from conduit.params import Problem, param
-from conduit.source import Source
+
+from .building import FrameSource
 
 __all__ = ["ExporterSource", "ExporterParams"]
 
@@ -92,7 +93,7 @@ class ExporterParams(BuilderParams):
         return parse_hosts(self.hosts, self.port)
 
 
-class ExporterSource(Source):
+class ExporterSource(FrameSource):
     """Receive GET frames live from the DataExporters (one TCP connection per CoBo) and build events."""
 
     kind = "exporter"
@@ -107,7 +108,6 @@ class ExporterSource(Source):
         targets = params.targets()
         cobos = params.cobos if params.cobos is not None else list(range(len(targets)))
         self.links = [Link(cobo, host, port) for cobo, (host, port) in zip(cobos, targets)]
-        self._builder = None
         self._changed = None  # trio.Event, created in the trio loop
         self._progress = None  # trio.Event: a link received a frame (wakes paused links)
         self._paused = 0
@@ -139,20 +139,15 @@ class ExporterSource(Source):
         return [("hosts", f"{host} does not resolve ({why}): its DataExporter cannot be reached from here")
                 for host, why in failed.items()]
 
-    def _get_builder(self):
-        if self._builder is None:
-            self._builder = self.params.make_builder(self.context.electronics_map, live=True, logger=self.log)
-        return self._builder
-
     def warm_up(self) -> None:
-        self._get_builder().warm_up()
+        self.builder.warm_up()
 
     # -- running -------------------------------------------------------------------------------
 
-    async def run(self, task_status: Any = None) -> None:
+    async def run(self) -> None:
         import trio
 
-        builder = self._get_builder()
+        builder = self.builder
         if self._changed is None:
             self._changed = trio.Event()
         self._progress = trio.Event()
@@ -177,7 +172,7 @@ class ExporterSource(Source):
         """Apply the builder's time limit and report silent or trickling CoBos, a few times a second."""
         import trio
 
-        builder = self._get_builder()
+        builder = self.builder
         period = min(0.25, self.params.timeout / 4, self.params.silent_after / 4)
         while True:
             await trio.sleep(period)
@@ -204,7 +199,7 @@ class ExporterSource(Source):
             return True
         if link.health == "silent":
             return False
-        lag = self._get_builder().sequencer.lag(link.cobo)
+        lag = self.builder.sequencer.lag(link.cobo)
         if lag is None or lag <= p.max_depth:
             self._end_behind(link)
             return False
@@ -227,7 +222,7 @@ class ExporterSource(Source):
         link.behind_since = None
 
     def _late(self, cobo: int) -> int:
-        return self._get_builder().cobo_losses.get(cobo, {}).get("late_frames", 0)
+        return self.builder.cobo_losses.get(cobo, {}).get("late_frames", 0)
 
     async def _connection(self, link) -> None:
         """Keep one DataExporter connected: connect, receive, and on any failure back off and retry."""
@@ -235,7 +230,7 @@ class ExporterSource(Source):
 
         from conduit.get.exporter_client import ProtocolError, receive_frames
 
-        builder = self._get_builder()
+        builder = self.builder
         delay = self.params.reconnect_min
         failures_in_a_row = 0
         while True:
@@ -291,14 +286,16 @@ class ExporterSource(Source):
     def _frame_handler(self, link, builder):
         import trio
 
+        from conduit.get.frames import CORE_BYTES, peek_event_cobo
+
         source = f"{link.name} (cobo {link.cobo})"
         trust = self.params.cobo_id_mismatch == "trust_connection"
 
         def on_frame(buf, offset: int, length: int) -> list:
             now = trio.current_time()
             event_id = -1
-            if length >= 28:
-                event_id = int.from_bytes(buf[offset + 22:offset + 26].tobytes(), "big")
+            if length >= CORE_BYTES:
+                event_id, header_cobo = peek_event_cobo(buf, offset)
                 link.latest = event_id
                 link.last_frame_time = now
                 if link.health == "silent":
@@ -308,7 +305,6 @@ class ExporterSource(Source):
                 if self._paused:
                     self._progress.set()
                     self._progress = trio.Event()
-                header_cobo = int(buf[offset + 26])
                 if header_cobo != link.cobo and not trust:
                     link.wrong_cobo += 1
                     self._rate_log(f"wrong_cobo{link.cobo}", logging.WARNING,
@@ -340,7 +336,7 @@ class ExporterSource(Source):
     def _backlog_mark(self, now: float, *, fresh: bool) -> int | None:
         """The lowest id among in-step connections with unread bytes (at most 20 ms old unless ``fresh``)."""
         if fresh or now - self._mark_time > 0.02:
-            builder = self._get_builder()
+            builder = self.builder
             consensus = builder.consensus
             marks = [link.latest for link in self.links
                      if consensus is not None and link.latest >= consensus - self.params.outlier_gap
@@ -351,10 +347,10 @@ class ExporterSource(Source):
     def _hold(self, link, *, fresh: bool = False) -> tuple[str, int] | None:
         import trio
 
-        token = self._get_builder().hold_back(link.cobo, link.latest)
+        token = self.builder.hold_back(link.cobo, link.latest)
         if token is None:
             mark = self._backlog_mark(trio.current_time(), fresh=fresh)
-            if mark is not None and max(1, self.params.max_depth // 2) < link.latest - mark <= self.params.outlier_gap:
+            if mark is not None and self.builder.runs_ahead(link.latest, mark):
                 token = ("backlog", mark)
         return token
 
@@ -385,9 +381,6 @@ class ExporterSource(Source):
 
     def byte_counts(self) -> dict[str, int]:
         return {f"cobo{link.cobo}": link.bytes for link in self.links}
-
-    def asad_counters(self) -> dict[tuple[int, int], dict[str, int]]:
-        return self._builder.asad_counters() if self._builder is not None else {}
 
     def losses(self) -> dict[str, int]:
         counts = self._builder.losses() if self._builder is not None else {}

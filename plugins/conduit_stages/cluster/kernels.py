@@ -1,7 +1,7 @@
 """Compiled kernels of the clustering stages: local outlier factor and DBSCAN.
 
 Kept self-contained (numba cache safety): the track geometry the
-post-processing also needs lives in :mod:`conduit_stages.estimate.trackfit`.
+post-processing also needs lives in :mod:`conduit_physics.tracks`.
 """
 
 from __future__ import annotations

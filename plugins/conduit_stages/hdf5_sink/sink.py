@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from conduit.artifacts import ESTIMATE_DTYPE
-from conduit.stage import SinkStage
+from conduit.stage import SinkStage, StopRun
+from conduit_physics.histograms import HistogramRecorder, Histograms
 
 from . import layout, spyral
 from .idcount import IdCounter
@@ -36,9 +37,17 @@ TABLE_DTYPE = np.dtype(
        ("ic_centroid", np.float64), ("ic_multiplicity", np.float64)]
 )
 
-_HISTOGRAMS_KEY = "histograms"
 _Z_TIES = "clouds_with_z_ties"
-_RECORDED_KEY = "histograms_recorded_by"
+
+
+class _HistogramsInRecording(HistogramRecorder):
+    """Tells the histogram stage that this sink records the histograms, and whether it did."""
+
+    def __init__(self) -> None:
+        self.saved: bool | None = None
+
+    def histograms_saved(self) -> bool | None:
+        return self.saved
 
 
 @dataclasses.dataclass
@@ -118,8 +127,10 @@ class Hdf5Sink(SinkStage):
             tidy_leftovers(target.file.path, self.log)
             # Fail now, before any event, if a path is not writable.
             target.file.stage(lambda f, t=target: self._init_master(f, t))
+        self.histogram_recording: _HistogramsInRecording | None = None
         if p.histograms:
-            self.context.shared[_RECORDED_KEY] = self.name
+            self.histogram_recording = _HistogramsInRecording()
+            self.context.shared.publish(HistogramRecorder, self.histogram_recording, by=self.name)
 
     def begin(self) -> None:
         """Keep (or, as configured, replace) the files already at the output paths; publish the new masters."""
@@ -130,8 +141,6 @@ class Hdf5Sink(SinkStage):
 
     def consume(self, event) -> None:
         if self.error is not None:
-            from conduit.engine.runner import StopRun
-
             raise StopRun(self.error)
         self.received += 1
         self.pending.append(event)
@@ -163,6 +172,16 @@ class Hdf5Sink(SinkStage):
             for target in self.targets:
                 target.file.discard()  # a master staged for a run that never began
             self._release()
+            self._report_histograms()
+
+    def _report_histograms(self) -> None:
+        """Tell the histogram stage whether they are in the recording (else it saves its own file)."""
+        recording = getattr(self, "histogram_recording", None)
+        if recording is None:
+            return
+        recording.saved = bool(recording.saved)
+        for histograms in self.context.shared.all(Histograms):
+            histograms.recorder_finished(recording)
 
     def _release(self) -> None:
         for claim in getattr(self, "claims", []):
@@ -181,12 +200,11 @@ class Hdf5Sink(SinkStage):
             except WriteError as err:
                 problems.append(str(err))
         if self.params.histograms and self.error is None:
-            hset = self.context.shared.get(_HISTOGRAMS_KEY)
-            if hset is not None:
-                from conduit_stages.histogram.store import write_histograms
-
+            histograms = self.context.shared.get(Histograms)
+            if histograms is not None:
                 try:
-                    self.run_target.file.update(lambda m: write_histograms(m, hset))
+                    self.run_target.file.update(histograms.write)
+                    self.histogram_recording.saved = True  # type: ignore[union-attr]
                 except WriteError as err:
                     problems.append(str(err))
         if self.parquet_path is not None and self.error is None:
@@ -285,16 +303,12 @@ class Hdf5Sink(SinkStage):
         try:
             self.flush()
         except WriteError as err:
-            from conduit.engine.runner import StopRun
-
             self._record_error(f"{err}; stopping (every event flushed before is kept)")
             raise StopRun(self.error) from None
 
     def _record_error(self, message: str) -> None:
-        self.error = message
+        self.error = message  # the histograms are then not recorded here: the histogram stage saves them
         self.log.error("%s", message)
-        if self.context.shared.get(_RECORDED_KEY) == self.name:
-            del self.context.shared[_RECORDED_KEY]  # let the histogram stage save its own file instead
 
     def flush(self) -> None:
         """Write the pending events to every output file (one part each), then forget them."""

@@ -9,7 +9,7 @@
     seed = 7
     truth = "out/truth_{run:04d}.h5"   # optional
 
-Every :class:`~conduit.simulate.params.SimulationParams` option is a key of
+Every :class:`~conduit_simulate.params.SimulationParams` option is a key of
 the table (the same options as ``conduit simulate --help``), plus ``run``,
 ``truth``, ``loopback`` and ``rate``. Detector settings come from
 ``[detector]``. Generation runs in a worker thread (the numba kernels release
@@ -22,7 +22,7 @@ demo exercises exactly what runs on shift. The source is then live (analysis
 is skipped, never the reading, when the pipeline falls behind) and ends when
 every served frame has been read.
 
-This module is imported at plugin discovery: it imports nothing heavy.
+Registered by :mod:`conduit_simulate.plugin`; this module imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..hookspecs import hookimpl
-from ..params import param
-from ..source import Source, SourceError
+from conduit.params import param
+from conduit.source import Source, SourceError
 from .params import SimulationParams
 
 __all__ = ["SimulateSource", "SimulateSourceParams"]
@@ -61,7 +60,7 @@ class SimulateSourceParams(SimulationParams):
     def check(self) -> list:
         problems = super().check()
         if self.rate > 0 and not self.loopback:
-            from ..params import Problem
+            from conduit.params import Problem
 
             problems.append(Problem(("rate",), "applies with loopback = true only"))
         return problems
@@ -107,11 +106,11 @@ class SimulateSource(Source):
         self._make().warm_up()
         if self.params.loopback:
             self.context.electronics_map  # noqa: B018 - load the map before the clock starts
-            from ..get.builder import EventBuilder
+            from conduit.get.builder import EventBuilder
 
             EventBuilder(self.context.electronics_map).warm_up()
 
-    async def run(self, task_status: Any = None) -> None:
+    async def run(self) -> None:
         import trio
 
         sim = await trio.to_thread.run_sync(self._make)
@@ -152,7 +151,7 @@ class SimulateSource(Source):
         """Serve on 127.0.0.1 and receive with the exporter source until every frame is read."""
         import trio
 
-        from ..sources.exporter import ExporterParams, ExporterSource
+        from conduit.sources.exporter import ExporterParams, ExporterSource
         from .serve import ServeError, serve_simulation
 
         failure: list[str] = []
@@ -238,7 +237,3 @@ class SimulateSource(Source):
     def byte_counts(self) -> dict[str, int]:
         return self._exporter.byte_counts() if self._exporter is not None else {}
 
-
-@hookimpl
-def conduit_register_sources(register) -> None:
-    register(SimulateSource)

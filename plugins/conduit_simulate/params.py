@@ -2,7 +2,7 @@
 
 Detector geometry and fields are not here: they come from the ``[detector]``
 table (:class:`conduit.detector.DetectorParams`). Fields left at ``None`` take
-the value of the chosen preset (:mod:`conduit.simulate.presets`).
+the value of the chosen preset (:mod:`conduit_simulate.presets`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from ..params import Params, Problem, param
+from conduit.params import Params, Problem, param
 from .presets import COMMON_DEFAULTS, PRESET_NAMES, PRESETS
 
 __all__ = ["SimulationParams", "GAS_NAMES", "Resolved"]

@@ -76,7 +76,7 @@ def event_frames(
     timestamp_other: int | None = None,
 ) -> dict[tuple[int, int], bytes]:
     """The GRAW frames of one generated event, FPN channels included: {(cobo, asad): bytes}."""
-    from ..get.frames import encode_event_frames
+    from conduit.get.frames import encode_event_frames
 
     ev = generated.event
     return encode_event_frames(
@@ -129,7 +129,7 @@ def write_graw_run(
     progress: Callable[[int], None] | None = None,
 ) -> list[Path]:
     """Generate every event of ``sim`` as a .graw run folder ``folder`` (``.../run_NNNN``); return the files."""
-    from ..get.grawfiles import RunWriter
+    from conduit.get.grawfiles import RunWriter
 
     with RunWriter(Path(folder), stamp=stamp or graw_stamp(), split_bytes=split_bytes) as writer:
         for generated in _events(sim, truth, progress):

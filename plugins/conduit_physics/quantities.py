@@ -1,4 +1,8 @@
-"""What a histogram can be filled with: every estimate field and a few event-level counts.
+"""Per-track and per-event quantities read from the standard artifacts: what histograms and gates are drawn on.
+
+The ``histogram`` sink fills its histograms with these, and the ``kinematics``
+stage evaluates its PID gates on them; a plugin may use them too
+(:func:`extract` gives the values of one event).
 
 Two levels of quantity exist:
 
@@ -21,7 +25,6 @@ degrees, because that is how they are read off a kinematics plot.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from conduit.artifacts import ESTIMATE_DTYPE, KINEMATICS_DTYPE
+from conduit.params import did_you_mean
 
 __all__ = [
     "Quantity",
@@ -150,8 +154,7 @@ def quantity(name: str) -> Quantity:
 
 def unknown_quantity_message(name: str) -> str:
     """'unknown quantity ... (did you mean ...?); known: ...' for config errors."""
-    close = difflib.get_close_matches(name, list(QUANTITIES), n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(name, QUANTITIES)
     return f"unknown quantity '{name}'{hint}; known: {', '.join(QUANTITIES)}"
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from ..config.pipeline import Pipeline
+from conduit.config import Pipeline
 
 __all__ = ["RunTask", "BatchPlanError", "plan_runs", "pipeline_fingerprint"]
 

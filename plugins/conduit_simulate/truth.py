@@ -32,7 +32,7 @@ from .generator import PARTICLE_DTYPE, SimulatedEvent
 from .presets import COMMON_DEFAULTS
 
 if TYPE_CHECKING:
-    from ..detector import DetectorParams
+    from conduit.detector import DetectorParams
     from .params import SimulationParams
 
 __all__ = ["TruthWriter", "read_truth", "FORMAT"]
@@ -54,7 +54,7 @@ class TruthWriter:
     ):
         import h5py
 
-        from .. import __version__
+        from conduit import __version__
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

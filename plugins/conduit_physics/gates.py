@@ -1,4 +1,8 @@
-"""Gates as SpecTcl users know them: named conditions reusable on any histogram.
+"""Gates as SpecTcl users know them: named conditions on quantities, reusable on any histogram.
+
+The ``histogram`` stage declares gates (``[[stage.gates]]``) and fills gated
+histograms; the ``kinematics`` stage picks each track's ejectile with them.
+Other stages find the gates a pipeline declares with :func:`pipeline_gates`.
 
 A gate is evaluated once per event on the quantities it is drawn on and gives
 a pass mask at its own level: one value per track when any of its quantities
@@ -10,12 +14,14 @@ event mask applies to every track of the event.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from .quantities import QUANTITIES
 
-__all__ = ["Gate", "Mask", "inside_polygon", "evaluate_gate", "as_level"]
+__all__ = ["Gate", "Mask", "inside_polygon", "evaluate_gate", "as_level", "gate_quantities", "pipeline_gates"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,3 +127,19 @@ def gate_quantities(name: str, gates: dict[str, Gate]) -> set[str]:
     for member in gate.members:
         out |= gate_quantities(member, gates)
     return out
+
+
+def pipeline_gates(pipeline: Iterable[tuple[str, Any]]) -> dict[str, Gate]:
+    """Every gate the pipeline's stages declare, by name.
+
+    ``pipeline`` is ``(use, params)`` per stage (``RunContext.pipeline``, or
+    what ``Stage.check_pipeline`` receives); a stage declares gates when its
+    parameters have ``declared_gates() -> dict[str, Gate]`` (the ``histogram``
+    stage does).
+    """
+    gates: dict[str, Gate] = {}
+    for _, params in pipeline:
+        declared = getattr(params, "declared_gates", None)
+        if callable(declared):
+            gates.update(declared())
+    return gates

@@ -1,4 +1,7 @@
-"""Compiled track geometry shared by the clusterers and the estimator.
+"""Compiled track geometry (numba): what the clusterers and the estimator share.
+
+Import through :mod:`conduit_physics.tracks` (``from conduit_physics.tracks
+import circle_fit``) or this module directly; importing it loads numba.
 
 * Cubic smoothing splines equal to ``scipy.interpolate.make_smoothing_spline``
   (same objective: sum w_i (y_i - f(z_i))^2 + lam * integral f''^2), solved

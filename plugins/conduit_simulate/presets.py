@@ -1,6 +1,6 @@
 """Named simulation presets: which reaction or particle gun, and the defaults that go with it.
 
-A preset fills every :class:`~conduit.simulate.params.SimulationParams` field
+A preset fills every :class:`~conduit_simulate.params.SimulationParams` field
 left at ``None``; anything given explicitly wins. ``default`` is the reference
 event mix the benchmarks use.
 """

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import add_pipeline_arguments, load_or_report
+from conduit.commands.common import add_pipeline_arguments, load_or_report
 
 DESCRIPTION = """Replay many runs through a pipeline on a Dask cluster, one task per run.
 
@@ -57,10 +57,10 @@ def _open_client(args):
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..batch.plan import BatchPlanError, pipeline_fingerprint, plan_runs
-    from ..batch.runs import parse_runs
-    from ..batch.state import Manifests
-    from ..batch.task import process_run
+    from .plan import BatchPlanError, pipeline_fingerprint, plan_runs
+    from .runs import parse_runs
+    from .state import Manifests
+    from .task import process_run
 
     try:
         runs = parse_runs(args.runs)
@@ -140,7 +140,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _merge(args, manifests, runs: list[int]) -> int:
-    from ..batch.histmerge import merge_run_histograms
+    from .histmerge import merge_run_histograms
 
     target = args.histograms or manifests.directory / "histograms_merged.h5"
     merged = merge_run_histograms(manifests, runs, target)

@@ -17,8 +17,8 @@ def process_run(pipeline_path: str, overrides: list[str], run: int) -> dict:
     The engine runs with ``workers = 0`` unless the pipeline says otherwise
     through the overrides: the cluster, not the engine, spreads the work.
     """
-    from ..config.pipeline import PipelineError, load_pipeline
-    from ..engine.runner import run_pipeline
+    from conduit.config import PipelineError, load_pipeline
+    from conduit.engine import run_pipeline
 
     started = time.time()
     try:

@@ -29,11 +29,11 @@ from conduit_physics.kinematics import KinematicsError, two_body
 from conduit_physics.species import Species, residual_of, species
 from conduit_physics.stopping import gas_by_name, stopping_table
 
-from ..event import Event
+from conduit.event import Event
 from .params import SimulationParams
 
 if TYPE_CHECKING:
-    from ..detector import DetectorParams
+    from conduit.detector import DetectorParams
 
 __all__ = [
     "Simulator",
@@ -159,9 +159,9 @@ class Simulator:
         electronics=None,
         base_dir=None,
     ):
-        from ..detector import DetectorParams
-        from ..get.maps import load_electronics_map
-        from ..padplane import load_pad_plane
+        from conduit.detector import DetectorParams
+        from conduit.get.maps import load_electronics_map
+        from conduit.padplane import load_pad_plane
         from .padgrid import pad_grid
         from .response import mesh_weights, shaper_kernel
 

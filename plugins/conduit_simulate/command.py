@@ -1,7 +1,7 @@
 """``conduit simulate``: serve simulated events as 11 DataExporters, or write .graw / merged HDF5 files.
 
 The simulation and detector options are generated from the parameter models
-(:class:`~conduit.simulate.params.SimulationParams`,
+(:class:`~conduit_simulate.params.SimulationParams`,
 :class:`conduit.detector.DetectorParams`), so ``--help`` always lists every
 option with its unit, default and one-line doc, and the values go through the
 same validation as a pipeline's ``[source]`` / ``[detector]`` tables.
@@ -101,7 +101,7 @@ def params_from_args(model, args: argparse.Namespace, prefix: str = "", extra: d
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..detector import DetectorParams
+    from conduit.detector import DetectorParams
     from .params import SimulationParams
 
     sub = parser.add_subparsers(dest="output", metavar="{serve,graw,hdf5}", required=True)
@@ -196,8 +196,8 @@ def _resolve_output(args: argparse.Namespace) -> list[str]:
 
 
 def _load(args: argparse.Namespace):
-    from ..detector import DetectorParams
-    from ..params import ParamError
+    from conduit.detector import DetectorParams
+    from conduit.params import ParamError
     from .params import SimulationParams
 
     problems = []

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import trio
 
-from ..get.dataexporter import length_prefix
+from conduit.get.dataexporter import length_prefix
 
 if TYPE_CHECKING:
     from .generator import Simulator
@@ -100,7 +100,7 @@ async def serve_simulation(
     connections close. Raises :class:`ServeError` (a port in use, clients that
     never came).
     """
-    from ..get.dataexporter import DataExporterServer
+    from conduit.get.dataexporter import DataExporterServer
 
     cobos = sorted({c for c, _ in sim.asads})
     servers = {c: DataExporterServer(host, 0 if base_port == 0 else base_port + c) for c in cobos}
