@@ -10,6 +10,8 @@ same validation as a pipeline's ``[source]`` / ``[detector]`` tables.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import time
 import types
@@ -30,6 +32,8 @@ events in every output. Presets: default, elastic, dp, alpha-elastic, protons, a
 single-track; options left unset take the preset's value."""
 
 __all__ = ["add_arguments", "main", "add_params_arguments", "params_from_args"]
+
+_LOG = logging.getLogger("conduit.simulate")
 
 
 def _flag(name: str) -> str:
@@ -172,6 +176,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             out.add_argument("--out", type=Path, dest="output_option", help="the same as OUTPUT_FILE")
             out.add_argument("--truth", type=Path, default=None, help="truth file [default: <output>_truth.h5]")
         out.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
+        out.add_argument("--existing", choices=("keep", "refuse", "replace"), default="keep",
+                         help="an output (or truth file) already there: keep it under a numbered name, refuse, or "
+                              "replace it (as [engine] existing_outputs) [default: %(default)s]")
         add_params_arguments(
             p.add_argument_group('simulation (the [source] table of kind "simulate")'), SimulationParams
         )
@@ -238,7 +245,8 @@ def main(args: argparse.Namespace) -> int:
         run_dir = args.output_dir / f"run_{args.run:04d}"
         truth_path = args.truth or args.output_dir / f"run_{args.run:04d}_truth.h5"
         try:
-            with TruthWriter(truth_path, params, detector, pool_size=min(params.pool, params.events)) as truth:
+            with _claimed(args.existing, run_dir, truth_path), \
+                    TruthWriter(truth_path, params, detector, pool_size=min(params.pool, params.events)) as truth:
                 files = write_graw_run(
                     sim,
                     run_dir,
@@ -265,7 +273,8 @@ def main(args: argparse.Namespace) -> int:
     out = args.output_file
     truth_path = args.truth or out.with_name(out.stem + "_truth.h5")
     try:
-        with TruthWriter(truth_path, params, detector, pool_size=min(params.pool, params.events)) as truth:
+        with _claimed(args.existing, out, truth_path), \
+                TruthWriter(truth_path, params, detector, pool_size=min(params.pool, params.events)) as truth:
             write_hdf5(sim, out, truth, progress=progress)
     except OSError as err:
         print(f"conduit simulate: cannot write {out}: {err}", file=sys.stderr)
@@ -279,6 +288,19 @@ def main(args: argparse.Namespace) -> int:
         f"in {time.perf_counter() - started:.1f} s; truth: {truth_path}"
     )
     return 0
+
+
+@contextlib.contextmanager
+def _claimed(policy: str, *paths: Path):
+    """Claim the outputs as a run's sinks do (conduit.outputs): locked against another writer, an existing
+    one kept under a numbered name (or refused, or replaced), released at the end."""
+    from conduit.outputs import claim_output
+
+    with contextlib.ExitStack() as stack:
+        claims = [stack.enter_context(claim_output(path, policy, _LOG)) for path in paths]
+        for claim in claims:
+            claim.make_room()
+        yield
 
 
 def _serve(args, sim, params, detector) -> int:
@@ -304,7 +326,8 @@ def _serve(args, sim, params, detector) -> int:
         )
 
     try:
-        with TruthWriter(truth_path, params, detector, pool_size=min(params.pool, params.events)) as truth:
+        with _claimed(args.existing, truth_path), \
+                TruthWriter(truth_path, params, detector, pool_size=min(params.pool, params.events)) as truth:
             stats = trio.run(
                 lambda: serve_simulation(
                     sim,

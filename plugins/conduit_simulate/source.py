@@ -114,13 +114,20 @@ class SimulateSource(Source):
         import trio
 
         sim = await trio.to_thread.run_sync(self._make)
-        truth = None
+        truth = claim = None
         if self.params.truth is not None:
             from .truth import TruthWriter
 
             self._truth_path = self.context.format_path(self.params.truth)
-            pool = min(sim.params.pool, sim.params.events)
-            truth = TruthWriter(self._truth_path, sim.params, sim.detector, pool_size=pool)
+            # The run's rule for outputs (engine.existing_outputs): an earlier truth file is kept, never lost.
+            claim = self.context.claim_output(self._truth_path)
+            try:
+                claim.make_room()
+                pool = min(sim.params.pool, sim.params.events)
+                truth = TruthWriter(self._truth_path, sim.params, sim.detector, pool_size=pool)
+            except BaseException:
+                claim.release()
+                raise
             self.log.info("truth: %s", self._truth_path)
         try:
             if self.params.loopback:
@@ -130,6 +137,8 @@ class SimulateSource(Source):
         finally:
             if truth is not None:
                 truth.close()
+            if claim is not None:
+                claim.release()
 
     async def _run_in_process(self, sim, truth) -> None:
         import trio

@@ -241,3 +241,48 @@ def test_rate_needs_loopback(tmp_path):
     pipeline_file.write_text('[source]\nkind = "simulate"\nrate = 50.0\n')
     with pytest.raises(PipelineError, match="source.rate: applies with loopback = true only"):
         load_pipeline(pipeline_file)
+
+
+def test_cli_keeps_an_existing_output_and_truth_file(tmp_path):
+    """The recording rule of `conduit run` (docs/outputs.md) holds for the simulator's files too: a second
+    `conduit simulate` on the same paths keeps the first files under numbered names, byte for byte."""
+    args = ["simulate", "graw", str(tmp_path), "--events", "2", "--seed", "1", "--preset", "single-track",
+            "--noise-pads", "0", "-q"]
+    assert run_cli(*args).returncode == 0
+    run_dir, truth = tmp_path / "run_0001", tmp_path / "run_0001_truth.h5"
+    first_files = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*.graw")}
+    first_truth = truth.read_bytes()
+    second = run_cli(*args[:-1], "--seed", "2")
+    assert second.returncode == 0, second.stderr
+    assert "run_0001 already existed: kept it as run_0001.1" in second.stderr
+    assert "run_0001_truth.h5 already existed: kept it as run_0001_truth.1.h5" in second.stderr
+    kept = tmp_path / "run_0001.1"
+    assert {p.relative_to(kept): p.read_bytes() for p in kept.rglob("*.graw")} == first_files
+    assert (tmp_path / "run_0001_truth.1.h5").read_bytes() == first_truth
+    # The new run's files are named by their own start time: the same folders and count, new bytes.
+    second_files = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*.graw")}
+    assert sorted(p.parent for p in second_files) == sorted(p.parent for p in first_files)
+    assert set(second_files.values()).isdisjoint(first_files.values())
+    refused = run_cli(*args, "--existing", "refuse")
+    assert refused.returncode == 1 and "already exists" in refused.stderr
+    assert not (tmp_path / "run_0001.2").exists()
+
+
+def test_simulate_source_keeps_an_earlier_truth_file(tmp_path):
+    path = tmp_path / "sim.toml"
+    path.write_text(textwrap.dedent("""
+        [source]
+        kind = "simulate"
+        events = 3
+        preset = "single-track"
+        noise_pads = 0
+        run = 5
+        truth = "truth_{run:04d}.h5"
+    """))
+    truth = path.parent / "truth_0005.h5"
+    truth.write_bytes(b"an earlier truth file")
+    result = run_cli("run", str(path))
+    assert result.returncode == 0, result.stderr
+    assert (path.parent / "truth_0005.1.h5").read_bytes() == b"an earlier truth file"
+    with h5py.File(truth, "r") as f:
+        assert f.attrs["events"] == 3
