@@ -1,0 +1,577 @@
+"""Compiled steps of HDBSCAN (hdbscan's ``prims_kdtree`` path, same arithmetic) on a :class:`.kdtree.KDTree`.
+
+1. :func:`mst_mutual_reachability`: the minimum spanning tree of the
+   mutual-reachability graph, w(p, q) = max(core(p), core(q), |p - q|),
+   by Borůvka's algorithm with KD-tree searches (each component's cheapest
+   outgoing edge; a node is skipped when all its points are in the component
+   or when its bounding box and smallest core distance cannot beat the
+   component's best). Ties are broken by the points' indices, so the edges
+   form one tree whatever the visiting order. The edges come back rooted at
+   point 0 and oriented (parent, child), as hdbscan's Prim's algorithm (started
+   at point 0) writes them (source, new point).
+2. :func:`single_linkage`: hdbscan's ``label`` (edges by weight, union-find).
+3. :func:`condense_tree` and :func:`cluster_stability`: hdbscan's
+   ``condense_tree`` and ``compute_stability``, row for row.
+4. :func:`label_points`: hdbscan's ``do_labelling`` for the selected clusters.
+
+Cluster selection (excess of mass, ``cluster_selection_epsilon``) works on
+the few rows of the cluster tree and stays in Python
+(:mod:`.hdbscan_native`), where hdbscan's own dict and set iteration order
+is reproduced. All kernels keep their callees in this module (numba cache
+safety).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["mst_mutual_reachability", "single_linkage", "condense_tree", "cluster_stability", "label_points"]
+
+
+@njit(cache=True, nogil=True)
+def _find(parent, x):
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:
+        nxt = parent[x]
+        parent[x] = root
+        x = nxt
+    return root
+
+
+@njit(cache=True, nogil=True)
+def _before(w, a, b, bw, ba, bb):
+    """True when edge (w, a, b) precedes (bw, ba, bb): by weight, then by the pair of point indices."""
+    if w != bw:
+        return w < bw
+    lo = min(a, b)
+    blo = min(ba, bb)
+    if lo != blo:
+        return lo < blo
+    return max(a, b) < max(ba, bb)
+
+
+@njit(cache=True, nogil=True)
+def _boruvka(points, perm, core, start, end, left, right, lo, hi):
+    """MST edges (tree-order rows a, b; weight) of the mutual-reachability graph."""
+    n = points.shape[0]
+    nn = start.shape[0]
+    node_core = np.empty(nn)
+    for j in range(nn - 1, -1, -1):  # children have larger ids than their parent
+        if left[j] < 0:
+            m = np.inf
+            for r in range(start[j], end[j]):
+                if core[r] < m:
+                    m = core[r]
+            node_core[j] = m
+        else:
+            node_core[j] = min(node_core[left[j]], node_core[right[j]])
+    uf = np.arange(n)
+    comp = np.arange(n)
+    node_comp = np.empty(nn, dtype=np.int64)
+    ea = np.empty(n - 1, dtype=np.int64)
+    eb = np.empty(n - 1, dtype=np.int64)
+    ew = np.empty(n - 1)
+    best_w = np.empty(n)
+    best_a = np.empty(n, dtype=np.int64)
+    best_b = np.empty(n, dtype=np.int64)
+    stack = np.empty(128, dtype=np.int64)
+    ne = 0
+    while ne < n - 1:
+        for j in range(nn - 1, -1, -1):
+            if left[j] < 0:
+                c = comp[start[j]]
+                for r in range(start[j] + 1, end[j]):
+                    if comp[r] != c:
+                        c = -1
+                        break
+                node_comp[j] = c
+            else:
+                c = node_comp[left[j]]
+                node_comp[j] = c if c == node_comp[right[j]] else -1
+        for p in range(n):
+            best_w[p] = np.inf
+            best_a[p] = -1
+            best_b[p] = -1
+        for p in range(n):
+            c = comp[p]
+            cp = core[p]
+            if cp > best_w[c]:
+                continue
+            px = points[p, 0]
+            py = points[p, 1]
+            pz = points[p, 2]
+            ip = perm[p]
+            top = 0
+            stack[0] = 0
+            while top >= 0:
+                node = stack[top]
+                top -= 1
+                if node_comp[node] == c:
+                    continue
+                bw = best_w[c]
+                if node_core[node] > bw:
+                    continue
+                g = 0.0
+                t = lo[node, 0] - px
+                if t > 0:
+                    g += t * t
+                t = px - hi[node, 0]
+                if t > 0:
+                    g += t * t
+                t = lo[node, 1] - py
+                if t > 0:
+                    g += t * t
+                t = py - hi[node, 1]
+                if t > 0:
+                    g += t * t
+                t = lo[node, 2] - pz
+                if t > 0:
+                    g += t * t
+                t = pz - hi[node, 2]
+                if t > 0:
+                    g += t * t
+                if math.sqrt(g) > bw:  # g <= |p - q|^2 for every q in the box, also in floating point
+                    continue
+                if left[node] < 0:
+                    for q in range(start[node], end[node]):
+                        if comp[q] == c:
+                            continue
+                        w = cp if cp > core[q] else core[q]
+                        if w > best_w[c]:
+                            continue
+                        dx = px - points[q, 0]
+                        dy = py - points[q, 1]
+                        dz = pz - points[q, 2]
+                        d = math.sqrt(dx * dx + dy * dy + dz * dz)
+                        if d > w:
+                            w = d
+                        if best_a[c] < 0 or _before(w, ip, perm[q], best_w[c], perm[best_a[c]], perm[best_b[c]]):
+                            best_w[c] = w
+                            best_a[c] = p
+                            best_b[c] = q
+                    continue
+                a = left[node]
+                b = right[node]
+                # the child nearer p along the split is searched first (pushed last)
+                da = 0.0
+                db = 0.0
+                for d in range(3):
+                    v = points[p, d]
+                    if v < lo[a, d]:
+                        da += (lo[a, d] - v) ** 2
+                    elif v > hi[a, d]:
+                        da += (v - hi[a, d]) ** 2
+                    if v < lo[b, d]:
+                        db += (lo[b, d] - v) ** 2
+                    elif v > hi[b, d]:
+                        db += (v - hi[b, d]) ** 2
+                if da <= db:
+                    stack[top + 1] = b
+                    stack[top + 2] = a
+                else:
+                    stack[top + 1] = a
+                    stack[top + 2] = b
+                top += 2
+        for c in range(n):
+            if comp[c] != c or best_a[c] < 0:  # c is not a component's label this round
+                continue
+            a = best_a[c]
+            b = best_b[c]
+            ra = _find(uf, a)
+            rb = _find(uf, b)
+            if ra == rb:  # the same edge, chosen from both sides
+                continue
+            uf[rb] = ra
+            ea[ne] = a
+            eb[ne] = b
+            ew[ne] = best_w[c]
+            ne += 1
+        for p in range(n):
+            comp[p] = _find(uf, p)
+    return ea, eb, ew
+
+
+@njit(cache=True, nogil=True)
+def _core_ball_edges(points, core, start, end, left, right, lo, hi):
+    """Edges (p, q) with |p - q| <= core(p), q != p, in tree-order rows: every edge whose weight is a core distance."""
+    n = points.shape[0]
+    cap = 8 * n
+    ea = np.empty(cap, dtype=np.int64)
+    eb = np.empty(cap, dtype=np.int64)
+    ne = 0
+    stack = np.empty(128, dtype=np.int64)
+    for p in range(n):
+        px = points[p, 0]
+        py = points[p, 1]
+        pz = points[p, 2]
+        r = core[p]
+        top = 0
+        stack[0] = 0
+        while top >= 0:
+            node = stack[top]
+            top -= 1
+            g = 0.0
+            t = lo[node, 0] - px
+            if t > 0:
+                g += t * t
+            t = px - hi[node, 0]
+            if t > 0:
+                g += t * t
+            t = lo[node, 1] - py
+            if t > 0:
+                g += t * t
+            t = py - hi[node, 1]
+            if t > 0:
+                g += t * t
+            t = lo[node, 2] - pz
+            if t > 0:
+                g += t * t
+            t = pz - hi[node, 2]
+            if t > 0:
+                g += t * t
+            if math.sqrt(g) > r:
+                continue
+            if left[node] >= 0:
+                stack[top + 1] = left[node]
+                stack[top + 2] = right[node]
+                top += 2
+                continue
+            for q in range(start[node], end[node]):
+                if q == p:
+                    continue
+                dx = px - points[q, 0]
+                dy = py - points[q, 1]
+                dz = pz - points[q, 2]
+                if math.sqrt(dx * dx + dy * dy + dz * dz) <= r:
+                    if ne == cap:
+                        cap *= 2
+                        ea2 = np.empty(cap, dtype=np.int64)
+                        eb2 = np.empty(cap, dtype=np.int64)
+                        ea2[:ne] = ea[:ne]
+                        eb2[:ne] = eb[:ne]
+                        ea = ea2
+                        eb = eb2
+                    ea[ne] = p
+                    eb[ne] = q
+                    ne += 1
+    return ea[:ne], eb[:ne]
+
+
+@njit(cache=True, nogil=True)
+def _heap_push(hw, hj, size, w, j):
+    i = size
+    hw[i] = w
+    hj[i] = j
+    while i > 0:
+        up = (i - 1) // 2
+        if hw[up] < hw[i] or (hw[up] == hw[i] and hj[up] <= hj[i]):
+            break
+        hw[up], hw[i] = hw[i], hw[up]
+        hj[up], hj[i] = hj[i], hj[up]
+        i = up
+    return size + 1
+
+
+@njit(cache=True, nogil=True)
+def _heap_pop(hw, hj, size):
+    """Remove the smallest (w, j) (already read at index 0); return the new size."""
+    size -= 1
+    hw[0] = hw[size]
+    hj[0] = hj[size]
+    i = 0
+    while True:
+        a = 2 * i + 1
+        if a >= size:
+            break
+        b = a + 1
+        m = a
+        if b < size and (hw[b] < hw[a] or (hw[b] == hw[a] and hj[b] < hj[a])):
+            m = b
+        if hw[i] < hw[m] or (hw[i] == hw[m] and hj[i] <= hj[m]):
+            break
+        hw[m], hw[i] = hw[i], hw[m]
+        hj[m], hj[i] = hj[i], hj[m]
+        i = m
+    return size
+
+
+@njit(cache=True, nogil=True)
+def _prim_order(n, ea, eb, points_orig, core_orig):
+    """hdbscan's Prim's algorithm from point 0, run on the candidate edges (original indices) only.
+
+    A point joins when its current distance is the smallest (the lowest index
+    among equals); its current distance is lowered only by a strictly smaller
+    weight, so its source is the earliest tree point that reaches it: exactly
+    hdbscan's mst_linkage_core_vector, given that the candidates hold every
+    edge that is ever a cheapest crossing edge.
+    """
+    m = ea.shape[0]
+    deg = np.zeros(n + 1, dtype=np.int64)
+    for i in range(m):
+        deg[ea[i] + 1] += 1
+        deg[eb[i] + 1] += 1
+    for i in range(n):
+        deg[i + 1] += deg[i]
+    adj = np.empty(2 * m, dtype=np.int64)
+    fill = deg[:n].copy()
+    for i in range(m):
+        adj[fill[ea[i]]] = eb[i]
+        fill[ea[i]] += 1
+        adj[fill[eb[i]]] = ea[i]
+        fill[eb[i]] += 1
+    in_tree = np.zeros(n, dtype=np.bool_)
+    current = np.full(n, np.inf)
+    source = np.zeros(n, dtype=np.int64)
+    hw = np.empty(2 * m + 1)
+    hj = np.empty(2 * m + 1, dtype=np.int64)
+    size = 0
+    out = np.empty((n - 1, 3))
+    u = 0
+    for step in range(n - 1):
+        in_tree[u] = True
+        cu = core_orig[u]
+        for s in range(deg[u], deg[u + 1]):
+            j = adj[s]
+            if in_tree[j]:
+                continue
+            dx = points_orig[u, 0] - points_orig[j, 0]
+            dy = points_orig[u, 1] - points_orig[j, 1]
+            dz = points_orig[u, 2] - points_orig[j, 2]
+            w = math.sqrt(dx * dx + dy * dy + dz * dz)
+            if core_orig[j] > w:
+                w = core_orig[j]
+            if cu > w:
+                w = cu
+            if w < current[j]:
+                current[j] = w
+                source[j] = u
+                size = _heap_push(hw, hj, size, w, j)
+        while True:
+            w = hw[0]
+            j = hj[0]
+            size = _heap_pop(hw, hj, size)
+            if not in_tree[j] and w == current[j]:
+                break
+        out[step, 0] = source[j]
+        out[step, 1] = j
+        out[step, 2] = w
+        u = j
+    return out
+
+
+def mst_mutual_reachability(tree, core: np.ndarray) -> np.ndarray:
+    """(n - 1, 3) rows (source, new point, weight) of hdbscan's Prim's MST, in its order, original indices.
+
+    ``core`` holds the core distances in tree order (``kdtree.knn_distance``).
+    Borůvka's tree gives every edge whose weight is a distance; the core
+    balls give every edge whose weight is a core distance; Prim's algorithm
+    then runs on those few candidates.
+    """
+    n = tree.points.shape[0]
+    if n < 2:
+        return np.empty((0, 3))
+    args = (tree.start, tree.end, tree.left, tree.right, tree.lo, tree.hi)
+    ma, mb, _ = _boruvka(tree.points, tree.perm, core, *args)
+    ba, bb = _core_ball_edges(tree.points, core, *args)
+    perm = tree.perm
+    ea = perm[np.concatenate([ma, ba])]
+    eb = perm[np.concatenate([mb, bb])]
+    points_orig = np.empty_like(tree.points)
+    points_orig[perm] = tree.points
+    core_orig = np.empty_like(core)
+    core_orig[perm] = core
+    return _prim_order(n, ea, eb, points_orig, core_orig)
+
+
+@njit(cache=True, nogil=True)
+def _single_linkage(src, dst, w, n):
+    out = np.empty((n - 1, 4))
+    parent = np.full(2 * n - 1, -1, dtype=np.int64)
+    size = np.zeros(2 * n - 1, dtype=np.int64)
+    size[:n] = 1
+    nxt = n
+    for i in range(n - 1):
+        # hdbscan's fast_find: walk to the root, then point the path at it
+        a = int(src[i])
+        while parent[a] != -1:
+            a = parent[a]
+        p = int(src[i])
+        while p != a and parent[p] != a:
+            q = parent[p]
+            parent[p] = a
+            p = q
+        b = int(dst[i])
+        while parent[b] != -1:
+            b = parent[b]
+        p = int(dst[i])
+        while p != b and parent[p] != b:
+            q = parent[p]
+            parent[p] = b
+            p = q
+        out[i, 0] = a
+        out[i, 1] = b
+        out[i, 2] = w[i]
+        out[i, 3] = size[a] + size[b]
+        parent[a] = nxt
+        parent[b] = nxt
+        size[nxt] = size[a] + size[b]
+        nxt += 1
+    return out
+
+
+def single_linkage(mst: np.ndarray) -> np.ndarray:
+    """hdbscan's single-linkage hierarchy (n - 1, 4) from its MST rows (sorted here exactly as hdbscan does)."""
+    edges = mst[np.argsort(mst.T[2]), :]
+    n = len(mst) + 1
+    return _single_linkage(np.ascontiguousarray(edges[:, 0]), np.ascontiguousarray(edges[:, 1]),
+                           np.ascontiguousarray(edges[:, 2]), n)
+
+
+@njit(cache=True, nogil=True)
+def _emit_points(hier, n, sub_root, parent_label, lam, ignore, queue, res_parent, res_child, res_lambda, res_size,
+                 pos):
+    """Rows (parent_label, point, lam, 1) for the points under ``sub_root``, breadth first; mark the subtree."""
+    queue[0] = sub_root
+    head = 0
+    tail = 1
+    while head < tail:
+        node = queue[head]
+        head += 1
+        ignore[node] = True
+        if node < n:
+            res_parent[pos] = parent_label
+            res_child[pos] = node
+            res_lambda[pos] = lam
+            res_size[pos] = 1
+            pos += 1
+        else:
+            queue[tail] = int(hier[node - n, 0])
+            queue[tail + 1] = int(hier[node - n, 1])
+            tail += 2
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def condense_tree(hier, min_cluster_size):
+    """hdbscan's condense_tree: rows (parent, child, lambda, child_size) as four arrays."""
+    n = hier.shape[0] + 1
+    root = 2 * hier.shape[0]
+    order = np.empty(2 * n - 1, dtype=np.int64)
+    order[0] = root
+    head = 0
+    tail = 1
+    while head < tail:
+        node = order[head]
+        head += 1
+        if node >= n:
+            order[tail] = int(hier[node - n, 0])
+            order[tail + 1] = int(hier[node - n, 1])
+            tail += 2
+    relabel = np.empty(root + 1, dtype=np.int64)
+    relabel[root] = n
+    ignore = np.zeros(2 * n - 1, dtype=np.bool_)
+    queue = np.empty(2 * n - 1, dtype=np.int64)
+    res_parent = np.empty(2 * n, dtype=np.int64)
+    res_child = np.empty(2 * n, dtype=np.int64)
+    res_lambda = np.empty(2 * n)
+    res_size = np.empty(2 * n, dtype=np.int64)
+    pos = 0
+    next_label = n + 1
+    for idx in range(tail):
+        node = order[idx]
+        if ignore[node] or node < n:
+            continue
+        row = node - n
+        left = int(hier[row, 0])
+        right = int(hier[row, 1])
+        lam = 1.0 / hier[row, 2] if hier[row, 2] > 0.0 else np.inf
+        left_count = int(hier[left - n, 3]) if left >= n else 1
+        right_count = int(hier[right - n, 3]) if right >= n else 1
+        if left_count >= min_cluster_size and right_count >= min_cluster_size:
+            relabel[left] = next_label
+            next_label += 1
+            res_parent[pos] = relabel[node]
+            res_child[pos] = relabel[left]
+            res_lambda[pos] = lam
+            res_size[pos] = left_count
+            pos += 1
+            relabel[right] = next_label
+            next_label += 1
+            res_parent[pos] = relabel[node]
+            res_child[pos] = relabel[right]
+            res_lambda[pos] = lam
+            res_size[pos] = right_count
+            pos += 1
+        elif left_count < min_cluster_size and right_count < min_cluster_size:
+            pos = _emit_points(hier, n, left, relabel[node], lam, ignore, queue, res_parent, res_child, res_lambda,
+                               res_size, pos)
+            pos = _emit_points(hier, n, right, relabel[node], lam, ignore, queue, res_parent, res_child, res_lambda,
+                               res_size, pos)
+        elif left_count < min_cluster_size:
+            relabel[right] = relabel[node]
+            pos = _emit_points(hier, n, left, relabel[node], lam, ignore, queue, res_parent, res_child, res_lambda,
+                               res_size, pos)
+        else:
+            relabel[left] = relabel[node]
+            pos = _emit_points(hier, n, right, relabel[node], lam, ignore, queue, res_parent, res_child, res_lambda,
+                               res_size, pos)
+    return res_parent[:pos].copy(), res_child[:pos].copy(), res_lambda[:pos].copy(), res_size[:pos].copy()
+
+
+@njit(cache=True, nogil=True)
+def cluster_stability(parent, child, lam, size):
+    """hdbscan's compute_stability: stability of clusters root..max(parent), indexed from the root (n)."""
+    root = parent.min()
+    largest = max(child.max(), root)
+    births = np.full(largest + 1, np.nan)
+    seen = np.zeros(largest + 1, dtype=np.bool_)
+    for i in range(child.shape[0]):
+        c = child[i]
+        if not seen[c] or lam[i] < births[c]:
+            births[c] = lam[i]
+            seen[c] = True
+    births[root] = 0.0
+    out = np.zeros(parent.max() - root + 1)
+    for i in range(parent.shape[0]):
+        out[parent[i] - root] += (lam[i] - births[parent[i]]) * float(size[i])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def label_points(parent, child, lam, selected, label_of, single_root, epsilon):
+    """hdbscan's do_labelling: each point takes the label of the nearest selected cluster above it, else -1.
+
+    ``selected[c]`` marks the selected clusters and ``label_of[c]`` their labels.
+    ``single_root``: the root alone is selected with allow_single_cluster; its
+    points are then kept when they leave at lambda >= 1 / epsilon (epsilon > 0)
+    or at the root's largest lambda.
+    """
+    root = parent.min()
+    n = root
+    top = np.empty(max(parent.max(), child.max()) + 1, dtype=np.int64)
+    top[root] = root
+    root_max_lambda = 0.0
+    for i in range(parent.shape[0]):
+        if parent[i] == root and lam[i] > root_max_lambda:
+            root_max_lambda = lam[i]
+    labels = np.full(n, -1, dtype=np.int64)
+    for i in range(parent.shape[0]):
+        c = child[i]
+        t = top[parent[i]]
+        if c >= n:
+            top[c] = c if selected[c] else t
+            continue
+        if t != root:
+            labels[c] = label_of[t]
+        elif single_root:
+            if epsilon != 0.0:
+                if lam[i] >= 1.0 / epsilon:
+                    labels[c] = label_of[root]
+            elif lam[i] >= root_max_lambda:
+                labels[c] = label_of[root]
+    return labels
