@@ -28,7 +28,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["mst_mutual_reachability", "single_linkage", "condense_tree", "cluster_stability", "label_points"]
+__all__ = ["core_distances", "knn_lists", "mst_mutual_reachability", "single_linkage", "condense_tree", "cluster_stability", "label_points"]
 
 
 @njit(cache=True, nogil=True)
@@ -56,160 +56,19 @@ def _before(w, a, b, bw, ba, bb):
 
 
 @njit(cache=True, nogil=True)
-def _boruvka(points, perm, core, start, end, left, right, lo, hi):
-    """MST edges (tree-order rows a, b; weight) of the mutual-reachability graph."""
+def knn_lists(points, start, end, left, right, dim, lo, hi, k):
+    """Squared distances (ascending) and rows of the k nearest rows of every row, itself included."""
     n = points.shape[0]
-    nn = start.shape[0]
-    node_core = np.empty(nn)
-    for j in range(nn - 1, -1, -1):  # children have larger ids than their parent
-        if left[j] < 0:
-            m = np.inf
-            for r in range(start[j], end[j]):
-                if core[r] < m:
-                    m = core[r]
-            node_core[j] = m
-        else:
-            node_core[j] = min(node_core[left[j]], node_core[right[j]])
-    uf = np.arange(n)
-    comp = np.arange(n)
-    node_comp = np.empty(nn, dtype=np.int64)
-    ea = np.empty(n - 1, dtype=np.int64)
-    eb = np.empty(n - 1, dtype=np.int64)
-    ew = np.empty(n - 1)
-    best_w = np.empty(n)
-    best_a = np.empty(n, dtype=np.int64)
-    best_b = np.empty(n, dtype=np.int64)
-    stack = np.empty(128, dtype=np.int64)
-    ne = 0
-    while ne < n - 1:
-        for j in range(nn - 1, -1, -1):
-            if left[j] < 0:
-                c = comp[start[j]]
-                for r in range(start[j] + 1, end[j]):
-                    if comp[r] != c:
-                        c = -1
-                        break
-                node_comp[j] = c
-            else:
-                c = node_comp[left[j]]
-                node_comp[j] = c if c == node_comp[right[j]] else -1
-        for p in range(n):
-            best_w[p] = np.inf
-            best_a[p] = -1
-            best_b[p] = -1
-        for p in range(n):
-            c = comp[p]
-            cp = core[p]
-            if cp > best_w[c]:
-                continue
-            px = points[p, 0]
-            py = points[p, 1]
-            pz = points[p, 2]
-            ip = perm[p]
-            top = 0
-            stack[0] = 0
-            while top >= 0:
-                node = stack[top]
-                top -= 1
-                if node_comp[node] == c:
-                    continue
-                bw = best_w[c]
-                if node_core[node] > bw:
-                    continue
-                g = 0.0
-                t = lo[node, 0] - px
-                if t > 0:
-                    g += t * t
-                t = px - hi[node, 0]
-                if t > 0:
-                    g += t * t
-                t = lo[node, 1] - py
-                if t > 0:
-                    g += t * t
-                t = py - hi[node, 1]
-                if t > 0:
-                    g += t * t
-                t = lo[node, 2] - pz
-                if t > 0:
-                    g += t * t
-                t = pz - hi[node, 2]
-                if t > 0:
-                    g += t * t
-                if math.sqrt(g) > bw:  # g <= |p - q|^2 for every q in the box, also in floating point
-                    continue
-                if left[node] < 0:
-                    for q in range(start[node], end[node]):
-                        if comp[q] == c:
-                            continue
-                        w = cp if cp > core[q] else core[q]
-                        if w > best_w[c]:
-                            continue
-                        dx = px - points[q, 0]
-                        dy = py - points[q, 1]
-                        dz = pz - points[q, 2]
-                        d = math.sqrt(dx * dx + dy * dy + dz * dz)
-                        if d > w:
-                            w = d
-                        if best_a[c] < 0 or _before(w, ip, perm[q], best_w[c], perm[best_a[c]], perm[best_b[c]]):
-                            best_w[c] = w
-                            best_a[c] = p
-                            best_b[c] = q
-                    continue
-                a = left[node]
-                b = right[node]
-                # the child nearer p along the split is searched first (pushed last)
-                da = 0.0
-                db = 0.0
-                for d in range(3):
-                    v = points[p, d]
-                    if v < lo[a, d]:
-                        da += (lo[a, d] - v) ** 2
-                    elif v > hi[a, d]:
-                        da += (v - hi[a, d]) ** 2
-                    if v < lo[b, d]:
-                        db += (lo[b, d] - v) ** 2
-                    elif v > hi[b, d]:
-                        db += (v - hi[b, d]) ** 2
-                if da <= db:
-                    stack[top + 1] = b
-                    stack[top + 2] = a
-                else:
-                    stack[top + 1] = a
-                    stack[top + 2] = b
-                top += 2
-        for c in range(n):
-            if comp[c] != c or best_a[c] < 0:  # c is not a component's label this round
-                continue
-            a = best_a[c]
-            b = best_b[c]
-            ra = _find(uf, a)
-            rb = _find(uf, b)
-            if ra == rb:  # the same edge, chosen from both sides
-                continue
-            uf[rb] = ra
-            ea[ne] = a
-            eb[ne] = b
-            ew[ne] = best_w[c]
-            ne += 1
-        for p in range(n):
-            comp[p] = _find(uf, p)
-    return ea, eb, ew
-
-
-@njit(cache=True, nogil=True)
-def _core_ball_edges(points, core, start, end, left, right, lo, hi):
-    """Edges (p, q) with |p - q| <= core(p), q != p, in tree-order rows: every edge whose weight is a core distance."""
-    n = points.shape[0]
-    cap = 8 * n
-    ea = np.empty(cap, dtype=np.int64)
-    eb = np.empty(cap, dtype=np.int64)
-    ne = 0
+    d2 = np.empty((n, k))
+    idx = np.empty((n, k), dtype=np.int64)
     stack = np.empty(128, dtype=np.int64)
     for p in range(n):
         px = points[p, 0]
         py = points[p, 1]
         pz = points[p, 2]
-        r = core[p]
+        for c in range(k):
+            d2[p, c] = np.inf
+            idx[p, c] = -1
         top = 0
         stack[0] = 0
         while top >= 0:
@@ -234,6 +93,237 @@ def _core_ball_edges(points, core, start, end, left, right, lo, hi):
             t = pz - hi[node, 2]
             if t > 0:
                 g += t * t
+            if g > d2[p, k - 1]:  # g <= |p - q|^2 for every q in the box, also in floating point
+                continue
+            if left[node] < 0:
+                for q in range(start[node], end[node]):
+                    dx = px - points[q, 0]
+                    dy = py - points[q, 1]
+                    dz = pz - points[q, 2]
+                    e = dx * dx + dy * dy + dz * dz
+                    if e < d2[p, k - 1]:
+                        c = k - 1
+                        while c > 0 and d2[p, c - 1] > e:
+                            d2[p, c] = d2[p, c - 1]
+                            idx[p, c] = idx[p, c - 1]
+                            c -= 1
+                        d2[p, c] = e
+                        idx[p, c] = q
+                continue
+            a = left[node]
+            b = right[node]
+            if points[p, dim[node]] >= lo[b, dim[node]]:  # p's side first (pushed last)
+                a, b = b, a
+            stack[top + 1] = b
+            stack[top + 2] = a
+            top += 2
+    return d2, idx
+
+
+@njit(cache=True, nogil=True)
+def _search(qs, qe, qlo, qhi, qcore, c, points, perm, core, comp, node_comp, node_core, start, end, left, right, dim,
+            lo, hi, best_w, best_a, best_b, stack):
+    """Lower the best outgoing edge of component ``c`` with edges from rows qs:qe (inside box qlo..qhi)."""
+    top = 0
+    stack[0] = 0
+    while top >= 0:
+        node = stack[top]
+        top -= 1
+        if node_comp[node] == c:
+            continue
+        bw = best_w[c]
+        if node_core[node] > bw or qcore > bw:
+            continue
+        g = 0.0
+        for d in range(3):
+            t = lo[node, d] - qhi[d]
+            if t > 0:
+                g += t * t
+            else:
+                t = qlo[d] - hi[node, d]
+                if t > 0:
+                    g += t * t
+        if math.sqrt(g) > bw:  # g <= |p - q|^2 for every pair of the boxes, also in floating point
+            continue
+        if left[node] >= 0:
+            a = left[node]
+            b = right[node]
+            sd = dim[node]
+            if qlo[sd] + qhi[sd] >= 2.0 * lo[b, sd]:  # the query's side first (pushed last)
+                a, b = b, a
+            stack[top + 1] = b
+            stack[top + 2] = a
+            top += 2
+            continue
+        for p in range(qs, qe):
+            cp = core[p]
+            if cp > best_w[c]:
+                continue
+            px = points[p, 0]
+            py = points[p, 1]
+            pz = points[p, 2]
+            ip = perm[p]
+            for q in range(start[node], end[node]):
+                if comp[q] == c:
+                    continue
+                w = cp if cp > core[q] else core[q]
+                if w > best_w[c]:
+                    continue
+                dx = px - points[q, 0]
+                dy = py - points[q, 1]
+                dz = pz - points[q, 2]
+                d = math.sqrt(dx * dx + dy * dy + dz * dz)
+                if d > w:
+                    w = d
+                if best_a[c] < 0 or _before(w, ip, perm[q], best_w[c], perm[best_a[c]], perm[best_b[c]]):
+                    best_w[c] = w
+                    best_a[c] = p
+                    best_b[c] = q
+
+
+@njit(cache=True, nogil=True)
+def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, lo, hi):
+    """MST edges (tree-order rows a, b) of the mutual-reachability graph, ties broken by point index.
+
+    First round: each point's cheapest edge comes from its k nearest when it
+    is shorter than the k-th distance (nothing farther can beat it), else
+    from a search. Later rounds search once per leaf whose points are all in
+    one component, and once per point elsewhere.
+    """
+    n = points.shape[0]
+    nn = start.shape[0]
+    k = knn_idx.shape[1]
+    node_core = np.empty(nn)
+    for j in range(nn - 1, -1, -1):  # children have larger ids than their parent
+        if left[j] < 0:
+            m = np.inf
+            for r in range(start[j], end[j]):
+                if core[r] < m:
+                    m = core[r]
+            node_core[j] = m
+        else:
+            node_core[j] = min(node_core[left[j]], node_core[right[j]])
+    uf = np.arange(n)
+    comp = np.arange(n)
+    node_comp = np.empty(nn, dtype=np.int64)
+    ea = np.empty(n - 1, dtype=np.int64)
+    eb = np.empty(n - 1, dtype=np.int64)
+    best_w = np.empty(n)
+    best_a = np.empty(n, dtype=np.int64)
+    best_b = np.empty(n, dtype=np.int64)
+    stack = np.empty(128, dtype=np.int64)
+    qlo = np.empty(3)
+    qhi = np.empty(3)
+    ne = 0
+    first = True
+    while ne < n - 1:
+        for j in range(nn - 1, -1, -1):
+            if left[j] < 0:
+                c = comp[start[j]]
+                for r in range(start[j] + 1, end[j]):
+                    if comp[r] != c:
+                        c = -1
+                        break
+                node_comp[j] = c
+            else:
+                c = node_comp[left[j]]
+                node_comp[j] = c if c == node_comp[right[j]] else -1
+        for p in range(n):
+            best_w[p] = np.inf
+            best_a[p] = -1
+            best_b[p] = -1
+        for j in range(nn):
+            if left[j] >= 0:
+                continue
+            c = node_comp[j]
+            if c >= 0 and not first:
+                for d in range(3):
+                    qlo[d] = lo[j, d]
+                    qhi[d] = hi[j, d]
+                _search(start[j], end[j], qlo, qhi, node_core[j], c, points, perm, core, comp, node_comp, node_core,
+                        start, end, left, right, dim, lo, hi, best_w, best_a, best_b, stack)
+                continue
+            for p in range(start[j], end[j]):
+                c = comp[p]
+                if first:
+                    # singletons: the k nearest decide when the best of them is closer than the k-th
+                    for s in range(k):
+                        q = knn_idx[p, s]
+                        if q < 0 or q == p:
+                            continue
+                        w = max(core[p], core[q], math.sqrt(knn_d2[p, s]))
+                        if best_a[c] < 0 or _before(w, perm[p], perm[q], best_w[c], perm[best_a[c]],
+                                                    perm[best_b[c]]):
+                            best_w[c] = w
+                            best_a[c] = p
+                            best_b[c] = q
+                    if best_a[c] >= 0 and best_w[c] < math.sqrt(knn_d2[p, k - 1]):
+                        continue
+                for d in range(3):
+                    qlo[d] = points[p, d]
+                    qhi[d] = points[p, d]
+                _search(p, p + 1, qlo, qhi, core[p], c, points, perm, core, comp, node_comp, node_core, start, end,
+                        left, right, dim, lo, hi, best_w, best_a, best_b, stack)
+        first = False
+        for c in range(n):
+            if comp[c] != c or best_a[c] < 0:  # c is not a component's label this round
+                continue
+            a = best_a[c]
+            b = best_b[c]
+            ra = _find(uf, a)
+            rb = _find(uf, b)
+            if ra == rb:  # the same edge, chosen from both sides
+                continue
+            uf[rb] = ra
+            ea[ne] = a
+            eb[ne] = b
+            ne += 1
+        for p in range(n):
+            comp[p] = _find(uf, p)
+    return ea, eb
+
+
+@njit(cache=True, nogil=True)
+def _core_ball_edges(points, core, knn_d2, knn_idx, start, end, left, right, lo, hi):
+    """Edges (p, q), q != p, |p - q| <= core(p), tree-order rows: every edge whose weight is a core distance.
+
+    From the k nearest lists, or a radius search for a point whose k-th
+    nearest is itself within its core distance (a tie in distance).
+    """
+    n = points.shape[0]
+    k = knn_idx.shape[1]
+    cap = k * n
+    ea = np.empty(cap, dtype=np.int64)
+    eb = np.empty(cap, dtype=np.int64)
+    ne = 0
+    stack = np.empty(128, dtype=np.int64)
+    for p in range(n):
+        r = core[p]
+        if math.sqrt(knn_d2[p, k - 1]) > r:
+            for s in range(k):
+                q = knn_idx[p, s]
+                if q != p and q >= 0 and math.sqrt(knn_d2[p, s]) <= r:
+                    ea[ne] = p
+                    eb[ne] = q
+                    ne += 1
+            continue
+        px = points[p, 0]
+        py = points[p, 1]
+        pz = points[p, 2]
+        top = 0
+        stack[0] = 0
+        while top >= 0:
+            node = stack[top]
+            top -= 1
+            g = 0.0
+            for d in range(3):
+                t = lo[node, d] - points[p, d]
+                if t > 0:
+                    g += t * t
+                else:
+                    t = points[p, d] - hi[node, d]
+                    if t > 0:
+                        g += t * t
             if math.sqrt(g) > r:
                 continue
             if left[node] >= 0:
@@ -364,10 +454,19 @@ def _prim_order(n, ea, eb, points_orig, core_orig):
     return out
 
 
-def mst_mutual_reachability(tree, core: np.ndarray) -> np.ndarray:
+def core_distances(tree, min_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Core distances (tree order; distance to the (min_samples + 1)-th nearest, itself first, as hdbscan)
+    and the lists of the min_samples + 2 nearest (squared distances, rows) they came from."""
+    n = tree.points.shape[0]
+    k = min(n, min_samples + 2)
+    d2, idx = knn_lists(tree.points, tree.start, tree.end, tree.left, tree.right, tree.dim, tree.lo, tree.hi, k)
+    return np.sqrt(d2[:, min(min_samples, n - 1)]), d2, idx
+
+
+def mst_mutual_reachability(tree, core: np.ndarray, knn_d2: np.ndarray, knn_idx: np.ndarray) -> np.ndarray:
     """(n - 1, 3) rows (source, new point, weight) of hdbscan's Prim's MST, in its order, original indices.
 
-    ``core`` holds the core distances in tree order (``kdtree.knn_distance``).
+    ``core``, ``knn_d2``, ``knn_idx`` come from :func:`core_distances`.
     Borůvka's tree gives every edge whose weight is a distance; the core
     balls give every edge whose weight is a core distance; Prim's algorithm
     then runs on those few candidates.
@@ -375,14 +474,14 @@ def mst_mutual_reachability(tree, core: np.ndarray) -> np.ndarray:
     n = tree.points.shape[0]
     if n < 2:
         return np.empty((0, 3))
-    args = (tree.start, tree.end, tree.left, tree.right, tree.lo, tree.hi)
-    ma, mb, _ = _boruvka(tree.points, tree.perm, core, *args)
-    ba, bb = _core_ball_edges(tree.points, core, *args)
-    perm = tree.perm
+    t = tree
+    ma, mb = _boruvka(t.points, t.perm, core, knn_d2, knn_idx, t.start, t.end, t.left, t.right, t.dim, t.lo, t.hi)
+    ba, bb = _core_ball_edges(t.points, core, knn_d2, knn_idx, t.start, t.end, t.left, t.right, t.lo, t.hi)
+    perm = t.perm
     ea = perm[np.concatenate([ma, ba])]
     eb = perm[np.concatenate([mb, bb])]
-    points_orig = np.empty_like(tree.points)
-    points_orig[perm] = tree.points
+    points_orig = np.empty_like(t.points)
+    points_orig[perm] = t.points
     core_orig = np.empty_like(core)
     core_orig[perm] = core
     return _prim_order(n, ea, eb, points_orig, core_orig)

@@ -23,8 +23,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .hdbscan_kernels import cluster_stability, condense_tree, label_points, mst_mutual_reachability, single_linkage
-from .kdtree import build_tree, knn_distance
+from .hdbscan_kernels import (
+    cluster_stability,
+    condense_tree,
+    core_distances,
+    label_points,
+    mst_mutual_reachability,
+    single_linkage,
+)
+from .kdtree import build_tree
 
 __all__ = ["hdbscan_native", "select_clusters"]
 
@@ -44,8 +51,8 @@ def hdbscan_native(
         return np.full(n, -1, dtype=np.int64)
     min_samples = max(1, min(n - 1, int(min_samples)))  # as hdbscan.hdbscan
     tree = build_tree(features)
-    core_tree_order = knn_distance(tree, min_samples + 1)
-    mst = mst_mutual_reachability(tree, core_tree_order)
+    core, knn_d2, knn_idx = core_distances(tree, min_samples)
+    mst = mst_mutual_reachability(tree, core, knn_d2, knn_idx)
     hier = single_linkage(mst)
     parent, child, lam, size = condense_tree(hier, int(min_cluster_size))
     stability = cluster_stability(parent, child, lam, size)

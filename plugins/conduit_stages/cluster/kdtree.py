@@ -3,9 +3,7 @@
 :func:`build_tree` reorders the points so that every node holds a contiguous
 range of rows (``points[perm]``) and records each node's bounding box; the
 kernels in :mod:`.hdbscan_kernels` and :mod:`.kernels` walk it with their own
-loops (each compiled module keeps its callees, for numba cache safety), and
-:func:`knn_distance` gives the distance of every point to its k-th nearest
-(hdbscan's core distance).
+loops (each compiled module keeps its callees, for numba cache safety).
 
 Distances are computed as ``sqrt(dx*dx + dy*dy + dz*dz)``, summed in that
 order, bit for bit what scikit-learn's trees and hdbscan compute.
@@ -13,13 +11,12 @@ order, bit for bit what scikit-learn's trees and hdbscan compute.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
-__all__ = ["KDTree", "build_tree", "knn_distance", "LEAF_SIZE"]
+__all__ = ["KDTree", "build_tree", "LEAF_SIZE"]
 
 #: Points per leaf: small leaves prune well for the thin, track-like clouds of the TPC.
 LEAF_SIZE = 12
@@ -30,7 +27,8 @@ class KDTree(NamedTuple):
 
     ``points`` (n, 3) are the input rows reordered (``points[i] = input[perm[i]]``);
     node ``j`` holds rows ``start[j]:end[j]``, its children are ``left[j]``,
-    ``right[j]`` (-1 for a leaf) and its bounding box is ``lo[j]``..``hi[j]``.
+    ``right[j]`` (-1 for a leaf), it was split along coordinate ``dim[j]``
+    and its bounding box is ``lo[j]``..``hi[j]``.
     """
 
     points: np.ndarray
@@ -39,6 +37,7 @@ class KDTree(NamedTuple):
     end: np.ndarray
     left: np.ndarray
     right: np.ndarray
+    dim: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
 
@@ -88,6 +87,7 @@ def _build(points, leaf_size):
     end = np.empty(max_nodes, dtype=np.int64)
     left = np.full(max_nodes, -1, dtype=np.int64)
     right = np.full(max_nodes, -1, dtype=np.int64)
+    split = np.zeros(max_nodes, dtype=np.int64)
     lo = np.empty((max_nodes, 3))
     hi = np.empty((max_nodes, 3))
     keys = np.empty(n)
@@ -134,6 +134,7 @@ def _build(points, leaf_size):
         end[b] = e
         left[node] = a
         right[node] = b
+        split[node] = dim
         stack[top + 1] = b
         stack[top + 2] = a
         top += 2
@@ -142,86 +143,10 @@ def _build(points, leaf_size):
         for d in range(3):
             ordered[r, d] = points[perm[r], d]
     return ordered, perm, start[:count].copy(), end[:count].copy(), left[:count].copy(), right[:count].copy(), \
-        lo[:count].copy(), hi[:count].copy()
+        split[:count].copy(), lo[:count].copy(), hi[:count].copy()
 
 
 def build_tree(points: np.ndarray, leaf_size: int = LEAF_SIZE) -> KDTree:
     """KD-tree of (n, 3) float64 ``points`` (n >= 1), split at the median of the widest coordinate."""
     pts = np.ascontiguousarray(points, dtype=np.float64)
     return KDTree(*_build(pts, int(leaf_size)))
-
-
-@njit(cache=True, nogil=True)
-def _knn_distance(points, start, end, left, right, lo, hi, k):
-    """Distance of every row to its k-th nearest row (itself included, as sklearn's query(X, k))."""
-    n = points.shape[0]
-    out = np.empty(n)
-    best = np.empty(k)  # ascending squared distances
-    stack = np.empty(128, dtype=np.int64)
-    for p in range(n):
-        px = points[p, 0]
-        py = points[p, 1]
-        pz = points[p, 2]
-        for c in range(k):
-            best[c] = np.inf
-        top = 0
-        stack[0] = 0
-        while top >= 0:
-            node = stack[top]
-            top -= 1
-            # squared distance from p to the node's box
-            g = 0.0
-            t = lo[node, 0] - px
-            if t > 0:
-                g += t * t
-            t = px - hi[node, 0]
-            if t > 0:
-                g += t * t
-            t = lo[node, 1] - py
-            if t > 0:
-                g += t * t
-            t = py - hi[node, 1]
-            if t > 0:
-                g += t * t
-            t = lo[node, 2] - pz
-            if t > 0:
-                g += t * t
-            t = pz - hi[node, 2]
-            if t > 0:
-                g += t * t
-            if g > best[k - 1]:
-                continue
-            if left[node] < 0:
-                for q in range(start[node], end[node]):
-                    dx = px - points[q, 0]
-                    dy = py - points[q, 1]
-                    dz = pz - points[q, 2]
-                    d2 = dx * dx + dy * dy + dz * dz
-                    if d2 < best[k - 1]:
-                        c = k - 1
-                        while c > 0 and best[c - 1] > d2:
-                            best[c] = best[c - 1]
-                            c -= 1
-                        best[c] = d2
-                continue
-            a = left[node]
-            b = right[node]
-            # visit the child on p's side first (pushed last)
-            dim = 0
-            spread = hi[node, 0] - lo[node, 0]
-            for d in range(1, 3):
-                if hi[node, d] - lo[node, d] > spread:
-                    spread = hi[node, d] - lo[node, d]
-                    dim = d
-            if points[p, dim] >= lo[b, dim]:
-                a, b = b, a
-            stack[top + 1] = b
-            stack[top + 2] = a
-            top += 2
-        out[p] = math.sqrt(best[k - 1])
-    return out
-
-
-def knn_distance(tree: KDTree, k: int) -> np.ndarray:
-    """Distance of each row of ``tree.points`` (tree order) to its k-th nearest row, itself counted first."""
-    return _knn_distance(tree.points, tree.start, tree.end, tree.left, tree.right, tree.lo, tree.hi, int(k))
