@@ -5,6 +5,8 @@ A worker builds its stage instances once per pipeline (keyed by a token) and
 keeps them for the worker's life. hdbscan holds the GIL, so real parallelism
 comes from processes (trio-parallel); ``workers = 0`` runs the chain in one
 thread of the main process instead (handy for debugging and small machines).
+Worker processes get each event's trace matrix through shared memory
+(:mod:`.shared_traces`), the rest of the event by pickle.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import trio
 from ..event import Event
 from ..params import Params
 from ..stage import StageContext, TransformStage
+from .shared_traces import SlotRef, TraceSlots, worker_view
 
 __all__ = ["ChainSpec", "ChainResult", "StageFailure", "TransformPool", "open_pool", "WORKER_NICENESS"]
 
@@ -112,6 +115,15 @@ def _worker_run(spec: ChainSpec, event: Event) -> ChainResult:
     return _CACHE.get(spec).run(event)
 
 
+def _worker_run_shared(spec: ChainSpec, event: Event, traces: SlotRef) -> ChainResult:
+    """As :func:`_worker_run`, with the trace matrix read in place from shared memory."""
+    event.traces = worker_view(traces)
+    try:
+        return _CACHE.get(spec).run(event)
+    finally:
+        event.traces = None  # no view of the slot outlives the call
+
+
 def _worker_init() -> bool:
     """Run in each worker at start.
 
@@ -144,12 +156,13 @@ def _worker_warm(spec: ChainSpec) -> float:
 class TransformPool:
     """Analyse events with the transform chain; at most ``capacity`` at a time."""
 
-    def __init__(self, spec: ChainSpec, workers: int, context: Any | None):
+    def __init__(self, spec: ChainSpec, workers: int, context: Any | None, slots: TraceSlots | None = None):
         self.spec = spec
         self.workers = workers
         self.capacity = max(workers, 1)
         self._context = context
         self._limiter = trio.CapacityLimiter(self.capacity)
+        self.slots = slots
 
     async def warm_up(self) -> float:
         """Start every worker and compile / load kernels; return the wall time (s)."""
@@ -169,7 +182,11 @@ class TransformPool:
         if self._context is None:
             # In-process: the worker thread mutates the event itself.
             return await self._call(_worker_run, self.spec, event)
-        result: ChainResult = await self._call(_worker_run, self.spec, event)
+        if self.slots is not None:
+            with self.slots.holding(event.traces) as ref:
+                result: ChainResult = await self._call(_worker_run_shared, self.spec, _without_traces(event), ref)
+        else:
+            result = await self._call(_worker_run, self.spec, event)
         for name, value in result.artifacts.items():
             if name == "traces":
                 event.traces = value
@@ -183,6 +200,14 @@ class TransformPool:
         return await self._context.run_sync(fn, *args, limiter=self._limiter, kill_on_cancel=cancellable)
 
 
+def _without_traces(event: Event) -> Event:
+    """A shallow copy of ``event`` to send to a worker, its trace matrix left out."""
+    return dataclasses.replace(event, traces=_NO_TRACES, artifacts=dict(event.artifacts))
+
+
+_NO_TRACES = Event(0).traces[:0]
+
+
 @asynccontextmanager
 async def open_pool(spec: ChainSpec, workers: int):
     """A :class:`TransformPool` with ``workers`` processes (0: a thread in this process)."""
@@ -193,5 +218,10 @@ async def open_pool(spec: ChainSpec, workers: int):
 
     import trio_parallel
 
-    async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0, init=_worker_init) as ctx:
-        yield TransformPool(spec, workers, ctx)
+    slots = TraceSlots()
+    try:
+        async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0,
+                                                     init=_worker_init) as ctx:
+            yield TransformPool(spec, workers, ctx, slots)
+    finally:
+        slots.close()

@@ -71,7 +71,7 @@ _INELASTIC = Channel("d", (100.0, 150.0), (3.368,), 0.15, "d(10Be,d')10Be*(3.37)
 _TRANSFER_FORWARD = Channel("p", (60.0, 115.0), (0.0, 0.320), 0.35, "d(10Be,p)11Be")
 _TRANSFER_BACKWARD = Channel("p", (160.0, 175.0), (0.0, 0.320), 0.15, "d(10Be,p)11Be")
 
-_CURLING = Channel("p", (115.0, 155.0), (0.0, 0.320), 0.2, "d(10Be,p)11Be")
+_CURLING = Channel("p", (115.0, 155.0), (0.0, 0.320), 0.15, "d(10Be,p)11Be")
 
 PRESETS: dict[str, Preset] = {
     p.name: p
