@@ -62,6 +62,8 @@ def feed(events: list, **params) -> tuple[float, int]:
         hist.open()
         sink = RerunSink(RerunParams.from_mapping({"mode": "save", "path": "view.rrd", **params}), ctx)
         sink.open()
+        hist.begin()
+        sink.begin()
         elapsed = 0.0
         for event in events:
             hist.consume(event)  # the histogram stage's own cost is not the view's

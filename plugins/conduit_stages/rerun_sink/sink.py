@@ -34,7 +34,6 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from conduit.event import PAD
 from conduit.stage import SinkStage
 
 from . import geometry
@@ -158,7 +157,7 @@ class RerunSink(SinkStage):
         self._maybe_connect(now)
         self._maybe_send_blueprint()
         if self.occupancy is not None:
-            self.occupancy.add(event.traces[:, PAD], geometry.peak_heights(event.traces))
+            self.occupancy.add_traces(event.traces)
         self.health.add(event)
         if self.streams:
             # Latest-at: a marker holds for every later event until the next one is drawn, so it is logged
