@@ -81,6 +81,7 @@ def conduit_sink(directory: Path, pool, n: int, flush_interval: float, consolida
     sink = Hdf5Sink(Hdf5Params(path="run.h5", flush_interval=flush_interval, consolidate=consolidate,
                                histograms=False), StageContext(run=1, base_dir=directory))
     sink.open()
+    sink.begin()
     t0 = time.perf_counter()
     for ev in events(pool, n):
         sink.consume(ev)
