@@ -2,15 +2,16 @@
 
 The hdbscan package spends most of an event in Prim's algorithm over all
 pairs of points (O(n²): 40 ms at 2,400 points) and in Python-level tree
-handling; here the minimum spanning tree comes from Borůvka's algorithm on a
-KD-tree and the tree steps are compiled (:mod:`.hdbscan_kernels`). The
+handling; here the minimum spanning tree of a large cloud comes from
+Borůvka's algorithm on a KD-tree (small clouds: the same Prim's algorithm,
+compiled) and the tree steps are compiled (:mod:`.hdbscan_kernels`). The
 arithmetic is the package's: the same core distances, edge weights, lambdas
 and stabilities (including its float32 sum of child stabilities), and its
 cluster selection, with its dict and set iteration order, runs here in
 Python on the few rows of the cluster tree.
 
-Where the labels can differ: when two edges of the minimum spanning tree
-have exactly the same weight, hdbscan's order between them comes from its
+Where the labels can differ (clouds of more than :data:`DENSE_PRIM_POINTS`
+points only): when two edges of the minimum spanning tree have exactly the same weight, hdbscan's order between them comes from its
 Prim's visiting order and an unstable sort, ours from the points' indices.
 The partition at every distance is the same, but a tie at a split can leave
 a group of points as noise in one and as a small cluster in the other.
@@ -29,11 +30,16 @@ from .hdbscan_kernels import (
     core_distances,
     label_points,
     mst_mutual_reachability,
+    prim_dense,
     single_linkage,
 )
 from .kdtree import build_tree
 
-__all__ = ["hdbscan_native", "select_clusters"]
+__all__ = ["hdbscan_native", "select_clusters", "DENSE_PRIM_POINTS"]
+
+#: Up to this many points the minimum spanning tree comes from hdbscan's own O(n²) Prim's algorithm
+#: (:func:`.hdbscan_kernels.prim_dense`, faster there than the tree search); above, from Borůvka.
+DENSE_PRIM_POINTS = 500
 
 
 def hdbscan_native(
@@ -52,7 +58,12 @@ def hdbscan_native(
     min_samples = max(1, min(n - 1, int(min_samples)))  # as hdbscan.hdbscan
     tree = build_tree(features)
     core, knn_d2, knn_idx = core_distances(tree, min_samples)
-    mst = mst_mutual_reachability(tree, core, knn_d2, knn_idx)
+    if n <= DENSE_PRIM_POINTS:
+        core_orig = np.empty_like(core)
+        core_orig[tree.perm] = core
+        mst = prim_dense(np.ascontiguousarray(features, dtype=np.float64), core_orig)
+    else:
+        mst = mst_mutual_reachability(tree, core, knn_d2, knn_idx)
     hier = single_linkage(mst)
     parent, child, lam, size = condense_tree(hier, int(min_cluster_size))
     stability = cluster_stability(parent, child, lam, size)
