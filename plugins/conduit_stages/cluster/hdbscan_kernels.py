@@ -121,9 +121,9 @@ def knn_lists(points, start, end, left, right, dim, lo, hi, k):
 
 
 @njit(cache=True, nogil=True)
-def _search(qs, qe, qlo, qhi, qcore, c, points, perm, core, comp, node_comp, node_core, start, end, left, right, dim,
-            lo, hi, best_w, best_a, best_b, stack):
-    """Lower the best outgoing edge of component ``c`` with edges from rows qs:qe (inside box qlo..qhi)."""
+def _search(qrows, nq, qlo, qhi, qcore, c, points, perm, core, comp, node_comp, node_core, start, end, left, right,
+            dim, lo, hi, best_w, best_a, best_b, stack):
+    """Lower the best outgoing edge of component ``c`` with edges from rows qrows[:nq] (inside box qlo..qhi)."""
     top = 0
     stack[0] = 0
     while top >= 0:
@@ -155,7 +155,8 @@ def _search(qs, qe, qlo, qhi, qcore, c, points, perm, core, comp, node_comp, nod
             stack[top + 2] = a
             top += 2
             continue
-        for p in range(qs, qe):
+        for t in range(nq):
+            p = qrows[t]
             cp = core[p]
             if cp > best_w[c]:
                 continue
@@ -187,8 +188,8 @@ def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, 
 
     First round: each point's cheapest edge comes from its k nearest when it
     is shorter than the k-th distance (nothing farther can beat it), else
-    from a search. Later rounds search once per leaf whose points are all in
-    one component, and once per point elsewhere.
+    from a search. Later rounds search once per component present in a leaf,
+    with the bounding box of its points there.
     """
     n = points.shape[0]
     nn = start.shape[0]
@@ -214,6 +215,8 @@ def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, 
     stack = np.empty(128, dtype=np.int64)
     qlo = np.empty(3)
     qhi = np.empty(3)
+    qrows = np.empty(n, dtype=np.int64)
+    done = np.zeros(n, dtype=np.bool_)
     ne = 0
     first = True
     while ne < n - 1:
@@ -235,17 +238,9 @@ def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, 
         for j in range(nn):
             if left[j] >= 0:
                 continue
-            c = node_comp[j]
-            if c >= 0 and not first:
-                for d in range(3):
-                    qlo[d] = lo[j, d]
-                    qhi[d] = hi[j, d]
-                _search(start[j], end[j], qlo, qhi, node_core[j], c, points, perm, core, comp, node_comp, node_core,
-                        start, end, left, right, dim, lo, hi, best_w, best_a, best_b, stack)
-                continue
-            for p in range(start[j], end[j]):
-                c = comp[p]
-                if first:
+            if first:
+                for p in range(start[j], end[j]):
+                    c = comp[p]
                     # singletons: the k nearest decide when the best of them is closer than the k-th
                     for s in range(k):
                         q = knn_idx[p, s]
@@ -259,10 +254,36 @@ def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, 
                             best_b[c] = q
                     if best_a[c] >= 0 and best_w[c] < math.sqrt(knn_d2[p, k - 1]):
                         continue
+                    qrows[0] = p
+                    for d in range(3):
+                        qlo[d] = points[p, d]
+                        qhi[d] = points[p, d]
+                    _search(qrows, 1, qlo, qhi, core[p], c, points, perm, core, comp, node_comp, node_core, start,
+                            end, left, right, dim, lo, hi, best_w, best_a, best_b, stack)
+                continue
+            # one search per component present in the leaf, over its rows there
+            for r in range(start[j], end[j]):
+                done[r] = False
+            for r0 in range(start[j], end[j]):
+                if done[r0]:
+                    continue
+                c = comp[r0]
+                nq = 0
+                qcore = np.inf
                 for d in range(3):
-                    qlo[d] = points[p, d]
-                    qhi[d] = points[p, d]
-                _search(p, p + 1, qlo, qhi, core[p], c, points, perm, core, comp, node_comp, node_core, start, end,
+                    qlo[d] = np.inf
+                    qhi[d] = -np.inf
+                for r in range(r0, end[j]):
+                    if done[r] or comp[r] != c:
+                        continue
+                    done[r] = True
+                    qrows[nq] = r
+                    nq += 1
+                    qcore = min(qcore, core[r])
+                    for d in range(3):
+                        qlo[d] = min(qlo[d], points[r, d])
+                        qhi[d] = max(qhi[d], points[r, d])
+                _search(qrows, nq, qlo, qhi, qcore, c, points, perm, core, comp, node_comp, node_core, start, end,
                         left, right, dim, lo, hi, best_w, best_a, best_b, stack)
         first = False
         for c in range(n):
