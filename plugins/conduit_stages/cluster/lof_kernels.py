@@ -263,6 +263,8 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
     leaves = np.flatnonzero(left < 0)
     leaves = leaves[np.argsort(start[leaves])]
     kd_prev = -1.0
+    trend = 0.0
+    window = 0.25  # half width of the guessed window, in steps between rows (adapts)
     prev_x = 0.0
     prev_y = 0.0
     prev_z = 0.0
@@ -308,6 +310,7 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
             prev_y = y0
             prev_z = z0
             kd_prev = kd0
+            trend = 0.0
             need_radius = (3.0 * rl + kd0) * (1.0 + 1e-9) + 1e-9
             if m == 0 or need_radius > radius:
                 m = _gather(cx, cy, cz, need_radius, points, start, end, left, right, lo, hi, cand, stack)
@@ -329,12 +332,32 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
             low2 = low * low if low > 0 else -1.0
             high = (kd_prev + step) * (1.0 + 1e-9) + 1e-12
             high2 = high * high
+            # A narrower window to try first: the k-distance changes little from one row to the next; the
+            # counts below its ends tell whether it holds (else the band between the bounds is ranked).
+            guess = kd_prev + max(-step, min(step, trend))
+            half = window * step + 1e-9 * kd_prev
+            g_lo = guess - half
+            g_lo2 = max(low2, g_lo * g_lo if g_lo > 0 else -1.0)
+            g_hi2 = min(high2, (guess + half) ** 2)
+            c_lo = 0
+            c_hi = 0
             for a in range(m):  # vectorised
                 dx = px - gx[a]
                 dy = py - gy[a]
                 dz = pz - gz[a]
-                e[a] = dx * dx + dy * dy + dz * dz
+                v = dx * dx + dy * dy + dz * dz
+                e[a] = v
+                c_lo += v < g_lo2
+                c_hi += v < g_hi2
             e[self_at + p - s] = np.inf  # this row (a leaf's rows are gathered together, in order)
+            c_lo -= 0.0 < g_lo2
+            c_hi -= 0.0 < g_hi2
+            if c_lo <= k <= c_hi:
+                low2 = g_lo2
+                high2 = g_hi2
+                window = max(1.0 / 16.0, 0.8 * window)
+            else:
+                window = min(1.0, 2.0 * window)
             nsure = 0
             nband = 0
             for a in range(m):  # branch-free compaction into the certain neighbours and the band
@@ -364,6 +387,7 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
                 if v > kd:
                     kd = v
             kdist[p] = kd
+            trend = kd - kd_prev
             kd_prev = kd
             prev_x = px
             prev_y = py
