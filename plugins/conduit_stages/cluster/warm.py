@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def warm_cloud() -> np.ndarray:
-    """Two short helical arcs plus a few scattered points, sorted by z (cloud layout)."""
+def warm_cloud(points_per_arc: int = 60) -> np.ndarray:
+    """Two helical arcs plus a few scattered points, sorted by z (cloud layout)."""
     rng = np.random.default_rng(1)
     parts = []
     for centre, phase in (((60.0, 0.0), 0.0), ((-50.0, 40.0), 2.0)):
-        s = np.linspace(0, 2.5, 60)
+        s = np.linspace(0, 2.5, points_per_arc)
         x = centre[0] + 60 * np.cos(s + phase)
         y = centre[1] + 60 * np.sin(s + phase)
         z = 300 + 80 * s
@@ -26,13 +26,17 @@ def warm_cloud() -> np.ndarray:
 
 
 def warm_up_clusterer(stage) -> None:
-    """Compile (or load) the kernels by clustering a synthetic cloud, whatever the join mode."""
-    cloud = warm_cloud()
-    for join in ("continuity", "overlap"):
-        params = stage.params.replace(join=join, min_cloud_size=0)
-        original = stage.params
-        stage.params = params
-        try:
-            stage.cluster(cloud)
-        finally:
-            stage.params = original
+    """Compile (or load) the kernels by clustering synthetic clouds, whatever the join mode.
+
+    A small and a large cloud: HDBSCAN takes a different minimum-spanning-tree
+    kernel above a few hundred points (:data:`.hdbscan_native.DENSE_PRIM_POINTS`).
+    """
+    for cloud in (warm_cloud(), warm_cloud(400)):
+        for join in ("continuity", "overlap"):
+            params = stage.params.replace(join=join, min_cloud_size=0)
+            original = stage.params
+            stage.params = params
+            try:
+                stage.cluster(cloud)
+            finally:
+                stage.params = original
