@@ -196,7 +196,7 @@ def test_compiled_peak_heights_and_hit_counts_equal_the_numpy_rules():
     np.testing.assert_array_equal(heights, expected)
     occupancy = Occupancy(100, threshold=2000.0)
     for _ in range(3):
-        occupancy.add_traces(traces)
+        occupancy.add(traces[:, PAD], peak_heights(traces))
     ids = traces[:, PAD].astype(np.int64)
     hit = (expected >= 2000.0) & (ids >= 0) & (ids < 100)
     assert 0 < hit.sum() < 300

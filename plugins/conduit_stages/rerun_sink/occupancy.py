@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from conduit.event import PAD
 from conduit.padplane import BEAM_PAD_RADIUS
 
 __all__ = ["Occupancy", "DEAD_COLOR"]
@@ -42,12 +41,6 @@ class Occupancy:
                    self.threshold, self.hits, self._stamp, self.events)
         self.events += 1
         self.version += 1
-
-    def add_traces(self, traces: np.ndarray) -> None:
-        """Count one event from its trace matrix (peak above baseline per row: :func:`.kernels.peak_heights`)."""
-        from .kernels import peak_heights
-
-        self.add(traces[:, PAD], peak_heights(traces))
 
     def reset(self) -> None:
         self.hits[:] = 0
