@@ -124,7 +124,7 @@ def _worker_run_shared(spec: ChainSpec, event: Event, traces: SlotRef) -> ChainR
         event.traces = None  # no view of the slot outlives the call
 
 
-def _worker_init() -> bool:
+def _worker_init(niceness: int = WORKER_NICENESS) -> bool:
     """Run in each worker at start.
 
     Termination is the main process's business: a SIGTERM sent to the whole
@@ -132,18 +132,20 @@ def _worker_init() -> bool:
     workers under the engine while it drains; the engine stops them when the
     run ends, and they exit by themselves if the main process dies.
 
-    Analysis runs at a lower CPU priority than the receivers, event builder and
-    recorders in the main process: when the machine is short of CPU, analysis
-    falls behind (and is sampled), never the DAQ.
+    With a live source, analysis runs at a lower CPU priority (``niceness``)
+    than the receivers, event builder and recorders in the main process: when
+    the machine is short of CPU, analysis falls behind (and is sampled), never
+    the DAQ. A replay has no DAQ to protect and analyses at normal priority.
     """
     import os
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        os.nice(WORKER_NICENESS)
-    except OSError:  # pragma: no cover - not permitted here: run at normal priority
-        pass
+    if niceness:
+        try:
+            os.nice(niceness)
+        except OSError:  # pragma: no cover - not permitted here: run at normal priority
+            pass
     return False
 
 
@@ -209,8 +211,9 @@ _NO_TRACES = Event(0).traces[:0]
 
 
 @asynccontextmanager
-async def open_pool(spec: ChainSpec, workers: int):
-    """A :class:`TransformPool` with ``workers`` processes (0: a thread in this process)."""
+async def open_pool(spec: ChainSpec, workers: int, *, niceness: int = WORKER_NICENESS):
+    """A :class:`TransformPool` with ``workers`` processes (0: a thread in this process), ``niceness``
+    lower in CPU priority than this one."""
     if workers <= 0:
         yield TransformPool(spec, 0, None)
         return
@@ -221,7 +224,7 @@ async def open_pool(spec: ChainSpec, workers: int):
     slots = TraceSlots()
     try:
         async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0,
-                                                     init=_worker_init) as ctx:
+                                                     init=partial(_worker_init, niceness)) as ctx:
             yield TransformPool(spec, workers, ctx, slots)
     finally:
         slots.close()
