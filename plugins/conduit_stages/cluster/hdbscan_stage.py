@@ -1,4 +1,8 @@
-"""``cluster.hdbscan``: Spyral's clustering with the hdbscan package, then the shared post-processing."""
+"""``cluster.hdbscan``: Spyral's clustering, HDBSCAN labels equal to the hdbscan package's, then the shared post-processing.
+
+The labels are computed by :mod:`.hdbscan_native` (compiled) unless ``algorithm`` names one of the
+hdbscan package's own algorithms.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ class HdbscanParams(PostParams):
     )
     algorithm: Literal["native", "prims_kdtree", "boruvka_kdtree", "generic", "best"] = param(
         "native",
-        "'native': compiled here (Borůvka on a KD-tree), labels equal to the hdbscan package's prims_kdtree; "
+        "'native': compiled here, labels equal to the hdbscan package's prims_kdtree (docs/analysis.md); "
         "otherwise the hdbscan package with that minimum-spanning-tree algorithm",
     )
 
