@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test demo venv clean bench docs screenshots
+.PHONY: test demo venv clean bench docs screenshots panel-screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## Run the whole test suite (what CI runs).
+## Run the whole test suite (what CI runs); installs Debian's chromium for the panel's browser test if missing.
 test: $(STAMP)
+	tools/ensure-chromium.sh
 	NUMBA_CACHE_DIR=$(CURDIR)/.numba-cache $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 ## The main job on the embedded default: the simulated DAQ served on loopback, received over TCP.
@@ -29,6 +30,7 @@ demo: $(STAMP)
 	@echo "             $(BIN)/python -c \"import h5py; f = h5py.File('out/demo_run_0001.h5'); print(list(f))\""
 	@echo "Live view:   $(BIN)/conduit run pipelines/demo.toml --set rerun.mode=serve --set rerun.draw_every_event=false"
 	@echo "             then: $(BIN)/rerun rerun+http://127.0.0.1:9876/proxy      (panels: docs/reading-the-view.md)"
+	@echo "Control panel while it runs: http://127.0.0.1:8765/   (docs/panel.md)"
 
 ## Screenshots of the Rerun view, rendered by the native viewer headless (needs a Vulkan driver; on
 ## Debian: apt-get install mesa-vulkan-drivers): the demo recording, a graw replay and a live serve run,
@@ -55,6 +57,11 @@ screenshots: $(STAMP)
 	    rates.png=live/Rates_vs_wall_clock_time_live_end.png:900 \
 	    health.png=live/CoBo_AsAd_health_live_end.png:900 \
 	    live.png=live/live_end.png:1400
+
+## The control panel's page during the demo run, rendered by headless Chromium into docs/images/panel.png
+## (needs Debian's chromium: apt-get install chromium).
+panel-screenshot: $(STAMP)
+	NUMBA_CACHE_DIR=$(CURDIR)/.numba-cache $(BIN)/python tools/panel_screenshot.py docs/images/panel.png
 
 ## Benchmarks (results go to docs/performance.md by hand, with the machine).
 bench: $(STAMP)

@@ -304,7 +304,7 @@ def startup(args) -> None:
             """) + ANALYSIS)
         for attempt in range(4):  # the first one fills the numba cache if needed
             t0 = time.perf_counter()
-            proc = subprocess.Popen([CONDUIT, "run", str(pipeline)], stderr=subprocess.PIPE,
+            proc = subprocess.Popen([CONDUIT, "run", str(pipeline), "--run", "1"], stderr=subprocess.PIPE,
                                     stdout=subprocess.DEVNULL, text=True, cwd=tmp)
             for line in proc.stderr:
                 if "connecting to" in line:  # sinks open, workers warm, receivers starting

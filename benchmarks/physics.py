@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class Reco:
     """One event: simulator output and what the stages made of it."""
 
-    sim: object  # conduit.simulate.generator.SimulatedEvent
+    sim: object  # conduit_simulate.generator.SimulatedEvent
     cloud: np.ndarray
     clusters: object  # conduit.artifacts.Clusters
     estimates: np.ndarray
@@ -52,8 +52,8 @@ class Reco:
 
 def simulate(preset: str, n: int, seed: int, detector=None, **overrides):
     from conduit.detector import DetectorParams
-    from conduit.simulate.generator import Simulator
-    from conduit.simulate.params import SimulationParams
+    from conduit_simulate.generator import Simulator
+    from conduit_simulate.params import SimulationParams
 
     params = SimulationParams(seed=seed, events=n, preset=preset, **overrides)
     detector = detector or DetectorParams()
@@ -172,7 +172,7 @@ class ParticleResult:
 
 def analyse(preset: str, reco: Reco, min_points: int = 30) -> list[ParticleResult]:
     """Per truth particle (beam excluded): clustering efficiency/purity and estimate, or why it was lost."""
-    from conduit_stages.estimate import trackfit
+    from conduit_physics.tracks import fit as trackfit
 
     truth = reco.sim.truth
     owner = point_particles(reco.cloud, truth)

@@ -34,9 +34,9 @@ CONDUIT = ROOT / ".venv" / "bin" / "conduit"
 
 
 def bench_generation(n: int) -> list[tuple[str, str]]:
-    from conduit.simulate.generator import Simulator
-    from conduit.simulate.params import SimulationParams
-    from conduit.simulate.writers import event_frames
+    from conduit_simulate.generator import Simulator
+    from conduit_simulate.params import SimulationParams
+    from conduit_simulate.writers import event_frames
 
     t0 = time.perf_counter()
     sim = Simulator(SimulationParams(events=n, seed=1))

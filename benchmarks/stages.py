@@ -53,14 +53,14 @@ TARGETS = {
 
 def make_events(n: int, seed: int, preset: str = "default"):
     from conduit.detector import DetectorParams
-    from conduit.simulate.generator import Simulator
-    from conduit.simulate.params import SimulationParams
+    from conduit_simulate.generator import Simulator
+    from conduit_simulate.params import SimulationParams
 
     sim = Simulator(SimulationParams(seed=seed, events=n, preset=preset), DetectorParams())
     return [sim.event(i).event for i in range(n)]
 
 
-def build_stages(overrides: dict | None = None) -> dict:
+def build_stages() -> dict:
     import importlib
 
     from conduit.stage import StageContext
@@ -69,8 +69,7 @@ def build_stages(overrides: dict | None = None) -> dict:
     stages = {}
     for name, module, cls in STAGES:
         klass = getattr(importlib.import_module(module), cls)
-        params = klass.Params(**(overrides or {}).get(name, {}))
-        stage = klass(params, context)
+        stage = klass(klass.Params(), context)
         stage.warm_up()
         stages[name] = stage
     return stages

@@ -17,13 +17,14 @@ def plugin_site(tmp_path, monkeypatch):
     install_plugin_dist(site, "conduit-testkit", TESTKIT / "conduit_testkit.py", {"testkit": "conduit_testkit"})
     install_plugin_dist(site, "conduit-broken", TESTKIT / "conduit_broken.py", {"broken": "conduit_broken"})
     install_plugin_dist(site, "conduit-badstage", TESTKIT / "conduit_badstage.py", {"badstage": "conduit_badstage"})
+    install_plugin_dist(site, "conduit-badhook", TESTKIT / "conduit_badhook.py", {"badhook": "conduit_badhook"})
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     from conduit.plugins import get_registry
 
     get_registry(refresh=True)
     yield site
-    for name in ("conduit_testkit", "conduit_broken", "conduit_badstage"):
+    for name in ("conduit_testkit", "conduit_broken", "conduit_badstage", "conduit_badhook"):
         sys.modules.pop(name, None)
     monkeypatch.undo()
     get_registry(refresh=True)

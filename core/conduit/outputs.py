@@ -1,6 +1,6 @@
 """Output files: one run per path, and an existing file is never deleted silently.
 
-A sink calls :meth:`conduit.stage.StageContext.claim_output` in ``open()`` for
+A sink calls :meth:`conduit.stage.RunContext.claim_output` in ``open()`` for
 every file it will write. The claim locks the path against other runs (a second
 ``conduit run`` on the same output refuses at once, naming the run that holds
 it). In ``begin()``, which the engine calls only once every sink has opened and

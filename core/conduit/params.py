@@ -19,11 +19,12 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin
 
-__all__ = ["Params", "ParamSpec", "Problem", "ParamError", "param", "coerce", "describe_type"]
+__all__ = ["Params", "ParamSpec", "Problem", "ParamError", "param", "coerce", "describe_type", "did_you_mean",
+           "unknown_key_message"]
 
 KeyPath = tuple[str | int, ...]
 
@@ -190,10 +191,19 @@ class Params:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
+def did_you_mean(word: object, choices: Iterable[object], *, n: int = 1, cutoff: float = 0.6) -> str:
+    """`` (did you mean 'x'?)`` (or ``'x' or 'y'`` with ``n`` = 2) for the choices closest to ``word``; '' when none is close.
+
+    The one place every "unknown name" message (keys, stages, sources,
+    commands, quantities, gates, nuclides ...) gets its hint from.
+    """
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=n, cutoff=cutoff)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
 def unknown_key_message(key: str, known: Mapping[str, Any] | list[str]) -> str:
     names = list(known)
-    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(key, names)
     options = ", ".join(names) if len(names) <= 12 else ", ".join(names[:12]) + ", ..."
     return f"unknown key '{key}'{hint}; known keys: {options}" if names else f"unknown key '{key}'"
 
@@ -236,21 +246,26 @@ def coerce(value: Any, tp: Any, path: KeyPath = ()) -> Any:
         options = get_args(tp)
         if value is None and type(None) in options:
             return None
-        errors = []
+        errors: list[ValueError] = []
         for option in options:
             if option is type(None):
                 continue
             try:
                 return coerce(value, option, path)
             except (ValueError, ParamError) as err:
-                errors.append(str(err))
+                errors.append(err)
+        # The precise reason when it is clear which option was meant: the only one (a 3-element list
+        # for a `tuple[float, float] | None` says "expected 2 values"), or a table / list whose
+        # contents failed (its problems keep their own key paths).
+        nested = [err for err in errors if isinstance(err, ParamError)]
+        if len(errors) == 1 or nested:
+            raise (nested or errors)[0]
         raise ValueError(f"expected {describe_type(tp)}, {_got(value)}")
     if origin is Literal:
         choices = get_args(tp)
         if value in choices:
             return value
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(value, choices)
         raise ValueError(f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}{hint}")
     if tp is bool:
         if isinstance(value, bool):

@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .params import Params
-from .stage import NoParams, StageContext
+from .stage import NoParams, RunContext
 
 if TYPE_CHECKING:
     import trio
@@ -49,7 +49,7 @@ class Source:
     #: Artifacts besides ``traces`` that this source may attach (e.g. ``frib``).
     provides: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, params: Params, context: StageContext):
+    def __init__(self, params: Params, context: RunContext):
         self.params = params
         self.context = context
         self.log = logging.getLogger(f"conduit.source.{self.kind}")
@@ -87,6 +87,16 @@ class Source:
         """Running totals (frames, bytes, bad frames, incomplete events, ...) for the summary."""
         return {}
 
+    def losses(self) -> dict[str, int]:
+        """Frames (or items) lost so far, by reason (``late_frames``, ``quarantined_ahead`` ...), for the
+        summary, the status line and the recording; the engine adds the events it dropped itself."""
+        return {}
+
+    def asad_counters(self) -> dict[tuple[int, int], dict[str, int]]:
+        """Per (cobo, asad) stream: ``frames`` received and frames lost by reason (``late_frames`` ...), for
+        health displays; empty when the source does not build events from frames."""
+        return {}
+
     def byte_counts(self) -> dict[str, int]:
         """Bytes received per sub-stream (``cobo0`` ...), for rate plots."""
         return {}
@@ -105,7 +115,7 @@ class Source:
         """
         return []
 
-    async def run(self, task_status: Any = None) -> None:
+    async def run(self) -> None:
         """Produce events with :meth:`emit` until the input ends; return normally at the end."""
         raise NotImplementedError
 

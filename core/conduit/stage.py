@@ -20,6 +20,11 @@ per-event method::
 Transform stages are per-event and stateless across events: the engine runs
 them in worker processes, constructing one instance per worker. Sink stages
 run in the main process, one task each; they own files, streams and totals.
+
+Every stage and source gets a :class:`RunContext`: the detector, the run
+number, paths, the pipeline, and (sinks only, in the main process) the
+typed objects sinks share (:class:`~conduit.shared.Shared`). A stage or sink
+that cannot go on raises :class:`StopRun`.
 """
 
 from __future__ import annotations
@@ -39,9 +44,10 @@ from .params import Params, Problem
 if TYPE_CHECKING:
     from .event import Event
     from .outputs import OutputClaim
+    from .shared import Shared
 
-__all__ = ["Stage", "TransformStage", "SinkStage", "StageContext", "StageDefinitionError", "NoParams",
-           "RunNumberMissing"]
+__all__ = ["Stage", "TransformStage", "SinkStage", "RunContext", "StageContext", "StopRun",
+           "StageDefinitionError", "NoParams", "RunNumberMissing"]
 
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 
@@ -58,26 +64,31 @@ class RunNumberMissing(ValueError):
     """An output name needs ``{run}`` and the (live) run has no run number."""
 
 
-@dataclasses.dataclass
-class StageContext:
-    """What a stage may know about the run it is part of.
+class StopRun(Exception):
+    """Raised by a stage, sink or source that cannot go on (disk full, ...): the run stops cleanly.
 
-    Built once per process; cheap to pickle (geometry is loaded lazily).
+    Events already received are still delivered to the other sinks; the run
+    ends with exit status 1 and the message as its error.
+    """
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What a stage or source may know about the run it is part of.
+
+    Built once per run in the main process and sent to every worker; cheap to
+    pickle (geometry is loaded lazily, shared objects stay in the main process).
     """
 
     detector: DetectorParams = dataclasses.field(default_factory=DetectorParams)
     run: int | None = None
     #: Directory of the pipeline file, against which relative paths resolve.
     base_dir: Path = dataclasses.field(default_factory=Path.cwd)
-    #: Objects sinks share within the main process (e.g. the histogram set).
-    shared: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
-    #: ``(use, params)`` of every ``[[stage]]`` of the pipeline, in order: how a stage reads another's
-    #: settings (the ``kinematics`` stage the histogram stage's gates, the rerun sink the reaction).
+    #: Typed objects sinks share within the main process (the histograms ...): :mod:`conduit.shared`.
+    shared: Shared = dataclasses.field(default_factory=lambda: _fresh_shared(), compare=False, repr=False)
+    #: ``(use, params)`` of every ``[[stage]]`` of the pipeline, in order: read through public helpers
+    #: (``conduit_physics.gates.pipeline_gates`` finds the gates the histogram stage declares).
     pipeline: tuple[tuple[str, Params], ...] = ()
-
-    def stage_params(self, use: str) -> list[Params]:
-        """Parameters of the pipeline's stages named ``use``, in pipeline order (empty when none)."""
-        return [params for name, params in self.pipeline if name == use]
 
     #: What :meth:`claim_output` does with a file already at an output path: keep (rename aside), refuse, replace.
     existing_outputs: str = "keep"
@@ -131,13 +142,23 @@ class StageContext:
         return load_electronics_map(path)
 
     def __getstate__(self) -> dict[str, Any]:
-        # Geometry and shared objects are rebuilt in the receiving process.
+        # Geometry is rebuilt in the receiving process; shared objects belong to the main process's sinks.
         return {"detector": self.detector, "run": self.run, "base_dir": self.base_dir, "pipeline": self.pipeline,
                 "existing_outputs": self.existing_outputs, "require_run": self.require_run, "live": self.live}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.shared = {}
+        self.shared = _fresh_shared()
+
+
+#: The name this context had before sources shared it (kept for existing plugins).
+StageContext = RunContext
+
+
+def _fresh_shared() -> Shared:
+    from .shared import Shared
+
+    return Shared()
 
 
 class Stage:
@@ -153,7 +174,7 @@ class Stage:
     #: The parameter model; ``[[stage]]`` keys other than ``use`` are validated against it.
     Params: ClassVar[type[Params]] = NoParams
 
-    def __init__(self, params: Params, context: StageContext):
+    def __init__(self, params: Params, context: RunContext):
         self.params = params
         self.context = context
         self.log = logging.getLogger(f"conduit.stage.{self.name}")
@@ -172,6 +193,16 @@ class Stage:
         Override when a parameter names something another stage declares.
         """
         return []
+
+    @classmethod
+    def publish_shared(cls, params: Params, context: RunContext) -> None:
+        """Publish objects other stages use (``context.shared.publish(...)``), in the main process.
+
+        Called by the engine for every stage of the pipeline, transform or
+        sink, before any sink opens. Override when the stage offers something
+        sinks use (the ``kinematics`` stage offers the viewer its kinematic
+        curves); a sink may also publish from :meth:`SinkStage.open`.
+        """
 
     @classmethod
     def summary(cls) -> str:
@@ -226,6 +257,9 @@ class SinkStage(Stage):
     kind = "sink"
     #: When True the engine never drops events for this sink, even if that slows a live run.
     lossless: ClassVar[bool] = False
+    #: Parameters that may change while the run goes on (``conduit ctl set``, the control panel); the engine
+    #: then calls :meth:`update_params` between two events. Any other change to a sink's parameters is refused.
+    live_params: ClassVar[tuple[str, ...]] = ()
 
     def open(self) -> None:
         """Acquire files, sockets, viewers. Errors here stop the run before it starts.
@@ -253,7 +287,21 @@ class SinkStage(Stage):
         """
 
     def on_reset(self) -> None:
-        """Reset running totals (histograms, counters); sent on SIGUSR1 (``kill -USR1 <pid>``)."""
+        """Reset running totals (histograms, counters); sent on SIGUSR1 (``kill -USR1 <pid>``) and by the
+        control API (``conduit ctl HOST:PORT reset``, the panel's button)."""
+
+    def update_params(self, params: Params) -> None:
+        """Take new parameters (validated; only :attr:`live_params` differ) from the next event on."""
+        self.params = params
+
+    def on_parameters(self, change: Any) -> None:
+        """The pipeline's parameters changed while running (:class:`conduit.engine.control.ParameterChange`).
+
+        Called between events, before the first event the new values apply to
+        (``change.sequence``; ``change.event`` is its id once that event has
+        arrived). A recorder notes it so that the record says which parameters
+        produced which events.
+        """
 
     def close(self) -> None:
         """Flush and release everything; called once, also after errors."""
@@ -261,6 +309,10 @@ class SinkStage(Stage):
     def outputs(self) -> list[str]:
         """Human-readable list of what this sink wrote (paths, URLs), for the summary."""
         return []
+
+    def live_outputs(self) -> list[str]:
+        """What this sink is writing or serving now (the control panel's list); default: :meth:`outputs`."""
+        return self.outputs()
 
     def unwritten(self) -> int:
         """Events this sink consumed but could not keep (lost in a failed write), for the summary.

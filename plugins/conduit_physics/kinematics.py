@@ -7,15 +7,21 @@ Energies in MeV, masses in MeV/c², angles in radians. The beam travels along
   (what a simulator samples, and the kinematic curves of a state);
 * :func:`excitation_energy` and :func:`cm_angle`: inverse, the residual's
   excitation energy (missing mass) and θ* from the measured ejectile (what an
-  analysis computes per track).
+  analysis computes per track);
+* :class:`Curve` and :class:`KinematicCurves`: a state's curve of polar angle
+  against B-rho, and the interface of the shared object (:mod:`conduit.shared`) through which
+  the ``kinematics`` stage offers its curves to viewers (the ``rerun`` sink
+  draws them over the polar angle vs B-rho histograms).
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
+from typing import Any
 
-__all__ = ["TwoBody", "two_body", "KinematicsError", "excitation_energy", "cm_angle"]
+__all__ = ["TwoBody", "two_body", "KinematicsError", "excitation_energy", "cm_angle", "Curve", "KinematicCurves"]
 
 
 class KinematicsError(ValueError):
@@ -107,3 +113,22 @@ def cm_angle(
     p_c = math.sqrt(ejectile_energy * (ejectile_energy + 2.0 * ejectile_mass))
     pz_star = gamma * (p_c * math.cos(ejectile_theta) - beta * e_c)
     return math.atan2(p_c * math.sin(ejectile_theta), pz_star)
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """One state's curve: the ejectile's lab ``polar`` angle (deg) and ``brho`` (T·m) as θ* runs from 0 to 180 deg."""
+
+    label: str  #: e.g. "11Be(0.32 MeV) p"
+    ejectile: str
+    excitation: float  #: of the residual (MeV)
+    polar: Any  #: numpy float64 array (deg)
+    brho: Any  #: numpy float64 array (T·m), same length
+
+
+class KinematicCurves(abc.ABC):
+    """Shared with the run: kinematic curves to draw over polar angle vs B-rho histograms (published by ``kinematics``)."""
+
+    @abc.abstractmethod
+    def curves(self) -> list[Curve]:
+        """The curves of every listed state, in the histogram's units (deg, T·m)."""

@@ -104,10 +104,9 @@ def species(name: str) -> Species:
     try:
         return SPECIES[key]
     except KeyError:
-        import difflib
+        from conduit.params import did_you_mean
 
-        close = difflib.get_close_matches(name, list(SPECIES) + list(_ALIASES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(name, list(SPECIES) + list(_ALIASES))
         raise ValueError(f"unknown species {name!r}{hint}; known: {', '.join(SPECIES)}") from None
 
 

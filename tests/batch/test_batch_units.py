@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from conduit.batch.histmerge import merge_run_histograms
-from conduit.batch.runs import parse_runs
-from conduit.batch.state import Manifests
+from conduit_batch.histmerge import merge_run_histograms
+from conduit_batch.runs import parse_runs
+from conduit_batch.state import Manifests
 
 
 def test_parse_runs():

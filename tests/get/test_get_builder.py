@@ -85,9 +85,9 @@ def test_time_limit_and_flush(emap):
     [ev] = b.poll(102.5)
     assert ev.id == 5 and not ev.complete and ev.missing == tuple(sorted(keys[30:]))
     # End of input flushes what is held, in id order.
-    for evt in (9, 8):
+    for evt, key in ((9, keys[0]), (8, keys[1])):
         fr = frames_of(emap, random_event(emap, rng, 5), evt)
-        b.add_frame(fr[keys[0]], now=103.0)
+        b.add_frame(fr[key], now=103.0)
     assert [e.id for e in b.flush()] == [8, 9] and b.held == 0
 
 
@@ -98,19 +98,33 @@ def test_late_and_duplicate_frames_are_counted_not_built(emap):
     out = []
     for evt in (1, 2):
         for key, frame in frames[evt].items():
-            if key != (3, 1):
+            if key != (3, 1):  # AsAd (3, 1) lags behind
                 out += b.add_frame(frame, now=0)
     dup = frames[2][(0, 0)]
     out += b.add_frame(dup, now=0)  # duplicate (0, 0) of held event 2
     assert b.counters.duplicate_frames == 1
     for key, frame in frames[4].items():
-        out += b.add_frame(frame, now=0)  # 4 - 1 > 2: event 1 goes out incomplete
-    assert [(e.id, e.complete) for e in out] == [(1, False), (4, True)]
-    late = b.add_frame(frames[1][(3, 1)], now=0)  # the missing frame of event 1 turns up late
-    late += b.add_frame(frames[4][(5, 0)], now=0)  # a frame of an emitted complete event
-    assert late == [] and b.counters.late_frames == 2
-    assert b.held == 1  # event 2 still waits for (3, 1)
+        if key != (3, 1):
+            out += b.add_frame(frame, now=0)  # the consensus reaches 4: 4 - 1 > 2, event 1 goes out incomplete
+    assert [(e.id, e.complete) for e in out] == [(1, False)]
+    late = b.add_frame(frames[1][(3, 1)], now=0)  # the lagging AsAd's frame of event 1 is late
+    late += b.add_frame(frames[4][(5, 0)], now=0)  # a second frame of held event 4: a duplicate
+    assert late == [] and b.counters.late_frames == 1 and b.counters.duplicate_frames == 2
+    assert b.held == 2  # events 2 and 4 still wait for (3, 1)
     assert [e.id for e in b.add_frame(frames[2][(3, 1)], now=0)] == [2]
+    assert [e.id for e in b.add_frame(frames[4][(3, 1)], now=0)] == [4]
+    late = b.add_frame(frames[4][(5, 0)], now=0)  # a frame of an emitted complete event
+    assert late == [] and b.counters.late_frames == 2
+    assert b.losses() == {"bad_frames": 0, "late_frames": 2, "duplicate_frames": 2, "quarantined_ahead": 0,
+                          "quarantined_behind": 0, "restart_frames": 0, "wrong_cobo_frames": 0, "items_dropped": 0}
+    assert b.cobo_losses[3]["late_frames"] == 1 and b.cobo_losses[5]["late_frames"] == 1
+    # the same per AsAd: every frame offered, and the ones lost by reason
+    per_asad = b.asad_counters()
+    assert per_asad[(3, 1)] == {"frames": 3, "late_frames": 1}
+    assert per_asad[(5, 0)] == {"frames": 5, "late_frames": 1, "duplicate_frames": 1}
+    assert per_asad[(0, 0)] == {"frames": 4, "duplicate_frames": 1}
+    assert per_asad[(6, 1)] == {"frames": 3}
+    assert sum(c["frames"] for c in per_asad.values()) == b.counters.frames
 
 
 def test_frames_from_unexpected_asads(emap):
@@ -143,8 +157,9 @@ def test_expected_override_and_offline_cobo(emap):
 
 
 def test_restart_of_event_counter(emap, caplog):
+    """Every stream goes back from 5002 to 0: one restart, nothing lost, the new run's event 0 built."""
     rng = np.random.default_rng(7)
-    b = EventBuilder(emap, restart_gap=100, timeout=None)
+    b = EventBuilder(emap, timeout=None)
     for evt in (5000, 5001):
         for frame in frames_of(emap, random_event(emap, rng, 5), evt).values():
             b.add_frame(frame, now=0)
@@ -156,6 +171,7 @@ def test_restart_of_event_counter(emap, caplog):
             out += b.add_frame(frame, now=0, source="cobo0")
     assert [(e.id, e.complete) for e in out] == [(5002, False), (0, True)]
     assert b.counters.restarts == 1 and "restarted its event counter" in caplog.text
+    assert b.epoch == 1 and sum(b.losses().values()) == 0
 
 
 def test_bad_frames_are_counted_and_named(emap, real_frame, caplog):
@@ -224,3 +240,101 @@ def test_small_custom_map_and_close_before():
 def test_bad_builder_options(emap):
     with pytest.raises(ValueError):
         EventBuilder(emap, max_depth=-1)
+
+
+def test_restart_after_fewer_events_than_the_depth(emap, caplog):
+    """Run 0 has 5 events, then every stream counts from 0 again: the new run's ids were built moments ago,
+    yet nothing is taken as late: one restart, 12 complete events."""
+    rng = np.random.default_rng(9)
+    b = EventBuilder(emap, timeout=None)
+    out = []
+    with caplog.at_level(logging.WARNING):
+        for evt in list(range(5)) + list(range(7)):
+            for frame in frames_of(emap, random_event(emap, rng, 5), evt).values():
+                out += b.add_frame(frame, now=0)
+        out += b.flush()
+    assert [(e.id, e.complete) for e in out] == [(i, True) for i in range(5)] + [(i, True) for i in range(7)]
+    assert b.counters.restarts == 1 and sum(b.losses().values()) == 0
+    assert caplog.text.count("the DAQ restarted its event counter") == 1
+
+
+def test_a_glitch_behind_within_the_depth_is_attached(emap):
+    """A stream's frame arrives after the same stream's next one (out of order, within the depth): it goes back,
+    proposes a restart, the next frame withdraws it, and the frame joins its still-held event."""
+    rng = np.random.default_rng(10)
+    b = EventBuilder(emap, timeout=None, expected=[(0, 0), (1, 0)])
+    f = {evt: frames_of(emap, random_event(emap, rng, 5), evt) for evt in (1, 2, 3)}
+    out = b.add_frame(f[1][(1, 0)], now=0) + b.add_frame(f[2][(1, 0)], now=0) + b.add_frame(f[2][(0, 0)], now=0)
+    assert [e.id for e in out] == [2]
+    out = b.add_frame(f[1][(0, 0)], now=0)  # (0, 0) goes back from 2 to 1: held aside, event 1 not waiting on it
+    out += b.add_frame(f[3][(0, 0)], now=0)  # ... and resumes: a glitch; its frame of event 1 joins event 1
+    assert [(e.id, e.complete) for e in out] == [(1, True)]
+    assert sum(b.losses().values()) == 0 and b.counters.restarts == 0 and b.counters.lone_restarts == 0
+
+
+def test_outliers_never_move_the_depth_window(emap):
+    """A frame 500 ids ahead is quarantined: held events stay held, later frames of them still count."""
+    rng = np.random.default_rng(11)
+    b = EventBuilder(emap, max_depth=3, timeout=None)
+    frames = {evt: frames_of(emap, random_event(emap, rng, 5), evt) for evt in (1, 2, 501)}
+    out = []
+    for evt in (1, 2):
+        for key, frame in frames[evt].items():
+            if key != (2, 0):
+                out += b.add_frame(frame, now=0)
+    out += b.add_frame(frames[501][(6, 1)], now=0)
+    assert out == [] and b.held == 2 and b.counters.quarantined_ahead == 1
+    out = b.add_frame(frames[1][(2, 0)], now=0) + b.add_frame(frames[2][(2, 0)], now=0)
+    assert [(e.id, e.complete) for e in out] == [(1, True), (2, True)]
+
+
+def test_hold_back_tells_a_reader_when_to_wait(emap):
+    b = EventBuilder(emap, max_depth=10, timeout=2.0)
+    rng = np.random.default_rng(12)
+    for evt in range(20):
+        for frame in frames_of(emap, random_event(emap, rng, 2), evt).values():
+            b.add_frame(frame, now=0.0)
+    assert b.consensus == 19
+    assert b.hold_back(3, 24) is None  # 5 ahead: within max_depth / 2
+    assert b.hold_back(3, 25) == ("consensus", 19)
+    assert b.hold_back(3, 19 + 101) is None  # an outlier is quarantined, never waited for
+    assert b.hold_back(3, 3) is None  # behind: never waits
+
+
+def test_losses_are_logged_once_then_rate_limited(emap, caplog):
+    rng = np.random.default_rng(13)
+    b = EventBuilder(emap, timeout=None, expected=[(0, 0)])
+    f = frames_of(emap, random_event(emap, rng, 5), 4)[(0, 0)]
+    with caplog.at_level(logging.WARNING):
+        b.add_frame(f, now=0)
+        for _ in range(50):
+            b.add_frame(f, now=0)  # event 4 was built: late, 50 times
+    assert b.counters.late_frames == 50
+    assert caplog.text.count("is late") == 1 and b.rate_log.held_back("late_frames") == 49
+
+
+def test_a_lone_restarted_stream_rejoins_when_the_daq_restarts(emap):
+    """Stream (2, 0) restarts alone at event 5 (ids 0..), the others go on to 140; then the whole DAQ restarts.
+    (2, 0)'s frames are restart_frames until it goes back with the others; the new run is complete again."""
+    b = EventBuilder(emap, timeout=None, expected=[(0, 0), (1, 0), (2, 0)])
+    rng = np.random.default_rng(14)
+    out = []
+
+    def send(evt, key, header_id=None):
+        frame = frames_of(emap, random_event(emap, rng, 3), evt if header_id is None else header_id)[key]
+        out.extend(b.add_frame(frame, now=0))
+
+    for evt in range(140):
+        for key in ((0, 0), (1, 0), (2, 0)):
+            send(evt, key, header_id=evt - 5 if key == (2, 0) and evt >= 5 else None)
+    assert b.counters.lone_restarts == 1 and b.counters.restart_frames == 135
+    send(140, (2, 0), header_id=135)  # its own sequence, read just after the others went back below
+    for evt in range(3):
+        for key in ((0, 0), (1, 0), (2, 0)):
+            send(evt, key)
+            if evt == 0 and key == (1, 0):
+                send(141, (2, 0), header_id=136)  # a late frame of its old sequence: still not built
+    out += b.flush()
+    assert b.counters.restarts == 1 and b.counters.restart_frames == 137
+    assert [(e.id, e.complete) for e in out[-3:]] == [(0, True), (1, True), (2, True)]
+    assert all(not e.complete and e.missing == ((2, 0),) for e in out[5:140])

@@ -222,7 +222,7 @@ async def test_time_limit_and_flush_on_stop(tmp_path, emap):
             await h.send_event(2, skip_cobos=range(2, 11))
             for s in h.servers[:2]:
                 await s.drain()
-            while h.source._get_builder().held == 0 and len(h.events) < 2:  # receivers read what was drained
+            while h.source.builder.held == 0 and len(h.events) < 2:  # receivers read what was drained
                 await trio.testing.wait_all_tasks_blocked(cushion=0.001)
     # Stopping flushed event 2 (held, incomplete) instead of losing it.
     assert [(e.id, e.complete) for e in h.events] == [(1, False), (2, False)]

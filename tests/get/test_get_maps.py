@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from conduit.get.maps import MapError, load_electronics_map, parse_electronics_map
 
-SHARED_MAP = Path("/work/shared/data/attpc_pad_map.csv")
+BUNDLED = Path(__file__).resolve().parents[2] / "core" / "conduit" / "data"
 
 
 def test_default_map(emap):
@@ -35,10 +36,12 @@ def test_default_map(emap):
     assert load_electronics_map() is emap  # cached
 
 
-@pytest.mark.skipif(not SHARED_MAP.exists(), reason="shared data not present")
-def test_bundled_map_is_the_shared_copy(emap):
-    other = load_electronics_map(SHARED_MAP)
-    assert np.array_equal(other.pads, emap.pads)
+def test_bundled_map_is_attpc_mergers_file_byte_for_byte():
+    """The bundled map is attpc_merger's default_pad_map.csv as recorded in data/README.md (its SHA-256)."""
+    readme = (BUNDLED / "README.md").read_text()
+    recorded = next(line.split("`")[-2] for line in readme.splitlines() if line.startswith("SHA-256 of"))
+    digest = hashlib.sha256((BUNDLED / "attpc_pad_map.csv").read_bytes()).hexdigest()
+    assert digest == recorded
 
 
 def test_five_column_forms(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conduit.simulate.params import SimulationParams
+from conduit_simulate.params import SimulationParams
 
 
 @pytest.fixture(scope="session")

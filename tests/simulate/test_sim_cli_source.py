@@ -12,9 +12,9 @@ import pytest
 from conduit_test_support import REPO, run_cli
 
 from conduit.detector import DetectorParams
-from conduit.simulate.generator import Simulator
-from conduit.simulate.params import SimulationParams
-from conduit.simulate.presets import PRESET_NAMES, PRESETS
+from conduit_simulate.generator import Simulator
+from conduit_simulate.params import SimulationParams
+from conduit_simulate.presets import PRESET_NAMES, PRESETS
 from conduit_physics.stopping import GASES
 
 

@@ -10,10 +10,10 @@ import pytest
 import trio
 
 from conduit.get.frames import decode_frame, scan_frames
-from conduit.simulate.generator import Simulator
-from conduit.simulate.params import SimulationParams
-from conduit.simulate.truth import read_truth
-from conduit.simulate.writers import MERGER_VERSION, write_graw_run, write_hdf5
+from conduit_simulate.generator import Simulator
+from conduit_simulate.params import SimulationParams
+from conduit_simulate.truth import read_truth
+from conduit_simulate.writers import MERGER_VERSION, write_graw_run, write_hdf5
 from conduit.stage import StageContext
 
 
@@ -39,7 +39,7 @@ def small_run():
 
 
 def _truth_writer(tmp_path, sim, name="truth.h5", **kw):
-    from conduit.simulate.truth import TruthWriter
+    from conduit_simulate.truth import TruthWriter
 
     return TruthWriter(tmp_path / name, sim.params, sim.detector, **kw)
 
@@ -164,7 +164,7 @@ def test_truth_tracks_fit_their_brho(small_run):
 
 async def test_pool_repeats_events_in_files_with_fresh_ids(tmp_path):
     """pool = K: the files hold K generated events repeated with their own ids and timestamps; truth maps them."""
-    from conduit.simulate.generator import EventSequence
+    from conduit_simulate.generator import EventSequence
     from conduit.sources.hdf5 import Hdf5Params, Hdf5Source
 
     sim = Simulator(SimulationParams(events=5, pool=2, seed=23, preset="single-track"))

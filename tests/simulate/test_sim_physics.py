@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conduit.simulate.tracking import track_particle
+from conduit_simulate.tracking import track_particle
 from conduit_physics.species import species
 from conduit_physics.stopping import GASES, stopping_table
 

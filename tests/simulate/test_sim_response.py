@@ -9,9 +9,9 @@ import pytest
 from simulate.sim_peaks import count_points, find_trace_peaks, remove_baseline
 
 from conduit.detector import DetectorParams
-from conduit.simulate.generator import Simulator
-from conduit.simulate.params import SimulationParams
-from conduit.simulate.response import shaper_kernel
+from conduit_simulate.generator import Simulator
+from conduit_simulate.params import SimulationParams
+from conduit_simulate.response import shaper_kernel
 
 
 def _continuous(t):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import trio
 
-from conduit.simulate.generator import Simulator
-from conduit.simulate.params import SimulationParams
-from conduit.simulate.serve import ServeError, patch_frame, serve_simulation
+from conduit_simulate.generator import Simulator
+from conduit_simulate.params import SimulationParams
+from conduit_simulate.serve import ServeError, patch_frame, serve_simulation
 from conduit.stage import StageContext
 
 
@@ -61,7 +61,7 @@ async def test_served_frames_build_into_the_same_complete_events():
 
 
 async def test_pool_serving_repeats_events_with_fresh_ids_and_timestamps(tmp_path):
-    from conduit.simulate.truth import TruthWriter
+    from conduit_simulate.truth import TruthWriter
 
     sim = Simulator(SimulationParams(events=7, seed=32, preset="single-track", noise_pads=30, pool=3))
     pool = [sim.event(i) for i in range(3)]

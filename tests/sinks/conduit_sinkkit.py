@@ -158,7 +158,7 @@ class SinkkitSource(Source):
     def total(self):
         return self.params.events or None
 
-    async def run(self, task_status=None) -> None:
+    async def run(self) -> None:
         i = self.params.first
         period = 1.0 / self.params.rate if self.params.rate else 0.0
         while self.params.events == 0 or i < self.params.first + self.params.events:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import math
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -13,11 +18,12 @@ from conduit.config.pipeline import PipelineError, load_pipeline
 from conduit.engine.runner import run_pipeline
 from conduit.event import Event
 from conduit.params import ParamError
-from conduit_stages.histogram.gates import inside_polygon
+from conduit_physics.gates import inside_polygon
 from conduit_stages.histogram.hset import HistogramSet
 from conduit_stages.histogram.spec import GateSpec, HistogramParams, HistogramSpec
 from conduit_stages.histogram.store import read_histograms, write_histograms
 
+VENV_BIN = Path(sys.executable).parent
 PID_GATE = [[0.1, 5.0], [1.0, 5.0], [1.0, 12.0], [0.1, 12.0]]
 
 
@@ -280,10 +286,89 @@ def test_store_round_trip(tmp_path):
     assert back["kin_p"]["entries"] == 1
 
 
+CLOSE_ORDER = """
+[source]
+kind = "sinkkit"
+events = 30
+run = 3
+{source_extra}
+
+[engine]
+workers = 0
+
+[[stage]]
+use = "sinkkit.analyse"
+{stages}
+"""
+HISTOGRAM = """
+[[stage]]
+use = "histogram"
+defaults = false
+path = "out/hist_{run}.h5"
+
+[[stage.histograms]]
+name = "brho"
+x = "brho"
+x_bins = 12
+x_range = [0.0, 1.2]
+"""
+HDF5 = """
+[[stage]]
+use = "hdf5"
+path = "out/run.h5"
+flush_interval = 3600.0
+max_batch_mb = 10000.0
+"""
+#: Tracks of events 0..29 (1 + i % 3 each): every one lands in the brho histogram (0.05 .. 1.15 T·m).
+TRACKS_30 = sum(1 + i % 3 for i in range(30))
+
+
+def _brho(path) -> tuple[int, int]:
+    """(events, entries) of the brho histogram saved in ``path``."""
+    with h5py.File(path, "r") as f:
+        return int(f["histograms"].attrs["events"]), int(f["histograms/brho"].attrs["entries"])
+
+
+@pytest.mark.parametrize("histogram_first", [True, False])
+def test_hdf5_records_the_histograms_and_the_histogram_stage_writes_no_file(sinkkit, write_pipeline, tmp_path,
+                                                                             histogram_first):
+    stages = HISTOGRAM + HDF5 if histogram_first else HDF5 + HISTOGRAM
+    summary = run_pipeline(load_pipeline(write_pipeline(CLOSE_ORDER.format(source_extra="", stages=stages))),
+                           handle_signals=False)
+    assert summary.exit_code == 0, summary.error
+    assert _brho(tmp_path / "out" / "run.h5") == (30, TRACKS_30)
+    assert not (tmp_path / "out" / "hist_3.h5").exists()
+    assert summary.outputs == [str(tmp_path / "out" / "run.h5")]
+
+
+@pytest.mark.parametrize("histogram_first", [True, False])
+def test_histograms_are_saved_when_the_hdf5_sink_fails_while_closing(sinkkit, write_pipeline, tmp_path,
+                                                                    histogram_first):
+    """Nothing is flushed before the end (flush_interval 3600 s); the final flush of ~40 MB of traces fails with
+    EFBIG under a 1 MB file-size limit, so the recording has no histograms: whichever sink closes first, the
+    histogram stage saves them to its own (small) file."""
+    stages = HISTOGRAM + HDF5 if histogram_first else HDF5 + HISTOGRAM
+    pipe = write_pipeline(CLOSE_ORDER.format(source_extra="big_after = 10", stages=stages))
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    res = subprocess.run([str(VENV_BIN / "conduit"), "run", str(pipe)], capture_output=True, text=True,
+                         preexec_fn=limit, timeout=300)
+    assert "run.h5.parts/part_000001.h5: file too large" in res.stderr, res.stdout + res.stderr
+    assert "sink hdf5: 30 events not written (30 lost in a failed write)" in res.stdout
+    assert "histograms: not saved by hdf5; saving them to their own file" in res.stderr
+    saved = tmp_path / "out" / "hist_3.h5"
+    assert _brho(saved) == (30, TRACKS_30)
+    assert str(saved) in res.stdout  # listed among the outputs
+
+
 def test_few_entries_are_binned_exactly_as_the_vectorised_path():
     """Events fill a few entries with plain arithmetic; the result equals numpy's binning entry for entry."""
-    from conduit_stages.histogram.hset import Axis, Histogram
-    from conduit_stages.histogram.quantities import QUANTITIES
+    from conduit_physics.histograms import Axis
+    from conduit_physics.quantities import QUANTITIES
+    from conduit_stages.histogram.hset import Histogram
 
     rng = np.random.default_rng(3)
     x_axis = Axis(QUANTITIES["brho"], 37, -0.5, 2.2)

@@ -262,7 +262,7 @@ def test_histograms_are_titled_plots_with_colour_scales_and_gates(tmp_path, cloc
 
 def test_every_2d_histogram_has_a_non_degenerate_colour_mapping(tmp_path, clock):
     """The images read back: empty bins are background, filled bins are on the ramp, in count order."""
-    from conduit_stages.histogram.display import for_display
+    from conduit_stages.rerun_sink.display import for_display
     from conduit_stages.rerun_sink.colors import ColorScale
 
     hist, sink = make_sinks(tmp_path, max_display_rate=4.0)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conduit.event import Event
-from conduit_stages.histogram.display import KEEP_BELOW, MIN_BINS, for_display, merge_factor
+from conduit_stages.rerun_sink.display import KEEP_BELOW, MIN_BINS, for_display, merge_factor
 from conduit_stages.rerun_sink.colors import BACKGROUND, ColorScale, count_colors, ramp
 from conduit_stages.rerun_sink.health import AsadHealth
 from conduit_stages.rerun_sink.logbridge import QueueHandler
@@ -125,6 +125,13 @@ def test_health_counts_missing_asads_per_cobo_and_shows_link_counters():
             for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()}
     assert rows["0"] == ["2.50", "20", "1", "-", "5", "5", "", ""]
     assert rows["3"] == ["-", "6", "-", "-", "", "", "0 · ⚠ 4", ""]
+    # with the builder's per-AsAd counters: frames per AsAd and the frames of it that were lost
+    snap.asad_counters = {(0, 0): {"frames": 12}, (0, 1): {"frames": 8, "late_frames": 2, "quarantined_ahead": 1},
+                          (3, 2): {"frames": 6}}
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in health.markdown(snap).splitlines() if line.startswith("| ") and line[2].isdigit()}
+    assert rows["0"][4:] == ["12", "8 · ✗ 3", "", ""]
+    assert rows["3"][4:] == ["", "", "6 · ⚠ 4", ""]
 
 
 def test_rates_keep_wall_clock_time_and_fractions_per_interval():

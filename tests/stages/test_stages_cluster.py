@@ -101,7 +101,7 @@ def test_dbscan_refuses_an_unsorted_cloud(rng):
 @pytest.mark.parametrize("field", [2.85, -2.0])
 @pytest.mark.parametrize("polar", [25, 60, 85, 95, 120, 155])
 def test_direction_follows_polar_angle_and_field_sign(polar, field, rng):
-    from conduit_stages.estimate.trackfit import direction_code
+    from conduit_physics.tracks import direction_code
 
     pts = track((0, 0, 500), polar, rng.uniform(0, 2 * np.pi), 70, rng, field_sign=field)
     pts = pts[np.argsort(pts[:, 2], kind="stable")]
@@ -115,7 +115,7 @@ def test_direction_follows_polar_angle_and_field_sign(polar, field, rng):
 
 def test_direction_unwraps_the_azimuth():
     """A short arc crossing the centre's phi = 0 line: without unwrapping one step of 4 looks backwards."""
-    from conduit_stages.estimate.trackfit import direction_code
+    from conduit_physics.tracks import direction_code
 
     phi = np.radians([-30.0, -15.0, 0.5, 15.0, 30.0])  # counter-clockwise, crosses phi = 0
     x = 100 + 50 * np.cos(phi)

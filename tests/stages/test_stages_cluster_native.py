@@ -16,7 +16,7 @@ import hdbscan
 import numpy as np
 import pytest
 from conduit.detector import DetectorParams
-from conduit.stage import StageContext
+from conduit.stage import RunContext
 from conduit_stages.cluster.common import scaled_features
 from conduit_stages.cluster.hdbscan_native import hdbscan_native
 from conduit_stages.cluster.hdbscan_stage import HdbscanParams, HdbscanStage
@@ -111,12 +111,12 @@ def test_native_hdbscan_on_lattice_points_with_many_equal_distances():
 
 
 def simulated_clouds(preset: str, events: int, seed: int) -> list[np.ndarray]:
-    from conduit.simulate.generator import Simulator
-    from conduit.simulate.params import SimulationParams
+    from conduit_simulate.generator import Simulator
+    from conduit_simulate.params import SimulationParams
     from conduit_stages.pointcloud.stage import PointcloudStage
 
     sim = Simulator(SimulationParams(seed=seed, events=events, preset=preset), DetectorParams())
-    stage = PointcloudStage(PointcloudStage.Params(), StageContext())
+    stage = PointcloudStage(PointcloudStage.Params(), RunContext())
     clouds = []
     for i in range(events):
         event = sim.event(i).event
@@ -152,7 +152,7 @@ def test_native_hdbscan_labels_equal_the_package_on_simulated_events(dense_cloud
 
 
 def test_the_stage_gives_the_same_clusters_as_with_the_hdbscan_package(dense_clouds, default_clouds):
-    context = StageContext(detector=DetectorParams(magnetic_field=2.85))
+    context = RunContext(detector=DetectorParams(magnetic_field=2.85))
     native = HdbscanStage(HdbscanParams(), context)
     package = HdbscanStage(HdbscanParams(algorithm="prims_kdtree"), context)
     clustered = 0

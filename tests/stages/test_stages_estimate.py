@@ -10,7 +10,7 @@ from conduit.artifacts import ESTIMATE_DTYPE, Clusters, Direction
 from conduit.detector import DetectorParams
 from conduit.event import Event
 from conduit.stage import StageContext
-from conduit_stages.estimate import trackfit
+from conduit_physics.tracks import fit as trackfit
 from conduit_stages.estimate.stage import EstimateParams, EstimateStage, estimate_tracks
 from scipy.interpolate import make_smoothing_spline
 from stages_synth import cloud_from_points, helix_points

@@ -64,7 +64,7 @@ def test_fit_recovers_a_track_of_its_own_model_from_a_poor_seed(energy, polar_de
 
 def _simulated_track(name: str, energy: float, polar_deg: float, noise: float, rng) -> np.ndarray:
     """Deposit points of the simulator's own tracking (an independent integrator), every 3rd mm, with noise."""
-    from conduit.simulate.tracking import track_particle
+    from conduit_simulate.tracking import track_particle
     from conduit_physics.stopping import GASES, stopping_table
 
     sp = species(name)

@@ -58,13 +58,22 @@ def test_ejectiles_are_measured_within_tolerance(simulated, detector, clusterer)
 
 
 def test_noise_points_are_rejected(simulated, detector):
-    """Random noise hits and noise pads rarely end up inside a track's cluster."""
+    """Random noise hits and noise pads rarely end up inside a track's cluster, while track points do.
+
+    (Measured with seed 77: 7684 of 7708 track points clustered, 107 of 412 noise points.) The sample must
+    hold noise to reject and clusters to keep, or the ratio below would pass on nothing.
+    """
     _, _, sims = simulated
     reco = physics.reconstruct(sims, detector, "cluster.hdbscan")
-    in_cluster = noise = 0
+    in_cluster = noise = noise_points = track_points = 0
     for rec in reco:
         owner = physics.point_particles(rec.cloud, rec.sim.truth)
         clustered = rec.clusters.labels >= 0
         in_cluster += int(clustered.sum())
         noise += int(np.sum(clustered & (owner < 0)))
-    assert noise <= 0.02 * in_cluster
+        noise_points += int(np.sum(owner < 0))
+        track_points += int(np.sum(owner >= 0))
+    assert noise_points >= 100 and track_points >= 1000
+    assert in_cluster - noise >= 0.9 * track_points  # the tracks are clustered ...
+    assert noise <= 0.5 * noise_points  # ... most noise is not ...
+    assert noise <= 0.02 * in_cluster  # ... and what is, is a small part of the clusters

@@ -20,7 +20,7 @@ from conduit.artifacts import PAD_ID, TIME, Z
 from conduit.detector import DetectorParams
 from conduit.event import Event
 from conduit.stage import StageContext
-from conduit_stages.estimate import trackfit
+from conduit_physics.tracks import fit as trackfit
 from conduit_stages.pointcloud import kernels
 from conduit_stages.pointcloud.stage import PointcloudKernel, PointcloudParams, PointcloudStage
 

@@ -41,6 +41,11 @@ def format_pipeline(pipeline) -> str:
     out += _table("[detector]", pipeline.detector, pipeline.detector_origins)
     out.append("")
     out += _table("[engine]", pipeline.engine, pipeline.engine_origins)
+    out.append("")
+    out += _table("[alarms]", pipeline.alarms, {})
+    for service in pipeline.services.values():
+        out.append("")
+        out += _table(f"[{service.name}] (service)", service.params, service.origins)
     for stage in pipeline.stages:
         out.append("")
         io = []

@@ -57,15 +57,15 @@ where = ["src"]
 ''')
 
 PLUGIN = Template('''\
-"""Registers the stages of this package with attpc-conduit (keep this module light)."""
+"""Registers the stages of this package with attpc-conduit (keep this module light: `conduit --help` loads it)."""
 
-from conduit.hookspecs import hookimpl
-
-from .stage import $cls
+from conduit import hookimpl
 
 
 @hookimpl
 def conduit_register_stages(register):
+    from .stage import $cls
+
     register($cls)
 ''')
 
@@ -76,9 +76,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from conduit import Params, TransformStage, param
 from conduit.event import SAMPLES
-from conduit.params import Params, param
-from conduit.stage import TransformStage
 
 
 class ${cls}Params(Params):
@@ -110,8 +109,7 @@ SINK = Template('''\
 
 from __future__ import annotations
 
-from conduit.params import Params, param
-from conduit.stage import SinkStage
+from conduit import Params, SinkStage, param
 
 
 class ${cls}Params(Params):
@@ -151,8 +149,7 @@ class $cls(SinkStage):
 TEST_TRANSFORM = Template('''\
 import numpy as np
 
-from conduit.event import Event
-from conduit.stage import StageContext
+from conduit import Event, RunContext
 from $package.stage import $cls
 
 
@@ -165,7 +162,7 @@ def make_event():
 
 
 def test_counts_pads_above_threshold():
-    stage = $cls($cls.Params(threshold=100.0), StageContext())
+    stage = $cls($cls.Params(threshold=100.0), RunContext())
     event = make_event()
     stage.process(event)
     assert event.artifacts["$artifact"] == {"hit_pads": 1, "max_height": 500.0}
@@ -173,7 +170,7 @@ def test_counts_pads_above_threshold():
 
 def test_parameters_are_validated():
     import pytest
-    from conduit.params import ParamError
+    from conduit import ParamError
 
     with pytest.raises(ParamError):
         $cls.Params.from_mapping({"threshold": -1})
@@ -182,13 +179,12 @@ def test_parameters_are_validated():
 TEST_SINK = Template('''\
 import numpy as np
 
-from conduit.event import Event
-from conduit.stage import StageContext
+from conduit import Event, RunContext
 from $package.stage import $cls
 
 
 def test_writes_one_line_per_event(tmp_path):
-    stage = $cls($cls.Params(path=str(tmp_path / "out_{run}.csv")), StageContext(run=3))
+    stage = $cls($cls.Params(path=str(tmp_path / "out_{run}.csv")), RunContext(run=3))
     stage.open()
     stage.begin()
     stage.consume(Event(id=5, traces=np.zeros((2, 517), dtype=np.int16)))

@@ -47,7 +47,8 @@ def _spec_lines(specs, indent: str) -> list[str]:
     return out
 
 
-def format_text(registry) -> str:
+def format_text(registry, command_failures=()) -> str:
+    """Stages, sources and the plugins that failed to load or register (``command_failures`` too)."""
     out = []
     for name in sorted(registry.stages):
         cls = registry.stages[name]
@@ -64,9 +65,10 @@ def format_text(registry) -> str:
         for spec in cls.Params.specs():
             out.append(f"      {spec.name}: {spec.type_name()} = {_default(spec)}  {spec.doc}")
     out.append("")
-    if registry.failures:
+    failures = list(registry.failures) + [f for f in command_failures if f not in registry.failures]
+    if failures:
         out.append("plugins that failed to load")
-        for failure in registry.failures:
+        for failure in failures:
             out.append(f"  {failure.line()}")
     else:
         out.append("all plugins loaded: " + ", ".join(f"{n} ({v})" for n, v in sorted(registry.plugins.items())))
@@ -113,8 +115,8 @@ def format_markdown(registry) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..plugins import get_registry
+    from ..plugins import get_commands, get_registry
 
     registry = get_registry()
-    print(format_markdown(registry) if args.markdown else format_text(registry))
+    print(format_markdown(registry) if args.markdown else format_text(registry, get_commands()[1]))
     return 1 if registry.failures and not args.markdown and not registry.stages else 0

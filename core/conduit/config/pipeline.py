@@ -25,7 +25,6 @@ came from.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,17 +32,20 @@ from typing import Any
 import tomli
 
 from ..detector import DetectorParams
+from ..engine.alarms import AlarmParams
 from ..engine.params import EngineParams
-from ..params import ParamError, Params, Problem, unknown_key_message
+from ..params import ParamError, Params, Problem, did_you_mean, unknown_key_message
 from ..plugins import Registry, get_registry
+from ..service import Service
 from ..source import Source
 from ..stage import Stage
 from .lines import KeyLines, scan_key_lines
 from .preflight import detector_file_problems
 
-__all__ = ["Pipeline", "PipelineError", "StageConfig", "SourceConfig", "load_pipeline", "parse_override"]
+__all__ = ["Pipeline", "PipelineError", "StageConfig", "SourceConfig", "ServiceConfig", "load_pipeline",
+           "parse_override"]
 
-TOP_LEVEL = ("source", "detector", "engine", "stage")
+TOP_LEVEL = ("source", "detector", "engine", "alarms", "stage")
 DEFAULT_SOURCE_KIND = "simulate"
 
 
@@ -59,6 +61,16 @@ class PipelineError(Exception):
 class SourceConfig:
     kind: str
     cls: type[Source]
+    params: Params
+    origins: dict[str, str]
+
+
+@dataclasses.dataclass
+class ServiceConfig:
+    """A top-level table that configures a service (``[panel]``)."""
+
+    name: str
+    cls: type[Service]
     params: Params
     origins: dict[str, str]
 
@@ -94,6 +106,14 @@ class Pipeline:
     stages: list[StageConfig]
     #: Where each key is written (for messages about the pipeline after loading).
     lines: KeyLines | None = None
+    #: The ``[alarms]`` thresholds.
+    alarms: AlarmParams = dataclasses.field(default_factory=AlarmParams)
+    #: Services configured by their own tables (``[panel]``), by name; each table present or not.
+    services: dict[str, ServiceConfig] = dataclasses.field(default_factory=dict)
+    #: The file's text and the ``--set`` overrides as loaded: a running engine validates parameter changes
+    #: against them (the file on disk may have changed since).
+    text: str = ""
+    overrides: tuple[str, ...] = ()
 
     @property
     def transforms(self) -> list[StageConfig]:
@@ -191,24 +211,31 @@ def load_pipeline(
     registry = registry if registry is not None else get_registry()
     problems = _Collector(path, scan_key_lines(text))
     origins: dict[tuple, str] = {}
-    _apply_overrides(raw, overrides, problems, origins)
+    _apply_overrides(raw, overrides, problems, origins, registry)
 
+    tables = list(TOP_LEVEL) + sorted(registry.services)
     for key in raw:
-        if key not in TOP_LEVEL:
-            problems.add((key,), unknown_key_message(key, list(TOP_LEVEL)))
+        if key not in tables:
+            problems.add((key,), unknown_key_message(key, tables))
 
     source = _load_source(raw.get("source", {}), registry, problems, origins)
     detector, detector_origins = _load_table(DetectorParams, raw.get("detector", {}), ("detector",), problems, origins)
     if detector is not None:
         problems.extend(detector_file_problems(detector, path.parent), ("detector",))
     engine, engine_origins = _load_table(EngineParams, raw.get("engine", {}), ("engine",), problems, origins)
+    alarms, _ = _load_table(AlarmParams, raw.get("alarms", {}), ("alarms",), problems, origins)
+    services = {}
+    for name, cls in sorted(registry.services.items()):
+        params, service_origins = _load_table(cls.Params, raw.get(name, {}), (name,), problems, origins)
+        if params is not None:
+            services[name] = ServiceConfig(name, cls, params, service_origins)
     stages = _load_stages(raw.get("stage", []), registry, problems, origins)
     _check_artifacts(source, stages, registry, problems)
     _check_references(stages, problems)
 
     if problems.rendered:
         raise PipelineError(problems.rendered)
-    assert source is not None and detector is not None and engine is not None
+    assert source is not None and detector is not None and engine is not None and alarms is not None
     return Pipeline(
         path=path,
         source=source,
@@ -218,10 +245,15 @@ def load_pipeline(
         engine_origins=engine_origins,
         stages=stages,
         lines=problems.lines,
+        alarms=alarms,
+        services=services,
+        text=text,
+        overrides=tuple(overrides),
     )
 
 
-def _apply_overrides(raw: dict, overrides: Sequence[str], problems: _Collector, origins: dict[tuple, str]) -> None:
+def _apply_overrides(raw: dict, overrides: Sequence[str], problems: _Collector, origins: dict[tuple, str],
+                     registry: Registry) -> None:
     for text in overrides:
         try:
             parts, value = parse_override(text)
@@ -229,7 +261,7 @@ def _apply_overrides(raw: dict, overrides: Sequence[str], problems: _Collector, 
             problems.rendered.append(str(err))
             continue
         section = parts[0]
-        if section in ("source", "detector", "engine"):
+        if section in ("source", "detector", "engine", "alarms") or section in registry.services:
             table = raw.setdefault(section, {})
             if not isinstance(table, dict):
                 problems.rendered.append(f"--set {text}: [{section}] is not a table")
@@ -268,8 +300,7 @@ def _locate_stage(stages: Any, parts: list[str]) -> tuple[int, list[str]] | str:
         if len(matches) > 1:
             return f"{len(matches)} stages use '{name}'; use stage.N.key instead"
     section = parts[0]
-    close = difflib.get_close_matches(section, [u for u in uses if u] + list(TOP_LEVEL), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(section, [u for u in uses if u] + list(TOP_LEVEL))
     return f"no section or stage named '{section}'{hint}"
 
 
@@ -322,8 +353,7 @@ def _load_source(raw: Any, registry: Registry, problems: _Collector, origins) ->
     cls = registry.sources.get(kind) if isinstance(kind, str) else None
     if cls is None:
         known = sorted(registry.sources)
-        close = difflib.get_close_matches(str(kind), known, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(kind, known)
         problems.add(("source", "kind"), f"unknown source kind {kind!r}{hint}; known: {', '.join(known) or 'none'}")
         return None
     params, source_origins = _load_table(cls.Params, raw, ("source",), problems, origins, ignore=frozenset({"kind"}))
@@ -371,14 +401,13 @@ def _load_stages(raw: Any, registry: Registry, problems: _Collector, origins) ->
 
 def _unknown_stage_message(use: str, registry: Registry) -> str:
     known = sorted(registry.stages)
-    close = difflib.get_close_matches(use, known, n=2, cutoff=0.5)
-    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    hint = did_you_mean(use, known, n=2, cutoff=0.5)
     msg = f"unknown stage '{use}'{hint}"
     head = use.split(".")[0]
     failed = [f for f in registry.failures if f.plugin == head or f.plugin.startswith(head)]
     if failed:
         msg += f"; plugin '{failed[0].plugin}' failed to load: {failed[0].error}"
-    elif not close:
+    elif not hint:
         msg += f"; known stages: {', '.join(known) or 'none'} (see `conduit stages`)"
     return msg
 

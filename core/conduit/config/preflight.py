@@ -66,11 +66,11 @@ def detector_file_problems(detector: DetectorParams, base_dir: Path) -> list[Pro
 
 def environment_warnings(pipeline: Pipeline) -> list[str]:
     """One line per thing worth a look before a shift (``file.toml:LINE: key: message``)."""
-    from ..stage import StageContext
+    from ..stage import RunContext
 
     warnings = []
     source_cfg = pipeline.source
-    context = StageContext(detector=pipeline.detector, base_dir=pipeline.base_dir.resolve())
+    context = RunContext(detector=pipeline.detector, base_dir=pipeline.base_dir.resolve())
     try:
         source = source_cfg.cls(source_cfg.params, context)
     except Exception as err:  # a source that cannot even be built fails `conduit run` with its own message

@@ -11,25 +11,43 @@ __all__ = ["StageTimes", "Metrics", "MetricsSnapshot"]
 
 
 class StageTimes:
-    """Durations of one stage (seconds), growable without per-call allocation."""
+    """Durations of one stage (seconds) in bounded memory: the exact count and mean, and the p99 of a
+    uniform sample of at most ``RESERVOIR`` durations (every duration while there are fewer).
+
+    A long live run calls each stage millions of times; keeping every duration would grow
+    the process by 8 bytes per call and stage.
+    """
+
+    RESERVOIR = 1 << 16
 
     def __init__(self) -> None:
         self._values = np.empty(1024, dtype=np.float64)
+        self._kept = 0
+        self._total = 0.0
+        self._rng = np.random.default_rng(0)  # which durations the reservoir keeps (Algorithm R)
         self.count = 0
         self.failures = 0
 
     def add(self, seconds: float) -> None:
-        if self.count == len(self._values):
-            self._values = np.concatenate([self._values, np.empty_like(self._values)])
-        self._values[self.count] = seconds
         self.count += 1
+        self._total += seconds
+        if self._kept < self.RESERVOIR:
+            if self._kept == len(self._values):
+                self._values = np.concatenate([self._values, np.empty_like(self._values)])
+            self._values[self._kept] = seconds
+            self._kept += 1
+        else:
+            slot = int(self._rng.integers(self.count))
+            if slot < self.RESERVOIR:
+                self._values[slot] = seconds
 
     @property
     def values(self) -> np.ndarray:
-        return self._values[: self.count]
+        """The durations kept: all of them, or a uniform sample of ``RESERVOIR`` once there are more."""
+        return self._values[: self._kept]
 
     def mean_ms(self) -> float:
-        return float(self.values.mean() * 1e3) if self.count else float("nan")
+        return self._total / self.count * 1e3 if self.count else float("nan")
 
     def p99_ms(self) -> float:
         return float(np.percentile(self.values, 99) * 1e3) if self.count else float("nan")
@@ -62,6 +80,13 @@ class MetricsSnapshot:
     source_counters: dict[str, int] = dataclasses.field(default_factory=dict)
     #: True for the last snapshot of a run, sent to every sink just before it is closed.
     final: bool = False
+    #: What was lost so far, by reason (frames: ``late_frames`` ...; events: ``queue_full_events``,
+    #: ``sink_<name>_dropped``); see docs/ingestion.md, "What is lost and why".
+    losses: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Events not analysed because analysis was paused (the control API), recorded all the same.
+    paused: int = 0
+    #: Per (cobo, asad) stream: ``frames`` received and frames lost by reason (``Source.asad_counters``).
+    asad_counters: dict[tuple[int, int], dict[str, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def complete_fraction(self) -> float:
@@ -81,6 +106,7 @@ class Metrics:
     complete: int = 0
     incomplete: int = 0
     in_flight: int = 0
+    paused: int = 0
     stage_times: dict[str, StageTimes] = dataclasses.field(default_factory=dict)
     sink_dropped: dict[str, int] = dataclasses.field(default_factory=dict)
     _last: tuple[float, int, int, int] = (0.0, 0, 0, 0)
@@ -105,7 +131,8 @@ class Metrics:
 
     def snapshot(self, *, queue_depth: int, source_status: dict[str, str], byte_counts: dict[str, int],
                  dropped: int, total: int | None, source_counters: dict[str, int] | None = None,
-                 final: bool = False) -> MetricsSnapshot:
+                 final: bool = False, losses: dict[str, int] | None = None,
+                 asad_counters: dict[tuple[int, int], dict[str, int]] | None = None) -> MetricsSnapshot:
         """Totals plus rates since the previous snapshot."""
         now = self.elapsed()
         t0, r0, a0, s0 = self._last
@@ -131,6 +158,9 @@ class Metrics:
             total=total,
             source_counters=dict(source_counters or {}),
             final=final,
+            losses=dict(losses or {}),
+            paused=self.paused,
+            asad_counters=dict(asad_counters or {}),
         )
         self._last = (now, self.received, self.analysed, self.skipped)
         self._last_bytes = dict(byte_counts)

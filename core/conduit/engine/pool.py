@@ -23,7 +23,7 @@ import trio
 
 from ..event import Event
 from ..params import Params
-from ..stage import StageContext, TransformStage
+from ..stage import RunContext, TransformStage
 from .shared_traces import SlotRef, TraceSlots, worker_view
 
 __all__ = ["ChainSpec", "ChainResult", "StageFailure", "TransformPool", "open_pool", "WORKER_NICENESS"]
@@ -38,10 +38,10 @@ class ChainSpec:
 
     token: str
     stages: tuple[tuple[type[TransformStage], Params], ...]
-    context: StageContext
+    context: RunContext
 
     @classmethod
-    def create(cls, stages, context: StageContext) -> ChainSpec:
+    def create(cls, stages, context: RunContext) -> ChainSpec:
         return cls(token=uuid.uuid4().hex, stages=tuple(stages), context=context)
 
 
@@ -93,7 +93,12 @@ class _Chain:
 
 
 class _ChainCache:
-    """Chains built in this process, by spec token (a worker serves one run at a time)."""
+    """Chains built in this process, by spec token (a worker serves one run at a time).
+
+    A parameter change while running (:mod:`conduit.engine.control`) comes as
+    a new spec with a new token: the worker builds and warms that chain when
+    the first event of the new spec reaches it.
+    """
 
     def __init__(self) -> None:
         self.chains: dict[str, _Chain] = {}
@@ -104,6 +109,7 @@ class _ChainCache:
             if len(self.chains) > 4:
                 self.chains.clear()
             chain = _Chain(spec)
+            chain.warm_up()
             self.chains[spec.token] = chain
         return chain
 
@@ -151,18 +157,19 @@ def _worker_init(niceness: int = WORKER_NICENESS) -> bool:
 
 def _worker_warm(spec: ChainSpec) -> float:
     t0 = time.perf_counter()
-    _CACHE.get(spec).warm_up()
+    _CACHE.get(spec)  # built and warmed once per spec
     return time.perf_counter() - t0
 
 
 class TransformPool:
     """Analyse events with the transform chain; at most ``capacity`` at a time."""
 
-    def __init__(self, spec: ChainSpec, workers: int, context: Any | None, slots: TraceSlots | None = None):
+    def __init__(self, spec: ChainSpec, workers: int, processes: Any | None, slots: TraceSlots | None = None):
         self.spec = spec
         self.workers = workers
         self.capacity = max(workers, 1)
-        self._context = context
+        #: trio-parallel's worker context (the processes), or None: the chain runs in a thread of this process.
+        self._processes = processes
         self._limiter = trio.CapacityLimiter(self.capacity)
         self.slots = slots
 
@@ -177,18 +184,22 @@ class TransformPool:
                 nursery.start_soon(partial(self._call, _worker_warm, self.spec, cancellable=True))
         return time.perf_counter() - t0
 
-    async def analyse(self, event: Event) -> ChainResult:
-        """Run the chain on ``event`` and merge the new artifacts into it."""
-        if not self.spec.stages:
+    async def analyse(self, event: Event, spec: ChainSpec | None = None) -> ChainResult:
+        """Run the chain on ``event`` and merge the new artifacts into it.
+
+        ``spec``: the chain to use for this event (parameters changed while running); default: the pool's.
+        """
+        spec = spec if spec is not None else self.spec
+        if not spec.stages:
             return ChainResult({}, {}, [])
-        if self._context is None:
+        if self._processes is None:
             # In-process: the worker thread mutates the event itself.
-            return await self._call(_worker_run, self.spec, event)
+            return await self._call(_worker_run, spec, event)
         if self.slots is not None:
             with self.slots.holding(event.traces) as ref:
-                result: ChainResult = await self._call(_worker_run_shared, self.spec, _without_traces(event), ref)
+                result: ChainResult = await self._call(_worker_run_shared, spec, _without_traces(event), ref)
         else:
-            result = await self._call(_worker_run, self.spec, event)
+            result = await self._call(_worker_run, spec, event)
         for name, value in result.artifacts.items():
             if name == "traces":
                 event.traces = value
@@ -197,9 +208,9 @@ class TransformPool:
         return result
 
     async def _call(self, fn, *args, cancellable: bool = False):
-        if self._context is None:
+        if self._processes is None:
             return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter, abandon_on_cancel=cancellable)
-        return await self._context.run_sync(fn, *args, limiter=self._limiter, kill_on_cancel=cancellable)
+        return await self._processes.run_sync(fn, *args, limiter=self._limiter, kill_on_cancel=cancellable)
 
 
 def _without_traces(event: Event) -> Event:

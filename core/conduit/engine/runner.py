@@ -41,7 +41,9 @@ import trio
 from ..config.pipeline import Pipeline
 from ..event import Event
 from ..source import Source, SourceError
-from ..stage import SinkStage, StageContext
+from ..shared import Shared
+from ..stage import RunContext, SinkStage, StopRun
+from .control import EngineControl, ParameterChange, RunSwitch
 from .metrics import Metrics, MetricsSnapshot
 from .pool import WORKER_NICENESS, ChainSpec, open_pool
 from .status import StatusReporter
@@ -51,8 +53,29 @@ __all__ = ["run_pipeline", "RunSummary", "StopRun", "Engine"]
 log = logging.getLogger("conduit.engine")
 
 
-class StopRun(Exception):
-    """Raised by a stage or sink that cannot go on (disk full, ...): the run stops cleanly."""
+@dataclasses.dataclass
+class _SinkNote:
+    """What every sink is told between the same two events, in delivery order: a reset, or a parameter change."""
+
+    change: ParameterChange | None = None  # None: reset
+    params: dict[int, Any] = dataclasses.field(default_factory=dict)  # sink index -> new parameters
+
+    def apply(self, sink: SinkStage, index: int) -> None:
+        if self.change is None:
+            sink.on_reset()
+            return
+        if index in self.params:
+            sink.update_params(self.params[index])
+        sink.on_parameters(self.change)
+
+
+@dataclasses.dataclass
+class _Delivery:
+    """The deliverer's place in the event sequence (kept across new runs)."""
+
+    pending: dict[int, Event] = dataclasses.field(default_factory=dict)
+    next: int = 0
+    ended: bool = False
 
 
 @dataclasses.dataclass
@@ -78,6 +101,10 @@ class RunSummary:
     sink_lost: dict[str, int] = dataclasses.field(default_factory=dict)  # consumed, then lost in a failed write
     #: False when the run ended (error or signal) before its first event could flow.
     started: bool = True
+    #: Everything lost, by reason (the source's frame losses, events dropped by the engine and sinks).
+    losses: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Events not analysed while analysis was paused (the control API); recorded all the same.
+    paused: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -119,7 +146,7 @@ class Engine:
         self.handle_signals = handle_signals
         self.on_event = on_event
         self.metrics = Metrics()
-        self.context = StageContext(detector=pipeline.detector, base_dir=pipeline.base_dir.resolve(),
+        self.context = RunContext(detector=pipeline.detector, base_dir=pipeline.base_dir.resolve(),
                                     pipeline=tuple((s.use, s.params) for s in pipeline.stages),
                                     existing_outputs=pipeline.engine.existing_outputs)
         self.source: Source = pipeline.source.cls(pipeline.source.params, self.context)
@@ -128,7 +155,7 @@ class Engine:
             self.context.run = getattr(pipeline.source.params, "run", None)
         self.live = self.source.live
         self.context.live = self.live
-        # A live run's output names never get a silent run 0000 (see StageContext.format_path).
+        # A live run's output names never get a silent run 0000 (see RunContext.format_path).
         self.context.require_run = self.live
         policy = pipeline.engine.policy
         self.policy = ("skip" if self.live else "wait") if policy == "auto" else policy
@@ -147,10 +174,29 @@ class Engine:
         self._stop_requested = False
         self._queue_stats: Callable[[], int] = lambda: 0
         self._last_snapshot: MetricsSnapshot | None = None
-        self._resets = 0  # SIGUSR1 count; each sink task catches up with it
+        self._total: int | None = None  # events expected (progress bar), once known
         self.startup_seconds = 0.0
+        #: Analysis paused by the control API (events are still received and recorded).
+        self.paused = False
+        #: The transform chain new events are analysed with (replaced when parameters change).
+        self._spec: ChainSpec | None = None
+        #: Notes for the sinks, each due before the event of its sequence number (resets, parameter changes).
+        self._notes: list[tuple[int, _SinkNote]] = []
+        #: Changes waiting for their first event (to learn its id).
+        self._awaiting: list[ParameterChange] = []
+        #: A new run requested through the control API (done by the deliverer at an event boundary).
+        self.switch: RunSwitch | None = None
+        #: Runs closed by a new-run switch: {"run", "outputs", "last_sequence", "closed_at"}.
+        self.closed_runs: list[dict[str, Any]] = []
+        self._closed_outputs: list[str] = []
+        self._closed_lost: dict[str, int] = {}
+        self.control = EngineControl(self)
 
-    # -- control ---------------------------------------------------------------
+    # -- control (the public API is .control.EngineControl) --------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested
 
     def request_stop(self, reason: str | None = None, *, error: bool = False) -> None:
         """Stop reading the source; everything already received is still processed."""
@@ -162,7 +208,52 @@ class Engine:
                 (log.error if error else log.info)(reason)
         self._source_scope.cancel()
 
+    def losses(self) -> dict[str, int]:
+        """Everything lost so far, by reason: the source's (frames), then events the engine dropped
+        (``queue_full_events``: a live source outran the engine queue) and each sink could not take."""
+        losses = dict(self.source.losses())
+        losses["queue_full_events"] = self.source.dropped
+        for name, dropped in self.metrics.sink_dropped.items():
+            losses[f"sink_{name}_dropped"] = dropped
+        return losses
+
     # -- run -------------------------------------------------------------------
+
+    def request_reset(self, who: str) -> int:
+        """Every sink's ``on_reset`` (histograms zeroed) before the next event; return that event's sequence number."""
+        sequence = self.metrics.received
+        self._notes.append((sequence, _SinkNote()))
+        log.info("%s: resetting histograms and running totals from event #%d on", who, sequence)
+        return sequence
+
+    def interrupt(self, who: str) -> None:
+        """Stop as Ctrl-C does: during start-up nothing is begun; running, events in flight finish."""
+        self.interrupted = True
+        self.status.clear()
+        if self.phase == "starting":
+            _say(f"\n{who} during start-up: stopping; nothing is recorded and existing files are "
+                 "left as they were (again to exit at once)")
+            self._startup_scope.cancel()
+            self._source_scope.cancel()
+        elif self.phase == "running":
+            _say(f"\n{who}: finishing events in flight and closing outputs (again to exit at once)")
+            self.request_stop()
+        else:
+            _say(f"\n{who}: closing outputs{self._closing_note()} (again to exit at once)")
+
+    def apply_parameters(self, fresh: Pipeline, changed: list[int], change: ParameterChange) -> None:
+        """Take the changed stages of ``fresh`` (validated by the control API) from the next event on."""
+        for index in changed:
+            self.pipeline.stages[index] = fresh.stages[index]
+        self.context.pipeline = tuple((s.use, s.params) for s in self.pipeline.stages)
+        # Always a new chain, also for a sink's change: a transform may read another stage's settings through
+        # context.pipeline (kinematics: the histogram stage's gates). The workers build it when its first event
+        # reaches them: every event from `change.sequence` on is analysed with it, every earlier one without.
+        self._spec = ChainSpec.create([(s.cls, s.params) for s in self.pipeline.transforms], self.context)
+        positions = {self.pipeline.stages[i].position for i in changed}
+        params = {j: config.params for j, config in enumerate(self.pipeline.sinks) if config.position in positions}
+        self._notes.append((change.sequence, _SinkNote(change, params)))
+        self._awaiting.append(change)
 
     async def run(self) -> RunSummary:
         """Start up, run, close every sink; signals are watched from the first moment to the last."""
@@ -170,6 +261,7 @@ class Engine:
             if self.handle_signals:
                 await guard.start(self._watch_signals)
             try:
+                await self._start_services(guard)
                 await self._start_and_run()
             except* Exception as group:
                 for err in _leaves(group):
@@ -184,8 +276,33 @@ class Engine:
                         self._final_metrics()
                     # In a thread, so that a second Ctrl-C during a long close (consolidation) is seen.
                     await trio.to_thread.run_sync(self._close_sinks)
+                self.phase = "ended"
             guard.cancel_scope.cancel()
         return self._summary()
+
+    async def _start_services(self, nursery) -> None:
+        """Start every enabled service (the control panel ...) in ``nursery``; it runs until the run has ended."""
+        for config in self.pipeline.services.values():
+            if config.cls.enabled(config.params):
+                service = config.cls(config.params, self.control)
+                await nursery.start(self._run_service, service)
+
+    async def _run_service(self, service, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """A service that fails to start stops the run before anything is opened; one failing later is logged."""
+        started = False
+
+        class _Status:
+            def started(self, value=None) -> None:
+                nonlocal started
+                started = True
+                task_status.started(value)
+
+        try:
+            await service.run(task_status=_Status())
+        except Exception as err:
+            if not started:
+                raise RuntimeError(f"{service.name}: {err}") from err
+            log.error("%s stopped: %s (the run goes on)", service.name, err)
 
     def _describe(self, err: BaseException) -> str:
         """One line for an error that ended the run."""
@@ -202,7 +319,7 @@ class Engine:
         without having begun, so every existing file stays as it was.
         """
         transforms = [(s.cls, s.params) for s in self.pipeline.transforms]
-        spec = ChainSpec.create(transforms, self.context)
+        spec = self._spec = ChainSpec.create(transforms, self.context)
         async with contextlib.AsyncExitStack() as stack:
             polling = await self._hold_signals(stack)
             with self._startup_scope:
@@ -263,18 +380,15 @@ class Engine:
     async def _run_graph(self, pool) -> None:
         events_send, events_recv = trio.open_memory_channel[Event](self.engine_params.queue_size)
         done_send, done_recv = trio.open_memory_channel[Event](self.max_in_flight + self.engine_params.queue_size)
-        sink_channels = [trio.open_memory_channel[Event](self.engine_params.sink_queue_size) for _ in self.sinks]
         self._queue_stats = lambda: events_recv.statistics().current_buffer_used
         self.source.attach(events_send)
 
         async with trio.open_nursery() as helpers:
             helpers.start_soon(self._metrics_ticker)
             async with trio.open_nursery() as work:
-                for sink, (_, recv) in zip(self.sinks, sink_channels):
-                    work.start_soon(self._sink_task, sink, recv)
                 work.start_soon(self._source_task, events_send)
                 work.start_soon(self._dispatch, pool, events_recv, done_send)
-                work.start_soon(self._deliver, done_recv, [s for s, _ in sink_channels])
+                work.start_soon(self._deliver, done_recv)
             # Everything drained and every sink saw its last event: stop the helpers.
             helpers.cancel_scope.cancel()
 
@@ -297,6 +411,9 @@ class Engine:
                         continue  # drain what the source already queued, without processing it
                     event.sequence = self.metrics.received
                     self.metrics.received += 1
+                    spec = self._spec  # taken with the sequence number: a parameter change applies from here
+                    if self._awaiting:
+                        self._first_event_of_change(event)
                     if event.complete:
                         self.metrics.complete += 1
                     else:
@@ -304,6 +421,10 @@ class Engine:
                     if self.max_events is not None and self.metrics.received >= self.max_events:
                         self.request_stop()
                     if not self.pipeline.transforms:
+                        await done_send.send(event)
+                        continue
+                    if self.paused:  # recorded all the same, counted apart from the skipped ones
+                        self.metrics.paused += 1
                         await done_send.send(event)
                         continue
                     if self.policy == "skip":
@@ -316,12 +437,19 @@ class Engine:
                     else:
                         await slots.acquire()
                     self.metrics.in_flight += 1
-                    analysing.start_soon(self._analyse, pool, event, slots, done_send.clone())
+                    analysing.start_soon(self._analyse, pool, event, slots, done_send.clone(), spec)
 
-    async def _analyse(self, pool, event: Event, slots: trio.Semaphore, done_send) -> None:
+    def _first_event_of_change(self, event: Event) -> None:
+        """Name the event a parameter change applies from, and log it."""
+        for change in [c for c in self._awaiting if c.sequence == event.sequence]:
+            change.event = event.id
+            self._awaiting.remove(change)
+            log.info("parameters in force from event %d (#%d): %s", event.id, event.sequence, change.describe())
+
+    async def _analyse(self, pool, event: Event, slots: trio.Semaphore, done_send, spec: ChainSpec) -> None:
         async with done_send:
             try:
-                result = await pool.analyse(event)
+                result = await pool.analyse(event, spec)
             except Exception as err:  # a worker crashed: count it against the chain
                 log.error("event %d: analysis worker failed: %s", event.id, err)
                 self.metrics.times("engine.worker").failures += 1
@@ -344,26 +472,93 @@ class Engine:
                 slots.release()
             await done_send.send(event)
 
-    async def _deliver(self, done_recv, sink_sends) -> None:
-        pending: dict[int, Event] = {}
-        next_sequence = 0
+    async def _deliver(self, done_recv) -> None:
+        """Hand events to the sinks in source order; between two events, switch to a new run when asked."""
+        state = _Delivery()
         async with done_recv:
+            while not await self._deliver_to_sinks(done_recv, state):
+                await self._switch_run()
+
+    async def _deliver_to_sinks(self, done_recv, state: _Delivery) -> bool:
+        """Run the current sinks' tasks and feed them until the input ends (True) or a new run is due (False)."""
+        channels = [trio.open_memory_channel[Event](self.engine_params.sink_queue_size) for _ in self.sinks]
+        sends = [send for send, _ in channels]
+        async with trio.open_nursery() as sink_tasks:
+            for index, (sink, (_, recv)) in enumerate(zip(self.sinks, channels)):
+                sink_tasks.start_soon(self._sink_task, sink, recv, index)
             try:
-                async for event in done_recv:
-                    pending[event.sequence] = event
-                    while next_sequence in pending:
-                        ready = pending.pop(next_sequence)
-                        next_sequence += 1
-                        await self._fan_out(ready, sink_sends)
-                # Events whose predecessors never came (cannot happen unless a task died): flush in order.
-                for sequence in sorted(pending):
-                    await self._fan_out(pending.pop(sequence), sink_sends)
+                while True:
+                    await self._send_notes(state.next, sends)
+                    if self.switch is not None and self.switch.sequence <= state.next:
+                        return False
+                    if state.next in state.pending:
+                        ready = state.pending.pop(state.next)
+                        state.next += 1
+                        await self._fan_out(ready, sends)
+                        continue
+                    if state.ended:
+                        # Events whose predecessors never came (cannot happen unless a task died): in order.
+                        for sequence in sorted(state.pending):
+                            await self._fan_out(state.pending.pop(sequence), sends)
+                        return True
+                    # Wake now and then so that a control request is carried out when no event comes.
+                    with trio.move_on_after(0.1):
+                        try:
+                            event = await done_recv.receive()
+                        except trio.EndOfChannel:
+                            state.ended = True
+                        else:
+                            state.pending[event.sequence] = event
             finally:
-                for send in sink_sends:
+                for send in sends:
                     await send.aclose()
+
+    async def _send_notes(self, sequence: int, sends) -> None:
+        """Give every sink the notes due before event #``sequence`` (never dropped, even for a lossy sink)."""
+        limit = min(sequence, self.switch.sequence) if self.switch is not None else sequence
+        while self._notes and self._notes[0][0] <= limit:
+            _, note = self._notes.pop(0)
+            for send in sends:
+                await send.send(note)
+
+    async def _switch_run(self) -> None:
+        """Close every sink (files complete), then open and begin them again for the requested run."""
+        switch = self.switch
+        assert switch is not None
+        previous = self.context.run
+        try:
+            with trio.CancelScope(shield=True):  # never half of it
+                await trio.to_thread.run_sync(self._final_metrics)
+                closing = list(self.sinks)
+                await trio.to_thread.run_sync(self._close_sinks)
+                outputs = [o for sink in closing for o in sink.outputs()]
+                switch.closed = outputs
+                self._closed_outputs.extend(outputs)
+                for sink in closing:
+                    if lost := _unwritten(sink):
+                        self._closed_lost[sink.name] = self._closed_lost.get(sink.name, 0) + lost
+                self.closed_runs.append({"run": previous, "outputs": outputs, "last_sequence": switch.sequence - 1,
+                                         "closed_at": time.time()})
+                self.sinks = []
+                self.context.run = switch.run
+                self.context.shared = Shared()  # what sinks share (the histograms) belongs to one run
+                try:
+                    await trio.to_thread.run_sync(self._open_sinks)
+                    await trio.to_thread.run_sync(self._begin_sinks)
+                except Exception as err:
+                    switch.error = f"run {switch.run}: {err}"
+                    self.request_stop(switch.error, error=True)
+                    return
+            log.info("run %s ended after event #%d (%s); run %d started", previous, switch.sequence - 1,
+                     ", ".join(outputs) or "no files", switch.run)
+        finally:
+            self.switch = None
+            switch.done.set()
 
     async def _fan_out(self, event: Event, sink_sends) -> None:
         self.metrics.delivered += 1
+        if self.closed_runs and event.run != self.context.run:
+            event.run = self.context.run  # received before a new-run switch, recorded after it
         if self.on_event is not None:
             self.on_event(event)
         for sink, send in zip(self.sinks, sink_sends):
@@ -375,11 +570,10 @@ class Engine:
             else:
                 await send.send(event)
 
-    async def _sink_task(self, sink: SinkStage, recv) -> None:
+    async def _sink_task(self, sink: SinkStage, recv, index: int = 0) -> None:
         limiter = trio.CapacityLimiter(1)  # calls to one sink never overlap
         times = self.metrics.times(sink.name)
         seen_snapshot = None
-        resets_seen = 0
         stopped = False
         async with recv:
             while True:
@@ -388,8 +582,15 @@ class Engine:
                     with trio.move_on_after(0.25):
                         event = await recv.receive()
                 except trio.EndOfChannel:
-                    break
-                if event is not None and stopped:
+                    break  # the final snapshot (losses ...) comes from _final_metrics, before close()
+                if isinstance(event, _SinkNote):
+                    if not stopped:
+                        try:
+                            await trio.to_thread.run_sync(event.apply, sink, index, limiter=limiter)
+                        except Exception as err:  # a note must never stop the run
+                            what = "reset" if event.change is None else "parameter change"
+                            log.error("sink %s: %s not taken: %s", sink.name, what, err)
+                elif event is not None and stopped:
                     self.metrics.sink_dropped[sink.name] = self.metrics.sink_dropped.get(sink.name, 0) + 1
                 elif event is not None:
                     t0 = time.perf_counter()
@@ -406,9 +607,6 @@ class Engine:
                             self.request_stop(f"stopping: sink {sink.name} failed on event {event.id}", error=True)
                     finally:
                         times.add(time.perf_counter() - t0)
-                if resets_seen < self._resets and not stopped:
-                    resets_seen = self._resets
-                    await trio.to_thread.run_sync(sink.on_reset, limiter=limiter)
                 snap = self._last_snapshot
                 if snap is not None and snap is not seen_snapshot and not stopped:
                     seen_snapshot = snap
@@ -423,10 +621,15 @@ class Engine:
             total = min(total, self.max_events)
         elif self.max_events is not None:
             total = self.max_events
+        self._total = total
         self.status.start(total)
         while True:
             self._last_snapshot = self._snapshot(total)
             self.status.update(self._last_snapshot)
+            try:
+                self.control.on_tick(self._last_snapshot)
+            except Exception as err:  # the panel's figures must never stop a run
+                log.debug("control tick failed: %s", err, exc_info=True)
             await trio.sleep(1.0 if not self.status.is_tty else 0.25)
 
     def _snapshot(self, total: int | None, final: bool = False) -> MetricsSnapshot:
@@ -438,6 +641,8 @@ class Engine:
             total=total,
             source_counters=self.source.counters(),
             final=final,
+            losses=self.losses(),
+            asad_counters=self.source.asad_counters(),
         )
 
     def _final_metrics(self) -> None:
@@ -477,21 +682,9 @@ class Engine:
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if signum == signal.SIGUSR1:
-            self._resets += 1
-            log.info("SIGUSR1: resetting histograms and running totals")
+            self.request_reset(name)
         elif not self.interrupted:
-            self.interrupted = True
-            self.status.clear()
-            if self.phase == "starting":
-                _say(f"\n{name} during start-up: stopping; nothing is recorded and existing files are "
-                     "left as they were (again to exit at once)")
-                self._startup_scope.cancel()
-                self._source_scope.cancel()
-            elif self.phase == "running":
-                _say(f"\n{name}: finishing events in flight and closing outputs (again to exit at once)")
-                self.request_stop()
-            else:
-                _say(f"\n{name}: closing outputs{self._closing_note()} (again to exit at once)")
+            self.interrupt(name)
         else:
             _say(f"interrupted again: exiting now{self._closing_note()}; an output left unfinished "
                  "stays readable and is completed at the next run on its path (docs/outputs.md)")
@@ -504,6 +697,11 @@ class Engine:
     # -- sinks -------------------------------------------------------------------
 
     def _open_sinks(self) -> None:
+        for config in self.pipeline.stages:  # what stages offer the sinks (kinematic curves ...)
+            try:
+                config.cls.publish_shared(config.params, self.context)
+            except Exception as err:
+                raise RuntimeError(f"stage {config.use}: cannot publish its shared objects: {err}") from err
         for config in self.pipeline.sinks:
             sink = config.cls(config.params, self.context)
             try:
@@ -539,7 +737,11 @@ class Engine:
         stage_ms = {
             name: (t.count, t.mean_ms(), t.p99_ms()) for name, t in self.metrics.stage_times.items()
         }
-        outputs = [o for s in self.sinks for o in s.outputs()]
+        outputs = self._closed_outputs + [o for s in self.sinks for o in s.outputs()]
+        sink_lost = dict(self._closed_lost)
+        for sink in self.sinks:  # asked after close()
+            if lost := _unwritten(sink):
+                sink_lost[sink.name] = sink_lost.get(sink.name, 0) + lost
         return RunSummary(
             received=self.metrics.received,
             analysed=self.metrics.analysed,
@@ -557,8 +759,10 @@ class Engine:
             interrupted=self.interrupted,
             error=self.error,
             sink_dropped=dict(self.metrics.sink_dropped),
-            sink_lost={s.name: lost for s in self.sinks if (lost := _unwritten(s))},
+            sink_lost=sink_lost,
             started=self.started,
+            losses={**self.losses(), **{f"sink_{name}_lost": lost for name, lost in sink_lost.items()}},
+            paused=self.metrics.paused,
         )
 
 

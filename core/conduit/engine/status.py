@@ -7,7 +7,7 @@ from typing import TextIO
 
 from .metrics import MetricsSnapshot
 
-__all__ = ["StatusReporter", "format_status"]
+__all__ = ["StatusReporter", "format_status", "format_losses"]
 
 
 def format_status(snap: MetricsSnapshot) -> str:
@@ -32,13 +32,33 @@ def format_status(snap: MetricsSnapshot) -> str:
         parts.append(f"failed {snap.failed}")
     if snap.incomplete:
         parts.append(f"incomplete {snap.incomplete}")
-    if snap.dropped:
+    lost = format_losses(snap.losses)
+    if lost:
+        parts.append(lost)
+    elif snap.dropped:
         parts.append(f"dropped {snap.dropped}")
     parts.append(f"queue {snap.queue_depth}")
     states = _summarise_states(snap.source_status)
     if states:
         parts.append(states)
     return " | ".join(parts)
+
+
+#: Short names of the loss reasons for the status line (others are shown as they are).
+_SHORT = {"late_frames": "late", "duplicate_frames": "dup", "quarantined_ahead": "ahead",
+          "quarantined_behind": "behind", "restart_frames": "restart", "wrong_cobo_frames": "wrong-cobo",
+          "bad_frames": "bad", "items_dropped": "items", "protocol_errors": "proto",
+          "queue_full_events": "queue-full"}
+
+
+def format_losses(losses: dict[str, int], *, most: int = 3) -> str:
+    """'lost 17 (late 12, ahead 5)': the total and the largest reasons, or '' when nothing was lost."""
+    shown = sorted(((v, k) for k, v in losses.items() if v), reverse=True)
+    if not shown:
+        return ""
+    names = [f"{_SHORT.get(k, k.removeprefix('sink_').replace('_dropped', ' sink'))} {v}" for v, k in shown[:most]]
+    more = ", ..." if len(shown) > most else ""
+    return f"lost {sum(v for v, _ in shown)} ({', '.join(names)}{more})"
 
 
 def _summarise_states(status: dict[str, str]) -> str:

@@ -31,10 +31,17 @@ def format_summary(summary: RunSummary) -> str:
         ("events skipped (analysis behind)", summary.skipped),
         ("events delivered to sinks", summary.delivered),
     ]
-    if summary.dropped:
-        rows.append(("events dropped (engine queue full)", summary.dropped))
+    if summary.paused:
+        rows.insert(-1, ("events not analysed (paused)", summary.paused))
     for name, value in rows:
         lines.append(f"{name:<40} {value:>12}")
+    lost = {k: v for k, v in summary.losses.items() if v}
+    if lost:
+        lines.append(f"{'lost, by reason (docs/ingestion.md)':<40} {sum(lost.values()):>12}")
+        for name, value in sorted(lost.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {name:<38} {value:>12}")
+    elif summary.losses:
+        lines.append(f"{'lost':<40} {0:>12}")
     lines.append(f"{'start-up (s)':<40} {summary.startup_seconds:>12.2f}")
     lines.append(f"{'wall time (s)':<40} {summary.wall_seconds:>12.2f}")
     lines.append(f"{'mean rate (events/s)':<40} {rate:>12.1f}")

@@ -6,25 +6,29 @@ monotonic clock) so behaviour is deterministic.
 
 Rules
 -----
-* Frames are grouped by GET event id (never by timestamp).
+* Frames are grouped by GET event id (never by timestamp). Which event (and which
+  run, after a counter restart) a frame belongs to is decided per (cobo, asad) stream
+  against its own sequence and the other streams' consensus
+  (:mod:`conduit.get.sequence`): an id far ahead of the others is quarantined, a
+  stream that goes back proposes a restart that the others must agree to, one that
+  restarts alone is set aside. None of these can retire held events.
 * An event is emitted **complete** as soon as every expected (cobo, asad) has
   reported. The expected set defaults to the AsAds that carry pads in the map
   (40 in the default map) and can be overridden.
 * Otherwise it is emitted **incomplete** (``Event.complete = False``,
   ``Event.missing`` = the expected pairs that did not report) when
 
-  - it falls more than ``max_depth`` events behind the newest event id seen, or
+  - it falls more than ``max_depth`` event ids behind the consensus, or
   - it has waited more than ``timeout`` seconds since its first frame (:meth:`poll`), or
-  - every expected pair that is still online has reported (pairs of CoBos marked
-    offline with :meth:`set_offline` are not waited for), or
+  - every expected stream that can still deliver has reported: streams of CoBos marked
+    offline (:meth:`set_offline`), silent for ``silent_after`` seconds while the others
+    moved on by more than ``max_depth`` ids, restarted alone, or proposing a restart are
+    not waited for, or
   - the input ends (:meth:`flush`), or the caller closes ids below a bound (:meth:`close_before`).
 * A frame for an event already emitted (remembered for the last ``remember`` ids),
-  or older than ``max_depth`` behind the newest id, is a **late frame**: counted
-  and dropped, never a new event. A second frame from the same (cobo, asad) for a
-  held event is a **duplicate**: counted and dropped (the first is kept).
-* A frame whose id is more than ``restart_gap`` below the newest id means the DAQ
-  restarted its counter (a new run): everything held is flushed as incomplete,
-  the memory of emitted ids is cleared, and building starts again.
+  or more than ``max_depth`` behind the consensus, is a **late frame**: counted and
+  dropped, never a new event. A second frame from the same (cobo, asad) for a held
+  event is a **duplicate**: counted and dropped (the first is kept).
 * Frames from (cobo, asad) pairs outside the expected set are counted
   (``unexpected_frames``) and used while their event is held.
 * Timestamps: CoBo 10's event time -> ``Event.timestamp_other``, the other CoBos'
@@ -34,6 +38,9 @@ Rules
   appear (optional FPN subtraction), unmapped channels are dropped and counted.
 * A frame that fails validation is counted as a bad frame and reported in one
   line (``source @ byte offset: reason``); it never stops the builder.
+* Every frame lost is counted by reason (:data:`LOSS_REASONS`, :meth:`losses`, per CoBo
+  in :attr:`cobo_losses`) and logged, the first of each reason at once and then at
+  most once per ``log_interval`` seconds.
 """
 
 from __future__ import annotations
@@ -46,11 +53,13 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..event import Event, empty_traces
+from ..ratelog import RateLimitedLog
 from .decoder import FrameDecoder
 from .frames import FrameError, FrameInfo, check_frame
 from .maps import ElectronicsMap
+from .sequence import RESTART, Sequencer, StreamKey
 
-__all__ = ["EventBuilder", "BuilderCounters", "COBO_WITH_FRIB_TIME"]
+__all__ = ["EventBuilder", "BuilderCounters", "COBO_WITH_FRIB_TIME", "LOSS_REASONS", "DEFAULT_OUTLIER_GAP"]
 
 log = logging.getLogger("conduit.get.builder")
 
@@ -58,6 +67,11 @@ log = logging.getLogger("conduit.get.builder")
 COBO_WITH_FRIB_TIME = 10
 #: Bad-frame messages logged in full before the builder starts summarising.
 LOG_FIRST_ERRORS = 20
+#: Event ids further than this ahead of the consensus are outliers (quarantined).
+DEFAULT_OUTLIER_GAP = 100
+#: Counters of frames (or items) lost, by reason (docs/ingestion.md, "What is lost and why").
+LOSS_REASONS = ("bad_frames", "late_frames", "duplicate_frames", "quarantined_ahead", "quarantined_behind",
+                "restart_frames", "wrong_cobo_frames", "items_dropped")
 
 
 @dataclasses.dataclass
@@ -70,13 +84,18 @@ class BuilderCounters:
     skipped_frames: int = 0  #: blob/topology frames and unknown frame types (skipped by size)
     clamped_frames: int = 0  #: frames whose item count did not fit their size (clamped; a warning)
     items_dropped: int = 0  #: invalid items (channel > 67, bucket > 511)
-    late_frames: int = 0  #: frames of events already emitted or too old
+    late_frames: int = 0  #: frames of events already emitted or too far behind the consensus
     duplicate_frames: int = 0  #: a second frame from the same (cobo, asad) for one event
+    quarantined_ahead: int = 0  #: frames whose id is far ahead of the other streams
+    quarantined_behind: int = 0  #: frames whose id went back, then the stream resumed its sequence
+    restart_frames: int = 0  #: frames of a stream that restarted its counter alone
+    wrong_cobo_frames: int = 0  #: frames whose header names another CoBo than their connection (dropped)
     unexpected_frames: int = 0  #: frames from (cobo, asad) pairs outside the expected set
     complete_events: int = 0
     incomplete_events: int = 0
     unmapped_channels: int = 0  #: channels with data that are not in the map (once per frame)
-    restarts: int = 0  #: event-id counter restarts seen
+    restarts: int = 0  #: event-counter restarts agreed by the streams (a new run)
+    lone_restarts: int = 0  #: episodes of streams restarting their counter alone
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -84,14 +103,11 @@ class BuilderCounters:
 
 @dataclasses.dataclass
 class _Pending:
-    event_id: int
+    key: tuple[int, int]  # (epoch, event id)
     first_seen: float
-    parts: dict[tuple[int, int], np.ndarray] = dataclasses.field(default_factory=dict)
+    parts: dict[StreamKey, np.ndarray] = dataclasses.field(default_factory=dict)
+    stamps: dict[StreamKey, int] = dataclasses.field(default_factory=dict)  # event time of each part
     n_expected_reported: int = 0
-    timestamp: int = 0
-    timestamp_other: int = 0
-    has_timestamp: bool = False
-    has_timestamp_other: bool = False
 
 
 class EventBuilder:
@@ -99,7 +115,10 @@ class EventBuilder:
 
     ``expected`` overrides the (cobo, asad) pairs an event needs to be complete
     (default: ``emap.asads``). ``timeout`` (s) may be None for file sources, where
-    only depth, :meth:`close_before` and :meth:`flush` apply.
+    only depth, :meth:`close_before` and :meth:`flush` apply. ``outlier_gap`` (event
+    ids) is how far ahead of the consensus a frame may be before it is quarantined;
+    a stream silent for ``silent_after`` s (live only) while the others moved on is
+    not waited for and does not count for the consensus or restart votes.
     """
 
     def __init__(
@@ -111,7 +130,9 @@ class EventBuilder:
         timeout: float | None = 2.0,
         fpn_subtraction: bool = False,
         remember: int = 4096,
-        restart_gap: int = 1000,
+        outlier_gap: int = DEFAULT_OUTLIER_GAP,
+        silent_after: float = 10.0,
+        log_interval: float = 30.0,
         logger: logging.Logger | None = None,
     ):
         if max_depth < 0:
@@ -122,35 +143,61 @@ class EventBuilder:
         self._expected_sorted = tuple(sorted(self.expected))
         self.max_depth = int(max_depth)
         self.timeout = timeout
-        self.restart_gap = max(int(restart_gap), self.max_depth + 1)
+        self.outlier_gap = max(int(outlier_gap), self.max_depth + 1)
+        #: A stream silent this long (s; live sources) no longer counts for the consensus or votes.
+        self.silent_after = None if timeout is None else float(silent_after)
+        self.sequencer = Sequencer(max_depth=self.max_depth, outlier_gap=self.outlier_gap, timeout=timeout,
+                                   stale_after=self.silent_after, expected=self.expected)
         self.decoder = FrameDecoder(emap, fpn_subtraction=fpn_subtraction)
         self.counters = BuilderCounters()
+        #: Frames lost per CoBo and reason (``{3: {"late_frames": 12}}``).
+        self.cobo_losses: dict[int, dict[str, int]] = collections.defaultdict(lambda: collections.defaultdict(int))
+        #: Per (cobo, asad) stream: ``frames`` offered (valid, not skipped) and frames lost by reason.
+        self.asad_counts: dict[StreamKey, dict[str, int]] = collections.defaultdict(
+            lambda: collections.defaultdict(int))
         self.log = logger or log
+        self.rate_log = RateLimitedLog(self.log, interval=log_interval)
         #: The last few bad-frame messages (for status displays and tests).
         self.errors: collections.deque[str] = collections.deque(maxlen=50)
-        self._held: dict[int, _Pending] = {}  # insertion order = age order
-        self._newest: int | None = None
-        self._emitted_order: collections.deque[int] = collections.deque()
-        self._emitted: set[int] = set()
+        self._held: dict[tuple[int, int], _Pending] = {}  # insertion order = age order
+        self._emitted_order: collections.deque[tuple[int, int]] = collections.deque()
+        self._emitted: set[tuple[int, int]] = set()
         self._remember = max(int(remember), 1)
-        self._offline: frozenset[tuple[int, int]] = frozenset()
+        self._last_consensus: int | None = None
+        self._excused_cache: dict[int, frozenset[StreamKey]] = {}
+        self._excused_version = -1
 
     # -- state -----------------------------------------------------------------------------
 
     @property
     def held(self) -> int:
-        """Events currently being assembled."""
+        """Events currently being assembled (including a proposed restart's)."""
         return len(self._held)
 
     @property
-    def newest_event_id(self) -> int | None:
-        return self._newest
+    def consensus(self) -> int | None:
+        """The event id the live streams agree on (lower median of their latest ids)."""
+        return self.sequencer.consensus
+
+    @property
+    def epoch(self) -> int:
+        """How many event-counter restarts the streams agreed on so far."""
+        return self.sequencer.epoch
 
     def counter_dict(self) -> dict[str, int]:
         """Counters including the decoder's (items dropped, unmapped channels)."""
         self.counters.items_dropped = self.decoder.items_dropped
         self.counters.unmapped_channels = self.decoder.unmapped_channels
         return self.counters.as_dict()
+
+    def asad_counters(self) -> dict[StreamKey, dict[str, int]]:
+        """Per (cobo, asad): ``frames`` offered and frames lost by reason (a copy)."""
+        return {stream: dict(counts) for stream, counts in self.asad_counts.items()}
+
+    def losses(self) -> dict[str, int]:
+        """Frames (and items) lost so far, by reason (:data:`LOSS_REASONS`)."""
+        counts = self.counter_dict()
+        return {reason: counts[reason] for reason in LOSS_REASONS}
 
     def warm_up(self) -> None:
         """Compile the decoding kernels."""
@@ -196,102 +243,265 @@ class EventBuilder:
             counters.clamped_frames += 1
             self._note(f"{source} @ byte {info.offset}: item count exceeds the frame size; clamped to "
                        f"{info.n_items} items (padding not decoded)")
-        key = (info.cobo if cobo is None else cobo, info.asad if asad is None else asad)
-        event_id = info.event_id
-        out: list[Event] = []
-
-        newest = self._newest
-        if newest is not None and event_id < newest - self.restart_gap:
-            self.log.warning("%s: event id %d after %d: the DAQ restarted its event counter; "
-                             "flushing %d held event(s)", source, event_id, newest, len(self._held))
-            counters.restarts += 1
-            out.extend(self.flush())
-            self._emitted.clear()
-            self._emitted_order.clear()
-            newest = self._newest = None
-
-        expected = key in self.expected
-        if not expected:
+        stream = (info.cobo if cobo is None else cobo, info.asad if asad is None else asad)
+        self.asad_counts[stream]["frames"] += 1
+        if stream not in self.expected:
             counters.unexpected_frames += 1
-        pending = self._held.get(event_id)
-        if pending is None:
-            if event_id in self._emitted or (newest is not None and event_id < newest - self.max_depth):
-                if expected:
-                    counters.late_frames += 1
-                return out
-            pending = self._held[event_id] = _Pending(event_id, now)
-        elif key in pending.parts:
-            counters.duplicate_frames += 1
-            return out
-
-        data = buf if isinstance(buf, np.ndarray) else np.frombuffer(buf, np.uint8)
-        pending.parts[key] = self.decoder.decode(data, info, key[0], key[1])
-        if expected:
-            pending.n_expected_reported += 1
-        if key[0] == COBO_WITH_FRIB_TIME:
-            if not pending.has_timestamp_other:
-                pending.timestamp_other, pending.has_timestamp_other = info.timestamp, True
-        elif not pending.has_timestamp:
-            pending.timestamp, pending.has_timestamp = info.timestamp, True
-
-        if self._ready(pending):
-            out.append(self._emit(self._held.pop(event_id)))
-        if newest is None or event_id > newest:
-            self._newest = event_id
-            out.extend(self._evict_depth())
+        event_id = info.event_id
+        epoch, reason, withdrew = self.sequencer.judge(stream, event_id, now, lambda i: self._waits_for(i, stream))
+        out: list[Event] = []
+        if withdrew:
+            out += self._rejudge(stream, now)
+        if self.sequencer.version != self._excused_version:
+            out += self._emit_ready()  # e.g. the previous run's last event no longer waits for this stream
+        if epoch is None:
+            self._lose(reason, stream, event_id, source)  # type: ignore[arg-type]
+        else:
+            key = (epoch, event_id)
+            pending = self._target(key, stream, source, now)
+            if pending is not None:
+                data = buf if isinstance(buf, np.ndarray) else np.frombuffer(buf, np.uint8)
+                rows = self.decoder.decode(data, info, stream[0], stream[1])
+                if self._attach(pending, stream, rows, info.timestamp):
+                    out.append(self._emit(self._held.pop(key)))
+        out += self._settle(now)
         if self.timeout is not None:
-            out.extend(self.poll(now))
+            out += self._expire(now)
         return out
 
+    def reject(self, reason: str, nbytes: int, *, cobo: int) -> None:
+        """Count a frame the caller drops before building (e.g. ``wrong_cobo_frames``; the caller logs it,
+        knowing why)."""
+        self.counters.frames += 1
+        self.counters.bytes += nbytes
+        self._count(reason, (cobo, -1))
+
     def poll(self, now: float) -> list[Event]:
-        """Emit (incomplete) events that have waited more than ``timeout`` seconds."""
+        """Emit (incomplete) events that have waited more than ``timeout`` seconds, and events that no
+        longer wait for anything (a stream went silent); settle restart proposals that ran out of time."""
         out: list[Event] = []
         if self.timeout is None:
             return out
-        limit = now - self.timeout
-        while self._held:
-            first = next(iter(self._held.values()))
-            if first.first_seen >= limit:
-                break
-            out.append(self._emit(self._held.pop(first.event_id)))
+        self.sequencer.refresh(now)
+        out += self._settle(now)
+        out += self._expire(now)
         out.sort(key=lambda e: e.id)
         return out
 
+    def _expire(self, now: float) -> list[Event]:
+        """Emit the held events whose first frame came more than ``timeout`` s ago (oldest first)."""
+        limit = now - self.timeout  # type: ignore[operator]
+        proposed = self.sequencer.epoch + 1
+        expired = []
+        for key, pending in self._held.items():
+            if pending.first_seen >= limit:
+                break
+            if key[0] != proposed:  # a proposed restart's frames wait for the verdict
+                expired.append(key)
+        return [self._emit(self._held.pop(k)) for k in expired]
+
     def close_before(self, event_id: int) -> list[Event]:
-        """Emit every held event with an id below ``event_id`` (a merged file stream has moved past them)."""
-        ids = sorted(i for i in self._held if i < event_id)
-        return [self._emit(self._held.pop(i)) for i in ids]
+        """Emit every held event of the current run with an id below ``event_id`` (a merged file
+        stream has moved past them)."""
+        epoch = self.sequencer.epoch
+        keys = sorted(k for k in self._held if k[0] == epoch and k[1] < event_id)
+        return [self._emit(self._held.pop(k)) for k in keys]
 
     def flush(self) -> list[Event]:
-        """Emit everything held (end of input), in id order."""
-        ids = sorted(self._held)
-        return [self._emit(self._held.pop(i)) for i in ids]
+        """Settle any restart proposal, then emit everything held (end of input), in run and id order."""
+        out = []
+        decision = self.sequencer.decide(0.0, final=True)
+        if decision is not None:
+            out += self._apply(decision)
+        proposed = self.sequencer.epoch + 1
+        keys = sorted(k for k in self._held if k[0] != proposed)
+        out += [self._emit(self._held.pop(k)) for k in keys]
+        self.sequencer.close_old()
+        return out
 
     def set_offline(self, cobo: int, offline: bool = True) -> list[Event]:
         """Mark a CoBo's AsAds as not delivering (a dead connection); return events that no
         longer wait for anything (emitted incomplete, with those AsAds in ``missing``)."""
-        pairs = {p for p in self.expected if p[0] == cobo}
-        self._offline = self._offline | pairs if offline else self._offline - pairs
-        if not offline:
-            return []
-        ready = sorted(i for i, p in self._held.items() if self._ready(p))
-        return [self._emit(self._held.pop(i)) for i in ready]
+        self.sequencer.set_offline(cobo, offline)
+        return self._emit_ready() if offline else []
 
-    # -- internals -------------------------------------------------------------------------------
+    def hold_back(self, cobo: int, latest: int) -> tuple[str, int] | None:
+        """What a live reader of ``cobo``, whose last frame had id ``latest``, should wait for before
+        reading on (None: nothing): ("consensus", C) when it is more than ``max_depth / 2`` ids ahead of
+        the consensus C (but not an outlier), ("restart", epoch) when it went back more than that many
+        ids into a restart the others have not agreed to yet. Callers wait a bounded time per value."""
+        seq = self.sequencer
+        if seq.gone_into_restart(cobo, latest) > self.pause_slack:
+            return ("restart", seq.epoch)
+        consensus = seq.consensus
+        if consensus is None:
+            return None
+        return ("consensus", consensus) if self.runs_ahead(latest, consensus) else None
+
+    @property
+    def pause_slack(self) -> int:
+        """Ids a live reader may run ahead (of the consensus, a restart, a backlog) before it pauses: max_depth / 2."""
+        return max(1, self.max_depth // 2)
+
+    def runs_ahead(self, latest: int, reference: int) -> bool:
+        """True when a reader at id ``latest`` is more than :attr:`pause_slack` ids past ``reference`` and not an
+        outlier (at most ``outlier_gap`` past it): it should pause until the others catch up."""
+        return self.pause_slack < latest - reference <= self.outlier_gap
+
+    def far_ahead(self, event_id: int) -> bool:
+        """True when ``event_id`` is more than ``outlier_gap`` ids past the consensus (it would be quarantined)."""
+        return self.sequencer.far_ahead(event_id)
+
+    # -- deciding where a frame goes -----------------------------------------------------------------
+
+    def _waits_for(self, event_id: int, stream: StreamKey) -> bool:
+        """Is the current run's event ``event_id`` held, without a frame from ``stream`` yet?"""
+        pending = self._held.get((self.sequencer.epoch, event_id))
+        return pending is not None and stream not in pending.parts
+
+    def _target(self, key: tuple[int, int], stream: StreamKey, source: str, now: float) -> _Pending | None:
+        """The held event a frame of ``stream`` goes to (created if needed), or None (counted as lost)."""
+        pending = self._held.get(key)
+        if pending is None:
+            late = key in self._emitted
+            if not late and key[0] == self.sequencer.epoch:
+                consensus = self._last_consensus  # the depth window as of the previous frame
+                late = consensus is not None and key[1] < consensus - self.max_depth
+            if late:
+                self._lose("late_frames", stream, key[1], source)
+                return None
+            pending = self._held[key] = _Pending(key, now)
+        elif stream in pending.parts:
+            self._lose("duplicate_frames", stream, key[1], source)
+            return None
+        return pending
+
+    def _attach(self, pending: _Pending, stream: StreamKey, rows: np.ndarray, stamp: int) -> bool:
+        """Add one frame's rows to a held event; True when the event is now ready."""
+        pending.parts[stream] = rows
+        pending.stamps[stream] = stamp
+        if stream in self.expected:
+            pending.n_expected_reported += 1
+        return self._ready(pending)
+
+    def _rejudge(self, stream: StreamKey, now: float) -> list[Event]:
+        """A stream withdrew its restart proposal (it was a glitch): file its frames held aside again."""
+        proposed = self.sequencer.epoch + 1
+        out = []
+        for key in [k for k, p in self._held.items() if k[0] == proposed and stream in p.parts]:
+            aside = self._held[key]
+            rows, stamp = aside.parts.pop(stream), aside.stamps.pop(stream)
+            if stream in self.expected:
+                aside.n_expected_reported -= 1
+            if not aside.parts:
+                del self._held[key]
+            target = (proposed - 1, key[1])
+            reason = None if target in self._held else self.sequencer.rejudge(key[1])
+            if reason is not None:
+                self._lose(reason, stream, key[1], f"cobo {stream[0]} asad {stream[1]}")
+                continue
+            pending = self._target(target, stream, f"cobo {stream[0]} asad {stream[1]}", now)
+            if pending is not None and self._attach(pending, stream, rows, stamp):
+                out.append(self._emit(self._held.pop(target)))
+        return out
+
+    def _settle(self, now: float) -> list[Event]:
+        """Act on restart decisions, the depth limit and the end of the previous run."""
+        seq = self.sequencer
+        out: list[Event] = []
+        if seq.proposing_streams:
+            decision = seq.decide(now)
+            if decision is not None:
+                out += self._apply(decision)
+        consensus = seq.consensus
+        if consensus is not None and (self._last_consensus is None or consensus > self._last_consensus):
+            self._last_consensus = consensus
+            floor = consensus - self.max_depth
+            epoch = seq.epoch
+            old = sorted(k for k in self._held if k[0] == epoch and k[1] < floor)
+            out += [self._emit(self._held.pop(k)) for k in old]
+        if seq.old_open and seq.old_done():
+            out += self._close_previous_run()
+        if seq.version != self._excused_version:
+            out += self._emit_ready()
+        return out
+
+    def _apply(self, decision) -> list[Event]:
+        kind, streams = decision
+        return self._restart() if kind == RESTART else self._alone(streams)
+
+    def _restart(self) -> list[Event]:
+        seq = self.sequencer
+        out = self._close_previous_run() if seq.old_open else []
+        going_back, live = len(seq.proposers()), len(seq.live_streams())
+        held_old = sum(1 for k in self._held if k[0] == seq.epoch)
+        previous, first = seq.declare_restart()
+        self.counters.restarts += 1
+        self._last_consensus = None
+        self.log.warning("the DAQ restarted its event counter: %d of %d live streams went back (from event %d "
+                         "to %d); a new run starts; %d event(s) of the previous run still held", going_back, live,
+                         previous, first, held_old)
+        return out + self._emit_ready()
+
+    def _alone(self, streams) -> list[Event]:
+        seq = self.sequencer
+        keys = {s.key for s in streams}
+        proposed = seq.epoch + 1
+        consensus = seq.consensus
+        first = {s.key: s.first_new for s in streams}
+        seq.diverge(streams)
+        self.counters.lone_restarts += 1
+        for key in [k for k, p in self._held.items() if k[0] == proposed and keys & p.parts.keys()]:
+            aside = self._held[key]
+            for stream in keys & aside.parts.keys():
+                del aside.parts[stream], aside.stamps[stream]
+                if stream in self.expected:
+                    aside.n_expected_reported -= 1
+                self._count("restart_frames", stream)
+            if not aside.parts:
+                del self._held[key]
+        for cobo in sorted({k[0] for k in keys}):
+            asads = sorted(k[1] for k in keys if k[0] == cobo)
+            self.rate_log("lone", logging.WARNING,
+                          "cobo %d asad %s restarted its event counter alone (at event %d; the other CoBos are at "
+                          "%s): its frames are set aside (restart_frames) until it is back in step or the DAQ "
+                          "restarts", cobo, ",".join(map(str, asads)), min(first[(cobo, a)] for a in asads),
+                          "?" if consensus is None else consensus)
+        return self._emit_ready()
+
+    def _close_previous_run(self) -> list[Event]:
+        seq = self.sequencer
+        seq.close_old()
+        keys = sorted(k for k in self._held if k[0] < seq.epoch)
+        return [self._emit(self._held.pop(k)) for k in keys]
+
+    # -- readiness and emission -----------------------------------------------------------------------
+
+    def _excused(self, epoch: int) -> frozenset[StreamKey]:
+        seq = self.sequencer
+        if seq.version != self._excused_version:
+            self._excused_cache.clear()
+            self._excused_version = seq.version
+        got = self._excused_cache.get(epoch)
+        if got is None:
+            got = self._excused_cache[epoch] = frozenset(seq.excused(epoch))
+        return got
 
     def _ready(self, pending: _Pending) -> bool:
+        epoch = pending.key[0]
+        if epoch > self.sequencer.epoch:
+            return False  # a proposed restart's frames wait for the verdict
         if pending.n_expected_reported == len(self.expected):
             return True
-        if not self._offline:
+        excused = self._excused(epoch)
+        if not excused:
             return False
         parts = pending.parts
-        return all(p in parts for p in self.expected if p not in self._offline)
+        return all(p in parts or p in excused for p in self._expected_sorted)
 
-    def _evict_depth(self) -> list[Event]:
-        assert self._newest is not None
-        floor = self._newest - self.max_depth
-        old = sorted(i for i in self._held if i < floor)
-        return [self._emit(self._held.pop(i)) for i in old]
+    def _emit_ready(self) -> list[Event]:
+        ready = sorted(k for k, p in self._held.items() if self._ready(p))
+        return [self._emit(self._held.pop(k)) for k in ready]
 
     def _emit(self, pending: _Pending) -> Event:
         complete = pending.n_expected_reported == len(self.expected)
@@ -308,18 +518,52 @@ class EventBuilder:
             self.counters.complete_events += 1
         else:
             self.counters.incomplete_events += 1
-        self._emitted.add(pending.event_id)
-        self._emitted_order.append(pending.event_id)
+        timestamp = next((t for k, t in pending.stamps.items() if k[0] != COBO_WITH_FRIB_TIME), 0)
+        timestamp_other = next((t for k, t in pending.stamps.items() if k[0] == COBO_WITH_FRIB_TIME), 0)
+        self._emitted.add(pending.key)
+        self._emitted_order.append(pending.key)
         if len(self._emitted_order) > self._remember:
             self._emitted.discard(self._emitted_order.popleft())
         return Event(
-            id=pending.event_id,
+            id=pending.key[1],
             traces=traces,
-            timestamp=pending.timestamp,
-            timestamp_other=pending.timestamp_other,
+            timestamp=timestamp,
+            timestamp_other=timestamp_other,
             complete=complete,
             missing=missing,
         )
+
+    # -- counting and reporting losses -------------------------------------------------------------------
+
+    def _count(self, reason: str, stream: StreamKey) -> None:
+        setattr(self.counters, reason, getattr(self.counters, reason) + 1)
+        self.cobo_losses[stream[0]][reason] += 1
+        if stream[1] >= 0:  # -1: a frame dropped before its AsAd was trusted (wrong CoBo id)
+            self.asad_counts[stream][reason] += 1
+
+    def _lose(self, reason: str, stream: StreamKey, event_id: int, source: str) -> None:
+        self._count(reason, stream)
+        consensus = self.sequencer.consensus
+        where = "?" if consensus is None else str(consensus)
+        what = f"{source}: frame of event {event_id} from cobo {stream[0]} asad {stream[1]}"
+        if reason == "late_frames":
+            self.rate_log(reason, logging.WARNING, "%s is late (its event was already built, or it is more than "
+                          "max_depth = %d ids behind the other CoBos at %s): counted in late_frames", what,
+                          self.max_depth, where)
+        elif reason == "duplicate_frames":
+            self.rate_log(reason, logging.WARNING, "%s is a second frame of that AsAd for one event: dropped "
+                          "(duplicate_frames)", what)
+        elif reason == "quarantined_ahead":
+            self.rate_log(reason, logging.WARNING, "%s is more than outlier_gap = %d ids ahead of the other CoBos "
+                          "(at %s): quarantined (quarantined_ahead)", what, self.outlier_gap, where)
+        elif reason == "quarantined_behind":
+            self.rate_log(reason, logging.WARNING, "%s went back in its stream, which then resumed its sequence "
+                          "(the other CoBos are at %s): quarantined (quarantined_behind)", what, where)
+        elif reason == "restart_frames":
+            self.rate_log(reason, logging.WARNING, "%s belongs to a stream that restarted its event counter "
+                          "alone (the other CoBos are at %s): set aside (restart_frames)", what, where)
+        else:  # pragma: no cover - every reason the builder itself drops for is worded above
+            self.rate_log(reason, logging.WARNING, "%s dropped (%s)", what, reason)
 
     def report_bad(self, err: FrameError) -> None:
         """Count and report (one line, rate-limited) a bad frame found by the caller (e.g. a file reader)."""

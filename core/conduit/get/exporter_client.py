@@ -12,7 +12,10 @@ handed to the event builder in place.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import socket
+import struct
+import termios
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,12 +49,35 @@ class Link:
     errors: int = 0  #: protocol errors and connections lost mid-frame
     connects: int = 0
     connect_failures: int = 0
-    cobo_warned: bool = False
     #: Event id of the last frame received (-1: none yet) and when (trio clock, s).
     latest: int = -1
     last_frame_time: float = 0.0
-    #: Times this link paused reading because it was ahead of the other CoBos.
+    connected_at: float = 0.0
+    #: Times this link paused reading because it was ahead of the other CoBos' consensus,
+    #: and the consensus at which it last stopped waiting (it does not wait twice for one value).
     pauses: int = 0
+    gave_up_at: tuple[str, int] | None = None
+    #: "" (fine), "silent" (connected, no frame for silent_after) or "behind" (trickling), with episodes.
+    health: str = ""
+    silent_since: float = 0.0
+    silent_seconds: float = 0.0
+    silent_episodes: int = 0
+    behind_since: float | None = None
+    behind_episodes: int = 0
+    late_at_behind: int = 0
+    #: Frames whose header named another CoBo (dropped under cobo_id_mismatch = "drop").
+    wrong_cobo: int = 0
+    #: The connected socket (None while down), to ask how many received bytes wait unread.
+    sock: Any = None
+
+    def unread_bytes(self) -> int:
+        """Bytes received by the kernel and not read yet (0 when not connected)."""
+        if self.sock is None:
+            return 0
+        try:
+            return struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            return 0
 
     @property
     def name(self) -> str:

@@ -67,6 +67,7 @@ __all__ = [
     "DecodedFrame",
     "check_frame",
     "parse_header",
+    "peek_event_cobo",
     "decode_frame",
     "decode_items",
     "scan_frames",
@@ -104,6 +105,9 @@ MIN_BLOCK_LOG2, MAX_BLOCK_LOG2 = 4, 12
 
 _CORE = struct.Struct(">IBHBHHIHIIBB")  # 28 bytes: meta|size, src, type, rev, hsize, isize, n, time hi/lo, evt, cobo, asad
 _FULL_HEADER = struct.Struct(">IBHBHHIHIIBBHB36s4HI4H")  # 87 bytes
+#: Event id (u32) and CoBo id (u8): header bytes 22..26 (get_format.md 1.2).
+_EVENT_COBO = struct.Struct(">IB")
+_EVENT_COBO_OFFSET = 22
 assert _CORE.size == CORE_BYTES and _FULL_HEADER.size == HEADER_FIELDS_BYTES
 
 
@@ -188,6 +192,15 @@ def check_frame(buf, offset: int = 0, available: int | None = None, *, source: s
         n_items = capacity
     return FrameInfo(offset, frame_bytes, block, ftype, offset + header_bytes, n_items, isize, evt,
                      (t_hi << 32) | t_lo, cobo, asad, clamped, meta)
+
+
+def peek_event_cobo(buf, offset: int = 0) -> tuple[int, int]:
+    """(event id, CoBo id) of the frame header at ``offset``, unvalidated (needs :data:`CORE_BYTES`).
+
+    What a receiver reads off a frame before handing it to the builder (which
+    validates it): one unpack, no allocation.
+    """
+    return _EVENT_COBO.unpack_from(buf, offset + _EVENT_COBO_OFFSET)
 
 
 @dataclasses.dataclass(frozen=True)

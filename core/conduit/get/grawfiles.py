@@ -274,21 +274,39 @@ def count_events(files: StreamFiles) -> int:
 
 
 class RunReader:
-    """The k-way merge of every stream of a run folder into an event builder."""
+    """The k-way merge of every stream of a run folder into an event builder.
+
+    The merge pops the smallest (run, event id) head. Two kinds of frame would stall
+    it and are handed to the builder at once instead (it judges them, see
+    :mod:`conduit.get.sequence`): a frame far ahead of the builder's consensus (left in
+    the merge, it would hold its stream back until the others reached its id, and every
+    frame behind it would then be late), and a frame whose id went back in its stream.
+    When the stream's next frame continues the lower sequence, the stream has restarted
+    its counter: its frames are merged as the next run's, after every stream has
+    finished the current one.
+    """
 
     def __init__(self, run: RunFolder, builder, *, logger: logging.Logger | None = None):
         self.run = run
         self.builder = builder
         self.log = logger or log
         self.streams = [GrawStream(s, on_error=self._on_error) for s in run.streams]
-        self._heap: list[tuple[int, int, FrameInfo]] = []
+        self._heap: list[tuple[int, int, int, FrameInfo]] = []  # (run, event id, stream index, frame)
+        self._top: list[int | None] = [None] * len(self.streams)  # last id merged from each stream
+        self._run: list[int] = [0] * len(self.streams)  # which run each stream's merged frames belong to
+        self._went_back: list[bool] = [False] * len(self.streams)
         self._header_cobo_warned: set[int] = set()
         self._old_firmware_logged = False
         self.done = False
         #: The first bad frame reported (names the file and byte offset).
         self.first_error: FrameError | None = None
         for i in range(len(self.streams)):
-            self._advance(i)
+            got = self.streams[i].next_frame()
+            if got is None:
+                self.streams[i].close()
+                continue
+            heapq.heappush(self._heap, (0, got[1].event_id, i, got[1]))
+        self._deferred = self._far_ahead_heads()
 
     @property
     def found_frames(self) -> bool:
@@ -300,13 +318,52 @@ class RunReader:
             self.first_error = err
         self.builder.report_bad(err)
 
-    def _advance(self, index: int) -> None:
-        got = self.streams[index].next_frame()
-        if got is None:
-            self.streams[index].close()
-            return
-        _, info, _ = got
-        heapq.heappush(self._heap, (info.event_id, index, info))
+    def _far_ahead_heads(self) -> list[tuple[int, FrameInfo]]:
+        """Streams whose first frame is far ahead of the others' (median of the first ids): taken out of
+        the merge and handed to the builder once it has a consensus to judge them against."""
+        if len(self._heap) < 3:
+            return []
+        ids = sorted(item[1] for item in self._heap)
+        limit = ids[(len(ids) - 1) // 2] + self.builder.outlier_gap
+        deferred = [(item[2], item[3]) for item in self._heap if item[1] > limit]
+        if deferred:
+            self._heap = [item for item in self._heap if item[1] <= limit]
+            heapq.heapify(self._heap)
+        return deferred
+
+    def _feed(self, index: int, info: FrameInfo) -> list:
+        stream = self.streams[index]
+        if info.cobo != stream.cobo:
+            self._check_cobo(stream, info)
+        return self.builder.add_frame(stream._buf, info.offset, now=0.0, source=stream.source, cobo=stream.cobo,
+                                      asad=stream.asad, info=info)
+
+    def _advance(self, index: int) -> list:
+        """Read the stream's next frame into the merge; frames that would stall it go to the builder now."""
+        out: list = []
+        stream = self.streams[index]
+        while True:
+            got = stream.next_frame()
+            if got is None:
+                stream.close()
+                return out
+            info = got[1]
+            event_id, top = info.event_id, self._top[index]
+            if self._went_back[index]:
+                self._went_back[index] = False
+                if top is not None and event_id <= top:  # it keeps to the lower sequence: a new run
+                    self._run[index] += 1
+                    self._top[index] = None
+                    top = None
+            if top is not None and event_id < top:
+                self._went_back[index] = True  # a glitch or a restart: the next frame tells
+                out += self._feed(index, info)
+                continue
+            if self.builder.far_ahead(event_id):
+                out += self._feed(index, info)  # an outlier: quarantined by the builder
+                continue
+            heapq.heappush(self._heap, (self._run[index], event_id, index, info))
+            return out
 
     def _check_cobo(self, stream: GrawStream, info: FrameInfo) -> None:
         if info.cobo == stream.cobo or stream.cobo in self._header_cobo_warned:
@@ -331,16 +388,20 @@ class RunReader:
         heap = self._heap
         frames = 0
         while heap and len(out) < max_events and frames < max_frames:
-            event_id, index, info = heapq.heappop(heap)
-            stream = self.streams[index]
-            if info.cobo != stream.cobo:
-                self._check_cobo(stream, info)
-            out += builder.add_frame(stream._buf, info.offset, now=0.0, source=stream.source,
-                                     cobo=stream.cobo, asad=stream.asad, info=info)
+            run, event_id, index, info = heapq.heappop(heap)
+            top = self._top[index]
+            self._top[index] = event_id if top is None else max(top, event_id)
+            out += self._feed(index, info)
             frames += 1
-            self._advance(index)
-            if heap and heap[0][0] > event_id:
-                out += builder.close_before(heap[0][0])
+            if self._deferred:
+                for i, head in self._deferred:
+                    out += self._feed(i, head)
+                    out += self._advance(i)
+                self._deferred = []
+                heap = self._heap
+            out += self._advance(index)
+            if heap and heap[0][0] == run and heap[0][1] > event_id:
+                out += builder.close_before(heap[0][1])
         if not heap:
             out += builder.flush()
             self.done = True

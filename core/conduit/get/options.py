@@ -28,6 +28,11 @@ class BuilderParams(Params):
                            ge=0)
     timeout: float = param(2.0, "an event waiting longer than this is emitted incomplete (s; live sources only)",
                            gt=0)
+    outlier_gap: int = param(100, "a frame whose event id is more than this many ids ahead of the other CoBos' "
+                                  "consensus is quarantined (counted, never built)", ge=1)
+    silent_after: float = param(10.0, "a CoBo connected but silent this long is reported (log, status line, "
+                                      "summary); once the others also moved on it is no longer waited for nor part "
+                                      "of the consensus (s; live sources)", gt=0)
     fpn_subtraction: bool = param(False, "subtract each AGET's mean FPN waveform (channels 11, 22, 45, 56) "
                                          "from its signal channels")
 
@@ -49,5 +54,7 @@ class BuilderParams(Params):
             max_depth=self.max_depth,
             timeout=self.timeout if live else None,
             fpn_subtraction=self.fpn_subtraction,
+            outlier_gap=self.outlier_gap,
+            silent_after=self.silent_after,
             logger=logger,
         )

@@ -10,25 +10,38 @@
 
 Each CoBo's connection is a trio task reading length-prefixed frames
 (get_format.md 4) into a fixed buffer and handing them to the shared event
-builder. A DataExporter that is down, drops or restarts is retried with
-exponential backoff while the others carry on; while it is down its AsAds are
-not waited for (events come out incomplete, naming them in ``missing``). A
+builder, which judges every frame against its own stream and the other CoBos'
+consensus (docs/ingestion.md). A DataExporter that is down, drops or restarts is
+retried with exponential backoff while the others carry on; while it is down its
+AsAds are not waited for (events come out incomplete, naming them in ``missing``). A
 protocol error (oversize or inconsistent length prefix, garbage) is logged in one
-line naming host:port, the connection is dropped and re-established. A CoBo stream
-that runs more than ``max_depth / 2`` events ahead of the slowest live one pauses
-(TCP flow control holds its data) so that bursts do not turn into incomplete
-events. A periodic task applies the builder's time limit so incomplete events still come out when
-traffic stops; on cancellation (Ctrl-C) everything held is flushed as incomplete.
+line naming host:port, the connection is dropped and re-established. A frame whose
+header names another CoBo than its connection's is dropped and counted
+(``cobo_id_mismatch = "drop"``) or taken as the connection's CoBo
+(``"trust_connection"``, for firmware that writes 0 everywhere).
+
+No CoBo slows the others: a stream more than ``max_depth / 2`` ids *ahead of the
+consensus* pauses (TCP flow control holds its data upstream) until the consensus
+catches up, for at most ``timeout`` seconds per consensus value; a slow, stalled or
+silent CoBo is behind the consensus and never holds anyone. Its events come out
+incomplete on time; its backlog, when it comes, is counted as late frames. A
+connected CoBo that sends nothing for ``silent_after`` seconds, or stays more than
+``max_depth`` ids behind for that long (trickling), is reported once per episode
+(log line, status line, run summary). A periodic task applies the builder's time
+limit so incomplete events still come out when traffic stops; on cancellation
+(Ctrl-C) everything held is flushed as incomplete.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Literal
 
 from conduit.get.options import BuilderParams
 from conduit.hookspecs import hookimpl
 from conduit.params import Problem, param
-from conduit.source import Source
+
+from .building import FrameSource
 
 __all__ = ["ExporterSource", "ExporterParams"]
 
@@ -52,6 +65,10 @@ class ExporterParams(BuilderParams):
     reconnect_max: float = param(30.0, "longest wait between reconnection attempts (doubles up to this) (s)", gt=0)
     max_frame_bytes: int = param(DEFAULT_MAX_FRAME, "a length prefix above this is a protocol error (B)",
                                  ge=1024)
+    cobo_id_mismatch: Literal["drop", "trust_connection"] = param(
+        "drop", "a frame whose header CoBo id differs from its connection's: 'drop' (counted in "
+                "wrong_cobo_frames, never recorded under another CoBo's pads) or 'trust_connection' (use the "
+                "connection's CoBo: old firmware wrote 0 in every header)")
     run: int | None = param(None, "run number given to the events and to output names ({run}); "
                                   "set it per run: --set source.run=42")
 
@@ -76,7 +93,7 @@ class ExporterParams(BuilderParams):
         return parse_hosts(self.hosts, self.port)
 
 
-class ExporterSource(Source):
+class ExporterSource(FrameSource):
     """Receive GET frames live from the DataExporters (one TCP connection per CoBo) and build events."""
 
     kind = "exporter"
@@ -86,16 +103,17 @@ class ExporterSource(Source):
     def __init__(self, params: ExporterParams, context: Any):
         super().__init__(params, context)
         from conduit.get.exporter_client import Link
+        from conduit.ratelog import RateLimitedLog
 
         targets = params.targets()
         cobos = params.cobos if params.cobos is not None else list(range(len(targets)))
         self.links = [Link(cobo, host, port) for cobo, (host, port) in zip(cobos, targets)]
-        self._builder = None
         self._changed = None  # trio.Event, created in the trio loop
         self._progress = None  # trio.Event: a link received a frame (wakes paused links)
         self._paused = 0
-        self._mark: int | None = None  # cached watermark (see _ahead)
+        self._mark: int | None = None  # cached backlog mark (see _backlog_mark)
         self._mark_time = float("-inf")
+        self._rate_log = RateLimitedLog(self.log)
 
     def _set_state(self, link, state: str) -> None:
         link.state = state
@@ -121,20 +139,15 @@ class ExporterSource(Source):
         return [("hosts", f"{host} does not resolve ({why}): its DataExporter cannot be reached from here")
                 for host, why in failed.items()]
 
-    def _get_builder(self):
-        if self._builder is None:
-            self._builder = self.params.make_builder(self.context.electronics_map, live=True, logger=self.log)
-        return self._builder
-
     def warm_up(self) -> None:
-        self._get_builder().warm_up()
+        self.builder.warm_up()
 
     # -- running -------------------------------------------------------------------------------
 
-    async def run(self, task_status: Any = None) -> None:
+    async def run(self) -> None:
         import trio
 
-        builder = self._get_builder()
+        builder = self.builder
         if self._changed is None:
             self._changed = trio.Event()
         self._progress = trio.Event()
@@ -144,7 +157,7 @@ class ExporterSource(Source):
             async with trio.open_nursery() as nursery:
                 for link in self.links:
                     nursery.start_soon(self._connection, link)
-                nursery.start_soon(self._time_limit)
+                nursery.start_soon(self._watch)
         finally:
             # Cancellation (Ctrl-C, --max-events) or an error: nothing received is lost.
             with trio.CancelScope(shield=True):
@@ -155,14 +168,61 @@ class ExporterSource(Source):
         for event in events:
             await self.emit(event)
 
-    async def _time_limit(self) -> None:
+    async def _watch(self) -> None:
+        """Apply the builder's time limit and report silent or trickling CoBos, a few times a second."""
         import trio
 
-        builder = self._get_builder()
-        period = min(0.25, self.params.timeout / 4)
+        builder = self.builder
+        period = min(0.25, self.params.timeout / 4, self.params.silent_after / 4)
         while True:
             await trio.sleep(period)
-            await self._emit_all(builder.poll(trio.current_time()))
+            now = trio.current_time()
+            await self._emit_all(builder.poll(now))
+            connected = [link for link in self.links if link.state == "connected"]
+            fell_silent = [link for link in connected if self._check_health(link, now)]
+            if fell_silent and len(fell_silent) == len(connected) > 1:
+                self.log.info("no DataExporter has sent a frame for %g s (the DAQ is not running?)",
+                              self.params.silent_after)
+            else:
+                for link in fell_silent:
+                    self.log.warning("%s (cobo %d): connected but no frame for %g s (silent_after) while the other "
+                                     "CoBos send", link.name, link.cobo, self.params.silent_after)
+
+    def _check_health(self, link, now: float) -> bool:
+        """Report (once per episode) a CoBo that stays behind the others; True when it just fell silent."""
+        p = self.params
+        quiet = now - max(link.last_frame_time, link.connected_at)
+        if quiet > p.silent_after and link.health != "silent":
+            self._end_behind(link)
+            link.health, link.silent_since = "silent", now - quiet
+            link.silent_episodes += 1
+            return True
+        if link.health == "silent":
+            return False
+        lag = self.builder.sequencer.lag(link.cobo)
+        if lag is None or lag <= p.max_depth:
+            self._end_behind(link)
+            return False
+        if link.behind_since is None:
+            link.behind_since = now
+        elif now - link.behind_since > p.silent_after and link.health != "behind":
+            link.health = "behind"
+            link.behind_episodes += 1
+            link.late_at_behind = self._late(link.cobo)
+            self.log.warning("%s (cobo %d): %d events behind the other CoBos for %.0f s (a slow or trickling "
+                             "DataExporter); its events come out incomplete and its frames arrive late",
+                             link.name, link.cobo, lag, now - link.behind_since)
+        return False
+
+    def _end_behind(self, link) -> None:
+        if link.health == "behind":
+            self.log.info("%s (cobo %d): caught up with the other CoBos (%d late frames meanwhile)", link.name,
+                          link.cobo, self._late(link.cobo) - link.late_at_behind)
+            link.health = ""
+        link.behind_since = None
+
+    def _late(self, cobo: int) -> int:
+        return self.builder.cobo_losses.get(cobo, {}).get("late_frames", 0)
 
     async def _connection(self, link) -> None:
         """Keep one DataExporter connected: connect, receive, and on any failure back off and retry."""
@@ -170,7 +230,7 @@ class ExporterSource(Source):
 
         from conduit.get.exporter_client import ProtocolError, receive_frames
 
-        builder = self._get_builder()
+        builder = self.builder
         delay = self.params.reconnect_min
         failures_in_a_row = 0
         while True:
@@ -191,8 +251,11 @@ class ExporterSource(Source):
                 delay = min(delay * 2, self.params.reconnect_max)
                 continue
             link.connects += 1
+            link.sock = stream.socket
             failures_in_a_row = 0
             builder.set_offline(link.cobo, False)
+            link.connected_at = trio.current_time()
+            link.health = ""
             self._set_state(link, "connected")
             if link.connects > 1:
                 self.log.info("%s (cobo %d): reconnected", link.name, link.cobo)
@@ -212,6 +275,7 @@ class ExporterSource(Source):
                 link.errors += 1
                 self.log.warning("%s (cobo %d): connection lost: %s; reconnecting", link.name, link.cobo,
                                  err.strerror or err)
+            link.sock = None
             self._set_state(link, "retrying")
             await self._emit_all(builder.set_offline(link.cobo, True))
             if link.frames > frames_before:
@@ -222,85 +286,125 @@ class ExporterSource(Source):
     def _frame_handler(self, link, builder):
         import trio
 
+        from conduit.get.frames import CORE_BYTES, peek_event_cobo
+
         source = f"{link.name} (cobo {link.cobo})"
+        trust = self.params.cobo_id_mismatch == "trust_connection"
 
         def on_frame(buf, offset: int, length: int) -> list:
             now = trio.current_time()
-            if length >= 28:
-                link.latest = int.from_bytes(buf[offset + 22:offset + 26].tobytes(), "big")
+            event_id = -1
+            if length >= CORE_BYTES:
+                event_id, header_cobo = peek_event_cobo(buf, offset)
+                link.latest = event_id
                 link.last_frame_time = now
+                if link.health == "silent":
+                    link.health = ""
+                    link.silent_seconds += now - link.silent_since
+                    self.log.info("%s: frames again after %.1f s of silence", source, now - link.silent_since)
                 if self._paused:
                     self._progress.set()
                     self._progress = trio.Event()
-            header_cobo = int(buf[offset + 26]) if length > 26 else link.cobo
-            cobo = None
-            if header_cobo != link.cobo:
-                if header_cobo == 0:
-                    cobo = link.cobo  # old firmware wrote CoBo 0 everywhere: trust the connection
-                if not link.cobo_warned:
-                    link.cobo_warned = True
-                    self.log.warning("%s: frame header says CoBo %d; using %d", source, header_cobo,
-                                     link.cobo if cobo is not None else header_cobo)
-            return builder.add_frame(buf, offset, length, now=now, source=source, cobo=cobo)
+                if header_cobo != link.cobo and not trust:
+                    link.wrong_cobo += 1
+                    self._rate_log(f"wrong_cobo{link.cobo}", logging.WARNING,
+                                   "%s: frame of event %d: header says CoBo %d: dropped (wrong_cobo_frames; set "
+                                   "source.cobo_id_mismatch = \"trust_connection\" if this firmware writes a wrong "
+                                   "CoBo id, e.g. 0)", source, event_id, header_cobo)
+                    builder.reject("wrong_cobo_frames", length, cobo=link.cobo)
+                    return []
+            return builder.add_frame(buf, offset, length, now=now, source=source, cobo=link.cobo)
 
         return on_frame
 
     # -- keeping the streams together ---------------------------------------------------------------
     #
     # Sockets are read fairly in bytes, but CoBos carry different amounts of data per
-    # event (CoBo 10 has two AsAds in the default map), so during a burst a light stream
-    # races ahead in event ids and the builder's depth limit would declare the heavy
-    # streams' events incomplete. A stream more than max_depth / 2 events ahead of the
-    # slowest live stream therefore pauses (TCP flow control holds its data upstream)
-    # until the others catch up, or for at most ``timeout`` seconds. Streams silent for
-    # longer than ``timeout`` do not hold anyone back.
+    # event (CoBo 10 has two AsAds in the default map), so when the receivers are busy a
+    # light stream races ahead in event ids and a heavy one falls behind. A stream pauses
+    # (TCP flow control holds its data upstream) while it is more than max_depth / 2 ids
+    # ahead of
+    #   * the builder's consensus (the median of all streams, so one slow CoBo does not
+    #     lower it), or of a restart the others have not agreed to (EventBuilder.hold_back);
+    #   * a connection that is behind it with bytes already received and not read yet
+    #     (its DataExporter is not slow, we are: read it first). A connection that is
+    #     behind with nothing to read (a slow, stalled or silent DataExporter), more than
+    #     outlier_gap behind, or restarted alone holds nobody.
+    # It waits at most ``timeout`` seconds for one thing (one consensus value, one
+    # restart vote, one backlog position), then reads on.
 
-    def _watermark(self, now: float) -> int | None:
-        patience = self.params.timeout
-        ids = [link.latest for link in self.links
-               if link.state == "connected" and link.latest >= 0 and now - link.last_frame_time <= patience]
-        return min(ids) if ids else None
-
-    def _ahead(self, link, now: float, *, fresh: bool = True) -> bool:
-        slack = max(1, self.params.max_depth // 2)
+    def _backlog_mark(self, now: float, *, fresh: bool) -> int | None:
+        """The lowest id among in-step connections with unread bytes (at most 20 ms old unless ``fresh``)."""
         if fresh or now - self._mark_time > 0.02:
-            self._mark, self._mark_time = self._watermark(now), now
-        mark = self._mark
-        # A gap larger than the builder's restart gap means a new run (ids restarted): do not wait.
-        return mark is not None and slack < link.latest - mark <= 1000
+            builder = self.builder
+            consensus = builder.consensus
+            marks = [link.latest for link in self.links
+                     if consensus is not None and link.latest >= consensus - self.params.outlier_gap
+                     and link.unread_bytes() > 0 and builder.sequencer.settled(link.cobo)]
+            self._mark, self._mark_time = (min(marks) if marks else None), now
+        return self._mark
+
+    def _hold(self, link, *, fresh: bool = False) -> tuple[str, int] | None:
+        import trio
+
+        token = self.builder.hold_back(link.cobo, link.latest)
+        if token is None:
+            mark = self._backlog_mark(trio.current_time(), fresh=fresh)
+            if mark is not None and self.builder.runs_ahead(link.latest, mark):
+                token = ("backlog", mark)
+        return token
 
     async def _pace(self, link) -> None:
         import trio
 
-        # Check against a watermark up to 20 ms old first (cheap); confirm with a fresh one.
-        now = trio.current_time()
-        if not self._ahead(link, now, fresh=False) or not self._ahead(link, now):
+        token = self._hold(link)
+        if token is None or token == link.gave_up_at:
             return
         link.pauses += 1
         self._paused += 1
         try:
-            with trio.move_on_after(self.params.timeout):
-                while self._ahead(link, trio.current_time()):
+            with trio.move_on_after(self.params.timeout) as scope:
+                while (held := self._hold(link, fresh=True)) is not None and held != link.gave_up_at:
+                    if held != token:
+                        token = held
                     await self._progress.wait()
+            if scope.cancelled_caught:
+                link.gave_up_at = token
         finally:
             self._paused -= 1
 
     # -- reporting -------------------------------------------------------------------------------
 
     def status(self) -> dict[str, str]:
-        return {f"cobo{link.cobo}": link.state for link in self.links}
+        return {f"cobo{link.cobo}": (link.health or link.state) if link.state == "connected" else link.state
+                for link in self.links}
 
     def byte_counts(self) -> dict[str, int]:
         return {f"cobo{link.cobo}": link.bytes for link in self.links}
 
+    def losses(self) -> dict[str, int]:
+        counts = self._builder.losses() if self._builder is not None else {}
+        counts["protocol_errors"] = sum(link.errors for link in self.links)
+        return counts
+
     def counters(self) -> dict[str, int]:
-        counts = self._builder.counter_dict() if self._builder is not None else {}
+        builder = self._builder
+        counts = builder.counter_dict() if builder is not None else {}
         counts["protocol_errors"] = sum(link.errors for link in self.links)
         counts["reconnects"] = sum(link.reconnects for link in self.links)
         counts["connect_failures"] = sum(link.connect_failures for link in self.links)
+        counts["silent_episodes"] = sum(link.silent_episodes for link in self.links)
+        counts["behind_episodes"] = sum(link.behind_episodes for link in self.links)
         for link in self.links:
-            for key in ("bytes", "frames", "errors", "reconnects", "pauses"):
-                counts[f"cobo{link.cobo}_{key}"] = getattr(link, key)
+            lost = builder.cobo_losses.get(link.cobo, {}) if builder is not None else {}
+            per_cobo = {
+                "bytes": link.bytes, "frames": link.frames, "errors": link.errors, "reconnects": link.reconnects,
+                "pauses": link.pauses, "silent": link.silent_episodes, "behind": link.behind_episodes,
+                "late": lost.get("late_frames", 0),
+                "quarantined": sum(v for k, v in lost.items() if k != "late_frames"),
+            }
+            for key, value in per_cobo.items():
+                counts[f"cobo{link.cobo}_{key}"] = value
         return counts
 
 

@@ -20,7 +20,9 @@ from typing import Any
 from conduit.get.options import BuilderParams
 from conduit.hookspecs import hookimpl
 from conduit.params import param
-from conduit.source import Source, SourceError
+from conduit.source import SourceError
+
+from .building import FrameSource
 
 __all__ = ["GrawSource", "GrawParams"]
 
@@ -32,7 +34,7 @@ class GrawParams(BuilderParams):
                            "(relative to the pipeline file)")
 
 
-class GrawSource(Source):
+class GrawSource(FrameSource):
     """Replay a .graw run folder (GET frames of every CoBo/AsAd, merged by event id)."""
 
     kind = "graw"
@@ -43,7 +45,6 @@ class GrawSource(Source):
         super().__init__(params, context)
         self.folder = context.resolve(params.path)
         self._run = None
-        self._builder = None
         self._reader = None
         self._total: int | None = None
 
@@ -79,13 +80,8 @@ class GrawSource(Source):
 
     # -- running -------------------------------------------------------------------------------
 
-    def _get_builder(self):
-        if self._builder is None:
-            self._builder = self.params.make_builder(self.context.electronics_map, live=False, logger=self.log)
-        return self._builder
-
     def warm_up(self) -> None:
-        self._get_builder().warm_up()
+        self.builder.warm_up()
         self._open_reader()
 
     def _open_reader(self):
@@ -94,7 +90,7 @@ class GrawSource(Source):
             from conduit.get.grawfiles import RunReader
 
             run = self._find()
-            reader = RunReader(run, self._get_builder(), logger=self.log)
+            reader = RunReader(run, self.builder, logger=self.log)
             if not reader.found_frames:
                 reader.close()
                 n_files = sum(len(s.files) for s in run.streams)
@@ -104,7 +100,7 @@ class GrawSource(Source):
             self._reader = reader
         return self._reader
 
-    async def run(self, task_status: Any = None) -> None:
+    async def run(self) -> None:
         import trio
 
         reader = await trio.to_thread.run_sync(self._open_reader)
@@ -132,6 +128,9 @@ class GrawSource(Source):
             counts["streams"] = len(self._run.streams)
             counts["files"] = sum(len(s.files) for s in self._run.streams)
         return counts
+
+    def losses(self) -> dict[str, int]:
+        return self._builder.losses() if self._builder is not None else {}
 
     def byte_counts(self) -> dict[str, int]:
         return self._reader.byte_counts() if self._reader is not None else {}

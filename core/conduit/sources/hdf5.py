@@ -98,7 +98,7 @@ class Hdf5Source(Source):
         """Open the file once before the run starts: a missing or unreadable file fails start-up, not the run."""
         self._open().close()
 
-    async def run(self, task_status: Any = None) -> None:
+    async def run(self) -> None:
         import trio
 
         merged = await trio.to_thread.run_sync(self._open)

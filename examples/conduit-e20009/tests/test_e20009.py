@@ -4,7 +4,7 @@ import numpy as np
 
 from conduit.artifacts import Direction
 from conduit.event import Event
-from conduit.stage import StageContext
+from conduit import RunContext
 from conduit_e20009.ion_chamber import IonChamberParams, IonChamberStage
 from conduit_e20009.linkage import LinkageClusterStage, LinkageParams
 
@@ -21,7 +21,7 @@ def ic_trace(peaks: list[tuple[int, float]], n: int = 2048, pedestal: float = 30
 
 def test_ion_chamber_takes_the_first_peak_after_the_delay():
     event = Event(id=1, artifacts={"frib": {"1903": ic_trace([(500, 800.0), (1300, 1500.0), (1700, 600.0)])}})
-    stage = IonChamberStage(IonChamberParams(gate=[1000.0, 2000.0], max_multiplicity=2), StageContext())
+    stage = IonChamberStage(IonChamberParams(gate=[1000.0, 2000.0], max_multiplicity=2), RunContext())
     stage.process(event)
     ic = event.artifacts["ion_chamber"]
     assert ic["centroid"] == 1300.0
@@ -33,7 +33,7 @@ def test_ion_chamber_takes_the_first_peak_after_the_delay():
 
 def test_ion_chamber_without_peak_or_data_marks_the_event():
     quiet = Event(id=2, artifacts={"frib": {"1903": ic_trace([])}})
-    stage = IonChamberStage(IonChamberParams(), StageContext())
+    stage = IonChamberStage(IonChamberParams(), RunContext())
     stage.process(quiet)
     assert quiet.artifacts["ion_chamber"]["multiplicity"] == 0
     assert quiet.artifacts["ion_chamber"]["gate"] is False
@@ -60,7 +60,7 @@ def test_linkage_separates_two_tracks_and_noise_and_finds_directions():
     cloud = cloud[order]
     truth = np.repeat([0, 1, -1], [120, 100, 10])[order]
     event = Event(id=1, artifacts={"cloud": cloud})
-    LinkageClusterStage(LinkageParams(), StageContext()).process(event)
+    LinkageClusterStage(LinkageParams(), RunContext()).process(event)
     clusters = event.artifacts["clusters"]
     assert clusters.count == 2
     for k in range(2):

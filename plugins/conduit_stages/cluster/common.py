@@ -26,7 +26,7 @@ from conduit.artifacts import Clusters, Direction
 from conduit.params import Params, param
 from conduit.stage import TransformStage
 
-__all__ = ["ClustererStage", "JoinParams", "Piece", "PostParams", "postprocess", "scaled_features"]
+__all__ = ["ClustererStage", "Piece", "PostParams", "postprocess", "scaled_features"]
 
 
 class PostParams(Params):
@@ -50,8 +50,6 @@ class PostParams(Params):
     )
 
 
-JoinParams = PostParams
-
 
 def scaled_features(cloud: np.ndarray, z_scale: float) -> np.ndarray:
     """(N, 3) clustering features x, y, z * z_scale."""
@@ -74,7 +72,7 @@ class Piece:
 
     def circle(self, cloud: np.ndarray) -> tuple[float, float, float]:
         if self._circle is None:
-            from conduit_stages.estimate.trackfit import circle_fit
+            from conduit_physics.tracks import circle_fit
 
             xc, yc, r, ok = circle_fit(cloud[self.rows, 0], cloud[self.rows, 1])
             self._circle = (xc, yc, r) if ok else (math.nan, math.nan, math.nan)
@@ -108,9 +106,9 @@ def _lof_clean(cloud: np.ndarray, piece: Piece, factor: float) -> Piece:
 
 
 def _direction(cloud: np.ndarray, rows: np.ndarray, params: PostParams, field: float) -> int:
-    from conduit_stages.estimate.trackfit import direction_code
+    from conduit_physics.tracks import direction_code, turning_sense
 
-    sense = -1.0 if field < 0 else 1.0
+    sense = turning_sense(field)
     pts = cloud[rows]
     return int(
         direction_code(

@@ -2,8 +2,8 @@
 
 The compiled kernels keep their callees in their own module (numba cache
 safety): the track geometry the post-processing also needs lives in
-:mod:`conduit_stages.estimate.trackfit`, the KD-tree in :mod:`.kdtree`,
-HDBSCAN in :mod:`.hdbscan_kernels`.
+:mod:`conduit_physics.tracks`, the KD-tree in :mod:`.kdtree`, HDBSCAN in
+:mod:`.hdbscan_kernels`, LOF in :mod:`.lof_kernels`.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""Entry point module of the clustering stages (light: hdbscan/numba load only when a stage runs)."""
+"""Entry point module of the clustering stages (light: the stage modules load when the hook is called)."""
 
 from conduit.hookspecs import hookimpl
-
-from .dbscan_stage import DbscanStage
-from .hdbscan_stage import HdbscanStage
 
 
 @hookimpl
 def conduit_register_stages(register):
+    from .dbscan_stage import DbscanStage
+    from .hdbscan_stage import HdbscanStage
+
     register(HdbscanStage)
     register(DbscanStage)

@@ -1,10 +1,10 @@
-"""Entry point module of the ``estimate`` stage (light: numba loads only when the stage runs)."""
+"""Entry point module of the ``estimate`` stage (light: the stage module loads when the hook is called)."""
 
 from conduit.hookspecs import hookimpl
-
-from .stage import EstimateStage
 
 
 @hookimpl
 def conduit_register_stages(register):
+    from .stage import EstimateStage
+
     register(EstimateStage)

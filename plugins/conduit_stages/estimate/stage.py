@@ -8,7 +8,7 @@ of that circle closest to the beam axis (closed form, instead of sampling
 the distance travelled from the vertex (arc on the fitted circle; Spyral:
 the x-y chord) against z near the vertex; B-rho = |B| R /
 |sin(polar)|; dE, arclength and dE/dx up to where the track leaves the
-small pads. Rejected tracks are counted by reason (:data:`trackfit.STATUS`).
+small pads. Rejected tracks are counted by reason (:data:`conduit_physics.tracks.STATUS`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def estimate_tracks(
     cloud: np.ndarray, clusters: Clusters, params: EstimateParams, detector, event_id: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """(estimates with ESTIMATE_DTYPE, status code per cluster)."""
-    from . import trackfit
+    from conduit_physics.tracks import fit as trackfit
 
     k = clusters.count
     if k == 0:
@@ -81,7 +81,7 @@ class EstimateStage(TransformStage):
     Params = EstimateParams
 
     def warm_up(self) -> None:
-        from conduit_stages.cluster.warm import warm_cloud
+        from conduit_physics.tracks import warm_cloud
 
         cloud = warm_cloud()
         labels = np.full(len(cloud), -1, dtype=np.int32)

@@ -18,10 +18,13 @@ from typing import Any
 import numpy as np
 
 from conduit.artifacts import ESTIMATE_DTYPE
-from conduit.stage import SinkStage
+from conduit.stage import SinkStage, StopRun
+from conduit_physics.histograms import HistogramRecorder, Histograms
 
 from . import layout, spyral
+from .idcount import IdCounter
 from .leftovers import tidy_leftovers
+from .losses import write_loss_attributes, write_parameter_attributes
 from .params import Hdf5Params
 from .partfile import PartitionedFile, WriteError, consolidate
 
@@ -34,9 +37,17 @@ TABLE_DTYPE = np.dtype(
        ("ic_centroid", np.float64), ("ic_multiplicity", np.float64)]
 )
 
-_HISTOGRAMS_KEY = "histograms"
 _Z_TIES = "clouds_with_z_ties"
-_RECORDED_KEY = "histograms_recorded_by"
+
+
+class _HistogramsInRecording(HistogramRecorder):
+    """Tells the histogram stage that this sink records the histograms, and whether it did."""
+
+    def __init__(self) -> None:
+        self.saved: bool | None = None
+
+    def histograms_saved(self) -> bool | None:
+        return self.saved
 
 
 @dataclasses.dataclass
@@ -48,13 +59,12 @@ class _Target:
     ranges: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     timestamps: list[int] = dataclasses.field(default_factory=list)
     counts: dict[str, int] = dataclasses.field(default_factory=lambda: defaultdict(int))
-    seen: dict[str, dict[int, int]] = dataclasses.field(default_factory=lambda: defaultdict(dict))
+    seen: dict[str, IdCounter] = dataclasses.field(default_factory=lambda: defaultdict(IdCounter))
     duplicates: int = 0
 
     def name_for(self, kind: str, event_id: int) -> str:
         """The object name of this event, unique even when an event id repeats."""
-        dup = self.seen[kind].get(event_id, -1) + 1
-        self.seen[kind][event_id] = dup
+        dup = self.seen[kind].add(event_id)
         if dup:
             self.duplicates += 1
         make = layout.cloud_name if kind == layout.CLOUD else layout.event_name
@@ -95,6 +105,8 @@ class Hdf5Sink(SinkStage):
         self.parquet: Path | None = None
         self.claims: list[Any] = []
         self.run_path = self.context.format_path(p.path)
+        self.losses: dict[str, int] = {}  # latest loss counts from the engine (on_metrics)
+        self.parameter_changes: list[Any] = []  # changes made while running (on_parameters)
         self.targets: list[_Target] = []
         run_kinds = []
         if p.traces:
@@ -115,8 +127,10 @@ class Hdf5Sink(SinkStage):
             tidy_leftovers(target.file.path, self.log)
             # Fail now, before any event, if a path is not writable.
             target.file.stage(lambda f, t=target: self._init_master(f, t))
+        self.histogram_recording: _HistogramsInRecording | None = None
         if p.histograms:
-            self.context.shared[_RECORDED_KEY] = self.name
+            self.histogram_recording = _HistogramsInRecording()
+            self.context.shared.publish(HistogramRecorder, self.histogram_recording, by=self.name)
 
     def begin(self) -> None:
         """Keep (or, as configured, replace) the files already at the output paths; publish the new masters."""
@@ -127,8 +141,6 @@ class Hdf5Sink(SinkStage):
 
     def consume(self, event) -> None:
         if self.error is not None:
-            from conduit.engine.runner import StopRun
-
             raise StopRun(self.error)
         self.received += 1
         self.pending.append(event)
@@ -138,11 +150,16 @@ class Hdf5Sink(SinkStage):
             self._flush_or_stop()
 
     def on_metrics(self, metrics) -> None:
+        self.losses = dict(metrics.losses)
         if self.error is None and self.pending and time.monotonic() - self.last_flush >= self.params.flush_interval:
             try:
                 self._flush_or_stop()
             except Exception:
                 pass  # recorded in self.error; the next consume stops the run
+
+    def on_parameters(self, change) -> None:
+        """Note a parameter change; written to the run file's attributes at the next flush and at the end."""
+        self.parameter_changes.append(change)
 
     def close(self) -> None:
         if not getattr(self, "targets", None):
@@ -155,6 +172,16 @@ class Hdf5Sink(SinkStage):
             for target in self.targets:
                 target.file.discard()  # a master staged for a run that never began
             self._release()
+            self._report_histograms()
+
+    def _report_histograms(self) -> None:
+        """Tell the histogram stage whether they are in the recording (else it saves its own file)."""
+        recording = getattr(self, "histogram_recording", None)
+        if recording is None:
+            return
+        recording.saved = bool(recording.saved)
+        for histograms in self.context.shared.all(Histograms):
+            histograms.recorder_finished(recording)
 
     def _release(self) -> None:
         for claim in getattr(self, "claims", []):
@@ -167,13 +194,17 @@ class Hdf5Sink(SinkStage):
                 self.flush()
             except WriteError as err:
                 self._record_error(f"{err} (the events of the last {self.params.flush_interval:g} s are lost)")
+        if self.error is None:
+            try:  # the final loss counts (the engine sends a last on_metrics before close)
+                self.run_target.file.update(lambda m: self._write_run_attributes(m))
+            except WriteError as err:
+                problems.append(str(err))
         if self.params.histograms and self.error is None:
-            hset = self.context.shared.get(_HISTOGRAMS_KEY)
-            if hset is not None:
-                from conduit_stages.histogram.store import write_histograms
-
+            histograms = self.context.shared.get(Histograms)
+            if histograms is not None:
                 try:
-                    self.run_target.file.update(lambda m: write_histograms(m, hset))
+                    self.run_target.file.update(histograms.write)
+                    self.histogram_recording.saved = True  # type: ignore[union-attr]
                 except WriteError as err:
                     problems.append(str(err))
         if self.parquet_path is not None and self.error is None:
@@ -272,16 +303,12 @@ class Hdf5Sink(SinkStage):
         try:
             self.flush()
         except WriteError as err:
-            from conduit.engine.runner import StopRun
-
             self._record_error(f"{err}; stopping (every event flushed before is kept)")
             raise StopRun(self.error) from None
 
     def _record_error(self, message: str) -> None:
-        self.error = message
+        self.error = message  # the histograms are then not recorded here: the histogram stage saves them
         self.log.error("%s", message)
-        if self.context.shared.get(_RECORDED_KEY) == self.name:
-            del self.context.shared[_RECORDED_KEY]  # let the histogram stage save its own file instead
 
     def flush(self) -> None:
         """Write the pending events to every output file (one part each), then forget them."""
@@ -351,9 +378,11 @@ class Hdf5Sink(SinkStage):
                 table[start:] = rows
             layout.append_kinematics(m, kin_rows)
             m.attrs["events_flushed"] = np.int64(self.flushed_events + len(batch))
+            if target is self.run_target:
+                self._write_run_attributes(m)
 
         counts_before = dict(target.counts)
-        seen_before = {k: dict(v) for k, v in target.seen.items()}
+        seen_before = {k: v.copy() for k, v in target.seen.items()}
         ranges_before = {k: list(v) for k, v in target.ranges.items()}
         try:
             target.file.commit(write_part, update_master)
@@ -369,6 +398,11 @@ class Hdf5Sink(SinkStage):
         if kin_rows is not None:
             target.counts[layout.KINEMATICS] += len(kin_rows)
 
+    def _write_run_attributes(self, m) -> None:
+        write_loss_attributes(m, self.losses)
+        if self.parameter_changes:
+            write_parameter_attributes(m, changes=self.parameter_changes)
+
     def _init_master(self, f, target: _Target) -> None:
         from conduit import __version__
 
@@ -376,6 +410,7 @@ class Hdf5Sink(SinkStage):
         f.attrs["run"] = np.int64(self.context.run if self.context.run is not None else -1)
         f.attrs["layout"] = self.params.layout
         f.attrs["events_flushed"] = np.int64(0)
+        write_parameter_attributes(f, self.context.pipeline, [])
         for kind in target.kinds:
             if kind == layout.EVENTS:
                 f.create_group(kind).attrs.update(layout.events_group_attrs(0, 0, 0, 0))

@@ -1,71 +1,29 @@
 """Histograms with uniform bins, filled once per event, and the set that owns them and the gates.
 
-The :class:`HistogramSet` is what the ``histogram`` sink fills, the ``rerun``
-sink shows and the ``hdf5`` sink saves; it is shared through
-``context.shared["histograms"]``. Sinks run in different threads, so every
-access goes through the set's lock (filling one event takes ~40 µs per histogram).
+The :class:`HistogramSet` is what the ``histogram`` sink fills; other sinks
+see it through the shared :class:`conduit_physics.histograms.Histograms`
+(:mod:`.shared`). Sinks run in different threads, so every access goes
+through the set's lock (filling one event takes ~40 µs per histogram).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from .gates import Gate, as_level, evaluate_gate, gate_quantities
-from .quantities import QUANTITIES, Quantity, extract
+from conduit_physics.gates import Gate, as_level, evaluate_gate, gate_quantities
+from conduit_physics.histograms import Axis, HistogramView
+from conduit_physics.quantities import QUANTITIES, extract
+
 from .spec import GateSpec, HistogramParams, HistogramSpec
 
-__all__ = ["Axis", "Histogram", "HistogramSet", "HistogramView", "SMALL_FILL"]
+__all__ = ["Histogram", "HistogramSet", "SMALL_FILL"]
 
 #: Up to this many entries are binned with plain Python arithmetic (:meth:`Histogram.fill_values`).
 SMALL_FILL = 32
-
-
-@dataclasses.dataclass(frozen=True)
-class Axis:
-    """Uniform binning of one quantity: ``bins`` bins over [low, high)."""
-
-    quantity: Quantity
-    bins: int
-    low: float
-    high: float
-
-    @property
-    def edges(self) -> np.ndarray:
-        return np.linspace(self.low, self.high, self.bins + 1)
-
-    @property
-    def label(self) -> str:
-        unit = self.quantity.unit
-        return f"{self.quantity.title} ({unit})" if unit else self.quantity.title
-
-    def index(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(bin index, inside-range mask) of each value; NaN and out-of-range values are outside."""
-        scaled = (values - self.low) * (self.bins / (self.high - self.low))
-        inside = (scaled >= 0) & (scaled < self.bins)  # False for NaN
-        idx = np.where(inside, scaled, 0).astype(np.int64)
-        return idx, inside
-
-
-@dataclasses.dataclass(frozen=True)
-class HistogramView:
-    """A copy of one histogram's state, safe to use outside the set's lock."""
-
-    name: str
-    x: Axis
-    y: Axis | None
-    gate: str | None
-    counts: np.ndarray  # int64, (x_bins,) or (x_bins, y_bins)
-    entries: int
-    outside: int
-
-    @property
-    def dimensions(self) -> int:
-        return 1 if self.y is None else 2
 
 
 class Histogram:
@@ -173,21 +131,6 @@ def _axis(name: str, bins: int | None, rng: tuple[float, float] | None, detector
     return Axis(q, int(bins if bins is not None else q.default_bins), float(low), float(high))
 
 
-def _gate(spec: GateSpec, histograms: dict[str, Histogram]) -> Gate:
-    if spec.polygon is not None or spec.interval is not None:
-        target = histograms[spec.histogram]  # type: ignore[index]
-        return Gate(
-            name=spec.name,
-            kind="polygon" if spec.polygon is not None else "interval",
-            quantities=target.quantities,
-            histogram=spec.histogram,
-            polygon=None if spec.polygon is None else np.asarray(spec.polygon, dtype=np.float64).reshape(-1, 2),
-            interval=None if spec.interval is None else (float(spec.interval[0]), float(spec.interval[1])),
-        )
-    kind = "all_of" if spec.all_of is not None else "any_of" if spec.any_of is not None else "negate"
-    return Gate(name=spec.name, kind=kind, members=tuple(spec.members()))
-
-
 class HistogramSet:
     """Named histograms and gates, filled per event under one lock.
 
@@ -201,6 +144,10 @@ class HistogramSet:
         self.lock = threading.Lock()
         self.version = 0
         self.events = 0
+        self._index()
+
+    def _index(self) -> None:
+        """What each histogram needs (its quantities and its gate's), and whether it fills without analysis."""
         self._needed: dict[str, tuple[str, ...]] = {}
         self._raw_only: dict[str, bool] = {}
         for h in self.histograms.values():
@@ -211,21 +158,29 @@ class HistogramSet:
             self._raw_only[h.name] = not any(QUANTITIES[q].needs_analysis for q in needed)
         self._all_needed = tuple(sorted({q for qs in self._needed.values() for q in qs}))
 
+    def set_gates(self, specs: Iterable[GateSpec]) -> None:
+        """Replace the gates (validated specs) from the next event on; counts so far are kept (as SpecTcl does)."""
+        axes = {name: h.quantities for name, h in self.histograms.items()}
+        with self.lock:
+            self.gates = {g.name: g for g in (spec.resolve(axes) for spec in specs)}
+            self._index()
+            self.version += 1
+
     @classmethod
     def from_specs(
-        cls, histograms: Iterable[HistogramSpec], gates: Iterable[GateSpec] = (), detector: Any = None
+        cls, histograms: Iterable[HistogramSpec], gates: Iterable[Gate] = (), detector: Any = None
     ) -> HistogramSet:
-        """Build from validated specs (``detector`` gives vertex_z its default range)."""
-        built = {}
+        """Build from validated specs and resolved gates (``detector`` gives vertex_z its default range)."""
+        built = []
         for spec in histograms:
             x = _axis(spec.x, spec.x_bins, spec.x_range, detector)
             y = None if spec.y is None else _axis(spec.y, spec.y_bins, spec.y_range, detector)
-            built[spec.name] = Histogram(spec.name, x, y, spec.gate)
-        return cls(built.values(), [_gate(g, built) for g in gates])
+            built.append(Histogram(spec.name, x, y, spec.gate))
+        return cls(built, gates)
 
     @classmethod
     def from_params(cls, params: HistogramParams, detector: Any = None) -> HistogramSet:
-        return cls.from_specs(params.all_histograms(), params.gates, detector)
+        return cls.from_specs(params.all_histograms(), params.declared_gates().values(), detector)
 
     def __getitem__(self, name: str) -> Histogram:
         return self.histograms[name]

@@ -32,11 +32,10 @@ combinations must not loop), and each problem points at its TOML line.
 
 from __future__ import annotations
 
-import difflib
-
-from conduit.params import Params, Problem, param
-
-from .quantities import QUANTITIES, unknown_quantity_message
+import numpy as np
+from conduit.params import Params, Problem, did_you_mean, param
+from conduit_physics.gates import Gate
+from conduit_physics.quantities import QUANTITIES, unknown_quantity_message
 
 __all__ = ["HistogramSpec", "GateSpec", "HistogramParams", "DEFAULT_HISTOGRAMS"]
 
@@ -94,6 +93,20 @@ class GateSpec(Params):
     def kind(self) -> str | None:
         kinds = [k for k in ("polygon", "interval", "all_of", "any_of", "negate") if getattr(self, k) is not None]
         return kinds[0] if len(kinds) == 1 else None
+
+    def resolve(self, axes: dict[str, tuple[str, ...]]) -> Gate:
+        """The :class:`~conduit_physics.gates.Gate` this spec describes; ``axes`` are the quantities of each
+        histogram by name (a polygon or interval is drawn on its histogram's)."""
+        if self.polygon is not None or self.interval is not None:
+            return Gate(
+                name=self.name,
+                kind="polygon" if self.polygon is not None else "interval",
+                quantities=axes[self.histogram],  # type: ignore[index]
+                histogram=self.histogram,
+                polygon=None if self.polygon is None else np.asarray(self.polygon, dtype=np.float64).reshape(-1, 2),
+                interval=None if self.interval is None else (float(self.interval[0]), float(self.interval[1])),
+            )
+        return Gate(name=self.name, kind=self.kind() or "negate", members=tuple(self.members()))
 
     def members(self) -> list[str]:
         if self.all_of is not None:
@@ -153,6 +166,15 @@ class HistogramParams(Params):
     )
     save: bool = param(True, "save the histograms at the end of the run")
 
+    def declared_gates(self) -> dict[str, Gate]:
+        """The gates of this stage, resolved on its histograms' axes, by name.
+
+        What :func:`conduit_physics.gates.pipeline_gates` reads: the ``kinematics``
+        stage's PID hypotheses name these gates.
+        """
+        axes = {h.name: (h.x,) if h.y is None else (h.x, h.y) for h in self.all_histograms()}
+        return {g.name: g.resolve(axes) for g in self.gates}
+
     def all_histograms(self) -> list[HistogramSpec]:
         """Declared histograms plus the defaults whose names are free."""
         declared = list(self.histograms)
@@ -199,8 +221,7 @@ class HistogramParams(Params):
 
 
 def _unknown(what: str, name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(name, known)
     listing = ", ".join(known) if known else "none declared"
     return f"unknown {what} '{name}'{hint}; known: {listing}"
 

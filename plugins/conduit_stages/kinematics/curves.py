@@ -1,32 +1,35 @@
 """Kinematic curves: where each listed state of the residual puts its ejectile on polar angle vs B-rho.
 
-Public API for viewers (the rerun sink draws these over the ``kinematics``
-histogram): :func:`kinematic_curves` takes the ``kinematics`` stage's
-parameters and returns one :class:`Curve` per (hypothesis, state), in the
+The ``kinematics`` stage offers them to viewers as the shared object
+:class:`conduit_physics.kinematics.KinematicCurves` (:class:`ReactionCurves`);
+the rerun sink draws them over the ``kinematics`` histogram.
+:func:`kinematic_curves` takes the stage's parameters and returns one
+:class:`~conduit_physics.kinematics.Curve` per (hypothesis, state), in the
 histogram's units: polar angle in degrees, B-rho in T·m. The B-rho is the
 ejectile's at the vertex; the beam energy is the one at ``curve_z``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-import numpy as np
+from conduit_physics.kinematics import Curve, KinematicCurves
 
 from .params import KinematicsParams
 
-__all__ = ["Curve", "kinematic_curves"]
+__all__ = ["ReactionCurves", "kinematic_curves"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Curve:
-    """One state's curve: ``polar`` (deg) and ``brho`` (T·m) as the CM angle runs from 0 to 180 deg."""
+class ReactionCurves(KinematicCurves):
+    """The curves of one ``kinematics`` stage, computed on first use (a few ms per state)."""
 
-    label: str
-    ejectile: str
-    excitation: float  # MeV
-    polar: np.ndarray
-    brho: np.ndarray
+    def __init__(self, params: KinematicsParams, detector_length: float):
+        self.params = params
+        self.detector_length = detector_length
+        self._curves: list[Curve] | None = None
+
+    def curves(self) -> list[Curve]:
+        if self._curves is None:
+            self._curves = kinematic_curves(self.params, self.detector_length)
+        return self._curves
 
 
 def kinematic_curves(params: KinematicsParams, detector_length: float = 1000.0, points: int = 181) -> list[Curve]:

@@ -3,7 +3,8 @@
 Per row of ``estimates`` (one ``kinematics`` row each, same order):
 
 1. the ejectile hypothesis: the first ``[[stage.hypotheses]]`` whose PID gate
-   (a gate of the histogram stage, on estimate fields) accepts the track, else
+   (a gate the histogram stage declares, on estimate fields: found with
+   :func:`conduit_physics.gates.pipeline_gates`) accepts the track, else
    the fixed ``ejectile``, else none (status ``no_hypothesis``);
 2. the ejectile's energy at the vertex from B-rho (:mod:`.reaction`), or, with
    ``fit = true``, from the fit of a helix with energy loss to the cluster's
@@ -21,12 +22,12 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
 
 import numpy as np
 from conduit.artifacts import FIT_STATUS, KINEMATICS_STATUS, empty_kinematics
-from conduit.params import Params, Problem
+from conduit.params import Problem
 from conduit.stage import TransformStage
+from conduit_physics.gates import gate_quantities, pipeline_gates
 
 from .params import KinematicsParams
 
@@ -35,15 +36,6 @@ __all__ = ["KinematicsStage", "TrackKinematics", "LOG_INTERVAL"]
 #: Seconds between log lines counting the tracks without a result.
 LOG_INTERVAL = 30.0
 OK, NO_HYPOTHESIS, NO_BRHO, BEAM_STOPPED, UNPHYSICAL = range(len(KINEMATICS_STATUS))
-
-
-def _histogram_gates(pipeline: Sequence[tuple[str, Params]]) -> tuple[dict, dict]:
-    """(gates by name, histogram specs by name) of the pipeline's histogram stage (empty without one)."""
-    for use, params in pipeline:
-        if use == "histogram":
-            hists = {h.name: h for h in params.all_histograms()}
-            return {g.name: g for g in params.gates}, hists
-    return {}, {}
 
 
 class TrackKinematics:
@@ -62,15 +54,13 @@ class TrackKinematics:
         self.max_nodes = int(math.ceil(params.max_path / params.fit_step)) + 2
         self._needed = ()
         if self.gates:
-            from conduit_stages.histogram.gates import gate_quantities
-
             self._needed = tuple(sorted({q for ej in self.reaction.ejectiles if ej.gate
                                          for q in gate_quantities(ej.gate, self.gates)}))
 
     def choose(self, event) -> np.ndarray:
         """Index of the hypothesis each estimate row takes (-1: none accepts it)."""
-        from conduit_stages.histogram.gates import as_level, evaluate_gate
-        from conduit_stages.histogram.quantities import extract
+        from conduit_physics.gates import as_level, evaluate_gate
+        from conduit_physics.quantities import extract
 
         estimates = event.get("estimates")
         n = len(estimates)
@@ -174,9 +164,9 @@ class KinematicsStage(TransformStage):
     @classmethod
     def check_pipeline(cls, params, pipeline):
         """Every hypothesis' gate is a gate of the histogram stage, drawn on estimate fields or event counts."""
-        from conduit_stages.histogram.quantities import QUANTITIES
+        from conduit_physics.quantities import QUANTITIES
 
-        gates, hists = _histogram_gates(pipeline)
+        gates = pipeline_gates(pipeline)
         problems = []
         for i, h in enumerate(params.hypotheses):
             if not gates:
@@ -188,20 +178,27 @@ class KinematicsStage(TransformStage):
                 problems.append(Problem(("hypotheses", i, "gate"), f"unknown gate '{h.gate}'; the histogram "
                                                                    f"stage declares: {known}"))
                 continue
-            for q in _gate_axes(h.gate, gates, hists):
+            for q in sorted(gate_quantities(h.gate, gates)):
                 if q in QUANTITIES and QUANTITIES[q].artifact != "estimates":
                     problems.append(Problem(("hypotheses", i, "gate"), f"gate '{h.gate}' is drawn on '{q}', which "
                                                                        "this stage computes; use estimate fields"))
         return problems
 
+    @classmethod
+    def publish_shared(cls, params, context) -> None:
+        """Offer the viewers this reaction's kinematic curves (drawn over polar angle vs B-rho)."""
+        from conduit_physics.kinematics import KinematicCurves
+
+        from .curves import ReactionCurves
+
+        context.shared.publish(KinematicCurves, ReactionCurves(params, float(context.detector.detector_length)),
+                                 by=cls.name)
+
     def __init__(self, params, context):
         super().__init__(params, context)
         gates = {}
         if params.hypotheses:
-            from conduit_stages.histogram.hset import HistogramSet
-
-            for other in context.stage_params("histogram"):
-                gates = HistogramSet.from_params(other, context.detector).gates
+            gates = pipeline_gates(context.pipeline)
             missing = [h.gate for h in params.hypotheses if h.gate not in gates]
             if missing:
                 raise ValueError(f"kinematics: no histogram stage in the pipeline declares the gate(s) "
@@ -236,16 +233,3 @@ class KinematicsStage(TransformStage):
                              "last %.0f s (%s)", sum(v for k, v in lost.items() if not k.startswith("fit_")), total,
                              LOG_INTERVAL, listed)
         self.counts.clear()
-
-
-def _gate_axes(name: str, gates: dict, hists: dict, seen: frozenset = frozenset()) -> set[str]:
-    """Quantities a (possibly combined) gate of the histogram stage is drawn on."""
-    gate = gates[name]
-    out: set[str] = set()
-    if gate.histogram is not None and gate.histogram in hists:
-        spec = hists[gate.histogram]
-        out |= {q for q in (spec.x, spec.y) if q is not None}
-    for member in gate.members():
-        if member in gates and member not in seen | {name}:
-            out |= _gate_axes(member, gates, hists, seen | {name})
-    return out

@@ -66,7 +66,6 @@ __all__ = [
     "jitter_times",
     "make_strictly_increasing",
     "lowpass_response",
-    "make_filter_tables",
     "trace_peaks",
 ]
 
@@ -101,10 +100,6 @@ class FilterTables:
         #: Sum of the positive and minus the sum of the negative impulse-response taps.
         self.positive_sum = float(impulse[impulse > 0].sum())
         self.negative_sum = float(-impulse[impulse < 0].sum())
-
-
-def make_filter_tables(window_scale: float) -> FilterTables:
-    return FilterTables(window_scale)
 
 
 def _bit_reverse_table(n: int) -> np.ndarray:

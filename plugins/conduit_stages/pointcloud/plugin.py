@@ -1,10 +1,10 @@
-"""Entry point module of the ``pointcloud`` stage (light: numba loads only when a stage runs)."""
+"""Entry point module of the ``pointcloud`` stage (light: the stage module loads when the hook is called)."""
 
 from conduit.hookspecs import hookimpl
-
-from .stage import PointcloudStage
 
 
 @hookimpl
 def conduit_register_stages(register):
+    from .stage import PointcloudStage
+
     register(PointcloudStage)

@@ -10,6 +10,8 @@ import numpy as np
 from conduit.artifacts import AMPLITUDE, PAD_ID
 from conduit.event import PAD, SAMPLES
 
+from conduit_physics.tracks.helix import CHAMBER_RADIUS, helices, helix, turning_sense
+
 from .colors import colormap, label_colors
 
 __all__ = [
@@ -27,8 +29,6 @@ __all__ = [
     "cloud_charge",
 ]
 
-#: Radius of the drift cylinder (mm).
-CHAMBER_RADIUS = 275.0
 #: Largest value of the GET ADC (12 bits): a trace reaching it is saturated.
 SATURATION_ADC = 4095
 
@@ -42,65 +42,6 @@ def chamber_outline(length: float, radius: float = CHAMBER_RADIUS, segments: int
         strips.append(np.array([[x, y, 0.0], [x, y, length]]))
     strips.append(np.array([[0.0, 0.0, 0.0], [0.0, 0.0, length]]))
     return strips
-
-
-def turning_sense(field: float) -> float:
-    """+1 when a positive particle's azimuth around its circle grows along its path (field >= 0), else -1."""
-    return 1.0 if field >= 0 else -1.0
-
-
-def helix(
-    center: tuple[float, float],
-    radius: float,
-    vertex: tuple[float, float, float],
-    polar: float,
-    field: float,
-    *,
-    length: float,
-    chamber_radius: float = CHAMBER_RADIUS,
-    turns: float = 1.0,
-    points: int = 200,
-) -> np.ndarray:
-    """(P, 3) points of the helix leaving ``vertex`` on the circle (``center``, ``radius``) at polar angle ``polar``.
-
-    The turning sense follows the project's field convention (the ``[detector]
-    magnetic_field`` doc, the simulator and ``estimate``): with a positive
-    field a positive particle turns counter-clockwise in the pad-plane x-y
-    frame as it moves, so the azimuth around the circle grows with the path
-    for ``field >= 0`` and falls for a negative field. z advances by
-    ``radius * cot(polar)`` per radian (forward tracks towards +z, backward
-    ones, polar > 90°, towards the window). The line stops at ``turns`` turns
-    or where it leaves the chamber (z outside [0, length] or r > chamber_radius).
-    """
-    cx, cy = center
-    vx, vy, vz = vertex
-    sense = turning_sense(field)
-    a0 = np.arctan2(vy - cy, vx - cx)
-    t = np.linspace(0.0, 2 * np.pi * turns, points)
-    x = cx + radius * np.cos(a0 + sense * t)
-    y = cy + radius * np.sin(a0 + sense * t)
-    tan = np.tan(polar)
-    dz = radius * t / tan if abs(tan) > 1e-9 else np.zeros_like(t)
-    z = vz + dz
-    inside = (z >= 0.0) & (z <= length) & (np.hypot(x, y) <= chamber_radius)
-    # Keep the leading run of points inside the chamber (the vertex itself may sit just outside).
-    outside = np.flatnonzero(~inside[1:]) + 1
-    stop = int(outside[0]) if outside.size else points
-    return np.column_stack([x, y, z])[: max(stop, 2)]
-
-
-def helices(estimates: np.ndarray, field: float, length: float, points: int = 200) -> list[np.ndarray]:
-    """One helix strip per estimate row (rows with a non-finite or zero radius are skipped)."""
-    out = []
-    for row in estimates:
-        r = float(row["radius"])
-        if not np.isfinite(r) or r <= 0 or not np.isfinite(row["polar"]):
-            out.append(np.zeros((0, 3)))
-            continue
-        out.append(helix((float(row["center_x"]), float(row["center_y"])), r,
-                         (float(row["vertex_x"]), float(row["vertex_y"]), float(row["vertex_z"])),
-                         float(row["polar"]), field, length=length, points=points))
-    return out
 
 
 def pad_charges(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,9 @@
 """CoBo / AsAd health: frames, missing AsAds, link errors and data rates, as a table for the viewer.
 
-Per AsAd, from the events themselves: how many events carried its data and
-how many were emitted without it (``Event.missing``). Per CoBo, from the
+Per AsAd: the frames it sent and the frames of it that were lost (late,
+duplicate, quarantined, ...; ``MetricsSnapshot.asad_counters`` from the
+event builder), and, from the events themselves, how many were emitted
+without it (``Event.missing``). Per CoBo, from the
 source's counters (``cobo3_frames``, ``cobo3_errors``, ...) and byte rates when
 the source has them (the exporter and graw sources do). Run totals: complete
 and incomplete events and every non-zero source counter (bad, late, duplicate
@@ -75,7 +77,9 @@ class AsadHealth:
             problems.append(f"events dropped (engine queue full) {snapshot.dropped}")
         lines.append("Source problems: " + (", ".join(problems) if problems else "none") + "")
         lines.append("")
-        lines.append("AsAd cells: events with data · events that were missing it (⚠)")
+        per_asad = dict(getattr(snapshot, "asad_counters", {}) or {})
+        lines.append("AsAd cells: frames received (events with data when the source has no frames) · "
+                     "events missing it (⚠) · frames lost (✗: late, duplicate, quarantined ...)")
         lines.append("")
         lines.append("| CoBo | MB/s | frames | link errors | reconnects | AsAd 0 | AsAd 1 | AsAd 2 | AsAd 3 |")
         lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -86,13 +90,15 @@ class AsadHealth:
                      _value(c, "errors"), _value(c, "reconnects")]
             for asad in range(4):
                 key = (cobo, asad)
-                seen, lost = self.with_data.get(key, 0), self.missing.get(key, 0)
-                if key not in pairs:
+                counts = per_asad.get(key)
+                if key not in pairs and counts is None:
                     cells.append("")
-                elif lost:
-                    cells.append(f"{seen} · ⚠ {lost}")
-                else:
-                    cells.append(f"{seen}")
+                    continue
+                frames = counts.get("frames", 0) if counts else self.with_data.get(key, 0)
+                dropped = sum(v for k, v in counts.items() if k != "frames") if counts else 0
+                missing = self.missing.get(key, 0)
+                cells.append(" · ".join([str(frames)] + ([f"⚠ {missing}"] if missing else [])
+                                        + ([f"✗ {dropped}"] if dropped else [])))
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 

@@ -3,18 +3,19 @@
 1-D histograms are step outlines with the count of each bin in its tooltip;
 2-D histograms are heat maps on a logarithmic colour scale (one count is a
 visible blue, empty bins are background) with a colour bar. Both come from
-:func:`conduit_stages.histogram.display.for_display`, which merges bins while
-the histogram holds few entries.
+:func:`.display.for_display`, which merges bins while the histogram holds
+few entries. The histograms come from the run's
+:class:`~conduit_physics.histograms.Histograms`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from conduit_stages.histogram.display import for_display
-from conduit_stages.histogram.hset import HistogramView
+from conduit_physics.histograms import HistogramView
 
 from .colors import ColorScale
+from .display import for_display
 from .kinematic_curves import add_curves, overlays
 from .plot2d import (Axis, Figure, Frame, Texts, add_axes, add_colorbar, add_heatmap, add_polygon, add_steps,
                      format_ticks, nice_upper, SECOND_LINE)
@@ -26,7 +27,7 @@ GATE_COLORS = [(255, 255, 255), (255, 120, 200), (120, 255, 230), (255, 200, 120
 
 def counted_things(view: HistogramView) -> str:
     """'tracks' for histograms filled once per track, 'events' for event quantities."""
-    return "tracks" if any(a.quantity.is_track for a in (view.x, view.y) if a is not None) else "events"
+    return "tracks" if view.per_track else "events"
 
 
 def _per_bin(edges: np.ndarray, unit: str) -> str:

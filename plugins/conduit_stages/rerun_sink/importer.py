@@ -110,7 +110,7 @@ def replace_source(text: str, path: Path) -> str:
 
 def build_pipeline(args: argparse.Namespace, path: Path):
     """The pipeline to replay ``path`` with, its rerun stages writing to stdout."""
-    from conduit.config.pipeline import StageConfig, load_pipeline
+    from conduit.config import StageConfig, load_pipeline
     from conduit.plugins import get_registry
 
     registry = get_registry()
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rerun-importer-attpc: not handled: {reason}", file=sys.stderr)
         return EXIT_INCOMPATIBLE
 
-    from conduit.config.pipeline import PipelineError
+    from conduit.config import PipelineError
     from conduit.logsetup import configure_logging
 
     configure_logging(0)
@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     # Standard output is the recording: anything printed by Python code goes to stderr instead.
     real_stdout, sys.stdout = sys.stdout, sys.stderr
     try:
-        from conduit.engine.runner import run_pipeline
-        from conduit.engine.summary import format_summary
+        from conduit.engine import run_pipeline
+        from conduit.engine import format_summary
 
         summary = run_pipeline(pipeline, max_events=args.max_events)
         print(format_summary(summary), file=sys.stderr)

@@ -1,8 +1,9 @@
 """The ``kinematics`` stage's curves over the polar-angle vs B-rho histograms.
 
 Each listed state of the residual puts its ejectile on a curve of polar angle
-(deg) against B-rho at the vertex (T·m). :func:`curves_for` computes them once
-per run from the pipeline's ``kinematics`` stages; :func:`add_curves` draws them,
+(deg) against B-rho at the vertex (T·m). :func:`curves_for` collects them once
+per run from the :class:`~conduit_physics.kinematics.KinematicCurves` objects
+the pipeline's ``kinematics`` stages publish; :func:`add_curves` draws them,
 labelled, inside the frame of every 2-D histogram whose x is a polar angle and
 whose y a B-rho (``kinematics``: Bρ vs θ by default), in that frame's data
 coordinates, so they sit on the data they describe. Points outside the
@@ -26,14 +27,10 @@ _COLORS = ((250, 200, 60), (90, 200, 250), (240, 110, 200), (130, 230, 120), (25
 
 
 def curves_for(context: Any) -> list:
-    """The curves of every ``kinematics`` stage of the pipeline (empty without one)."""
-    stages = context.stage_params("kinematics")
-    if not stages:
-        return []
-    from conduit_stages.kinematics.curves import kinematic_curves
+    """The curves every :class:`~conduit_physics.kinematics.KinematicCurves` object offers (empty without one)."""
+    from conduit_physics.kinematics import KinematicCurves
 
-    length = float(context.detector.detector_length)
-    return [curve for params in stages for curve in kinematic_curves(params, length)]
+    return [curve for source in context.shared.all(KinematicCurves) for curve in source.curves()]
 
 
 def overlays(view: Any) -> bool:

@@ -100,6 +100,8 @@ class RerunSink(SinkStage):
         self.hist_version: int | None = None
         self.occupancy_version: int | None = None
         self.blueprint_sent_for: tuple | None = None
+        #: (shared Histograms, (name, dimensions) per histogram, titles) the blueprint is made from.
+        self.layout: tuple | None = None
         self.grpc_connected = p.mode not in ("connect", "serve")
         self.last_probe = -math.inf
         self.prefix = p.entity_prefix.rstrip("/")
@@ -228,6 +230,12 @@ class RerunSink(SinkStage):
         self.log.info("rerun: %d events drawn of %d received", self.displayed, self.consumed)
         if problem:
             raise OSError(problem)
+
+    def live_outputs(self) -> list[str]:
+        """The .rrd being written (once begun) and what is served, for the control panel."""
+        written = getattr(self, "file", None)
+        files = [str(written.path)] if written is not None and written.started else []
+        return files + list(getattr(self, "_outputs", []))
 
     def outputs(self) -> list[str]:
         written = getattr(self, "file", None)
@@ -369,13 +377,15 @@ class RerunSink(SinkStage):
 
     def _maybe_send_blueprint(self) -> None:
         """(Re)send the layout when the histogram list is first known (the histogram sink may open later)."""
-        from conduit_stages.histogram.sink import SHARED_KEY
+        from conduit_physics.histograms import Histograms
 
-        hset = self.context.shared.get(SHARED_KEY)
-        key = tuple((name, h.dimensions) for name, h in hset.histograms.items()) if hset is not None else ()
+        histograms = self.context.shared.get(Histograms)
+        if self.layout is None or self.layout[0] is not histograms:  # the list never changes once published
+            views = histograms.snapshot() if histograms is not None else []
+            self.layout = (histograms, tuple((v.name, v.dimensions) for v in views), {v.name: v.title for v in views})
+        _, key, titles = self.layout
         if key == self.blueprint_sent_for or not self.streams:
             return
-        titles = {name: _histogram_title(h) for name, h in hset.histograms.items()} if hset is not None else {}
         blueprint = default_blueprint(list(key), prefix=self.prefix, titles=titles,
                                       pad_plane=self.occupancy is not None)
         for stream in self.streams:
@@ -403,15 +413,14 @@ class RerunSink(SinkStage):
         log_figure(self._log, self.rr, ENTITY["rates"], self.rates.figure())
 
     def _send_histograms(self, force: bool) -> None:
-        from conduit_stages.histogram.sink import SHARED_KEY
+        from conduit_physics.histograms import Histograms
 
-        hset = self.context.shared.get(SHARED_KEY)
-        if hset is None or (not force and hset.version == self.hist_version):
+        histograms = self.context.shared.get(Histograms)
+        if histograms is None or (not force and histograms.version == self.hist_version):
             return
-        self.hist_version = hset.version
-        with hset.lock:
-            gates = list(hset.gates.values())
-        for view in hset.snapshot():
+        self.hist_version = histograms.version
+        gates = histograms.gates()
+        for view in histograms.snapshot():
             figure = histogram_figure(view, gates, self.curves)
             log_figure(self._log, self.rr, f"{ENTITY['histograms']}/{view.name}", figure)
 
@@ -460,10 +469,3 @@ class RerunSink(SinkStage):
         self._set_times(run_time=now - self.started)
         for level, text in records:
             self._log(ENTITY["log"], self.rr.TextLog(text, level=_TEXT_LOG_LEVELS.get(level, "INFO")))
-
-
-def _histogram_title(h) -> str:
-    """'pid · √(dE/dx) vs Bρ' (2-D) or 'vertex_z · vertex z' (1-D), plus the gate."""
-    what = h.x.quantity.title if h.y is None else f"{h.y.quantity.title} vs {h.x.quantity.title}"
-    gate = f" [gate {h.gate}]" if h.gate else ""
-    return f"{h.name} · {what}{gate}"

@@ -8,6 +8,7 @@ discovery goes through exactly the same path as any experiment's package.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -26,6 +27,8 @@ class CountingParams(Params):
     rate: float = param(0.0, "events per second (0 = as fast as possible)", ge=0)
     run: int = param(7, "run number")
     grow: int = param(0, "event i has traces + grow * (i % 4) traces", ge=0)
+    release_file: str = param("", "after the last event, once the engine has taken every event from its queue, "
+                                  "create this file (what testkit.gate waits for); '' = never")
 
 
 def _event(i: int, n_traces: int) -> Event:
@@ -47,7 +50,7 @@ class CountingSource(Source):
     def run_number(self):
         return self.params.run
 
-    async def run(self, task_status=None) -> None:
+    async def run(self) -> None:
         i = 0
         period = 1.0 / self.params.rate if self.params.rate else 0.0
         while self.params.events == 0 or i < self.params.events:
@@ -57,6 +60,16 @@ class CountingSource(Source):
                 await trio.sleep(period)
             elif i % 64 == 0:
                 await trio.sleep(0)
+        if self.params.release_file:
+            await self._release_when_drained()
+
+    async def _release_when_drained(self) -> None:
+        """The engine's dispatcher has taken (and dispatched) every event once it waits on an empty queue."""
+        stats = self._queue.channel.statistics
+        while not (stats().current_buffer_used == 0 and stats().tasks_waiting_receive > 0):
+            await trio.sleep(0.001)
+        with open(self.params.release_file, "w"):
+            pass
 
     def counters(self):
         return {"events emitted": self.emitted}
@@ -109,6 +122,33 @@ class SlowStage(TransformStage):
     def process(self, event):
         time.sleep(self.params.seconds)
         event.artifacts["slow"] = True
+
+
+class GateParams(Params):
+    release_file: str = param(doc="the first event waits until this file exists (the source creates it)")
+    timeout: float = param(60.0, "give up waiting after this long (s)", gt=0)
+
+
+class GateStage(TransformStage):
+    """Holds the first event it sees until a file appears: the analysis is busy while the source runs on."""
+
+    name = "testkit.gate"
+    provides = ("gated",)
+    Params = GateParams
+
+    def __init__(self, params, context):
+        super().__init__(params, context)
+        self.waited = False
+
+    def process(self, event):
+        if not self.waited:
+            self.waited = True
+            deadline = time.monotonic() + self.params.timeout
+            while not os.path.exists(self.params.release_file):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.params.release_file} never appeared")
+                time.sleep(0.002)
+        event.artifacts["gated"] = True
 
 
 class FailParams(Params):
@@ -168,6 +208,24 @@ class CollectSink(SinkStage):
         return [str(self.path)]
 
 
+DESCRIPTION = "Print a greeting and exit with the status asked for (a plugin's own sub-command)."
+
+
+def add_arguments(parser):
+    parser.add_argument("--name", default="world")
+    parser.add_argument("--status", type=int, default=0)
+
+
+def main(args):
+    print(f"hello {args.name} from testkit")
+    return args.status
+
+
+@hookimpl
+def conduit_register_commands(register):
+    register("testkit-hello", "conduit_testkit", "greet (testkit's own command)")
+
+
 @hookimpl
 def conduit_register_sources(register):
     register(CountingSource)
@@ -176,5 +234,5 @@ def conduit_register_sources(register):
 
 @hookimpl
 def conduit_register_stages(register):
-    for cls in (DoubleStage, ChecksumStage, SlowStage, FailStage, CollectSink):
+    for cls in (DoubleStage, ChecksumStage, SlowStage, GateStage, FailStage, CollectSink):
         register(cls)

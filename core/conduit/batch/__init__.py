@@ -1,7 +1,0 @@
-"""Batch replay of many runs on a Dask cluster (``conduit batch``).
-
-One Dask task per run: the pipeline is loaded on the worker with its file
-source's ``path`` template filled for that run, run by the ordinary engine,
-and its outputs carry the run number. A manifest per finished run lets a
-second invocation skip completed runs.
-"""
