@@ -35,7 +35,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from _common import ANALYSIS_STAGES, machine
+from _common import ANALYSIS_STAGES, children, cpu_seconds, machine, rss_kib
 
 BIN = Path(sys.executable).parent
 CONDUIT = str(BIN / "conduit")
@@ -70,30 +70,6 @@ def free_base_port(count: int = 11) -> int:
     raise SystemExit("no free range of ports found")
 
 
-def _proc_stat(pid: int) -> tuple[float, float] | None:
-    """(CPU seconds, resident MB) of a process, from /proc; None once it is gone."""
-    import os
-
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return cpu, int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry.name))
-            except (FileNotFoundError, ProcessLookupError, ValueError):
-                pass
-    return out
-
-
 class _Sampler:
     """CPU seconds and RSS of the conduit (main process, worker processes) and of the simulated DAQ."""
 
@@ -101,25 +77,25 @@ class _Sampler:
         self.run_pid, self.server_pid = run_pid, server_pid
         self.cpu_main = self.cpu_workers = self.cpu_server = 0.0
         self.workers: dict[int, float] = {}
-        self.rss: list[tuple[float, float, float]] = []  # (seconds, main MB, workers MB)
+        self.rss: list[tuple[float, float, float]] = []  # (seconds, main MiB, workers MiB)
         self.t0 = time.monotonic()
 
     def sample(self) -> None:
-        main = _proc_stat(self.run_pid)
-        server = _proc_stat(self.server_pid)
+        server = cpu_seconds(self.server_pid)
         if server is not None:
-            self.cpu_server = server[0]
+            self.cpu_server = server
+        main = cpu_seconds(self.run_pid)
         if main is None:
             return
-        self.cpu_main = main[0]
+        self.cpu_main = main
         workers_rss = 0.0
-        for pid in _children(self.run_pid):
-            stat = _proc_stat(pid)
-            if stat is not None:
-                self.workers[pid] = stat[0]
-                workers_rss += stat[1]
+        for pid in children(self.run_pid):
+            cpu = cpu_seconds(pid)
+            if cpu is not None:
+                self.workers[pid] = cpu
+                workers_rss += rss_kib(pid) / 1024
         self.cpu_workers = sum(self.workers.values())
-        self.rss.append((time.monotonic() - self.t0, main[1], workers_rss))
+        self.rss.append((time.monotonic() - self.t0, rss_kib(self.run_pid) / 1024, workers_rss))
 
 
 def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int, port: int,
@@ -232,15 +208,15 @@ def memory(args) -> None:
     print(f"online run at {args.rate:g} events/s for {args.minutes:g} min ({r['seconds']:.0f} s served): "
           f"{r['received']} received, {r['analysed']} analysed, {r['skipped']} skipped, {r['recorded']} recorded; "
           f"load average {r['load'][0]:.1f} -> {r['load'][1]:.1f}")
-    print("| minutes | main process RSS (MB) | workers RSS (MB) |")
+    print("| minutes | main process RSS (MiB) | workers RSS (MiB) |")
     print("|---|---|---|")
     for t, main, workers in r["rss"]:
         print(f"| {t / 60:.1f} | {main:.0f} | {workers:.0f} |")
     if len(r["rss"]) >= 4:
         first = r["rss"][len(r["rss"]) // 10 or 1]
         last = r["rss"][-2]
-        print(f"from {first[0] / 60:.1f} to {last[0] / 60:.1f} min: main {first[1]:.0f} -> {last[1]:.0f} MB, "
-              f"workers {first[2]:.0f} -> {last[2]:.0f} MB")
+        print(f"from {first[0] / 60:.1f} to {last[0] / 60:.1f} min: main {first[1]:.0f} -> {last[1]:.0f} MiB, "
+              f"workers {first[2]:.0f} -> {last[2]:.0f} MiB")
 
 
 def replay_rates(data: Path, tmp: Path, workers_list=(0, 1, 2)) -> dict[int, float]:
