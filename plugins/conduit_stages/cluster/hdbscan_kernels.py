@@ -44,6 +44,26 @@ def _find(parent, x):
 
 
 @njit(cache=True, nogil=True)
+def _box_gap2(lo, hi, node, x, y, z):
+    """Squared distance from (x, y, z) to the bounding box of ``node`` (0 inside).
+
+    It never exceeds the squared distance to any point in the box, also in
+    floating point (each term is at most that coordinate's difference squared).
+    """
+    g = 0.0
+    for d in range(3):
+        c = x if d == 0 else (y if d == 1 else z)
+        t = lo[node, d] - c
+        if t > 0:
+            g += t * t
+        else:
+            t = c - hi[node, d]
+            if t > 0:
+                g += t * t
+    return g
+
+
+@njit(cache=True, nogil=True)
 def _before(w, a, b, bw, ba, bb):
     """True when edge (w, a, b) precedes (bw, ba, bb): by weight, then by the pair of point indices."""
     if w != bw:
@@ -74,25 +94,7 @@ def knn_lists(points, start, end, left, right, dim, lo, hi, k):
         while top >= 0:
             node = stack[top]
             top -= 1
-            g = 0.0
-            t = lo[node, 0] - px
-            if t > 0:
-                g += t * t
-            t = px - hi[node, 0]
-            if t > 0:
-                g += t * t
-            t = lo[node, 1] - py
-            if t > 0:
-                g += t * t
-            t = py - hi[node, 1]
-            if t > 0:
-                g += t * t
-            t = lo[node, 2] - pz
-            if t > 0:
-                g += t * t
-            t = pz - hi[node, 2]
-            if t > 0:
-                g += t * t
+            g = _box_gap2(lo, hi, node, px, py, pz)
             if g > d2[p, k - 1]:  # g <= |p - q|^2 for every q in the box, also in floating point
                 continue
             if left[node] < 0:
@@ -336,15 +338,7 @@ def _core_ball_edges(points, core, knn_d2, knn_idx, start, end, left, right, lo,
         while top >= 0:
             node = stack[top]
             top -= 1
-            g = 0.0
-            for d in range(3):
-                t = lo[node, d] - points[p, d]
-                if t > 0:
-                    g += t * t
-                else:
-                    t = points[p, d] - hi[node, d]
-                    if t > 0:
-                        g += t * t
+            g = _box_gap2(lo, hi, node, px, py, pz)
             if math.sqrt(g) > r:
                 continue
             if left[node] >= 0:

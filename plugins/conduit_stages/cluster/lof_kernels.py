@@ -25,6 +25,26 @@ __all__ = ["lof_neighbours", "lof_from_neighbours", "lof_fewer"]
 
 
 @njit(cache=True, nogil=True)
+def _box_gap2(lo, hi, node, x, y, z):
+    """Squared distance from (x, y, z) to the bounding box of ``node`` (0 inside).
+
+    It never exceeds the squared distance to any point in the box, also in
+    floating point (each term is at most that coordinate's difference squared).
+    """
+    g = 0.0
+    for d in range(3):
+        c = x if d == 0 else (y if d == 1 else z)
+        t = lo[node, d] - c
+        if t > 0:
+            g += t * t
+        else:
+            t = c - hi[node, d]
+            if t > 0:
+                g += t * t
+    return g
+
+
+@njit(cache=True, nogil=True)
 def _kth_distance(cx, cy, cz, k, points, start, end, left, right, dim, lo, hi, heap, stack):
     """Distance from (cx, cy, cz) to its k-th nearest row (max-heap of squared distances in ``heap``)."""
     size = 0
@@ -34,25 +54,7 @@ def _kth_distance(cx, cy, cz, k, points, start, end, left, right, dim, lo, hi, h
         node = stack[top]
         top -= 1
         if size == k:
-            g = 0.0
-            t = lo[node, 0] - cx
-            if t > 0:
-                g += t * t
-            t = cx - hi[node, 0]
-            if t > 0:
-                g += t * t
-            t = lo[node, 1] - cy
-            if t > 0:
-                g += t * t
-            t = cy - hi[node, 1]
-            if t > 0:
-                g += t * t
-            t = lo[node, 2] - cz
-            if t > 0:
-                g += t * t
-            t = cz - hi[node, 2]
-            if t > 0:
-                g += t * t
+            g = _box_gap2(lo, hi, node, cx, cy, cz)
             if g > heap[0]:
                 continue
         if left[node] >= 0:
