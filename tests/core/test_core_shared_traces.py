@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conduit.config.pipeline import load_pipeline
 from conduit.engine.runner import run_pipeline
 from conduit.engine.shared_traces import MIN_SEGMENT_BYTES, SEGMENT_PREFIX, TraceSlots, worker_view
+from conduit_test_support import pipeline_from_tables
 
 SHM = Path("/dev/shm")
 pytestmark = pytest.mark.skipif(not SHM.is_dir(), reason="needs /dev/shm (Linux)")
@@ -53,13 +53,6 @@ def test_slots_copy_reuse_grow_and_unlink():
             pass
 
 
-def pipeline(tmp_path, source: str, stages: str, engine: str):
-    text = f"[source]\n{source}\n\n[engine]\n{engine}\n\n{textwrap.dedent(stages)}"
-    path = tmp_path / "pipe.toml"
-    path.write_text(text)
-    return load_pipeline(path)
-
-
 CHECKSUM = """
 [[stage]]
 use = "testkit.checksum"
@@ -75,7 +68,7 @@ def test_worker_processes_read_the_traces_from_shared_memory(plugin_site, tmp_pa
     from conduit_testkit import expected_checksum
 
     # 600 to 2,400 traces per event (0.6 to 2.5 MB): the slots grow past their first size on the way
-    p = pipeline(tmp_path, 'kind = "counting"\nevents = 60\ntraces = 600\ngrow = 600', CHECKSUM,
+    p = pipeline_from_tables(tmp_path, 'kind = "counting"\nevents = 60\ntraces = 600\ngrow = 600', CHECKSUM,
                  "workers = 2\nmax_in_flight = 4")
     during: list[int] = []
     seen = []

@@ -565,6 +565,19 @@ def mst_mutual_reachability(tree, core: np.ndarray, knn_d2: np.ndarray, knn_idx:
 
 
 @njit(cache=True, nogil=True)
+def _root(parent, x):
+    """hdbscan's fast_find in its union-find of merged clusters (-1 = a root): the root, path compressed."""
+    root = x
+    while parent[root] != -1:
+        root = parent[root]
+    while x != root and parent[x] != root:
+        nxt = parent[x]
+        parent[x] = root
+        x = nxt
+    return root
+
+
+@njit(cache=True, nogil=True)
 def _single_linkage(src, dst, w, n):
     out = np.empty((n - 1, 4))
     parent = np.full(2 * n - 1, -1, dtype=np.int64)
@@ -572,23 +585,8 @@ def _single_linkage(src, dst, w, n):
     size[:n] = 1
     nxt = n
     for i in range(n - 1):
-        # hdbscan's fast_find: walk to the root, then point the path at it
-        a = int(src[i])
-        while parent[a] != -1:
-            a = parent[a]
-        p = int(src[i])
-        while p != a and parent[p] != a:
-            q = parent[p]
-            parent[p] = a
-            p = q
-        b = int(dst[i])
-        while parent[b] != -1:
-            b = parent[b]
-        p = int(dst[i])
-        while p != b and parent[p] != b:
-            q = parent[p]
-            parent[p] = b
-            p = q
+        a = _root(parent, int(src[i]))
+        b = _root(parent, int(dst[i]))
         out[i, 0] = a
         out[i, 1] = b
         out[i, 2] = w[i]
