@@ -20,6 +20,37 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}"
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process (VmRSS, KiB); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of a process (the conduit's workers)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (s); None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_section(path, text: str, before: str | None = None) -> None:
     """Put a markdown section (``text``, starting with its ``## title`` line) into the file at ``path``.
 

@@ -10,11 +10,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 COMMANDS = [
     ["ingest.py"],
-    ["stages.py"],
+    ["stages.py", "--compare"],  # both event mixes
     ["kinematics.py", "--events", "300"],
     ["end_to_end.py", "startup"],
-    ["end_to_end.py", "scaling"],
-    ["end_to_end.py", "online", "--rates", "50", "100", "150", "200", "250", "--seconds", "15"],
+    ["end_to_end.py", "scaling"],  # both event mixes
+    ["spyral_compare.py", "--setup", "--replay", "--events", "300"],  # Spyral in /tmp/spyral-venv (built once)
+    ["end_to_end.py", "online", "--rates", "200", "400", "--seconds", "60"],
+    ["end_to_end.py", "memory", "--rate", "200", "--minutes", "10"],
     ["batch.py"],
     ["simulate.py"],
     ["sinks_hdf5_throughput.py"],

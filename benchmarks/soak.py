@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ANALYSIS_STAGES, machine
+from _common import ANALYSIS_STAGES, children, machine, rss_kib
 
 BIN = Path(sys.executable).parent
 CONDUIT = str(BIN / "conduit")
@@ -109,25 +109,6 @@ def daq_main(args) -> None:
 
 
 # -- the conduit and the measurement ------------------------------------------------------------------------------
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
 
 
 def main() -> None:

@@ -6,6 +6,18 @@ when missing (``_spyral_env.py``: spyral-utils needs Eigen3; the pip-only route
 uses eigenpip and a three-line CMake shim). From the repository root:
 
     NUMBA_CACHE_DIR=.numba-cache .venv/bin/python benchmarks/spyral_compare.py --setup
+    NUMBA_CACHE_DIR=.numba-cache .venv/bin/python benchmarks/spyral_compare.py --setup --replay [--events 200]
+
+``--replay`` measures speed only, for both event mixes (``default`` and
+``dense``) in one run: the same simulated events written to a merged HDF5
+file and replayed by ``conduit run`` (pointcloud, cluster.hdbscan, estimate,
+histogram; every event analysed) with 0, 1 and 2 worker processes, and
+Spyral's chain (GetEvent peaks and point cloud, clustering, estimation) on
+the same traces in one process: events/s and the ratio. The conduit figure
+includes reading the file and the histogram sink; Spyral's is its
+computation only (no file reading or writing), so the ratio is conservative.
+
+Without ``--replay``, the physics comparison:
 
 1. (this venv) simulate events, build our point clouds, save traces and clouds;
 2. (Spyral's venv) Spyral's GetEvent peaks for every trace, and Spyral's
@@ -141,6 +153,62 @@ def spyral_side(data_path: str, out_path: str) -> None:
 # ----------------------------------------------------------------------------- steps 1 and 3
 
 
+def spyral_input(path: str, traces: list, detector) -> None:
+    """What :func:`spyral_side` reads: the events' trace matrices, the pad geometry and the detector."""
+    pads = physics_pads()
+    np.savez(
+        path,
+        traces=np.concatenate(traces),
+        trace_offsets=np.cumsum([0] + [len(t) for t in traces]),
+        pad_x=pads.x,
+        pad_y=pads.y,
+        pad_scale=pads.scale,
+        field=detector.magnetic_field,
+        mm_tb=detector.micromegas_time_bucket,
+        window_tb=detector.window_time_bucket,
+    )
+
+
+def replay(args) -> None:
+    """Events/s of conduit replays (0, 1, 2 workers) and of Spyral's chain on the same events, both mixes."""
+    import os
+
+    import h5py
+    from _common import machine
+    from conduit.detector import DetectorParams
+    from end_to_end import CONDUIT, replay_rates
+
+    detector = DetectorParams()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for mix in args.mix:
+            data = tmp / f"{mix}.h5"
+            subprocess.run([CONDUIT, "simulate", "hdf5", "--out", str(data), "--events", str(args.events),
+                            "--preset", mix, "--seed", str(args.seed), "-q"], check=True, capture_output=True)
+            with h5py.File(data, "r") as f:
+                group = f["events"]
+                traces = [group[name]["get_traces"][()] for name in sorted(group, key=lambda n: int(n.split("_")[1]))]
+            load = os.getloadavg()[0]
+            ours = replay_rates(data, tmp)
+            spyral_input(str(tmp / "events.npz"), traces, detector)
+            subprocess.run([args.spyral_python, __file__, "--spyral-side", str(tmp / "events.npz"),
+                            str(tmp / "spyral.npz")], check=True, capture_output=True)
+            seconds = np.load(tmp / "spyral.npz")["seconds"][1:]  # the first event pays Spyral's compilation
+            spyral_rate = len(seconds) / seconds.sum()
+            rows.append((mix, len(traces), ours, spyral_rate, load, os.getloadavg()[0]))
+    print(f"machine: {machine()}")
+    print(f"replay of {args.events} simulated events per mix (seed {args.seed}), events/s; Spyral 1.1.2: its "
+          "chain in one process, after its first (compiling) event")
+    print()
+    print("| mix | conduit, 0 workers (thread) | 1 worker | 2 workers | Spyral 1.1.2 | conduit best / Spyral | load |")
+    print("|---|---|---|---|---|---|---|")
+    for mix, n, ours, spyral_rate, load0, load1 in rows:
+        best = max(ours.values())
+        print(f"| {mix} | {ours[0]:.1f} | {ours[1]:.1f} | {ours[2]:.1f} | {spyral_rate:.2f} | "
+              f"x{best / spyral_rate:.0f} | {load0:.1f}-{load1:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spyral-python", default="/tmp/spyral-venv/bin/python")
@@ -148,6 +216,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--write", type=Path, help="put the section into this markdown file (e.g. docs/physics.md)")
+    parser.add_argument("--replay", action="store_true", help="speed only: replay events/s against Spyral's chain")
+    parser.add_argument("--mix", nargs="+", choices=("default", "dense"), default=["default", "dense"],
+                        help="event mixes for --replay")
     parser.add_argument("--spyral-side", nargs=2, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.spyral_side:
@@ -159,6 +230,9 @@ def main() -> None:
         from _spyral_env import DEFAULT_VENV, ensure_spyral_python
 
         args.spyral_python = str(ensure_spyral_python(DEFAULT_VENV))
+    if args.replay:
+        replay(args)
+        return
     import physics
     from conduit_stages.pointcloud import kernels
     from conduit_stages.pointcloud.stage import PointcloudKernel, PointcloudParams
@@ -169,17 +243,7 @@ def main() -> None:
     traces = [s.event.traces for s in sims]
     with tempfile.TemporaryDirectory() as tmp:
         data_path, out_path = f"{tmp}/events.npz", f"{tmp}/spyral.npz"
-        np.savez(
-            data_path,
-            traces=np.concatenate(traces),
-            trace_offsets=np.cumsum([0] + [len(t) for t in traces]),
-            pad_x=physics_pads().x,
-            pad_y=physics_pads().y,
-            pad_scale=physics_pads().scale,
-            field=cdet.magnetic_field,
-            mm_tb=cdet.micromegas_time_bucket,
-            window_tb=cdet.window_time_bucket,
-        )
+        spyral_input(data_path, traces, cdet)
         subprocess.run([args.spyral_python, __file__, "--spyral-side", data_path, out_path], check=True)
         spy = dict(np.load(out_path))
 

@@ -55,3 +55,15 @@ def read_collected(path: str | Path) -> tuple[list[dict], bool]:
         elif isinstance(value, dict):
             records.append(value)
     return records, closed
+
+
+def pipeline_from_tables(tmp_path: Path, source: str, stages: str, engine: str = "workers = 0"):
+    """A pipeline file ``pipe.toml`` in ``tmp_path`` from [source] and [engine] lines and [[stage]] tables, loaded."""
+    import textwrap
+
+    from conduit.config.pipeline import load_pipeline
+
+    text = f"[source]\n{source}\n\n[engine]\n{engine}\n\n{textwrap.dedent(stages)}"
+    path = tmp_path / "pipe.toml"
+    path.write_text(text)
+    return load_pipeline(path)

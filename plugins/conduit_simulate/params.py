@@ -16,7 +16,7 @@ from .presets import COMMON_DEFAULTS, PRESET_NAMES, PRESETS
 __all__ = ["SimulationParams", "GAS_NAMES", "Resolved"]
 
 GAS_NAMES = ("D2", "H2", "He", "He-CO2", "isobutane", "P10", "air")
-PresetName = Literal["default", "elastic", "dp", "alpha-elastic", "protons", "alphas", "single-track"]
+PresetName = Literal["default", "dense", "elastic", "dp", "alpha-elastic", "protons", "alphas", "single-track"]
 GasName = Literal["D2", "H2", "He", "He-CO2", "isobutane", "P10", "air"]
 
 

@@ -71,6 +71,8 @@ _INELASTIC = Channel("d", (100.0, 150.0), (3.368,), 0.15, "d(10Be,d')10Be*(3.37)
 _TRANSFER_FORWARD = Channel("p", (60.0, 115.0), (0.0, 0.320), 0.35, "d(10Be,p)11Be")
 _TRANSFER_BACKWARD = Channel("p", (160.0, 175.0), (0.0, 0.320), 0.15, "d(10Be,p)11Be")
 
+_CURLING = Channel("p", (115.0, 155.0), (0.0, 0.320), 0.15, "d(10Be,p)11Be")
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -79,6 +81,13 @@ PRESETS: dict[str, Preset] = {
             "10Be at 93 MeV in 600 Torr D2: elastic and inelastic d(10Be,d) and d(10Be,p)11Be, beam track, "
             "400 noise-only pads: the reference event mix (about 700 traces, 200 points per event)",
             (_ELASTIC, _INELASTIC, _TRANSFER_FORWARD, _TRANSFER_BACKWARD),
+        ),
+        Preset(
+            "dense",
+            "the default mix plus d(10Be,p)11Be protons near 90 deg in the lab (CM 115-160 deg, 3-8 MeV) that curl "
+            "up for metres: dense clouds (median about 200 points, 90 % below about 800, up to about 2,500) for "
+            "benchmarking the analysis on the worst events",
+            (_ELASTIC, _INELASTIC, _TRANSFER_FORWARD, _TRANSFER_BACKWARD, _CURLING),
         ),
         Preset(
             "elastic",

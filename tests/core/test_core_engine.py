@@ -9,16 +9,11 @@ import time
 
 import pytest
 
-from conduit.config.pipeline import load_pipeline
 from conduit.engine.runner import run_pipeline
-from conduit_test_support import VENV_BIN, read_collected
+from conduit_test_support import VENV_BIN, read_collected, pipeline_from_tables
 
 
-def pipeline(tmp_path, source: str, stages: str, engine: str = "workers = 0"):
-    text = f"[source]\n{source}\n\n[engine]\n{engine}\n\n{textwrap.dedent(stages)}"
-    path = tmp_path / "pipe.toml"
-    path.write_text(text)
-    return load_pipeline(path)
+pipeline = pipeline_from_tables
 
 
 COLLECT = """

@@ -34,7 +34,7 @@ def test_help_documents_every_simulation_and_detector_option():
 
 
 def test_presets_are_the_documented_choices():
-    assert set(PRESET_NAMES) == {"default", "elastic", "dp", "alpha-elastic", "protons", "alphas", "single-track"}
+    assert set(PRESET_NAMES) == {"default", "dense", "elastic", "dp", "alpha-elastic", "protons", "alphas", "single-track"}
     table = (REPO / "docs" / "simulator.md").read_text()
     assert all(f"| `{name}` |" in table for name in PRESET_NAMES)
     preset = next(s for s in SimulationParams.specs() if s.name == "preset")

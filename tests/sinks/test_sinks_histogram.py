@@ -362,3 +362,34 @@ def test_histograms_are_saved_when_the_hdf5_sink_fails_while_closing(sinkkit, wr
     saved = tmp_path / "out" / "hist_3.h5"
     assert _brho(saved) == (30, TRACKS_30)
     assert str(saved) in res.stdout  # listed among the outputs
+
+
+def test_few_entries_are_binned_exactly_as_the_vectorised_path():
+    """Events fill a few entries with plain arithmetic; the result equals numpy's binning entry for entry."""
+    from conduit_physics.histograms import Axis
+    from conduit_physics.quantities import QUANTITIES
+    from conduit_stages.histogram.hset import Histogram
+
+    rng = np.random.default_rng(3)
+    x_axis = Axis(QUANTITIES["brho"], 37, -0.5, 2.2)
+    y_axis = Axis(QUANTITIES["sqrt_dEdx"], 23, 0.0, 150.0)
+    for y in (None, y_axis):
+        few = Histogram("few", x_axis, y)
+        bulk = Histogram("bulk", x_axis, y)
+        xs_all, ys_all, masks = [], [], []
+        for _ in range(400):
+            n = int(rng.integers(0, 5))
+            xs = rng.uniform(-1.0, 3.0, n)
+            xs[rng.random(n) < 0.1] = np.nan
+            xs[rng.random(n) < 0.05] = 2.2  # the upper edge is outside, as numpy's [low, high)
+            ys = rng.uniform(-20.0, 170.0, n)
+            mask = rng.random(n) < 0.8
+            few.fill_values(xs.tolist(), None if y is None else ys.tolist(), mask.tolist())
+            xs_all.append(xs)
+            ys_all.append(ys)
+            masks.append(mask)
+        xs, ys, mask = (np.concatenate(a) for a in (xs_all, ys_all, masks))
+        bulk.fill(xs, None if y is None else ys, mask)
+        assert len(xs) > 40 and bulk.entries > 100 and bulk.outside > 20
+        np.testing.assert_array_equal(few.counts, bulk.counts)
+        assert (few.entries, few.outside) == (bulk.entries, bulk.outside)

@@ -186,3 +186,25 @@ def test_display_of_tiny_axes_is_the_filled_binning(bins):
     counts = np.arange(bins)
     shown = for_display(counts, np.linspace(0, 1, bins + 1), None, 10**6)
     assert shown.counts.tolist() == counts.tolist()
+
+
+def test_compiled_peak_heights_and_hit_counts_equal_the_numpy_rules():
+    """Every event is counted drawn or not, so this runs per event: compiled, same numbers as numpy's."""
+    from conduit.event import PAD, SAMPLES
+    from conduit_stages.rerun_sink.kernels import peak_heights
+
+    rng = np.random.default_rng(9)
+    traces = np.zeros((300, 517), dtype=np.int16)
+    traces[:, SAMPLES] = rng.integers(0, 4096, (300, 512))
+    traces[:, PAD] = rng.integers(-3, 120, 300)  # some ids off the plane, some pads twice
+    samples = traces[:, SAMPLES]
+    expected = samples.max(axis=1) - np.median(samples[:, ::32], axis=1)
+    heights = peak_heights(traces)
+    np.testing.assert_array_equal(heights, expected)
+    occupancy = Occupancy(100, threshold=2000.0)
+    for _ in range(3):
+        occupancy.add(traces[:, PAD], peak_heights(traces))
+    ids = traces[:, PAD].astype(np.int64)
+    hit = (expected >= 2000.0) & (ids >= 0) & (ids < 100)
+    assert 0 < hit.sum() < 300
+    np.testing.assert_array_equal(occupancy.hits, 3 * np.bincount(np.unique(ids[hit]), minlength=100))

@@ -5,6 +5,8 @@ A worker builds its stage instances once per pipeline (keyed by a token) and
 keeps them for the worker's life. hdbscan holds the GIL, so real parallelism
 comes from processes (trio-parallel); ``workers = 0`` runs the chain in one
 thread of the main process instead (handy for debugging and small machines).
+Worker processes get each event's trace matrix through shared memory
+(:mod:`.shared_traces`), the rest of the event by pickle.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import trio
 from ..event import Event
 from ..params import Params
 from ..stage import RunContext, TransformStage
+from .shared_traces import SlotRef, TraceSlots, worker_view
 
 __all__ = ["ChainSpec", "ChainResult", "StageFailure", "TransformPool", "open_pool", "WORKER_NICENESS"]
 
@@ -118,7 +121,16 @@ def _worker_run(spec: ChainSpec, event: Event) -> ChainResult:
     return _CACHE.get(spec).run(event)
 
 
-def _worker_init() -> bool:
+def _worker_run_shared(spec: ChainSpec, event: Event, traces: SlotRef) -> ChainResult:
+    """As :func:`_worker_run`, with the trace matrix read in place from shared memory."""
+    event.traces = worker_view(traces)
+    try:
+        return _CACHE.get(spec).run(event)
+    finally:
+        event.traces = None  # no view of the slot outlives the call
+
+
+def _worker_init(niceness: int = WORKER_NICENESS) -> bool:
     """Run in each worker at start.
 
     Termination is the main process's business: a SIGTERM sent to the whole
@@ -126,18 +138,20 @@ def _worker_init() -> bool:
     workers under the engine while it drains; the engine stops them when the
     run ends, and they exit by themselves if the main process dies.
 
-    Analysis runs at a lower CPU priority than the receivers, event builder and
-    recorders in the main process: when the machine is short of CPU, analysis
-    falls behind (and is sampled), never the DAQ.
+    With a live source, analysis runs at a lower CPU priority (``niceness``)
+    than the receivers, event builder and recorders in the main process: when
+    the machine is short of CPU, analysis falls behind (and is sampled), never
+    the DAQ. A replay has no DAQ to protect and analyses at normal priority.
     """
     import os
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        os.nice(WORKER_NICENESS)
-    except OSError:  # pragma: no cover - not permitted here: run at normal priority
-        pass
+    if niceness:
+        try:
+            os.nice(niceness)
+        except OSError:  # pragma: no cover - not permitted here: run at normal priority
+            pass
     return False
 
 
@@ -150,13 +164,14 @@ def _worker_warm(spec: ChainSpec) -> float:
 class TransformPool:
     """Analyse events with the transform chain; at most ``capacity`` at a time."""
 
-    def __init__(self, spec: ChainSpec, workers: int, processes: Any | None):
+    def __init__(self, spec: ChainSpec, workers: int, processes: Any | None, slots: TraceSlots | None = None):
         self.spec = spec
         self.workers = workers
         self.capacity = max(workers, 1)
         #: trio-parallel's worker context (the processes), or None: the chain runs in a thread of this process.
         self._processes = processes
         self._limiter = trio.CapacityLimiter(self.capacity)
+        self.slots = slots
 
     async def warm_up(self) -> float:
         """Start every worker and compile / load kernels; return the wall time (s)."""
@@ -180,7 +195,11 @@ class TransformPool:
         if self._processes is None:
             # In-process: the worker thread mutates the event itself.
             return await self._call(_worker_run, spec, event)
-        result: ChainResult = await self._call(_worker_run, spec, event)
+        if self.slots is not None:
+            with self.slots.holding(event.traces) as ref:
+                result: ChainResult = await self._call(_worker_run_shared, spec, _without_traces(event), ref)
+        else:
+            result = await self._call(_worker_run, spec, event)
         for name, value in result.artifacts.items():
             if name == "traces":
                 event.traces = value
@@ -194,9 +213,18 @@ class TransformPool:
         return await self._processes.run_sync(fn, *args, limiter=self._limiter, kill_on_cancel=cancellable)
 
 
+def _without_traces(event: Event) -> Event:
+    """A shallow copy of ``event`` to send to a worker, its trace matrix left out."""
+    return dataclasses.replace(event, traces=_NO_TRACES, artifacts=dict(event.artifacts))
+
+
+_NO_TRACES = Event(0).traces[:0]
+
+
 @asynccontextmanager
-async def open_pool(spec: ChainSpec, workers: int):
-    """A :class:`TransformPool` with ``workers`` processes (0: a thread in this process)."""
+async def open_pool(spec: ChainSpec, workers: int, *, niceness: int = WORKER_NICENESS):
+    """A :class:`TransformPool` with ``workers`` processes (0: a thread in this process), ``niceness``
+    lower in CPU priority than this one."""
     if workers <= 0:
         yield TransformPool(spec, 0, None)
         return
@@ -204,5 +232,10 @@ async def open_pool(spec: ChainSpec, workers: int):
 
     import trio_parallel
 
-    async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0, init=_worker_init) as ctx:
-        yield TransformPool(spec, workers, ctx)
+    slots = TraceSlots()
+    try:
+        async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0,
+                                                     init=partial(_worker_init, niceness)) as ctx:
+            yield TransformPool(spec, workers, ctx, slots)
+    finally:
+        slots.close()

@@ -45,7 +45,7 @@ from ..shared import Shared
 from ..stage import RunContext, SinkStage, StopRun
 from .control import EngineControl, ParameterChange, RunSwitch
 from .metrics import Metrics, MetricsSnapshot
-from .pool import ChainSpec, open_pool
+from .pool import WORKER_NICENESS, ChainSpec, open_pool
 from .status import StatusReporter
 
 __all__ = ["run_pipeline", "RunSummary", "StopRun", "Engine"]
@@ -329,7 +329,8 @@ class Engine:
                     self.error = f"{err}"
                     log.error("%s", err)
                     return
-                pool = await stack.enter_async_context(open_pool(spec, self.workers))
+                niceness = WORKER_NICENESS if self.live else 0  # a replay has no receivers to protect
+                pool = await stack.enter_async_context(open_pool(spec, self.workers, niceness=niceness))
                 # Source kernels compile in a thread while the workers start and load theirs.
                 async with trio.open_nursery() as warming:
                     warming.start_soon(partial(trio.to_thread.run_sync, self.source.warm_up, abandon_on_cancel=True))

@@ -7,12 +7,12 @@ import numpy as np
 __all__ = ["warm_cloud"]
 
 
-def warm_cloud() -> np.ndarray:
-    """Two short helical arcs plus a few scattered points, sorted by z (cloud layout)."""
+def warm_cloud(points_per_arc: int = 60) -> np.ndarray:
+    """Two helical arcs of ``points_per_arc`` points plus a few scattered points, sorted by z (cloud layout)."""
     rng = np.random.default_rng(1)
     parts = []
     for centre, phase in (((60.0, 0.0), 0.0), ((-50.0, 40.0), 2.0)):
-        s = np.linspace(0, 2.5, 60)
+        s = np.linspace(0, 2.5, points_per_arc)
         x = centre[0] + 60 * np.cos(s + phase)
         y = centre[1] + 60 * np.sin(s + phase)
         z = 300 + 80 * s

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from conduit.artifacts import Clusters, Direction
@@ -58,12 +58,17 @@ def scaled_features(cloud: np.ndarray, z_scale: float) -> np.ndarray:
 
 @dataclasses.dataclass
 class Piece:
-    """A cluster while it is being cleaned and joined: its label and cloud rows (ascending = by z)."""
+    """A cluster while it is being cleaned and joined: its label and cloud rows (ascending = by z).
+
+    ``lof`` keeps the first LOF cleaning's outliers and neighbour lists, so
+    that the second cleaning of a piece that was not joined reuses them.
+    """
 
     label: int
     rows: np.ndarray
     direction: int = Direction.NONE
     _circle: tuple[float, float, float] | None = None
+    lof: tuple[np.ndarray, Any] | None = None  # (outliers of the first cleaning, its neighbour lists)
 
     def circle(self, cloud: np.ndarray) -> tuple[float, float, float]:
         if self._circle is None:
@@ -74,18 +79,30 @@ class Piece:
         return self._circle
 
 
+#: LocalOutlierFactor(contamination='auto') calls a point an outlier above this LOF.
+LOF_OUTLIER = 1.5
+
+
 def _lof_clean(cloud: np.ndarray, piece: Piece, factor: float) -> Piece:
+    """The piece without its local outliers (LOF with n_neighbors = max(2, int(factor * size)))."""
     n = len(piece.rows)
     if factor <= 0 or n < 2:
         return piece
-    from .kernels import lof_outliers
+    from .kernels import LofNeighbours
 
     k = max(2, int(factor * n))
-    pts = np.ascontiguousarray(cloud[piece.rows, :3])
-    out = lof_outliers(pts, k)
-    if not out.any():
-        return piece
-    return Piece(piece.label, piece.rows[~out], piece.direction)
+    if piece.lof is not None:
+        # Second cleaning of a piece that was not joined: its first neighbour lists, minus the outliers removed.
+        gone, neighbours = piece.lof
+        if not gone.any():
+            return piece  # the same points and k as the first cleaning, which found no outlier
+        scores = neighbours.without(gone, k).scores()[~gone]
+        out = scores > LOF_OUTLIER
+        return piece if not out.any() else Piece(piece.label, piece.rows[~out], piece.direction)
+    neighbours = LofNeighbours.search(cloud[piece.rows, :3], k)
+    out = neighbours.scores() > LOF_OUTLIER
+    kept = piece.rows[~out] if out.any() else piece.rows
+    return Piece(piece.label, kept, piece.direction, lof=(out, neighbours))
 
 
 def _direction(cloud: np.ndarray, rows: np.ndarray, params: PostParams, field: float) -> int:
@@ -115,7 +132,14 @@ def _end_point(cloud: np.ndarray, piece: Piece, last: bool) -> tuple[float, floa
     xc, yc, _ = piece.circle(cloud)
     rows = piece.rows[-3:] if last else piece.rows[:3]
     rho = np.hypot(cloud[rows, 0] - xc, cloud[rows, 1] - yc)
-    return float(np.median(rho)), float(np.median(cloud[rows, 2]))
+    return _median(rho.tolist()), _median(cloud[rows, 2].tolist())
+
+
+def _median(values: list[float]) -> float:
+    """np.median of a few values (the same number, without an array call per end of a piece)."""
+    values = sorted(values)
+    half = len(values) // 2
+    return values[half] if len(values) % 2 else (values[half - 1] + values[half]) / 2.0
 
 
 def _continuity_pair(cloud: np.ndarray, a: Piece, b: Piece, params: PostParams) -> bool:

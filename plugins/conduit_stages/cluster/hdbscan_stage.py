@@ -1,4 +1,8 @@
-"""``cluster.hdbscan``: Spyral's clustering with the hdbscan package, then the shared post-processing."""
+"""``cluster.hdbscan``: Spyral's clustering, HDBSCAN labels equal to the hdbscan package's, then the shared post-processing.
+
+The labels are computed by :mod:`.hdbscan_native` (compiled) unless ``algorithm`` names one of the
+hdbscan package's own algorithms.
+"""
 
 from __future__ import annotations
 
@@ -24,17 +28,29 @@ class HdbscanParams(PostParams):
     allow_single_cluster: bool = param(
         True, "HDBSCAN allow_single_cluster: an event with one track may give one cluster (Spyral: false)"
     )
-    algorithm: Literal["prims_kdtree", "boruvka_kdtree", "generic", "best"] = param(
-        "prims_kdtree", "hdbscan's minimum-spanning-tree algorithm (exact Prim's is the fastest for event-sized clouds)"
+    algorithm: Literal["native", "prims_kdtree", "boruvka_kdtree", "generic", "best"] = param(
+        "native",
+        "'native': compiled here, labels equal to the hdbscan package's prims_kdtree (docs/analysis.md); "
+        "otherwise the hdbscan package with that minimum-spanning-tree algorithm",
     )
 
 
 def hdbscan_labels(features: np.ndarray, params: HdbscanParams) -> np.ndarray:
     """HDBSCAN labels (-1 noise) of (N, 3) features with Spyral's size rule."""
-    import hdbscan
-
     n = len(features)
     min_cluster_size = max(int(params.min_size_scale_factor * n), params.min_size_lower_cutoff)
+    if params.algorithm == "native":
+        from .hdbscan_native import hdbscan_native
+
+        return hdbscan_native(
+            features,
+            min_cluster_size,
+            params.min_points,
+            float(params.cluster_selection_epsilon),
+            params.allow_single_cluster,
+        )
+    import hdbscan
+
     # The module-level function is hdbscan.HDBSCAN.fit without the estimator's
     # repeated input validation (about 1 ms per event).
     labels = hdbscan.hdbscan(

@@ -107,13 +107,14 @@ def _origin_attrs(event: Any) -> dict[str, Any]:
 
 def write_traces(group: Any, event: Any, name: str, *, frib: bool = True, **dataset_options: Any) -> None:
     """``group[name]/get_traces`` with id/timestamp attrs, plus ``frib_physics`` when the event has FRIB data."""
-    eg = group.create_group(name)
+    from .h5fast import create_dataset, create_group, set_attrs
+
+    eg = create_group(group, name)
     traces = np.ascontiguousarray(event.traces, dtype=np.int16)
-    ds = eg.create_dataset("get_traces", data=traces, **(dataset_options if len(traces) else {}))
-    ds.attrs["id"] = np.uint32(event.id) if 0 <= event.id < 2**32 else np.uint64(event.id)
-    ds.attrs["timestamp"] = np.uint64(event.timestamp)
-    ds.attrs["timestamp_other"] = np.uint64(event.timestamp_other)
-    ds.attrs["complete"] = np.uint8(bool(event.complete))
+    ds = create_dataset(eg, "get_traces", traces, **(dataset_options if len(traces) else {}))
+    set_attrs(ds, {"id": np.uint32(event.id) if 0 <= event.id < 2**32 else np.uint64(event.id),
+                   "timestamp": np.uint64(event.timestamp), "timestamp_other": np.uint64(event.timestamp_other),
+                   "complete": np.uint8(bool(event.complete))})
     fribdata = event.get("frib") if frib else None
     if isinstance(fribdata, dict) and fribdata:
         fg = eg.create_group("frib_physics")
@@ -129,10 +130,11 @@ def write_cloud(group: Any, event: Any, name: str, **dataset_options: Any) -> bo
     cloud = event.get("cloud")
     if cloud is None:
         return False
+    from .h5fast import create_dataset, set_attrs
+
     cloud = np.ascontiguousarray(cloud, dtype=np.float64).reshape(-1, 8)
-    ds = group.create_dataset(name, data=cloud, **(dataset_options if len(cloud) else {}))
-    for key, value in _origin_attrs(event).items():
-        ds.attrs[key] = value
+    ds = create_dataset(group, name, cloud, **(dataset_options if len(cloud) else {}))
+    set_attrs(ds, _origin_attrs(event))
     return True
 
 
@@ -142,17 +144,16 @@ def write_clusters(group: Any, event: Any, name: str) -> bool:
     cloud = event.get("cloud")
     if clusters is None or cloud is None:
         return False
-    eg = group.create_group(name)
-    eg.attrs["nclusters"] = np.int64(clusters.count)
-    for key, value in _origin_attrs(event).items():
-        eg.attrs[key] = value
+    from .h5fast import create_dataset, create_group, set_attrs
+
+    eg = create_group(group, name)
+    set_attrs(eg, {"nclusters": np.int64(clusters.count), **_origin_attrs(event)})
     columns = [X, Y, Z, INTEGRAL, SCALE]
     for k in range(clusters.count):
-        cg = eg.create_group(f"cluster_{k}")
-        cg.attrs["label"] = np.int64(clusters.cluster_labels[k])
-        cg.attrs["direction"] = np.int64(clusters.directions[k])
+        cg = create_group(eg, f"cluster_{k}")
+        set_attrs(cg, {"label": np.int64(clusters.cluster_labels[k]), "direction": np.int64(clusters.directions[k])})
         rows = clusters.indices(k)
-        cg.create_dataset("cloud", data=np.ascontiguousarray(cloud[rows][:, columns], dtype=np.float64))
+        create_dataset(cg, "cloud", np.ascontiguousarray(cloud[rows][:, columns], dtype=np.float64))
     return True
 
 

@@ -162,6 +162,8 @@ class PartitionedFile:
         """
         import h5py
 
+        from .h5fast import link_external
+
         number = self.parts + 1
         part = self.parts_dir / f"part_{number:06d}.h5"
         part_tmp = part.with_name(part.name + ".tmp")
@@ -180,7 +182,7 @@ class PartitionedFile:
                 for group, names in links.items():
                     g = m.require_group(group)
                     for name in names:
-                        g[name] = h5py.ExternalLink(relative, f"/{group}/{name}")
+                        link_external(g, name, relative, f"/{group}/{name}")
                 update_master(m)
             self._sync(master_tmp)
             os.replace(master_tmp, self.path)

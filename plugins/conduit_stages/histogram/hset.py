@@ -20,7 +20,10 @@ from conduit_physics.quantities import QUANTITIES, extract
 
 from .spec import GateSpec, HistogramParams, HistogramSpec
 
-__all__ = ["Histogram", "HistogramSet"]
+__all__ = ["Histogram", "HistogramSet", "SMALL_FILL"]
+
+#: Up to this many entries are binned with plain Python arithmetic (:meth:`Histogram.fill_values`).
+SMALL_FILL = 32
 
 
 class Histogram:
@@ -54,6 +57,10 @@ class Histogram:
     def fill(self, x: np.ndarray, y: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
         """Add entries at (x[, y]) where ``mask`` is True (vectorised)."""
         x = np.asarray(x, dtype=np.float64)
+        if len(x) <= SMALL_FILL:
+            self.fill_values(x.tolist(), None if y is None else np.asarray(y, dtype=np.float64).tolist(),
+                             None if mask is None else np.asarray(mask).tolist())
+            return
         ix, ok = self.x.index(x)
         if y is not None and self.y is not None:
             iy, oky = self.y.index(np.asarray(y, dtype=np.float64))
@@ -74,6 +81,34 @@ class Histogram:
             flat = self.counts.reshape(-1)
             np.add.at(flat, ix[ok] * self.y.bins + iy[ok], 1)
 
+    def fill_values(self, xs: list[float], ys: list[float] | None = None, mask: list[bool] | None = None) -> None:
+        """:meth:`fill` for a few entries given as Python lists: plain arithmetic, no array calls.
+
+        An event has a handful of tracks, and numpy's per-call cost would be
+        most of the work; the binning is :meth:`Axis.index`'s.
+        """
+        x = self.x
+        x_scale = x.bins / (x.high - x.low)
+        y = self.y if ys is not None else None
+        y_scale = 0.0 if y is None else y.bins / (y.high - y.low)
+        counts = self.counts
+        for i, xv in enumerate(xs):
+            if mask is not None and not mask[i]:
+                continue
+            sx = (xv - x.low) * x_scale
+            if not (0.0 <= sx < x.bins):  # also NaN
+                self.outside += 1
+                continue
+            if y is None:
+                counts[int(sx)] += 1
+            else:
+                sy = (ys[i] - y.low) * y_scale  # type: ignore[index]
+                if not (0.0 <= sy < y.bins):
+                    self.outside += 1
+                    continue
+                counts[int(sx), int(sy)] += 1
+            self.entries += 1
+
     def reset(self) -> None:
         self.counts[...] = 0
         self.entries = 0
@@ -81,6 +116,11 @@ class Histogram:
 
     def view(self) -> HistogramView:
         return HistogramView(self.name, self.x, self.y, self.gate, self.counts.copy(), self.entries, self.outside)
+
+
+def _sized(values: list[float], size: int) -> list[float]:
+    """An event quantity (one value) repeated for each track, or the track values themselves."""
+    return values if len(values) == size else values * size
 
 
 def _axis(name: str, bins: int | None, rng: tuple[float, float] | None, detector: Any) -> Axis:
@@ -165,6 +205,7 @@ class HistogramSet:
             if QUANTITIES[name].is_track and name not in values:
                 values[name] = np.zeros(0)
         analysed = bool(getattr(event, "analysed", True))
+        lists = {name: v.tolist() for name, v in values.items()}
         with self.lock:
             memo: dict = {}
             for h in self.histograms.values():
@@ -174,12 +215,19 @@ class HistogramSet:
                     continue  # an event quantity whose artifact is absent
                 track = h.is_track
                 size = n_tracks if track else 1
+                if size == 0:
+                    continue
                 mask = None
                 if h.gate is not None:
-                    mask = as_level(evaluate_gate(h.gate, self.gates, values, n_tracks, memo), track, n_tracks)
-                x = np.broadcast_to(values[h.quantities[0]], (size,))
-                y = None if h.y is None else np.broadcast_to(values[h.quantities[1]], (size,))
-                h.fill(x, y, mask)
+                    level = as_level(evaluate_gate(h.gate, self.gates, values, n_tracks, memo), track, n_tracks)
+                    mask = np.broadcast_to(level, (size,)).tolist()
+                xs = _sized(lists[h.quantities[0]], size)
+                ys = None if h.y is None else _sized(lists[h.quantities[1]], size)
+                if size <= SMALL_FILL:
+                    h.fill_values(xs, ys, mask)
+                else:
+                    h.fill(np.asarray(xs), None if ys is None else np.asarray(ys),
+                           None if mask is None else np.asarray(mask))
             self.events += 1
             self.version += 1
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .eventview import EVENT_ROOT, PLANE_HALF_WIDTH
+from .eventview import COLORBAR_3D, EVENT_ROOT, PLANE_HALF_WIDTH
 from .plot2d import CANVAS
 from .rates import FIGURE_HEIGHT
 
@@ -28,6 +28,7 @@ __all__ = ["default_blueprint", "ENTITY", "CAMERA", "view_names"]
 ENTITY = {
     "detector": "/detector",
     "event": EVENT_ROOT,
+    "colorbar3d": COLORBAR_3D,
     "summary": f"{EVENT_ROOT}/summary",
     "cloud": f"{EVENT_ROOT}/cloud",
     "clusters": f"{EVENT_ROOT}/clusters",
@@ -83,7 +84,7 @@ def default_blueprint(histograms: list[tuple[str, int]], prefix: str = "", title
     shown_3d = [f"{e['detector']}/**", f"{e['event']}/caption", f"{e['event']}/tracks", f"{e['event']}/vertices",
                 f"{e['event']}/track_ids"]
     by_charge = rrb.Spatial3DView(origin=p or "/", name="Event 3-D · colour = amplitude (ADC)", eye_controls=eye,
-                                  contents=shown_3d + [e["cloud"], f"{e['event']}/colorbar/**"])
+                                  contents=shown_3d + [e["cloud"], f"{e['event']}/colorbar/**", e["colorbar3d"]])
     by_cluster = rrb.Spatial3DView(origin=p or "/", name="Event 3-D · colour = cluster", eye_controls=eye,
                                    contents=shown_3d + [e["clusters"]])
     summary = rrb.TextDocumentView(origin=e["summary"], name="Event & tracks")

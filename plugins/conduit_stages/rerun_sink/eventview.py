@@ -28,9 +28,11 @@ from .colors import ColorScale, label_colors
 from .plot2d import Axis, Figure, Frame, Texts, add_axes, add_colorbar, add_series, format_ticks, nice_ticks
 from .draw import compact, figure_archetypes
 
-__all__ = ["EventView", "EVENT_ROOT", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
+__all__ = ["EventView", "EVENT_ROOT", "COLORBAR_3D", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
 
 EVENT_ROOT = "/event"
+#: The bar of the 3-D colour bar, logged once (static; its tick labels come with each event).
+COLORBAR_3D = "/colorbar3d"
 GET_CLOCK_HZ = 100e6  # GET timestamps count 100 MHz ticks
 N_CLASSES = 64  # annotation classes: 0 = noise, k + 1 = cluster label k (mod 63)
 #: Half width of the square the pad-plane panels show (mm).
@@ -86,6 +88,7 @@ class EventView:
         infos += [rr.AnnotationInfo(id=k + 1, label=f"cluster {k}", color=tuple(int(c) for c in colors[k]))
                   for k in range(N_CLASSES - 1)]
         out.append((EVENT_ROOT, rr.AnnotationContext(infos)))
+        out.append(self._colorbar3d_static())
         if self.pads is not None:
             if self.pads.vertices is not None:
                 v = self.pads.vertices
@@ -171,7 +174,9 @@ class EventView:
     def draw(self, event, run: int, charges: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple[str, Any]]:
         """Everything drawn for one event (starting with a recursive clear of the previous one).
 
-        ``charges`` is :func:`.geometry.pad_charges` of the event's traces when already computed.
+        ``charges`` is (pad ids, amplitude) of the event's traces when already computed (the sink
+        passes :func:`.kernels.peak_heights`, also counted for the occupancy), else
+        :func:`.geometry.pad_charges`.
         """
         rr = self.rr
         out: list[tuple[str, Any]] = [(EVENT_ROOT, rr.Clear(recursive=True))]
@@ -228,20 +233,25 @@ class EventView:
         ]
 
     def _colorbar3d(self, scale: ColorScale) -> list[tuple[str, Any]]:
-        """A vertical colour bar beside the chamber (x = radius + 70 mm, along z) with ADC ticks."""
+        """The ADC tick labels of the vertical colour bar beside the chamber (the bar itself is static:
+        the ramp runs bottom to top whatever the event's range)."""
         rr = self.rr
         x = geometry.CHAMBER_RADIUS + 70.0
-        z = (np.arange(100) + 0.5) * (self.length / 100)
-        bar = np.column_stack([np.full(100, x), np.zeros(100), z])
-        colors = scale.colors(scale.low + (scale.high - scale.low) * z / self.length)
         ticks = nice_ticks(scale.low, scale.high, 4)
         tick_z = scale.position(ticks) * self.length
         positions = np.column_stack([np.full(len(ticks) + 1, x + 40.0), np.zeros(len(ticks) + 1),
                                      np.append(tick_z, self.length + 40.0)])
-        return [(f"{EVENT_ROOT}/colorbar/bar", rr.Points3D(bar, radii=-5.0, colors=colors)),
-                (f"{EVENT_ROOT}/colorbar/labels", rr.Points3D(positions, radii=-0.5, colors=(220, 220, 220),
-                                                              labels=format_ticks(ticks) + ["amplitude (ADC)"],
-                                                              show_labels=True))]
+        return [(f"{EVENT_ROOT}/colorbar/labels", rr.Points3D(positions, radii=-0.5, colors=(220, 220, 220),
+                                                      labels=format_ticks(ticks) + ["amplitude (ADC)"],
+                                                      show_labels=True))]
+
+    def _colorbar3d_static(self) -> tuple[str, Any]:
+        """The bar of :meth:`_colorbar3d`: 100 points coloured along the ramp, x = radius + 70 mm, along z."""
+        x = geometry.CHAMBER_RADIUS + 70.0
+        z = (np.arange(100) + 0.5) * (self.length / 100)
+        bar = np.column_stack([np.full(100, x), np.zeros(100), z])
+        return COLORBAR_3D, self.rr.Points3D(bar, radii=-5.0, colors=ColorScale(0.0, 1.0).colors(
+            (z / self.length)))
 
     def _pad_hits(self, ids: np.ndarray, amplitude: np.ndarray, scale: ColorScale) -> list[tuple[str, Any]]:
         rr = self.rr

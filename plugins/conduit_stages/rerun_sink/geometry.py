@@ -23,7 +23,6 @@ __all__ = [
     "helices",
     "colormap",
     "pad_charges",
-    "peak_heights",
     "select_traces",
     "pad_outlines",
     "label_colors",
@@ -57,17 +56,6 @@ def pad_charges(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     baseline = np.median(samples[:, ::8], axis=1)
     amplitude = samples.max(axis=1) - baseline
     return traces[:, PAD].astype(np.int64), amplitude.astype(np.float64)
-
-
-def peak_heights(traces: np.ndarray) -> np.ndarray:
-    """Peak above baseline per trace row (ADC), cheaply: the baseline is the median of every 32nd sample.
-
-    A third of :func:`pad_charges`' cost; used where every event counts (occupancy), drawn or not.
-    """
-    if traces.shape[0] == 0:
-        return np.zeros(0)
-    samples = traces[:, SAMPLES]
-    return (samples.max(axis=1) - np.median(samples[:, ::32], axis=1)).astype(np.float64)
 
 
 def select_traces(traces: np.ndarray, amplitude: np.ndarray, how: str | list[int], count: int,

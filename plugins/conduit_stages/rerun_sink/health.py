@@ -41,10 +41,11 @@ class AsadHealth:
         self.events += 1
         traces = event.traces
         if traces.shape[0]:
-            pairs = np.unique(traces[:, [COBO, ASAD]].astype(np.int64), axis=0)
-            for cobo, asad in pairs:
-                key = (int(cobo), int(asad))
-                self.with_data[key] = self.with_data.get(key, 0) + 1
+            # (CoBo, AsAd) pairs present, as cobo * 256 + asad: a count per key instead of a sort of rows
+            keys = traces[:, COBO].astype(np.int64) * 256 + traces[:, ASAD].astype(np.int64)
+            for key in np.flatnonzero(np.bincount(keys[keys >= 0])).tolist():
+                pair = (key // 256, key % 256)
+                self.with_data[pair] = self.with_data.get(pair, 0) + 1
         if not event.complete:
             self.incomplete += 1
         for cobo, asad in event.missing:

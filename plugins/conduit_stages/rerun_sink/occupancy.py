@@ -1,7 +1,7 @@
 """Pad-plane occupancy over the run: how often each pad was hit, with dead and hot pads counted.
 
 A pad is hit in an event when its trace's peak rises at least ``threshold``
-ADC above the trace's baseline (:func:`.geometry.pad_charges`): in partial
+ADC above the trace's baseline (:func:`.kernels.peak_heights`): in partial
 readout that is nearly every trace read, in full readout it rejects the
 pedestal-only channels. Every event the sink receives is counted, drawn or
 not.
@@ -26,6 +26,7 @@ class Occupancy:
 
     def __init__(self, n_pads: int, threshold: float, *, min_events: int = 50, hot_fraction: float = 0.5):
         self.hits = np.zeros(n_pads, dtype=np.int64)
+        self._stamp = np.full(n_pads, -1, dtype=np.int64)  # last event that counted each pad
         self.events = 0
         self.threshold = float(threshold)
         self.min_events = int(min_events)
@@ -33,15 +34,17 @@ class Occupancy:
         self.version = 0
 
     def add(self, pad_ids: np.ndarray, amplitude: np.ndarray) -> None:
-        """Count one event's hit pads (ids outside the plane are ignored)."""
-        pad_ids = np.asarray(pad_ids, dtype=np.int64)
-        hit = (np.asarray(amplitude) >= self.threshold) & (pad_ids >= 0) & (pad_ids < len(self.hits))
-        self.hits += np.bincount(np.unique(pad_ids[hit]), minlength=len(self.hits))
+        """Count one event's hit pads, each once (ids outside the plane are ignored)."""
+        from .kernels import count_hits
+
+        count_hits(np.ascontiguousarray(pad_ids, dtype=np.int64), np.ascontiguousarray(amplitude, dtype=np.float64),
+                   self.threshold, self.hits, self._stamp, self.events)
         self.events += 1
         self.version += 1
 
     def reset(self) -> None:
         self.hits[:] = 0
+        self._stamp[:] = -1
         self.events = 0
         self.version += 1
 

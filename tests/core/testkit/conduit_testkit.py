@@ -26,6 +26,7 @@ class CountingParams(Params):
     traces: int = param(4, "traces per event", ge=0)
     rate: float = param(0.0, "events per second (0 = as fast as possible)", ge=0)
     run: int = param(7, "run number")
+    grow: int = param(0, "event i has traces + grow * (i % 4) traces", ge=0)
     release_file: str = param("", "after the last event, once the engine has taken every event from its queue, "
                                   "create this file (what testkit.gate waits for); '' = never")
 
@@ -53,7 +54,7 @@ class CountingSource(Source):
         i = 0
         period = 1.0 / self.params.rate if self.params.rate else 0.0
         while self.params.events == 0 or i < self.params.events:
-            await self.emit(_event(i, self.params.traces))
+            await self.emit(_event(i, self.params.traces + self.params.grow * (i % 4)))
             i += 1
             if period:
                 await trio.sleep(period)
@@ -89,6 +90,22 @@ class DoubleStage(TransformStage):
 
     def process(self, event):
         event.artifacts["doubled"] = 2 * event.id
+
+
+class ChecksumStage(TransformStage):
+    """Stores the sum of the trace matrix and its shape, as the stage saw them (``checksum``)."""
+
+    name = "testkit.checksum"
+    provides = ("checksum",)
+
+    def process(self, event):
+        event.artifacts["checksum"] = (int(event.traces.astype(np.int64).sum()), list(event.traces.shape))
+
+
+def expected_checksum(i: int, n_traces: int) -> tuple[int, list[int]]:
+    """What ``testkit.checksum`` reports for event ``i`` of the counting source with ``n_traces`` traces."""
+    traces = _event(i, n_traces).traces
+    return int(traces.astype(np.int64).sum()), list(traces.shape)
 
 
 class SlowParams(Params):
@@ -217,5 +234,5 @@ def conduit_register_sources(register):
 
 @hookimpl
 def conduit_register_stages(register):
-    for cls in (DoubleStage, SlowStage, GateStage, FailStage, CollectSink):
+    for cls in (DoubleStage, ChecksumStage, SlowStage, GateStage, FailStage, CollectSink):
         register(cls)

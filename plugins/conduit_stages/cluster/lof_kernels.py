@@ -1,0 +1,471 @@
+"""Compiled local outlier factor (scikit-learn's LocalOutlierFactor) on a :class:`.kdtree.KDTree`.
+
+The clusterers clean every cluster with LOF at k = 10 % of its size, so a
+2,000-point track needs 200 neighbours per point. Neighbours are found one
+leaf of the tree at a time: from the leaf's centre c, the distance r to its
+(k+1)-th nearest point bounds every member p's k-distance,
+``r - |p - c| <= kdist(p) <= r + |p - c|``; the points within ``2 * leaf
+radius + r`` of c are gathered once for the whole leaf, and for each member
+the candidates closer than the lower bound are neighbours for certain, so
+only those in the thin band between the bounds are ranked.
+
+Neighbours at equal distance are taken in index order; n_neighbors is
+capped at n - 1, as scikit-learn does. All kernels keep their callees in
+this module (numba cache safety).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["lof_neighbours", "lof_from_neighbours", "lof_fewer"]
+
+
+@njit(cache=True, nogil=True)
+def _box_gap2(lo, hi, node, x, y, z):
+    """Squared distance from (x, y, z) to the bounding box of ``node`` (0 inside).
+
+    It never exceeds the squared distance to any point in the box, also in
+    floating point (each term is at most that coordinate's difference squared).
+    """
+    g = 0.0
+    for d in range(3):
+        c = x if d == 0 else (y if d == 1 else z)
+        t = lo[node, d] - c
+        if t > 0:
+            g += t * t
+        else:
+            t = c - hi[node, d]
+            if t > 0:
+                g += t * t
+    return g
+
+
+@njit(cache=True, nogil=True)
+def _kth_distance(cx, cy, cz, k, points, start, end, left, right, dim, lo, hi, heap, stack):
+    """Distance from (cx, cy, cz) to its k-th nearest row (max-heap of squared distances in ``heap``)."""
+    size = 0
+    top = 0
+    stack[0] = 0
+    while top >= 0:
+        node = stack[top]
+        top -= 1
+        if size == k:
+            g = _box_gap2(lo, hi, node, cx, cy, cz)
+            if g > heap[0]:
+                continue
+        if left[node] >= 0:
+            a = left[node]
+            b = right[node]
+            sd = dim[node]
+            c = cx if sd == 0 else (cy if sd == 1 else cz)
+            if c >= lo[b, sd]:
+                a, b = b, a
+            stack[top + 1] = b
+            stack[top + 2] = a
+            top += 2
+            continue
+        for q in range(start[node], end[node]):
+            dx = cx - points[q, 0]
+            dy = cy - points[q, 1]
+            dz = cz - points[q, 2]
+            e = dx * dx + dy * dy + dz * dz
+            if size < k:
+                # sift up
+                i = size
+                heap[i] = e
+                size += 1
+                while i > 0:
+                    up = (i - 1) // 2
+                    if heap[up] >= heap[i]:
+                        break
+                    heap[up], heap[i] = heap[i], heap[up]
+                    i = up
+            elif e < heap[0]:
+                heap[0] = e
+                i = 0
+                while True:
+                    a = 2 * i + 1
+                    if a >= k:
+                        break
+                    m = a
+                    if a + 1 < k and heap[a + 1] > heap[a]:
+                        m = a + 1
+                    if heap[i] >= heap[m]:
+                        break
+                    heap[m], heap[i] = heap[i], heap[m]
+                    i = m
+    return math.sqrt(heap[0])
+
+
+@njit(cache=True, nogil=True)
+def _gather(cx, cy, cz, radius, points, start, end, left, right, lo, hi, out, stack):
+    """Rows within ``radius`` of (cx, cy, cz) (whole nodes when their box is inside), into ``out``; the count."""
+    r2 = radius * radius
+    count = 0
+    top = 0
+    stack[0] = 0
+    while top >= 0:
+        node = stack[top]
+        top -= 1
+        g = 0.0
+        far = 0.0
+        for d in range(3):
+            c = cx if d == 0 else (cy if d == 1 else cz)
+            a = lo[node, d] - c
+            b = c - hi[node, d]
+            if a > 0:
+                g += a * a
+            elif b > 0:
+                g += b * b
+            f = max(abs(a), abs(b))
+            far += f * f
+        if g > r2:
+            continue
+        if far <= r2 or left[node] < 0:
+            for q in range(start[node], end[node]):
+                out[count] = q
+                count += 1
+            continue
+        stack[top + 1] = left[node]
+        stack[top + 2] = right[node]
+        top += 2
+    return count
+
+
+@njit(cache=True, nogil=True)
+def _nth_value(vals, count, nth):
+    """The nth smallest (0-based) of vals[:count]; reorders vals."""
+    lo = 0
+    hi = count - 1
+    while lo < hi:
+        pivot = vals[(lo + hi) // 2]
+        i = lo
+        j = hi
+        while i <= j:
+            while vals[i] < pivot:
+                i += 1
+            while vals[j] > pivot:
+                j -= 1
+            if i <= j:
+                vals[i], vals[j] = vals[j], vals[i]
+                i += 1
+                j -= 1
+        if nth <= j:
+            hi = j
+        elif nth >= i:
+            lo = i
+        else:
+            return vals[nth]
+    return vals[nth]
+
+
+@njit(cache=True, nogil=True)
+def _take_smallest(e, rows, ids, count, need, out_rows, out_d2, at, scratch):
+    """Append to out[at:] the ``need`` smallest of (e, ids)[:count] (ties by id); return the new end.
+
+    The values are counted into buckets; everything below the bucket that holds
+    the need-th smallest is taken as is, and only that bucket is ranked.
+    """
+    if count <= need:
+        for a in range(count):
+            out_rows[at] = rows[a]
+            out_d2[at] = e[a]
+            at += 1
+        return at
+    while need > 0:
+        vmin = np.inf
+        vmax = -np.inf
+        for a in range(count):
+            v = e[a]
+            if v < vmin:
+                vmin = v
+            if v > vmax:
+                vmax = v
+        if not (vmax > vmin) or count <= 8 or vmax == np.inf:
+            # few or equal or infinite values: take the smallest (e, id) one at a time
+            for _ in range(need):
+                best = 0
+                for a in range(1, count):
+                    if e[a] < e[best] or (e[a] == e[best] and ids[a] < ids[best]):
+                        best = a
+                out_rows[at] = rows[best]
+                out_d2[at] = e[best]
+                at += 1
+                count -= 1
+                e[best] = e[count]
+                ids[best] = ids[count]
+                rows[best] = rows[count]
+            return at
+        nb = 32
+        scale = nb / (vmax - vmin)
+        hist = np.zeros(nb + 1, dtype=np.int64)
+        for a in range(count):
+            hist[min(nb - 1, int((e[a] - vmin) * scale))] += 1
+        cum = 0
+        cut = 0
+        while cum + hist[cut] < need:
+            cum += hist[cut]
+            cut += 1
+        # take the buckets below ``cut``, keep bucket ``cut`` for the next round
+        kept = 0
+        for a in range(count):
+            bucket = min(nb - 1, int((e[a] - vmin) * scale))
+            if bucket < cut:
+                out_rows[at] = rows[a]
+                out_d2[at] = e[a]
+                at += 1
+            elif bucket == cut:
+                e[kept] = e[a]
+                ids[kept] = ids[a]
+                rows[kept] = rows[a]
+                kept += 1
+        need -= cum
+        count = kept
+        if count <= need:
+            for a in range(count):
+                out_rows[at] = rows[a]
+                out_d2[at] = e[a]
+                at += 1
+            return at
+    return at
+
+
+@njit(cache=True, nogil=True)
+def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
+    """The k nearest of every row (tree order): rows (n, k), distances (n, k) and k-distance (n).
+
+    Ties in distance go to the lower original index (``perm``). Rows are
+    visited leaf by leaf in row order, so each row's k-distance is bounded by
+    its predecessor's: |kdist(p) - kdist(p')| <= |p - p'| (the k nearest of p'
+    and p' itself are within kdist(p') + |p - p'| of p).
+    """
+    n = points.shape[0]
+    nbr = np.empty((n, k), dtype=np.int32)
+    nd = np.empty((n, k))
+    kdist = np.empty(n)
+    heap = np.empty(k + 1)
+    stack = np.empty(128, dtype=np.int64)
+    cand = np.empty(n, dtype=np.int64)
+    gx = np.empty(n)
+    gy = np.empty(n)
+    gz = np.empty(n)
+    e = np.empty(n)
+    sure_at = np.empty(n + 1, dtype=np.int64)
+    band_at = np.empty(n + 1, dtype=np.int64)
+    band_e = np.empty(n)
+    band_r = np.empty(n, dtype=np.int64)
+    band_i = np.empty(n, dtype=np.int64)
+    scratch = np.empty(n)
+    row_out = np.empty(k, dtype=np.int64)
+    d2_out = np.empty(k)
+    leaves = np.flatnonzero(left < 0)
+    leaves = leaves[np.argsort(start[leaves])]
+    kd_prev = -1.0
+    trend = 0.0
+    window = 0.25  # half width of the guessed window, in steps between rows (adapts)
+    prev_x = 0.0
+    prev_y = 0.0
+    prev_z = 0.0
+    for leaf in leaves:
+        s = start[leaf]
+        t_end = end[leaf]
+        cx = 0.5 * (lo[leaf, 0] + hi[leaf, 0])
+        cy = 0.5 * (lo[leaf, 1] + hi[leaf, 1])
+        cz = 0.5 * (lo[leaf, 2] + hi[leaf, 2])
+        rl = 0.0
+        for p in range(s, t_end):
+            dx = points[p, 0] - cx
+            dy = points[p, 1] - cy
+            dz = points[p, 2] - cz
+            rl = max(rl, math.sqrt(dx * dx + dy * dy + dz * dz))
+        dcp = math.sqrt((cx - prev_x) ** 2 + (cy - prev_y) ** 2 + (cz - prev_z) ** 2)
+        if kd_prev >= 0 and dcp <= 2.0 * rl:
+            # every row's k nearest lie within rl + kd_prev + |p - prev| <= 2 rl + dcp + kd_prev of the centre
+            radius = (2.0 * rl + dcp + kd_prev) * (1.0 + 1e-9) + 1e-9
+            m = _gather(cx, cy, cz, radius, points, start, end, left, right, lo, hi, cand, stack)
+        else:
+            # No close predecessor: the leaf's first row is the reference. Its k-distance among the
+            # points gathered with a guessed radius is exact if it is within that radius (less rl).
+            x0 = points[s, 0]
+            y0 = points[s, 1]
+            z0 = points[s, 2]
+            kd0 = -1.0
+            m = 0
+            if kd_prev >= 0:
+                radius = (3.0 * rl + kd_prev) * (1.0 + 1e-9) + 1e-9
+                m = _gather(cx, cy, cz, radius, points, start, end, left, right, lo, hi, cand, stack)
+                if m > k:
+                    for a in range(m):
+                        q = cand[a]
+                        scratch[a] = (x0 - points[q, 0]) ** 2 + (y0 - points[q, 1]) ** 2 + (z0 - points[q, 2]) ** 2
+                    kd0 = math.sqrt(_nth_value(scratch, m, k))  # the (k+1)-th with itself = k-th without
+                    if kd0 > radius - rl - 1e-9 * radius:
+                        kd0 = -1.0
+            if kd0 < 0:
+                kd0 = _kth_distance(x0, y0, z0, k + 1, points, start, end, left, right, dim, lo, hi, heap, stack)
+                m = 0
+            prev_x = x0
+            prev_y = y0
+            prev_z = z0
+            kd_prev = kd0
+            trend = 0.0
+            need_radius = (3.0 * rl + kd0) * (1.0 + 1e-9) + 1e-9
+            if m == 0 or need_radius > radius:
+                m = _gather(cx, cy, cz, need_radius, points, start, end, left, right, lo, hi, cand, stack)
+        self_at = -1
+        for a in range(m):
+            q = cand[a]
+            if q == s:
+                self_at = a
+            gx[a] = points[q, 0]
+            gy[a] = points[q, 1]
+            gz[a] = points[q, 2]
+        for p in range(s, t_end):
+            px = points[p, 0]
+            py = points[p, 1]
+            pz = points[p, 2]
+            step = math.sqrt((px - prev_x) ** 2 + (py - prev_y) ** 2 + (pz - prev_z) ** 2)
+            # kd_prev - step <= kdist(p) <= kd_prev + step, widened by far more than any rounding
+            low = kd_prev - step - 1e-9 * (kd_prev + step) - 1e-12
+            low2 = low * low if low > 0 else -1.0
+            high = (kd_prev + step) * (1.0 + 1e-9) + 1e-12
+            high2 = high * high
+            # A narrower window to try first: the k-distance changes little from one row to the next; the
+            # counts below its ends tell whether it holds (else the band between the bounds is ranked).
+            guess = kd_prev + max(-step, min(step, trend))
+            half = window * step + 1e-9 * kd_prev
+            g_lo = guess - half
+            g_lo2 = max(low2, g_lo * g_lo if g_lo > 0 else -1.0)
+            g_hi2 = min(high2, (guess + half) ** 2)
+            c_lo = 0
+            c_hi = 0
+            for a in range(m):  # vectorised
+                dx = px - gx[a]
+                dy = py - gy[a]
+                dz = pz - gz[a]
+                v = dx * dx + dy * dy + dz * dz
+                e[a] = v
+                c_lo += v < g_lo2
+                c_hi += v < g_hi2
+            e[self_at + p - s] = np.inf  # this row (a leaf's rows are gathered together, in order)
+            c_lo -= 0.0 < g_lo2
+            c_hi -= 0.0 < g_hi2
+            if c_lo <= k <= c_hi:
+                low2 = g_lo2
+                high2 = g_hi2
+                window = max(1.0 / 16.0, 0.8 * window)
+            else:
+                window = min(1.0, 2.0 * window)
+            nsure = 0
+            nband = 0
+            for a in range(m):  # branch-free compaction into the certain neighbours and the band
+                v = e[a]
+                sure_at[nsure] = a
+                nsure += v < low2
+                band_at[nband] = a
+                nband += (v >= low2) & (v <= high2)
+            if nsure > k - 1:  # rounding at the edge of the bound: rank the surplus with the band
+                for a in range(k - 1, nsure):
+                    band_at[nband] = sure_at[a]
+                    nband += 1
+                nsure = k - 1
+            for a in range(nsure):
+                row_out[a] = cand[sure_at[a]]
+                d2_out[a] = e[sure_at[a]]
+            for a in range(nband):
+                band_e[a] = e[band_at[a]]
+                band_r[a] = cand[band_at[a]]
+                band_i[a] = perm[band_r[a]]
+            _take_smallest(band_e, band_r, band_i, nband, k - nsure, row_out, d2_out, nsure, scratch)
+            kd = 0.0
+            for a in range(k):
+                nbr[p, a] = row_out[a]
+                v = math.sqrt(d2_out[a])
+                nd[p, a] = v
+                if v > kd:
+                    kd = v
+            kdist[p] = kd
+            trend = kd - kd_prev
+            kd_prev = kd
+            prev_x = px
+            prev_y = py
+            prev_z = pz
+    return nbr, nd, kdist
+
+
+@njit(cache=True, nogil=True)
+def lof_from_neighbours(nbr, nd, kdist, keep):
+    """LOF of every row with ``keep`` set from its first ``kdist``-defining neighbours (rows (n, k)).
+
+    lrd(p) = 1 / (mean over p's neighbours o of max(|p - o|, kdist(o)) + 1e-10);
+    LOF(p) = mean over o of lrd(o) / lrd(p). Rows without ``keep`` get 1.
+    """
+    n, k = nbr.shape
+    lrd = np.empty(n)
+    for p in range(n):
+        if not keep[p]:
+            continue
+        s = 0.0
+        for a in range(k):
+            o = nbr[p, a]
+            r = kdist[o]
+            s += nd[p, a] if nd[p, a] > r else r
+        lrd[p] = 1.0 / (s / k + 1e-10)
+    out = np.ones(n)
+    for p in range(n):
+        if not keep[p]:
+            continue
+        s = 0.0
+        for a in range(k):
+            s += lrd[nbr[p, a]] / lrd[p]
+        out[p] = s / k
+    return out
+
+
+@njit(cache=True, nogil=True)
+def lof_fewer(nbr, nd, perm, gone, k):
+    """Neighbour lists for the rows left when rows with ``gone`` are removed, with k (<= the old k) neighbours.
+
+    The k nearest of a remaining row are its first k remaining old
+    neighbours in (distance, index) order, when it has that many. Returns
+    (rows (n, k), distances, kdist, ok): ``ok`` is False for rows that lost
+    too many neighbours (they need a new search).
+    """
+    n, k_old = nbr.shape
+    new = np.empty((n, k), dtype=np.int32)
+    dist = np.empty((n, k))
+    kdist = np.zeros(n)
+    ok = np.zeros(n, dtype=np.bool_)
+    ce = np.empty(k_old)
+    ci = np.empty(k_old, dtype=np.int64)
+    cr = np.empty(k_old, dtype=np.int64)
+    scratch = np.empty(k_old)
+    row_out = np.empty(k, dtype=np.int64)
+    d_out = np.empty(k)
+    for p in range(n):
+        if gone[p]:
+            continue
+        c = 0
+        for a in range(k_old):
+            q = nbr[p, a]
+            if not gone[q]:
+                ce[c] = nd[p, a]
+                ci[c] = perm[q]
+                cr[c] = q
+                c += 1
+        if c < k:
+            continue
+        _take_smallest(ce, cr, ci, c, k, row_out, d_out, 0, scratch)
+        kd = 0.0
+        for a in range(k):
+            new[p, a] = row_out[a]
+            dist[p, a] = d_out[a]
+            if d_out[a] > kd:
+                kd = d_out[a]
+        kdist[p] = kd
+        ok[p] = True
+    return new, dist, kdist, ok

@@ -1,0 +1,217 @@
+"""The compiled clustering kernels against their references.
+
+* HDBSCAN (``algorithm = "native"``): labels equal to the hdbscan package's
+  (``prims_kdtree``), element for element, on random clouds, helices and
+  simulated events of both event mixes; on points of a lattice (many exactly
+  equal distances) the differences are counted and explained.
+* LOF on the KD-tree: equal to scikit-learn for large k, and after points are
+  removed (the second cleaning reuses the first one's neighbour lists).
+* The whole ``cluster.hdbscan`` stage: the same artifact with the compiled
+  kernels as with the hdbscan package and the previous brute-force LOF.
+"""
+
+from __future__ import annotations
+
+import hdbscan
+import numpy as np
+import pytest
+from conduit.detector import DetectorParams
+from conduit.stage import RunContext
+from conduit_stages.cluster.common import scaled_features
+from conduit_stages.cluster.hdbscan_native import hdbscan_native
+from conduit_stages.cluster.hdbscan_stage import HdbscanParams, HdbscanStage
+from conduit_stages.cluster.kernels import LofNeighbours, lof_scores
+from stages_synth import helix_points
+
+SETTINGS = [  # (min_cluster_size, min_samples, cluster_selection_epsilon, allow_single_cluster)
+    (10, 3, 10.0, True),  # the stage's defaults
+    (5, 3, 0.0, False),
+    (5, 1, 2.0, False),
+    (12, 4, 0.0, True),
+    (3, 2, 25.0, True),
+]
+
+
+def reference(features, mcs, ms, eps, single):
+    return hdbscan.hdbscan(features, min_cluster_size=mcs, min_samples=ms, cluster_selection_epsilon=eps,
+                           allow_single_cluster=single, algorithm="prims_kdtree", core_dist_n_jobs=1)[0]
+
+
+def random_cloud(rng) -> np.ndarray:
+    parts = []
+    for _ in range(int(rng.integers(1, 5))):
+        if rng.random() < 0.5:
+            parts.append(rng.normal(rng.uniform(-100, 100, 3), rng.uniform(1, 12), (int(rng.integers(3, 150)), 3)))
+        else:
+            pts = helix_points(tuple(rng.uniform(-20, 20, 2)) + (rng.uniform(100, 800),), rng.uniform(0.3, 2.8),
+                               rng.uniform(0, 6.3), rng.uniform(30, 150), step=rng.uniform(1, 4), noise=1.0, rng=rng)
+            parts.append(pts[: int(rng.integers(5, 400))])
+    parts.append(rng.uniform(-250, 250, (int(rng.integers(0, 30)), 3)))
+    return np.ascontiguousarray(np.vstack(parts))
+
+
+def test_native_hdbscan_labels_equal_the_hdbscan_package_on_random_clouds():
+    rng = np.random.default_rng(17)
+    compared = clustered = 0
+    for _ in range(120):
+        cloud = random_cloud(rng)
+        for mcs, ms, eps, single in SETTINGS:
+            if len(cloud) <= mcs:
+                continue
+            expected = reference(cloud, mcs, ms, eps, single)
+            got = hdbscan_native(cloud, mcs, ms, eps, single)
+            np.testing.assert_array_equal(got, expected)
+            compared += 1
+            clustered += int(expected.max() >= 1)
+    assert compared > 500 and clustered > 200
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 11])
+def test_native_hdbscan_on_tiny_and_duplicated_clouds(n):
+    rng = np.random.default_rng(n)
+    clouds = [rng.normal(0, 5, (n, 3)), np.zeros((n, 3)), np.repeat(rng.normal(0, 5, (max(1, n // 2), 3)), 2, 0)]
+    for cloud in clouds:
+        cloud = np.ascontiguousarray(cloud)
+        for mcs, ms, eps, single in [(2, 3, 0.0, False), (2, 1, 1.0, True), (3, 2, 0.0, True)]:
+            np.testing.assert_array_equal(hdbscan_native(cloud, mcs, ms, eps, single),
+                                          reference(cloud, mcs, ms, eps, single))
+
+
+def test_native_hdbscan_on_lattice_points_with_many_equal_distances():
+    """On integer points many pairs are exactly as far apart. Up to DENSE_PRIM_POINTS points the tree
+    comes from hdbscan's own Prim's algorithm: equal labels whatever the ties. Above, hdbscan breaks
+    ties by its Prim's visiting order and an unstable sort; where the labels then differ, the
+    single-linkage merge heights (the hierarchy up to the order of equal merges) are still the same."""
+    from hdbscan.hdbscan_ import _hdbscan_prims_kdtree
+
+    from conduit_stages.cluster import hdbscan_kernels as hk
+    from conduit_stages.cluster.hdbscan_native import DENSE_PRIM_POINTS
+    from conduit_stages.cluster.kdtree import build_tree
+
+    rng = np.random.default_rng(5)
+    for _ in range(60):
+        cloud = rng.integers(0, 12, (int(rng.integers(20, DENSE_PRIM_POINTS)), 3)).astype(float)
+        for mcs, ms, eps, single in SETTINGS[:3]:
+            np.testing.assert_array_equal(hdbscan_native(cloud, mcs, ms, eps, single),
+                                          reference(cloud, mcs, ms, eps, single))
+    differ = total = 0
+    for _ in range(8):
+        cloud = rng.integers(0, 25, (int(rng.integers(DENSE_PRIM_POINTS + 1, 900)), 3)).astype(float)
+        for mcs, ms, eps, single in SETTINGS[:3]:
+            total += 1
+            if np.array_equal(hdbscan_native(cloud, mcs, ms, eps, single), reference(cloud, mcs, ms, eps, single)):
+                continue
+            differ += 1
+            expected, _ = _hdbscan_prims_kdtree(cloud, ms)
+            tree = build_tree(cloud)
+            core, d2, idx = hk.core_distances(tree, ms)
+            got = hk.single_linkage(hk.mst_mutual_reachability(tree, core, d2, idx))
+            np.testing.assert_array_equal(got[:, 2], expected[:, 2])
+    assert total == 24 and differ < total  # about half differ on this lattice, never in the heights
+
+
+def simulated_clouds(preset: str, events: int, seed: int) -> list[np.ndarray]:
+    from conduit_simulate.generator import Simulator
+    from conduit_simulate.params import SimulationParams
+    from conduit_stages.pointcloud.stage import PointcloudStage
+
+    sim = Simulator(SimulationParams(seed=seed, events=events, preset=preset), DetectorParams())
+    stage = PointcloudStage(PointcloudStage.Params(), RunContext())
+    clouds = []
+    for i in range(events):
+        event = sim.event(i).event
+        stage.process(event)
+        clouds.append(event.artifacts["cloud"])
+    return clouds
+
+
+@pytest.fixture(scope="module")
+def dense_clouds():
+    return simulated_clouds("dense", 40, 71)
+
+
+@pytest.fixture(scope="module")
+def default_clouds():
+    return simulated_clouds("default", 20, 72)
+
+
+def test_native_hdbscan_labels_equal_the_package_on_simulated_events(dense_clouds, default_clouds):
+    params = HdbscanParams()
+    compared = big = 0
+    for cloud in dense_clouds + default_clouds:
+        if len(cloud) < params.min_cloud_size:
+            continue
+        features = scaled_features(cloud, params.z_scale)
+        mcs = max(int(params.min_size_scale_factor * len(cloud)), params.min_size_lower_cutoff)
+        expected = reference(features, mcs, params.min_points, params.cluster_selection_epsilon, True)
+        np.testing.assert_array_equal(hdbscan_native(features, mcs, params.min_points,
+                                                     params.cluster_selection_epsilon, True), expected)
+        compared += 1
+        big += len(cloud) > 700
+    assert compared >= 50 and big >= 3  # the dense mix brings clouds of many hundreds of points
+
+
+def test_the_stage_gives_the_same_clusters_as_with_the_hdbscan_package(dense_clouds, default_clouds):
+    context = RunContext(detector=DetectorParams(magnetic_field=2.85))
+    native = HdbscanStage(HdbscanParams(), context)
+    package = HdbscanStage(HdbscanParams(algorithm="prims_kdtree"), context)
+    clustered = 0
+    for cloud in dense_clouds + default_clouds:
+        a = native.cluster(cloud)
+        b = package.cluster(cloud)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.cluster_labels, b.cluster_labels)
+        np.testing.assert_array_equal(a.directions, b.directions)
+        clustered += a.count
+    assert clustered > 60
+
+
+# ---------------------------------------------------------------- LOF
+
+
+def spiral(rng, n: int) -> np.ndarray:
+    """A proton curling up near 90 degrees: loops of a shrinking circle, close in z, with noise."""
+    pts = helix_points((0, 0, 400), 1.45, rng.uniform(0, 6.3), 120, step=1.5, shrink=0.7, noise=1.5, rng=rng,
+                       length=2500.0)
+    pts = pts[:n]
+    pts[: n // 40] += rng.normal(0, 30, (n // 40, 3))  # outliers
+    return np.ascontiguousarray(pts)
+
+
+@pytest.mark.parametrize("n, factor", [(900, 0.1), (1600, 0.1), (600, 0.3)])
+def test_lof_with_many_neighbours_equals_sklearn(n, factor):
+    from sklearn.neighbors import LocalOutlierFactor
+
+    rng = np.random.default_rng(n)
+    pts = spiral(rng, n)
+    k = max(2, int(factor * len(pts)))
+    sk = LocalOutlierFactor(n_neighbors=k)
+    expected_outliers = sk.fit_predict(pts) == -1
+    scores = lof_scores(pts, k)
+    np.testing.assert_allclose(scores, -sk.negative_outlier_factor_, rtol=1e-9)
+    np.testing.assert_array_equal(scores > 1.5, expected_outliers)
+    assert expected_outliers.sum() < len(pts) // 5
+    assert factor > 0.2 or expected_outliers.sum() > 0  # with k = 10 % some of the scattered points stand out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lof_after_removing_points_equals_a_fresh_fit(seed):
+    from sklearn.neighbors import LocalOutlierFactor
+
+    rng = np.random.default_rng(seed)
+    pts = spiral(rng, int(rng.integers(80, 700))) if seed % 2 else rng.normal(0, 20, (int(rng.integers(30, 400)), 3))
+    k = max(2, int(0.1 * len(pts)))
+    first = LofNeighbours.search(pts, k)
+    gone = rng.random(len(pts)) < (0.02 if seed < 2 else 0.3)  # few (lists reused) or many (searched afresh)
+    left = pts[~gone]
+    k2 = max(2, int(0.1 * len(left)))
+    expected = -LocalOutlierFactor(n_neighbors=min(k2, len(left) - 1)).fit(left).negative_outlier_factor_
+    second = first.without(gone, k2)
+    np.testing.assert_allclose(second.scores()[~gone], expected, rtol=1e-9)
+    assert np.all(second.scores()[gone] == 1.0)
+    # and once more, removing from the reduced set
+    gone2 = gone | (rng.random(len(pts)) < 0.05)
+    left2 = pts[~gone2]
+    k3 = max(2, int(0.1 * len(left2)))
+    expected2 = -LocalOutlierFactor(n_neighbors=min(k3, len(left2) - 1)).fit(left2).negative_outlier_factor_
+    np.testing.assert_allclose(second.without(gone2 & ~gone, k3).scores()[~gone2], expected2, rtol=1e-9)
