@@ -23,6 +23,10 @@ class EngineParams(Params):
     on_stage_error: Literal["continue", "stop"] = param(
         "continue", "a stage raising on one event: log and count it ('continue') or end the run ('stop')"
     )
+    fail_if_stage_always_fails: bool = param(
+        False, "end with exit status 1 when a stage (or sink) failed on every event it ran on, "
+               "even though the run went on ('continue')"
+    )
     max_events: int = param(0, "stop after this many events from the source; 0 = no limit", ge=0)
     status_interval: float = param(5.0, "seconds between status log lines when not on a terminal", gt=0)
     existing_outputs: Literal["keep", "refuse", "replace"] = param(
