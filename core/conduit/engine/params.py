@@ -21,7 +21,8 @@ class EngineParams(Params):
     queue_size: int = param(256, "events buffered between the source and the engine", ge=1)
     sink_queue_size: int = param(512, "events buffered in front of each sink", ge=1)
     on_stage_error: Literal["continue", "stop"] = param(
-        "continue", "a stage raising on one event: log and count it ('continue') or end the run ('stop')"
+        "continue", "a stage raising on one event: log and count it ('continue') or end the run ('stop': analysis "
+                    "stops at once, events already queued are recorded unanalysed)"
     )
     fail_if_stage_always_fails: bool = param(
         False, "end with exit status 1 when a stage (or sink) failed on every event it ran on, "

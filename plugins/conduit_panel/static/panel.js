@@ -223,6 +223,7 @@ function renderEvents(s) {
     ["analysed", num(e.analysed), num(r.analysed, 1)],
     ["skipped (analysis behind)", td(num(e.skipped) + pct(e.skipped), e.skipped ? "state-warn" : ""), num(r.skipped, 1)],
     ["not analysed (paused)", num(e.paused), ""],
+    ["not analysed (stopped by an error)", td(num(e.halted), e.halted ? "bad" : ""), ""],
     ["delivered to outputs", num(e.delivered), ""],
     ["stage failures", td(num(e.failed), e.failed ? "bad" : ""), ""],
   ]);
