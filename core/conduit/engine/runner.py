@@ -202,7 +202,7 @@ class Engine:
                                                      for s in pipeline.transforms])
         #: Set when an error stops the run: what is still queued is recorded without analysis.
         self._halted = False
-        self._in_flight_at_halt = 0
+        self._analysed_at_halt = 0
         self.control = EngineControl(self)
 
     # -- control (the public API is .control.EngineControl) --------------------------------
@@ -221,7 +221,7 @@ class Engine:
             self.error = reason
         if error and not self._halted:
             self._halted = True
-            self._in_flight_at_halt = self.metrics.in_flight
+            self._analysed_at_halt = self.metrics.analysed
         if not self._stop_requested:
             self._stop_requested = True
             if reason:
@@ -415,7 +415,8 @@ class Engine:
             helpers.cancel_scope.cancel()
         if self._halted:
             log.warning("stopped after an error: %d events in flight finished their analysis, %d events still "
-                        "queued were recorded without analysis", self._in_flight_at_halt, self.metrics.halted)
+                        "queued were recorded without analysis", self.metrics.analysed - self._analysed_at_halt,
+                        self.metrics.halted)
 
     async def _source_task(self, events_send) -> None:
         async with events_send:
