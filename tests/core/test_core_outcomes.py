@@ -151,7 +151,7 @@ def test_on_stage_error_stop_stops_within_a_few_events_with_a_full_queue(kit, tm
     summary = run_pipeline(p, handle_signals=False)
     assert summary.exit_code == 1 and "stage testkit.fail failed on event 5" in summary.error
     assert summary.received > 100  # the queue was full when the stage failed ...
-    assert 6 <= summary.analysed <= 6 + 2  # ... and no more than the events in flight were analysed after it
+    assert 6 <= summary.analysed <= 6 + 1  # ... and no more than the other event in flight was analysed after it
     assert summary.halted == summary.received - summary.analysed
     records, closed = read_collected(tmp_path / "out.jsonl")
     assert closed and len(records) == summary.received == summary.delivered  # nothing received is lost
@@ -183,7 +183,9 @@ def test_stoprun_in_a_transform_stage_stops_the_run(kit, tmp_path):
     summary = run_pipeline(p, handle_signals=False, on_event=events.append)
     assert summary.exit_code == 1
     assert summary.error == "stage outcomes.stop: the calibration ran out at event 5"
-    assert 6 <= summary.analysed <= 8 and summary.halted == summary.received - summary.analysed
+    # Event 5 and at most one more in flight; with two processes, later events may finish before event 5's
+    # result is back (a busy machine): a few, never the queue.
+    assert 6 <= summary.analysed <= 12 and summary.halted == summary.received - summary.analysed
     assert events[5].failures == {"outcomes.stop": "StopRun: the calibration ran out at event 5"}
     assert not any(e.analysed for e in events[summary.analysed:])
 

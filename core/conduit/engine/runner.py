@@ -450,8 +450,7 @@ class Engine:
                         await done_send.send(event)
                         continue
                     if self._halted:  # an error stopped the run: record what is queued, analyse no more
-                        self.metrics.halted += 1
-                        await done_send.send(event)
+                        await self._record_unanalysed(event, done_send)
                         continue
                     if self.paused:  # recorded all the same, counted apart from the skipped ones
                         self.metrics.paused += 1
@@ -466,8 +465,17 @@ class Engine:
                             continue
                     else:
                         await slots.acquire()
+                        if self._halted:  # the run stopped while this event waited for a slot
+                            slots.release()
+                            await self._record_unanalysed(event, done_send)
+                            continue
                     self.metrics.in_flight += 1
                     analysing.start_soon(self._analyse, pool, event, slots, done_send.clone(), spec)
+
+    async def _record_unanalysed(self, event: Event, done_send) -> None:
+        """After an error stopped the run: the event goes to the sinks without analysis, counted."""
+        self.metrics.halted += 1
+        await done_send.send(event)
 
     def _first_event_of_change(self, event: Event) -> None:
         """Name the event a parameter change applies from, and log it."""
