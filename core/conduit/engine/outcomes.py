@@ -80,7 +80,8 @@ class StageOutcomes:
     def _warn(self, name: str, requires: tuple[str, ...], ran: int, t: StageTimes) -> None:
         what = f"; it counted {sum(t.counts.values())}: {format_counts(t.counts)}" if t.counts else ""
         log.warning("stage %s produced nothing on any of the %d events it ran on%s%s "
-                    "(docs/writing-a-plugin.md, 'Counting what you drop')", name, ran, what, self._inputs(name, requires))
+                    "(docs/writing-a-plugin.md, 'Counting what you drop')",
+                    name, ran, what, self._inputs(name, requires))
         self._warned_at[name] = self._clock()
 
     def _inputs(self, name: str, requires: tuple[str, ...]) -> str:

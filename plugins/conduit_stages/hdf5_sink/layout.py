@@ -208,15 +208,22 @@ def kinematics_rows(batch: list[Any]) -> np.ndarray | None:
 
 def append_kinematics(master: Any, rows: np.ndarray | None) -> None:
     """Append ``rows`` to the master's ``/kinematics`` table, created at the first rows."""
+    _append_rows(master, KINEMATICS, rows, chunks=1024, attrs={
+        "units": ("energies MeV (kinetic, at the vertex), excitation MeV, angles rad, ejectile_brho T·m, "
+                  "reaction_x/y/z mm, fit_residual mm"),
+        "status_codes": ",".join(KINEMATICS_STATUS),
+        "fit_status_codes": ",".join(FIT_STATUS)})
+
+
+def _append_rows(master: Any, name: str, rows: np.ndarray | None, *, chunks: int,
+                 attrs: dict[str, Any] | None = None) -> None:
+    """Append ``rows`` to the extendable table ``name`` of the master, created (with ``attrs``) at the first rows."""
     if rows is None:
         return
-    if KINEMATICS not in master:
-        table = master.create_dataset(KINEMATICS, shape=(0,), maxshape=(None,), dtype=KINEMATICS_DTYPE, chunks=(1024,))
-        table.attrs["units"] = ("energies MeV (kinetic, at the vertex), excitation MeV, angles rad, ejectile_brho T·m, "
-                                "reaction_x/y/z mm, fit_residual mm")
-        table.attrs["status_codes"] = ",".join(KINEMATICS_STATUS)
-        table.attrs["fit_status_codes"] = ",".join(FIT_STATUS)
-    table = master[KINEMATICS]
+    if name not in master:
+        table = master.create_dataset(name, shape=(0,), maxshape=(None,), dtype=rows.dtype, chunks=(chunks,))
+        table.attrs.update(attrs or {})
+    table = master[name]
     start = table.shape[0]
     table.resize((start + len(rows),))
     table[start:] = rows
@@ -234,11 +241,4 @@ def failure_rows(batch: list[Any]) -> np.ndarray | None:
 
 def append_failures(master: Any, rows: np.ndarray | None) -> None:
     """Append ``rows`` to the master's ``/stage_failures`` table, created at the first rows."""
-    if rows is None:
-        return
-    if STAGE_FAILURES not in master:
-        master.create_dataset(STAGE_FAILURES, shape=(0,), maxshape=(None,), dtype=FAILURE_DTYPE, chunks=(256,))
-    table = master[STAGE_FAILURES]
-    start = table.shape[0]
-    table.resize((start + len(rows),))
-    table[start:] = rows
+    _append_rows(master, STAGE_FAILURES, rows, chunks=256)
