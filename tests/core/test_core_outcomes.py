@@ -240,6 +240,12 @@ def test_every_cluster_estimate_rejects_is_counted_shown_recorded_and_warned_abo
     status = engine.control.status()
     estimate = next(s for s in status["stages"] if s["name"] == "estimate")
     assert (estimate["calls"], estimate["empty"], estimate["skipped"], estimate["counts"]) == (25, 25, 0, expected)
+    from conduit_panel.commands.status import format_status as status_page  # `conduit status`
+
+    page = status_page(status).splitlines()
+    row = next(i for i, line in enumerate(page) if line.startswith("stage    estimate "))
+    assert page[row].endswith("failures 0  not run 0  gave nothing 25") and page[row + 1].split() == \
+        ["counted:", *", ".join(f"{k} {v}" for k, v in sorted(expected.items(), key=lambda kv: -kv[1])).split()]
     # the HDF5 run file
     from conduit_stages.hdf5_sink.losses import read_stage_attributes
 
