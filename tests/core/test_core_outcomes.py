@@ -121,6 +121,25 @@ def test_a_stage_failing_on_some_events_does_not_fail_the_run(kit, tmp_path):
     assert summary.failed == {"testkit.fail": 5} and summary.exit_code == 0 and summary.error is None
 
 
+def test_a_worker_process_that_dies_marks_its_event_and_the_run_goes_on(kit, tmp_path):
+    stages = """
+    [[stage]]
+    use = "outcomes.crash"
+    at = 3
+
+    [[stage]]
+    use = "testkit.double"
+    """
+    p = pipeline(tmp_path, 'kind = "counting"\nevents = 8', stages, "workers = 2\nmax_in_flight = 1")
+    events: list[Event] = []
+    summary = run_pipeline(p, handle_signals=False, on_event=events.append)
+    assert [e.id for e in events] == list(range(8)) and summary.exit_code == 0
+    assert summary.failed == {"engine.worker": 1} and summary.analysed == 7
+    crashed = events[3]
+    assert not crashed.analysed and list(crashed.failures) == ["engine.worker"] and crashed.failed
+    assert all(e.analysed and not e.failed and e.artifacts["doubled"] == 2 * e.id for e in events if e.id != 3)
+
+
 # ------------------------------------------------------------------ item 4: stopping within a few events
 
 SLOW_THEN_FAIL = """

@@ -491,6 +491,7 @@ class Engine:
             except Exception as err:  # a worker crashed: count it against the chain
                 log.error("event %d: analysis worker failed: %s", event.id, err)
                 self.metrics.times("engine.worker").failures += 1
+                event.failures["engine.worker"] = f"{type(err).__name__}: {err}"  # what sinks and HDF5 see
                 if self.engine_params.on_stage_error == "stop":
                     self.request_stop(f"event {event.id}: worker failed: {err}", error=True)
             else:

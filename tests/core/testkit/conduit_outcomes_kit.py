@@ -69,6 +69,25 @@ class Dropper(TransformStage):
         event.artifacts["kept"] = kept
 
 
+class CrashParams(Params):
+    at: int = param(3, "the event id on which the worker process dies")
+
+
+class CrashWorker(TransformStage):
+    """Kills its worker process on one event (a segfault in compiled code, the OOM killer)."""
+
+    name = "outcomes.crash"
+    provides = ("survived",)
+    Params = CrashParams
+
+    def process(self, event):
+        if event.id == self.params.at:
+            import os
+
+            os._exit(3)
+        event.artifacts["survived"] = True
+
+
 class OneBlobClusterer(TransformStage):
     """A clusterer as a newcomer writes it from the artifact shapes alone: every point in one cluster, and
     no direction (Direction.NONE), which ``estimate`` rejects."""
@@ -86,5 +105,5 @@ class OneBlobClusterer(TransformStage):
 
 @hookimpl
 def conduit_register_stages(register):
-    for cls in (StopAt, AlwaysFails, NeedsNever, Dropper, OneBlobClusterer):
+    for cls in (StopAt, AlwaysFails, NeedsNever, Dropper, CrashWorker, OneBlobClusterer):
         register(cls)
