@@ -25,7 +25,7 @@ PUBLIC_CORE = (
     "conduit.hookspecs", "conduit.shared", "conduit.service", "conduit.engine.control", "conduit.detector",
     "conduit.padplane", "conduit.outputs",
     "conduit.ratelog", "conduit.logsetup", "conduit.plugins", "conduit.config", "conduit.engine",
-    "conduit.commands.common", "conduit.get.*", "conduit.sources.*",
+    "conduit.commands.common", "conduit.testing", "conduit.get.*", "conduit.sources.*",
 )
 #: Public libraries any plugin may use.
 LIBRARIES = ("conduit_physics",)
