@@ -79,9 +79,10 @@ def check_stage(stage: StageSpec, params: Mapping[str, Any] | Params | None = No
     if params is None:
         return _finish(StageCheck(cls.name, [], problems, []), raise_on_problems)
     requires, provides = cls.artifacts(params)
-    chain = list(upstream) if upstream is not None else upstream_for(requires)
-    names = [_describe(s) for s in chain]
     inputs = list(events) if events is not None else make_events(n_events, preset, seed, detector=context.detector)
+    present = {name for name in requires if all(e.has(name) for e in inputs)}
+    chain = list(upstream) if upstream is not None else upstream_for([r for r in requires if r not in present])
+    names = [_describe(s) for s in chain]
     inputs = run_stages(chain, inputs, context=context) if chain else [_copy_event(e) for e in inputs]
     for event in inputs:
         missing = [r for r in requires if not event.has(r)]
