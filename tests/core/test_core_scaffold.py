@@ -3,35 +3,18 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from conduit.commands.new_stage import class_name, write_skeleton
-from conduit_test_support import REPO, run_cli
-
-
-def pip_install_target(package_dir, site) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(package_dir)],
-        check=True, capture_output=True, text=True,
-    )
+from conduit_test_support import REPO, pip_install, run_cli, run_pytest
 
 
 def run_package_tests(root, env):
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
-                           cwd=root, env={**os.environ, **env}, capture_output=True, text=True)
+    tests = run_pytest(root / "tests", root, env)
     assert tests.returncode == 0, tests.stdout + tests.stderr
     return tests.stdout
-
-
-def installed(root, site):
-    pip_install_target(root, site)
-    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
 
 @pytest.mark.parametrize("kind", ["transform", "sink", "clusterer"])
@@ -42,7 +25,7 @@ def test_new_stage_skeleton_installs_lists_and_passes_its_tests(tmp_path, kind):
     root = tmp_path / f"conduit-myexp-hit-count-{kind}"
     assert (root / "pyproject.toml").exists() and (root / "src" / f"conduit_myexp_hit_count_{kind}" / "stage.py").exists()
 
-    env = installed(root, tmp_path / "site")
+    env = pip_install(root, tmp_path / "site")
     listing = run_cli("stages", env=env)
     shown = "transform" if kind == "clusterer" else kind
     assert f"{name}  [{shown}]  from plugin 'myexp_hit_count_{kind}'" in listing.stdout, listing.stdout
@@ -74,7 +57,7 @@ def test_into_adds_a_stage_to_an_existing_package(tmp_path):
     again = run_cli("new-stage", "myexp.chain", "--into", str(root))
     assert again.returncode == 2 and "chain.py already exists" in again.stderr
 
-    env = installed(root, tmp_path / "site")
+    env = pip_install(root, tmp_path / "site")
     listing = run_cli("stages", env=env)
     assert "myexp.first  [transform]  from plugin 'myexp_first'" in listing.stdout
     assert "myexp.chain  [transform]  from plugin 'myexp_first'" in listing.stdout
@@ -88,7 +71,7 @@ def test_into_a_hand_written_package_and_into_something_else(tmp_path):
     assert result.returncode == 0, result.stderr
     plugin = (copy / "src" / "conduit_e20009" / "plugin.py").read_text()
     assert plugin.rstrip().endswith("    from .silicon import E20009Silicon\n    register(E20009Silicon)")
-    env = installed(copy, tmp_path / "site")
+    env = pip_install(copy, tmp_path / "site")
     assert "e20009.silicon  [transform]  from plugin 'e20009'" in run_cli("stages", env=env).stdout
 
     for target, message in ((tmp_path / "nowhere", "pyproject.toml: no such file"),

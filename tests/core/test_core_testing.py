@@ -6,9 +6,6 @@ Each broken stage below breaks exactly one rule, and check_stage must name it.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -19,7 +16,7 @@ from conduit.params import Params, param
 from conduit.stage import TransformStage
 from conduit.testing import check_stage, make_event, make_events, run_stages
 
-from conduit_test_support import REPO
+from conduit_test_support import run_pytest
 
 
 def test_make_event_is_a_realistic_simulated_event_and_repeatable():
@@ -160,8 +157,6 @@ def test_fixtures_come_from_the_installed_pytest_plugin(tmp_path):
             assert len(done.artifacts["cloud"]) > 50
             assert check_stage("pointcloud").ok
     """))
-    env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", str(REPO / ".numba-cache"))}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = run_pytest(tmp_path, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout

@@ -19,17 +19,11 @@ on a clusterer that merges tracks or loses their directions.
 
 from __future__ import annotations
 
-import collections
-import os
-import subprocess
-import sys
-import textwrap
-
 import h5py
 import numpy as np
 import pytest
 
-from conduit_test_support import run_cli
+from conduit_test_support import pip_install, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -141,10 +135,7 @@ def package(tmp_path_factory):
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
-    site = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(root)], check=True, capture_output=True, text=True)
-    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return pip_install(root, tmp_path_factory.mktemp("site"))
 
 
 def run(tmp_path, env, *swap):
