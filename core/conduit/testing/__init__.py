@@ -29,28 +29,42 @@ attpc-conduit (docs/writing-a-plugin.md, "Test it").
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
-from .contract import StageCheck, artifact_problems, check_stage, same_artifact, upstream_for
-from .events import make_event, make_events, resolve_stage, run_stages
+#: Public name -> module, imported on first use: pytest loads this plugin in every test run of the
+#: environment, which then pays for pytest alone, not for numpy and the contracts.
+_LAZY = {
+    "make_event": "events", "make_events": "events", "run_stages": "events", "resolve_stage": "events",
+    "check_stage": "contract", "StageCheck": "contract", "artifact_problems": "contract",
+    "same_artifact": "contract", "upstream_for": "contract",
+}
 
-__all__ = ["make_event", "make_events", "run_stages", "resolve_stage", "check_stage", "StageCheck",
-           "artifact_problems", "same_artifact", "upstream_for"]
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'conduit.testing' has no attribute {name!r}") from None
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 @pytest.fixture(name="make_event")
 def _make_event_fixture():
     """:func:`conduit.testing.make_event`: ``make_event(preset="default", seed=1)`` -> a simulated Event."""
-    return make_event
+    return __getattr__("make_event")
 
 
 @pytest.fixture(name="run_stages")
 def _run_stages_fixture():
     """:func:`conduit.testing.run_stages`: ``run_stages([...], events)`` -> the events after the stages."""
-    return run_stages
+    return __getattr__("run_stages")
 
 
 @pytest.fixture(name="check_stage")
 def _check_stage_fixture():
     """:func:`conduit.testing.check_stage`: ``check_stage(MyStage)`` raises listing every contract problem."""
-    return check_stage
+    return __getattr__("check_stage")
