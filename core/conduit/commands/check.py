@@ -53,6 +53,8 @@ def format_pipeline(pipeline) -> str:
             io.append("requires " + ", ".join(stage.requires))
         if stage.provides:
             io.append("provides " + ", ".join(stage.provides))
+        if stage.modifies:
+            io.append("modifies " + ", ".join(stage.modifies))
         head = f"stage {stage.position}: {stage.use} ({stage.kind}{'; ' + '; '.join(io) if io else ''})"
         out += _table(head, stage.params, stage.origins)
     return "\n".join(out)

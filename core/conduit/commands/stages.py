@@ -55,7 +55,9 @@ def format_text(registry, command_failures=()) -> str:
         out.append(f"{name}  [{cls.kind}]  from plugin '{registry.origin[name]}'")
         if cls.summary():
             out.append(f"    {cls.summary()}")
-        out.append(f"    requires: {', '.join(cls.requires) or '-'}    provides: {', '.join(cls.provides) or '-'}")
+        modifies = f"    modifies: {', '.join(cls.modifies)}" if cls.modifies else ""
+        out.append(f"    requires: {', '.join(cls.requires) or '-'}    provides: {', '.join(cls.provides) or '-'}"
+                   + modifies)
         out.extend(_spec_lines(cls.Params.specs(), "    "))
         out.append("")
     out.append("sources ([source] kind = ...)")
@@ -109,7 +111,8 @@ def format_markdown(registry) -> str:
         cls = registry.stages[name]
         out += [f"### `{name}` ({cls.kind})", "", cls.summary(), "",
                 f"Requires: {', '.join(f'`{r}`' for r in cls.requires) or 'nothing'}. "
-                f"Provides: {', '.join(f'`{p}`' for p in cls.provides) or 'nothing'}.", ""]
+                f"Provides: {', '.join(f'`{p}`' for p in cls.provides) or 'nothing'}."
+                + (f" Modifies: {', '.join(f'`{m}`' for m in cls.modifies)}." if cls.modifies else ""), ""]
         out += table(cls.Params) + [""]
     return "\n".join(out)
 

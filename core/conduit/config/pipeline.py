@@ -87,6 +87,8 @@ class StageConfig:
     line: int | None
     requires: tuple[str, ...]
     provides: tuple[str, ...]
+    #: Artifacts an earlier stage provided that this one changes (also in requires and provides).
+    modifies: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -231,6 +233,7 @@ def load_pipeline(
             services[name] = ServiceConfig(name, cls, params, service_origins)
     stages = _load_stages(raw.get("stage", []), registry, problems, origins)
     _check_artifacts(source, stages, registry, problems)
+    _check_modifications(stages, problems)
     _check_references(stages, problems)
 
     if problems.rendered:
@@ -394,6 +397,7 @@ def _load_stages(raw: Any, registry: Registry, problems: _Collector, origins) ->
                 line=problems.lines.line(prefix + ("use",)),
                 requires=tuple(requires),
                 provides=tuple(provides),
+                modifies=tuple(cls.modifies),
             )
         )
     return stages
@@ -432,4 +436,30 @@ def _check_artifacts(source: SourceConfig | None, stages: list[StageConfig], reg
                     ("stage", stage.position - 1, "use"),
                     f"stage '{stage.use}' requires artifact '{artifact}', which no earlier stage provides{hint}",
                 )
+        available |= set(stage.provides)
+
+
+def _check_modifications(stages: list[StageConfig], problems: _Collector) -> None:
+    """Refuse a stage that changes an artifact after a stage derived something from it.
+
+    A cloud filter after the clusterer leaves the cluster labels out of line
+    with the cloud; the estimates would be silently wrong. A stage changes an
+    artifact when it declares ``modifies`` or provides one already there.
+    """
+    available: set[str] = set()
+    derived: dict[str, tuple[StageConfig, str]] = {}  # artifact -> (first stage deriving from it, what it made)
+    for stage in stages:
+        changed = set(stage.modifies) | (set(stage.provides) & available)
+        for artifact in sorted(changed):
+            if artifact in derived:
+                earlier, made = derived[artifact]
+                where = f"{problems.path}:{earlier.line}" if earlier.line else str(problems.path)
+                problems.add(("stage", stage.position - 1, "use"), (
+                    f"stage '{stage.use}' modifies '{artifact}' after stage {earlier.position} '{earlier.use}' "
+                    f"({where}) derived '{made}' from it: they would no longer line up; "
+                    f"place '{stage.use}' before stage {earlier.position}"))
+        for required in stage.requires:
+            for made in stage.provides:
+                if made != required and required not in derived:
+                    derived[required] = (stage, made)
         available |= set(stage.provides)

@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from ..artifacts import check_outputs
 from ..event import Event
 from ..params import Params
 from ..stage import RunContext, TransformStage
@@ -82,6 +83,7 @@ class _Chain:
             t0 = time.perf_counter()
             try:
                 stage.process(event)
+                check_outputs(stage, event)  # the standard artifacts' forms (conduit.artifacts), naming the stage
             except Exception as err:
                 failures.append(StageFailure(stage.name, f"{type(err).__name__}: {err}", traceback.format_exc()))
                 failed_outputs.update(provides)
