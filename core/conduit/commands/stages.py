@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 
 DESCRIPTION = """List every discovered stage (kind, artifacts, parameters with type, default
-and doc) and source kind, then every plugin that failed to load, with the error."""
+and doc) and source kind, then every plugin that failed to load, with the error,
+and a warning for a CONDUIT_PLUGINS development copy that an installed plugin
+shadows. Exit status 1 with --strict when any plugin failed (also without
+--strict when no stage loaded at all)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", action="store_true", help="print the pipeline reference as Markdown")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with status 1 when any plugin failed to load or to register (for CI)")
 
 
 def _default(spec) -> str:
@@ -74,6 +79,8 @@ def format_text(registry, command_failures=()) -> str:
             out.append(f"  {failure.line()}")
     else:
         out.append("all plugins loaded: " + ", ".join(f"{n} ({v})" for n, v in sorted(registry.plugins.items())))
+    for warning in registry.warnings:
+        out.append(f"warning: {warning}")
     return "\n".join(out)
 
 
@@ -121,5 +128,8 @@ def main(args: argparse.Namespace) -> int:
     from ..plugins import get_commands, get_registry
 
     registry = get_registry()
-    print(format_markdown(registry) if args.markdown else format_text(registry, get_commands()[1]))
+    command_failures = get_commands()[1]
+    print(format_markdown(registry) if args.markdown else format_text(registry, command_failures))
+    if args.strict and (registry.failures or command_failures):
+        return 1
     return 1 if registry.failures and not args.markdown and not registry.stages else 0

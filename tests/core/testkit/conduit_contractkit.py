@@ -12,7 +12,7 @@ import numpy as np
 from conduit.artifacts import CLOUD_COLUMNS, Clusters, Direction, Z
 from conduit.hookspecs import hookimpl
 from conduit.params import Params, param
-from conduit.stage import TransformStage
+from conduit.stage import SinkStage, TransformStage
 
 
 def cloud_rows(event_id: int) -> int:
@@ -136,7 +136,25 @@ class RangeStage(TransformStage):
         event.artifacts["in_range"] = True
 
 
-STAGES = (MakeCloud, TwoLabels, CloudFilter, UndeclaredFilter, CountLabels, ColdStage, RangeStage)
+class BadSinkParams(Params):
+    fail_open: bool = param(False, "raise in open() instead of in consume()")
+
+
+class BadSink(SinkStage):
+    """Reads an artifact no stage made: KeyError on every event (or in open())."""
+
+    name = "contractkit.badsink"
+    Params = BadSinkParams
+
+    def open(self):
+        if self.params.fail_open:
+            raise KeyError("path")
+
+    def consume(self, event):
+        self.last = event.artifacts["cloud"]
+
+
+STAGES = (MakeCloud, TwoLabels, CloudFilter, UndeclaredFilter, CountLabels, ColdStage, RangeStage, BadSink)
 
 
 @hookimpl
