@@ -4,7 +4,6 @@ that modify an artifact checked when the pipeline loads."""
 from __future__ import annotations
 
 import logging
-import sys
 
 import numpy as np
 import pytest
@@ -15,19 +14,7 @@ from conduit.config.pipeline import PipelineError
 from conduit.engine.runner import run_pipeline
 from conduit.event import Event
 from conduit.stage import RunContext, StageDefinitionError, TransformStage
-from conduit_test_support import TESTKIT, install_plugin_dist, pipeline_from_tables, read_collected
-
-
-@pytest.fixture
-def contract_site(plugin_site):
-    """The testkit plugins and ``contractkit`` (stages keeping or breaking the contracts)."""
-    from conduit.plugins import get_registry
-
-    install_plugin_dist(plugin_site, "conduit-contractkit", TESTKIT / "conduit_contractkit.py",
-                        {"contractkit": "conduit_contractkit"})
-    get_registry(refresh=True)
-    yield plugin_site
-    sys.modules.pop("conduit_contractkit", None)
+from conduit_test_support import pipeline_from_tables, read_collected
 
 
 SOURCE = 'kind = "counting"\nevents = 20'

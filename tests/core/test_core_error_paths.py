@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import textwrap
 
 import pytest
@@ -15,18 +14,7 @@ import trio
 from conduit.config.pipeline import PipelineError, load_pipeline
 from conduit.engine.runner import Engine, run_pipeline
 from conduit.ratelog import RateLimitedLog
-from conduit_test_support import TESTKIT, install_plugin_dist, pipeline_from_tables, run_cli
-
-
-@pytest.fixture
-def contract_site(plugin_site):
-    from conduit.plugins import get_registry
-
-    install_plugin_dist(plugin_site, "conduit-contractkit", TESTKIT / "conduit_contractkit.py",
-                        {"contractkit": "conduit_contractkit"})
-    get_registry(refresh=True)
-    yield plugin_site
-    sys.modules.pop("conduit_contractkit", None)
+from conduit_test_support import install_plugin_dist, pipeline_from_tables, run_cli
 
 
 SOURCE = 'kind = "counting"\nevents = 100'
