@@ -286,7 +286,9 @@ def check_outputs(stage: Stage, event: Event) -> None:
     Called by the engine after each transform stage's ``process``. Besides each
     artifact's own form, the lengths that must agree are compared whenever the
     stage touched one side (a cloud filter placed after the clusterer leaves
-    ``clusters.labels`` longer than ``cloud``: that filter is named).
+    ``clusters.labels`` longer than ``cloud``: that filter is named). The bad
+    artifact is taken off the event before raising, so that no later stage or
+    sink reads it, whether the stage ran in a worker process or in this one.
     """
     touched = type(stage).artifacts(stage.params)[1]
     artifacts = event.artifacts
@@ -294,11 +296,13 @@ def check_outputs(stage: Stage, event: Event) -> None:
         if name in CONTRACTS and name in artifacts:
             problem = artifact_problem(name, artifacts[name])
             if problem:
+                del artifacts[name]
                 raise ArtifactError(f"stage '{stage.name}' produced a bad artifact: {problem}")
     for a, len_a, b, len_b, why in _ALIGNED:
         if (a in touched or b in touched) and a in artifacts and b in artifacts:
             n_a, n_b = len_a(artifacts[a]), len_b(artifacts[b])
             if n_a != n_b:
+                del artifacts[a if a in touched else b]
                 hint = "" if a in touched else (f"; a stage that changes '{b}' belongs before the stages that "
                                                 f"derive something from it (declare modifies = (\"{b}\",))")
                 raise ArtifactError(f"stage '{stage.name}' left '{a}' and '{b}' out of line: {n_a} rows of "
