@@ -28,6 +28,7 @@ class RateLimitedLog:
         self._last: dict[str, float] = {}
         self._held_back: dict[str, int] = {}
         self._seen: dict[str, int] = {}
+        self._level: dict[str, int] = {}
 
     def __call__(self, kind: str, level: int, message: str, *args: object) -> None:
         """Log ``message % args`` unless ``first`` of this ``kind`` were logged and the last less than
@@ -38,6 +39,7 @@ class RateLimitedLog:
         last = self._last.get(kind)
         if seen >= self.first and last is not None and now - last < self.interval:
             self._held_back[kind] = self._held_back.get(kind, 0) + 1
+            self._level[kind] = level
             return
         held = self._held_back.pop(kind, 0)
         if held:
@@ -46,6 +48,14 @@ class RateLimitedLog:
             message += f" (similar messages: at most one per {self.interval:g} s)"
         self._last[kind] = now
         self.logger.log(level, message, *args)
+
+    def flush(self) -> None:
+        """Say how many messages of each kind were held back since the last one logged (at the end of a run)."""
+        now = self._clock()
+        for kind, held in self._held_back.items():
+            self.logger.log(self._level[kind], "%s: %d more like it not logged (in the %.0f s after the last one)",
+                            kind, held, now - self._last[kind])
+        self._held_back.clear()
 
     def held_back(self, kind: str) -> int:
         """Messages of ``kind`` not logged since the last one that was."""

@@ -36,6 +36,11 @@ def test_rate_limited_log_keeps_the_first_few_then_counts(caplog):
         "event 0 failed", "event 1 failed", "event 2 failed (similar messages: at most one per 10 s)",
         "event 50 failed (and 47 more like it in the last 10 s)"]
     assert rl.held_back("stage x") == 1
+    now[0] = 12.0
+    with caplog.at_level(logging.INFO, logger="conduit.test"):
+        rl.flush()
+    assert caplog.records[-1].getMessage() == "stage x: 1 more like it not logged (in the 2 s after the last one)"
+    assert caplog.records[-1].levelno == logging.ERROR and rl.held_back("stage x") == 0
 
 
 def test_a_stage_failing_on_every_event_logs_three_lines_not_a_hundred(plugin_site, tmp_path, caplog):
@@ -58,6 +63,8 @@ def test_a_stage_failing_on_every_event_logs_three_lines_not_a_hundred(plugin_si
         "event 1: stage testkit.fail failed: ValueError: deliberate failure on 1",
         "event 2: stage testkit.fail failed: ValueError: deliberate failure on 2 "
         "(similar messages: at most one per 10 s)"]
+    assert caplog.records[-1].getMessage() == (  # and the count of the others, once the run ends
+        "stage testkit.fail: 97 more like it not logged (in the 0 s after the last one)")
 
 
 # -- set-up and sink errors ---------------------------------------------------------------------------

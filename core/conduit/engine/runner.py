@@ -274,6 +274,7 @@ class Engine:
                     log.debug("details", exc_info=err)
             finally:
                 self.phase = "closing"
+                self.error_log.flush()  # the counts of per-event errors not logged since the last one
                 with trio.CancelScope(shield=True):
                     if self.started:
                         self._final_metrics()
