@@ -231,6 +231,8 @@ class Stage:
             value = getattr(cls, attr)
             if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
                 raise StageDefinitionError(f"{name}: {attr} must be a tuple of artifact names")
+        if cls.kind == "sink" and cls.modifies:  # every sink gets the same event: a change would reach the others
+            raise StageDefinitionError(f"{name}: a sink cannot modify artifacts; do it in a transform stage")
 
 
 class TransformStage(Stage):

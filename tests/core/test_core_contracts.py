@@ -13,7 +13,7 @@ from conduit.artifacts import (CONTRACTS, ArtifactError, Clusters, check_outputs
 from conduit.config.pipeline import PipelineError
 from conduit.engine.runner import run_pipeline
 from conduit.event import Event
-from conduit.stage import RunContext, StageDefinitionError, TransformStage
+from conduit.stage import RunContext, SinkStage, StageDefinitionError, TransformStage
 from conduit_test_support import pipeline_from_tables, read_collected
 
 
@@ -95,6 +95,9 @@ def test_modifies_counts_as_required_and_provided_and_is_validated():
     bad = type("Bad", (TransformStage,), {"name": "myexp.bad", "modifies": "cloud"})
     with pytest.raises(StageDefinitionError, match="modifies must be a tuple of artifact names"):
         bad.validate_definition()
+    sink = type("Sink", (SinkStage,), {"name": "myexp.sink", "modifies": ("cloud",)})
+    with pytest.raises(StageDefinitionError, match="myexp.sink: a sink cannot modify artifacts"):
+        sink.validate_definition()
 
 
 # -- at run time ------------------------------------------------------------------------------------------

@@ -402,7 +402,7 @@ class Engine:
                 try:
                     await self.source.run()
                 except Exception as err:
-                    self.error = f"source '{self.pipeline.source.kind}': {err}"
+                    self.error = f"source '{self.pipeline.source.kind}': {error_text(err)}"
                     log.error("%s", self.error)
 
     async def _dispatch(self, pool, events_recv, done_send) -> None:
@@ -805,8 +805,9 @@ def _unwritten(sink: SinkStage) -> int:
 
 def error_text(err: BaseException) -> str:
     """One line for an error: its type and message, except for errors whose message says it all (a
-    ``StopRun``, an OS error naming its file, a stage's set-up naming the stage)."""
-    if isinstance(err, (StopRun, OSError, StageSetupError, RunNumberMissing)):
+    ``StopRun``, an OS error naming its file, a source's error naming its file or host, a stage's set-up
+    naming the stage)."""
+    if isinstance(err, (StopRun, OSError, SourceError, StageSetupError, RunNumberMissing)):
         return str(err)
     return f"{type(err).__name__}: {err}"
 
