@@ -262,7 +262,7 @@ def load_pipeline(
 
 
 def _apply_overrides(raw: dict, overrides: Sequence[str], problems: _Collector, origins: dict[tuple, str],
-                     registry: Registry, notes: list[str]) -> None:
+                     registry: Registry, warnings: list[str]) -> None:
     parsed = []
     for text in overrides:
         try:
@@ -287,7 +287,7 @@ def _apply_overrides(raw: dict, overrides: Sequence[str], problems: _Collector, 
                 continue
             index, keys = located
             if keys == ["use"]:
-                notes += _swap_stage(raw["stage"][index], index, value, text, registry, problems.lines)
+                warnings += _swap_stage(raw["stage"][index], index, value, text, registry, problems.lines)
             _set_nested(raw["stage"][index], keys, value)
             key_path = ("stage", index, *keys)
         origins[key_path] = "--set"
