@@ -166,3 +166,14 @@ def test_sigint_drains_closes_sinks_prints_summary_and_exits_zero(plugin_site, t
     assert "run summary (interrupted)" in stdout
     received = int(next(l for l in stdout.splitlines() if l.startswith("events received")).split()[-1])
     assert received == len(records) >= 20
+
+
+def test_a_failing_source_is_named_with_the_error_inside_its_nursery(plugin_site, tmp_path):
+    """A source whose connection task fails: the summary names the error's type and text, not only
+    "Exceptions from Trio nursery"; the events before it are delivered."""
+    p = pipeline(tmp_path, 'kind = "counting"\nevents = 50\nfail_after = 20', COLLECT, "workers = 0")
+    summary = run_pipeline(p, handle_signals=False)
+    records, closed = read_collected(tmp_path / "out_7.jsonl")
+    assert closed and [r["id"] for r in records] == list(range(20))
+    assert summary.exit_code == 1
+    assert summary.error == "source 'counting': ConnectionResetError: [Errno 104] connection reset by peer"

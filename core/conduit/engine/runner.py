@@ -402,8 +402,8 @@ class Engine:
                 try:
                     await self.source.run()
                 except Exception as err:
-                    self.error = f"source '{self.pipeline.source.kind}': {error_text(err)}"
-                    log.error("%s", self.error)
+                    self.error = f"source '{self.pipeline.source.kind}': {_what_failed(err)}"
+                    log.error("%s", self.error, exc_info=log.isEnabledFor(logging.DEBUG))
 
     async def _dispatch(self, pool, events_recv, done_send) -> None:
         slots = trio.Semaphore(self.max_in_flight)
@@ -805,9 +805,8 @@ def _unwritten(sink: SinkStage) -> int:
 
 def error_text(err: BaseException) -> str:
     """One line for an error: its type and message, except for errors whose message says it all (a
-    ``StopRun``, an OS error naming its file, a source's error naming its file or host, a stage's set-up
-    naming the stage)."""
-    if isinstance(err, (StopRun, OSError, SourceError, StageSetupError, RunNumberMissing)):
+    ``StopRun``, an OS error naming its file, a stage's set-up naming the stage)."""
+    if isinstance(err, (StopRun, OSError, StageSetupError, RunNumberMissing)):
         return str(err)
     return f"{type(err).__name__}: {err}"
 
@@ -825,6 +824,12 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
         else:
             out.append(err)
     return out
+
+
+def _what_failed(err: BaseException) -> str:
+    """One line naming what failed: the errors inside a trio nursery's group, each with its type."""
+    leaves = _leaves(err) if isinstance(err, BaseExceptionGroup) else [err]
+    return "; ".join(f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__ for leaf in leaves)
 
 
 def run_pipeline(pipeline: Pipeline, **kwargs: Any) -> RunSummary:

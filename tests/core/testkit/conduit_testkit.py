@@ -29,6 +29,8 @@ class CountingParams(Params):
     grow: int = param(0, "event i has traces + grow * (i % 4) traces", ge=0)
     release_file: str = param("", "after the last event, once the engine has taken every event from its queue, "
                                   "create this file (what testkit.gate waits for); '' = never")
+    fail_after: int = param(-1, "after this many events, fail inside a task of a nursery, as a source with one "
+                                "task per connection does (-1 = never)", ge=-1)
 
 
 def _event(i: int, n_traces: int) -> Event:
@@ -54,6 +56,9 @@ class CountingSource(Source):
         i = 0
         period = 1.0 / self.params.rate if self.params.rate else 0.0
         while self.params.events == 0 or i < self.params.events:
+            if i == self.params.fail_after:
+                async with trio.open_nursery() as connections:
+                    connections.start_soon(self._fail)
             await self.emit(_event(i, self.params.traces + self.params.grow * (i % 4)))
             i += 1
             if period:
@@ -62,6 +67,9 @@ class CountingSource(Source):
                 await trio.sleep(0)
         if self.params.release_file:
             await self._release_when_drained()
+
+    async def _fail(self) -> None:
+        raise ConnectionResetError(104, "connection reset by peer")
 
     async def _release_when_drained(self) -> None:
         """The engine's dispatcher has taken (and dispatched) every event once it waits on an empty queue."""
