@@ -14,6 +14,20 @@ VENV_BIN = Path(sys.executable).parent
 TESTKIT = REPO / "tests" / "core" / "testkit"
 
 
+def pip_install(package_dir: Path, site: Path) -> dict[str, str]:
+    """pip-install a package directory into its own ``site`` directory (not the project's venv); return the
+    environment (``PYTHONPATH``) under which ``conduit`` and ``pytest`` subprocesses see it."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(package_dir)], check=True, capture_output=True, text=True)
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def run_pytest(tests: Path, cwd: Path, env: dict | None = None, timeout: float = 600):
+    """Run pytest on ``tests`` in a subprocess (a plugin package's own tests); return the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
+                          cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+
+
 def install_plugin_dist(site: Path, dist_name: str, module_file: Path, entry_points: dict[str, str]) -> None:
     """Install a one-module distribution into ``site`` the way pip would lay it out.
 

@@ -8,6 +8,7 @@ you need (importing this package loads nothing heavy)::
     from conduit_physics.stopping import gas_by_name, stopping_table
     from conduit_physics.kinematics import two_body, excitation_energy
     from conduit_physics.tracks import circle_fit, direction_code, helix
+    from conduit_physics.clustering import Clusterer, ClusterParams
     from conduit_physics.quantities import QUANTITIES, extract
     from conduit_physics.gates import pipeline_gates, evaluate_gate
     from conduit_physics.histograms import Histograms
@@ -19,6 +20,8 @@ you need (importing this package loads nothing heavy)::
   kinematic curves and the shared ``KinematicCurves`` viewers draw them from;
 * :mod:`.tracks`      track geometry: circle fit, direction (FORWARD/BACKWARD/NONE), smoothing splines,
   the per-track estimator kernels, helices under the project's field convention, a warm-up cloud;
+* :mod:`.clustering`  the base class of every clusterer (implement ``labels(cloud)``; size cut, LOF
+  cleaning, direction, joining and warm-up are done for you), its post-processing, LOF, a KD-tree;
 * :mod:`.quantities`  per-track and per-event quantities read from the standard artifacts (what
   histograms and gates are drawn on);
 * :mod:`.gates`       SpecTcl-style gates (polygon, interval, and/or/not) and the gates a pipeline declares;

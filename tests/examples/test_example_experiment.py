@@ -6,15 +6,11 @@ the FRIB SIS3300 traces merged files carry, and a different clusterer.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import h5py
 import numpy as np
 import pytest
 
-from conduit_test_support import REPO, run_cli
+from conduit_test_support import REPO, pip_install, run_cli, run_pytest
 
 EXAMPLE = REPO / "examples" / "conduit-e20009"
 
@@ -29,10 +25,7 @@ def ic_trace(n=2048, peak=1300, height=1500.0, pedestal=300.0):
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """The example installed with pip into its own site directory (not the project's)."""
-    site = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(EXAMPLE)], check=True, capture_output=True, text=True)
-    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return pip_install(EXAMPLE, tmp_path_factory.mktemp("site"))
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +55,7 @@ def test_example_stages_are_discovered_once_installed(installed):
 
 
 def test_example_unit_tests_pass(installed):
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
-                            env={**os.environ, **installed}, capture_output=True, text=True, cwd=EXAMPLE)
+    result = run_pytest(EXAMPLE / "tests", EXAMPLE, installed)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -10,7 +10,7 @@ from conduit.artifacts import Clusters, Direction
 from conduit.detector import DetectorParams
 from conduit.event import Event
 from conduit.stage import StageContext
-from conduit_stages.cluster.common import PostParams, circle_overlap_area, postprocess
+from conduit_physics.clustering import ClusterParams, circle_overlap_area, postprocess
 from conduit_stages.cluster.dbscan_stage import DbscanParams, DbscanStage, dbscan
 from conduit_stages.cluster.hdbscan_stage import HdbscanParams, HdbscanStage
 from stages_synth import cloud_from_points, helix_points
@@ -40,7 +40,7 @@ def context(field: float = 2.85) -> StageContext:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_lof_predictions_equal_sklearn(seed):
-    from conduit_stages.cluster.kernels import lof_outliers, lof_scores
+    from conduit_physics.clustering.lof import lof_outliers, lof_scores
     from sklearn.neighbors import LocalOutlierFactor
 
     rng = np.random.default_rng(seed)
@@ -232,6 +232,6 @@ def test_postprocess_without_join_keeps_labels(rng):
     a = track((0, 3, 300), 55, 0.3, 100, rng, step=2.5)
     cloud, truth = event_cloud(rng, [a], n_noise=0)
     labels = np.where(truth >= 0, 7, -1)
-    clusters = postprocess(cloud, labels, PostParams(join="none", outlier_scale_factor=0.0), 2.85)
+    clusters = postprocess(cloud, labels, ClusterParams(join="none", outlier_scale_factor=0.0), 2.85)
     assert clusters.cluster_labels.tolist() == [7]
     np.testing.assert_array_equal(clusters.labels, labels.astype(np.int32))

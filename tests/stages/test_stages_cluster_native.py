@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from conduit.detector import DetectorParams
 from conduit.stage import RunContext
-from conduit_stages.cluster.common import scaled_features
+from conduit_physics.clustering import scaled_features
 from conduit_stages.cluster.hdbscan_native import hdbscan_native
 from conduit_stages.cluster.hdbscan_stage import HdbscanParams, HdbscanStage
-from conduit_stages.cluster.kernels import LofNeighbours, lof_scores
+from conduit_physics.clustering.lof import LofNeighbours, lof_scores
 from stages_synth import helix_points
 
 SETTINGS = [  # (min_cluster_size, min_samples, cluster_selection_epsilon, allow_single_cluster)
@@ -86,7 +86,7 @@ def test_native_hdbscan_on_lattice_points_with_many_equal_distances():
 
     from conduit_stages.cluster import hdbscan_kernels as hk
     from conduit_stages.cluster.hdbscan_native import DENSE_PRIM_POINTS
-    from conduit_stages.cluster.kdtree import build_tree
+    from conduit_physics.clustering.kdtree import build_tree
 
     rng = np.random.default_rng(5)
     for _ in range(60):

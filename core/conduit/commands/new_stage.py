@@ -1,222 +1,63 @@
-"""``conduit new-stage``: write a ready-to-install stage plugin package.
+"""``conduit new-stage``: write a ready-to-install stage plugin package, or add a stage to one.
 
 ``conduit new-stage myexp.hitcount`` writes ``conduit-myexp-hitcount/`` with a
 pyproject declaring the ``conduit`` entry point, the stage class with a
-parameter model, a test and an example pipeline. ``pip install -e`` it and
-``conduit stages`` lists the new stage at once.
+parameter model, tests (using :mod:`conduit.testing`) and an example
+pipeline; ``--kind clusterer`` writes a clusterer on the public
+:class:`conduit_physics.clustering.Clusterer`. ``--into PACKAGE_DIR`` adds the
+stage as a new module of an existing package and registers it in that
+package's ``conduit_register_stages`` hook. The files are in
+:mod:`.stage_templates`.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import sys
+import tomllib
 from pathlib import Path
 from string import Template
 
-DESCRIPTION = """Write a stage plugin package skeleton.
+from . import stage_templates as T
 
-    conduit new-stage myexp.hitcount            # a transform stage
-    conduit new-stage myexp.logger --kind sink  # a sink stage
-    pip install -e conduit-myexp-hitcount       # then: conduit stages
+DESCRIPTION = """Write a stage plugin package skeleton, or add a stage to an existing package.
+
+    conduit new-stage myexp.hitcount                   # a transform stage
+    conduit new-stage myexp.logger --kind sink         # a sink stage
+    conduit new-stage myexp.chain --kind clusterer     # a clusterer: implement labels(cloud)
+    pip install -e conduit-myexp-hitcount              # then: conduit stages
+    conduit new-stage myexp.silicon --into conduit-myexp-hitcount   # one more stage in that package
 
 The package holds pyproject.toml (with the entry point), the stage class with a
-typed parameter model, a pytest test and an example pipeline."""
+typed parameter model, pytest tests using conduit.testing and an example pipeline.
+With --into, the stage becomes a new module of the package (next to its plugin
+module), is registered in its conduit_register_stages hook, and gets a test file."""
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+KINDS = ("transform", "sink", "clusterer")
+
+#: kind -> (stage module template, test template)
+SOURCES = {
+    "transform": (T.TRANSFORM, T.TEST_TRANSFORM),
+    "sink": (T.SINK, T.TEST_SINK),
+    "clusterer": (T.CLUSTERER, T.TEST_CLUSTERER),
+}
+
+
+class ScaffoldError(ValueError):
+    """A one-line reason why the files cannot be written."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="dotted stage name, e.g. myexp.hitcount (lower case, digits, underscores)")
-    parser.add_argument("--kind", choices=("transform", "sink"), default="transform", help="stage kind")
+    parser.add_argument("--kind", choices=KINDS, default="transform",
+                        help="stage kind: transform, sink, or clusterer (a transform providing 'clusters')")
     parser.add_argument("--dir", type=Path, default=Path("."), help="where to create the package directory")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing directory")
-
-
-PYPROJECT = Template('''\
-[build-system]
-requires = ["setuptools>=69"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "$dist"
-version = "0.1.0"
-description = "The $name stage for attpc-conduit"
-requires-python = ">=3.11"
-dependencies = ["attpc-conduit", "numpy"]
-
-[project.optional-dependencies]
-test = ["pytest"]
-
-# This line is what makes `conduit` find the stage: group "conduit", any unique name.
-[project.entry-points.conduit]
-$entry = "$package.plugin"
-
-[tool.setuptools.packages.find]
-where = ["src"]
-''')
-
-PLUGIN = Template('''\
-"""Registers the stages of this package with attpc-conduit (keep this module light: `conduit --help` loads it)."""
-
-from conduit import hookimpl
-
-
-@hookimpl
-def conduit_register_stages(register):
-    from .stage import $cls
-
-    register($cls)
-''')
-
-TRANSFORM = Template('''\
-"""The $name stage."""
-
-from __future__ import annotations
-
-import numpy as np
-
-from conduit import Params, TransformStage, param
-from conduit.event import SAMPLES
-
-
-class ${cls}Params(Params):
-    """Parameters of $name (validated from its [[stage]] table)."""
-
-    threshold: float = param(100.0, "pulse height above the trace median that counts as a hit (ADC)", gt=0)
-
-
-class $cls(TransformStage):
-    """Counts the pads whose pulse height exceeds a threshold (replace with your analysis)."""
-
-    name = "$name"
-    requires = ("traces",)
-    provides = ("$artifact",)
-    Params = ${cls}Params
-
-    def process(self, event) -> None:
-        samples = event.traces[:, SAMPLES].astype(np.float32)
-        height = samples.max(axis=1) - np.median(samples, axis=1)
-        hit = height > self.params.threshold
-        event.artifacts["$artifact"] = {
-            "hit_pads": int(hit.sum()),
-            "max_height": float(height.max()) if len(height) else 0.0,
-        }
-''')
-
-SINK = Template('''\
-"""The $name stage."""
-
-from __future__ import annotations
-
-from conduit import Params, SinkStage, param
-
-
-class ${cls}Params(Params):
-    """Parameters of $name (validated from its [[stage]] table)."""
-
-    path: str = param("out/${artifact}_{run:04d}.csv", "output file (template with {run})")
-
-
-class $cls(SinkStage):
-    """Writes one line per event: id, number of traces, analysed flag (replace with your output)."""
-
-    name = "$name"
-    Params = ${cls}Params
-
-    def open(self) -> None:
-        self.path = self.context.format_path(self.params.path)
-        self.claim = self.context.claim_output(self.path)  # one run per file; nothing is written yet
-        self.file = None
-
-    def begin(self) -> None:
-        self.claim.make_room()  # a file already there is kept under a numbered name
-        self.file = open(self.path, "w")
-        self.file.write("event,n_traces,analysed\\n")
-
-    def consume(self, event) -> None:
-        self.file.write(f"{event.id},{event.n_traces},{int(event.analysed)}\\n")
-
-    def close(self) -> None:
-        if self.file is not None:  # None when the run never began: leave the path as it was
-            self.file.close()
-        self.claim.release()
-
-    def outputs(self) -> list[str]:
-        return [str(self.path)] if self.file is not None else []
-''')
-
-TEST_TRANSFORM = Template('''\
-import numpy as np
-
-from conduit import Event, RunContext
-from $package.stage import $cls
-
-
-def make_event():
-    traces = np.zeros((3, 517), dtype=np.int16)
-    traces[:, 5:] = 400                # pedestal
-    traces[0, 5 + 200] = 400 + 500     # one clear pulse
-    traces[1, 5 + 100] = 400 + 50      # below threshold
-    return Event(id=1, traces=traces)
-
-
-def test_counts_pads_above_threshold():
-    stage = $cls($cls.Params(threshold=100.0), RunContext())
-    event = make_event()
-    stage.process(event)
-    assert event.artifacts["$artifact"] == {"hit_pads": 1, "max_height": 500.0}
-
-
-def test_parameters_are_validated():
-    import pytest
-    from conduit import ParamError
-
-    with pytest.raises(ParamError):
-        $cls.Params.from_mapping({"threshold": -1})
-''')
-
-TEST_SINK = Template('''\
-import numpy as np
-
-from conduit import Event, RunContext
-from $package.stage import $cls
-
-
-def test_writes_one_line_per_event(tmp_path):
-    stage = $cls($cls.Params(path=str(tmp_path / "out_{run}.csv")), RunContext(run=3))
-    stage.open()
-    stage.begin()
-    stage.consume(Event(id=5, traces=np.zeros((2, 517), dtype=np.int16)))
-    stage.close()
-    assert (tmp_path / "out_3.csv").read_text().splitlines() == ["event,n_traces,analysed", "5,2,0"]
-''')
-
-PIPELINE = Template('''\
-# Example pipeline using $name: `conduit run pipeline.toml`
-[source]
-kind = "simulate"
-events = 20
-
-[[stage]]
-use = "$name"
-''')
-
-README = Template('''\
-# $dist
-
-The `$name` stage for [attpc-conduit](https://github.com/).
-
-    pip install -e .            # conduit finds the stage through its entry point
-    conduit stages              # lists $name with its parameters
-    conduit run pipeline.toml   # try it on simulated events
-    pytest                      # the stage's tests
-
-Edit `src/$package/stage.py`: the class attributes say what the stage needs
-(`requires`), what it adds to the event (`provides`) and its parameters
-(`Params`); `process(event)` does the work for one event. See the plugin
-author guide in attpc-conduit's docs/writing-a-plugin.md.
-''')
+    parser.add_argument("--into", type=Path, metavar="PACKAGE_DIR",
+                        help="add the stage to this existing package (the directory with its pyproject.toml)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing directory or module")
 
 
 def class_name(stage_name: str) -> str:
@@ -224,26 +65,36 @@ def class_name(stage_name: str) -> str:
     return "".join(part.capitalize() for part in re.split(r"[._]", stage_name) if part)
 
 
+def _values(name: str, kind: str, package: str, module: str) -> dict[str, str]:
+    slug = name.replace(".", "_")
+    deps = '["attpc-conduit", "numpy", "scipy"]' if kind == "clusterer" else '["attpc-conduit", "numpy"]'
+    return dict(name=name, dist="conduit-" + name.replace(".", "-").replace("_", "-"), package=package,
+                module=module, entry=slug, cls=class_name(name), artifact=slug, dependencies=deps)
+
+
+def _check_name(name: str) -> None:
+    if not NAME.match(name):
+        raise ScaffoldError(f"stage name must be dotted lower-case words like 'myexp.hitcount', got {name!r}")
+
+
 def write_skeleton(name: str, kind: str, directory: Path, force: bool = False) -> Path:
     """Create the package; return its directory."""
-    if not NAME.match(name):
-        raise ValueError(f"stage name must be dotted lower-case words like 'myexp.hitcount', got {name!r}")
+    _check_name(name)
     slug = name.replace(".", "_")
-    dist = "conduit-" + name.replace(".", "-").replace("_", "-")
-    package = "conduit_" + slug
-    root = directory / dist
+    values = _values(name, kind, "conduit_" + slug, "stage")
+    root = directory / values["dist"]
     if root.exists() and not force:
-        raise FileExistsError(f"{root} already exists (use --force to overwrite)")
-    values = dict(name=name, dist=dist, package=package, entry=slug, cls=class_name(name),
-                  artifact=slug)
+        raise ScaffoldError(f"{root} already exists (use --force to overwrite)")
+    package = values["package"]
+    stage, test = SOURCES[kind]
     files = {
-        root / "pyproject.toml": PYPROJECT,
-        root / "README.md": README,
-        root / "pipeline.toml": PIPELINE,
+        root / "pyproject.toml": T.PYPROJECT,
+        root / "README.md": T.README,
+        root / "pipeline.toml": T.PIPELINE_CLUSTERER if kind == "clusterer" else T.PIPELINE,
         root / "src" / package / "__init__.py": Template('"""The $name stage for attpc-conduit."""\n'),
-        root / "src" / package / "plugin.py": PLUGIN,
-        root / "src" / package / "stage.py": TRANSFORM if kind == "transform" else SINK,
-        root / "tests" / f"test_{slug}.py": TEST_TRANSFORM if kind == "transform" else TEST_SINK,
+        root / "src" / package / "plugin.py": T.PLUGIN,
+        root / "src" / package / "stage.py": stage,
+        root / "tests" / f"test_{slug}.py": test,
     }
     for path, template in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,12 +102,92 @@ def write_skeleton(name: str, kind: str, directory: Path, force: bool = False) -
     return root
 
 
+def add_to_package(name: str, kind: str, package_dir: Path, force: bool = False) -> list[Path]:
+    """Add the stage as a module of the package at ``package_dir`` and register it; return the files written."""
+    _check_name(name)
+    plugin_file, package = _plugin_module(package_dir)
+    module = name.split(".")[-1]
+    if module in ("plugin", "__init__") or not module.isidentifier():
+        module = name.replace(".", "_")
+    values = _values(name, kind, package, module)
+    stage_file = plugin_file.parent / f"{module}.py"
+    tests = package_dir / "tests"
+    test_file = tests / f"test_{name.replace('.', '_')}.py"
+    for path in (stage_file, test_file):
+        if path.exists() and not force:
+            raise ScaffoldError(f"{path} already exists (use --force to overwrite)")
+    stage, test = SOURCES[kind]
+    plugin_text = _register(plugin_file.read_text(encoding="utf-8"), module, values["cls"], plugin_file)
+    stage_file.write_text(stage.substitute(values))
+    tests.mkdir(exist_ok=True)
+    test_file.write_text(test.substitute(values))
+    plugin_file.write_text(plugin_text, encoding="utf-8")
+    return [stage_file, test_file, plugin_file]
+
+
+def _plugin_module(package_dir: Path) -> tuple[Path, str]:
+    """The file of the package's ``conduit`` entry-point module and the import package it is in."""
+    pyproject = package_dir / "pyproject.toml"
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScaffoldError(f"{pyproject}: no such file (--into takes the package directory)") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ScaffoldError(f"{pyproject}: {err}") from None
+    entries = data.get("project", {}).get("entry-points", {}).get("conduit", {})
+    if not entries:
+        raise ScaffoldError(f"{pyproject}: no [project.entry-points.conduit] table: not a conduit plugin package")
+    candidates = []
+    for target in entries.values():
+        module = str(target).partition(":")[0]
+        for base in (package_dir / "src", package_dir):
+            path = base.joinpath(*module.split(".")).with_suffix(".py")
+            if path.exists():
+                candidates.append((path, module.rpartition(".")[0]))
+    if not candidates:
+        raise ScaffoldError(f"{pyproject}: the entry-point modules {sorted(entries.values())} are not under "
+                            f"{package_dir} or {package_dir / 'src'}")
+    with_hook = [c for c in candidates if "conduit_register_stages" in c[0].read_text(encoding="utf-8")]
+    path, package = (with_hook or candidates)[0]
+    if not package:
+        raise ScaffoldError(f"{path}: the entry-point module must be inside a package to add a module next to it")
+    return path, package
+
+
+def _register(text: str, module: str, cls: str, path: Path) -> str:
+    """``text`` of a plugin module with ``register(cls)`` added to its ``conduit_register_stages`` hook."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as err:
+        raise ScaffoldError(f"{path}:{err.lineno}: cannot be parsed: {err.msg}") from None
+    hooks = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "conduit_register_stages"]
+    if not hooks:
+        has_hookimpl = re.search(r"^from conduit(\.hookspecs)? import .*\bhookimpl\b", text, re.M)
+        return (text.rstrip("\n") + "\n\n" + ("" if has_hookimpl else "from conduit import hookimpl\n") +
+                f"\n\n@hookimpl\ndef conduit_register_stages(register):\n    from .{module} import {cls}\n\n"
+                f"    register({cls})\n")
+    hook = hooks[0]
+    lines = text.splitlines()
+    register = hook.args.args[0].arg if hook.args.args else "register"
+    indent = re.match(r"\s*", lines[hook.body[0].lineno - 1]).group(0)
+    new = [f"{indent}from .{module} import {cls}", f"{indent}{register}({cls})"]
+    return "\n".join(lines[: hook.end_lineno] + new + lines[hook.end_lineno :]) + "\n"
+
+
 def main(args: argparse.Namespace) -> int:
     try:
-        root = write_skeleton(args.name, args.kind, args.dir, args.force)
-    except (ValueError, FileExistsError) as err:
+        if args.into is not None:
+            written = add_to_package(args.name, args.kind, args.into, args.force)
+        else:
+            root = write_skeleton(args.name, args.kind, args.dir, args.force)
+    except (ScaffoldError, OSError) as err:
         print(f"conduit new-stage: {err}", file=sys.stderr)
         return 2
+    if args.into is not None:
+        for path in written:
+            print(f"wrote {path}")
+        print(f"next:  pip install -e {args.into}   (again if it was not installed editable)   then   conduit stages")
+        return 0
     print(f"wrote {root}/")
-    print(f"next:  pip install -e {root}   then   conduit stages   (lists {args.name})")
+    print(f"next:  pip install -e {root}   then   conduit stages   (lists {args.name})   and   pytest {root}")
     return 0

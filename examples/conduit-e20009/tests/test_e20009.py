@@ -5,6 +5,7 @@ import numpy as np
 from conduit.artifacts import Direction
 from conduit.event import Event
 from conduit import RunContext
+from conduit.testing import check_stage, make_events
 from conduit_e20009.ion_chamber import IonChamberParams, IonChamberStage
 from conduit_e20009.linkage import LinkageClusterStage, LinkageParams
 
@@ -60,14 +61,37 @@ def test_linkage_separates_two_tracks_and_noise_and_finds_directions():
     cloud = cloud[order]
     truth = np.repeat([0, 1, -1], [120, 100, 10])[order]
     event = Event(id=1, artifacts={"cloud": cloud})
-    LinkageClusterStage(LinkageParams(), RunContext()).process(event)
+    LinkageClusterStage(LinkageParams(min_cloud_size=20), RunContext()).process(event)
     clusters = event.artifacts["clusters"]
     assert clusters.count == 2
     for k in range(2):
         members = truth[clusters.indices(k)]
         assert len(set(members)) == 1 and members[0] >= 0  # pure
     sizes = sorted(len(clusters.indices(k)) for k in range(2))
-    assert sizes == [100, 120]
+    assert sizes[0] >= 95 and sizes[1] >= 114  # LOF cleaning may take off the odd end point
     by_truth = {int(truth[clusters.indices(k)][0]): int(clusters.directions[k]) for k in range(2)}
     assert by_truth == {0: Direction.FORWARD, 1: Direction.BACKWARD}
     assert (clusters.labels[truth == -1] == -1).all()
+
+
+# conduit.testing (a pytest plugin installed with attpc-conduit): the stage contract on simulated events.
+
+def test_linkage_keeps_the_stage_contract():
+    check_stage(LinkageClusterStage)
+
+
+def test_ion_chamber_keeps_the_stage_contract(make_event):
+    events = []
+    for seed, peak in ((1, 1300), (2, 1500)):
+        event = make_event("default", seed)
+        event.artifacts["frib"] = {"1903": ic_trace([(peak, 1200.0)])}
+        events.append(event)
+    check = check_stage(IonChamberStage, events=events)
+    assert [e.artifacts["ion_chamber"]["centroid"] for e in check.events] == [1300.0, 1500.0]
+
+
+def test_linkage_finds_tracks_in_simulated_events(run_stages):
+    events = make_events(5, "default", seed=11)
+    done = run_stages(["pointcloud", LinkageClusterStage, "estimate"], events)
+    assert sum(e.artifacts["clusters"].count for e in done) >= 5
+    assert sum(len(e.artifacts["estimates"]) for e in done) >= 3

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 from conduit.params import param
+from conduit_physics.clustering import Clusterer, ClusterParams
 
-from .common import ClustererStage, PostParams
 
 __all__ = ["DbscanParams", "DbscanStage", "dbscan"]
 
 
-class DbscanParams(PostParams):
+class DbscanParams(ClusterParams):
     """DBSCAN settings plus the shared post-processing."""
 
     eps: float = param(
@@ -46,7 +46,7 @@ def dbscan(cloud: np.ndarray, params: DbscanParams) -> np.ndarray:
     )
 
 
-class DbscanStage(ClustererStage):
+class DbscanStage(Clusterer):
     """Compiled DBSCAN on (x, y, z*z_scale), then LOF cleaning, direction and joining like cluster.hdbscan."""
 
     name = "cluster.dbscan"

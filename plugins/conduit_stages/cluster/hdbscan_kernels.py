@@ -1,4 +1,4 @@
-"""Compiled steps of HDBSCAN (hdbscan's ``prims_kdtree`` path, same arithmetic) on a :class:`.kdtree.KDTree`.
+"""Compiled steps of HDBSCAN (hdbscan's ``prims_kdtree`` path, same arithmetic) on a :class:`conduit_physics.clustering.kdtree.KDTree`.
 
 1. :func:`mst_mutual_reachability`: the minimum spanning tree of the
    mutual-reachability graph, w(p, q) = max(core(p), core(q), |p - q|),

@@ -33,7 +33,7 @@ from .hdbscan_kernels import (
     prim_dense,
     single_linkage,
 )
-from .kdtree import build_tree
+from conduit_physics.clustering.kdtree import build_tree
 
 __all__ = ["hdbscan_native", "select_clusters", "DENSE_PRIM_POINTS"]
 

@@ -10,13 +10,13 @@ from typing import Literal
 
 import numpy as np
 from conduit.params import param
+from conduit_physics.clustering import Clusterer, ClusterParams, scaled_features
 
-from .common import ClustererStage, PostParams, scaled_features
 
 __all__ = ["HdbscanParams", "HdbscanStage", "hdbscan_labels"]
 
 
-class HdbscanParams(PostParams):
+class HdbscanParams(ClusterParams):
     """HDBSCAN settings (Spyral's HdbscanParameters and defaults) plus the shared post-processing."""
 
     min_points: int = param(3, "HDBSCAN min_samples: neighbours that make a core point", ge=1)
@@ -65,7 +65,7 @@ def hdbscan_labels(features: np.ndarray, params: HdbscanParams) -> np.ndarray:
     return labels
 
 
-class HdbscanStage(ClustererStage):
+class HdbscanStage(Clusterer):
     """HDBSCAN on (x, y, z*z_scale), LOF cleaning, direction, track joining (Spyral's clustering)."""
 
     name = "cluster.hdbscan"

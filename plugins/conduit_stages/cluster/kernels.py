@@ -1,118 +1,17 @@
-"""Kernels of the clustering stages: local outlier factor (on :mod:`.lof_kernels`) and a compiled DBSCAN.
+"""Kernels of the clustering stages: a compiled DBSCAN.
 
 The compiled kernels keep their callees in their own module (numba cache
-safety): the track geometry the post-processing also needs lives in
-:mod:`conduit_physics.tracks`, the KD-tree in :mod:`.kdtree`, HDBSCAN in
-:mod:`.hdbscan_kernels`, LOF in :mod:`.lof_kernels`.
+safety): what every clusterer's post-processing needs (local outlier factor,
+the KD-tree, track geometry) is public, in :mod:`conduit_physics.clustering`
+and :mod:`conduit_physics.tracks`; HDBSCAN is in :mod:`.hdbscan_kernels`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 from numba import njit
 
-__all__ = ["LofNeighbours", "dbscan_labels", "lof_outliers", "lof_scores"]
-
-
-def lof_scores(points: np.ndarray, n_neighbors: int) -> np.ndarray:
-    """Local outlier factor of every row of (n, 3) ``points`` (scikit-learn's LocalOutlierFactor fitted on them).
-
-    As scikit-learn: n_neighbors is capped at n - 1; each point's neighbours
-    exclude itself; reach-dist(p, o) = max(|p - o|, kdist(o));
-    lrd(p) = 1 / (mean reach-dist over p's neighbours + 1e-10);
-    LOF(p) = mean over p's neighbours of lrd(o) / lrd(p). Neighbours at equal
-    distance are taken in index order. Computed on a KD-tree
-    (:mod:`.lof_kernels`).
-    """
-    return LofNeighbours.search(points, n_neighbors).scores()
-
-
-def lof_outliers(points: np.ndarray, n_neighbors: int) -> np.ndarray:
-    """True for the points LocalOutlierFactor(contamination='auto') predicts as outliers (LOF > 1.5)."""
-    return lof_scores(points, n_neighbors) > 1.5
-
-
-@dataclasses.dataclass
-class LofNeighbours:
-    """The k nearest of every point of a set, kept so that LOF can be recomputed after points are removed.
-
-    Rows are in KD-tree order; ``perm[row]`` is the point's index in the set.
-    """
-
-    points: np.ndarray
-    perm: np.ndarray
-    nbr: np.ndarray
-    nd: np.ndarray
-    kdist: np.ndarray
-    keep: np.ndarray
-
-    @classmethod
-    def search(cls, points: np.ndarray, n_neighbors: int) -> LofNeighbours:
-        from .kdtree import build_tree
-        from .lof_kernels import lof_neighbours
-
-        pts = np.ascontiguousarray(points, dtype=np.float64)
-        n = len(pts)
-        k = min(int(n_neighbors), n - 1)
-        if k < 1:
-            empty = np.empty((n, 0))
-            return cls(pts, np.arange(n), empty.astype(np.int32), empty, np.zeros(n), np.ones(n, dtype=np.bool_))
-        tree = build_tree(pts)
-        nbr, nd, kdist = lof_neighbours(tree.points, tree.perm, tree.start, tree.end, tree.left, tree.right,
-                                        tree.dim, tree.lo, tree.hi, k)
-        return cls(tree.points, tree.perm, nbr, nd, kdist, np.ones(n, dtype=np.bool_))
-
-    @property
-    def k(self) -> int:
-        return self.nbr.shape[1]
-
-    def scores(self) -> np.ndarray:
-        """LOF of the kept points in the set's order (1 for removed points)."""
-        from .lof_kernels import lof_from_neighbours
-
-        out = np.ones(len(self.perm))
-        if self.k:
-            out[self.perm] = lof_from_neighbours(self.nbr, self.nd, self.kdist, self.keep)
-        return out
-
-    def without(self, gone: np.ndarray, n_neighbors: int) -> LofNeighbours:
-        """The same for the kept points minus ``gone`` (set order), with ``n_neighbors`` (capped at n - 1).
-
-        Each remaining point's new neighbours are its first old ones that
-        remain, when enough remain (exact: removing points only removes
-        entries from the ordered list); otherwise the set is searched afresh.
-        """
-        from .lof_kernels import lof_fewer
-
-        gone_rows = ~self.keep.copy()
-        gone_rows[np.argsort(self.perm)[gone]] = True  # set order -> tree rows
-        left = int((~gone_rows).sum())
-        k = min(int(n_neighbors), left - 1)
-        if 1 <= k <= self.k:
-            nbr, nd, kdist, ok = lof_fewer(self.nbr, self.nd, self.perm, gone_rows, k)
-            if ok[~gone_rows].all():
-                return LofNeighbours(self.points, self.perm, nbr, nd, kdist, ~gone_rows)
-        inv = np.argsort(self.perm)
-        kept_set = np.flatnonzero(~gone_rows[inv])
-        fresh = LofNeighbours.search(self.points[inv][kept_set], n_neighbors)
-        return _embed(fresh, kept_set, len(self.perm), self.points[inv])
-
-
-def _embed(sub: LofNeighbours, members: np.ndarray, n: int, points: np.ndarray) -> LofNeighbours:
-    """``sub`` (over points[members]) re-expressed over all n points, the others removed."""
-    perm = np.concatenate([members[sub.perm], np.setdiff1d(np.arange(n), members)])
-    keep = np.zeros(n, dtype=np.bool_)
-    keep[: len(members)] = True
-    k = sub.k
-    nbr = np.zeros((n, k), dtype=np.int32)
-    nbr[: len(members)] = sub.nbr
-    nd = np.zeros((n, k))
-    nd[: len(members)] = sub.nd
-    kdist = np.zeros(n)
-    kdist[: len(members)] = sub.kdist
-    return LofNeighbours(np.ascontiguousarray(points[perm]), perm, nbr, nd, kdist, keep)
+__all__ = ["dbscan_labels"]
 
 
 @njit(cache=True, nogil=True)

@@ -1,4 +1,4 @@
-"""What every built-in clusterer does after forming its clusters (Spyral HEAD's order).
+"""What every clusterer does after forming its clusters (Spyral HEAD's order): :func:`postprocess`.
 
 1. local-outlier cleaning of each cluster (LOF, ``outlier_scale_factor``);
 2. direction of each cluster (rotation sense around its circle, azimuth
@@ -24,13 +24,15 @@ from typing import Any, Literal
 import numpy as np
 from conduit.artifacts import Clusters, Direction
 from conduit.params import Params, param
-from conduit.stage import TransformStage
 
-__all__ = ["ClustererStage", "Piece", "PostParams", "postprocess", "scaled_features"]
+__all__ = ["ClusterParams", "Piece", "circle_overlap_area", "postprocess", "scaled_features"]
 
 
-class PostParams(Params):
-    """Parameters shared by the built-in clusterers (Spyral's ClusterParameters and defaults)."""
+class ClusterParams(Params):
+    """The post-processing's parameters, shared by every clusterer (Spyral's ClusterParameters and defaults).
+
+    A clusterer's own ``Params`` subclasses this and adds its settings.
+    """
 
     min_cloud_size: int = param(50, "clouds with fewer points give no clusters", ge=0)
     z_scale: float = param(0.584, "factor on z in the clustering features (x, y, z * z_scale)", gt=0)
@@ -79,16 +81,12 @@ class Piece:
         return self._circle
 
 
-#: LocalOutlierFactor(contamination='auto') calls a point an outlier above this LOF.
-LOF_OUTLIER = 1.5
-
-
 def _lof_clean(cloud: np.ndarray, piece: Piece, factor: float) -> Piece:
     """The piece without its local outliers (LOF with n_neighbors = max(2, int(factor * size)))."""
     n = len(piece.rows)
     if factor <= 0 or n < 2:
         return piece
-    from .kernels import LofNeighbours
+    from .lof import LOF_OUTLIER, LofNeighbours
 
     k = max(2, int(factor * n))
     if piece.lof is not None:
@@ -105,7 +103,7 @@ def _lof_clean(cloud: np.ndarray, piece: Piece, factor: float) -> Piece:
     return Piece(piece.label, kept, piece.direction, lof=(out, neighbours))
 
 
-def _direction(cloud: np.ndarray, rows: np.ndarray, params: PostParams, field: float) -> int:
+def _direction(cloud: np.ndarray, rows: np.ndarray, params: ClusterParams, field: float) -> int:
     from conduit_physics.tracks import direction_code, turning_sense
 
     sense = turning_sense(field)
@@ -122,7 +120,7 @@ def _direction(cloud: np.ndarray, rows: np.ndarray, params: PostParams, field: f
     )
 
 
-def _merge(cloud: np.ndarray, a: Piece, b: Piece, params: PostParams, field: float) -> Piece:
+def _merge(cloud: np.ndarray, a: Piece, b: Piece, params: ClusterParams, field: float) -> Piece:
     rows = np.union1d(a.rows, b.rows)  # sorted row order = z order
     return Piece(a.label, rows, _direction(cloud, rows, params, field))
 
@@ -142,7 +140,7 @@ def _median(values: list[float]) -> float:
     return values[half] if len(values) % 2 else (values[half - 1] + values[half]) / 2.0
 
 
-def _continuity_pair(cloud: np.ndarray, a: Piece, b: Piece, params: PostParams) -> bool:
+def _continuity_pair(cloud: np.ndarray, a: Piece, b: Piece, params: ClusterParams) -> bool:
     """Spyral HEAD's continuity test: A's end meets B's start in circle radius and in z."""
     _, _, ra = a.circle(cloud)
     _, _, rb = b.circle(cloud)
@@ -168,7 +166,7 @@ def circle_overlap_area(d: float, r1: float, r2: float) -> float:
     return r1 * r1 * math.acos(c1) + r2 * r2 * math.acos(c2) - 0.5 * math.sqrt(max(k, 0.0))
 
 
-def _overlap_pair(cloud: np.ndarray, a: Piece, b: Piece, params: PostParams) -> bool:
+def _overlap_pair(cloud: np.ndarray, a: Piece, b: Piece, params: ClusterParams) -> bool:
     """Spyral's circle-overlap test (both clusters large enough and R >= 10 mm: Spyral checks only one)."""
     if len(a.rows) < params.min_cluster_size_join or len(b.rows) < params.min_cluster_size_join:
         return False
@@ -180,7 +178,7 @@ def _overlap_pair(cloud: np.ndarray, a: Piece, b: Piece, params: PostParams) -> 
     return area > params.circle_overlap_ratio * min(math.pi * ra * ra, math.pi * rb * rb)
 
 
-def _join(cloud: np.ndarray, pieces: list[Piece], params: PostParams, field: float) -> list[Piece]:
+def _join(cloud: np.ndarray, pieces: list[Piece], params: ClusterParams, field: float) -> list[Piece]:
     test = _continuity_pair if params.join == "continuity" else _overlap_pair
     while True:
         pieces.sort(key=lambda p: (cloud[p.rows[0], 2], p.label))
@@ -205,8 +203,13 @@ def _join(cloud: np.ndarray, pieces: list[Piece], params: PostParams, field: flo
             return pieces
 
 
-def postprocess(cloud: np.ndarray, labels: np.ndarray, params: PostParams, field: float) -> Clusters:
-    """Clean, orient, join and clean again the clusters given by ``labels`` (-1 = noise)."""
+def postprocess(cloud: np.ndarray, labels: np.ndarray, params: ClusterParams, field: float) -> Clusters:
+    """Clean, orient, join and clean again the clusters given by ``labels`` (-1 = noise).
+
+    ``cloud`` is the (N, 8) ``cloud`` artifact (rows sorted by z), ``labels``
+    one int per row, ``field`` the magnetic field (T; its sign sets the
+    rotation sense of a forward track).
+    """
     n = len(cloud)
     labels = np.asarray(labels)
     pieces = [Piece(int(lab), np.flatnonzero(labels == lab)) for lab in np.unique(labels) if lab >= 0]
@@ -227,32 +230,3 @@ def postprocess(cloud: np.ndarray, labels: np.ndarray, params: PostParams, field
         cluster_labels=np.array([p.label for p in pieces], dtype=np.int32),
         directions=np.array([p.direction for p in pieces], dtype=np.int8),
     )
-
-
-class ClustererStage(TransformStage):
-    """What every built-in clusterer shares: initial labels, then :func:`postprocess`.
-
-    Subclasses set ``name`` and ``Params`` (a :class:`PostParams`) and implement
-    :meth:`labels`; the cloud-size cut, LOF cleaning, direction and joining are here.
-    """
-
-    requires = ("cloud",)
-    provides = ("clusters",)
-
-    def labels(self, cloud: np.ndarray) -> np.ndarray:
-        """Initial cluster label of each cloud row (-1 noise)."""
-        raise NotImplementedError
-
-    def warm_up(self) -> None:
-        from .warm import warm_up_clusterer
-
-        warm_up_clusterer(self)
-
-    def cluster(self, cloud: np.ndarray) -> Clusters:
-        p = self.params
-        if len(cloud) < max(p.min_cloud_size, 2):
-            return Clusters.empty(len(cloud))
-        return postprocess(cloud, self.labels(cloud), p, self.context.detector.magnetic_field)
-
-    def process(self, event) -> None:
-        event.artifacts["clusters"] = self.cluster(event.artifacts["cloud"])

@@ -2,7 +2,7 @@
 
 :func:`build_tree` reorders the points so that every node holds a contiguous
 range of rows (``points[perm]``) and records each node's bounding box; the
-kernels in :mod:`.hdbscan_kernels` and :mod:`.kernels` walk it with their own
+kernels in :mod:`.lof_kernels` and :mod:`conduit_stages.cluster.hdbscan_kernels` walk it with their own
 loops (each compiled module keeps its callees, for numba cache safety).
 
 Distances are computed as ``sqrt(dx*dx + dy*dy + dz*dz)``, summed in that
