@@ -21,12 +21,14 @@ from typing import Any
 
 import trio
 
+from ..artifacts import check_outputs
 from ..event import Event
 from ..params import Params
 from ..stage import RunContext, TransformStage
 from .shared_traces import SlotRef, TraceSlots, worker_view
 
-__all__ = ["ChainSpec", "ChainResult", "StageFailure", "TransformPool", "open_pool", "WORKER_NICENESS"]
+__all__ = ["ChainSpec", "ChainResult", "StageFailure", "StageSetupError", "TransformPool", "open_pool",
+           "WORKER_NICENESS"]
 
 #: How much lower the workers' CPU priority is than the main process's (see _worker_init).
 WORKER_NICENESS = 5
@@ -61,14 +63,18 @@ class ChainResult:
     failures: list[StageFailure]
 
 
+class StageSetupError(RuntimeError):
+    """A transform stage that could not be built or warmed up in a worker; the message names the stage."""
+
+
 class _Chain:
     def __init__(self, spec: ChainSpec):
-        self.stages = [cls(params, spec.context) for cls, params in spec.stages]
+        self.stages = [_set_up(cls.name, "be built", cls, params, spec.context) for cls, params in spec.stages]
         self.io = [cls.artifacts(params) for cls, params in spec.stages]
 
     def warm_up(self) -> None:
         for stage in self.stages:
-            stage.warm_up()
+            _set_up(stage.name, "warm up", stage.warm_up)
 
     def run(self, event: Event) -> ChainResult:
         seconds: dict[str, float] = {}
@@ -82,6 +88,7 @@ class _Chain:
             t0 = time.perf_counter()
             try:
                 stage.process(event)
+                check_outputs(stage, event)  # the standard artifacts' forms (conduit.artifacts), naming the stage
             except Exception as err:
                 failures.append(StageFailure(stage.name, f"{type(err).__name__}: {err}", traceback.format_exc()))
                 failed_outputs.update(provides)
@@ -90,6 +97,14 @@ class _Chain:
         made = {name for _, provides in self.io for name in provides} - failed_outputs
         artifacts = {name: event.get(name) for name in made if event.has(name)}
         return ChainResult(artifacts=artifacts, seconds=seconds, failures=failures)
+
+
+def _set_up(name: str, what: str, call, *args):
+    """``call(*args)``, an exception becoming a :class:`StageSetupError` naming the stage (picklable: one line)."""
+    try:
+        return call(*args)
+    except Exception as err:
+        raise StageSetupError(f"stage {name} failed to {what}: {type(err).__name__}: {err}") from None
 
 
 class _ChainCache:
