@@ -11,6 +11,7 @@ HERE = Path(__file__).resolve().parent
 COMMANDS = [
     ["ingest.py"],
     ["stages.py", "--compare"],  # both event mixes
+    ["contracts.py", "--write", "../docs/performance.md"],
     ["kinematics.py", "--events", "300"],
     ["end_to_end.py", "startup"],
     ["end_to_end.py", "scaling"],  # both event mixes

@@ -173,14 +173,22 @@ class Params:
                 problems.append(Problem(path + (spec.name,), f"missing required parameter '{spec.name}'"))
         if problems:
             raise ParamError(problems)
-        instance = cls(**values)
-        extra = instance.check()
+        try:
+            instance = cls(**values)
+            extra = instance.check()
+        except ParamError as err:
+            extra = err.problems
+        except ValueError as err:  # raised rather than returned: a problem of the whole table
+            extra = [Problem((), str(err))]
         if extra:
-            raise ParamError([Problem(path + (p.path), p.message) for p in extra])
+            raise ParamError([Problem(path + tuple(p.path), p.message) for p in extra])
         return instance
 
     def check(self) -> list[Problem]:
-        """Cross-field checks; override to return problems with paths relative to this table."""
+        """Cross-field checks; override to return problems with paths relative to this table.
+
+        Raising ``ValueError("...")`` instead is fine: its message becomes a problem of the whole table.
+        """
         return []
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,7 +16,10 @@ Environment:
 
 * ``CONDUIT_BLOCK_PLUGINS=a,b`` skips the named entry points;
 * ``CONDUIT_PLUGINS=pkg.module,...`` also registers these modules (handy for
-  a plugin under development that is not installed yet);
+  a plugin under development that is not installed yet); when an installed
+  plugin shadows one (the module is imported from an installed distribution,
+  or a stage of the same name is already registered), a warning says so
+  (``Registry.warnings``: ``conduit run``, ``check`` and ``stages`` print it);
 * ``CONDUIT_TRACE_PLUGINS=1`` (or ``conduit --trace-plugins ...``) prints
   every plugin loaded and every hook call, with its arguments and results,
   to stderr.
@@ -32,6 +35,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -85,6 +89,10 @@ class Registry:
     failures: list[PluginFailure] = dataclasses.field(default_factory=list)
     #: Loaded plugin name -> "distribution version" (or the module name).
     plugins: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Things that load but deserve a word (a ``CONDUIT_PLUGINS`` development copy shadowed by an installed one).
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    #: Plugins registered through ``CONDUIT_PLUGINS`` (development copies), by module name.
+    development: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass
@@ -95,6 +103,9 @@ class _Loaded:
     failures: list[PluginFailure]
     plugins: dict[str, str]
     tracing: bool = False
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    development: set[str] = dataclasses.field(default_factory=set)
+    dists: dict[str, Any] = dataclasses.field(default_factory=dict)  #: entry-point name -> its distribution
 
 
 class _Manager:
@@ -114,7 +125,8 @@ def get_registry(*, refresh: bool = False) -> Registry:
     if _MANAGER.registry is not None and not refresh:
         return _MANAGER.registry
     loaded = _load(refresh)
-    registry = Registry(failures=list(loaded.failures), plugins=dict(loaded.plugins))
+    registry = Registry(failures=list(loaded.failures), plugins=dict(loaded.plugins),
+                        warnings=list(loaded.warnings), development=frozenset(loaded.development))
     for kind in _CLASS_KINDS:
         def make_register(plugin: str, kind=kind) -> Callable[[type], None]:
             return lambda cls: _add_class(registry, plugin, cls, kind)
@@ -167,13 +179,37 @@ def _load(refresh: bool) -> _Loaded:
             continue
         dist = getattr(ep, "dist", None)
         label = f"{dist.name} {dist.version}" if dist is not None else ep.value
+        loaded.dists[ep.name] = dist
         _register(loaded, ep.name, ep.value, ep.load, label)
     for module_name in os.environ.get("CONDUIT_PLUGINS", "").split(","):
         module_name = module_name.strip()
         if module_name and pm.get_plugin(module_name) is None:
-            _register(loaded, module_name, module_name, lambda m=module_name: importlib.import_module(m), module_name)
+            _register_development(loaded, module_name)
     _MANAGER.loaded = loaded
     return loaded
+
+
+def _register_development(loaded: _Loaded, module_name: str) -> None:
+    """Register a ``CONDUIT_PLUGINS`` module, unless an entry point registered that very module already."""
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # a broken plugin must not hide the others
+        loaded.failures.append(PluginFailure(module_name, module_name, _one_line(err)))
+        return
+    installed = loaded.pm.get_name(module)
+    if installed is None:
+        _register(loaded, module_name, module_name, lambda: module, module_name)
+        loaded.development.add(module_name)
+        return
+    dist = loaded.dists.get(installed)
+    where = Path(getattr(module, "__file__", "") or ".").resolve()
+    if dist is not None and where.is_relative_to(Path(dist.locate_file("")).resolve()):
+        # Imported from the installed distribution's own files (not an editable install): the copy being
+        # developed, wherever it is, is not what runs.
+        loaded.warnings.append(
+            f"CONDUIT_PLUGINS={module_name}: the development copy is not used: the module is imported from the "
+            f"installed distribution {loaded.plugins.get(installed, dist.name)} ({where}); uninstall it "
+            f"(pip uninstall {dist.name}) or install your copy with pip install -e, or put it first on PYTHONPATH")
 
 
 def _register(loaded: _Loaded, name: str, target: str, load: Callable[[], object], label: str) -> None:
@@ -249,6 +285,16 @@ def _add_class(registry: Registry, plugin: str, cls: object, kind: _ClassKind) -
         return
     key = getattr(cls, kind.key)
     table = getattr(registry, kind.table)
+    owner = registry.origin.get(kind.origin + key)
+    if key in table and table[key] is not cls and (plugin in registry.development) != (owner in registry.development):
+        # A development copy (CONDUIT_PLUGINS) and an installed plugin offer the same name: say which one runs.
+        dev, installed = (plugin, owner) if plugin in registry.development else (owner, plugin)
+        outcome = ("is not used: the installed plugin '{0}' ({1}) registers one of that name first; uninstall it "
+                   "to use the development copy" if dev == plugin else
+                   "is used instead of the one the installed plugin '{0}' ({1}) registers")
+        registry.warnings.append(f"CONDUIT_PLUGINS={dev}: its {kind.what} '{key}' "
+                                 + outcome.format(installed, registry.plugins.get(installed, installed)))
+        return
     if key in table and table[key] is not cls:
         registry.failures.append(PluginFailure(
             plugin, target, f"{kind.what} '{key}' already registered by {registry.origin[kind.origin + key]}"))

@@ -7,8 +7,7 @@ per-event method::
     class Threshold(TransformStage):
         '''Drop points below a charge threshold.'''
         name = "mygroup.threshold"
-        requires = ("cloud",)
-        provides = ("cloud",)
+        modifies = ("cloud",)        # required, then replaced
 
         class Params(Params):
             minimum: float = param(50.0, "smallest amplitude kept (ADC)")
@@ -171,6 +170,10 @@ class Stage:
     requires: ClassVar[tuple[str, ...]] = ()
     #: Artifacts this stage adds to the event.
     provides: ClassVar[tuple[str, ...]] = ()
+    #: Artifacts an earlier stage provided that this stage changes or replaces (a cloud filter: ``("cloud",)``).
+    #: They count as required and provided; ``conduit check`` refuses the stage after one that derived
+    #: something from them (a cloud filter after the clusterer: the labels would no longer line up).
+    modifies: ClassVar[tuple[str, ...]] = ()
     #: The parameter model; ``[[stage]]`` keys other than ``use`` are validated against it.
     Params: ClassVar[type[Params]] = NoParams
 
@@ -181,8 +184,10 @@ class Stage:
 
     @classmethod
     def artifacts(cls, params: Params) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(requires, provides) for these parameters; override when they depend on them."""
-        return cls.requires, cls.provides
+        """(requires, provides) for these parameters, both with :attr:`modifies`; override when they depend
+        on them (and keep the modified artifacts in both)."""
+        return (cls.requires + tuple(m for m in cls.modifies if m not in cls.requires),
+                cls.provides + tuple(m for m in cls.modifies if m not in cls.provides))
 
     @classmethod
     def check_pipeline(cls, params: Params, pipeline: Sequence[tuple[str, Params]]) -> list[Problem]:
@@ -222,10 +227,12 @@ class Stage:
             raise StageDefinitionError(f"{name}: kind must be 'transform' or 'sink'")
         if not (isinstance(cls.Params, type) and issubclass(cls.Params, Params)):
             raise StageDefinitionError(f"{name}: Params must be a conduit.params.Params subclass")
-        for attr in ("requires", "provides"):
+        for attr in ("requires", "provides", "modifies"):
             value = getattr(cls, attr)
             if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
                 raise StageDefinitionError(f"{name}: {attr} must be a tuple of artifact names")
+        if cls.kind == "sink" and cls.modifies:  # every sink gets the same event: a change would reach the others
+            raise StageDefinitionError(f"{name}: a sink cannot modify artifacts; do it in a transform stage")
 
 
 class TransformStage(Stage):

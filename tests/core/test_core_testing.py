@@ -127,7 +127,7 @@ def test_a_correct_stage_passes_and_its_events_are_returned():
 @pytest.mark.parametrize("stage, expected", [
     (Stateful, ["'count' differs between two instances given the events in another order"]),
     (Forgetful, ["'count' is in provides but process() did not set it"]),
-    (CloudBreaker, ["cloud must be an (N, 8) array, got array"]),
+    (CloudBreaker, ["'cloud' must be a float64 array (N, 8)"]),
     (ShortLabels, ["clusters.labels has"]),
     (Undocumented, ["parameter 'cut' has no one-line doc", "defaults: cut: must be ≥ 0, got -1.0"]),
 ])

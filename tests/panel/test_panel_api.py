@@ -179,6 +179,8 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(start_panel_run):
         (['panelkit.record.path="x.jsonl"'], "panelkit.record.path: the panelkit.record stage's parameters cannot "
                                             "change while the run goes on (it takes: none); restart the run with --set"),
         (["value"], "--set value: expected section.key=value"),
+        (["stage.1.use=panelkit.mark"], "stage.1.use=panelkit.mark: a stage cannot be swapped while the run goes "
+                                        "on; restart the run with --set stage.1.use=panelkit.mark"),
     ]
     for assignments, message in cases:
         with pytest.raises(PanelError) as refused:

@@ -15,7 +15,9 @@ and one line per problem (file.toml:LINE: ...) when something is wrong,
 including an electronics map or pad geometry that is missing, malformed
 (its own file:line) or that do not match (pads the geometry cannot place).
 Warnings (exit 0): DataExporter hosts this machine cannot resolve, a live
-source without a run number while outputs use {run}."""
+source without a run number while outputs use {run}, a CONDUIT_PLUGINS
+development copy that an installed plugin shadows, parameters left out of a
+stage swapped with --set stage.N.use=NAME."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,19 +55,22 @@ def format_pipeline(pipeline) -> str:
             io.append("requires " + ", ".join(stage.requires))
         if stage.provides:
             io.append("provides " + ", ".join(stage.provides))
-        head = f"stage {stage.position}: {stage.use} ({stage.kind}{'; ' + '; '.join(io) if io else ''})"
+        if stage.modifies:
+            io.append("modifies " + ", ".join(stage.modifies))
+        swapped = " [use from --set]" if stage.origins.get("use") == "--set" else ""
+        head = f"stage {stage.position}: {stage.use}{swapped} ({stage.kind}{'; ' + '; '.join(io) if io else ''})"
         out += _table(head, stage.params, stage.origins)
     return "\n".join(out)
 
 
 def main(args: argparse.Namespace) -> int:
-    pipeline = load_or_report(args)
+    pipeline = load_or_report(args, warn=False)
     if pipeline is None:
         return 2
     from ..config.preflight import environment_warnings
 
     print(format_pipeline(pipeline))
-    warnings = environment_warnings(pipeline)
+    warnings = pipeline.warnings + environment_warnings(pipeline)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
     noted = f" ({len(warnings)} warning{'s' if len(warnings) > 1 else ''} above)" if warnings else ""

@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 
 DESCRIPTION = """List every discovered stage (kind, artifacts, parameters with type, default
-and doc) and source kind, then every plugin that failed to load, with the error."""
+and doc) and source kind, then every plugin that failed to load, with the error,
+and a warning for a CONDUIT_PLUGINS development copy that an installed plugin
+shadows. Exit status 1 with --strict when any plugin failed (also without
+--strict when no stage loaded at all)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", action="store_true", help="print the pipeline reference as Markdown")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with status 1 when any plugin failed to load or to register (for CI)")
 
 
 def _default(spec) -> str:
@@ -55,7 +60,9 @@ def format_text(registry, command_failures=()) -> str:
         out.append(f"{name}  [{cls.kind}]  from plugin '{registry.origin[name]}'")
         if cls.summary():
             out.append(f"    {cls.summary()}")
-        out.append(f"    requires: {', '.join(cls.requires) or '-'}    provides: {', '.join(cls.provides) or '-'}")
+        modifies = f"    modifies: {', '.join(cls.modifies)}" if cls.modifies else ""
+        out.append(f"    requires: {', '.join(cls.requires) or '-'}    provides: {', '.join(cls.provides) or '-'}"
+                   + modifies)
         out.extend(_spec_lines(cls.Params.specs(), "    "))
         out.append("")
     out.append("sources ([source] kind = ...)")
@@ -72,6 +79,8 @@ def format_text(registry, command_failures=()) -> str:
             out.append(f"  {failure.line()}")
     else:
         out.append("all plugins loaded: " + ", ".join(f"{n} ({v})" for n, v in sorted(registry.plugins.items())))
+    for warning in registry.warnings:
+        out.append(f"warning: {warning}")
     return "\n".join(out)
 
 
@@ -109,7 +118,8 @@ def format_markdown(registry) -> str:
         cls = registry.stages[name]
         out += [f"### `{name}` ({cls.kind})", "", cls.summary(), "",
                 f"Requires: {', '.join(f'`{r}`' for r in cls.requires) or 'nothing'}. "
-                f"Provides: {', '.join(f'`{p}`' for p in cls.provides) or 'nothing'}.", ""]
+                f"Provides: {', '.join(f'`{p}`' for p in cls.provides) or 'nothing'}."
+                + (f" Modifies: {', '.join(f'`{m}`' for m in cls.modifies)}." if cls.modifies else ""), ""]
         out += table(cls.Params) + [""]
     return "\n".join(out)
 
@@ -118,5 +128,8 @@ def main(args: argparse.Namespace) -> int:
     from ..plugins import get_commands, get_registry
 
     registry = get_registry()
-    print(format_markdown(registry) if args.markdown else format_text(registry, get_commands()[1]))
+    command_failures = get_commands()[1]
+    print(format_markdown(registry) if args.markdown else format_text(registry, command_failures))
+    if args.strict and (registry.failures or command_failures):
+        return 1
     return 1 if registry.failures and not args.markdown and not registry.stages else 0

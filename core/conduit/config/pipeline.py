@@ -87,6 +87,8 @@ class StageConfig:
     line: int | None
     requires: tuple[str, ...]
     provides: tuple[str, ...]
+    #: Artifacts an earlier stage provided that this one changes (also in requires and provides).
+    modifies: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -114,6 +116,9 @@ class Pipeline:
     #: against them (the file on disk may have changed since).
     text: str = ""
     overrides: tuple[str, ...] = ()
+    #: Things worth a warning that do not stop the pipeline (a swapped stage's left-out parameters, a
+    #: development plugin shadowed by an installed one); `conduit run` and `conduit check` print them.
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def transforms(self) -> list[StageConfig]:
@@ -211,7 +216,8 @@ def load_pipeline(
     registry = registry if registry is not None else get_registry()
     problems = _Collector(path, scan_key_lines(text))
     origins: dict[tuple, str] = {}
-    _apply_overrides(raw, overrides, problems, origins, registry)
+    warnings = list(registry.warnings)
+    _apply_overrides(raw, overrides, problems, origins, registry, warnings)
 
     tables = list(TOP_LEVEL) + sorted(registry.services)
     for key in raw:
@@ -229,8 +235,10 @@ def load_pipeline(
         params, service_origins = _load_table(cls.Params, raw.get(name, {}), (name,), problems, origins)
         if params is not None:
             services[name] = ServiceConfig(name, cls, params, service_origins)
-    stages = _load_stages(raw.get("stage", []), registry, problems, origins)
-    _check_artifacts(source, stages, registry, problems)
+    unloaded: dict[int, tuple[str, ...]] = {}
+    stages = _load_stages(raw.get("stage", []), registry, problems, origins, unloaded)
+    _check_artifacts(source, stages, registry, problems, unloaded)
+    _check_modifications(stages, problems)
     _check_references(stages, problems)
 
     if problems.rendered:
@@ -249,17 +257,21 @@ def load_pipeline(
         services=services,
         text=text,
         overrides=tuple(overrides),
+        warnings=warnings,
     )
 
 
 def _apply_overrides(raw: dict, overrides: Sequence[str], problems: _Collector, origins: dict[tuple, str],
-                     registry: Registry) -> None:
+                     registry: Registry, warnings: list[str]) -> None:
+    parsed = []
     for text in overrides:
         try:
-            parts, value = parse_override(text)
+            parsed.append((text, *parse_override(text)))
         except ValueError as err:
             problems.rendered.append(str(err))
-            continue
+    # Swaps (stage.N.use=...) first: the other overrides then find the stage by its new name and set its parameters.
+    parsed.sort(key=lambda item: not (item[1][0] == "stage" and item[1][-1] == "use"))
+    for text, parts, value in parsed:
         section = parts[0]
         if section in ("source", "detector", "engine", "alarms") or section in registry.services:
             table = raw.setdefault(section, {})
@@ -269,18 +281,36 @@ def _apply_overrides(raw: dict, overrides: Sequence[str], problems: _Collector, 
             _set_nested(table, parts[1:], value)
             key_path = (section, *parts[1:])
         else:
-            located = _locate_stage(raw.get("stage", []), parts)
+            located = _locate_stage(raw.get("stage", []), parts, registry)
             if isinstance(located, str):
                 problems.rendered.append(f"--set {text}: {located}")
                 continue
             index, keys = located
+            if keys == ["use"]:
+                warnings += _swap_stage(raw["stage"][index], index, value, text, registry, problems.lines)
             _set_nested(raw["stage"][index], keys, value)
             key_path = ("stage", index, *keys)
         origins[key_path] = "--set"
         problems.override_paths[key_path] = text
 
 
-def _locate_stage(stages: Any, parts: list[str]) -> tuple[int, list[str]] | str:
+def _swap_stage(table: Any, index: int, use: Any, text: str, registry: Registry, lines: KeyLines) -> list[str]:
+    """``--set stage.N.use=NAME``: leave out the file's parameters the new stage does not have; notes saying so."""
+    cls = registry.stages.get(use) if isinstance(use, str) else None
+    if cls is None or not isinstance(table, dict):
+        return []  # an unknown name is reported where the stage is loaded
+    known = {spec.name for spec in cls.Params.specs()}
+    dropped = [key for key in table if key != "use" and key not in known]
+    for key in dropped:
+        del table[key]
+    if not dropped:
+        return []
+    written = ", ".join(f"{key} (line {lines.line(('stage', index, key))})" for key in dropped)
+    return [f"--set {text}: left out the file's parameters of stage {index + 1} that '{use}' does not have: "
+            f"{written}"]
+
+
+def _locate_stage(stages: Any, parts: list[str], registry: Registry) -> tuple[int, list[str]] | str:
     if not isinstance(stages, list):
         return "the pipeline has no [[stage]] entries"
     if parts[0] == "stage":
@@ -299,9 +329,15 @@ def _locate_stage(stages: Any, parts: list[str]) -> tuple[int, list[str]] | str:
             return matches[0], parts[split:]
         if len(matches) > 1:
             return f"{len(matches)} stages use '{name}'; use stage.N.key instead"
-    section = parts[0]
-    hint = did_you_mean(section, [u for u in uses if u] + list(TOP_LEVEL))
-    return f"no section or stage named '{section}'{hint}"
+    in_pipeline = [u for u in uses if isinstance(u, str)]
+    for split in range(len(parts) - 1, 0, -1):  # a stage conduit knows, but not in this pipeline
+        name = ".".join(parts[:split])
+        if name in registry.stages:
+            return (f"the pipeline has no stage '{name}' (its stages: {', '.join(in_pipeline) or 'none'}); "
+                    f"to swap one for it: --set stage.N.use={name}")
+    name = ".".join(parts[:-1])  # the whole dotted name, not only its first word
+    hint = did_you_mean(name, in_pipeline + list(TOP_LEVEL) + sorted(registry.services))
+    return f"no section or stage named '{name}'{hint}"
 
 
 def _set_nested(table: dict, keys: list[str], value: Any) -> None:
@@ -362,7 +398,10 @@ def _load_source(raw: Any, registry: Registry, problems: _Collector, origins) ->
     return SourceConfig(kind=kind, cls=cls, params=params, origins=source_origins)
 
 
-def _load_stages(raw: Any, registry: Registry, problems: _Collector, origins) -> list[StageConfig]:
+def _load_stages(raw: Any, registry: Registry, problems: _Collector, origins,
+                 unloaded: dict[int, tuple[str, ...]]) -> list[StageConfig]:
+    """The stages that load; ``unloaded`` gets, by position, what each stage with a bad parameter would
+    provide, so that no follow-on "requires" problem is reported after it (its parameter is the problem)."""
     if not isinstance(raw, list):
         problems.add(("stage",), "expected [[stage]] entries (an array of tables)")
         return []
@@ -381,9 +420,12 @@ def _load_stages(raw: Any, registry: Registry, problems: _Collector, origins) ->
             problems.add(prefix + ("use",), _unknown_stage_message(use, registry))
             continue
         params, stage_origins = _load_table(cls.Params, table, prefix, problems, origins, ignore=frozenset({"use"}))
-        if params is None:
+        if params is None:  # a bad parameter: reported; the stage is there all the same
+            unloaded[index + 1] = cls.provides + cls.modifies
             continue
         requires, provides = cls.artifacts(params)
+        if (*prefix, "use") in origins:
+            stage_origins["use"] = "--set"  # swapped from the command line
         stages.append(
             StageConfig(
                 position=index + 1,
@@ -394,19 +436,25 @@ def _load_stages(raw: Any, registry: Registry, problems: _Collector, origins) ->
                 line=problems.lines.line(prefix + ("use",)),
                 requires=tuple(requires),
                 provides=tuple(provides),
+                modifies=tuple(cls.modifies),
             )
         )
     return stages
 
 
 def _unknown_stage_message(use: str, registry: Registry) -> str:
+    """Unknown stage: the close names, and every plugin that failed to load (it may be the one), likeliest first."""
     known = sorted(registry.stages)
     hint = did_you_mean(use, known, n=2, cutoff=0.5)
     msg = f"unknown stage '{use}'{hint}"
     head = use.split(".")[0]
-    failed = [f for f in registry.failures if f.plugin == head or f.plugin.startswith(head)]
-    if failed:
-        msg += f"; plugin '{failed[0].plugin}' failed to load: {failed[0].error}"
+    failed = {f.plugin: f for f in registry.failures}  # one line per plugin
+    likely = sorted(failed, key=lambda name: not (name == head or name.startswith(head) or head in name))
+    if likely:
+        first = failed[likely[0]]
+        msg += f"; plugin '{first.plugin}' failed to load: {first.error}"
+        if len(likely) > 1:
+            msg += f" (also failed: {', '.join(likely[1:])}; see `conduit stages`)"
     elif not hint:
         msg += f"; known stages: {', '.join(known) or 'none'} (see `conduit stages`)"
     return msg
@@ -419,11 +467,13 @@ def _check_references(stages: list[StageConfig], problems: _Collector) -> None:
         problems.extend(stage.cls.check_pipeline(stage.params, pipeline), ("stage", stage.position - 1))
 
 
-def _check_artifacts(source: SourceConfig | None, stages: list[StageConfig], registry: Registry, problems) -> None:
+def _check_artifacts(source: SourceConfig | None, stages: list[StageConfig], registry: Registry, problems,
+                     unloaded: dict[int, tuple[str, ...]]) -> None:
     available = {"traces"}
     if source is not None:
         available |= set(source.cls.provides)
     for stage in stages:
+        available |= {a for position, provides in unloaded.items() if position < stage.position for a in provides}
         for artifact in stage.requires:
             if artifact not in available:
                 providers = sorted(n for n, c in registry.stages.items() if artifact in c.provides)
@@ -432,4 +482,30 @@ def _check_artifacts(source: SourceConfig | None, stages: list[StageConfig], reg
                     ("stage", stage.position - 1, "use"),
                     f"stage '{stage.use}' requires artifact '{artifact}', which no earlier stage provides{hint}",
                 )
+        available |= set(stage.provides)
+
+
+def _check_modifications(stages: list[StageConfig], problems: _Collector) -> None:
+    """Refuse a stage that changes an artifact after a stage derived something from it.
+
+    A cloud filter after the clusterer leaves the cluster labels out of line
+    with the cloud; the estimates would be silently wrong. A stage changes an
+    artifact when it declares ``modifies`` or provides one already there.
+    """
+    available: set[str] = set()
+    derived: dict[str, tuple[StageConfig, str]] = {}  # artifact -> (first stage deriving from it, what it made)
+    for stage in stages:
+        changed = set(stage.modifies) | (set(stage.provides) & available)
+        for artifact in sorted(changed):
+            if artifact in derived:
+                earlier, made = derived[artifact]
+                where = f"{problems.path}:{earlier.line}" if earlier.line else str(problems.path)
+                problems.add(("stage", stage.position - 1, "use"), (
+                    f"stage '{stage.use}' modifies '{artifact}' after stage {earlier.position} '{earlier.use}' "
+                    f"({where}) derived '{made}' from it: they would no longer line up; "
+                    f"place '{stage.use}' before stage {earlier.position}"))
+        for required in stage.requires:
+            for made in stage.provides:
+                if made != required and required not in derived:
+                    derived[required] = (stage, made)
         available |= set(stage.provides)

@@ -253,6 +253,9 @@ class EngineControl:
             if parts[0] in _FIXED or parts[0] in self._engine.pipeline.services:
                 problems.append(f"{text}: [{parts[0]}] cannot change while the run goes on; restart the run with "
                                 f"--set {text}")
+            elif parts[-1] == "use":
+                problems.append(f"{text}: a stage cannot be swapped while the run goes on; restart the run with "
+                                f"--set {text}")
         if problems:
             raise ControlError(problems)
         current = self._engine.pipeline

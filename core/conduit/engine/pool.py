@@ -21,13 +21,14 @@ from typing import Any
 
 import trio
 
-from ..artifacts import Clusters
+from ..artifacts import Clusters, check_outputs
 from ..event import Event
 from ..params import Params
 from ..stage import RunContext, StopRun, TransformStage
 from .shared_traces import SlotRef, TraceSlots, worker_view
 
-__all__ = ["ChainSpec", "ChainResult", "StageFailure", "TransformPool", "open_pool", "WORKER_NICENESS"]
+__all__ = ["ChainSpec", "ChainResult", "StageFailure", "StageSetupError", "TransformPool", "open_pool",
+           "WORKER_NICENESS"]
 
 #: How much lower the workers' CPU priority is than the main process's (see _worker_init).
 WORKER_NICENESS = 5
@@ -72,14 +73,18 @@ class ChainResult:
     counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
 
+class StageSetupError(RuntimeError):
+    """A transform stage that could not be built or warmed up in a worker; the message names the stage."""
+
+
 class _Chain:
     def __init__(self, spec: ChainSpec):
-        self.stages = [cls(params, spec.context) for cls, params in spec.stages]
+        self.stages = [_set_up(cls.name, "be built", cls, params, spec.context) for cls, params in spec.stages]
         self.io = [cls.artifacts(params) for cls, params in spec.stages]
 
     def warm_up(self) -> None:
         for stage in self.stages:
-            stage.warm_up()
+            _set_up(stage.name, "warm up", stage.warm_up)
 
     def run(self, event: Event) -> ChainResult:
         seconds: dict[str, float] = {}
@@ -97,6 +102,7 @@ class _Chain:
             t0 = time.perf_counter()
             try:
                 stage.process(event)
+                check_outputs(stage, event)  # the standard artifacts' forms (conduit.artifacts), naming the stage
             except Exception as err:
                 failure = StageFailure(stage.name, f"{type(err).__name__}: {err}", traceback.format_exc(),
                                        stop=isinstance(err, StopRun))
@@ -138,6 +144,14 @@ def _produced_nothing(value: Any) -> bool:
         return len(value) == 0
     except TypeError:  # a scalar, a 0-d array, an object: something
         return False
+
+
+def _set_up(name: str, what: str, call, *args):
+    """``call(*args)``, an exception becoming a :class:`StageSetupError` naming the stage (picklable: one line)."""
+    try:
+        return call(*args)
+    except Exception as err:
+        raise StageSetupError(f"stage {name} failed to {what}: {type(err).__name__}: {err}") from None
 
 
 class _ChainCache:

@@ -40,13 +40,14 @@ import trio
 
 from ..config.pipeline import Pipeline
 from ..event import Event
+from ..ratelog import RateLimitedLog
 from ..source import Source, SourceError
 from ..shared import Shared
-from ..stage import RunContext, SinkStage, StopRun
+from ..stage import RunContext, RunNumberMissing, SinkStage, StopRun
 from .control import EngineControl, ParameterChange, RunSwitch
 from .metrics import Metrics, MetricsSnapshot
 from .outcomes import StageOutcomes
-from .pool import WORKER_NICENESS, ChainSpec, open_pool
+from .pool import WORKER_NICENESS, ChainSpec, StageSetupError, open_pool
 from .status import StatusReporter
 
 __all__ = ["run_pipeline", "RunSummary", "StopRun", "Engine"]
@@ -153,6 +154,8 @@ class Engine:
         self.handle_signals = handle_signals
         self.on_event = on_event
         self.metrics = Metrics()
+        #: Per-event errors (a stage or sink failing on every event): the first few of each, then a count.
+        self.error_log = RateLimitedLog(log, interval=10.0, first=3)
         self.context = RunContext(detector=pipeline.detector, base_dir=pipeline.base_dir.resolve(),
                                     pipeline=tuple((s.use, s.params) for s in pipeline.stages),
                                     existing_outputs=pipeline.engine.existing_outputs)
@@ -291,6 +294,7 @@ class Engine:
                     log.debug("details", exc_info=err)
             finally:
                 self.phase = "closing"
+                self.error_log.flush()  # the counts of per-event errors not logged since the last one
                 with trio.CancelScope(shield=True):
                     if self.started:
                         self._final_metrics()
@@ -323,14 +327,14 @@ class Engine:
             await service.run(task_status=_Status())
         except Exception as err:
             if not started:
-                raise RuntimeError(f"{service.name}: {err}") from err
-            log.error("%s stopped: %s (the run goes on)", service.name, err)
+                raise RuntimeError(f"{service.name}: {error_text(err)}") from err
+            log.error("%s stopped: %s (the run goes on)", service.name, error_text(err))
 
     def _describe(self, err: BaseException) -> str:
         """One line for an error that ended the run."""
         if isinstance(err, SourceError):  # a source names its file or host itself
             return f"source '{self.pipeline.source.kind}': {err}"
-        return str(err) if isinstance(err, (StopRun, OSError)) else f"{type(err).__name__}: {err}"
+        return error_text(err)
 
     async def _start_and_run(self) -> None:
         """Open the sinks, start and warm the workers and the source, begin the sinks, then run.
@@ -489,7 +493,8 @@ class Engine:
             try:
                 result = await pool.analyse(event, spec)
             except Exception as err:  # a worker crashed: count it against the chain
-                log.error("event %d: analysis worker failed: %s", event.id, err)
+                self.error_log("worker", logging.ERROR, "event %d: analysis worker failed: %s", event.id,
+                               error_text(err))
                 self.metrics.times("engine.worker").failures += 1
                 event.failures["engine.worker"] = f"{type(err).__name__}: {err}"  # what sinks and HDF5 see
                 if self.engine_params.on_stage_error == "stop":
@@ -502,7 +507,8 @@ class Engine:
                 self.outcomes.account(result)
                 for failure in result.failures:
                     self.metrics.times(failure.stage).failures += 1
-                    log.error("event %d: stage %s failed: %s", event.id, failure.stage, failure.error)
+                    self.error_log(f"stage {failure.stage}", logging.ERROR, "event %d: stage %s failed: %s",
+                                   event.id, failure.stage, failure.error)
                     log.debug("%s", failure.traceback)
                     if failure.stop:  # the stage cannot go on
                         self.request_stop(f"stage {failure.stage}: {failure.error.removeprefix('StopRun: ')}",
@@ -632,7 +638,7 @@ class Engine:
                             await trio.to_thread.run_sync(event.apply, sink, index, limiter=limiter)
                         except Exception as err:  # a note must never stop the run
                             what = "reset" if event.change is None else "parameter change"
-                            log.error("sink %s: %s not taken: %s", sink.name, what, err)
+                            log.error("sink %s: %s not taken: %s", sink.name, what, error_text(err))
                 elif event is not None and stopped:
                     self.metrics.sink_dropped[sink.name] = self.metrics.sink_dropped.get(sink.name, 0) + 1
                 elif event is not None:
@@ -645,7 +651,8 @@ class Engine:
                         self.request_stop(f"{sink.name}: {err}", error=True)
                     except Exception as err:
                         times.failures += 1
-                        log.error("event %d: sink %s failed: %s", event.id, sink.name, err)
+                        self.error_log(f"sink {sink.name}", logging.ERROR, "event %d: sink %s failed: %s",
+                                       event.id, sink.name, error_text(err))
                         if self.engine_params.on_stage_error == "stop":
                             self.request_stop(f"stopping: sink {sink.name} failed on event {event.id}", error=True)
                     finally:
@@ -745,7 +752,8 @@ class Engine:
             try:
                 config.cls.publish_shared(config.params, self.context)
             except Exception as err:
-                raise RuntimeError(f"stage {config.use}: cannot publish its shared objects: {err}") from err
+                raise RuntimeError(f"stage {config.use}: cannot publish its shared objects: {error_text(err)}") \
+                    from err
         for config in self.pipeline.sinks:
             sink = config.cls(config.params, self.context)
             try:
@@ -755,7 +763,7 @@ class Engine:
                     sink.close()
                 except Exception as close_err:
                     log.debug("sink %s: close after a failed open: %s", config.use, close_err)
-                raise RuntimeError(f"sink {config.use}: cannot open: {err}") from err
+                raise RuntimeError(f"sink {config.use}: cannot open: {error_text(err)}") from err
             self.sinks.append(sink)
 
     def _begin_sinks(self) -> None:
@@ -763,7 +771,7 @@ class Engine:
             try:
                 sink.begin()
             except Exception as err:
-                raise RuntimeError(f"sink {sink.name}: cannot start: {err}") from err
+                raise RuntimeError(f"sink {sink.name}: cannot start: {error_text(err)}") from err
 
     def _close_sinks(self) -> None:
         for sink in self.sinks:
@@ -771,9 +779,9 @@ class Engine:
             try:
                 sink.close()
             except Exception as err:
-                log.error("sink %s: error while closing: %s", sink.name, err)
+                log.error("sink %s: error while closing: %s", sink.name, error_text(err))
                 if self.error is None:
-                    self.error = f"sink {sink.name}: {err}"
+                    self.error = f"sink {sink.name}: {error_text(err)}"
         self._closing = None
 
     def _sink_lost(self) -> dict[str, int]:
@@ -862,6 +870,14 @@ def _unwritten(sink: SinkStage) -> int:
     except Exception as err:  # a counter must never hide the run's summary
         log.debug("sink %s: unwritten() failed: %s", sink.name, err)
         return 0
+
+
+def error_text(err: BaseException) -> str:
+    """One line for an error: its type and message, except for errors whose message says it all (a
+    ``StopRun``, an OS error naming its file, a stage's set-up naming the stage)."""
+    if isinstance(err, (StopRun, OSError, StageSetupError, RunNumberMissing)):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
 
 
 def _say(text: str) -> None:

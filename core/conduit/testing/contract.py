@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import ESTIMATE_DTYPE, KINEMATICS_DTYPE, Clusters, Direction
+from ..artifacts import Direction, artifact_problem
 from ..detector import DetectorParams
 from ..event import Event
 from ..params import ParamError, Params
@@ -240,23 +240,25 @@ def _check_sink(cls: type, params: Params, context: RunContext, inputs: list[Eve
 
 
 def artifact_problems(name: str, value: Any, event: Event | None = None) -> list[str]:
-    """What is wrong with a standard artifact's form (``cloud``, ``clusters``, ``estimates``, ``kinematics``)."""
+    """What is wrong with a standard artifact (``cloud``, ``clusters``, ``estimates``, ``kinematics``).
+
+    Its form (type, shape, dtype) as the engine checks it after every stage
+    (:func:`conduit.artifacts.artifact_problem`), then what the engine does not
+    look at, the values: the cloud's z order, cluster labels that are one per
+    cloud row and match ``cluster_labels``, direction codes, one kinematics row
+    per estimate.
+    """
+    form = artifact_problem(name, value)
+    if form:
+        return [form]
     out: list[str] = []
     if name == "cloud":
-        if not (isinstance(value, np.ndarray) and value.ndim == 2 and value.shape[1] == 8):
-            return [f"cloud must be an (N, 8) array, got {_shape(value)}"]
-        if value.dtype != np.float64:
-            out.append(f"cloud must be float64, got {value.dtype}")
         if len(value) > 1 and np.any(np.diff(value[:, 2]) < 0):
             out.append("cloud rows must be sorted by z (column 2)")
     elif name == "clusters":
-        if not isinstance(value, Clusters):
-            return [f"clusters must be a conduit.artifacts.Clusters, got {type(value).__name__}"]
         cloud = event.get("cloud") if event is not None else None
         if cloud is not None and len(value.labels) != len(cloud):
             out.append(f"clusters.labels has {len(value.labels)} entries for a cloud of {len(cloud)} points")
-        if len(value.directions) != len(value.cluster_labels):
-            out.append("clusters.directions and clusters.cluster_labels differ in length")
         if len(np.unique(value.cluster_labels)) != len(value.cluster_labels) or np.any(value.cluster_labels < 0):
             out.append("clusters.cluster_labels must be distinct labels >= 0")
         used = set(np.unique(value.labels).tolist()) - {-1}
@@ -264,21 +266,10 @@ def artifact_problems(name: str, value: Any, event: Event | None = None) -> list
             out.append("clusters.labels must use exactly the cluster_labels (and -1 for noise)")
         if not set(value.directions.tolist()) <= {Direction.NONE, Direction.FORWARD, Direction.BACKWARD}:
             out.append("clusters.directions must be Direction codes (-1, 0, 1)")
-    elif name == "estimates":
-        if not (isinstance(value, np.ndarray) and value.dtype == ESTIMATE_DTYPE):
-            out.append(f"estimates must be an array of conduit.artifacts.ESTIMATE_DTYPE, got {_shape(value)}")
-    elif name == "kinematics":
-        if not (isinstance(value, np.ndarray) and value.dtype == KINEMATICS_DTYPE):
-            out.append(f"kinematics must be an array of conduit.artifacts.KINEMATICS_DTYPE, got {_shape(value)}")
-        elif event is not None and event.has("estimates") and len(value) != len(event.get("estimates")):
+    elif name == "kinematics" and event is not None and event.has("estimates"):
+        if len(value) != len(event.get("estimates")):
             out.append("kinematics must have one row per estimates row")
     return out
-
-
-def _shape(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        return f"array {value.shape} {value.dtype}"
-    return type(value).__name__
 
 
 def same_artifact(a: Any, b: Any) -> bool:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..artifacts import check_outputs
 from ..detector import DetectorParams
 from ..event import Event
 from ..params import Params
@@ -122,7 +123,8 @@ def run_stages(stages: Sequence[StageSpec], events: Iterable[Event] | Event, *,
     Transform stages run ``process`` event by event (each ``warm_up`` once
     first); sink stages are opened, consume every event and are closed. An
     event missing an artifact a stage requires raises ``KeyError`` naming
-    both; an exception in a stage is raised as it is. The events are copies
+    both; an exception in a stage is raised as it is, and so is the engine's
+    ``ArtifactError`` for a standard artifact of the wrong form. The events are copies
     (the inputs are left unchanged), marked ``analysed``.
     """
     if isinstance(events, Event):
@@ -144,6 +146,7 @@ def run_stages(stages: Sequence[StageSpec], events: Iterable[Event] | Event, *,
                 raise KeyError(f"{stage.name} requires {', '.join(map(repr, missing))}, which event {event.id} "
                                "does not have (add the stage that provides it before this one)")
             stage.process(event)
+            check_outputs(stage, event)  # as the engine does after every transform stage
         event.analysed = True
         out.append(event)
     for sink in sinks:
