@@ -813,8 +813,8 @@ class Engine:
     def _summary(self) -> RunSummary:
         self.status.clear()
         stage_ms = {
-            name: (t.count, t.mean_ms(), t.p99_ms()) for name, t in self.metrics.stage_times.items()
-        }
+            name: (t.count, t.mean_ms(), t.p99_ms()) for name, t in self.metrics.stage_times.items() if t.count
+        }  # stages that ran (one never run, its inputs missing, is in `stages` with its `skipped` count)
         outputs = self._closed_outputs + [o for s in self.sinks for o in s.outputs()]
         sink_lost = self._sink_lost()
         return RunSummary(

@@ -48,7 +48,7 @@ def format_summary(summary: RunSummary) -> str:
     lines.append(f"{'start-up (s)':<40} {summary.startup_seconds:>12.2f}")
     lines.append(f"{'wall time (s)':<40} {summary.wall_seconds:>12.2f}")
     lines.append(f"{'mean rate (events/s)':<40} {rate:>12.1f}")
-    if summary.stage_ms:
+    if summary.stage_ms or summary.stages:
         lines.append("")
         lines.extend(_stage_lines(summary))
     for name in dict.fromkeys([*summary.sink_dropped, *summary.sink_lost]):
@@ -77,7 +77,9 @@ def _stage_lines(summary: RunSummary) -> list[str]:
     """Per stage: calls, failed, not run (an input missing), gave nothing, timing; then what stages counted."""
     lines = [f"{'stage':<28} {'calls':>8} {'failed':>7} {'not run':>8} {'nothing':>8} {'mean ms':>9} {'p99 ms':>9}"]
     counted = []
-    for name, (calls, mean, p99) in summary.stage_ms.items():
+    never_run = {name: (0, math.nan, math.nan) for name, r in summary.stages.items()
+                 if name not in summary.stage_ms and r.get("skipped")}
+    for name, (calls, mean, p99) in {**summary.stage_ms, **never_run}.items():
         report = summary.stages.get(name, {})
         failed = summary.failed.get(name, 0)
         lines.append(f"{name:<28} {calls:>8} {failed:>7} {report.get('skipped', 0):>8} {report.get('empty', 0):>8} "
