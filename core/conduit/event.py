@@ -48,6 +48,13 @@ class Event:
     the (cobo, asad) pairs expected but not received when the event was
     emitted incomplete. ``artifacts`` holds what stages add (``cloud``,
     ``clusters``, ``estimates``, ...), keyed by artifact name.
+
+    What happened to the analysis (set by the engine, read by sinks):
+    ``failures`` names each stage that raised on this event (with
+    ``"ExceptionType: message"``), ``skipped_stages`` each stage not run
+    because an input it needs was not made (with why), and ``counts`` what
+    stages counted on this event (items dropped by reason, see
+    :meth:`count`).
     """
 
     id: int
@@ -62,10 +69,32 @@ class Event:
     analysed: bool = False
     #: Position in the source's stream (0, 1, 2, ...), set by the engine.
     sequence: int = -1
+    #: Stages that raised on this event: stage name -> ``"ExceptionType: message"``.
+    failures: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Stages not run on this event because an input was missing: stage name -> why
+    #: (``"needs 'clusters': stage cluster.hdbscan failed"``).
+    skipped_stages: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: What stages counted on this event: stage name -> reason -> count (:meth:`count`).
+    counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def n_traces(self) -> int:
         return int(self.traces.shape[0])
+
+    @property
+    def failed(self) -> bool:
+        """True when a stage raised on this event or was not run because of that."""
+        return bool(self.failures or self.skipped_stages)
+
+    def count(self, stage: str, reason: str, n: int = 1) -> None:
+        """Add ``n`` to what ``stage`` counted under ``reason`` on this event (``TransformStage.count``).
+
+        The engine sums the counts of every event and shows them in the run
+        summary, the status line, the control panel and the HDF5 run file.
+        """
+        if n:
+            by_reason = self.counts.setdefault(stage, {})
+            by_reason[reason] = by_reason.get(reason, 0) + int(n)
 
     def has(self, artifact: str) -> bool:
         """True when the artifact is present (``traces`` always is)."""

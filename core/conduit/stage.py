@@ -251,6 +251,16 @@ class TransformStage(Stage):
     def process(self, event: Event) -> None:
         raise NotImplementedError
 
+    def count(self, event: Event, reason: str, n: int = 1) -> None:
+        """Count ``n`` things this stage dropped (or left without a result) on ``event``, under ``reason``.
+
+        ``self.count(event, "too_few_points", 3)``: the engine sums every
+        event's counts per stage and reason and shows them in the run summary,
+        the status line, the control panel and the HDF5 run file; nothing a
+        stage drops should go uncounted.
+        """
+        event.count(self.name, reason, n)
+
 
 class SinkStage(Stage):
     """A consumer of finished events, run in the main process in one task.

@@ -319,7 +319,8 @@ def test_rates_against_wall_clock_time_log_and_end_of_run_summary(tmp_path, cloc
             logging.getLogger("conduit.stage.test").warning("event %d: beam off", i)
         logging.getLogger("conduit.stage.test").error("disk full on %s", "/data")
         sink.on_metrics(snapshot(elapsed=4.0, received=40, complete=36, incomplete=4, final=True,
-                                 source_counters={"frames": 160, "bad_frames": 2}))
+                                 source_counters={"frames": 160, "bad_frames": 2},
+                                 stages={"estimate": {"counts": {"too_few_points": 3, "direction_none": 5}}}))
         sink.close()
     finally:
         logging.getLogger("conduit").setLevel(logging.NOTSET)
@@ -339,6 +340,7 @@ def test_rates_against_wall_clock_time_log_and_end_of_run_summary(tmp_path, cloc
     assert ("ERROR", "conduit.stage.test: disk full on /data") in logs
     summary = [t for _, t in logs if "end of run 3" in t]
     assert summary and "40 events received (36 complete, 4 incomplete)" in summary[0] and "bad frames 2" in summary[0]
+    assert summary[0].endswith("; counted by stages: estimate: direction_none 5, too_few_points 3")
 
 
 def rows_top(rows) -> float:

@@ -219,3 +219,22 @@ def test_multi_turn_spirals_keep_their_polar_angle(polar):
     assert status[0] == trackfit.OK
     assert math.degrees(est[0]["polar"]) == pytest.approx(polar, abs=1.0)
     assert est[0]["vertex_z"] == pytest.approx(500.0, abs=5.0)
+
+
+def test_the_stage_counts_every_rejected_cluster_by_reason():
+    """The rejection reasons reach the run's counts (summary, status line, panel, HDF5) through event.counts."""
+    stage = EstimateStage(EstimateParams(), StageContext())
+    good, _ = one_track(70, 2.0, 120.0)
+    far, _ = one_track(50, math.pi / 2, 90.0, vertex=(150.0, 0.0, 400.0), length=300.0)
+    undirected, _ = one_track(80, 1.0, 100.0, seed=1)
+    few = good[:10].copy()
+    parts = [good, far, undirected, few]
+    cloud = np.concatenate(parts)
+    order = np.argsort(cloud[:, 2], kind="stable")
+    labels = np.repeat(np.arange(4, dtype=np.int32), [len(p) for p in parts])
+    directions = np.array([Direction.FORWARD, Direction.FORWARD, Direction.NONE, Direction.FORWARD], dtype=np.int8)
+    clusters = Clusters(labels[order], np.arange(4, dtype=np.int32), directions)
+    event = Event(id=3, artifacts={"cloud": cloud[order], "clusters": clusters})
+    stage.process(event)
+    assert event.artifacts["estimates"]["cluster_index"].tolist() == [0]
+    assert event.counts == {"estimate": {"vertex_outside_beam_region": 1, "direction_none": 1, "too_few_points": 1}}

@@ -246,6 +246,20 @@ def test_stage_takes_the_hypothesis_the_histogram_stages_gate_gives():
         KinematicsStage(only, StageContext(detector=DETECTOR))
 
 
+def test_the_stage_counts_the_tracks_without_a_result_by_reason():
+    """What the kinematics stage leaves without a result reaches the run's counts (summary, status, HDF5)."""
+    params = KinematicsParams.from_mapping({**REACTION, "fit": False, "hypotheses": [
+        {"ejectile": "p", "gate": "protons"}]})
+    stage = KinematicsStage(params, StageContext(detector=DETECTOR, pipeline=(("histogram", histogram_params()),)))
+    ev = event_with_tracks([(5.0, 10.0), (3.0, 45.0), (4.0, 60.0), (6.0, 12.0)], stage.kin)
+    stage.process(ev)
+    np.testing.assert_array_equal(ev.artifacts["kinematics"]["status"], [OK, NO_HYPOTHESIS, NO_HYPOTHESIS, OK])
+    assert ev.counts == {"kinematics": {"no_hypothesis": 2}}
+    ev = event_with_tracks([(5.0, 10.0)], stage.kin)
+    stage.process(ev)
+    assert ev.counts == {}  # nothing without a result: nothing counted
+
+
 def test_an_event_without_tracks_gets_an_empty_table():
     kin = kinematics()
     ev = Event(

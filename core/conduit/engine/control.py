@@ -397,7 +397,8 @@ class EngineControl:
         rates = {"received": snap.received_rate, "analysed": snap.analysed_rate, "skipped": snap.skipped_rate} \
             if snap is not None else {"received": 0.0, "analysed": 0.0, "skipped": 0.0}
         stages = [{"name": name, "calls": t.count, "mean_ms": _finite(t.mean_ms()), "p99_ms": _finite(t.p99_ms()),
-                   "failures": t.failures} for name, t in list(m.stage_times.items())]
+                   "failures": t.failures, "skipped": t.skipped, "empty": t.empty, "counts": dict(t.counts)}
+                  for name, t in list(m.stage_times.items())]
         return {
             "conduit": __version__,
             "pid": os.getpid(),
@@ -414,6 +415,7 @@ class EngineControl:
             "events": {
                 "received": m.received, "complete": m.complete, "incomplete": m.incomplete,
                 "analysed": m.analysed, "skipped": m.skipped, "paused": m.paused, "failed": m.failed,
+                "halted": m.halted,
                 "delivered": m.delivered, "dropped": e.source.dropped, "in_flight": m.in_flight,
                 "total": e._total, "rates": rates,
             },

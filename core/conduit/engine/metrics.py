@@ -27,6 +27,21 @@ class StageTimes:
         self._rng = np.random.default_rng(0)  # which durations the reservoir keeps (Algorithm R)
         self.count = 0
         self.failures = 0
+        #: Events the stage was not run on: an input it needs was not made (a failed stage ...).
+        self.skipped = 0
+        #: Events it ran on without raising and produced nothing (no rows, no clusters).
+        self.empty = 0
+        #: What it counted on those events, by reason (``TransformStage.count``: clusters dropped ...).
+        self.counts: dict[str, int] = {}
+
+    def add_counts(self, counts: dict[str, int]) -> None:
+        for reason, n in counts.items():
+            self.counts[reason] = self.counts.get(reason, 0) + n
+
+    def report(self) -> dict[str, object]:
+        """Plain data: ``events`` (calls), ``failed``, ``skipped``, ``empty``, ``counts`` by reason."""
+        return {"events": self.count, "failed": self.failures, "skipped": self.skipped, "empty": self.empty,
+                "counts": dict(self.counts)}
 
     def add(self, seconds: float) -> None:
         self.count += 1
@@ -87,6 +102,9 @@ class MetricsSnapshot:
     paused: int = 0
     #: Per (cobo, asad) stream: ``frames`` received and frames lost by reason (``Source.asad_counters``).
     asad_counters: dict[tuple[int, int], dict[str, int]] = dataclasses.field(default_factory=dict)
+    #: Per stage: ``events`` it ran on, ``failed``, ``skipped`` (an input missing), ``empty`` (produced
+    #: nothing) and ``counts`` (what it dropped, by reason): :meth:`StageTimes.report`.
+    stages: dict[str, dict[str, object]] = dataclasses.field(default_factory=dict)
 
     @property
     def complete_fraction(self) -> float:
@@ -107,6 +125,8 @@ class Metrics:
     incomplete: int = 0
     in_flight: int = 0
     paused: int = 0
+    #: Events recorded without analysis because an error stopped the run (StopRun, on_stage_error = "stop").
+    halted: int = 0
     stage_times: dict[str, StageTimes] = dataclasses.field(default_factory=dict)
     sink_dropped: dict[str, int] = dataclasses.field(default_factory=dict)
     _last: tuple[float, int, int, int] = (0.0, 0, 0, 0)
@@ -120,6 +140,10 @@ class Metrics:
     @property
     def failed(self) -> int:
         return sum(t.failures for t in self.stage_times.values())
+
+    def stage_reports(self) -> dict[str, dict[str, object]]:
+        """:meth:`StageTimes.report` of every stage (and sink) so far."""
+        return {name: t.report() for name, t in list(self.stage_times.items())}
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -161,6 +185,7 @@ class Metrics:
             losses=dict(losses or {}),
             paused=self.paused,
             asad_counters=dict(asad_counters or {}),
+            stages=self.stage_reports(),
         )
         self._last = (now, self.received, self.analysed, self.skipped)
         self._last_bytes = dict(byte_counts)

@@ -21,7 +21,12 @@ class EngineParams(Params):
     queue_size: int = param(256, "events buffered between the source and the engine", ge=1)
     sink_queue_size: int = param(512, "events buffered in front of each sink", ge=1)
     on_stage_error: Literal["continue", "stop"] = param(
-        "continue", "a stage raising on one event: log and count it ('continue') or end the run ('stop')"
+        "continue", "a stage raising on one event: log and count it ('continue') or end the run ('stop': analysis "
+                    "stops at once, events already queued are recorded unanalysed)"
+    )
+    fail_if_stage_always_fails: bool = param(
+        False, "end with exit status 1 when a stage (or sink) failed on every event it ran on, "
+               "even though the run went on ('continue')"
     )
     max_events: int = param(0, "stop after this many events from the source; 0 = no limit", ge=0)
     status_interval: float = param(5.0, "seconds between status log lines when not on a terminal", gt=0)

@@ -21,10 +21,10 @@ from typing import Any
 
 import trio
 
-from ..artifacts import check_outputs
+from ..artifacts import Clusters, check_outputs
 from ..event import Event
 from ..params import Params
-from ..stage import RunContext, TransformStage
+from ..stage import RunContext, StopRun, TransformStage
 from .shared_traces import SlotRef, TraceSlots, worker_view
 
 __all__ = ["ChainSpec", "ChainResult", "StageFailure", "StageSetupError", "TransformPool", "open_pool",
@@ -52,15 +52,25 @@ class StageFailure:
     stage: str
     error: str
     traceback: str
+    #: The stage raised StopRun: it cannot go on, the run stops.
+    stop: bool = False
 
 
 @dataclasses.dataclass
 class ChainResult:
-    """What comes back from a worker: new artifacts, timings, failures."""
+    """What comes back from a worker: new artifacts, timings, failures, and what each stage did.
+
+    ``skipped``, ``empty`` and ``counts`` are the event's marks (:class:`conduit.event.Event`):
+    stages not run for a missing input (with why), stages that ran and produced
+    nothing, and what stages counted (stage -> reason -> n).
+    """
 
     artifacts: dict[str, Any]
     seconds: dict[str, float]
     failures: list[StageFailure]
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    empty: list[str] = dataclasses.field(default_factory=list)
+    counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
 
 class StageSetupError(RuntimeError):
@@ -79,24 +89,61 @@ class _Chain:
     def run(self, event: Event) -> ChainResult:
         seconds: dict[str, float] = {}
         failures: list[StageFailure] = []
-        failed_outputs: set[str] = set()
+        empty: list[str] = []
+        failed_outputs: dict[str, str] = {}  # artifact -> why it is missing ("stage cluster.hdbscan failed")
         for stage, (requires, provides) in zip(self.stages, self.io):
-            # A stage whose inputs a failed stage should have made is not run.
-            if any(r in failed_outputs or not event.has(r) for r in requires):
-                failed_outputs.update(provides)
+            # A stage whose inputs a failed stage should have made is not run (and its outputs count as failed).
+            missing = _missing_input(event, requires, failed_outputs)
+            if missing is not None:
+                why, cause = missing
+                event.skipped_stages[stage.name] = why
+                failed_outputs.update(dict.fromkeys(provides, cause or f"stage {stage.name} was not run"))
                 continue
             t0 = time.perf_counter()
             try:
                 stage.process(event)
                 check_outputs(stage, event)  # the standard artifacts' forms (conduit.artifacts), naming the stage
             except Exception as err:
-                failures.append(StageFailure(stage.name, f"{type(err).__name__}: {err}", traceback.format_exc()))
-                failed_outputs.update(provides)
+                failure = StageFailure(stage.name, f"{type(err).__name__}: {err}", traceback.format_exc(),
+                                       stop=isinstance(err, StopRun))
+                failures.append(failure)
+                event.failures[stage.name] = failure.error
+                failed_outputs.update(dict.fromkeys(provides, f"stage {stage.name} failed"))
+            else:
+                if provides and all(_produced_nothing(event.get(name)) for name in provides):
+                    empty.append(stage.name)
             finally:
                 seconds[stage.name] = time.perf_counter() - t0
-        made = {name for _, provides in self.io for name in provides} - failed_outputs
+        made = {name for _, provides in self.io for name in provides} - failed_outputs.keys()
         artifacts = {name: event.get(name) for name in made if event.has(name)}
-        return ChainResult(artifacts=artifacts, seconds=seconds, failures=failures)
+        return ChainResult(artifacts=artifacts, seconds=seconds, failures=failures,
+                           skipped=dict(event.skipped_stages), empty=empty, counts=event.counts)
+
+
+def _missing_input(event: Event, requires: tuple[str, ...],
+                   failed_outputs: dict[str, str]) -> tuple[str, str | None] | None:
+    """(why a stage cannot run on ``event``, the failure behind it or None), or None when it can run.
+
+    ``("needs 'clusters': stage cluster.hdbscan failed", "stage cluster.hdbscan failed")``.
+    """
+    for name in requires:
+        if name in failed_outputs:
+            return f"needs '{name}': {failed_outputs[name]}", failed_outputs[name]
+        if not event.has(name):
+            return f"needs '{name}', which no stage made", None
+    return None
+
+
+def _produced_nothing(value: Any) -> bool:
+    """True for an absent or empty artifact (no rows, no clusters)."""
+    if value is None:
+        return True
+    if isinstance(value, Clusters):
+        return value.count == 0
+    try:
+        return len(value) == 0
+    except TypeError:  # a scalar, a 0-d array, an object: something
+        return False
 
 
 def _set_up(name: str, what: str, call, *args):
@@ -220,6 +267,10 @@ class TransformPool:
                 event.traces = value
             else:
                 event.artifacts[name] = value
+        # The marks the chain left on the worker's copy of the event.
+        event.failures = {f.stage: f.error for f in result.failures}
+        event.skipped_stages = dict(result.skipped)
+        event.counts = result.counts
         return result
 
     async def _call(self, fn, *args, cancellable: bool = False):

@@ -46,6 +46,7 @@ from ..shared import Shared
 from ..stage import RunContext, RunNumberMissing, SinkStage, StopRun
 from .control import EngineControl, ParameterChange, RunSwitch
 from .metrics import Metrics, MetricsSnapshot
+from .outcomes import StageOutcomes
 from .pool import WORKER_NICENESS, ChainSpec, StageSetupError, open_pool
 from .status import StatusReporter
 
@@ -106,6 +107,12 @@ class RunSummary:
     losses: dict[str, int] = dataclasses.field(default_factory=dict)
     #: Events not analysed while analysis was paused (the control API); recorded all the same.
     paused: int = 0
+    #: Events taken from the queue after an error stopped the run (StopRun, on_stage_error = "stop"):
+    #: recorded without analysis.
+    halted: int = 0
+    #: Per stage: ``events``, ``failed``, ``skipped``, ``empty``, ``counts`` by reason
+    #: (:meth:`conduit.engine.metrics.StageTimes.report`).
+    stages: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -193,6 +200,12 @@ class Engine:
         self.closed_runs: list[dict[str, Any]] = []
         self._closed_outputs: list[str] = []
         self._closed_lost: dict[str, int] = {}
+        #: What each transform stage did with its events (skips, empty outputs, counts), and warnings about it.
+        self.outcomes = StageOutcomes(self.metrics, [(s.use, *s.cls.artifacts(s.params))
+                                                     for s in pipeline.transforms])
+        #: Set when an error stops the run: what is still queued is recorded without analysis.
+        self._halted = False
+        self._analysed_at_halt = 0
         self.control = EngineControl(self)
 
     # -- control (the public API is .control.EngineControl) --------------------------------
@@ -202,9 +215,16 @@ class Engine:
         return self._stop_requested
 
     def request_stop(self, reason: str | None = None, *, error: bool = False) -> None:
-        """Stop reading the source; everything already received is still processed."""
+        """Stop reading the source; everything already received is still processed.
+
+        With ``error`` (a StopRun, ``on_stage_error = "stop"``) analysis stops
+        too: events in flight finish, what is still queued is recorded unanalysed.
+        """
         if error and self.error is None:
             self.error = reason
+        if error and not self._halted:
+            self._halted = True
+            self._analysed_at_halt = self.metrics.analysed
         if not self._stop_requested:
             self._stop_requested = True
             if reason:
@@ -280,6 +300,8 @@ class Engine:
                         self._final_metrics()
                     # In a thread, so that a second Ctrl-C during a long close (consolidation) is seen.
                     await trio.to_thread.run_sync(self._close_sinks)
+                    if self.started:
+                        self._judge_run()
                 self.phase = "ended"
             guard.cancel_scope.cancel()
         return self._summary()
@@ -395,6 +417,10 @@ class Engine:
                 work.start_soon(self._deliver, done_recv)
             # Everything drained and every sink saw its last event: stop the helpers.
             helpers.cancel_scope.cancel()
+        if self._halted:
+            log.warning("stopped after an error: %d events in flight finished their analysis, %d events still "
+                        "queued were recorded without analysis", self.metrics.analysed - self._analysed_at_halt,
+                        self.metrics.halted)
 
     async def _source_task(self, events_send) -> None:
         async with events_send:
@@ -427,6 +453,9 @@ class Engine:
                     if not self.pipeline.transforms:
                         await done_send.send(event)
                         continue
+                    if self._halted:  # an error stopped the run: record what is queued, analyse no more
+                        await self._record_unanalysed(event, done_send)
+                        continue
                     if self.paused:  # recorded all the same, counted apart from the skipped ones
                         self.metrics.paused += 1
                         await done_send.send(event)
@@ -440,8 +469,17 @@ class Engine:
                             continue
                     else:
                         await slots.acquire()
+                        if self._halted:  # the run stopped while this event waited for a slot
+                            slots.release()
+                            await self._record_unanalysed(event, done_send)
+                            continue
                     self.metrics.in_flight += 1
                     analysing.start_soon(self._analyse, pool, event, slots, done_send.clone(), spec)
+
+    async def _record_unanalysed(self, event: Event, done_send) -> None:
+        """After an error stopped the run: the event goes to the sinks without analysis, counted."""
+        self.metrics.halted += 1
+        await done_send.send(event)
 
     def _first_event_of_change(self, event: Event) -> None:
         """Name the event a parameter change applies from, and log it."""
@@ -458,6 +496,7 @@ class Engine:
                 self.error_log("worker", logging.ERROR, "event %d: analysis worker failed: %s", event.id,
                                error_text(err))
                 self.metrics.times("engine.worker").failures += 1
+                event.failures["engine.worker"] = f"{type(err).__name__}: {err}"  # what sinks and HDF5 see
                 if self.engine_params.on_stage_error == "stop":
                     self.request_stop(f"event {event.id}: worker failed: {err}", error=True)
             else:
@@ -465,12 +504,16 @@ class Engine:
                 self.metrics.analysed += 1
                 for stage, seconds in result.seconds.items():
                     self.metrics.times(stage).add(seconds)
+                self.outcomes.account(result)
                 for failure in result.failures:
                     self.metrics.times(failure.stage).failures += 1
                     self.error_log(f"stage {failure.stage}", logging.ERROR, "event %d: stage %s failed: %s",
                                    event.id, failure.stage, failure.error)
                     log.debug("%s", failure.traceback)
-                    if self.engine_params.on_stage_error == "stop":
+                    if failure.stop:  # the stage cannot go on
+                        self.request_stop(f"stage {failure.stage}: {failure.error.removeprefix('StopRun: ')}",
+                                          error=True)
+                    elif self.engine_params.on_stage_error == "stop":
                         self.request_stop(f"stopping: stage {failure.stage} failed on event {event.id} "
                                           f"(on_stage_error = \"stop\")", error=True)
             finally:
@@ -637,6 +680,7 @@ class Engine:
                 self.control.on_tick(self._last_snapshot)
             except Exception as err:  # the panel's figures must never stop a run
                 log.debug("control tick failed: %s", err, exc_info=True)
+            self.outcomes.check()
             await trio.sleep(1.0 if not self.status.is_tty else 0.25)
 
     def _snapshot(self, total: int | None, final: bool = False) -> MetricsSnapshot:
@@ -740,16 +784,39 @@ class Engine:
                     self.error = f"sink {sink.name}: {error_text(err)}"
         self._closing = None
 
+    def _sink_lost(self) -> dict[str, int]:
+        """Events each sink took and then lost in a failed write (this run's and closed runs'); ask after close()."""
+        lost = dict(self._closed_lost)
+        for sink in self.sinks:
+            if n := _unwritten(sink):
+                lost[sink.name] = lost.get(sink.name, 0) + n
+        return lost
+
+    def _judge_run(self) -> None:
+        """After the last sink closed: warn about stages that produced nothing, and fail the run (exit status 1)
+        when a sink lost events it had taken, or, with ``[engine] fail_if_stage_always_fails``, when a stage
+        failed on every event it ran on."""
+        self.outcomes.check(final=True)
+        lost = self._sink_lost()
+        if self.error is None and lost:
+            self.error = "; ".join(f"sink {name}: {n} events it took were lost in a failed write"
+                                   for name, n in lost.items())
+            log.error("%s", self.error)
+        if self.error is None and self.engine_params.fail_if_stage_always_fails:
+            failing = self.outcomes.always_failing()
+            if failing:
+                self.error = "; ".join(f"stage {name} failed on every one of the {self.metrics.times(name).count} "
+                                       f"events it ran on" for name in failing) + \
+                             " ([engine] fail_if_stage_always_fails = true)"
+                log.error("%s", self.error)
+
     def _summary(self) -> RunSummary:
         self.status.clear()
         stage_ms = {
-            name: (t.count, t.mean_ms(), t.p99_ms()) for name, t in self.metrics.stage_times.items()
-        }
+            name: (t.count, t.mean_ms(), t.p99_ms()) for name, t in self.metrics.stage_times.items() if t.count
+        }  # stages that ran (one never run, its inputs missing, is in `stages` with its `skipped` count)
         outputs = self._closed_outputs + [o for s in self.sinks for o in s.outputs()]
-        sink_lost = dict(self._closed_lost)
-        for sink in self.sinks:  # asked after close()
-            if lost := _unwritten(sink):
-                sink_lost[sink.name] = sink_lost.get(sink.name, 0) + lost
+        sink_lost = self._sink_lost()
         return RunSummary(
             received=self.metrics.received,
             analysed=self.metrics.analysed,
@@ -771,6 +838,8 @@ class Engine:
             started=self.started,
             losses={**self.losses(), **{f"sink_{name}_lost": lost for name, lost in sink_lost.items()}},
             paused=self.metrics.paused,
+            halted=self.metrics.halted,
+            stages=self.metrics.stage_reports(),
         )
 
 

@@ -7,7 +7,7 @@ from typing import TextIO
 
 from .metrics import MetricsSnapshot
 
-__all__ = ["StatusReporter", "format_status", "format_losses"]
+__all__ = ["StatusReporter", "format_status", "format_losses", "format_stage_counts", "format_counts"]
 
 
 def format_status(snap: MetricsSnapshot) -> str:
@@ -37,6 +37,9 @@ def format_status(snap: MetricsSnapshot) -> str:
         parts.append(lost)
     elif snap.dropped:
         parts.append(f"dropped {snap.dropped}")
+    counted = format_stage_counts(snap.stages)
+    if counted:
+        parts.append(counted)
     parts.append(f"queue {snap.queue_depth}")
     states = _summarise_states(snap.source_status)
     if states:
@@ -59,6 +62,25 @@ def format_losses(losses: dict[str, int], *, most: int = 3) -> str:
     names = [f"{_SHORT.get(k, k.removeprefix('sink_').replace('_dropped', ' sink'))} {v}" for v, k in shown[:most]]
     more = ", ..." if len(shown) > most else ""
     return f"lost {sum(v for v, _ in shown)} ({', '.join(names)}{more})"
+
+
+def format_counts(counts: dict[str, int], *, most: int | None = None) -> str:
+    """'direction_none 12, too_few_points 3': reasons by count, largest first ('...' past ``most``)."""
+    shown = sorted(((n, reason) for reason, n in counts.items() if n), key=lambda kv: (-kv[0], kv[1]))
+    cut = shown if most is None else shown[:most]
+    text = ", ".join(f"{reason} {n}" for n, reason in cut)
+    return text + (", ..." if len(cut) < len(shown) else "")
+
+
+def format_stage_counts(stages: dict[str, dict], *, most: int = 2) -> str:
+    """'estimate: direction_none 12, too_few_points 3 | kinematics: no_hypothesis 2': what each stage
+    counted (dropped or left without a result), its largest reasons; '' when nothing was counted."""
+    parts = []
+    for name, report in stages.items():
+        counts = report.get("counts") or {}
+        if any(counts.values()):
+            parts.append(f"{name}: {format_counts(counts, most=most)}")
+    return " | ".join(parts)
 
 
 def _summarise_states(status: dict[str, str]) -> str:

@@ -7,6 +7,7 @@ import os
 import re
 
 from .runner import RunSummary
+from .status import format_counts
 
 _PER_STREAM = re.compile(r"^([a-z]+)(\d+)_(\w+)$")
 
@@ -33,6 +34,8 @@ def format_summary(summary: RunSummary) -> str:
     ]
     if summary.paused:
         rows.insert(-1, ("events not analysed (paused)", summary.paused))
+    if summary.halted:
+        rows.insert(-1, ("events not analysed (stopped by an error)", summary.halted))
     for name, value in rows:
         lines.append(f"{name:<40} {value:>12}")
     lost = {k: v for k, v in summary.losses.items() if v}
@@ -45,12 +48,9 @@ def format_summary(summary: RunSummary) -> str:
     lines.append(f"{'start-up (s)':<40} {summary.startup_seconds:>12.2f}")
     lines.append(f"{'wall time (s)':<40} {summary.wall_seconds:>12.2f}")
     lines.append(f"{'mean rate (events/s)':<40} {rate:>12.1f}")
-    if summary.stage_ms:
+    if summary.stage_ms or summary.stages:
         lines.append("")
-        lines.append(f"{'stage':<28} {'calls':>8} {'failed':>7} {'mean ms':>9} {'p99 ms':>9}")
-        for name, (calls, mean, p99) in summary.stage_ms.items():
-            failed = summary.failed.get(name, 0)
-            lines.append(f"{name:<28} {calls:>8} {failed:>7} {_ms(mean)} {_ms(p99)}")
+        lines.extend(_stage_lines(summary))
     for name in dict.fromkeys([*summary.sink_dropped, *summary.sink_lost]):
         dropped, lost = summary.sink_dropped.get(name, 0), summary.sink_lost.get(name, 0)
         why = ([f"{lost} lost in a failed write"] if lost else []) + \
@@ -71,6 +71,25 @@ def format_summary(summary: RunSummary) -> str:
         lines.append("")
         lines.append(f"error: {summary.error}")
     return "\n".join(lines)
+
+
+def _stage_lines(summary: RunSummary) -> list[str]:
+    """Per stage: calls, failed, not run (an input missing), gave nothing, timing; then what stages counted."""
+    lines = [f"{'stage':<28} {'calls':>8} {'failed':>7} {'not run':>8} {'nothing':>8} {'mean ms':>9} {'p99 ms':>9}"]
+    counted = []
+    never_run = {name: (0, math.nan, math.nan) for name, r in summary.stages.items()
+                 if name not in summary.stage_ms and r.get("skipped")}
+    for name, (calls, mean, p99) in {**summary.stage_ms, **never_run}.items():
+        report = summary.stages.get(name, {})
+        failed = summary.failed.get(name, 0)
+        lines.append(f"{name:<28} {calls:>8} {failed:>7} {report.get('skipped', 0):>8} {report.get('empty', 0):>8} "
+                     f"{_ms(mean)} {_ms(p99)}")
+        if counts := {k: v for k, v in report.get("counts", {}).items() if v}:
+            counted.append(f"  {name}: {sum(counts.values())} ({format_counts(counts)})")
+    if counted:
+        lines.append("counted by stages: dropped or without a result, by reason")
+        lines.extend(counted)
+    return lines
 
 
 def _not_started(summary: RunSummary) -> str:

@@ -80,7 +80,10 @@ def _collect(source) -> list[Event]:
 
 
 def _copy_event(event: Event) -> Event:
-    return dataclasses.replace(event, traces=event.traces.copy(), artifacts=copy.deepcopy(event.artifacts))
+    # The marks too (what stages count, failures): a stage's count on the copy must not reach the input.
+    return dataclasses.replace(event, traces=event.traces.copy(), artifacts=copy.deepcopy(event.artifacts),
+                               counts=copy.deepcopy(event.counts), failures=dict(event.failures),
+                               skipped_stages=dict(event.skipped_stages))
 
 
 def resolve_stage(spec: StageSpec, context: RunContext) -> Stage:

@@ -54,7 +54,11 @@ def format_status(s: dict) -> str:
                      f"{c['mb_per_s']:7.2f} MB/s  errors {c['errors']}  last data {age}")
     for t in s["stages"]:
         mean = "-" if t["mean_ms"] is None else f"{t['mean_ms']:.2f}"
-        lines.append(f"stage    {t['name']:<20} {t['calls']:>8} calls  {mean:>8} ms  failures {t['failures']}")
+        lines.append(f"stage    {t['name']:<20} {t['calls']:>8} calls  {mean:>8} ms  failures {t['failures']}"
+                     f"  not run {t.get('skipped', 0)}  gave nothing {t.get('empty', 0)}")
+        if t.get("counts"):
+            counted = sorted(t["counts"].items(), key=lambda kv: -kv[1])
+            lines.append(f"         {'':<20} counted: " + ", ".join(f"{k} {v}" for k, v in counted))
     for sink in s["sinks"]:
         for o in sink["outputs"]:
             size = "" if o["bytes"] is None else f"  {o['bytes'] / 1e6:.1f} MB"

@@ -28,6 +28,10 @@ function fill(table, head, rows) {
   }
 }
 
+// "direction_none 12, too_few_points 3": what a stage counted (dropped), largest first.
+const countsText = (counts) => Object.entries(counts || {}).filter(([, n]) => n).sort((a, b) => b[1] - a[1])
+  .map(([reason, n]) => `${reason} ${num(n)}`).join(", ") || "–";
+
 const num = (v, digits = 0) => (v === null || v === undefined || Number.isNaN(v) ? "–"
   : Number(v).toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits }));
 function bytes(n) {
@@ -161,9 +165,10 @@ function render(s) {
       num(c.mb_per_s, 2), td(num(c.errors), c.errors ? "bad" : ""),
       c.age_s === null ? "never" : `${num(c.age_s, 1)} s ago`]));
   if (!s.streams.length) fill($("streams"), ["stream"], [["this source has no streams (not a DAQ)"]]);
-  fill($("stages"), ["stage", "calls", "mean ms", "p99 ms", "failures"],
+  fill($("stages"), ["stage", "calls", "mean ms", "p99 ms", "failures", "not run", "gave nothing", "counted"],
     s.stages.map((t) => [t.name, num(t.calls), num(t.mean_ms, 2), num(t.p99_ms, 2),
-      td(num(t.failures), t.failures ? "bad" : "")]));
+      td(num(t.failures), t.failures ? "bad" : ""), td(num(t.skipped), t.skipped ? "bad" : ""), num(t.empty),
+      countsText(t.counts)]));
   const outputs = s.sinks.flatMap((k) => k.outputs.map((o) => [k.name, o.path, o.local ? bytes(o.bytes) : ""]));
   fill($("outputs"), ["sink", "output", "size"], outputs.length ? outputs : [["–", "nothing written yet", ""]]);
   fill($("disks"), ["disk", "free", "free %"], s.disks.map((d) => [d.path, bytes(d.free_bytes),
@@ -218,6 +223,7 @@ function renderEvents(s) {
     ["analysed", num(e.analysed), num(r.analysed, 1)],
     ["skipped (analysis behind)", td(num(e.skipped) + pct(e.skipped), e.skipped ? "state-warn" : ""), num(r.skipped, 1)],
     ["not analysed (paused)", num(e.paused), ""],
+    ["not analysed (stopped by an error)", td(num(e.halted), e.halted ? "bad" : ""), ""],
     ["delivered to outputs", num(e.delivered), ""],
     ["stage failures", td(num(e.failed), e.failed ? "bad" : ""), ""],
   ]);

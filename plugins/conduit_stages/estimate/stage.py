@@ -8,7 +8,8 @@ of that circle closest to the beam axis (closed form, instead of sampling
 the distance travelled from the vertex (arc on the fitted circle; Spyral:
 the x-y chord) against z near the vertex; B-rho = |B| R /
 |sin(polar)|; dE, arclength and dE/dx up to where the track leaves the
-small pads. Rejected tracks are counted by reason (:data:`conduit_physics.tracks.STATUS`).
+small pads. Rejected clusters are counted by reason (:data:`conduit_physics.tracks.STATUS`, through
+``TransformStage.count``: the run summary, status line, control panel and HDF5 run file show them).
 """
 
 from __future__ import annotations
@@ -91,7 +92,12 @@ class EstimateStage(TransformStage):
             estimate_tracks(cloud, clusters, self.params.replace(polar_from=mode), self.context.detector)
 
     def process(self, event) -> None:
-        estimates, _ = estimate_tracks(
+        from conduit_physics.tracks import STATUS
+
+        estimates, status = estimate_tracks(
             event.artifacts["cloud"], event.artifacts["clusters"], self.params, self.context.detector, event.id
         )
         event.artifacts["estimates"] = estimates
+        # Every rejected cluster is counted by reason (run summary, status line, panel, HDF5 run file).
+        for code, n in enumerate(np.bincount(status, minlength=len(STATUS))[1:], start=1):
+            self.count(event, STATUS[code], int(n))

@@ -38,6 +38,12 @@ objects under names that are the same in a part file and in the final file
   :data:`conduit.artifacts.KINEMATICS_DTYPE`; attrs ``units``, ``status_codes``
   and ``fit_status_codes`` (the meaning of each code, comma-separated).
 
+* failed stages: ``/stage_failures``, one row per stage that failed on an
+  event or was not run on it because an input was missing (created at the
+  first such row): ``event`` (int64, the GET event id), ``stage``, ``outcome``
+  (``failed`` or ``not run``) and ``error`` (the exception, or why it was not
+  run), strings UTF-8 (:data:`FAILURE_DTYPE`).
+
 Spyral reads event objects only under their plain names (``cloud_{id}``,
 ``event_{id}``), so it does not see the suffixed copies of a repeated id.
 """
@@ -46,6 +52,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import h5py
 import numpy as np
 
 from conduit.artifacts import FIT_STATUS, INTEGRAL, KINEMATICS_DTYPE, KINEMATICS_STATUS, SCALE, X, Y, Z
@@ -57,6 +64,10 @@ __all__ = [
     "CLUSTER",
     "ESTIMATES",
     "KINEMATICS",
+    "STAGE_FAILURES",
+    "FAILURE_DTYPE",
+    "failure_rows",
+    "append_failures",
     "kinematics_rows",
     "append_kinematics",
     "event_name",
@@ -72,6 +83,12 @@ __all__ = [
 MERGER_VERSION = "libattpc_merger:1.0"
 EVENTS, CLOUD, CLUSTER, ESTIMATES = "events", "cloud", "cluster", "estimates"
 KINEMATICS = "kinematics"
+STAGE_FAILURES = "stage_failures"
+_TEXT = h5py.string_dtype("utf-8")
+#: A row of ``/stage_failures``.
+FAILURE_DTYPE = np.dtype([("event", np.int64), ("stage", _TEXT), ("outcome", _TEXT), ("error", _TEXT)])
+#: Longest error text kept per row (characters): a traceback-long message would bloat a file of many failures.
+ERROR_CHARS = 300
 _IC_KEYS = ("amplitude", "integral", "centroid", "multiplicity")
 
 
@@ -191,15 +208,37 @@ def kinematics_rows(batch: list[Any]) -> np.ndarray | None:
 
 def append_kinematics(master: Any, rows: np.ndarray | None) -> None:
     """Append ``rows`` to the master's ``/kinematics`` table, created at the first rows."""
+    _append_rows(master, KINEMATICS, rows, chunks=1024, attrs={
+        "units": ("energies MeV (kinetic, at the vertex), excitation MeV, angles rad, ejectile_brho T·m, "
+                  "reaction_x/y/z mm, fit_residual mm"),
+        "status_codes": ",".join(KINEMATICS_STATUS),
+        "fit_status_codes": ",".join(FIT_STATUS)})
+
+
+def _append_rows(master: Any, name: str, rows: np.ndarray | None, *, chunks: int,
+                 attrs: dict[str, Any] | None = None) -> None:
+    """Append ``rows`` to the extendable table ``name`` of the master, created (with ``attrs``) at the first rows."""
     if rows is None:
         return
-    if KINEMATICS not in master:
-        table = master.create_dataset(KINEMATICS, shape=(0,), maxshape=(None,), dtype=KINEMATICS_DTYPE, chunks=(1024,))
-        table.attrs["units"] = ("energies MeV (kinetic, at the vertex), excitation MeV, angles rad, ejectile_brho T·m, "
-                                "reaction_x/y/z mm, fit_residual mm")
-        table.attrs["status_codes"] = ",".join(KINEMATICS_STATUS)
-        table.attrs["fit_status_codes"] = ",".join(FIT_STATUS)
-    table = master[KINEMATICS]
+    if name not in master:
+        table = master.create_dataset(name, shape=(0,), maxshape=(None,), dtype=rows.dtype, chunks=(chunks,))
+        table.attrs.update(attrs or {})
+    table = master[name]
     start = table.shape[0]
     table.resize((start + len(rows),))
     table[start:] = rows
+
+
+def failure_rows(batch: list[Any]) -> np.ndarray | None:
+    """The ``/stage_failures`` rows of a batch of events (``Event.failures``, ``Event.skipped_stages``)."""
+    rows = []
+    for event in batch:
+        for outcome, marks in (("failed", getattr(event, "failures", {})),
+                               ("not run", getattr(event, "skipped_stages", {}))):
+            rows.extend((event.id, stage, outcome, text[:ERROR_CHARS]) for stage, text in marks.items())
+    return np.array(rows, dtype=FAILURE_DTYPE) if rows else None
+
+
+def append_failures(master: Any, rows: np.ndarray | None) -> None:
+    """Append ``rows`` to the master's ``/stage_failures`` table, created at the first rows."""
+    _append_rows(master, STAGE_FAILURES, rows, chunks=256)

@@ -1,5 +1,9 @@
 """What the run lost, recorded with the run: ``lost_<reason>`` attributes on the output file's root.
 
+Also what each stage did (``stage_outcomes``: a JSON text attribute, per stage the events it ran on, failed
+on, was not run on and produced nothing on, and what it counted by reason: the clusters ``estimate``
+rejected ...; :attr:`conduit.engine.metrics.MetricsSnapshot.stages`).
+
 The counts come from the engine's metrics (:attr:`conduit.engine.metrics.MetricsSnapshot.losses`:
 the source's frame losses by reason, events the engine or a sink dropped); they are
 rewritten at every flush and once more, final, when the recording closes. Reasons
@@ -14,7 +18,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["LOSS_PREFIX", "write_loss_attributes", "read_loss_attributes", "write_parameter_attributes",
-           "read_parameter_attributes"]
+           "read_parameter_attributes", "write_stage_attributes", "read_stage_attributes"]
 
 LOSS_PREFIX = "lost_"
 
@@ -23,6 +27,17 @@ def write_loss_attributes(root, losses: dict[str, int]) -> None:
     """Set ``lost_<reason>`` (int64) on ``root`` (an h5py File or Group) for every reason in ``losses``."""
     for reason, count in losses.items():
         root.attrs[LOSS_PREFIX + reason] = np.int64(count)
+
+
+def write_stage_attributes(root, stages: dict[str, dict[str, Any]]) -> None:
+    """Set ``stage_outcomes`` on ``root``: ``{stage: {"events", "failed", "skipped", "empty", "counts"}}`` as JSON."""
+    if stages:
+        root.attrs["stage_outcomes"] = json.dumps(stages, sort_keys=True)
+
+
+def read_stage_attributes(root) -> dict[str, dict[str, Any]]:
+    """The ``stage_outcomes`` attribute of ``root`` ({} when absent)."""
+    return json.loads(root.attrs["stage_outcomes"]) if "stage_outcomes" in root.attrs else {}
 
 
 def read_loss_attributes(root) -> dict[str, int]:

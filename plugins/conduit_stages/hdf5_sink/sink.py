@@ -24,7 +24,7 @@ from conduit_physics.histograms import HistogramRecorder, Histograms
 from . import layout, spyral
 from .idcount import IdCounter
 from .leftovers import tidy_leftovers
-from .losses import write_loss_attributes, write_parameter_attributes
+from .losses import write_loss_attributes, write_parameter_attributes, write_stage_attributes
 from .params import Hdf5Params
 from .partfile import PartitionedFile, WriteError, consolidate
 
@@ -106,6 +106,7 @@ class Hdf5Sink(SinkStage):
         self.claims: list[Any] = []
         self.run_path = self.context.format_path(p.path)
         self.losses: dict[str, int] = {}  # latest loss counts from the engine (on_metrics)
+        self.stage_outcomes: dict[str, dict] = {}  # what each stage did, from the engine (on_metrics)
         self.parameter_changes: list[Any] = []  # changes made while running (on_parameters)
         self.targets: list[_Target] = []
         run_kinds = []
@@ -151,6 +152,7 @@ class Hdf5Sink(SinkStage):
 
     def on_metrics(self, metrics) -> None:
         self.losses = dict(metrics.losses)
+        self.stage_outcomes = dict(getattr(metrics, "stages", {}))
         if self.error is None and self.pending and time.monotonic() - self.last_flush >= self.params.flush_interval:
             try:
                 self._flush_or_stop()
@@ -328,6 +330,7 @@ class Hdf5Sink(SinkStage):
     def _commit(self, target: _Target, batch: list[Any]) -> None:
         p = self.params
         rows = kin_rows = None
+        failure_rows = layout.failure_rows(batch) if target is self.run_target else None
         if layout.ESTIMATES in target.kinds:
             parts = [_table_rows(ev) for ev in batch]
             parts = [r for r in parts if r is not None and len(r)]
@@ -377,6 +380,7 @@ class Hdf5Sink(SinkStage):
                 table.resize((start + len(rows),))
                 table[start:] = rows
             layout.append_kinematics(m, kin_rows)
+            layout.append_failures(m, failure_rows)
             m.attrs["events_flushed"] = np.int64(self.flushed_events + len(batch))
             if target is self.run_target:
                 self._write_run_attributes(m)
@@ -400,6 +404,7 @@ class Hdf5Sink(SinkStage):
 
     def _write_run_attributes(self, m) -> None:
         write_loss_attributes(m, self.losses)
+        write_stage_attributes(m, self.stage_outcomes)
         if self.parameter_changes:
             write_parameter_attributes(m, changes=self.parameter_changes)
 

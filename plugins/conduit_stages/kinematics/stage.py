@@ -14,14 +14,14 @@ Per row of ``estimates`` (one ``kinematics`` row each, same order):
 
 Nothing is dropped: a track without a result keeps its row with a
 ``status`` (:data:`conduit.artifacts.KINEMATICS_STATUS`) and NaN values; the
-counts by reason are logged at most every 30 s.
+tracks without a result, and the failed or unconverged fits, are counted by
+reason (``no_hypothesis``, ``fit_failed`` ...; ``TransformStage.count``: the
+run summary, status line, control panel and HDF5 run file show them).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections import Counter
 
 import numpy as np
 from conduit.artifacts import FIT_STATUS, KINEMATICS_STATUS, empty_kinematics
@@ -31,10 +31,8 @@ from conduit_physics.gates import gate_quantities, pipeline_gates
 
 from .params import KinematicsParams
 
-__all__ = ["KinematicsStage", "TrackKinematics", "LOG_INTERVAL"]
+__all__ = ["KinematicsStage", "TrackKinematics"]
 
-#: Seconds between log lines counting the tracks without a result.
-LOG_INTERVAL = 30.0
 OK, NO_HYPOTHESIS, NO_BRHO, BEAM_STOPPED, UNPHYSICAL = range(len(KINEMATICS_STATUS))
 
 
@@ -204,8 +202,6 @@ class KinematicsStage(TransformStage):
                 raise ValueError(f"kinematics: no histogram stage in the pipeline declares the gate(s) "
                                  f"{', '.join(missing)} its hypotheses name")
         self.kin = TrackKinematics(params, context.detector, gates)
-        self.counts: Counter = Counter()
-        self.last_log = time.monotonic()
 
     def warm_up(self) -> None:
         from .warm import warm_fit
@@ -215,21 +211,11 @@ class KinematicsStage(TransformStage):
     def process(self, event) -> None:
         rows = self.kin.compute(event)
         event.artifacts["kinematics"] = rows
-        if len(rows):
-            self.counts.update(KINEMATICS_STATUS[s] for s in rows["status"])
-            self.counts.update(f"fit_{FIT_STATUS[s]}" for s in rows["fit_status"] if s > 1)
-        now = time.monotonic()
-        if now - self.last_log >= LOG_INTERVAL:
-            self._log_counts()
-            self.last_log = now
-
-    def _log_counts(self) -> None:
-        total = self.counts.get("ok", 0) + sum(v for k, v in self.counts.items()
-                                               if k in KINEMATICS_STATUS and k != "ok")
-        lost = {k: v for k, v in self.counts.items() if k != "ok" and v}
-        if lost:
-            listed = ", ".join(f"{v} {k}" for k, v in sorted(lost.items()))
-            self.log.warning("kinematics: %d of %d tracks without an excitation energy or with a failed fit in the "
-                             "last %.0f s (%s)", sum(v for k, v in lost.items() if not k.startswith("fit_")), total,
-                             LOG_INTERVAL, listed)
-        self.counts.clear()
+        if not len(rows):
+            return
+        for code, n in enumerate(np.bincount(rows["status"], minlength=len(KINEMATICS_STATUS))):
+            if code != OK:
+                self.count(event, KINEMATICS_STATUS[code], int(n))
+        for code, n in enumerate(np.bincount(rows["fit_status"], minlength=len(FIT_STATUS))):
+            if code > 1:  # not_converged, failed (off and converged are no loss)
+                self.count(event, f"fit_{FIT_STATUS[code]}", int(n))

@@ -456,11 +456,16 @@ class RerunSink(SinkStage):
         problems = [f"{k.replace('_', ' ')} {v}" for k, v in counters.items()
                     if v and ("bad" in k or "late" in k or "duplicate" in k or "dropped" in k or "errors" in k)
                     and not k.startswith("cobo")]
+        # What stages dropped or left without a result, by reason (estimate's rejected clusters ...).
+        counted = [f"{name}: " + ", ".join(f"{reason} {n}" for reason, n in sorted(r["counts"].items(),
+                                                                                  key=lambda kv: -kv[1]))
+                   for name, r in getattr(m, "stages", {}).items() if any(r.get("counts", {}).values())]
         return (f"end of run {self.run}: {m.received} events received ({m.complete} complete, {m.incomplete} "
                 f"incomplete), {m.analysed} analysed, {m.skipped} skipped (analysis behind), {m.dropped} dropped "
                 f"(queue full), {m.failed} stage failures; {self.displayed} drawn; {m.elapsed:.1f} s, "
                 f"{rate:.1f} events/s" + ("; " + ", ".join(problems) if problems else "; no bad, late or "
-                                          "duplicate frames"))
+                                          "duplicate frames")
+                + ("; counted by stages: " + "; ".join(counted) if counted else ""))
 
     def _drain_log(self, now: float, final: bool = False) -> None:
         records = self.handler.drain(final=final)
