@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-__all__ = ["KDTree", "build_tree", "LEAF_SIZE"]
+__all__ = ["KDTree", "build_tree", "box_gap2", "LEAF_SIZE"]
 
 #: Points per leaf: small leaves prune well for the thin, track-like clouds of the TPC.
 LEAF_SIZE = 12
@@ -150,3 +150,23 @@ def build_tree(points: np.ndarray, leaf_size: int = LEAF_SIZE) -> KDTree:
     """KD-tree of (n, 3) float64 ``points`` (n >= 1), split at the median of the widest coordinate."""
     pts = np.ascontiguousarray(points, dtype=np.float64)
     return KDTree(*_build(pts, int(leaf_size)))
+
+
+@njit(cache=True, nogil=True)
+def box_gap2(lo, hi, node, x, y, z):
+    """Squared distance from (x, y, z) to the bounding box of ``node`` (0 inside).
+
+    It never exceeds the squared distance to any point in the box, also in
+    floating point (each term is at most that coordinate's difference squared).
+    """
+    g = 0.0
+    for d in range(3):
+        c = x if d == 0 else (y if d == 1 else z)
+        t = lo[node, d] - c
+        if t > 0:
+            g += t * t
+        else:
+            t = c - hi[node, d]
+            if t > 0:
+                g += t * t
+    return g

@@ -21,27 +21,9 @@ import math
 import numpy as np
 from numba import njit
 
+from .kdtree import box_gap2
+
 __all__ = ["lof_neighbours", "lof_from_neighbours", "lof_fewer"]
-
-
-@njit(cache=True, nogil=True)
-def _box_gap2(lo, hi, node, x, y, z):
-    """Squared distance from (x, y, z) to the bounding box of ``node`` (0 inside).
-
-    It never exceeds the squared distance to any point in the box, also in
-    floating point (each term is at most that coordinate's difference squared).
-    """
-    g = 0.0
-    for d in range(3):
-        c = x if d == 0 else (y if d == 1 else z)
-        t = lo[node, d] - c
-        if t > 0:
-            g += t * t
-        else:
-            t = c - hi[node, d]
-            if t > 0:
-                g += t * t
-    return g
 
 
 @njit(cache=True, nogil=True)
@@ -54,7 +36,7 @@ def _kth_distance(cx, cy, cz, k, points, start, end, left, right, dim, lo, hi, h
         node = stack[top]
         top -= 1
         if size == k:
-            g = _box_gap2(lo, hi, node, cx, cy, cz)
+            g = box_gap2(lo, hi, node, cx, cy, cz)
             if g > heap[0]:
                 continue
         if left[node] >= 0:

@@ -28,6 +28,8 @@ import math
 import numpy as np
 from numba import njit
 
+from conduit_physics.clustering.kdtree import box_gap2
+
 __all__ = ["core_distances", "knn_lists", "mst_mutual_reachability", "prim_dense", "single_linkage", "condense_tree", "cluster_stability", "label_points"]
 
 
@@ -41,26 +43,6 @@ def _find(parent, x):
         parent[x] = root
         x = nxt
     return root
-
-
-@njit(cache=True, nogil=True)
-def _box_gap2(lo, hi, node, x, y, z):
-    """Squared distance from (x, y, z) to the bounding box of ``node`` (0 inside).
-
-    It never exceeds the squared distance to any point in the box, also in
-    floating point (each term is at most that coordinate's difference squared).
-    """
-    g = 0.0
-    for d in range(3):
-        c = x if d == 0 else (y if d == 1 else z)
-        t = lo[node, d] - c
-        if t > 0:
-            g += t * t
-        else:
-            t = c - hi[node, d]
-            if t > 0:
-                g += t * t
-    return g
 
 
 @njit(cache=True, nogil=True)
@@ -94,7 +76,7 @@ def knn_lists(points, start, end, left, right, dim, lo, hi, k):
         while top >= 0:
             node = stack[top]
             top -= 1
-            g = _box_gap2(lo, hi, node, px, py, pz)
+            g = box_gap2(lo, hi, node, px, py, pz)
             if g > d2[p, k - 1]:  # g <= |p - q|^2 for every q in the box, also in floating point
                 continue
             if left[node] < 0:
@@ -338,7 +320,7 @@ def _core_ball_edges(points, core, knn_d2, knn_idx, start, end, left, right, lo,
         while top >= 0:
             node = stack[top]
             top -= 1
-            g = _box_gap2(lo, hi, node, px, py, pz)
+            g = box_gap2(lo, hi, node, px, py, pz)
             if math.sqrt(g) > r:
                 continue
             if left[node] >= 0:
