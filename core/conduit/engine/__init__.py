@@ -15,6 +15,8 @@ The modules inside (``runner``, ``pool``, ``metrics`` ...) are the core's own.
 
 from __future__ import annotations
 
+from conduit.lazy import lazy_exports
+
 _LAZY = {
     "run_pipeline": ("conduit.engine.runner", "run_pipeline"),
     "RunSummary": ("conduit.engine.runner", "RunSummary"),
@@ -24,13 +26,4 @@ _LAZY = {
 }
 
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    try:
-        module_name, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'conduit.engine' has no attribute {name!r}") from None
-    import importlib
-
-    return getattr(importlib.import_module(module_name), attr)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -29,9 +29,9 @@ attpc-conduit (docs/writing-a-plugin.md, "Test it").
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
+
+from conduit.lazy import lazy_exports
 
 #: Public name -> module, imported on first use: pytest loads this plugin in every test run of the
 #: environment, which then pays for pytest alone, not for numpy and the contracts.
@@ -42,14 +42,7 @@ _LAZY = {
 }
 
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'conduit.testing' has no attribute {name!r}") from None
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 @pytest.fixture(name="make_event")

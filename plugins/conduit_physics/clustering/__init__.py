@@ -40,6 +40,8 @@ Stability: the names above are a public API (see :class:`Clusterer`).
 
 from __future__ import annotations
 
+from conduit.lazy import lazy_exports
+
 _LAZY = {
     "Clusterer": "base",
     "ClusterLabelsError": "base",
@@ -53,16 +55,7 @@ _LAZY = {
 }
 
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'conduit_physics.clustering' has no attribute {name!r}") from None
-    import importlib
-
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -29,6 +29,8 @@ Units: mm, radians, T, T·m (see :mod:`conduit.artifacts` for the artifacts' col
 
 from __future__ import annotations
 
+from conduit.lazy import lazy_exports
+
 _LAZY = {
     "turning_sense": "helix",
     "helix": "helix",
@@ -48,13 +50,4 @@ _LAZY = {
 }
 
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'conduit_physics.tracks' has no attribute {name!r}") from None
-    import importlib
-
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
