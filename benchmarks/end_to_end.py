@@ -180,7 +180,7 @@ def _losses(text: str) -> dict[str, int]:
 
 
 def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int, port: int,
-                 sample_every: float = 2.0) -> dict:
+                 sample_every: float = 2.0, settings: tuple[str, ...] = ()) -> dict:
     """Serve ``events`` at ``rate`` (niced server: the DAQ is another machine in reality), receive, measure."""
     import os
 
@@ -190,7 +190,8 @@ def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int,
          "--base-port", str(port), "--truth", str(tmp / "truth.h5"), "--connect-timeout", "120", "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: os.nice(10))
     time.sleep(1.0)
-    run = subprocess.Popen([CONDUIT, "run", str(pipeline), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    run = subprocess.Popen([CONDUIT, "run", str(pipeline), "-q", *sets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, cwd=tmp)
     sampler = _Sampler(run.pid, server.pid)
     # Start-up (imports, numba cache, workers warming) is not per-event work: CPU counts from the moment
@@ -213,8 +214,10 @@ def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int,
         raise SystemExit(f"conduit run failed: {err[-2000:]}")
     import h5py
 
-    with h5py.File(tmp / "run_0001.h5", "r") as f:
-        recorded = len(f["events"])
+    recorded = -1  # no recording
+    if (tmp / "run_0001.h5").exists():
+        with h5py.File(tmp / "run_0001.h5", "r") as f:
+            recorded = len(f["events"])
     losses = _losses(out)
     per = 1e3 / events
     return {
@@ -239,7 +242,8 @@ def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int,
     }
 
 
-def _online_pipeline(tmp: Path, port: int, workers: int) -> Path:
+def _online_pipeline(tmp: Path, port: int, workers: int, record: bool = True) -> Path:
+    """The online pipeline: analysis, then (``record``) the hdf5 and rerun recordings."""
     pipeline = tmp / "online.toml"
     pipeline.write_text(textwrap.dedent(f"""
         [source]
@@ -250,7 +254,7 @@ def _online_pipeline(tmp: Path, port: int, workers: int) -> Path:
         [engine]
         workers = {workers}
         policy = "skip"
-        """) + ANALYSIS + textwrap.dedent("""
+        """) + ANALYSIS + (textwrap.dedent("""
         [[stage]]
         use = "hdf5"
         path = "run_{run:04d}.h5"
@@ -261,7 +265,7 @@ def _online_pipeline(tmp: Path, port: int, workers: int) -> Path:
         use = "rerun"
         mode = "save"
         path = "run_{run:04d}.rrd"
-        """))
+        """) if record else ""))
     return pipeline
 
 
@@ -272,7 +276,8 @@ def online(args) -> None:
             tmp = Path(tmp)
             port = args.base_port or free_base_port()
             events = int(rate * args.seconds) if rate > 0 else args.events
-            rows.append(_online_once(tmp, _online_pipeline(tmp, port, args.workers), events, rate, args.pool, port))
+            pipeline = _online_pipeline(tmp, port, args.workers, record=not args.no_record)
+            rows.append(_online_once(tmp, pipeline, events, rate, args.pool, port, settings=tuple(args.set)))
     print(f"machine: {machine()}")
     print("simulated DAQ (11 DataExporters, niced) and conduit on the same machine; event mix: simulator default "
           "(~700 signal + 640 FPN channels, ~2.8 MB of frames per event)")
@@ -281,7 +286,7 @@ def online(args) -> None:
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        lost = r["served"] - r["recorded"]
+        lost = r["served"] - r["recorded"] if r["recorded"] >= 0 else "-"
         values = (r["rate"] or "max", r["served"], r["received"], r["received"] - r["incomplete"], r["analysed"],
                   r["skipped"], r["dropped"], r["recorded"], lost, f"{r['seconds']:.0f}",
                   f"{r['load'][0]:.1f}-{r['load'][1]:.1f}")
@@ -412,6 +417,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=-1)
     p.add_argument("--base-port", type=int, default=0, help="first of 11 ports (0: a free range)")
     p.add_argument("--summary", action="store_true", help="print each run's summary too")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to conduit run (e.g. source.read_pause=0)")
+    p.add_argument("--no-record", action="store_true", help="leave out the hdf5 and rerun recordings (what the "
+                                                            "receive path and analysis cost alone)")
     p = sub.add_parser("memory")
     p.add_argument("--rate", type=float, default=200.0)
     p.add_argument("--minutes", type=float, default=10.0)

@@ -69,6 +69,9 @@ class ExporterParams(BuilderParams):
         "drop", "a frame whose header CoBo id differs from its connection's: 'drop' (counted in "
                 "wrong_cobo_frames, never recorded under another CoBo's pads) or 'trust_connection' (use the "
                 "connection's CoBo: old firmware wrote 0 in every header)")
+    read_pause: float = param(
+        0.005, "after a read that emptied a connection's socket, wait this long before reading it again, so "
+               "frames are read a few at a time (less CPU per frame; 0: read each as it comes) (s)", ge=0, le=0.1)
     run: int | None = param(None, "run number given to the events and to output names ({run}); "
                                   "set it per run: --set source.run=42")
 
@@ -264,7 +267,7 @@ class ExporterSource(FrameSource):
                 async with stream:
                     await receive_frames(stream, link, max_frame_bytes=self.params.max_frame_bytes,
                                          on_frame=self._frame_handler(link, builder), emit=self.emit,
-                                         pace=lambda: self._pace(link))
+                                         pace=lambda: self._pace(link), read_pause=self.params.read_pause)
                 self.log.warning("%s (cobo %d): the DataExporter closed the connection; reconnecting",
                                  link.name, link.cobo)
             except ProtocolError as err:
