@@ -96,15 +96,15 @@ async def receive_frames(
     on_frame: Callable[[np.ndarray, int, int], list],
     emit: Callable[[Any], Awaitable[None]],
     pace: Callable[[], Awaitable[None]] | None = None,
-    read_pause: float = 0.0,
+    rest: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Read length-prefixed frames until EOF; call ``on_frame(buffer, offset, length)`` for each,
     ``await emit(x)`` for every item of the list it returns (built events), then
     ``await pace()`` (which may hold this stream back while it is ahead of the others).
 
-    ``read_pause`` (s): after a read that emptied the socket, wait this long before the next
-    one, so that frames are read a few at a time rather than one wake-up (and one trip round the
-    event loop) per TCP segment; a read that filled the buffer (a backlog) is followed at once.
+    ``await rest()`` (e.g. a short sleep) follows a read that emptied the socket, so that frames
+    are read a few at a time rather than one wake-up (and one trip round the event loop) per TCP
+    segment; a read that filled the buffer (a backlog) is followed by the next at once.
     ``on_frame`` must be done with the bytes when it returns (the buffer is reused).
     Raises :class:`ProtocolError` on a bad length or garbage; returns on a clean EOF.
     """
@@ -146,8 +146,8 @@ async def receive_frames(
             n = end - start
             buf[:n] = view[start:end]
             start, end = 0, n
-        if drained and read_pause > 0:
-            await trio.sleep(read_pause)
+        if drained and rest is not None:
+            await rest()
         room = cap - end
         got = await sock.recv_into(view[end:])
         drained = got < room
