@@ -65,6 +65,8 @@ log = logging.getLogger("conduit.get.builder")
 
 #: Columns of a trace row: cobo, asad, aget, channel, pad, 512 samples.
 TRACE_COLUMNS = 517
+#: Working matrices of emitted events kept for the next ones (a few events are held at a time).
+MAX_SPARE_MATRICES = 4
 
 #: The CoBo whose clock is FRIB-synchronised (its time goes to ``timestamp_other``).
 COBO_WITH_FRIB_TIME = 10
@@ -113,14 +115,19 @@ class _Pending:
 
     __slots__ = ("key", "first_seen", "parts", "stamps", "n_expected_reported", "_rows", "_used")
 
-    def __init__(self, key: tuple[int, int], first_seen: float, capacity: int):
+    def __init__(self, key: tuple[int, int], first_seen: float, rows: np.ndarray):
         self.key = key  # (epoch, event id)
         self.first_seen = first_seen
         self.parts: dict[StreamKey, tuple[int, int]] = {}
         self.stamps: dict[StreamKey, int] = {}  # event time of each part
         self.n_expected_reported = 0
-        self._rows = np.empty((max(capacity, ROWS_NEEDED), TRACE_COLUMNS), np.int16)
+        self._rows = rows  # (capacity, 517) int16, contents irrelevant
         self._used = 0
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The whole working matrix (to be reused for another event once this one is emitted)."""
+        return self._rows
 
     def free_rows(self, needed: int = ROWS_NEEDED) -> np.ndarray:
         """The next ``needed`` unused rows (grown, by doubling, when the matrix is too small)."""
@@ -222,6 +229,7 @@ class EventBuilder:
         self._excused_version = -1
         #: Rows a new event's matrix starts with (follows the events' sizes; it grows when needed).
         self._capacity = 4 * ROWS_NEEDED
+        self._spare: list[np.ndarray] = []  # working matrices of emitted events, for the next ones
 
     # -- state -----------------------------------------------------------------------------
 
@@ -428,7 +436,7 @@ class EventBuilder:
             if late:
                 self._lose("late_frames", stream, key[1], source)
                 return None
-            pending = self._held[key] = _Pending(key, now, self._capacity)
+            pending = self._held[key] = _Pending(key, now, self._matrix())
         elif stream in pending.parts:
             self._lose("duplicate_frames", stream, key[1], source)
             return None
@@ -568,6 +576,7 @@ class EventBuilder:
         traces = pending.traces()
         # The next events' matrices start big enough for this one's rows (one frame's worth to spare).
         self._capacity = max(self._capacity * 7 // 8, traces.shape[0] + ROWS_NEEDED)
+        self._recycle(pending.matrix)
         missing = () if complete else tuple(p for p in self._expected_sorted if p not in pending.parts)
         if complete:
             self.counters.complete_events += 1
@@ -587,6 +596,20 @@ class EventBuilder:
             complete=complete,
             missing=missing,
         )
+
+    def _matrix(self) -> np.ndarray:
+        """A working matrix for a new event: a spare one of a fitting size, or a new one."""
+        while self._spare:
+            rows = self._spare.pop()
+            if self._capacity <= rows.shape[0] <= 2 * self._capacity:
+                return rows
+        return np.empty((self._capacity, TRACE_COLUMNS), np.int16)
+
+    def _recycle(self, rows: np.ndarray) -> None:
+        """Keep an emitted event's working matrix for a later event (its traces were copied out): no new
+        allocation, no fresh pages to fault in, per event."""
+        if len(self._spare) < MAX_SPARE_MATRICES:
+            self._spare.append(rows)
 
     # -- counting and reporting losses -------------------------------------------------------------------
 
