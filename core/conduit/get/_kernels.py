@@ -22,7 +22,9 @@ byte-swapped with shifts (LLVM turns that into ``bswap``); field arithmetic,
 loop counters and output offsets are unsigned so numba emits no sign or
 negative-index handling; every channel's destination is a precomputed offset (no
 branch on the channel's kind per item). Together these took the partial-readout
-kernel from 1.0 to about 2.4 GB/s (CPU time) on one EPYC core.
+kernel from 1.0 to about 2.4 GB/s (CPU time) on one EPYC core; looking the offset up by
+the item's top 9 bits as they stand (no channel check, no multiply per item) took it to
+3.2 GB/s.
 """
 
 from __future__ import annotations
