@@ -180,8 +180,13 @@ def _losses(text: str) -> dict[str, int]:
 
 
 def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int, port: int,
-                 sample_every: float = 2.0, settings: tuple[str, ...] = ()) -> dict:
-    """Serve ``events`` at ``rate`` (niced server: the DAQ is another machine in reality), receive, measure."""
+                 sample_every: float = 2.0, settings: tuple[str, ...] = (), max_seconds: float | None = None) -> dict:
+    """Serve ``events`` at ``rate`` (niced server: the DAQ is another machine in reality), receive, measure.
+
+    ``max_seconds``: stop the DAQ (SIGINT) after that long serving, if it has not finished (the memory run
+    lasts its minutes even when the shared machine lets the DAQ serve slower than ``rate``); ``served`` is
+    then -1 (not known).
+    """
     import os
 
     load_before = os.getloadavg()[0]
@@ -201,11 +206,20 @@ def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int,
     sampler.sample()
     sampler.start()
     started = time.monotonic()
+    cut = False
     while server.poll() is None:
         time.sleep(sample_every)
         sampler.sample()
+        if max_seconds is not None and time.monotonic() - started > max_seconds and server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            cut = True
+            break
     served_seconds = time.monotonic() - started
-    server.communicate(timeout=60)
+    try:
+        server.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.communicate()
     time.sleep(3.0)  # the last frames reach the builder; a live source then waits for more: stop it as on shift
     sampler.sample()
     run.send_signal(signal.SIGINT)
@@ -219,12 +233,13 @@ def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int,
         with h5py.File(tmp / "run_0001.h5", "r") as f:
             recorded = len(f["events"])
     losses = _losses(out)
-    per = 1e3 / events
+    received = _number(r"events received\s+(\d+)", out)
+    per = 1e3 / (received if cut else events)
     return {
         "rate": rate,
-        "served": events,
+        "served": -1 if cut else events,
         "seconds": served_seconds,
-        "received": _number(r"events received\s+(\d+)", out),
+        "received": received,
         "analysed": _number(r"events analysed\s+(\d+)", out),
         "skipped": _number(r"events skipped \(analysis behind\)\s+(\d+)", out),
         "dropped": losses.get("queue_full_events", 0),
@@ -315,11 +330,14 @@ def memory(args) -> None:
         port = args.base_port or free_base_port()
         events = int(args.rate * args.minutes * 60)
         r = _online_once(tmp, _online_pipeline(tmp, port, args.workers), events, args.rate, args.pool, port,
-                         sample_every=10.0)
+                         sample_every=10.0, max_seconds=args.minutes * 60)
     print(f"machine: {machine()}")
-    print(f"online run at {args.rate:g} events/s for {args.minutes:g} min ({r['seconds']:.0f} s served): "
-          f"{r['received']} received, {r['analysed']} analysed, {r['skipped']} skipped, {r['recorded']} recorded; "
-          f"load average {r['load'][0]:.1f} -> {r['load'][1]:.1f}")
+    served = "cut at the time limit" if r["served"] < 0 else f"{r['served']} served"
+    print(f"online run at {args.rate:g} events/s for {args.minutes:g} min ({r['seconds']:.0f} s serving, {served}): "
+          f"{r['received']} received, {r['analysed']} analysed, {r['skipped']} skipped, {r['recorded']} recorded, "
+          f"lost by reason: {r['losses'] or 'none'}; CPU ms per received event (user+sys): "
+          + ", ".join(f"{who} {u:.2f}+{s:.2f}" for who, (u, s) in r["cpu_ms"].items())
+          + f"; load average {r['load'][0]:.1f} -> {r['load'][1]:.1f}")
     print("| minutes | main process RSS (MiB) | workers RSS (MiB) |")
     print("|---|---|---|")
     for t, main, workers in r["rss"]:
