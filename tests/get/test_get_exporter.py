@@ -331,3 +331,20 @@ async def test_dataexporter_server_no_replay_and_stats():
         await server.stop()
         assert await first.receive_some() == b""  # stop closes the connections
         nursery.cancel_scope.cancel()
+
+
+async def test_unread_bytes_of_a_socket_being_closed_is_zero_not_an_error():
+    """Another link's pacing asks every socket how much it holds; a stream's aclose() closes the socket and
+    yields before the link forgets it (its fileno is then -1): that must read as 0, not end the source with
+    "ValueError: file descriptor cannot be a negative integer" (seen when the DAQ closed every connection)."""
+    from conduit.get.exporter_client import Link
+
+    left, right = trio.socket.socketpair()
+    link = Link(0, "127.0.0.1", 1)
+    link.sock = left
+    await right.send(b"x" * 1000)
+    await trio.testing.wait_all_tasks_blocked()
+    assert link.unread_bytes() == 1000
+    left.close()
+    assert left.fileno() == -1 and link.unread_bytes() == 0
+    right.close()

@@ -74,8 +74,13 @@ class Link:
         """Bytes received by the kernel and not read yet (0 when not connected)."""
         if self.sock is None:
             return 0
+        # A socket just closed (its stream's aclose() yields to the other tasks before the link forgets it)
+        # has fileno -1: ioctl would raise ValueError, not OSError.
+        fd = self.sock.fileno()
+        if fd < 0:
+            return 0
         try:
-            return struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+            return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
         except OSError:
             return 0
 
