@@ -18,7 +18,7 @@ import numpy as np
 
 from conduit.artifacts import ESTIMATE_DTYPE
 
-from . import layout, spyral
+from . import h5direct, layout, spyral
 from .idcount import IdCounter
 from .losses import write_loss_attributes, write_parameter_attributes, write_stage_attributes
 from .partfile import PartitionedFile, WriteError, describe_os_error
@@ -187,7 +187,7 @@ class Recorder:
             group = target.groups[kind]
             if kind == layout.EVENTS:
                 name = target.name_for(kind, ev.id)
-                layout.write_traces(group, ev, name, frib=self.frib, **self.options)
+                h5direct.write_traces(group, ev, name, frib=self.frib, **self.options)
                 ts = int(ev.timestamp)
                 target.timestamps = [ts, ts] if not target.timestamps else [
                     min(target.timestamps[0], ts), max(target.timestamps[1], ts)]
@@ -195,7 +195,7 @@ class Recorder:
                 if ev.get("cloud") is None:
                     continue
                 name = target.name_for(kind, ev.id)
-                layout.write_cloud(group, ev, name, **self.options)
+                h5direct.write_cloud(group, ev, name, **self.options)
                 self._note_z_ties(target, ev)
             else:
                 if ev.get("clusters") is None or ev.get("cloud") is None:

@@ -32,6 +32,8 @@ import itertools
 import json
 import mmap
 import os
+import pickle
+import select
 import socket
 import subprocess
 import sys
@@ -45,16 +47,15 @@ import numpy as np
 
 __all__ = ["WriterProcess", "WriterDied", "WriterSpec", "RING_SLOTS", "SLOT_BYTES", "child_main"]
 
-#: Events the ring holds (in flight between the main process and the writer).
-RING_SLOTS = 32
+#: Events the ring holds (in flight between the main process and the writer). More slots buffer longer
+#: commits but make the copy into the ring slower (a larger ring is colder in the CPU caches).
+RING_SLOTS = 16
 #: Bytes per slot: trace matrix + cloud of an event of up to about 3,500 traces; bigger events go through the socket.
 SLOT_BYTES = 4 << 20
 _HEADER = 4096  # the writer's count of events released (uint64 at offset 0), then the slots
 _ALIGN = 64
 _RING_DIR = Path("/dev/shm")
 _serial = itertools.count()
-#: Arrays copied into the ring rather than pickled (the bulk of an event).
-_BULK = ("cloud",)
 
 
 class WriterDied(RuntimeError):
@@ -114,6 +115,8 @@ class WriterProcess:
             if ring_fd >= 0:
                 os.close(ring_fd)
         self.conn = Connection(parent.detach())
+        self._readable = select.poll()  # one poll object: Connection.poll builds a selector per call
+        self._readable.register(self.conn.fileno(), select.POLLIN)
         self._header = np.ndarray((1,), np.uint64, buffer=self.ring) if self.ring is not None else None
         self._send(("start", spec))
 
@@ -161,7 +164,9 @@ class WriterProcess:
                 "timestamp_other": event.timestamp_other, "complete": event.complete,
                 "failures": event.failures, "skipped_stages": event.skipped_stages}
         artifacts = {k: v for k in keys if (v := event.artifacts.get(k)) is not None}
-        bulk = {"traces": event.traces, **{k: artifacts.pop(k) for k in _BULK if k in artifacts}}
+        # Arrays (traces, cloud, estimates ...) are copied into the ring; pickling even a small one costs more.
+        bulk = {"traces": event.traces, **{k: artifacts.pop(k) for k, v in list(artifacts.items())
+                                           if isinstance(v, np.ndarray)}}
         meta["artifacts"] = artifacts
         placed = self._place(bulk)
         self._send(("event", meta, placed))
@@ -177,7 +182,7 @@ class WriterProcess:
                 where, offset = [], base
                 for key, a in arrays.items():
                     np.ndarray(a.shape, a.dtype, buffer=self.ring, offset=offset)[...] = a
-                    where.append((key, a.dtype.str, a.shape, offset))
+                    where.append((key, a.dtype.descr if a.dtype.names else a.dtype.str, a.shape, offset))
                     offset += -(-a.nbytes // _ALIGN) * _ALIGN
                 return ("ring", where)
         return ("inline", arrays)
@@ -223,7 +228,7 @@ class WriterProcess:
     def poll(self, timeout: float = 0.0, until: Callable[[], bool] = lambda: False) -> None:
         """Handle the writer's reports waiting (or arriving within ``timeout`` s), stopping once ``until()``."""
         try:
-            while not until() and self.conn.poll(timeout):
+            while not until() and self._readable.poll(timeout * 1e3):
                 kind, payload = self.conn.recv()
                 self.on_report(kind, payload)
                 timeout = 0.0
@@ -262,7 +267,7 @@ class WriterProcess:
 
     def _send(self, message: tuple) -> None:
         try:
-            self.conn.send(message)
+            self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:
             self.check_alive()
             raise WriterDied(f"the hdf5 writer process (pid {self.proc.pid}) stopped reading") from None
@@ -279,7 +284,7 @@ def child_main(sock_fd: int, ring_fd: int) -> None:
         ring = mmap.mmap(ring_fd, 0)
         os.close(ring_fd)
     try:
-        kind, spec = conn.recv()
+        kind, spec = pickle.loads(conn.recv_bytes())
     except EOFError:
         return
     assert kind == "start"
@@ -308,6 +313,9 @@ class _Writer:
         self.recorder = Recorder(targets, frib=spec.frib, options=spec.options,
                                  warn=lambda text: conn.send(("warn", text)))
         self.failed = False  # after a write error every later event is discarded (counted by the sink)
+        # A write that failed in the batch being written: reported at the batch's commit time, as when whole
+        # batches were written at once (the batch is lost either way; later events of it are discarded).
+        self.batch_error: Exception | None = None
         self.last_commit = time.monotonic()
         self.batch_bytes = 0
         self.parent = os.getppid()
@@ -322,14 +330,14 @@ class _Writer:
 
         while True:
             timeout = None
-            if self.recorder.pending:  # commit on time even while events keep arriving
+            if self.recorder.pending or self.batch_error:  # commit on time even while events keep arriving
                 timeout = self.last_commit + self.spec.flush_interval - time.monotonic()
                 if timeout <= 0:
                     self.commit("committed")
                     continue
             if not self.conn.poll(timeout):
                 continue
-            message = self.conn.recv()
+            message = pickle.loads(self.conn.recv_bytes())
             kind = message[0]
             if kind == "event":
                 self.add(Event, message[1], message[2])
@@ -348,7 +356,7 @@ class _Writer:
         if where == "ring":
             arrays = {key: np.ndarray(shape, np.dtype(dtype), buffer=self.ring, offset=offset)
                       for key, dtype, shape, offset in arrays}
-        if not self.failed:
+        if not self.failed and self.batch_error is None:
             traces = arrays.pop("traces")
             meta["artifacts"].update(arrays)
             event = make_event(traces=traces, **meta)
@@ -356,7 +364,8 @@ class _Writer:
                 self.recorder.add(event)
                 self.batch_bytes += traces.nbytes + sum(a.nbytes for a in arrays.values())
             except Exception as err:
-                self.fail(err)
+                self.batch_error = err
+                self.recorder.abandon()
         del arrays
         if self.header is not None:
             self.header[0] += 1  # the slot is free again
@@ -366,6 +375,9 @@ class _Writer:
     def commit(self, kind: str) -> None:
         self.last_commit = time.monotonic()
         self.batch_bytes = 0
+        if self.batch_error is not None:
+            self.fail(self.batch_error)
+            return
         if self.failed or not self.recorder.pending:
             return
         try:
@@ -381,6 +393,7 @@ class _Writer:
         from .partfile import WriteError
 
         self.failed = True
+        self.batch_error = None
         lost = self.recorder.abandon()
         text = str(err) if isinstance(err, WriteError) else f"hdf5 writer process: {type(err).__name__}: {err}"
         self.conn.send(("error", (text, lost)))
