@@ -200,7 +200,7 @@ class Hdf5Sink(SinkStage):
 
     def _writer_died(self, err: WriterDied) -> None:
         if self.error is None:
-            lost = self.received - self.flushed_events - self.dropped_full
+            lost = self.writer.sent - self.flushed_events if self.writer is not None else 0
             self._record_error(f"{err}: {lost} events handed to it since its last commit are not written; "
                                f"every event committed before is kept in {self.run_path}")
 
