@@ -306,6 +306,8 @@ class _Writer:
         from .recorder import Recorder, Target
 
         self.conn = conn
+        self.readable = select.poll()  # one poll object: Connection.poll builds a selector per call
+        self.readable.register(conn.fileno(), select.POLLIN)
         self.ring = ring
         self.header = np.ndarray((1,), np.uint64, buffer=ring) if ring is not None else None
         self.spec = spec
@@ -335,7 +337,7 @@ class _Writer:
                 if timeout <= 0:
                     self.commit("committed")
                     continue
-            if not self.conn.poll(timeout):
+            if not self.readable.poll(None if timeout is None else timeout * 1e3):
                 continue
             message = pickle.loads(self.conn.recv_bytes())
             kind = message[0]
