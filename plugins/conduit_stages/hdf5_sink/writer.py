@@ -20,9 +20,10 @@ socket. The writer writes each event into the open part files at once
   without committing (the next run on the path tidies the unpublished part).
 * The writer runs in a session of its own: a Ctrl-C at the terminal reaches
   the main process only, which ends the writer through :meth:`WriterProcess.finish`.
-* The ring is a file in ``/dev/shm`` unlinked as soon as both processes hold
-  it (nothing left behind whatever ends them). When it cannot be made (no
-  room, a file size limit) events go through the socket instead, slower.
+* The ring is a file in ``/dev/shm`` (its 64 MB reserved at once), unlinked
+  as soon as it is made: the writer inherits its descriptor, so nothing is
+  left behind whatever ends them. When it cannot be made (no room, a file
+  size limit) events go through the socket instead, slower.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ class WriterProcess:
 
     def _make_ring(self) -> int:
         """Create the ring (a /dev/shm file, unlinked at once); its descriptor, or -1 when it cannot be made."""
-        path = _RING_DIR / f"conduit-hdf5-{os.getpid()}-{next(_serial)}"
+        path = _RING_DIR / f"conduit_hdf5_ring-{os.getpid()}-{next(_serial)}"  # not the engine's "conduit-"
         size = _HEADER + RING_SLOTS * SLOT_BYTES
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -135,7 +136,9 @@ class WriterProcess:
             return -1
         try:
             os.unlink(path)
-            os.ftruncate(fd, size)
+            # Reserve the pages now: a sparse ring on a /dev/shm that fills up later would kill this
+            # process with SIGBUS at the copy; here it is an error, and the socket is used instead.
+            os.posix_fallocate(fd, 0, size)
             self.ring = mmap.mmap(fd, size)
         except OSError as err:
             os.close(fd)
