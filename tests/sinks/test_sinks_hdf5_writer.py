@@ -274,3 +274,74 @@ def test_the_writer_ends_with_the_sink_and_leaves_no_shared_memory(sinkkit, tmp_
     sink.close()
     assert proc.returncode is not None
     assert not (tmp_path / "other.h5").exists()
+
+
+def _writer_of(pid: int) -> int:
+    """The pid of the hdf5 writer process started by process ``pid``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"child_main" in cmdline:
+            return int(entry.name)
+    raise AssertionError(f"no writer process under {pid}")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # exited (a zombie until its new parent reaps it)
+
+
+def test_when_conduit_run_is_killed_its_writer_exits_and_publishes_nothing_more(sinkkit, write_pipeline, tmp_path):
+    import subprocess
+    import sys
+
+    pipe = write_pipeline("""
+        [source]
+        kind = "sinkkit"
+        events = 0
+        rate = 200
+
+        [engine]
+        workers = 0
+
+        [[stage]]
+        use = "sinkkit.analyse"
+
+        [[stage]]
+        use = "hdf5"
+        flush_interval = 0.1
+        """)
+    conduit = Path(sys.executable).parent / "conduit"
+    proc = subprocess.Popen([str(conduit), "run", "-v", str(pipe)], stderr=subprocess.PIPE, text=True)
+    flushed = 0
+    try:
+        for line in proc.stderr:  # "DEBUG conduit.stage.hdf5: flushed N events to ... (T events flushed in total)"
+            if "events flushed in total" in line:
+                flushed = int(line.rsplit("(", 1)[1].split()[0])
+                if flushed >= 20:
+                    break
+        writer_pid = _writer_of(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    out = tmp_path / "out" / "run_0003.h5"
+    ids = ids_in(out)
+    n = len(ids)
+    assert n >= flushed >= 20 and ids == list(range(n))
+    deadline = time.monotonic() + 120  # a liveness bound, not a speed figure
+    while not _gone(writer_pid):
+        assert time.monotonic() < deadline, f"the writer {writer_pid} outlived its conduit run"
+        time.sleep(0.05)
+    assert ids_in(out) == ids  # it published nothing after the main process died
+    with h5py.File(out, "r") as f:
+        assert f.attrs["events_flushed"] == n
+    assert consolidate(out) == 3 * n  # recoverable: traces, cloud, clusters of every committed event
+    assert ids_in(out) == ids
