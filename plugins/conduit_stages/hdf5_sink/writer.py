@@ -111,6 +111,11 @@ class WriterProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", code, json.dumps(sys.path), str(child.fileno()), str(ring_fd)],
                 pass_fds=fds, stdin=subprocess.DEVNULL, start_new_session=True)
+        except BaseException:
+            parent.close()
+            if self.ring is not None:
+                self.ring.close()
+            raise
         finally:
             child.close()
             if ring_fd >= 0:
@@ -169,14 +174,14 @@ class WriterProcess:
         artifacts = {k: v for k in keys if (v := event.artifacts.get(k)) is not None}
         # Arrays (traces, cloud, estimates ...) are copied into the ring; pickling even a small one costs more.
         bulk = {"traces": event.traces, **{k: artifacts.pop(k) for k, v in list(artifacts.items())
-                                           if isinstance(v, np.ndarray)}}
+                                           if isinstance(v, np.ndarray) and not v.dtype.hasobject}}
         meta["artifacts"] = artifacts
         placed = self._place(bulk)
         self._send(("event", meta, placed))
         self.sent += 1
 
     def _place(self, arrays: dict[str, np.ndarray]) -> tuple:
-        """Copy ``arrays`` into the next slot: ("ring", slot, [(key, dtype, shape, offset)]); else ("inline", arrays)."""
+        """Copy ``arrays`` into the next slot: ("ring", [(key, dtype, shape, offset)]); else ("inline", arrays)."""
         if self.ring is not None:
             arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
             if sum(a.nbytes + _ALIGN for a in arrays.values()) <= SLOT_BYTES:
@@ -271,9 +276,8 @@ class WriterProcess:
     def _send(self, message: tuple) -> None:
         try:
             self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-        except OSError:
-            self.check_alive()
-            raise WriterDied(f"the hdf5 writer process (pid {self.proc.pid}) stopped reading") from None
+        except OSError:  # its end of the socket closed: it is exiting
+            raise self._died() from None
 
 
 # -- the writer process --------------------------------------------------------------------
