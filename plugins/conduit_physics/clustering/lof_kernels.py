@@ -265,7 +265,7 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
             dz = points[p, 2] - cz
             rl = max(rl, math.sqrt(dx * dx + dy * dy + dz * dz))
         dcp = math.sqrt((cx - prev_x) ** 2 + (cy - prev_y) ** 2 + (cz - prev_z) ** 2)
-        if kd_prev >= 0 and dcp <= 2.0 * rl:
+        if kd_prev >= 0 and dcp <= 2.0 * rl + 0.5 * kd_prev:  # (any dcp is exact; a far predecessor gathers too much)
             # every row's k nearest lie within rl + kd_prev + |p - prev| <= 2 rl + dcp + kd_prev of the centre
             radius = (2.0 * rl + dcp + kd_prev) * (1.0 + 1e-9) + 1e-9
             m = _gather(cx, cy, cz, radius, points, start, end, left, right, lo, hi, cand, stack)
