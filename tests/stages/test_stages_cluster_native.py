@@ -276,3 +276,25 @@ def test_dense_event_of_over_2000_points_equals_the_reference(index, expected_cl
     np.testing.assert_array_equal(got.cluster_labels, expected.cluster_labels)
     np.testing.assert_array_equal(got.directions, expected.directions)
     assert expected.count == 1 and (expected.labels == -1).sum() > 0
+
+
+def test_lof_after_removing_a_few_points_with_the_same_k_equals_a_fresh_fit():
+    """Removing 3 points and keeping k leaves the rows that had them as neighbours one short: those few rows
+    are compared with every remaining point (:func:`lof_rows_brute`), the others keep their lists."""
+    from conduit_physics.clustering.lof import BRUTE_ROWS_FRACTION
+    from conduit_physics.clustering.lof_kernels import lof_fewer
+    from sklearn.neighbors import LocalOutlierFactor
+
+    rng = np.random.default_rng(5)
+    pts = spiral(rng, 1200)
+    k = int(0.1 * len(pts))
+    first = LofNeighbours.search(pts, k)
+    gone = np.zeros(len(pts), dtype=bool)
+    gone[[3, 11, 20]] = True  # three of the scattered points: in the lists of a few rows only
+    gone_rows = np.zeros(len(pts), dtype=bool)
+    gone_rows[np.argsort(first.perm)[gone]] = True
+    ok = lof_fewer(first.nbr, first.nd, first.perm, gone_rows, k)[3]
+    short = int((~ok & ~gone_rows).sum())
+    assert 0 < short and short * BRUTE_ROWS_FRACTION <= len(pts) - 3  # the brute-force rows, not a new search
+    expected = -LocalOutlierFactor(n_neighbors=k).fit(pts[~gone]).negative_outlier_factor_
+    np.testing.assert_allclose(first.without(gone, k).scores()[~gone], expected, rtol=1e-9)

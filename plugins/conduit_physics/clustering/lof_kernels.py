@@ -23,7 +23,7 @@ from numba import njit
 
 from .kdtree import box_gap2
 
-__all__ = ["lof_neighbours", "lof_from_neighbours", "lof_fewer"]
+__all__ = ["lof_neighbours", "lof_from_neighbours", "lof_fewer", "lof_rows_brute"]
 
 
 @njit(cache=True, nogil=True)
@@ -451,3 +451,46 @@ def lof_fewer(nbr, nd, perm, gone, k):
         kdist[p] = kd
         ok[p] = True
     return new, dist, kdist, ok
+
+
+@njit(cache=True, nogil=True)
+def lof_rows_brute(points, perm, keep, rows, nbr, nd, kdist):
+    """Fill the lists of ``rows`` (k = nbr.shape[1]) by comparing each with every kept row (itself excluded).
+
+    For the few rows :func:`lof_fewer` leaves without enough neighbours (those
+    near points that were removed); ranked as :func:`lof_neighbours` ranks
+    (squared distance, then original index), with the same arithmetic.
+    """
+    n = points.shape[0]
+    k = nbr.shape[1]
+    e = np.empty(n)
+    r_ = np.empty(n, dtype=np.int64)
+    ids = np.empty(n, dtype=np.int64)
+    scratch = np.empty(n)
+    row_out = np.empty(k, dtype=np.int64)
+    d2_out = np.empty(k)
+    for t in range(rows.shape[0]):
+        p = rows[t]
+        px = points[p, 0]
+        py = points[p, 1]
+        pz = points[p, 2]
+        m = 0
+        for q in range(n):
+            if q == p or not keep[q]:
+                continue
+            dx = px - points[q, 0]
+            dy = py - points[q, 1]
+            dz = pz - points[q, 2]
+            e[m] = dx * dx + dy * dy + dz * dz
+            r_[m] = q
+            ids[m] = perm[q]
+            m += 1
+        _take_smallest(e, r_, ids, m, k, row_out, d2_out, 0, scratch)
+        kd = 0.0
+        for a in range(k):
+            nbr[p, a] = row_out[a]
+            v = math.sqrt(d2_out[a])
+            nd[p, a] = v
+            if v > kd:
+                kd = v
+        kdist[p] = kd
