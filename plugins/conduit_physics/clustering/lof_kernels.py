@@ -217,6 +217,20 @@ def _take_smallest(e, rows, ids, count, need, out_rows, out_d2, at, scratch):
 
 
 @njit(cache=True, nogil=True)
+def _store_row(p, row_out, d2_out, nbr, nd, kdist):
+    """Row p's neighbours (rows, squared distances) into the lists; its k-distance (also returned)."""
+    kd = 0.0
+    for a in range(nbr.shape[1]):
+        nbr[p, a] = row_out[a]
+        v = math.sqrt(d2_out[a])
+        nd[p, a] = v
+        if v > kd:
+            kd = v
+    kdist[p] = kd
+    return kd
+
+
+@njit(cache=True, nogil=True)
 def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
     """The k nearest of every row (tree order): rows (n, k), distances (n, k) and k-distance (n).
 
@@ -363,14 +377,7 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
                 band_r[a] = cand[band_at[a]]
                 band_i[a] = perm[band_r[a]]
             _take_smallest(band_e, band_r, band_i, nband, k - nsure, row_out, d2_out, nsure, scratch)
-            kd = 0.0
-            for a in range(k):
-                nbr[p, a] = row_out[a]
-                v = math.sqrt(d2_out[a])
-                nd[p, a] = v
-                if v > kd:
-                    kd = v
-            kdist[p] = kd
+            kd = _store_row(p, row_out, d2_out, nbr, nd, kdist)
             trend = kd - kd_prev
             kd_prev = kd
             prev_x = px
@@ -486,11 +493,4 @@ def lof_rows_brute(points, perm, keep, rows, nbr, nd, kdist):
             ids[m] = perm[q]
             m += 1
         _take_smallest(e, r_, ids, m, k, row_out, d2_out, 0, scratch)
-        kd = 0.0
-        for a in range(k):
-            nbr[p, a] = row_out[a]
-            v = math.sqrt(d2_out[a])
-            nd[p, a] = v
-            if v > kd:
-                kd = v
-        kdist[p] = kd
+        _store_row(p, row_out, d2_out, nbr, nd, kdist)
