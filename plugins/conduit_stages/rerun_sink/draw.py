@@ -1,5 +1,8 @@
 """Turns the numpy-only primitives of :mod:`.plot2d` into Rerun 0.41 archetypes.
 
+Every component goes in as an Arrow array of Rerun's own type (:mod:`.arrow`), which
+the SDK takes without converting it.
+
 Radii given as negative numbers are in UI points (constant on screen whatever
 the zoom), which keeps lines and text anchors the same size in a small grid
 cell and a maximized view.
@@ -12,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import arrow
 from .plot2d import Figure, Lines, Picture, Texts
 
 __all__ = ["figure_archetypes", "log_figure", "compact"]
@@ -57,14 +61,15 @@ def _rgb(color, i: int) -> tuple[int, int, int]:
 
 def _archetypes(rr: Any, part: Lines | Texts | Picture) -> list[Any]:
     if isinstance(part, Lines):
-        radii = -0.5 * np.asarray(part.width, dtype=np.float32)
-        return [rr.LineStrips2D([np.asarray(s, dtype=np.float32) for s in part.strips], radii=radii,
-                                colors=part.color, labels=part.labels, show_labels=False,
-                                draw_order=part.draw_order)]
+        return [rr.LineStrips2D(arrow.strips(part.strips), radii=arrow.floats(-0.5 * np.asarray(part.width)),
+                                colors=arrow.colors(part.color),
+                                labels=arrow.texts(part.labels) if part.labels is not None else None,
+                                show_labels=arrow.flag(False), draw_order=arrow.floats(part.draw_order, "DrawOrder"))]
     if isinstance(part, Texts):
-        return [rr.Points2D(np.asarray(part.positions, dtype=np.float32).reshape(-1, 2), radii=-part.radius,
-                            colors=part.color, labels=part.labels, show_labels=not part.hover_only,
-                            draw_order=part.draw_order)]
+        return [rr.Points2D(arrow.positions(part.positions, 2), radii=arrow.floats(-part.radius),
+                            colors=arrow.colors(part.color), labels=arrow.texts(part.labels),
+                            show_labels=arrow.flag(not part.hover_only),
+                            draw_order=arrow.floats(part.draw_order, "DrawOrder"))]
     h, w = part.rgb.shape[:2]
     return [rr.Image(part.rgb, draw_order=part.draw_order),
             rr.Transform3D(translation=[part.left, part.top, 0.0], scale=[part.width / w, part.height / h, 1.0])]

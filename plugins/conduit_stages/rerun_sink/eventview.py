@@ -23,7 +23,7 @@ import numpy as np
 from conduit.artifacts import Direction
 from conduit.event import AGET, ASAD, CHANNEL, COBO, SAMPLES
 
-from . import geometry
+from . import arrow, geometry
 from .colors import ColorScale, label_colors
 from .plot2d import Axis, Figure, Frame, Texts, add_axes, add_colorbar, add_series, format_ticks, nice_ticks
 from .draw import compact, figure_archetypes
@@ -38,6 +38,7 @@ N_CLASSES = 64  # annotation classes: 0 = noise, k + 1 = cluster label k (mod 63
 #: Half width of the square the pad-plane panels show (mm).
 PLANE_HALF_WIDTH = 280.0
 NOISE_COLOR = (120, 120, 130)
+_HOVER_ADC = 4097  # amplitudes 0..4096 ADC have their hover text made in advance (12-bit samples)
 _DIRECTIONS = {Direction.FORWARD: "forward", Direction.BACKWARD: "backward", Direction.NONE: "-"}
 
 
@@ -65,6 +66,8 @@ class EventView:
         self.field = float(context.detector.magnetic_field)
         self.frame = pad_frame()
         self.pads = context.pads if params.pad_plane else None
+        self._captions: dict[str, tuple[Any, list[Any]]] | None = None
+        self._hover: tuple[Any, ...] | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -135,16 +138,24 @@ class EventView:
         return "\n".join(lines)
 
     def captions(self, text: str) -> list[tuple[str, Any]]:
-        """The one-line caption every per-event panel carries: which event the panel shows."""
+        """The one-line caption every per-event panel carries: which event the panel shows.
+
+        Only the text changes: the other components are built once (:mod:`.arrow`) and logged with it.
+        """
         rr = self.rr
-        color = (230, 230, 230)
-        pad_top = self.frame.top - 0.6 * 88.0 * self.frame.width / 1000.0
-        return [(f"{EVENT_ROOT}/caption", rr.Points3D([[0.0, 0.0, self.length + 80.0]], radii=-0.5, labels=[text],
-                                                      colors=color, show_labels=True)),
-                (f"{EVENT_ROOT}/pads/caption", rr.Points2D([[0.0, pad_top]], radii=-0.5, labels=[text], colors=color,
-                                                           show_labels=True, draw_order=40.0)),
-                (f"{EVENT_ROOT}/traces/caption", rr.Points2D([[700.0, -88.0]], radii=-0.5, labels=[text],
-                                                             colors=color, show_labels=True, draw_order=40.0))]
+        if self._captions is None:
+            color = (230, 230, 230)
+            pad_top = self.frame.top - 0.6 * 88.0 * self.frame.width / 1000.0
+            self._captions = {
+                f"{EVENT_ROOT}/caption": (rr.Points3D, arrow.batches(rr.Points3D(
+                    [[0.0, 0.0, self.length + 80.0]], radii=-0.5, colors=color, show_labels=True))),
+                f"{EVENT_ROOT}/pads/caption": (rr.Points2D, arrow.batches(rr.Points2D(
+                    [[0.0, pad_top]], radii=-0.5, colors=color, show_labels=True, draw_order=40.0))),
+                f"{EVENT_ROOT}/traces/caption": (rr.Points2D, arrow.batches(rr.Points2D(
+                    [[700.0, -88.0]], radii=-0.5, colors=color, show_labels=True, draw_order=40.0)))}
+        labels = arrow.texts([text])
+        return [(path, [fixed + arrow.batches(kind.from_fields(labels=labels))])
+                for path, (kind, fixed) in self._captions.items()]
 
     def not_drawn(self, event, run: int, reason: str, shown: int | None) -> list[tuple[str, Any]]:
         """Logged at the first event of a stretch that is not drawn; it holds until the next drawn event.
@@ -206,30 +217,33 @@ class EventView:
 
     def _cloud(self, cloud: np.ndarray, labels: np.ndarray | None, scale: ColorScale) -> list[tuple[str, Any]]:
         rr = self.rr
-        xyz = cloud[:, :3]
+        xyz = arrow.positions(cloud[:, :3], 3)  # one array for both entities
         charge = geometry.cloud_charge(cloud)
-        out = []
-        if labels is None:
-            out.append((f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=-2.0, colors=scale.colors(charge))))
-            return out
-        noise = labels < 0
         colors = scale.colors(charge)
+        if labels is None:
+            return [(f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=arrow.floats(-2.0), colors=arrow.colors(colors)))]
+        noise = labels < 0
         colors[noise] = NOISE_COLOR  # noise (no cluster) is grey and small, whatever its charge
-        out.append((f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=np.where(noise, -1.2, -2.0), colors=colors)))
-        out.append((f"{EVENT_ROOT}/clusters", rr.Points3D(xyz, radii=-2.0, class_ids=class_ids(labels))))
-        return out
+        return [(f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=arrow.floats(np.where(noise, -1.2, -2.0)),
+                                                     colors=arrow.colors(colors))),
+                (f"{EVENT_ROOT}/clusters", rr.Points3D(xyz, radii=arrow.floats(-2.0),
+                                                        class_ids=arrow.class_ids(class_ids(labels))))]
 
     def _tracks(self, estimates: np.ndarray) -> list[tuple[str, Any]]:
         rr = self.rr
         strips = geometry.helices(estimates, self.field, self.length, self.params.helix_points)
-        classes = class_ids(np.asarray(estimates["cluster_label"]))
+        classes = arrow.class_ids(class_ids(np.asarray(estimates["cluster_label"])))
         vertices = np.column_stack([estimates["vertex_x"], estimates["vertex_y"], estimates["vertex_z"]])
         ends = np.array([s[-1] if len(s) else v for s, v in zip(strips, vertices)])
+        hidden, shown = arrow.flag(False), arrow.flag(True)
         return [
-            (f"{EVENT_ROOT}/tracks", rr.LineStrips3D(strips, radii=-1.5, class_ids=classes, show_labels=False)),
-            (f"{EVENT_ROOT}/vertices", rr.Points3D(vertices, radii=-4.0, class_ids=classes, show_labels=False)),
-            (f"{EVENT_ROOT}/track_ids", rr.Points3D(ends, radii=-0.5, class_ids=classes, show_labels=True,
-                                                    labels=[f"#{k}" for k in range(len(estimates))])),
+            (f"{EVENT_ROOT}/tracks", rr.LineStrips3D(arrow.strips(strips, 3), radii=arrow.floats(-1.5),
+                                                      class_ids=classes, show_labels=hidden)),
+            (f"{EVENT_ROOT}/vertices", rr.Points3D(arrow.positions(vertices, 3), radii=arrow.floats(-4.0),
+                                                    class_ids=classes, show_labels=hidden)),
+            (f"{EVENT_ROOT}/track_ids", rr.Points3D(arrow.positions(ends, 3), radii=arrow.floats(-0.5),
+                                                     class_ids=classes, show_labels=shown,
+                                                     labels=arrow.texts([f"#{k}" for k in range(len(estimates))]))),
         ]
 
     def _colorbar3d(self, scale: ColorScale) -> list[tuple[str, Any]]:
@@ -260,15 +274,35 @@ class EventView:
         if not ok.any():
             return []
         ids, amplitude = ids[ok], amplitude[ok]
-        hover = [f"pad {p}: {a:.0f} ADC" for p, a in zip(ids.tolist(), amplitude.tolist())]
-        out: list[tuple[str, Any]] = [(f"{EVENT_ROOT}/pads/hits", rr.Points2D(
-            self.pad_xy(ids), radii=2.6 * pads.scale[ids], colors=scale.colors(amplitude), labels=hover,
-            show_labels=False, draw_order=2.0))]
+        xy, radii, fixed, names, numbers = self._pad_tables()
+        out: list[tuple[str, Any]] = [(f"{EVENT_ROOT}/pads/hits", [fixed + arrow.batches(rr.Points2D.from_fields(
+            positions=arrow.positions(xy[ids], 2), radii=arrow.floats(radii[ids]),
+            colors=arrow.colors(scale.colors(amplitude)), labels=self._hover_labels(ids, amplitude)))])]
         bar = Figure()
         add_colorbar(bar, self.frame, scale, "amplitude (ADC)")
         del bar.parts["colorbar/image"]  # the same gradient for every event: logged once (statics)
         out += figure_archetypes(rr, f"{EVENT_ROOT}/pads", compact(bar))
         return out
+
+    def _pad_tables(self) -> tuple[Any, ...]:
+        """Per pad, built once: panel position and marker radius (float32), the hit markers' fixed components,
+        and the hover text pieces ("pad 123: " by pad, "456 ADC" by rounded amplitude)."""
+        if self._hover is None:
+            pads = self.pads
+            every = np.arange(pads.n_pads)
+            fixed = arrow.batches(self.rr.Points2D.from_fields(show_labels=False, draw_order=2.0))
+            self._hover = (self.pad_xy(every).astype(np.float32), (2.6 * pads.scale).astype(np.float32), fixed,
+                           arrow.TextTable([f"pad {p}: " for p in every]),
+                           arrow.TextTable([f"{a} ADC" for a in range(_HOVER_ADC)]))
+        return self._hover
+
+    def _hover_labels(self, ids: np.ndarray, amplitude: np.ndarray) -> Any:
+        """ "pad P: A ADC" per hit (A rounded half to even, as ``f"{a:.0f}"``)."""
+        rounded = np.rint(amplitude)
+        if len(rounded) and not (rounded.min() >= 0 and rounded.max() < _HOVER_ADC):  # never with 12-bit ADCs
+            return arrow.texts([f"pad {p}: {a:.0f} ADC" for p, a in zip(ids.tolist(), amplitude.tolist())])
+        _, _, _, names, numbers = self._pad_tables()
+        return arrow.joined_texts(names, ids, numbers, rounded.astype(np.int64))
 
     def _traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels) -> list[tuple[str, Any]]:
         rows, what = geometry.select_traces(traces, amplitude, self.params.traces, self.params.trace_count,

@@ -2,7 +2,8 @@
 
 :func:`peak_heights` (the peak above a cheap baseline, per trace row) and
 :func:`count_hits` (which pads of an event were hit, once each) run in one
-pass over the trace matrix each, with no per-row Python; they replace a
+pass over the trace matrix each, with no per-row Python (and :func:`join_texts`
+builds the pad plane's hover labels without a Python string per pad); they replace a
 row-wise ``np.median`` that cost about 0.5 ms per event. All kernels keep
 their callees in this module (numba cache safety).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["peak_heights", "count_hits"]
+__all__ = ["peak_heights", "count_hits", "join_texts"]
 
 FIRST_SAMPLE = 5  # column of the first sample in the trace matrix (conduit.event.SAMPLES)
 N_SAMPLES = 512
@@ -85,3 +86,25 @@ def count_hits(pads, heights, threshold, hits, stamp, event_stamp):
             hits[p] += 1
             counted += 1
     return counted
+
+
+@njit(cache=True, nogil=True)
+def join_texts(data_a, starts_a, lengths_a, index_a, data_b, starts_b, lengths_b, index_b):
+    """UTF-8 bytes and int32 offsets of the strings ``a[index_a[i]] + b[index_b[i]]``, where table ``a`` is
+    ``data_a[starts_a[k]:starts_a[k] + lengths_a[k]]`` (and ``b`` likewise): an Arrow string array's buffers."""
+    n = index_a.shape[0]
+    offsets = np.empty(n + 1, dtype=np.int32)
+    offsets[0] = 0
+    for i in range(n):
+        offsets[i + 1] = offsets[i] + lengths_a[index_a[i]] + lengths_b[index_b[i]]
+    out = np.empty(offsets[n], dtype=np.uint8)
+    for i in range(n):
+        at = offsets[i]
+        k = index_a[i]
+        for j in range(lengths_a[k]):
+            out[at + j] = data_a[starts_a[k] + j]
+        at += lengths_a[k]
+        k = index_b[i]
+        for j in range(lengths_b[k]):
+            out[at + j] = data_b[starts_b[k] + j]
+    return offsets, out

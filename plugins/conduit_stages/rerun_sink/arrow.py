@@ -1,0 +1,110 @@
+"""Component data as Arrow arrays of exactly the types Rerun 0.41 stores, so the SDK does not convert them.
+
+Rerun's Python SDK converts every component it is given (numpy or lists) in
+Python, per call: a line strip at a time, colours packed one row at a time.
+An array that already has the component's Arrow type is taken as it is
+(``rerun._baseclasses.BaseBatch``), which cuts a log call of the live view
+from ~200 us to ~50 us. What is stored is the same: Rerun would have made
+these very arrays (float32 positions and radii, RGBA packed into uint32,
+UTF-8 text). The types are read from the SDK itself (``_ARROW_DATATYPE``), so
+a Rerun upgrade that changes one fails loudly in the tests instead of
+converting in silence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["positions", "strips", "colors", "floats", "flag", "texts", "class_ids", "joined_texts", "TextTable", "batches"]
+
+
+@cache
+def _type(component: str) -> pa.DataType:
+    import rerun as rr
+
+    return getattr(rr.components, f"{component}Batch")._ARROW_DATATYPE
+
+
+def positions(xy: np.ndarray, dims: int) -> pa.Array:
+    """(N, dims) positions (any float dtype) as Position2D / Position3D data (float32)."""
+    flat = np.ascontiguousarray(xy, dtype=np.float32).reshape(-1)
+    kind = _type(f"Position{dims}D")
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat), type=kind)
+
+
+def strips(parts: Sequence[np.ndarray], dims: int = 2) -> pa.Array:
+    """Line strips (each an (n, dims) array) as LineStrip2D / LineStrip3D data: one list of float32 points each."""
+    kind = _type(f"LineStrip{dims}D")
+    sizes = np.fromiter((len(p) for p in parts), dtype=np.int32, count=len(parts))
+    offsets = np.zeros(len(parts) + 1, dtype=np.int32)
+    np.cumsum(sizes, out=offsets[1:])
+    flat = (np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1, dims) for p in parts]) if len(parts)
+            else np.zeros((0, dims), dtype=np.float32)).reshape(-1)
+    points = pa.FixedSizeListArray.from_arrays(pa.array(flat), type=kind.value_type)
+    return pa.ListArray.from_arrays(pa.array(offsets), points, type=kind)
+
+
+def colors(rgb: Any) -> pa.Array:
+    """One RGB(A) triple or (N, 3|4) uint8 rows as Color data (0xRRGGBBAA, uint32), opaque unless given alpha."""
+    array = np.asarray(rgb, dtype=np.uint32).reshape(-1, np.shape(rgb)[-1] if np.ndim(rgb) else 3)
+    alpha = array[:, 3] if array.shape[1] == 4 else np.uint32(255)
+    packed = (array[:, 0] << 24) | (array[:, 1] << 16) | (array[:, 2] << 8) | alpha
+    return pa.array(packed.astype(np.uint32), type=_type("Color"))
+
+
+def floats(values: Any, component: str = "Radius") -> pa.Array:
+    """One value or one per item as float32 component data (Radius, DrawOrder ...)."""
+    return pa.array(np.atleast_1d(np.asarray(values, dtype=np.float32)), type=_type(component))
+
+
+def flag(value: bool) -> pa.Array:
+    """One boolean as ShowLabels data."""
+    return pa.array([bool(value)], type=_type("ShowLabels"))
+
+
+def texts(labels: Sequence[str]) -> pa.Array:
+    """Labels as Text data (UTF-8)."""
+    return pa.array(labels, type=_type("Text"))
+
+
+def class_ids(ids: np.ndarray) -> pa.Array:
+    return pa.array(np.asarray(ids, dtype=np.uint16), type=_type("ClassId"))
+
+
+class TextTable:
+    """Strings addressed by an integer (e.g. "pad 1234: " by pad number) kept as one UTF-8 buffer."""
+
+    def __init__(self, strings: Sequence[str]):
+        encoded = [s.encode() for s in strings]
+        self.lengths = np.array([len(b) for b in encoded], dtype=np.int64)
+        self.starts = np.zeros(len(encoded), dtype=np.int64)
+        np.cumsum(self.lengths[:-1], out=self.starts[1:])
+        self.data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def joined_texts(first: TextTable, first_index: np.ndarray, second: TextTable, second_index: np.ndarray
+                 ) -> pa.Array:
+    """Text data whose item ``i`` is ``first[first_index[i]] + second[second_index[i]]``.
+
+    The bytes are gathered by a compiled kernel (no Python string per item):
+    ~20 times faster than formatting 700 hover labels one by one.
+    """
+    from .kernels import join_texts
+
+    offsets, data = join_texts(first.data, first.starts, first.lengths, np.asarray(first_index, dtype=np.int64),
+                               second.data, second.starts, second.lengths, np.asarray(second_index, dtype=np.int64))
+    return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data)).cast(
+        _type("Text"))
+
+
+def batches(archetype: Any) -> list[Any]:
+    """The component batches of an archetype (built once, logged many times with ``log(path, batches)``)."""
+    return list(archetype.as_component_batches())
