@@ -25,7 +25,7 @@ from conduit.event import AGET, ASAD, CHANNEL, COBO, SAMPLES
 
 from . import arrow, geometry
 from .colors import ColorScale, label_colors
-from .plot2d import Axis, Figure, Frame, Texts, add_axes, add_colorbar, add_series, format_ticks, nice_ticks
+from .plot2d import Axis, Figure, Frame, Lines, Texts, add_axes, add_colorbar, format_ticks, nice_ticks
 from .draw import compact, figure_archetypes
 
 __all__ = ["EventView", "EVENT_ROOT", "COLORBAR_3D", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
@@ -68,6 +68,7 @@ class EventView:
         self.pads = context.pads if params.pad_plane else None
         self._captions: dict[str, tuple[Any, list[Any]]] | None = None
         self._hover: tuple[Any, ...] | None = None
+        self._colorbar_fixed: list[Any] | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -255,9 +256,11 @@ class EventView:
         tick_z = scale.position(ticks) * self.length
         positions = np.column_stack([np.full(len(ticks) + 1, x + 40.0), np.zeros(len(ticks) + 1),
                                      np.append(tick_z, self.length + 40.0)])
-        return [(f"{EVENT_ROOT}/colorbar/labels", rr.Points3D(positions, radii=-0.5, colors=(220, 220, 220),
-                                                      labels=format_ticks(ticks) + ["amplitude (ADC)"],
-                                                      show_labels=True))]
+        if self._colorbar_fixed is None:
+            self._colorbar_fixed = arrow.batches(rr.Points3D.from_fields(radii=-0.5, colors=(220, 220, 220),
+                                                                         show_labels=True))
+        return [(f"{EVENT_ROOT}/colorbar/labels", [self._colorbar_fixed + arrow.batches(rr.Points3D.from_fields(
+            positions=arrow.positions(positions, 3), labels=arrow.texts(format_ticks(ticks) + ["amplitude (ADC)"])))])]
 
     def _colorbar3d_static(self) -> tuple[str, Any]:
         """The bar of :meth:`_colorbar3d`: 100 points coloured along the ramp, x = radius + 70 mm, along z."""
@@ -279,8 +282,7 @@ class EventView:
             positions=arrow.positions(xy[ids], 2), radii=arrow.floats(radii[ids]),
             colors=arrow.colors(scale.colors(amplitude)), labels=self._hover_labels(ids, amplitude)))])]
         bar = Figure()
-        add_colorbar(bar, self.frame, scale, "amplitude (ADC)")
-        del bar.parts["colorbar/image"]  # the same gradient for every event: logged once (statics)
+        add_colorbar(bar, self.frame, scale, "amplitude (ADC)", gradient=False)  # the gradient is static
         out += figure_archetypes(rr, f"{EVENT_ROOT}/pads", compact(bar))
         return out
 
@@ -320,10 +322,13 @@ class EventView:
                       Axis(low, min(high, 4100.0) if high > 4000 else high, "ADC (raw samples)"), width=780.0)
         add_axes(fig, frame)
         colors = label_colors(max(len(rows), 1))
-        buckets = np.arange(512, dtype=np.float64)
+        # Every trace's polyline at once (raw samples are integers: never NaN, nothing left out).
+        vx = np.broadcast_to(frame.vx(np.arange(512, dtype=np.float64)), samples.shape)
+        polylines = np.stack([vx, frame.vy(samples)], axis=-1)
         legend_xy, legend_text = [], []
         for k, row in enumerate(rows):
-            add_series(fig, frame, buckets, samples[k], tuple(int(c) for c in colors[k]), f"lines/{k}")
+            fig.add(f"lines/{k}", Lines([polylines[k]], color=tuple(int(c) for c in colors[k]), width=1.6,
+                                        draw_order=25.0))
             r = traces[row]
             legend_xy.append([920.0, 62.0 * k])
             legend_text.append(f"pad {int(r[4])}  ({int(r[COBO])}/{int(r[ASAD])}/{int(r[AGET])}/{int(r[CHANNEL])})")

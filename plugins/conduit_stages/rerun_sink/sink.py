@@ -441,8 +441,7 @@ class RerunSink(SinkStage):
         self._log(f"{root}/hot", self.rr.Points2D(self.view.pad_xy(hot), radii=4.5 * pads.scale[hot],
                                                   colors=(255, 255, 255), draw_order=2.5))
         fig = Figure()
-        add_colorbar(fig, self.view.frame, scale, "events with a hit")
-        del fig.parts["colorbar/image"]  # the gradient is the pad plane's (static)
+        add_colorbar(fig, self.view.frame, scale, "events with a hit", gradient=False)  # the pad plane's (static)
         line = (f"{occupancy.events} events · {len(dead)} dead pads (never hit, red) · {len(hot)} hot pads "
                 f"(> {occupancy.hot_fraction:.0%} of events, white ring)" if occupancy.events >= occupancy.min_events
                 else f"{occupancy.events} events (dead and hot pads are counted after {occupancy.min_events})")
