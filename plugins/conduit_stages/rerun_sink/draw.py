@@ -80,7 +80,34 @@ def figure_archetypes(rr: Any, path: str, figure: Figure) -> list[tuple[str, lis
     return [(f"{path}/{name}", _archetypes(rr, part)) for name, part in figure.parts.items()]
 
 
-def log_figure(log: Callable[..., None], rr: Any, path: str, figure: Figure) -> None:
-    """Log every part of ``figure`` under ``path`` through ``log(entity, *archetypes)`` (one row per part)."""
-    for entity, archetypes in figure_archetypes(rr, path, figure):
-        log(entity, *archetypes)
+def log_figure(log: Callable[..., None], rr: Any, path: str, figure: Figure, sent: dict[str, tuple] | None = None
+               ) -> None:
+    """Log every part of ``figure`` under ``path`` through ``log(entity, *archetypes)`` (one row per part).
+
+    With ``sent`` (entity -> content of the part last logged there), a part equal to what its entity already
+    shows is not logged again: the viewer's latest-at keeps showing it, and axes, titles and gates of the run
+    panels, which rarely change, cost nothing at a refresh.
+    """
+    for name, part in figure.parts.items():
+        entity = f"{path}/{name}"
+        if sent is not None:
+            key = _content(part)
+            if sent.get(entity) == key:
+                continue
+            sent[entity] = key
+        log(entity, *_archetypes(rr, part))
+
+
+def _content(part: Lines | Texts | Picture) -> tuple:
+    """Everything that decides how a part looks, as comparable values (exact bytes of its arrays)."""
+    def raw(value) -> tuple:
+        array = np.asarray(value)
+        return array.dtype.str, array.shape, array.tobytes()
+
+    if isinstance(part, Lines):
+        return ("lines", tuple(raw(s) for s in part.strips), raw(part.color), raw(part.width),
+                None if part.labels is None else tuple(part.labels), part.draw_order)
+    if isinstance(part, Texts):
+        return ("texts", raw(part.positions), tuple(part.labels), raw(part.color), part.hover_only, part.radius,
+                part.draw_order)
+    return ("picture", raw(part.rgb), part.left, part.top, part.width, part.height, part.draw_order)

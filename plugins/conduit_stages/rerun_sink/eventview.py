@@ -69,6 +69,8 @@ class EventView:
         self._captions: dict[str, tuple[Any, list[Any]]] | None = None
         self._hover: tuple[Any, ...] | None = None
         self._colorbar_fixed: list[Any] | None = None
+        if self.pads is not None:
+            self._pad_tables()  # when the run opens, not at its first event
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -98,6 +98,8 @@ class RerunSink(SinkStage):
         self.marked = False  # a "not drawn" marker holds from an earlier event on
         self.last_refresh = -math.inf
         self.hist_version: int | None = None
+        #: What each run-panel entity shows (see :func:`.draw.log_figure`): unchanged parts are not sent again.
+        self.sent: dict[str, tuple] = {}
         self.occupancy_version: int | None = None
         self.blueprint_sent_for: tuple | None = None
         #: (shared Histograms, (name, dimensions) per histogram, titles) the blueprint is made from.
@@ -318,6 +320,7 @@ class RerunSink(SinkStage):
         self.grpc_connected = True
         self.blueprint_sent_for = None
         self.hist_version = None  # send the run panels' full state again
+        self.sent = {}
         self.occupancy_version = None
         for path, archetypes in self.statics:
             stream.log(path, *archetypes, static=True)
@@ -410,7 +413,7 @@ class RerunSink(SinkStage):
         if not self.streams or not len(self.rates):
             return
         self._set_times(run_time=now - self.started)
-        log_figure(self._log, self.rr, ENTITY["rates"], self.rates.figure())
+        log_figure(self._log, self.rr, ENTITY["rates"], self.rates.figure(), self.sent)
 
     def _send_histograms(self, force: bool) -> None:
         from conduit_physics.histograms import Histograms
@@ -422,7 +425,7 @@ class RerunSink(SinkStage):
         gates = histograms.gates()
         for view in histograms.snapshot():
             figure = histogram_figure(view, gates, self.curves)
-            log_figure(self._log, self.rr, f"{ENTITY['histograms']}/{view.name}", figure)
+            log_figure(self._log, self.rr, f"{ENTITY['histograms']}/{view.name}", figure, self.sent)
 
     def _send_occupancy(self, force: bool) -> None:
         occupancy = self.occupancy
@@ -446,7 +449,7 @@ class RerunSink(SinkStage):
                 f"(> {occupancy.hot_fraction:.0%} of events, white ring)" if occupancy.events >= occupancy.min_events
                 else f"{occupancy.events} events (dead and hot pads are counted after {occupancy.min_events})")
         fig.add("info", Texts(np.array([[0.0, self.view.frame.top - 28.0]]), [line]))
-        log_figure(self._log, self.rr, root, fig)
+        log_figure(self._log, self.rr, root, fig, self.sent)
 
     def _summary_line(self, m) -> str:
         """The end-of-run summary for the log view."""
