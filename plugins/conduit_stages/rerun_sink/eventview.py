@@ -15,6 +15,7 @@ give the true coordinates.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -46,6 +47,14 @@ def class_ids(labels: np.ndarray) -> np.ndarray:
     """Annotation class of each cluster label: 0 for noise (-1), else label mod 63, plus one."""
     labels = np.asarray(labels, dtype=np.int64)
     return np.where(labels >= 0, labels % (N_CLASSES - 1) + 1, 0).astype(np.uint16)
+
+
+@functools.lru_cache(maxsize=64)
+def _trace_axes(frame: Frame) -> dict[str, Any]:
+    """The traces panel's axes for one y range (the range moves in whole tick steps: few distinct frames)."""
+    fig = Figure()
+    add_axes(fig, frame)
+    return fig.parts
 
 
 def pad_frame() -> Frame:
@@ -322,7 +331,7 @@ class EventView:
             high = low + step
         frame = Frame(Axis(0.0, 512.0, "time bucket (TB)", ticks=(0, 100, 200, 300, 400, 500)),
                       Axis(low, min(high, 4100.0) if high > 4000 else high, "ADC (raw samples)"), width=780.0)
-        add_axes(fig, frame)
+        fig.parts.update(_trace_axes(frame))
         colors = label_colors(max(len(rows), 1))
         # Every trace's polyline at once (raw samples are integers: never NaN, nothing left out).
         vx = np.broadcast_to(frame.vx(np.arange(512, dtype=np.float64)), samples.shape)
