@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["positions", "strips", "colors", "floats", "flag", "texts", "class_ids", "joined_texts", "TextTable", "batches"]
+__all__ = ["positions", "strips", "pack", "colors", "rgba", "floats", "flag", "texts", "class_ids", "joined_texts", "TextTable", "batches"]
 
 
 @cache
@@ -49,12 +49,22 @@ def strips(parts: Sequence[np.ndarray], dims: int = 2) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), points, type=kind)
 
 
-def colors(rgb: Any) -> pa.Array:
-    """One RGB(A) triple or (N, 3|4) uint8 rows as Color data (0xRRGGBBAA, uint32), opaque unless given alpha."""
+def pack(rgb: Any) -> np.ndarray:
+    """One RGB(A) triple or (N, 3|4) uint8 rows packed as Rerun's colours (0xRRGGBBAA uint32), opaque unless
+    given alpha."""
     array = np.asarray(rgb, dtype=np.uint32).reshape(-1, np.shape(rgb)[-1] if np.ndim(rgb) else 3)
     alpha = array[:, 3] if array.shape[1] == 4 else np.uint32(255)
-    packed = (array[:, 0] << 24) | (array[:, 1] << 16) | (array[:, 2] << 8) | alpha
-    return pa.array(packed.astype(np.uint32), type=_type("Color"))
+    return ((array[:, 0] << 24) | (array[:, 1] << 16) | (array[:, 2] << 8) | alpha).astype(np.uint32)
+
+
+def colors(rgb: Any) -> pa.Array:
+    """RGB(A) colours (see :func:`pack`) as Color data."""
+    return rgba(pack(rgb))
+
+
+def rgba(packed: np.ndarray) -> pa.Array:
+    """Packed colours (uint32 0xRRGGBBAA, e.g. :meth:`.colors.ColorScale.rgba`) as Color data."""
+    return pa.array(np.asarray(packed, dtype=np.uint32), type=_type("Color"))
 
 
 def floats(values: Any, component: str = "Radius") -> pa.Array:

@@ -39,6 +39,7 @@ N_CLASSES = 64  # annotation classes: 0 = noise, k + 1 = cluster label k (mod 63
 #: Half width of the square the pad-plane panels show (mm).
 PLANE_HALF_WIDTH = 280.0
 NOISE_COLOR = (120, 120, 130)
+_NOISE_RGBA = arrow.pack(NOISE_COLOR)[0]
 _HOVER_ADC = 4097  # amplitudes 0..4096 ADC have their hover text made in advance (12-bit samples)
 _DIRECTIONS = {Direction.FORWARD: "forward", Direction.BACKWARD: "backward", Direction.NONE: "-"}
 
@@ -230,14 +231,13 @@ class EventView:
     def _cloud(self, cloud: np.ndarray, labels: np.ndarray | None, scale: ColorScale) -> list[tuple[str, Any]]:
         rr = self.rr
         xyz = arrow.positions(cloud[:, :3], 3)  # one array for both entities
-        charge = geometry.cloud_charge(cloud)
-        colors = scale.colors(charge)
+        colors = scale.rgba(geometry.cloud_charge(cloud))
         if labels is None:
-            return [(f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=arrow.floats(-2.0), colors=arrow.colors(colors)))]
+            return [(f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=arrow.floats(-2.0), colors=arrow.rgba(colors)))]
         noise = labels < 0
-        colors[noise] = NOISE_COLOR  # noise (no cluster) is grey and small, whatever its charge
+        colors[noise] = _NOISE_RGBA  # noise (no cluster) is grey and small, whatever its charge
         return [(f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=arrow.floats(np.where(noise, -1.2, -2.0)),
-                                                     colors=arrow.colors(colors))),
+                                                     colors=arrow.rgba(colors))),
                 (f"{EVENT_ROOT}/clusters", rr.Points3D(xyz, radii=arrow.floats(-2.0),
                                                         class_ids=arrow.class_ids(class_ids(labels))))]
 
@@ -291,7 +291,7 @@ class EventView:
         xy, radii, fixed, names, numbers = self._pad_tables()
         out: list[tuple[str, Any]] = [(f"{EVENT_ROOT}/pads/hits", [fixed + arrow.batches(rr.Points2D.from_fields(
             positions=arrow.positions(xy[ids], 2), radii=arrow.floats(radii[ids]),
-            colors=arrow.colors(scale.colors(amplitude)), labels=self._hover_labels(ids, amplitude)))])]
+            colors=arrow.rgba(scale.rgba(amplitude)), labels=self._hover_labels(ids, amplitude)))])]
         bar = Figure()
         add_colorbar(bar, self.frame, scale, "amplitude (ADC)", gradient=False)  # the gradient is static
         out += figure_archetypes(rr, f"{EVENT_ROOT}/pads", compact(bar))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["peak_heights", "count_hits", "join_texts"]
+__all__ = ["peak_heights", "count_hits", "join_texts", "ramp_rgba"]
 
 FIRST_SAMPLE = 5  # column of the first sample in the trace matrix (conduit.event.SAMPLES)
 N_SAMPLES = 512
@@ -108,3 +108,24 @@ def join_texts(data_a, starts_a, lengths_a, index_a, data_b, starts_b, lengths_b
         for j in range(lengths_b[k]):
             out[at + j] = data_b[starts_b[k] + j]
     return offsets, out
+
+
+@njit(cache=True, nogil=True)
+def ramp_rgba(t, stops):
+    """Colours of ramp positions ``t`` as Rerun's packed 0xRRGGBBAA (opaque), one pass: the same arithmetic as
+    :func:`.colors.ramp` (clip to [0, 1], NaN -> 0, linear between ``stops``, round half to even)."""
+    n_stops = stops.shape[0]
+    out = np.empty(t.shape[0], dtype=np.uint32)
+    for k in range(t.shape[0]):
+        x = t[k]
+        if np.isnan(x):
+            x = 0.0
+        x = min(max(x, 0.0), 1.0) * (n_stops - 1)
+        i = min(int(x), n_stops - 2)
+        f = x - i
+        packed = np.uint32(255)
+        for c in range(3):
+            v = np.rint(stops[i, c] * (1 - f) + stops[i + 1, c] * f)
+            packed |= np.uint32(np.uint8(v)) << np.uint32(24 - 8 * c)
+        out[k] = packed
+    return out
