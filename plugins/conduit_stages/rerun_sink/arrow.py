@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["positions", "strips", "pack", "colors", "rgba", "floats", "flag", "texts", "class_ids", "joined_texts", "TextTable", "batches"]
+__all__ = ["positions", "strips", "pack", "colors", "rgba", "floats", "flag", "texts", "class_ids", "joined_texts", "TextTable", "batches", "components"]
 
 
 @cache
@@ -118,3 +118,32 @@ def joined_texts(first: TextTable, first_index: np.ndarray, second: TextTable, s
 def batches(archetype: Any) -> list[Any]:
     """The component batches of an archetype (built once, logged many times with ``log(path, batches)``)."""
     return list(archetype.as_component_batches())
+
+
+class _Ready:
+    """A component batch over an array that already has its Rerun type (Rerun's ``ComponentBatchLike``)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: pa.Array):
+        self.array = array
+
+    def as_arrow_array(self) -> pa.Array:
+        return self.array
+
+
+@cache
+def _descriptor(archetype: str, field: str) -> Any:
+    import rerun as rr
+
+    return getattr(getattr(rr, archetype), f"descriptor_{field}")()
+
+
+def components(archetype: str, **fields: pa.Array | None) -> list[Any]:
+    """What ``rr.<archetype>(**fields).as_component_batches()`` gives for arrays made here (same descriptors,
+    same arrays; fields given None are left out), without the archetype's per-field conversion machinery:
+    log it with ``log(path, components(...))``."""
+    from rerun._baseclasses import DescribedComponentBatch
+
+    return [DescribedComponentBatch(_Ready(array), _descriptor(archetype, field))
+            for field, array in fields.items() if array is not None]

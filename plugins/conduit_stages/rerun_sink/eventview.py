@@ -79,6 +79,8 @@ class EventView:
         self._captions: dict[str, tuple[Any, list[Any]]] | None = None
         self._hover: tuple[Any, ...] | None = None
         self._colorbar_fixed: list[Any] | None = None
+        self._clear: list[Any] | None = None  # a drawn event's recursive clear and its summary's media type
+        self._markdown: list[Any] = []
         if self.pads is not None:
             self._pad_tables()  # when the run opens, not at its first event
 
@@ -167,7 +169,7 @@ class EventView:
                 f"{EVENT_ROOT}/traces/caption": (rr.Points2D, arrow.batches(rr.Points2D(
                     [[700.0, -88.0]], radii=-0.5, colors=color, show_labels=True, draw_order=40.0)))}
         labels = arrow.texts([text])
-        return [(path, [fixed + arrow.batches(kind.from_fields(labels=labels))])
+        return [(path, [fixed + arrow.components(kind.__name__, labels=labels)])
                 for path, (kind, fixed) in self._captions.items()]
 
     def not_drawn(self, event, run: int, reason: str, shown: int | None) -> list[tuple[str, Any]]:
@@ -203,7 +205,10 @@ class EventView:
         :func:`.geometry.pad_charges`.
         """
         rr = self.rr
-        out: list[tuple[str, Any]] = [(EVENT_ROOT, rr.Clear(recursive=True))]
+        if self._clear is None:
+            self._clear = arrow.batches(rr.Clear(recursive=True))
+            self._markdown = arrow.batches(rr.TextDocument.from_fields(media_type="text/markdown"))
+        out: list[tuple[str, Any]] = [(EVENT_ROOT, [self._clear])]
         traces = event.traces
         ids, amplitude = charges if charges is not None else geometry.pad_charges(traces)
         cloud = event.get("cloud")
@@ -214,7 +219,8 @@ class EventView:
         if cloud is not None and clusters is not None and len(clusters.labels) == len(cloud):
             labels = np.asarray(clusters.labels)
         n_tracks = 0 if estimates is None else len(estimates)
-        out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(self.header(event, run), media_type="text/markdown")))
+        out.append((f"{EVENT_ROOT}/summary", [arrow.components("TextDocument", text=arrow.texts([
+            self.header(event, run)])) + self._markdown]))
         out += self.captions(f"run {run} · event {event.id} · t = {event.timestamp / GET_CLOCK_HZ:.6f} s · "
                              f"{n_tracks} track{'s' if n_tracks != 1 else ''}")
         if cloud is not None and len(cloud):
@@ -233,13 +239,15 @@ class EventView:
         xyz = arrow.positions(cloud[:, :3], 3)  # one array for both entities
         colors = scale.rgba(geometry.cloud_charge(cloud))
         if labels is None:
-            return [(f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=arrow.floats(-2.0), colors=arrow.rgba(colors)))]
+            return [(f"{EVENT_ROOT}/cloud", [arrow.components("Points3D", positions=xyz, radii=arrow.floats(-2.0),
+                                                               colors=arrow.rgba(colors))])]
         noise = labels < 0
         colors[noise] = _NOISE_RGBA  # noise (no cluster) is grey and small, whatever its charge
-        return [(f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=arrow.floats(np.where(noise, -1.2, -2.0)),
-                                                     colors=arrow.rgba(colors))),
-                (f"{EVENT_ROOT}/clusters", rr.Points3D(xyz, radii=arrow.floats(-2.0),
-                                                        class_ids=arrow.class_ids(class_ids(labels))))]
+        return [(f"{EVENT_ROOT}/cloud", [arrow.components(
+                    "Points3D", positions=xyz, radii=arrow.floats(np.where(noise, -1.2, -2.0)),
+                    colors=arrow.rgba(colors))]),
+                (f"{EVENT_ROOT}/clusters", [arrow.components("Points3D", positions=xyz, radii=arrow.floats(-2.0),
+                                                              class_ids=arrow.class_ids(class_ids(labels)))])]
 
     def _tracks(self, estimates: np.ndarray) -> list[tuple[str, Any]]:
         rr = self.rr
@@ -249,13 +257,16 @@ class EventView:
         ends = np.array([s[-1] if len(s) else v for s, v in zip(strips, vertices)])
         hidden, shown = arrow.flag(False), arrow.flag(True)
         return [
-            (f"{EVENT_ROOT}/tracks", rr.LineStrips3D(arrow.strips(strips, 3), radii=arrow.floats(-1.5),
-                                                      class_ids=classes, show_labels=hidden)),
-            (f"{EVENT_ROOT}/vertices", rr.Points3D(arrow.positions(vertices, 3), radii=arrow.floats(-4.0),
-                                                    class_ids=classes, show_labels=hidden)),
-            (f"{EVENT_ROOT}/track_ids", rr.Points3D(arrow.positions(ends, 3), radii=arrow.floats(-0.5),
-                                                     class_ids=classes, show_labels=shown,
-                                                     labels=arrow.texts([f"#{k}" for k in range(len(estimates))]))),
+            (f"{EVENT_ROOT}/tracks", [arrow.components("LineStrips3D", strips=arrow.strips(strips, 3),
+                                                        radii=arrow.floats(-1.5), class_ids=classes,
+                                                        show_labels=hidden)]),
+            (f"{EVENT_ROOT}/vertices", [arrow.components("Points3D", positions=arrow.positions(vertices, 3),
+                                                          radii=arrow.floats(-4.0), class_ids=classes,
+                                                          show_labels=hidden)]),
+            (f"{EVENT_ROOT}/track_ids", [arrow.components(
+                "Points3D", positions=arrow.positions(ends, 3), radii=arrow.floats(-0.5),
+                labels=arrow.texts([f"#{k}" for k in range(len(estimates))]), show_labels=shown,
+                class_ids=classes)]),
         ]
 
     def _colorbar3d(self, scale: ColorScale) -> list[tuple[str, Any]]:
@@ -270,8 +281,9 @@ class EventView:
         if self._colorbar_fixed is None:
             self._colorbar_fixed = arrow.batches(rr.Points3D.from_fields(radii=-0.5, colors=(220, 220, 220),
                                                                          show_labels=True))
-        return [(f"{EVENT_ROOT}/colorbar/labels", [self._colorbar_fixed + arrow.batches(rr.Points3D.from_fields(
-            positions=arrow.positions(positions, 3), labels=arrow.texts(format_ticks(ticks) + ["amplitude (ADC)"])))])]
+        return [(f"{EVENT_ROOT}/colorbar/labels", [self._colorbar_fixed + arrow.components(
+            "Points3D", positions=arrow.positions(positions, 3),
+            labels=arrow.texts(format_ticks(ticks) + ["amplitude (ADC)"]))])]
 
     def _colorbar3d_static(self) -> tuple[str, Any]:
         """The bar of :meth:`_colorbar3d`: 100 points coloured along the ramp, x = radius + 70 mm, along z."""
@@ -289,9 +301,9 @@ class EventView:
             return []
         ids, amplitude = ids[ok], amplitude[ok]
         xy, radii, fixed, names, numbers = self._pad_tables()
-        out: list[tuple[str, Any]] = [(f"{EVENT_ROOT}/pads/hits", [fixed + arrow.batches(rr.Points2D.from_fields(
-            positions=arrow.positions(xy[ids], 2), radii=arrow.floats(radii[ids]),
-            colors=arrow.rgba(scale.rgba(amplitude)), labels=self._hover_labels(ids, amplitude)))])]
+        out: list[tuple[str, Any]] = [(f"{EVENT_ROOT}/pads/hits", [fixed + arrow.components(
+            "Points2D", positions=arrow.positions(xy[ids], 2), radii=arrow.floats(radii[ids]),
+            colors=arrow.rgba(scale.rgba(amplitude)), labels=self._hover_labels(ids, amplitude))])]
         bar = Figure()
         add_colorbar(bar, self.frame, scale, "amplitude (ADC)", gradient=False)  # the gradient is static
         out += figure_archetypes(rr, f"{EVENT_ROOT}/pads", compact(bar))
