@@ -59,6 +59,13 @@ def pack(rgb: Any) -> np.ndarray:
 
 def colors(rgb: Any) -> pa.Array:
     """RGB(A) colours (see :func:`pack`) as Color data."""
+    if isinstance(rgb, tuple):  # one colour for a whole part: the same few every time
+        return _one_color(rgb)
+    return rgba(pack(rgb))
+
+
+@cache
+def _one_color(rgb: tuple) -> pa.Array:
     return rgba(pack(rgb))
 
 
@@ -69,9 +76,17 @@ def rgba(packed: np.ndarray) -> pa.Array:
 
 def floats(values: Any, component: str = "Radius") -> pa.Array:
     """One value or one per item as float32 component data (Radius, DrawOrder ...)."""
+    if isinstance(values, (float, int)):
+        return _one_float(float(values), component)
     return pa.array(np.atleast_1d(np.asarray(values, dtype=np.float32)), type=_type(component))
 
 
+@cache
+def _one_float(value: float, component: str) -> pa.Array:
+    return pa.array(np.array([value], dtype=np.float32), type=_type(component))
+
+
+@cache
 def flag(value: bool) -> pa.Array:
     """One boolean as ShowLabels data."""
     return pa.array([bool(value)], type=_type("ShowLabels"))

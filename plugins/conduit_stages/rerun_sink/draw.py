@@ -61,15 +61,17 @@ def _rgb(color, i: int) -> tuple[int, int, int]:
 
 def _archetypes(rr: Any, part: Lines | Texts | Picture) -> list[Any]:
     if isinstance(part, Lines):
-        return [arrow.components("LineStrips2D", strips=arrow.strips(part.strips),
-                                 radii=arrow.floats(-0.5 * np.asarray(part.width)), colors=arrow.colors(part.color),
+        width = part.width if np.isscalar(part.width) else np.asarray(part.width)
+        return [arrow.components("LineStrips2D", strips=arrow.strips(part.strips), radii=arrow.floats(-0.5 * width),
+                                 colors=arrow.colors(part.color),
                                  labels=arrow.texts(part.labels) if part.labels is not None else None,
-                                 show_labels=arrow.flag(False), draw_order=arrow.floats(part.draw_order, "DrawOrder"))]
+                                 show_labels=arrow.flag(False),
+                                 draw_order=arrow.floats(float(part.draw_order), "DrawOrder"))]
     if isinstance(part, Texts):
         return [arrow.components("Points2D", positions=arrow.positions(part.positions, 2),
-                                 radii=arrow.floats(-part.radius), colors=arrow.colors(part.color),
+                                 radii=arrow.floats(-float(part.radius)), colors=arrow.colors(part.color),
                                  labels=arrow.texts(part.labels), show_labels=arrow.flag(not part.hover_only),
-                                 draw_order=arrow.floats(part.draw_order, "DrawOrder"))]
+                                 draw_order=arrow.floats(float(part.draw_order), "DrawOrder"))]
     h, w = part.rgb.shape[:2]
     return [rr.Image(part.rgb, draw_order=part.draw_order),
             rr.Transform3D(translation=[part.left, part.top, 0.0], scale=[part.width / w, part.height / h, 1.0])]
