@@ -36,27 +36,22 @@ def compact(figure: Figure) -> Figure:
         elif not isinstance(part, Lines):
             out.add(name, part)
     if lines:
-        strips, colors, widths = [], [], []
-        for part in lines:
-            strips += part.strips
-            colors += [_rgb(part.color, i) for i in range(len(part.strips))]
-            widths += list(np.broadcast_to(np.asarray(part.width, dtype=np.float32), (len(part.strips),)))
-        out.add("lines", Lines(strips, np.array(colors, dtype=np.uint8).reshape(-1, 3),
-                               np.asarray(widths, dtype=np.float32), None, max(p.draw_order for p in lines)))
+        strips = [s for part in lines for s in part.strips]
+        colors = np.vstack([_rows(part.color, len(part.strips)) for part in lines]).reshape(-1, 3)
+        widths = np.concatenate([np.broadcast_to(np.asarray(part.width, dtype=np.float32), (len(part.strips),))
+                                 for part in lines])
+        out.add("lines", Lines(strips, colors, widths, None, max(p.draw_order for p in lines)))
     for hover, group in sorted(texts.items()):
         positions = np.vstack([np.asarray(p.positions, dtype=np.float64).reshape(-1, 2) for p in group])
-        colors = [_rgb(p.color, i) for p in group for i in range(len(p.labels))]
-        out.add("hover" if hover else "texts", Texts(positions, [t for p in group for t in p.labels],
-                                                     np.array(colors, dtype=np.uint8).reshape(-1, 3), hover,
+        colors = np.vstack([_rows(p.color, len(p.labels)) for p in group]).reshape(-1, 3)
+        out.add("hover" if hover else "texts", Texts(positions, [t for p in group for t in p.labels], colors, hover,
                                                      group[0].radius, max(p.draw_order for p in group)))
     return out
 
 
-def _rgb(color, i: int) -> tuple[int, int, int]:
-    """The colour of item ``i`` of a part whose colour is one RGB triple or one row per item."""
-    array = np.asarray(color)
-    row = array if array.ndim == 1 else array[i]
-    return int(row[0]), int(row[1]), int(row[2])
+def _rows(color, n: int) -> np.ndarray:
+    """(n, 3) uint8 colours of the ``n`` items of a part whose colour is one RGB triple or one row per item."""
+    return np.broadcast_to(np.asarray(color).astype(np.uint8).reshape(-1, 3)[:n], (n, 3))
 
 
 def _archetypes(rr: Any, part: Lines | Texts | Picture) -> list[Any]:
