@@ -163,3 +163,20 @@ def test_component_arrays_have_rerun_own_types_and_joined_texts_are_exact():
     assert isinstance(joined, pa.Array) and joined.to_pylist() == ["θ é", "pad 0: 1 ADC", "", "θ "]
     assert arrow.joined_texts(first, np.array([], dtype=np.int64), second, np.array([], dtype=np.int64)
                               ).to_pylist() == []
+
+
+def test_one_pass_gives_the_peak_heights_and_the_largest_sample_of_every_row():
+    from conduit.event import SAMPLES
+    from conduit_stages.rerun_sink.geometry import SATURATION_ADC, select_traces
+    from conduit_stages.rerun_sink.kernels import peaks
+
+    traces = kit.make_traces(7).copy()
+    traces[3, SAMPLES.start + 100] = SATURATION_ADC  # one saturated row: never among the drawn traces
+    heights, maxima = peaks(traces)
+    np.testing.assert_array_equal(maxima, traces[:, SAMPLES].max(axis=1))
+    np.testing.assert_array_equal(heights, peak_heights(traces))
+    with_maxima = select_traces(traces, heights, "strongest", 8, maxima=maxima)
+    assert 3 not in with_maxima[0].tolist()
+    np.testing.assert_array_equal(with_maxima[0], select_traces(traces, heights, "strongest", 8)[0])
+    assert with_maxima[1] == select_traces(traces, heights, "strongest", 8)[1] == [
+        "strongest unsaturated", "1 saturated not shown"]

@@ -197,12 +197,14 @@ class EventView:
         out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(text, media_type="text/markdown")))
         return out + self.captions(f"{span} not received" + (f" · showing event {shown}" if shown is not None else ""))
 
-    def draw(self, event, run: int, charges: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple[str, Any]]:
+    def draw(self, event, run: int, charges: tuple[np.ndarray, np.ndarray] | None = None,
+             maxima: np.ndarray | None = None) -> list[tuple[str, Any]]:
         """Everything drawn for one event (starting with a recursive clear of the previous one).
 
         ``charges`` is (pad ids, amplitude) of the event's traces when already computed (the sink
         passes :func:`.kernels.peak_heights`, also counted for the occupancy), else
-        :func:`.geometry.pad_charges`.
+        :func:`.geometry.pad_charges`; ``maxima`` the largest sample of each trace, when known
+        (:func:`.kernels.peaks`).
         """
         rr = self.rr
         if self._clear is None:
@@ -231,7 +233,7 @@ class EventView:
         if self.pads is not None and traces.shape[0]:
             out += self._pad_hits(ids, amplitude, scale)
         if self.params.traces and traces.shape[0]:
-            out += self._traces(traces, amplitude, cloud, labels)
+            out += self._traces(traces, amplitude, cloud, labels, maxima)
         return out
 
     def _cloud(self, cloud: np.ndarray, labels: np.ndarray | None, scale: ColorScale) -> list[tuple[str, Any]]:
@@ -329,9 +331,10 @@ class EventView:
         _, _, _, names, numbers = self._pad_tables()
         return arrow.joined_texts(names, ids, numbers, rounded.astype(np.int64))
 
-    def _traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels) -> list[tuple[str, Any]]:
+    def _traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels, maxima=None
+                ) -> list[tuple[str, Any]]:
         rows, what = geometry.select_traces(traces, amplitude, self.params.traces, self.params.trace_count,
-                                            cloud, labels)
+                                            cloud, labels, maxima)
         fig = Figure()
         samples = traces[rows][:, SAMPLES].astype(np.float64)
         low = float(samples.min()) if len(rows) else 0.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["peak_heights", "count_hits", "join_texts", "ramp_rgba"]
+__all__ = ["peak_heights", "peaks", "count_hits", "join_texts", "ramp_rgba"]
 
 FIRST_SAMPLE = 5  # column of the first sample in the trace matrix (conduit.event.SAMPLES)
 N_SAMPLES = 512
@@ -41,7 +41,7 @@ _NETWORK = _batcher_network(N_SAMPLES // BASELINE_STRIDE)
 
 
 @njit(cache=True, nogil=True)
-def _peak_heights(traces, network):
+def _peak_heights(traces, network, maxima):
     n = traces.shape[0]
     m = N_SAMPLES // BASELINE_STRIDE
     out = np.empty(n)
@@ -52,6 +52,7 @@ def _peak_heights(traces, network):
         for j in range(FIRST_SAMPLE + 1, FIRST_SAMPLE + N_SAMPLES):
             x = row[j]
             top = x if x > top else top  # a max reduction the compiler vectorises
+        maxima[r] = top
         for i in range(m):
             v[i] = row[FIRST_SAMPLE + BASELINE_STRIDE * i]
         for q in range(network.shape[0]):
@@ -66,7 +67,15 @@ def _peak_heights(traces, network):
 def peak_heights(traces: np.ndarray) -> np.ndarray:
     """Peak above baseline per trace row (ADC): max of the samples minus the median of every 32nd one
     (as ``samples.max(axis=1) - np.median(samples[:, ::32], axis=1)``)."""
-    return _peak_heights(np.ascontiguousarray(traces), _NETWORK)
+    return peaks(traces)[0]
+
+
+def peaks(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(:func:`peak_heights`, the largest sample of each row), from one pass over the trace matrix: the view
+    counts the first and leaves saturated traces (by the second) out of its trace panel."""
+    traces = np.ascontiguousarray(traces)
+    maxima = np.empty(traces.shape[0], dtype=np.int64)
+    return _peak_heights(traces, _NETWORK, maxima), maxima
 
 
 @njit(cache=True, nogil=True)

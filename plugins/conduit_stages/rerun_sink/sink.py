@@ -112,9 +112,9 @@ class RerunSink(SinkStage):
         self.every_event = p.draw_every_event if p.draw_every_event is not None else (
             not self.context.live and (p.mode in ("save", "stdout") or p.tee))
         self.view = EventView(rr, self.context, p)
-        from .kernels import peak_heights  # numba: loaded when a run starts, not when stages are listed
+        from .kernels import peaks  # numba: loaded when a run starts, not when stages are listed
 
-        self._peak_heights = peak_heights
+        self._peaks = peaks
         pads = self.view.pads
         self.occupancy = Occupancy(pads.n_pads, p.occupancy_threshold) if pads is not None else None
         self.health = AsadHealth(self._expected_asads())
@@ -165,7 +165,8 @@ class RerunSink(SinkStage):
         self._maybe_connect(now)
         self._maybe_send_blueprint()
         # One cheap peak height per trace: counted for the occupancy, coloured on the pad plane when drawn.
-        charges = (event.traces[:, PAD].astype(np.int64), self._peak_heights(event.traces))
+        heights, maxima = self._peaks(event.traces)
+        charges = (event.traces[:, PAD].astype(np.int64), heights)
         if self.occupancy is not None:
             self.occupancy.add(*charges)
         self.health.add(event)
@@ -182,7 +183,7 @@ class RerunSink(SinkStage):
                 self.displayed += 1
                 self.shown = event.id
                 self.marked = False
-                self._log_all(self.view.draw(event, self.run, charges))
+                self._log_all(self.view.draw(event, self.run, charges, maxima))
             elif not self.marked:
                 self._log_all(self.view.not_drawn(event, self.run, self._why_not_drawn(), self.shown))
                 self.marked = True
