@@ -129,8 +129,8 @@ def joined_texts(first: TextTable, first_index: np.ndarray, second: TextTable, s
 
     offsets, data = join_texts(first.data, first.starts, first.lengths, np.asarray(first_index, dtype=np.int64),
                                second.data, second.starts, second.lengths, np.asarray(second_index, dtype=np.int64))
-    return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data)).cast(
-        _type("Text"))
+    joined = pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+    return joined if joined.type == _type("Text") else joined.cast(_type("Text"))
 
 
 def batches(archetype: Any) -> list[Any]:

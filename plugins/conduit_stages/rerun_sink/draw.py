@@ -38,7 +38,8 @@ def compact(figure: Figure) -> Figure:
     if lines:
         strips = [s for part in lines for s in part.strips]
         colors = np.vstack([_rows(part.color, len(part.strips)) for part in lines]).reshape(-1, 3)
-        widths = np.concatenate([np.broadcast_to(np.asarray(part.width, dtype=np.float32), (len(part.strips),))
+        widths = np.concatenate([np.full(len(part.strips), part.width, dtype=np.float32) if np.isscalar(part.width)
+                                 else np.broadcast_to(np.asarray(part.width, dtype=np.float32), (len(part.strips),))
                                  for part in lines])
         out.add("lines", Lines(strips, colors, widths, None, max(p.draw_order for p in lines)))
     for hover, group in sorted(texts.items()):
@@ -51,7 +52,8 @@ def compact(figure: Figure) -> Figure:
 
 def _rows(color, n: int) -> np.ndarray:
     """(n, 3) uint8 colours of the ``n`` items of a part whose colour is one RGB triple or one row per item."""
-    return np.broadcast_to(np.asarray(color).astype(np.uint8).reshape(-1, 3)[:n], (n, 3))
+    rows = np.asarray(color).astype(np.uint8).reshape(-1, 3)
+    return np.repeat(rows, n, axis=0) if len(rows) == 1 else rows[:n]
 
 
 def _archetypes(rr: Any, part: Lines | Texts | Picture) -> list[Any]:
