@@ -37,7 +37,7 @@ import numpy as np
 from conduit.event import PAD
 from conduit.stage import SinkStage
 
-from . import geometry
+from . import arrow, geometry
 from .blueprint import ENTITY, default_blueprint
 from .colors import ColorScale
 from .draw import log_figure
@@ -441,9 +441,11 @@ class RerunSink(SinkStage):
         colors[dead] = DEAD_COLOR
         hot = occupancy.hot(pads.radius)
         root = ENTITY["occupancy"]
-        self._log(f"{root}/pads", self.rr.Points2D.from_fields(colors=colors))
-        self._log(f"{root}/hot", self.rr.Points2D(self.view.pad_xy(hot), radii=4.5 * pads.scale[hot],
-                                                  colors=(255, 255, 255), draw_order=2.5))
+        self._log(f"{root}/pads", arrow.components("Points2D", colors=arrow.colors(colors)))
+        self._log(f"{root}/hot", arrow.components("Points2D", positions=arrow.positions(self.view.pad_xy(hot), 2),
+                                                  radii=arrow.floats(4.5 * pads.scale[hot]),
+                                                  colors=arrow.colors((255, 255, 255)),
+                                                  draw_order=arrow.floats(2.5, "DrawOrder")))
         fig = Figure()
         add_colorbar(fig, self.view.frame, scale, "events with a hit", gradient=False)  # the pad plane's (static)
         line = (f"{occupancy.events} events · {len(dead)} dead pads (never hit, red) · {len(hot)} hot pads "
