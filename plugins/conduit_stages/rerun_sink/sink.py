@@ -157,6 +157,7 @@ class RerunSink(SinkStage):
     def begin(self) -> None:
         if self.file is not None:
             self.file.start()
+        self._maybe_send_blueprint()  # the layout is known once the stages have opened: not at the first event
 
     def consume(self, event) -> None:
         self.consumed += 1
