@@ -1,0 +1,89 @@
+"""``reclean_joined = "changed"`` against ``"always"`` on the simulator's truth (issue 17's dense-mix tail).
+
+    NUMBA_CACHE_DIR=.numba-cache .venv/bin/python benchmarks/reclean_truth.py [--events 300] [--mix default dense]
+
+Each mix's events are simulated once (seed 2024, as benchmarks/physics.py),
+turned into clouds once, then clustered and estimated with both settings of
+``cluster.hdbscan``'s ``reclean_joined``. Printed per mix: the events whose
+clusters differ, the thread CPU of the clustering (mean / p90 / p99 / max),
+and the truth scores of benchmarks/physics.py for each setting (particles
+well reconstructed, mean efficiency and purity, robust spread of the polar
+angle, B-rho and vertex z errors, the reasons particles were lost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import time
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np
+from _common import machine  # noqa: E402
+from physics import Reco, analyse, errors, robust, simulate, well_reconstructed  # noqa: E402
+
+SETTINGS = ("always", "changed")
+
+
+def run_mix(preset: str, n: int, seed: int) -> None:
+    from conduit.stage import StageContext
+    from conduit_stages.cluster.hdbscan_stage import HdbscanParams, HdbscanStage
+    from conduit_stages.estimate.stage import EstimateParams, estimate_tracks
+    from conduit_stages.pointcloud.stage import PointcloudParams, PointcloudStage
+
+    _, detector, sims = simulate(preset, n, seed)
+    context = StageContext(detector=detector)
+    pointcloud = PointcloudStage(PointcloudParams(), context)
+    clouds = [pointcloud.kernel(sim.event.traces, sim.event.id) for sim in sims]
+    reco: dict[str, list[Reco]] = {}
+    cpu: dict[str, np.ndarray] = {}
+    for setting in SETTINGS:
+        stage = HdbscanStage(HdbscanParams(reclean_joined=setting), context)
+        stage.warm_up()
+        reco[setting], cpu[setting] = [], np.zeros(len(sims))
+        for i, (sim, cloud) in enumerate(zip(sims, clouds)):
+            c0 = time.thread_time()
+            clusters = stage.cluster(cloud)
+            cpu[setting][i] = time.thread_time() - c0
+            estimates, status = estimate_tracks(cloud, clusters, EstimateParams(), detector, sim.event.id)
+            reco[setting].append(Reco(sim, cloud, clusters, estimates, status, {}))
+    differ = sum(not np.array_equal(a.clusters.labels, b.clusters.labels) for a, b in zip(*reco.values()))
+    points = np.array([len(c) for c in clouds])
+    print(f"\n### {preset}: {n} events (seed {seed}), points median {np.median(points):.0f}, max {points.max()}; "
+          f"{differ} events with different clusters; load average {os.getloadavg()[0]:.2f}\n")
+    print("| reclean_joined | cluster CPU mean / p90 / p99 / max ms | particles | well reconstructed | "
+          "efficiency | purity | polar err deg (median, spread) | B-rho err % | vertex z err mm | lost (reason: count) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for setting in SETTINGS:
+        results = [r for rec in reco[setting] for r in analyse(preset, rec)]
+        good = well_reconstructed(results)
+        err = errors(good)
+        lost = collections.Counter(r.outcome for r in results if r.outcome != "ok")
+        c = 1e3 * cpu[setting]
+        spread = " | ".join("{:.3f}, {:.3f}".format(*robust(err[name])[:2]) for name in ("polar", "brho", "vertex_z"))
+        print(f"| {setting} | {c.mean():.2f} / {np.percentile(c, 90):.2f} / {np.percentile(c, 99):.2f} / {c.max():.2f} "
+              f"| {len(results)} | {len(good)} | {np.mean([r.efficiency for r in results]):.4f} | "
+              f"{np.mean([r.purity for r in results]):.4f} | {spread} | "
+              f"{', '.join(f'{k}: {v}' for k, v in sorted(lost.items()))} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--mix", nargs="+", choices=("default", "dense"), default=["default", "dense"])
+    args = parser.parse_args()
+    try:
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    except (AttributeError, OSError):
+        pass
+    print(f"machine: {machine()}")
+    for preset in args.mix:
+        run_mix(preset, args.events, args.seed)
+
+
+if __name__ == "__main__":
+    main()
