@@ -23,9 +23,30 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import numpy as np
 from _common import machine  # noqa: E402
-from physics import Reco, analyse, errors, robust, simulate, well_reconstructed  # noqa: E402
+from physics import Reco, analyse, errors, point_particles, robust, simulate, well_reconstructed  # noqa: E402
 
-SETTINGS = ("always", "changed")
+SETTINGS = ("always", "changed", "never")
+
+
+def _majority(owner: np.ndarray, labels: np.ndarray, label: int) -> int:
+    """The simulated particle that made most points of cluster ``label`` (-1: noise)."""
+    values, counts = np.unique(owner[labels == label], return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def _difference(a: Reco, b: Reco, changed: np.ndarray, setting: str) -> str:
+    """The points of one event labelled differently by 'always' (a) and ``setting`` (b), checked against truth."""
+    owner = point_particles(a.cloud, a.sim.truth)
+    rows = np.flatnonzero(changed)
+
+    def own(reco: Reco) -> int:  # points clustered with the particle that made most of their cluster
+        labels = reco.clusters.labels
+        return sum(labels[r] >= 0 and _majority(owner, labels, labels[r]) == owner[r] for r in rows)
+
+    return (f"{len(rows)} of {len(a.cloud)} points labelled differently ({int((owner[rows] >= 0).sum())} made by a "
+            f"simulated particle, {int((owner[rows] < 0).sum())} noise); in a cluster: 'always' "
+            f"{int((a.clusters.labels[rows] >= 0).sum())}, {setting!r} {int((b.clusters.labels[rows] >= 0).sum())}; "
+            f"in the cluster of their own particle: 'always' {own(a)}, {setting!r} {own(b)}")
 
 
 def run_mix(preset: str, n: int, seed: int) -> None:
@@ -50,10 +71,16 @@ def run_mix(preset: str, n: int, seed: int) -> None:
             cpu[setting][i] = time.thread_time() - c0
             estimates, status = estimate_tracks(cloud, clusters, EstimateParams(), detector, sim.event.id)
             reco[setting].append(Reco(sim, cloud, clusters, estimates, status, {}))
-    differ = sum(not np.array_equal(a.clusters.labels, b.clusters.labels) for a, b in zip(*reco.values()))
+    differ = {setting: sum(not np.array_equal(a.clusters.labels, b.clusters.labels)
+                           for a, b in zip(reco["always"], reco[setting])) for setting in SETTINGS[1:]}
+    for setting in SETTINGS[1:]:
+        for a, b in zip(reco["always"], reco[setting]):
+            changed = a.clusters.labels != b.clusters.labels
+            if changed.any():
+                print(f"{preset} event {a.sim.event.id}, {setting!r}: " + _difference(a, b, changed, setting))
     points = np.array([len(c) for c in clouds])
     print(f"\n### {preset}: {n} events (seed {seed}), points median {np.median(points):.0f}, max {points.max()}; "
-          f"{differ} events with different clusters; load average {os.getloadavg()[0]:.2f}\n")
+          f"events with clusters different from 'always': {differ}; load average {os.getloadavg()[0]:.2f}\n")
     print("| reclean_joined | cluster CPU mean / p90 / p99 / max ms | particles | well reconstructed | "
           "efficiency | purity | polar err deg (median, spread) | B-rho err % | vertex z err mm | lost (reason: count) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -65,8 +92,8 @@ def run_mix(preset: str, n: int, seed: int) -> None:
         c = 1e3 * cpu[setting]
         spread = " | ".join("{:.3f}, {:.3f}".format(*robust(err[name])[:2]) for name in ("polar", "brho", "vertex_z"))
         print(f"| {setting} | {c.mean():.2f} / {np.percentile(c, 90):.2f} / {np.percentile(c, 99):.2f} / {c.max():.2f} "
-              f"| {len(results)} | {len(good)} | {np.mean([r.efficiency for r in results]):.4f} | "
-              f"{np.mean([r.purity for r in results]):.4f} | {spread} | "
+              f"| {len(results)} | {len(good)} | {np.mean([r.efficiency for r in results]):.6f} | "
+              f"{np.mean([r.purity for r in results]):.6f} | {spread} | "
               f"{', '.join(f'{k}: {v}' for k, v in sorted(lost.items()))} |")
 
 

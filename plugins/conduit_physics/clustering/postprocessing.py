@@ -50,10 +50,10 @@ class ClusterParams(Params):
     circle_overlap_ratio: float = param(
         0.25, "overlap join: joined when the circles' overlap exceeds this fraction of the smaller circle", ge=0
     )
-    reclean_joined: Literal["always", "changed"] = param(
+    reclean_joined: Literal["always", "changed", "never"] = param(
         "always",
-        "second LOF cleaning of a joined cluster: 'always' (Spyral), or 'changed': only when the first cleaning "
-        "removed points from one of its pieces (faster on large tracks; docs/analysis.md)",
+        "second LOF cleaning of a joined cluster: 'always' (Spyral); 'changed': only when the first cleaning "
+        "removed points from one of its pieces; 'never' (faster on large tracks; docs/analysis.md)",
     )
 
 
@@ -212,8 +212,9 @@ def _join(cloud: np.ndarray, pieces: list[Piece], params: ClusterParams, field: 
 
 
 def _keeps_joined(piece: Piece, params: ClusterParams) -> bool:
-    """True for a joined piece that ``reclean_joined = "changed"`` does not clean again (no piece lost a point)."""
-    return params.reclean_joined == "changed" and piece.joined and piece.lost_none
+    """True for a joined piece that ``reclean_joined`` does not clean again ("changed": when no piece lost a point)."""
+    mode = params.reclean_joined
+    return piece.joined and (mode == "never" or (mode == "changed" and piece.lost_none))
 
 
 def postprocess(cloud: np.ndarray, labels: np.ndarray, params: ClusterParams, field: float) -> Clusters:
