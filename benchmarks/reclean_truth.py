@@ -24,6 +24,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import numpy as np
 from _common import machine  # noqa: E402
 from physics import Reco, analyse, errors, point_particles, robust, simulate, well_reconstructed  # noqa: E402
+from stages import pin_to_one_cpu  # noqa: E402
 
 SETTINGS = ("always", "changed", "never")
 
@@ -103,10 +104,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--mix", nargs="+", choices=("default", "dense"), default=["default", "dense"])
     args = parser.parse_args()
-    try:
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    except (AttributeError, OSError):
-        pass
+    pin_to_one_cpu()
     print(f"machine: {machine()}")
     for preset in args.mix:
         run_mix(preset, args.events, args.seed)

@@ -287,6 +287,14 @@ def report_mix(mix: str, n: int, seed: int, compare: bool, profile: int = 0) -> 
         profile_largest(events, stages, profile)
 
 
+def pin_to_one_cpu() -> None:
+    """Run this process on the first CPU it may use (the figures are per event on one core)."""
+    try:
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    except (AttributeError, OSError):
+        pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200)
@@ -297,10 +305,7 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="time cluster.hdbscan's phases on the N largest clouds of each mix")
     args = parser.parse_args()
-    try:
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    except (AttributeError, OSError):
-        pass
+    pin_to_one_cpu()
 
     print(f"machine: {machine()}")
     print("Wall time per event, and the CPU time of the thread (less sensitive to other load on the machine).")
