@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trio
+import trio.testing
 
 from conduit.get.dataexporter import length_prefix
 from conduit_simulate.generator import EventSequence, Simulator
@@ -176,3 +177,73 @@ def record() -> None:
 
 if __name__ == "__main__":
     record()
+
+
+async def test_a_reader_that_stops_reading_holds_the_sender_back_and_nothing_is_lost():
+    """CoBo 0's client stops reading: the serve stalls (the others get only part of the run), then completes."""
+    params, serve_kw = CASES["pool3-disorder1.2"]
+    sim = Simulator(SimulationParams(**{**params, "preset": "default", "events": 400}))
+    resume = trio.Event()
+    got: dict[tuple[int, int], bytes] = {}
+    progress: dict[int, int] = {}
+
+    async def reader(cobo: int, port: int) -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        chunks = []
+        async with stream:
+            if cobo == 0:
+                await resume.wait()
+            while chunk := await stream.receive_some(1 << 16):
+                chunks.append(chunk)
+                progress[cobo] = progress.get(cobo, 0) + len(chunk)
+        got[(cobo, 0)] = b"".join(chunks)
+
+    stats = {}
+    async with trio.open_nursery() as nursery:
+
+        async def serve(task_status=trio.TASK_STATUS_IGNORED):
+            stats["serve"] = await serve_simulation(sim, base_port=0, task_status=task_status, **serve_kw)
+
+        ports = await nursery.start(serve)
+        for cobo, port in ports.items():
+            nursery.start_soon(reader, cobo, port)
+        with trio.fail_after(120):
+            while len(progress) < 10:  # the pool is made (in a thread), serving has begun
+                await trio.sleep(0.01)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.5)  # the sender waits for CoBo 0's reader
+            held = dict(progress)
+            resume.set()
+    expected = expected_streams(sim, serve_kw["disorder"])
+    assert 0 not in held and sorted(held) == list(range(1, 11))
+    assert all(held[c] < len(expected[c]) for c in held)  # nobody got the whole run while CoBo 0 was stuck
+    assert stats["serve"].events == 400 and stats["serve"].frames == sum(len(_decode(s)) for s in expected.values())
+    for (cobo, _), stream in got.items():
+        assert stream == expected[cobo]
+
+
+async def test_a_client_that_leaves_is_dropped_and_the_others_get_everything():
+    params, serve_kw = CASES["pool3-disorder1.2"]
+    sim = Simulator(SimulationParams(**{**params, "events": 60}))
+    got: dict[tuple[int, int], bytes] = {}
+
+    async def leaver(port: int) -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.receive_some(100)
+        await stream.aclose()  # leaves in the middle of the run
+
+    async with trio.open_nursery() as nursery:
+        ports = await nursery.start(
+            lambda task_status: serve_simulation(sim, base_port=0, clients=2, task_status=task_status, **serve_kw)
+        )
+        with trio.fail_after(120):
+            async with trio.open_nursery() as readers:
+                for cobo, port in ports.items():
+                    readers.start_soon(_read_to_eof, port, got, (cobo, 0))
+                    if cobo == 3:
+                        readers.start_soon(leaver, port)
+                    else:
+                        readers.start_soon(_read_to_eof, port, got, (cobo, 1))
+    expected = expected_streams(sim, serve_kw["disorder"])
+    assert len(got) == 2 * len(expected) - 1
+    for (cobo, _), stream in got.items():
+        assert stream == expected[cobo]

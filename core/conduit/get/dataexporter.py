@@ -87,18 +87,13 @@ class ServerStats:
     clients: list[ClientStats]  #: currently connected clients
 
 
-def _byte_view(buffer: Buffer) -> memoryview:
-    view = memoryview(buffer)
-    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
-
-
 class _Client:
     """One connection: its socket (non-blocking) and the bytes queued for it but not yet written."""
 
     def __init__(self, sock: socket.socket, peer: str):
         self.sock = sock
         self.stats = ClientStats(peer)
-        self.pending: collections.deque[memoryview] = collections.deque()  # unwritten buffers, in order
+        self.pending: collections.deque[Buffer] = collections.deque()  # unwritten buffers, in order
         self.ends: collections.deque[tuple[int, int]] = collections.deque()  # (queued bytes at its end, frames)
         self.queued = 0  #: bytes queued since connected
         self.written = 0  #: bytes written since connected
@@ -106,8 +101,8 @@ class _Client:
         self.has_pending = trio.Event()
         self.scope = trio.CancelScope()
 
-    def queue(self, views: list[memoryview], size: int, frames: int) -> None:
-        self.pending.extend(views)
+    def queue(self, buffers: list[Buffer], size: int, frames: int) -> None:
+        self.pending.extend(buffers)
         self.queued += size
         self.ends.append((self.queued, frames))
 
@@ -115,13 +110,17 @@ class _Client:
         """Write what the socket takes now (never waits); return the frames completed. OSError: the client is gone."""
         done = 0
         while self.pending:
-            iov = list(itertools.islice(self.pending, _IOV_MAX))
+            if len(self.pending) <= _IOV_MAX:
+                iov, size = self.pending, self.queued - self.written
+            else:
+                iov = list(itertools.islice(self.pending, _IOV_MAX))
+                size = sum(map(len, iov))
             try:
                 n = self.sock.sendmsg(iov)
             except BlockingIOError:
                 break
             done += self._advance(n)
-            if n < sum(v.nbytes for v in iov):
+            if n < size:
                 break  # the socket buffer is full
         return done
 
@@ -129,10 +128,10 @@ class _Client:
         self.written += n
         self.stats.bytes += n
         pending = self.pending
-        while n and n >= pending[0].nbytes:
-            n -= pending.popleft().nbytes
+        while n and n >= len(pending[0]):
+            n -= len(pending.popleft())
         if n:
-            pending[0] = pending[0][n:]
+            pending[0] = memoryview(pending[0])[n:]
         frames = 0
         while self.ends and self.ends[0][0] <= self.written:
             frames += self.ends.popleft()[1]
@@ -143,15 +142,11 @@ class _Client:
 class DataExporterServer:
     """A DataExporter look-alike on one TCP port (see the module docstring)."""
 
-    def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, queue_frames: int = 1024, send_buffer: int | None = None
-    ):
-        """``queue_frames``: messages queued per client before the sender waits; ``send_buffer``: SO_SNDBUF bytes
-        of every connection (None: the kernel's autotuning)."""
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, queue_frames: int = 1024):
+        """``queue_frames``: messages queued per client (not yet written to its socket) before the sender waits."""
         self.host = host
         self.port = port
         self.queue_frames = queue_frames
-        self.send_buffer = send_buffer
         self._clients: list[_Client] = []
         self._accepted = 0
         self._frames_sent = 0
@@ -210,8 +205,6 @@ class DataExporterServer:
         # passes per write. detach() hands over the descriptor; TCP_NODELAY set by the stream stays.
         sock = socket.socket(fileno=stream.socket.detach())
         sock.setblocking(False)
-        if self.send_buffer:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
         try:
             host, port = sock.getpeername()[:2]
             peer = f"{host}:{port}"
@@ -282,11 +275,12 @@ class DataExporterServer:
     async def send_buffers(self, buffers: Iterable[Buffer], *, frames: int = 0) -> int:
         """Queue the concatenation of ``buffers`` (holding ``frames`` whole frames) for every connected client.
 
-        The buffers are referenced, not copied: they must not change until written (:meth:`drain`).
-        Returns the number of clients it was queued for; waits only while a client's queue is full.
+        The buffers (bytes, or bytearrays and memoryviews of bytes) are referenced, not copied: they
+        must not change until written (:meth:`drain`). Returns the number of clients it was queued
+        for; waits only while a client's queue is full.
         """
-        views = [_byte_view(b) for b in buffers]
-        size = sum(v.nbytes for v in views)
+        views = buffers if isinstance(buffers, list) else list(buffers)
+        size = sum(map(len, views))
         sent = 0
         for client in list(self._clients):
             if len(client.ends) >= self.queue_frames:
