@@ -19,7 +19,10 @@ in this process), and with --conduit also by `conduit run` with the pipeline
 of `end_to_end.py online`. Only the serving counts: the CPU the server spent
 before the first byte reached the reader (start-up, filling the pool) is
 subtracted; with --conduit that start-up cost is the one measured in the
-cheap reader's run at the same rate.
+cheap reader's run at the same rate. Last, the kernel's floor: the same bytes
+per event sent to the same reader by a plain blocking sendmsg loop (no event
+loop, no Python per frame), niced too: loopback TCP's system time per event
+that no server can cut.
 
 Prints a table; results go to docs/simulator.md (and the CPU figures to
 docs/performance.md) by hand, with the machine.
@@ -39,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 from _common import machine  # noqa: E402
+
+from conduit.get.dataexporter import length_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 CONDUIT = ROOT / ".venv" / "bin" / "conduit"
@@ -263,6 +268,42 @@ def _discard_reader(proc: subprocess.Popen, base: int) -> dict:
     return {"first": first, "last": last, "bytes": total}
 
 
+def floor_sender(base: int, events: int, rate: float, event_bytes: int = 2_780_000, frames: int = 4) -> None:
+    """The kernel's floor: ``events`` x ``event_bytes`` to 11 readers by a plain blocking sendmsg loop, paced."""
+    listeners = [socket.create_server(("127.0.0.1", base + c)) for c in range(11)]
+    conns = [lst.accept()[0] for lst in listeners]
+    frame = os.urandom(event_bytes // 11 // frames)
+    parts = [length_prefix(len(frame)), memoryview(frame)] * frames
+    t0 = time.perf_counter()
+    for n in range(events):
+        for conn in conns:
+            conn.sendmsg(parts)  # blocking: returns when the kernel took everything
+        delay = t0 + (n + 1) / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    for conn in conns:
+        conn.close()
+
+
+def kernel_floor(events: int, rate: float) -> tuple[str, str]:
+    """CPU per event of :func:`floor_sender` in a niced subprocess, read by the same cheap reader."""
+    base = _free_port_block()
+    load = os.getloadavg()[0]
+    proc = subprocess.Popen([sys.executable, __file__, "--floor-sender", str(base), str(events), str(rate)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: os.nice(10))
+    got = _discard_reader(proc, base)
+    _finish(proc)
+    tick_ms = 1e3 / os.sysconf("SC_CLK_TCK")
+    (u0, s0), _, _ = got["first"]
+    (u1, s1), _, _ = got["last"]
+    return (
+        f"kernel floor at {rate:g}/s: same bytes by a blocking sendmsg loop",
+        f"user {(u1 - u0) * tick_ms / events:.2f} + system {(s1 - s0) * tick_ms / events:.2f} ms/event; "
+        f"load {load:.1f}-{os.getloadavg()[0]:.1f}",
+    )
+
+
 def _finish(proc: subprocess.Popen) -> str:
     out, _ = proc.communicate(timeout=600)
     if proc.returncode != 0:
@@ -290,7 +331,8 @@ def serve_cpu(events: int, pool: int, rate: float, conduit: bool) -> list[tuple[
             f"serve --rate {rate:g} -> cheap reader ({events} events, pool {pool})",
             f"user {(u1 - u0) * tick_ms / events:.2f} + system {(s1 - s0) * tick_ms / events:.2f} ms/event; "
             f"{events / (t1 - t0):.0f} events/s, {got['bytes'] / events / 1e6:.2f} MB/event; reader user "
-            f"{reader_ms[0]:.2f} + system {reader_ms[1]:.2f} ms/event; load {load:.1f}-{os.getloadavg()[0]:.1f}",
+            f"{reader_ms[0]:.2f} + system {reader_ms[1]:.2f} ms/event; start-up (imports, pool) "
+            f"{(u0 + s0) * tick_ms / 1e3:.1f} s CPU; load {load:.1f}-{os.getloadavg()[0]:.1f}",
         ))
         if conduit:
             rows.append(_serve_cpu_conduit(tmp, events, pool, rate, (u0, s0), tick_ms))
@@ -339,11 +381,16 @@ def main() -> int:
     parser.add_argument("--serve-cpu", action="store_true", help="only the serving CPU per event (see above)")
     parser.add_argument("--rates", type=float, nargs="+", default=[200.0], help="--serve-cpu rates (events/s)")
     parser.add_argument("--conduit", action="store_true", help="--serve-cpu: also drained by `conduit run`")
+    parser.add_argument("--floor-sender", nargs=3, metavar=("BASE", "EVENTS", "RATE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.floor_sender:
+        floor_sender(int(args.floor_sender[0]), int(args.floor_sender[1]), float(args.floor_sender[2]))
+        return 0
     rows = [("machine", machine())]
     if args.serve_cpu:
         for rate in args.rates:
             rows += serve_cpu(args.serve_events, args.pool, rate, args.conduit)
+            rows.append(kernel_floor(args.serve_events, rate))
         _print(rows)
         return 0
     rows += bench_generation(args.events)

@@ -128,13 +128,17 @@ class _Client:
         self.written += n
         self.stats.bytes += n
         pending = self.pending
-        while n and n >= len(pending[0]):
-            n -= len(pending.popleft())
-        if n:
-            pending[0] = memoryview(pending[0])[n:]
+        if self.written == self.queued:  # all of it: the common case
+            pending.clear()
+        else:
+            while n >= len(pending[0]):
+                n -= len(pending.popleft())
+            if n:
+                pending[0] = memoryview(pending[0])[n:]
         frames = 0
-        while self.ends and self.ends[0][0] <= self.written:
-            frames += self.ends.popleft()[1]
+        ends = self.ends
+        while ends and ends[0][0] <= self.written:
+            frames += ends.popleft()[1]
         self.stats.frames += frames
         return frames
 
