@@ -11,7 +11,9 @@ early frames of the next, as independent AsAd streams deliver them.
 With the simulation's ``pool`` = K > 0 the first K events are generated and
 encoded once, then served cyclically with fresh event ids and timestamps
 patched into the frame headers: generation is then no longer the limit
-(hundreds of events/s).
+(hundreds of events/s). A pool frame is stored split around the 10 header
+bytes that change, and sent as (head, the event's 10 bytes, tail) in one
+``sendmsg`` per CoBo: nothing is copied in Python per served event.
 After the last event every queued frame is written, the connections are
 closed (clients see EOF) and :func:`serve_simulation` returns its statistics.
 """
@@ -137,9 +139,10 @@ async def serve_simulation(
     return stats
 
 
-#: One frame ready to send: (cobo, bytes with its length prefix, head, tail). The frame is head + patch + tail,
-#: where patch is the served event's 10 header bytes (16..25) for a pool frame, nothing for a fresh one.
-_Frame = tuple[int, int, bytes, memoryview]
+#: One frame ready to send: (cobo, bytes on the wire with the length prefix, head, tail). What is sent is
+#: head + patch + tail, where patch is the served event's 10 header bytes (16..25) for a pool frame (head:
+#: prefix and bytes 0..15, tail: bytes 26..), and head + tail for a fresh frame (head: prefix, tail: frame).
+_Frame = tuple[int, int, bytes, bytes | memoryview]
 
 
 def _pool_frame(cobo: int, frame: bytes) -> _Frame:
