@@ -1,7 +1,7 @@
 """Per-stage and whole-chain cost of the analysis on the two event mixes.
 
     NUMBA_CACHE_DIR=.numba-cache .venv/bin/python benchmarks/stages.py [--events 200] [--mix default dense]
-        [--compare] [--no-first-call]
+        [--compare] [--no-first-call] [--profile N]
 
 Events come from the simulator's ``default`` preset (the reference mix:
 about 700 traces and 200 points per event) and its ``dense`` preset (the
@@ -14,10 +14,17 @@ pointcloud + cluster.hdbscan + estimate, as the workers run it.
 
 ``--compare`` also runs ``cluster.hdbscan`` with the hdbscan package
 (``algorithm = "prims_kdtree"``) on the same clouds, in the same process,
-and counts the events whose clusters differ (expected: none) and the ratio
-of the times. First-call costs are measured in fresh subprocesses: once with
+both with ``reclean_joined = "always"`` (every LOF cleaning, the exact
+path), and counts the events whose clusters differ (expected: none) and the
+ratio of the times; and the events where the stage's default
+``reclean_joined`` gives other clusters than ``"always"``. First-call costs are measured in fresh subprocesses: once with
 an empty numba cache (compile and write the cache) and once more with the
 cache filled (what a new worker pays).
+
+``--profile N`` times the phases of ``cluster.hdbscan`` on the N largest
+clouds of each mix (thread CPU, best of 5 runs): HDBSCAN's KD-tree, core
+distances and minimum spanning tree, each LOF cleaning's neighbour search
+and scores, the directions and the join, and the rest.
 """
 
 from __future__ import annotations
@@ -95,10 +102,13 @@ def compare_reference(events, stages) -> str:
     """Clusters of the compiled HDBSCAN against the hdbscan package's, and the time of each, on the same clouds."""
     from conduit_stages.cluster.hdbscan_stage import HdbscanParams, HdbscanStage
 
-    native = stages["cluster.hdbscan"]
-    package = HdbscanStage(HdbscanParams(algorithm="prims_kdtree"), native.context)
+    default = stages["cluster.hdbscan"]
+    # the exact path (every cleaning) on both sides; the default's reclean_joined is compared with it below
+    native = HdbscanStage(HdbscanParams(reclean_joined="always"), default.context)
+    package = HdbscanStage(HdbscanParams(algorithm="prims_kdtree", reclean_joined="always"), default.context)
+    native.warm_up()
     package.warm_up()
-    differ = 0
+    differ = variant = 0
     t_native = np.zeros(len(events))
     t_package = np.zeros(len(events))
     for i, event in enumerate(events):
@@ -112,11 +122,109 @@ def compare_reference(events, stages) -> str:
         same = (np.array_equal(a.labels, b.labels) and np.array_equal(a.cluster_labels, b.cluster_labels)
                 and np.array_equal(a.directions, b.directions))
         differ += not same
-    return (f"cluster.hdbscan, compiled vs the hdbscan package on the same {len(events)} clouds: "
-            f"{differ} events with different clusters; CPU ms/event mean {1e3 * t_native.mean():.2f} vs "
+        variant += not np.array_equal(default.cluster(cloud).labels, a.labels)
+    return (f"cluster.hdbscan (reclean_joined = 'always'), compiled vs the hdbscan package on the same "
+            f"{len(events)} clouds: {differ} events with different clusters; the default "
+            f"(reclean_joined = {default.params.reclean_joined!r}) differs from 'always' in {variant} events; CPU ms/event mean {1e3 * t_native.mean():.2f} vs "
             f"{1e3 * t_package.mean():.2f} (x{t_package.mean() / t_native.mean():.1f}), p99 "
             f"{1e3 * np.percentile(t_native, 99):.2f} vs {1e3 * np.percentile(t_package, 99):.2f}, max "
             f"{1e3 * t_native.max():.2f} vs {1e3 * t_package.max():.2f}")
+
+
+PHASES = ("KD-tree", "core distances", "MST", "HDBSCAN rest", "LOF 1 kNN", "LOF 1 scores", "direction + join",
+          "LOF 2 kNN", "LOF 2 scores", "other")
+
+
+class PhaseClock:
+    """Thread CPU seconds per phase of one ``cluster.hdbscan`` call, from wrappers around its functions.
+
+    The first LOF cleaning runs before any direction is computed; a cleaning after that is the second.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.second_pass = False
+        self.depth = 0  # inside a timed phase: nested timed calls are not counted twice
+
+    def timed(self, phase, function):
+        def wrapper(*args, **kwargs):
+            name = phase() if callable(phase) else phase
+            if self.depth:
+                return function(*args, **kwargs)
+            self.depth += 1
+            c0 = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.thread_time() - c0
+                self.depth -= 1
+        return wrapper
+
+    def install(self, patch) -> None:
+        """Wrap the phases' functions with ``patch(owner, name, wrapper)`` (e.g. unittest.mock's patch.object)."""
+        from conduit_physics.clustering import postprocessing
+        from conduit_physics.clustering.lof import LofNeighbours
+        from conduit_stages.cluster import hdbscan_native
+
+        def lof(part):
+            return lambda: f"LOF {2 if self.second_pass else 1} {part}"
+
+        def oriented(function):
+            def wrapper(*args, **kwargs):
+                self.second_pass = True
+                return function(*args, **kwargs)
+            return wrapper
+
+        patch(hdbscan_native, "build_tree", self.timed("KD-tree", hdbscan_native.build_tree))
+        patch(hdbscan_native, "core_distances", self.timed("core distances", hdbscan_native.core_distances))
+        for name in ("mst_mutual_reachability", "prim_dense"):
+            patch(hdbscan_native, name, self.timed("MST", getattr(hdbscan_native, name)))
+        search = LofNeighbours.search.__func__
+        patch(LofNeighbours, "search", classmethod(self.timed(lof("kNN"), search)))
+        patch(LofNeighbours, "without", self.timed(lof("kNN"), LofNeighbours.without))
+        patch(LofNeighbours, "scores", self.timed(lof("scores"), LofNeighbours.scores))
+        for name in ("_direction", "_join"):
+            patch(postprocessing, name, oriented(self.timed("direction + join", getattr(postprocessing, name))))
+
+    def profile(self, stage, cloud, repeats: int = 5) -> dict[str, float]:
+        """Milliseconds per phase of the fastest of ``repeats`` runs of ``stage.cluster(cloud)``."""
+        from conduit_physics.clustering import base
+
+        best: dict[str, float] = {}
+        for _ in range(repeats):
+            self.seconds = {}
+            self.second_pass = False
+            c0 = time.thread_time()
+            labels = stage.labels(cloud)
+            c1 = time.thread_time()
+            base.postprocess(cloud, labels, stage.params, stage.context.detector.magnetic_field)
+            total = time.thread_time() - c0
+            ms = {name: 1e3 * self.seconds.get(name, 0.0) for name in PHASES}
+            ms["HDBSCAN rest"] = 1e3 * (c1 - c0) - ms["KD-tree"] - ms["core distances"] - ms["MST"]
+            ms["total"] = 1e3 * total
+            ms["other"] = ms["total"] - sum(v for k, v in ms.items() if k not in ("other", "total"))
+            if not best or ms["total"] < best["total"]:
+                best = ms
+        return best
+
+
+def profile_largest(events, stages, count: int) -> None:
+    """Print the phase table of ``cluster.hdbscan`` on the ``count`` largest clouds."""
+    from contextlib import ExitStack
+    from unittest import mock
+
+    stage = stages["cluster.hdbscan"]
+    clouds = sorted((e.artifacts["cloud"] for e in events), key=len, reverse=True)[:count]
+    clock = PhaseClock()
+    with ExitStack() as patches:
+        clock.install(lambda owner, name, value: patches.enter_context(mock.patch.object(owner, name, value)))
+        print(f"cluster.hdbscan phases on the {count} largest clouds (thread CPU ms, best of 5 runs):")
+        print()
+        print("| points | " + " | ".join(PHASES) + " | total |")
+        print("|---" * (len(PHASES) + 2) + "|")
+        for cloud in clouds:
+            ms = clock.profile(stage, cloud)
+            print(f"| {len(cloud)} | " + " | ".join(f"{ms[name]:.2f}" for name in PHASES + ("total",)) + " |")
 
 
 FIRST_CALL = textwrap.dedent(
@@ -147,7 +255,7 @@ def first_call(module: str, cls: str, cache_dir: str) -> tuple[float, float]:
     return setup, warm
 
 
-def report_mix(mix: str, n: int, seed: int, compare: bool) -> None:
+def report_mix(mix: str, n: int, seed: int, compare: bool, profile: int = 0) -> None:
     t0 = time.perf_counter()
     events = make_events(n, seed, mix)
     print(f"\n### {mix} mix: {len(events)} simulated events (preset {mix!r}, seed {seed}), "
@@ -162,18 +270,29 @@ def report_mix(mix: str, n: int, seed: int, compare: bool) -> None:
           f"90 % {np.percentile(points, 90):.0f}, 99 % {np.percentile(points, 99):.0f}, max {points.max()}; "
           f"{clusters:.2f} clusters, {tracks:.2f} estimates")
     print()
-    print("| stage | mean ms/event | median | p90 | p99 | max | CPU mean | CPU p99 | target |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| stage | mean ms/event | median | p90 | p99 | max | CPU mean | CPU p90 | CPU p99 | CPU max | target |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in [s for s, _, _ in STAGES] + ["chain"]:
         t = times[name] * 1e3
         c = cpu[name] * 1e3
         label = "chain (pointcloud + cluster.hdbscan + estimate)" if name == "chain" else name
         print(f"| {label} | {t.mean():.2f} | {np.median(t):.2f} | {np.percentile(t, 90):.2f} | "
-              f"{np.percentile(t, 99):.2f} | {t.max():.2f} | {c.mean():.2f} | {np.percentile(c, 99):.2f} | "
-              f"{TARGETS[mix].get(name, '')} |")
+              f"{np.percentile(t, 99):.2f} | {t.max():.2f} | {c.mean():.2f} | {np.percentile(c, 90):.2f} | "
+              f"{np.percentile(c, 99):.2f} | {c.max():.2f} | {TARGETS[mix].get(name, '')} |")
     if compare:
         print()
         print(compare_reference(events, stages))
+    if profile:
+        print()
+        profile_largest(events, stages, profile)
+
+
+def pin_to_one_cpu() -> None:
+    """Run this process on the first CPU it may use (the figures are per event on one core)."""
+    try:
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    except (AttributeError, OSError):
+        pass
 
 
 def main() -> None:
@@ -183,16 +302,15 @@ def main() -> None:
     parser.add_argument("--mix", nargs="+", choices=("default", "dense"), default=["default", "dense"])
     parser.add_argument("--compare", action="store_true", help="also run cluster.hdbscan with the hdbscan package")
     parser.add_argument("--no-first-call", action="store_true", help="skip the subprocess compile/cache timings")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="time cluster.hdbscan's phases on the N largest clouds of each mix")
     args = parser.parse_args()
-    try:
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    except (AttributeError, OSError):
-        pass
+    pin_to_one_cpu()
 
     print(f"machine: {machine()}")
     print("Wall time per event, and the CPU time of the thread (less sensitive to other load on the machine).")
     for mix in args.mix:
-        report_mix(mix, args.events, args.seed, args.compare)
+        report_mix(mix, args.events, args.seed, args.compare, args.profile)
     if args.no_first_call:
         return
     print()

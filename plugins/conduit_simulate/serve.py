@@ -11,7 +11,9 @@ early frames of the next, as independent AsAd streams deliver them.
 With the simulation's ``pool`` = K > 0 the first K events are generated and
 encoded once, then served cyclically with fresh event ids and timestamps
 patched into the frame headers: generation is then no longer the limit
-(hundreds of events/s).
+(hundreds of events/s). A pool frame is stored split around the 10 header
+bytes that change, and sent as (head, the event's 10 bytes, tail) in one
+``sendmsg`` per CoBo: nothing is copied in Python per served event.
 After the last event every queued frame is written, the connections are
 closed (clients see EOF) and :func:`serve_simulation` returns its statistics.
 """
@@ -20,9 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -136,6 +139,17 @@ async def serve_simulation(
     return stats
 
 
+#: One frame ready to send: (cobo, bytes on the wire with the length prefix, head, tail). What is sent is
+#: head + patch + tail, where patch is the served event's 10 header bytes (16..25) for a pool frame (head:
+#: prefix and bytes 0..15, tail: bytes 26..), and head + tail for a fresh frame (head: prefix, tail: frame).
+_Frame = tuple[int, int, bytes, bytes | memoryview]
+
+
+def _pool_frame(cobo: int, frame: bytes) -> _Frame:
+    """A pool frame split around the bytes a served event patches: prefix + bytes 0..15, then bytes 26.. ."""
+    return cobo, 8 + len(frame), length_prefix(len(frame)) + frame[:16], memoryview(frame)[26:]
+
+
 class _EventFrames:
     """The frames of served event n: generated fresh, or a pool event's frames with a new id and time."""
 
@@ -145,7 +159,7 @@ class _EventFrames:
         self.sim = sim
         self.truth = truth
         self.sequence = EventSequence(sim)
-        self.pool: list[dict[tuple[int, int], bytes]] = []
+        self.pool: list[list[_Frame]] = []
         self.error: ServeError | None = None
 
     def generate(self, index: int) -> dict[tuple[int, int], bytes]:
@@ -158,36 +172,39 @@ class _EventFrames:
         return event_frames(self.sim, generated)
 
     def fill_pool(self) -> None:
-        self.pool = [self.generate(i) for i in range(self.sequence.pool)]
+        """Generate the pool; every frame is kept split around its patched header bytes (no copy per event)."""
+        self.pool = [
+            [_pool_frame(cobo, f) for (cobo, _), f in self.generate(i).items()] for i in range(self.sequence.pool)
+        ]
 
-    def from_pool(self, n: int) -> dict[tuple[int, int], tuple[bytes, bytes]]:
-        """Pool event n: each frame with the 10 header bytes (eventTime, eventIdx) that replace bytes 16..25."""
+    def from_pool(self, n: int) -> tuple[list[_Frame], bytes, bytes]:
+        """Pool event n: its frames, and the header bytes 16..25 (eventTime, eventIdx) for CoBos 0-9 and CoBo 10."""
         k = self.sequence.source_index(n)
         event_id = self.sim.params.first_event_id + n
         ts, ts_other = self.sim.timestamps(n)
         if self.truth is not None:
             self.truth.served(event_id, k)
-        patch = _header_patch(event_id, ts)
-        patch_other = _header_patch(event_id, ts_other)
-        return {key: (f, patch_other if key[0] == 10 else patch) for key, f in self.pool[k].items()}
+        return self.pool[k], _header_patch(event_id, ts), _header_patch(event_id, ts_other)
 
     async def produce(self, send: trio.MemorySendChannel) -> None:
-        """Feed (n, frames) for every event; fresh events are made in a thread, one ahead of the sender.
+        """Feed (n, frames, None, None) for every fresh event, made in a thread one ahead of the sender.
 
         A generation error ends the feed and is kept in ``error`` for the sender to raise.
         """
         async with send:
             for n in range(self.sim.params.events):
-                if self.pool:
-                    frames = self.from_pool(n)
-                else:
-                    try:
-                        made = await trio.to_thread.run_sync(self.generate, n)
-                    except ValueError as err:
-                        self.error = ServeError(f"event {n}: {err}")
-                        return
-                    frames = {key: (f, None) for key, f in made.items()}
-                await send.send((n, frames))
+                try:
+                    made = await trio.to_thread.run_sync(self.generate, n)
+                except ValueError as err:
+                    self.error = ServeError(f"event {n}: {err}")
+                    return
+                frames = [(cobo, 8 + len(f), length_prefix(len(f)), f) for (cobo, _), f in made.items()]
+                await send.send((n, frames, None, None))
+
+    async def pool_events(self) -> AsyncIterator[tuple[int, list[_Frame], bytes, bytes]]:
+        """(n, frames, patch, patch for CoBo 10) of every served event, from the pool, in this task."""
+        for n in range(self.sim.params.events):
+            yield (n, *self.from_pool(n))
 
 
 async def _wait_for_clients(servers: dict, ports: dict[int, int], host: str, clients: int, timeout: float) -> None:
@@ -208,28 +225,34 @@ async def _send_events(
 ) -> None:
     """Send every event's frames, each frame at a random point of a ``disorder``-event window."""
     order_rng = np.random.default_rng([seed, 0x5E57E])
-    heap: list[tuple[float, int, int, bytes, bytes | None]] = []
-    seq = 0
-    send, recv = trio.open_memory_channel(1)
+    spread = max(disorder, 0.0)
+    heap: list[tuple[float, int, int, int, bytes, bytes | None, memoryview | bytes]] = []
+    seq = itertools.count()
+    push = heapq.heappush
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(source.produce, send)
-        async with recv:
-            async for n, frames in recv:
-                keys = n + order_rng.uniform(0.0, max(disorder, 0.0), len(frames))
-                for key, ((cobo, _asad), (frame, patch)) in zip(keys, frames.items()):
-                    heapq.heappush(heap, (float(key), seq, cobo, frame, patch))
-                    seq += 1
-                # Everything due before the next event's earliest frame goes now.
-                await _send_until(heap, n + 1.0, servers, stats)
-                stats.events += 1
-                if (n + 1) % MAX_LAG_EVENTS == 0:
-                    # Keep the CoBo streams within a few events of each other, as triggers pace real CoBos:
-                    # otherwise one slow reader falls hundreds of events behind the others.
-                    for server in servers.values():
-                        await server.drain()
-                if rate > 0:
-                    await trio.sleep_until(_trio_deadline(start, (n + 1) / rate))
+        if source.pool:
+            events = source.pool_events()
+        else:
+            send, events = trio.open_memory_channel(1)
+            nursery.start_soon(source.produce, send)
+        async for n, frames, patch, patch_other in events:
+            keys = (n + order_rng.uniform(0.0, spread, len(frames))).tolist()
+            for key, (cobo, size, head, tail) in zip(keys, frames):
+                push(heap, (key, next(seq), cobo, size, head, patch_other if cobo == 10 else patch, tail))
+            # Everything due before the next event's earliest frame goes now.
+            await _send_until(heap, n + 1.0, servers, stats)
+            stats.events += 1
+            if (n + 1) % MAX_LAG_EVENTS == 0:
+                # Keep the CoBo streams within a few events of each other, as triggers pace real CoBos:
+                # otherwise one slow reader falls hundreds of events behind the others. Free when every
+                # socket took its frames at once (the common case).
+                for server in servers.values():
+                    await server.drain()
+            if rate > 0:
+                await trio.sleep_until(_trio_deadline(start, (n + 1) / rate))
+            else:
+                await trio.lowlevel.checkpoint()
     await _send_until(heap, math.inf, servers, stats)
     for server in servers.values():
         await server.drain()
@@ -241,29 +264,31 @@ async def _send_events(
 async def _send_until(heap: list, limit: float, servers: dict, stats: ServeStats) -> None:
     """Send every frame due before ``limit``, in due order per CoBo.
 
-    The frames due to one CoBo are written as one message of consecutive
+    The frames due to one CoBo go in one ``sendmsg`` of consecutive
     length-prefixed frames: the byte stream is exactly the DataExporter's, but
-    the server handles 11 writes per event instead of about 40, and the frame
-    bytes are copied once (header patches are spliced in by the join).
+    the server makes 11 writes per event instead of about 40, and the frame
+    bytes are never copied in Python: a pool frame is sent as its stored head,
+    the served event's 10 header bytes and its stored tail.
     """
     batches: dict[int, list] = {}
     counts: dict[int, int] = {}
+    pop = heapq.heappop
     while heap and heap[0][0] < limit:
-        _, _, cobo, frame, patch = heapq.heappop(heap)
-        parts = batches.setdefault(cobo, [])
-        parts.append(length_prefix(len(frame)))
+        _, _, cobo, size, head, patch, tail = pop(heap)
+        parts = batches.get(cobo)
+        if parts is None:
+            parts = batches[cobo] = []
+            counts[cobo] = 0
         if patch is None:
-            parts.append(frame)
+            parts += (head, tail)
         else:
-            view = memoryview(frame)
-            parts.extend((view[:16], patch, view[26:]))
-        counts[cobo] = counts.get(cobo, 0) + 1
+            parts += (head, patch, tail)
+        counts[cobo] += 1
+        stats.bytes += size
     for cobo, parts in batches.items():
-        message = b"".join(parts)
-        await servers[cobo].send_raw(message)
+        await servers[cobo].send_buffers(parts, frames=counts[cobo])
         stats.frames += counts[cobo]
         stats.cobo_frames[cobo] = stats.cobo_frames.get(cobo, 0) + counts[cobo]
-        stats.bytes += len(message)
 
 
 def _trio_deadline(start_perf: float, offset: float) -> float:

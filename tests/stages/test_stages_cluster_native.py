@@ -153,8 +153,8 @@ def test_native_hdbscan_labels_equal_the_package_on_simulated_events(dense_cloud
 
 def test_the_stage_gives_the_same_clusters_as_with_the_hdbscan_package(dense_clouds, default_clouds):
     context = RunContext(detector=DetectorParams(magnetic_field=2.85))
-    native = HdbscanStage(HdbscanParams(), context)
-    package = HdbscanStage(HdbscanParams(algorithm="prims_kdtree"), context)
+    native = HdbscanStage(HdbscanParams(reclean_joined="always"), context)  # the exact path: every cleaning
+    package = HdbscanStage(HdbscanParams(algorithm="prims_kdtree", reclean_joined="always"), context)
     clustered = 0
     for cloud in dense_clouds + default_clouds:
         a = native.cluster(cloud)
@@ -215,3 +215,121 @@ def test_lof_after_removing_points_equals_a_fresh_fit(seed):
     k3 = max(2, int(0.1 * len(left2)))
     expected2 = -LocalOutlierFactor(n_neighbors=min(k3, len(left2) - 1)).fit(left2).negative_outlier_factor_
     np.testing.assert_allclose(second.without(gone2 & ~gone, k3).scores()[~gone2], expected2, rtol=1e-9)
+
+
+# ---------------------------------------------------------------- the densest events, against the reference
+
+
+def sklearn_lof(points: np.ndarray, factor: float) -> np.ndarray:
+    """The reference scores (Spyral's cleaning): scikit-learn's LocalOutlierFactor, brute force."""
+    from sklearn.neighbors import LocalOutlierFactor
+
+    k = max(2, int(factor * len(points)))
+    lof = LocalOutlierFactor(n_neighbors=min(k, len(points) - 1), algorithm="brute").fit(points)
+    return -lof.negative_outlier_factor_
+
+
+def dense_event_cloud(index: int) -> np.ndarray:
+    """The cloud of event ``index`` of the dense mix, seed 1 (as benchmarks/stages.py)."""
+    from conduit_simulate.generator import Simulator
+    from conduit_simulate.params import SimulationParams
+    from conduit_stages.pointcloud.stage import PointcloudStage
+
+    event = Simulator(SimulationParams(seed=1, events=200, preset="dense"), DetectorParams()).event(index).event
+    PointcloudStage(PointcloudStage.Params(), RunContext()).process(event)
+    return event.artifacts["cloud"]
+
+
+@pytest.mark.parametrize("index, expected_cleanings", [(182, [(410, 410), (403, 403), (1479, 1479), (2292, 2292)]),
+                                                       (198, [(192, 192), (186, 185), (188, 188), (186, 185),
+                                                              (1409, 1409), (2159, 2159)])])
+def test_dense_event_of_over_2000_points_equals_the_reference(index, expected_cleanings, monkeypatch):
+    """Events 182 and 198 of the dense mix (seed 1, as the benchmark): 2,321 and 2,202 points, whose pieces are
+    joined into one cluster of more than 2,000 points before the second cleaning (LOF with k > 200).
+
+    The stage (compiled HDBSCAN, KD-tree LOF reusing its neighbour lists) gives the same artifact as the
+    reference (the hdbscan package's labels, scikit-learn's brute-force LocalOutlierFactor on every cleaning),
+    and every cleaning's LOF scores equal scikit-learn's.
+    """
+    from conduit_physics.clustering import postprocessing
+    from conduit_physics.clustering.postprocessing import Piece
+
+    cloud = dense_event_cloud(index)
+    assert len(cloud) > 2000
+    context = RunContext(detector=DetectorParams(magnetic_field=2.85))
+    cleanings = []
+    compiled_clean = postprocessing._lof_clean
+
+    def checked_clean(cloud, piece, factor):
+        cleaned = compiled_clean(cloud, piece, factor)
+        points = cloud[piece.rows, :3]
+        np.testing.assert_allclose(lof_scores(points, max(2, int(factor * len(points)))),
+                                   sklearn_lof(points, factor), rtol=1e-9)
+        cleanings.append((len(piece.rows), len(cleaned.rows)))
+        return cleaned
+
+    monkeypatch.setattr(postprocessing, "_lof_clean", checked_clean)
+    got = HdbscanStage(HdbscanParams(reclean_joined="always"), context).cluster(cloud)
+    assert cleanings == expected_cleanings  # the last: one cluster of more than 2,000 points, k > 200
+
+    def reference_clean(cloud, piece, factor):
+        out = sklearn_lof(cloud[piece.rows, :3], factor) > 1.5  # LocalOutlierFactor(contamination='auto')
+        return Piece(piece.label, piece.rows[~out], piece.direction)
+
+    monkeypatch.setattr(postprocessing, "_lof_clean", reference_clean)
+    expected = HdbscanStage(HdbscanParams(algorithm="prims_kdtree", reclean_joined="always"), context).cluster(cloud)
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    np.testing.assert_array_equal(got.cluster_labels, expected.cluster_labels)
+    np.testing.assert_array_equal(got.directions, expected.directions)
+    assert expected.count == 1 and (expected.labels == -1).sum() > 0
+
+
+@pytest.mark.parametrize("index, cleanings", [(182, {"always": 4, "changed": 3, "never": 3}),
+                                              (198, {"always": 6, "changed": 6, "never": 5})])
+def test_reclean_joined_skips_the_second_cleaning_of_a_joined_cluster_as_documented(index, cleanings, monkeypatch):
+    """``reclean_joined``: event 182's pieces lose no point in the first cleaning, so 'changed' does not clean
+    the joined cluster again; two of event 198's pieces lose one point each, so 'changed' cleans it again (as
+    'always'); 'never' cleans no joined cluster again. On both events the artifact is the same as 'always'."""
+    from conduit_physics.clustering import postprocessing
+
+    cloud = dense_event_cloud(index)
+    context = RunContext(detector=DetectorParams(magnetic_field=2.85))
+    compiled_clean = postprocessing._lof_clean
+    artifacts = {}
+    for setting, expected in cleanings.items():
+        sizes = []
+
+        def counted_clean(cloud, piece, factor):
+            sizes.append(len(piece.rows))
+            return compiled_clean(cloud, piece, factor)
+
+        monkeypatch.setattr(postprocessing, "_lof_clean", counted_clean)
+        artifacts[setting] = HdbscanStage(HdbscanParams(reclean_joined=setting), context).cluster(cloud)
+        assert len(sizes) == expected, setting
+        assert (max(sizes) > 2000) == (setting == "always" or (setting == "changed" and index == 198))
+    assert HdbscanParams().reclean_joined == "changed"  # the stage's default (docs/analysis.md)
+    for setting in ("changed", "never"):
+        np.testing.assert_array_equal(artifacts[setting].labels, artifacts["always"].labels)
+        np.testing.assert_array_equal(artifacts[setting].directions, artifacts["always"].directions)
+
+
+def test_lof_after_removing_a_few_points_with_the_same_k_equals_a_fresh_fit():
+    """Removing 3 points and keeping k leaves the rows that had them as neighbours one short: those few rows
+    are compared with every remaining point (:func:`lof_rows_brute`), the others keep their lists."""
+    from conduit_physics.clustering.lof import BRUTE_ROWS_FRACTION
+    from conduit_physics.clustering.lof_kernels import lof_fewer
+    from sklearn.neighbors import LocalOutlierFactor
+
+    rng = np.random.default_rng(5)
+    pts = spiral(rng, 1200)
+    k = int(0.1 * len(pts))
+    first = LofNeighbours.search(pts, k)
+    gone = np.zeros(len(pts), dtype=bool)
+    gone[[3, 11, 20]] = True  # three of the scattered points: in the lists of a few rows only
+    gone_rows = np.zeros(len(pts), dtype=bool)
+    gone_rows[np.argsort(first.perm)[gone]] = True
+    ok = lof_fewer(first.nbr, first.nd, first.perm, gone_rows, k)[3]
+    short = int((~ok & ~gone_rows).sum())
+    assert 0 < short and short * BRUTE_ROWS_FRACTION <= len(pts) - 3  # the brute-force rows, not a new search
+    expected = -LocalOutlierFactor(n_neighbors=k).fit(pts[~gone]).negative_outlier_factor_
+    np.testing.assert_allclose(first.without(gone, k).scores()[~gone], expected, rtol=1e-9)

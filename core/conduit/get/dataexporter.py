@@ -23,19 +23,32 @@ API (all coroutines run in the caller's trio loop):
 * ``await server.send_frame(frame)``: queue one frame for every connected client; waits
   only when a client's queue (``queue_frames``) is full.
 * ``await server.send_raw(data)``: queue raw bytes, no prefix (tests of protocol errors).
+* ``await server.send_buffers(buffers, frames=n)``: queue the concatenation of ``buffers``
+  (already length-prefixed frames, ``n`` of them) without joining or copying them; the
+  buffers must stay unchanged until written (:meth:`drain`). One ``sendmsg`` per client.
 * ``await server.wait_clients(n)``: until at least ``n`` clients are connected.
 * ``await server.wait_connections(n)``: until ``n`` connections were accepted in total.
 * ``await server.drain()``: until every queued message is written to its socket.
 * ``await server.disconnect_clients()``: drop every connection, keep listening.
 * ``await server.stop()``: stop listening and drop every connection (DataExporter exits).
 * ``server.stats()`` -> :class:`ServerStats` (frames and bytes sent in total and per client).
+
+Cost: a message is written to each client's socket at once, in the caller's task,
+when that client has nothing queued (the common case: one ``sendmsg`` system call,
+no task switch); only what the socket does not take is queued, for a writer task
+that waits until the socket is writable. A client whose queue holds ``queue_frames``
+messages makes the sender wait: a slow reader holds the sender back, as TCP holds
+back a real DataExporter's CoBos.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
+import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
@@ -45,6 +58,10 @@ __all__ = ["DataExporterServer", "ServerStats", "ClientStats", "DEFAULT_PORT", "
 #: The DataExporter's port (hard-wired in DataRouter.cpp).
 DEFAULT_PORT = 46491
 _PREFIX = struct.Struct("<Q")
+Buffer = bytes | bytearray | memoryview
+
+#: Buffers handed to one sendmsg call (Linux IOV_MAX is 1024).
+_IOV_MAX = 1024
 
 
 def length_prefix(n: int) -> bytes:
@@ -57,7 +74,7 @@ class ClientStats:
     """One client connection: who, and what was written to it."""
 
     peer: str
-    frames: int = 0
+    frames: int = 0  #: frames whose last byte was written
     bytes: int = 0  #: bytes written, prefixes included
     connected: bool = True
 
@@ -71,25 +88,73 @@ class ServerStats:
 
 
 class _Client:
-    def __init__(self, peer: str, queue: int):
+    """One connection: its socket (non-blocking) and the bytes queued for it but not yet written."""
+
+    def __init__(self, sock: socket.socket, peer: str):
+        self.sock = sock
         self.stats = ClientStats(peer)
-        self.send, self.recv = trio.open_memory_channel[tuple[bytes, bool]](queue)
-        self.queued = 0
-        self.written = 0
+        self.pending: collections.deque[Buffer] = collections.deque()  # unwritten buffers, in order
+        self.ends: collections.deque[tuple[int, int]] = collections.deque()  # (queued bytes at its end, frames)
+        self.queued = 0  #: bytes queued since connected
+        self.written = 0  #: bytes written since connected
+        self.gone = False
+        self.has_pending = trio.Event()
         self.scope = trio.CancelScope()
+
+    def queue(self, buffers: list[Buffer], size: int, frames: int) -> None:
+        self.pending.extend(buffers)
+        self.queued += size
+        self.ends.append((self.queued, frames))
+
+    def write(self) -> int:
+        """Write what the socket takes now (never waits); return the frames completed. OSError: the client is gone."""
+        done = 0
+        while self.pending:
+            if len(self.pending) <= _IOV_MAX:
+                iov, size = self.pending, self.queued - self.written
+            else:
+                iov = list(itertools.islice(self.pending, _IOV_MAX))
+                size = sum(map(len, iov))
+            try:
+                n = self.sock.sendmsg(iov)
+            except BlockingIOError:
+                break
+            done += self._advance(n)
+            if n < size:
+                break  # the socket buffer is full
+        return done
+
+    def _advance(self, n: int) -> int:
+        self.written += n
+        self.stats.bytes += n
+        pending = self.pending
+        if self.written == self.queued:  # all of it: the common case
+            pending.clear()
+        else:
+            while n >= len(pending[0]):
+                n -= len(pending.popleft())
+            if n:
+                pending[0] = memoryview(pending[0])[n:]
+        frames = 0
+        ends = self.ends
+        while ends and ends[0][0] <= self.written:
+            frames += ends.popleft()[1]
+        self.stats.frames += frames
+        return frames
 
 
 class DataExporterServer:
     """A DataExporter look-alike on one TCP port (see the module docstring)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, queue_frames: int = 1024):
+        """``queue_frames``: messages queued per client (not yet written to its socket) before the sender waits."""
         self.host = host
         self.port = port
         self.queue_frames = queue_frames
         self._clients: list[_Client] = []
         self._accepted = 0
         self._frames_sent = 0
-        self._bytes_sent = 0
+        self._bytes_written_gone = 0  # bytes written to clients that have left
         self._changed = trio.Event()
         self._scope: trio.CancelScope | None = None
         self._stopped: trio.Event | None = None
@@ -103,7 +168,8 @@ class DataExporterServer:
         return len(self._clients)
 
     def stats(self) -> ServerStats:
-        return ServerStats(self._frames_sent, self._bytes_sent, self._accepted,
+        written = self._bytes_written_gone + sum(c.written for c in self._clients)
+        return ServerStats(self._frames_sent, written, self._accepted,
                            [dataclasses.replace(c.stats) for c in self._clients])
 
     # -- serving ------------------------------------------------------------------------------
@@ -139,66 +205,106 @@ class DataExporterServer:
         await self._wait_for(lambda: not any(c in self._clients for c in clients))
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        # The socket is driven directly (sendmsg, wait_writable): trio's stream would cost two scheduler
+        # passes per write. detach() hands over the descriptor; TCP_NODELAY set by the stream stays.
+        sock = socket.socket(fileno=stream.socket.detach())
+        sock.setblocking(False)
         try:
-            host, port = stream.socket.getpeername()[:2]
+            host, port = sock.getpeername()[:2]
             peer = f"{host}:{port}"
         except OSError:  # already gone
             peer = "?"
-        client = _Client(peer, self.queue_frames)
+        client = _Client(sock, peer)
         self._clients.append(client)
         self._accepted += 1
         self._notify()
         try:
             with client.scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._watch_eof, stream, nursery.cancel_scope)
-                    async for message, is_frame in client.recv:
-                        await stream.send_all(message)
-                        client.written += 1
-                        client.stats.bytes += len(message)
-                        self._bytes_sent += len(message)
-                        if is_frame:
-                            client.stats.frames += 1
-                            self._frames_sent += 1
-                        self._notify()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client went away; the real server purges it on the next broadcast
+                    nursery.start_soon(self._watch_eof, sock, nursery.cancel_scope)
+                    await self._write_queued(client)
+                    nursery.cancel_scope.cancel()  # a failed write: the client went away
         finally:
-            client.stats.connected = False
-            self._clients.remove(client)
-            client.send.close()
-            await trio.aclose_forcefully(stream)
+            self._drop(client)
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
+            self._notify()
+
+    async def _write_queued(self, client: _Client) -> None:
+        """Write what the sender could not write at once, as the socket takes it."""
+        while not client.gone:
+            if not client.pending:
+                client.has_pending = trio.Event()
+                await client.has_pending.wait()
+                continue
+            await trio.lowlevel.wait_writable(client.sock)
+            try:
+                self._frames_sent += client.write()
+            except OSError:
+                return  # the client went away; the real server purges it on the next broadcast
             self._notify()
 
     @staticmethod
-    async def _watch_eof(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+    async def _watch_eof(sock: socket.socket, scope: trio.CancelScope) -> None:
         # The protocol is one-way; reading only tells us when the client closes.
-        try:
-            while await stream.receive_some(4096):
-                pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                if not sock.recv(4096):
+                    break
+            except BlockingIOError:
+                continue
+            except OSError:
+                break
         scope.cancel()
+
+    def _drop(self, client: _Client) -> None:
+        if client in self._clients:
+            self._clients.remove(client)
+            self._bytes_written_gone += client.written
+        client.gone = True
+        client.stats.connected = False
+        client.has_pending.set()
 
     # -- sending --------------------------------------------------------------------------------
 
     async def send_frame(self, frame: bytes | bytearray | memoryview) -> int:
         """Queue one frame (length-prefixed) for every connected client; return how many."""
-        return await self._broadcast(length_prefix(len(frame)) + bytes(frame), True)
+        return await self.send_buffers((length_prefix(len(frame)), bytes(frame)), frames=1)
 
     async def send_raw(self, data: bytes) -> int:
         """Queue raw bytes (no length prefix) for every connected client; return how many."""
-        return await self._broadcast(bytes(data), False)
+        return await self.send_buffers((bytes(data),))
 
-    async def _broadcast(self, message: bytes, is_frame: bool) -> int:
+    async def send_buffers(self, buffers: Iterable[Buffer], *, frames: int = 0) -> int:
+        """Queue the concatenation of ``buffers`` (holding ``frames`` whole frames) for every connected client.
+
+        The buffers (bytes, or bytearrays and memoryviews of bytes) are referenced, not copied: they
+        must not change until written (:meth:`drain`). Returns the number of clients it was queued
+        for; waits only while a client's queue is full.
+        """
+        views = buffers if isinstance(buffers, list) else list(buffers)
+        size = sum(map(len, views))
         sent = 0
         for client in list(self._clients):
-            try:
-                await client.send.send((message, is_frame))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if len(client.ends) >= self.queue_frames:
+                await self._wait_for(lambda: client.gone or len(client.ends) < self.queue_frames)
+            if client.gone:
                 continue
-            client.queued += 1
+            idle = not client.pending
+            client.queue(views, size, frames)
+            if idle:  # the common case: the socket takes it all now, in this task
+                try:
+                    self._frames_sent += client.write()
+                except OSError:
+                    self._drop(client)
+                    client.scope.cancel()
+                    continue
+                if client.pending:
+                    client.has_pending.set()
             sent += 1
+        # A cancellation point but no schedule point when nobody waited: the caller paces itself.
+        await trio.lowlevel.checkpoint_if_cancelled()
         return sent
 
     # -- waiting ----------------------------------------------------------------------------------
@@ -213,7 +319,7 @@ class DataExporterServer:
 
     async def drain(self) -> None:
         """Return when every message queued so far has been written (or its client has gone)."""
-        await self._wait_for(lambda: all(c.written >= c.queued for c in self._clients))
+        await self._wait_for(lambda: all(c.gone or c.written >= c.queued for c in self._clients))
 
     def _notify(self) -> None:
         self._changed.set()

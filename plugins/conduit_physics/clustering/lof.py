@@ -17,6 +17,10 @@ __all__ = ["LofNeighbours", "lof_outliers", "lof_scores", "LOF_OUTLIER"]
 #: LocalOutlierFactor(contamination='auto') calls a point an outlier above this LOF.
 LOF_OUTLIER = 1.5
 
+#: :meth:`LofNeighbours.without` compares the points left with too few neighbours with every remaining point
+#: while they are at most 1 / BRUTE_ROWS_FRACTION of them (each costs a pass over the set); else it searches afresh.
+BRUTE_ROWS_FRACTION = 8
+
 
 def lof_scores(points: np.ndarray, n_neighbors: int) -> np.ndarray:
     """Local outlier factor of every row of (n, 3) ``points`` (scikit-learn's LocalOutlierFactor fitted on them).
@@ -84,9 +88,11 @@ class LofNeighbours:
 
         Each remaining point's new neighbours are its first old ones that
         remain, when enough remain (exact: removing points only removes
-        entries from the ordered list); otherwise the set is searched afresh.
+        entries from the ordered list); the few that lost too many are
+        compared with every remaining point; when many did, the set is
+        searched afresh.
         """
-        from .lof_kernels import lof_fewer
+        from .lof_kernels import lof_fewer, lof_rows_brute
 
         gone_rows = ~self.keep.copy()
         gone_rows[np.argsort(self.perm)[gone]] = True  # set order -> tree rows
@@ -94,7 +100,10 @@ class LofNeighbours:
         k = min(int(n_neighbors), left - 1)
         if 1 <= k <= self.k:
             nbr, nd, kdist, ok = lof_fewer(self.nbr, self.nd, self.perm, gone_rows, k)
-            if ok[~gone_rows].all():
+            short = np.flatnonzero(~ok & ~gone_rows)
+            if len(short) * BRUTE_ROWS_FRACTION <= left:
+                if len(short):
+                    lof_rows_brute(self.points, self.perm, ~gone_rows, short, nbr, nd, kdist)
                 return LofNeighbours(self.points, self.perm, nbr, nd, kdist, ~gone_rows)
         inv = np.argsort(self.perm)
         kept_set = np.flatnonzero(~gone_rows[inv])

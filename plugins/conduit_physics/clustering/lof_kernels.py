@@ -23,7 +23,7 @@ from numba import njit
 
 from .kdtree import box_gap2
 
-__all__ = ["lof_neighbours", "lof_from_neighbours", "lof_fewer"]
+__all__ = ["lof_neighbours", "lof_from_neighbours", "lof_fewer", "lof_rows_brute"]
 
 
 @njit(cache=True, nogil=True)
@@ -217,6 +217,20 @@ def _take_smallest(e, rows, ids, count, need, out_rows, out_d2, at, scratch):
 
 
 @njit(cache=True, nogil=True)
+def _store_row(p, row_out, d2_out, nbr, nd, kdist):
+    """Row p's neighbours (rows, squared distances) into the lists; its k-distance (also returned)."""
+    kd = 0.0
+    for a in range(nbr.shape[1]):
+        nbr[p, a] = row_out[a]
+        v = math.sqrt(d2_out[a])
+        nd[p, a] = v
+        if v > kd:
+            kd = v
+    kdist[p] = kd
+    return kd
+
+
+@njit(cache=True, nogil=True)
 def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
     """The k nearest of every row (tree order): rows (n, k), distances (n, k) and k-distance (n).
 
@@ -265,7 +279,7 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
             dz = points[p, 2] - cz
             rl = max(rl, math.sqrt(dx * dx + dy * dy + dz * dz))
         dcp = math.sqrt((cx - prev_x) ** 2 + (cy - prev_y) ** 2 + (cz - prev_z) ** 2)
-        if kd_prev >= 0 and dcp <= 2.0 * rl:
+        if kd_prev >= 0 and dcp <= 2.0 * rl + 0.5 * kd_prev:  # (any dcp is exact; a far predecessor gathers too much)
             # every row's k nearest lie within rl + kd_prev + |p - prev| <= 2 rl + dcp + kd_prev of the centre
             radius = (2.0 * rl + dcp + kd_prev) * (1.0 + 1e-9) + 1e-9
             m = _gather(cx, cy, cz, radius, points, start, end, left, right, lo, hi, cand, stack)
@@ -363,14 +377,7 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
                 band_r[a] = cand[band_at[a]]
                 band_i[a] = perm[band_r[a]]
             _take_smallest(band_e, band_r, band_i, nband, k - nsure, row_out, d2_out, nsure, scratch)
-            kd = 0.0
-            for a in range(k):
-                nbr[p, a] = row_out[a]
-                v = math.sqrt(d2_out[a])
-                nd[p, a] = v
-                if v > kd:
-                    kd = v
-            kdist[p] = kd
+            kd = _store_row(p, row_out, d2_out, nbr, nd, kdist)
             trend = kd - kd_prev
             kd_prev = kd
             prev_x = px
@@ -451,3 +458,39 @@ def lof_fewer(nbr, nd, perm, gone, k):
         kdist[p] = kd
         ok[p] = True
     return new, dist, kdist, ok
+
+
+@njit(cache=True, nogil=True)
+def lof_rows_brute(points, perm, keep, rows, nbr, nd, kdist):
+    """Fill the lists of ``rows`` (k = nbr.shape[1]) by comparing each with every kept row (itself excluded).
+
+    For the few rows :func:`lof_fewer` leaves without enough neighbours (those
+    near points that were removed); ranked as :func:`lof_neighbours` ranks
+    (squared distance, then original index), with the same arithmetic.
+    """
+    n = points.shape[0]
+    k = nbr.shape[1]
+    e = np.empty(n)
+    r_ = np.empty(n, dtype=np.int64)
+    ids = np.empty(n, dtype=np.int64)
+    scratch = np.empty(n)
+    row_out = np.empty(k, dtype=np.int64)
+    d2_out = np.empty(k)
+    for t in range(rows.shape[0]):
+        p = rows[t]
+        px = points[p, 0]
+        py = points[p, 1]
+        pz = points[p, 2]
+        m = 0
+        for q in range(n):
+            if q == p or not keep[q]:
+                continue
+            dx = px - points[q, 0]
+            dy = py - points[q, 1]
+            dz = pz - points[q, 2]
+            e[m] = dx * dx + dy * dy + dz * dz
+            r_[m] = q
+            ids[m] = perm[q]
+            m += 1
+        _take_smallest(e, r_, ids, m, k, row_out, d2_out, 0, scratch)
+        _store_row(p, row_out, d2_out, nbr, nd, kdist)

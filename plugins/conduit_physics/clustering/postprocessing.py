@@ -50,6 +50,11 @@ class ClusterParams(Params):
     circle_overlap_ratio: float = param(
         0.25, "overlap join: joined when the circles' overlap exceeds this fraction of the smaller circle", ge=0
     )
+    reclean_joined: Literal["always", "changed", "never"] = param(
+        "always",
+        "second LOF cleaning of a joined cluster: 'always' (Spyral); 'changed': only when the first cleaning "
+        "removed points from one of its pieces; 'never' (faster on large tracks; docs/analysis.md)",
+    )
 
 
 
@@ -71,6 +76,8 @@ class Piece:
     direction: int = Direction.NONE
     _circle: tuple[float, float, float] | None = None
     lof: tuple[np.ndarray, Any] | None = None  # (outliers of the first cleaning, its neighbour lists)
+    lost_none: bool = False  # the first cleaning removed no point (of this piece, or of every piece joined into it)
+    joined: bool = False
 
     def circle(self, cloud: np.ndarray) -> tuple[float, float, float]:
         if self._circle is None:
@@ -100,7 +107,7 @@ def _lof_clean(cloud: np.ndarray, piece: Piece, factor: float) -> Piece:
     neighbours = LofNeighbours.search(cloud[piece.rows, :3], k)
     out = neighbours.scores() > LOF_OUTLIER
     kept = piece.rows[~out] if out.any() else piece.rows
-    return Piece(piece.label, kept, piece.direction, lof=(out, neighbours))
+    return Piece(piece.label, kept, piece.direction, lof=(out, neighbours), lost_none=not out.any())
 
 
 def _direction(cloud: np.ndarray, rows: np.ndarray, params: ClusterParams, field: float) -> int:
@@ -122,7 +129,8 @@ def _direction(cloud: np.ndarray, rows: np.ndarray, params: ClusterParams, field
 
 def _merge(cloud: np.ndarray, a: Piece, b: Piece, params: ClusterParams, field: float) -> Piece:
     rows = np.union1d(a.rows, b.rows)  # sorted row order = z order
-    return Piece(a.label, rows, _direction(cloud, rows, params, field))
+    return Piece(a.label, rows, _direction(cloud, rows, params, field), lost_none=a.lost_none and b.lost_none,
+                 joined=True)
 
 
 def _end_point(cloud: np.ndarray, piece: Piece, last: bool) -> tuple[float, float]:
@@ -203,6 +211,12 @@ def _join(cloud: np.ndarray, pieces: list[Piece], params: ClusterParams, field: 
             return pieces
 
 
+def _keeps_joined(piece: Piece, params: ClusterParams) -> bool:
+    """True for a joined piece that ``reclean_joined`` does not clean again ("changed": when no piece lost a point)."""
+    mode = params.reclean_joined
+    return piece.joined and (mode == "never" or (mode == "changed" and piece.lost_none))
+
+
 def postprocess(cloud: np.ndarray, labels: np.ndarray, params: ClusterParams, field: float) -> Clusters:
     """Clean, orient, join and clean again the clusters given by ``labels`` (-1 = noise).
 
@@ -219,7 +233,7 @@ def postprocess(cloud: np.ndarray, labels: np.ndarray, params: ClusterParams, fi
         p.direction = _direction(cloud, p.rows, params, field)
     if params.join != "none" and len(pieces) > 1:
         pieces = _join(cloud, pieces, params, field)
-    pieces = [_lof_clean(cloud, p, params.outlier_scale_factor) for p in pieces]
+    pieces = [p if _keeps_joined(p, params) else _lof_clean(cloud, p, params.outlier_scale_factor) for p in pieces]
     pieces = [p for p in pieces if len(p.rows)]
     pieces.sort(key=lambda p: (cloud[p.rows[0], 2], p.label))
     out = np.full(n, -1, dtype=np.int32)

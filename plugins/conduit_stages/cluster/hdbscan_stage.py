@@ -33,6 +33,11 @@ class HdbscanParams(ClusterParams):
         "'native': compiled here, labels equal to the hdbscan package's prims_kdtree (docs/analysis.md); "
         "otherwise the hdbscan package with that minimum-spanning-tree algorithm",
     )
+    reclean_joined: Literal["always", "changed", "never"] = param(
+        "changed",
+        "second LOF cleaning of a joined cluster: 'changed': only when the first cleaning removed points from one "
+        "of its pieces (this stage's default); 'always' (Spyral); 'never' (docs/analysis.md)",
+    )
 
 
 def hdbscan_labels(features: np.ndarray, params: HdbscanParams) -> np.ndarray:

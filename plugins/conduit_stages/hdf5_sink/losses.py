@@ -50,13 +50,14 @@ def write_parameter_attributes(root, pipeline: Any = None, changes: list | None 
 
     ``pipeline_parameters``: ``[{"use", "params"}, ...]`` of every stage when the file was opened (``pipeline``:
     ``(use, params)`` pairs); ``parameter_changes``: the changes made while running
-    (:meth:`conduit.engine.control.ParameterChange.to_dict`: time, first event, old and new values).
+    (:meth:`conduit.engine.control.ParameterChange.to_dict`, or that dict: time, first event, old and new values).
     """
     if pipeline is not None:
         root.attrs["pipeline_parameters"] = json.dumps(
             [{"use": use, "params": params.to_dict()} for use, params in pipeline], default=str)
     if changes is not None:
-        root.attrs["parameter_changes"] = json.dumps([c.to_dict() for c in changes], default=str)
+        root.attrs["parameter_changes"] = json.dumps([c if isinstance(c, dict) else c.to_dict() for c in changes],
+                                                     default=str)
 
 
 def read_parameter_attributes(root) -> tuple[list, list]:

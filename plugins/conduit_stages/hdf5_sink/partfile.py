@@ -160,19 +160,62 @@ class PartitionedFile:
         ``update_master(h5file)`` then updates attributes and tables of the
         master copy. On any error the master is left as it was.
         """
+        part = self.open_part()
+        try:
+            links = write_part(part)
+        except (OSError, RuntimeError) as err:
+            self.abandon_part(part)
+            raise WriteError(f"cannot write {self.next_part_path}: {describe_os_error(err)}") from None
+        return self.publish_part(part, links, update_master)
+
+    @property
+    def next_part_path(self) -> Path:
+        """Where the part being written goes once complete."""
+        return self.parts_dir / f"part_{self.parts + 1:06d}.h5"
+
+    def open_part(self) -> Any:
+        """An h5py file, open for writing, for the next part (under a temporary name until published).
+
+        Objects may be added to it one event at a time; nothing of it is visible
+        through the master until :meth:`publish_part`.
+        """
+        import h5py
+
+        part = self.next_part_path
+        try:
+            self.parts_dir.mkdir(parents=True, exist_ok=True)
+            return h5py.File(part.with_name(part.name + ".tmp"), "w")
+        except (OSError, RuntimeError) as err:
+            raise WriteError(f"cannot write {part}: {describe_os_error(err)}") from None
+
+    def abandon_part(self, f: Any) -> None:
+        """Close and remove a part that will not be published (its write failed)."""
+        part = self.next_part_path
+        with contextlib.suppress(Exception):
+            f.close()
+        _unlink(part.with_name(part.name + ".tmp"))
+
+    def publish_part(self, f: Any, links: dict[str, list[str]], update_master: Callable[[Any], None],
+                     before_publish: Callable[[], None] | None = None) -> int:
+        """Close the part ``f`` (from :meth:`open_part`), rename it into place and link it from the master.
+
+        ``links`` is ``{group: [names]}`` of the part's objects to link. On any
+        error the part is removed and the master is left as it was.
+        ``before_publish()`` is called just before the master is replaced; an
+        exception from it other than OSError leaves the master as it was (and
+        the temporaries for the next run to tidy).
+        """
         import h5py
 
         from .h5fast import link_external
 
         number = self.parts + 1
-        part = self.parts_dir / f"part_{number:06d}.h5"
+        part = self.next_part_path
         part_tmp = part.with_name(part.name + ".tmp")
         master_tmp = self.path.with_name(self.path.name + ".tmp")
         stage = part
         try:
-            self.parts_dir.mkdir(parents=True, exist_ok=True)
-            with h5py.File(part_tmp, "w") as f:
-                links = write_part(f)
+            f.close()
             self._sync(part_tmp)
             os.replace(part_tmp, part)
             stage = self.path
@@ -185,10 +228,14 @@ class PartitionedFile:
                         link_external(g, name, relative, f"/{group}/{name}")
                 update_master(m)
             self._sync(master_tmp)
+            if before_publish is not None:
+                before_publish()
             os.replace(master_tmp, self.path)
             if self.fsync:
                 _fsync_dir(self.path.parent)
         except (OSError, RuntimeError) as err:
+            with contextlib.suppress(Exception):
+                f.close()
             _unlink(part_tmp)
             _unlink(master_tmp)
             if stage == part:

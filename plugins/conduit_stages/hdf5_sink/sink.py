@@ -1,44 +1,34 @@
 """The ``hdf5`` sink: crash-safe recording of traces, clouds, clusters, estimates and histograms.
 
-Events are kept in memory and written every ``flush_interval`` seconds as one
-part file per output file, then published atomically through the output's
-master file (see :mod:`.partfile`). After a SIGKILL the output opens with a
+The HDF5 objects are made by a writer process the sink owns (:mod:`.writer`):
+the main process copies each event's traces and cloud into shared memory;
+the writer writes them into one part file per output file and publishes the
+parts atomically through the output's master file every ``flush_interval``
+seconds (see :mod:`.partfile`). After a SIGKILL the output opens with a
 plain ``h5py.File(path, "r")`` and holds every flushed event; at a normal end
 the parts are consolidated into one self-contained file.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from conduit.artifacts import ESTIMATE_DTYPE
 from conduit.stage import SinkStage, StopRun
 from conduit_physics.histograms import HistogramRecorder, Histograms
 
 from . import layout, spyral
-from .idcount import IdCounter
 from .leftovers import tidy_leftovers
 from .losses import write_loss_attributes, write_parameter_attributes, write_stage_attributes
 from .params import Hdf5Params
 from .partfile import PartitionedFile, WriteError, consolidate
+from .recorder import TABLE_DTYPE, Z_TIES, Target
+from .writer import WriterDied, WriterProcess, WriterSpec
 
 __all__ = ["Hdf5Sink", "TABLE_DTYPE"]
-
-#: The /estimates table: the estimate fields plus where the event came from (Spyral's columns).
-TABLE_DTYPE = np.dtype(
-    ESTIMATE_DTYPE.descr
-    + [("run", np.int32), ("ic_amplitude", np.float64), ("ic_integral", np.float64),
-       ("ic_centroid", np.float64), ("ic_multiplicity", np.float64)]
-)
-
-_Z_TIES = "clouds_with_z_ties"
-
 
 class _HistogramsInRecording(HistogramRecorder):
     """Tells the histogram stage that this sink records the histograms, and whether it did."""
@@ -48,32 +38,6 @@ class _HistogramsInRecording(HistogramRecorder):
 
     def histograms_saved(self) -> bool | None:
         return self.saved
-
-
-@dataclasses.dataclass
-class _Target:
-    """One output file and what it holds."""
-
-    file: PartitionedFile
-    kinds: tuple[str, ...]  # of layout.EVENTS, CLOUD, CLUSTER, ESTIMATES
-    ranges: dict[str, list[int]] = dataclasses.field(default_factory=dict)
-    timestamps: list[int] = dataclasses.field(default_factory=list)
-    counts: dict[str, int] = dataclasses.field(default_factory=lambda: defaultdict(int))
-    seen: dict[str, IdCounter] = dataclasses.field(default_factory=lambda: defaultdict(IdCounter))
-    duplicates: int = 0
-
-    def name_for(self, kind: str, event_id: int) -> str:
-        """The object name of this event, unique even when an event id repeats."""
-        dup = self.seen[kind].add(event_id)
-        if dup:
-            self.duplicates += 1
-        make = layout.cloud_name if kind == layout.CLOUD else layout.event_name
-        return make(event_id, dup)
-
-    def note(self, kind: str, event_id: int) -> None:
-        r = self.ranges.get(kind)
-        self.ranges[kind] = [event_id, event_id] if r is None else [min(r[0], event_id), max(r[1], event_id)]
-        self.counts[kind] += 1
 
 
 class Hdf5Sink(SinkStage):
@@ -94,10 +58,10 @@ class Hdf5Sink(SinkStage):
         """
         p = self.params
         self._options: dict[str, Any] = {} if p.compression == "none" else {"compression": p.compression}
-        self.pending: list[Any] = []
-        self.pending_bytes = 0
-        self.last_flush = time.monotonic()
-        self.flushed_events = 0
+        self.writer: WriterProcess | None = None
+        self.flushed_events = 0  # committed by the writer
+        self.dropped_full = 0  # lossy only: the writer was behind with every ring slot in use
+        self.finishing = False
         self.received = 0
         self.error: str | None = None
         self.begun = False
@@ -108,7 +72,7 @@ class Hdf5Sink(SinkStage):
         self.losses: dict[str, int] = {}  # latest loss counts from the engine (on_metrics)
         self.stage_outcomes: dict[str, dict] = {}  # what each stage did, from the engine (on_metrics)
         self.parameter_changes: list[Any] = []  # changes made while running (on_parameters)
-        self.targets: list[_Target] = []
+        self.targets: list[Target] = []
         run_kinds = []
         if p.traces:
             run_kinds.append(layout.EVENTS)
@@ -116,7 +80,7 @@ class Hdf5Sink(SinkStage):
             run_kinds += [k for k, on in ((layout.CLOUD, p.cloud), (layout.CLUSTER, p.clusters)) if on]
         if p.estimates:
             run_kinds.append(layout.ESTIMATES)
-        self.run_target = _Target(PartitionedFile(self.run_path, fsync=p.fsync), tuple(run_kinds))
+        self.run_target = Target(PartitionedFile(self.run_path, fsync=p.fsync), tuple(run_kinds))
         self.targets.append(self.run_target)
         self.parquet_path: Path | None = None
         if p.layout == "spyral":
@@ -132,6 +96,29 @@ class Hdf5Sink(SinkStage):
         if p.histograms:
             self.histogram_recording = _HistogramsInRecording()
             self.context.shared.publish(HistogramRecorder, self.histogram_recording, by=self.name)
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        """Start the writer process (joined in :meth:`close`) and say which artifacts it needs."""
+        p = self.params
+        kinds = {kind for target in self.targets for kind in target.kinds}
+        keys = {"ion_chamber"}
+        if layout.EVENTS in kinds and p.frib:
+            keys.add("frib")
+        if kinds & {layout.CLOUD, layout.CLUSTER}:
+            keys.add("cloud")
+        if layout.CLUSTER in kinds:
+            keys.add("clusters")
+        if layout.ESTIMATES in kinds:
+            keys.update(("estimates", "kinematics"))
+        self.artifact_keys = tuple(sorted(keys))
+        spec = WriterSpec(targets=[(str(t.file.path), t.kinds) for t in self.targets], fsync=p.fsync, frib=p.frib,
+                          options=self._options, flush_interval=p.flush_interval,
+                          max_batch_bytes=p.max_batch_mb * 1e6)
+        self.writer = WriterProcess(spec, self._on_report)
+        if self.writer.ring_problem:
+            self.log.warning("no shared memory for the hdf5 writer (%s): events go to it through a socket (slower)",
+                             self.writer.ring_problem)
 
     def begin(self) -> None:
         """Keep (or, as configured, replace) the files already at the output paths; publish the new masters."""
@@ -144,24 +131,78 @@ class Hdf5Sink(SinkStage):
         if self.error is not None:
             raise StopRun(self.error)
         self.received += 1
-        self.pending.append(event)
-        self.pending_bytes += _event_bytes(event)
-        if (time.monotonic() - self.last_flush >= self.params.flush_interval
-                or self.pending_bytes >= self.params.max_batch_mb * 1e6):
-            self._flush_or_stop()
+        writer = self.writer
+        assert writer is not None
+        try:
+            writer.poll()  # commits, warnings, a failed write
+            if self.error is None:
+                if not writer.has_room():
+                    if not self.params.lossless:
+                        self._drop_full()
+                        return
+                    writer.wait_for_room()  # lossless: wait for the writer, never drop
+                writer.send_event(event, self.artifact_keys)
+        except WriterDied as err:
+            self._writer_died(err)
+        if self.error is not None:
+            raise StopRun(self.error)
+
+    def _drop_full(self) -> None:
+        """A lossy sink whose writer is behind: drop the event, counted (said once, the total at close)."""
+        if not self.dropped_full:
+            self.log.warning("%s: the hdf5 writer is behind (every ring slot in use): dropping events (lossless = "
+                             "false); the total is reported at the end", self.run_path)
+        self.dropped_full += 1
 
     def on_metrics(self, metrics) -> None:
-        self.losses = dict(metrics.losses)
-        self.stage_outcomes = dict(getattr(metrics, "stages", {}))
-        if self.error is None and self.pending and time.monotonic() - self.last_flush >= self.params.flush_interval:
-            try:
-                self._flush_or_stop()
-            except Exception:
-                pass  # recorded in self.error; the next consume stops the run
+        losses, outcomes = dict(metrics.losses), dict(getattr(metrics, "stages", {}))
+        changed = (losses, outcomes) != (self.losses, self.stage_outcomes)
+        self.losses, self.stage_outcomes = losses, outcomes
+        self._tell_writer(changed)
 
     def on_parameters(self, change) -> None:
         """Note a parameter change; written to the run file's attributes at the next flush and at the end."""
         self.parameter_changes.append(change)
+        self._tell_writer(True)
+
+    def _tell_writer(self, state_changed: bool) -> None:
+        """Give the writer the run's latest losses, outcomes and parameter changes; read its reports."""
+        if self.writer is None or self.writer.finished or self.error is not None:
+            return
+        try:
+            if state_changed:
+                self.writer.set_run_state(self.losses, self.stage_outcomes, self.parameter_changes)
+            self.writer.poll()
+        except WriterDied as err:
+            self._writer_died(err)  # recorded in self.error; the next consume stops the run
+
+    def _on_report(self, kind: str, payload: Any) -> None:
+        """A report of the writer process (read in this process)."""
+        if kind in ("committed", "finished"):
+            n, (flushed, targets) = payload if kind == "committed" else (None, payload)
+            self.flushed_events = flushed
+            for target, report in zip(self.targets, targets):
+                target.counts.clear()
+                target.counts.update(report.counts)
+                target.duplicates = report.duplicates
+                target.file.parts = report.parts
+            if n is not None:
+                self.log.debug("flushed %d events to %s (%d events flushed in total)", n, self.run_path, flushed)
+        elif kind == "warn":
+            self.log.warning("%s", payload)
+        elif kind == "error":
+            text, _lost = payload
+            if self.error is None:
+                if self.finishing:
+                    self._record_error(f"{text} (the events of the last {self.params.flush_interval:g} s are lost)")
+                else:
+                    self._record_error(f"{text}; stopping (every event flushed before is kept)")
+
+    def _writer_died(self, err: WriterDied) -> None:
+        if self.error is None:
+            lost = self.writer.sent - self.flushed_events if self.writer is not None else 0
+            self._record_error(f"{err}: {lost} events handed to it since its last commit are not written; "
+                               f"every event committed before is kept in {self.run_path}")
 
     def close(self) -> None:
         if not getattr(self, "targets", None):
@@ -171,6 +212,8 @@ class Hdf5Sink(SinkStage):
             if self.begun:
                 self._finish()
         finally:
+            if self.writer is not None and not self.writer.finished:
+                self.writer.kill()  # start-up failed, or the writer died: nothing more to commit
             for target in self.targets:
                 target.file.discard()  # a master staged for a run that never began
             self._release()
@@ -191,11 +234,17 @@ class Hdf5Sink(SinkStage):
 
     def _finish(self) -> None:
         problems = []
-        if self.pending and self.error is None:
+        if self.error is None:
+            self.finishing = True
             try:
-                self.flush()
-            except WriteError as err:
-                self._record_error(f"{err} (the events of the last {self.params.flush_interval:g} s are lost)")
+                self._tell_writer(True)  # the final losses
+                if self.error is None:
+                    self.writer.finish()  # commits the last events (a failure is reported to _on_report)
+            except WriterDied as err:
+                self._writer_died(err)
+        if self.dropped_full:
+            self.log.warning("%s: %d events dropped while the hdf5 writer was behind (lossless = false)",
+                             self.run_path, self.dropped_full)
         if self.error is None:
             try:  # the final loss counts (the engine sends a last on_metrics before close)
                 self.run_target.file.update(lambda m: self._write_run_attributes(m))
@@ -240,15 +289,15 @@ class Hdf5Sink(SinkStage):
             if target.duplicates:
                 self.log.warning("%s: %d repeated event ids were recorded under suffixed names (event_ID_K)",
                                  target.file.path, target.duplicates)
-            if target.counts[_Z_TIES]:
+            if target.counts[Z_TIES]:
                 self.log.warning("%s: %d of %d clouds have points with equal z; Spyral's ClusterPhase fails on "
                                  "them (set the pointcloud stage's tie_jitter > 0)", target.file.path,
-                                 target.counts[_Z_TIES], target.counts[layout.CLOUD])
+                                 target.counts[Z_TIES], target.counts[layout.CLOUD])
         if problems:
             raise WriteError("; ".join(problems))
 
     def unwritten(self) -> int:
-        """Events consumed but never flushed (a failed write loses the batch in memory)."""
+        """Events consumed but never committed (a failed write, a dead writer, a lossy sink's drops)."""
         return max(getattr(self, "received", 0) - getattr(self, "flushed_events", 0), 0)
 
     def outputs(self) -> list[str]:
@@ -278,7 +327,7 @@ class Hdf5Sink(SinkStage):
         for on, phase, kind in ((p.cloud, spyral.POINTCLOUD, layout.CLOUD), (p.clusters, spyral.CLUSTER, layout.CLUSTER)):
             if on:
                 path = spyral.workspace_file(workspace, phase, self.context.run)
-                self.targets.append(_Target(PartitionedFile(path, fsync=p.fsync), (kind,)))
+                self.targets.append(Target(PartitionedFile(path, fsync=p.fsync), (kind,)))
         problem = spyral.trace_file_problem(self.run_path, self.context.run)
         if problem:
             self.log.warning("%s", problem)
@@ -290,117 +339,18 @@ class Hdf5Sink(SinkStage):
                 raise RuntimeError(f"layout 'spyral' writes {spyral.ESTIMATION}/*.parquet, which needs pyarrow "
                                    f"({err}): pip install 'attpc-conduit[spyral]', or set estimates = false") from None
 
-    def _note_z_ties(self, target: _Target, event) -> None:
-        """Count clouds Spyral's splines would fail on; say so once at the first (the total comes at close)."""
-        if spyral.strictly_increasing_z(event.get("cloud")):
-            return
-        if not target.counts[_Z_TIES]:
-            self.log.warning("%s: the cloud of event %d has points with equal z, which Spyral's ClusterPhase "
-                             "fails on (more are counted, not logged)", target.file.path, event.id)
-        target.counts[_Z_TIES] += 1
-
-    # -- writing ---------------------------------------------------------------------
-
-    def _flush_or_stop(self) -> None:
-        try:
-            self.flush()
-        except WriteError as err:
-            self._record_error(f"{err}; stopping (every event flushed before is kept)")
-            raise StopRun(self.error) from None
-
     def _record_error(self, message: str) -> None:
         self.error = message  # the histograms are then not recorded here: the histogram stage saves them
         self.log.error("%s", message)
 
     def flush(self) -> None:
-        """Write the pending events to every output file (one part each), then forget them."""
-        batch = self.pending
-        if not batch:
-            self.last_flush = time.monotonic()
-            return
-        for target in self.targets:
-            self._commit(target, batch)
-        self.flushed_events += len(batch)
-        self.pending = []
-        self.pending_bytes = 0
-        self.last_flush = time.monotonic()
-        self.log.debug("flushed %d events to %s (%d events flushed in total)", len(batch), self.run_path,
-                       self.flushed_events)
-
-    def _commit(self, target: _Target, batch: list[Any]) -> None:
-        p = self.params
-        rows = kin_rows = None
-        failure_rows = layout.failure_rows(batch) if target is self.run_target else None
-        if layout.ESTIMATES in target.kinds:
-            parts = [_table_rows(ev) for ev in batch]
-            parts = [r for r in parts if r is not None and len(r)]
-            rows = np.concatenate(parts) if parts else None
-            kin_rows = layout.kinematics_rows(batch)
-
-        def write_part(f) -> dict[str, list[str]]:
-            links: dict[str, list[str]] = {}
-            for kind in target.kinds:
-                if kind == layout.ESTIMATES:
-                    continue
-                group = f.create_group(kind)
-                names = links.setdefault(kind, [])
-                for ev in batch:
-                    if kind == layout.EVENTS:
-                        name = target.name_for(kind, ev.id)
-                        layout.write_traces(group, ev, name, frib=p.frib, **self._options)
-                    elif kind == layout.CLOUD:
-                        if ev.get("cloud") is None:
-                            continue
-                        name = target.name_for(kind, ev.id)
-                        layout.write_cloud(group, ev, name, **self._options)
-                        self._note_z_ties(target, ev)
-                    else:
-                        if ev.get("clusters") is None or ev.get("cloud") is None:
-                            continue
-                        name = target.name_for(kind, ev.id)
-                        layout.write_clusters(group, ev, name)
-                    names.append(name)
-                    target.note(kind, ev.id)
-                    if kind == layout.EVENTS:
-                        ts = int(ev.timestamp)
-                        target.timestamps = [ts, ts] if not target.timestamps else [
-                            min(target.timestamps[0], ts), max(target.timestamps[1], ts)]
-            return {k: v for k, v in links.items() if v}
-
-        def update_master(m) -> None:
-            for kind in target.kinds:
-                if kind == layout.EVENTS and kind in target.ranges:
-                    lo, hi = target.ranges[kind]
-                    m[kind].attrs.update(layout.events_group_attrs(lo, hi, *target.timestamps))
-                elif kind in (layout.CLOUD, layout.CLUSTER) and kind in target.ranges:
-                    m[kind].attrs.update(layout.range_attrs(*target.ranges[kind]))
-            if rows is not None:
-                table = m[layout.ESTIMATES]
-                start = table.shape[0]
-                table.resize((start + len(rows),))
-                table[start:] = rows
-            layout.append_kinematics(m, kin_rows)
-            layout.append_failures(m, failure_rows)
-            m.attrs["events_flushed"] = np.int64(self.flushed_events + len(batch))
-            if target is self.run_target:
-                self._write_run_attributes(m)
-
-        counts_before = dict(target.counts)
-        seen_before = {k: v.copy() for k, v in target.seen.items()}
-        ranges_before = {k: list(v) for k, v in target.ranges.items()}
+        """Commit every event handed to the writer so far, now (it also commits every ``flush_interval``)."""
         try:
-            target.file.commit(write_part, update_master)
-        except WriteError:
-            target.counts.clear()
-            target.counts.update(counts_before)
-            target.seen.clear()
-            target.seen.update(seen_before)
-            target.ranges = ranges_before
-            raise
-        if rows is not None:
-            target.counts[layout.ESTIMATES] += len(rows)
-        if kin_rows is not None:
-            target.counts[layout.KINEMATICS] += len(kin_rows)
+            self.writer.flush()
+        except WriterDied as err:
+            self._writer_died(err)
+        if self.error is not None:
+            raise WriteError(self.error)
 
     def _write_run_attributes(self, m) -> None:
         write_loss_attributes(m, self.losses)
@@ -408,7 +358,7 @@ class Hdf5Sink(SinkStage):
         if self.parameter_changes:
             write_parameter_attributes(m, changes=self.parameter_changes)
 
-    def _init_master(self, f, target: _Target) -> None:
+    def _init_master(self, f, target: Target) -> None:
         from conduit import __version__
 
         f.attrs["writer"] = f"attpc-conduit {__version__}"
@@ -425,25 +375,3 @@ class Hdf5Sink(SinkStage):
                 table = f.create_dataset(kind, shape=(0,), maxshape=(None,), dtype=TABLE_DTYPE, chunks=(1024,))
                 table.attrs["units"] = ("vertex/center/radius/arclength mm, polar/azimuthal rad, brho T·m, "
                                         "dE ADC·TB, dEdx ADC·TB/mm")
-
-
-def _table_rows(event) -> np.ndarray | None:
-    est = event.get("estimates")
-    if est is None:
-        return None
-    rows = np.zeros(len(est), dtype=TABLE_DTYPE)
-    for name in ESTIMATE_DTYPE.names:
-        rows[name] = est[name]
-    rows["event"] = event.id
-    rows["run"] = event.run if event.run is not None else -1
-    for key, value in layout.ic_attributes(event).items():
-        rows[key] = value
-    return rows
-
-
-def _event_bytes(event) -> int:
-    total = event.traces.nbytes
-    cloud = event.get("cloud")
-    if cloud is not None:
-        total += cloud.nbytes * 2  # the cluster copy
-    return total

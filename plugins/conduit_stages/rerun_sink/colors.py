@@ -53,6 +53,12 @@ class ColorScale:
     def colors(self, values: np.ndarray) -> np.ndarray:
         return ramp(self.position(values))
 
+    def rgba(self, values: np.ndarray) -> np.ndarray:
+        """:meth:`colors` packed as Rerun stores them (uint32 0xRRGGBBAA), in one compiled pass."""
+        from .kernels import ramp_rgba
+
+        return ramp_rgba(np.ascontiguousarray(self.position(values), dtype=np.float64).reshape(-1), RAMP)
+
     @classmethod
     def for_values(cls, values: np.ndarray, low: float | None = 0.0, percentile: float = 99.0) -> ColorScale:
         """Linear scale from ``low`` (default 0; None = the minimum) to the ``percentile`` of ``values``."""

@@ -1,5 +1,8 @@
 """Turns the numpy-only primitives of :mod:`.plot2d` into Rerun 0.41 archetypes.
 
+Every component goes in as an Arrow array of Rerun's own type (:mod:`.arrow`), which
+the SDK takes without converting it.
+
 Radii given as negative numbers are in UI points (constant on screen whatever
 the zoom), which keeps lines and text anchors the same size in a small grid
 cell and a maximized view.
@@ -12,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import arrow
 from .plot2d import Figure, Lines, Picture, Texts
 
 __all__ = ["figure_archetypes", "log_figure", "compact"]
@@ -32,39 +36,39 @@ def compact(figure: Figure) -> Figure:
         elif not isinstance(part, Lines):
             out.add(name, part)
     if lines:
-        strips, colors, widths = [], [], []
-        for part in lines:
-            strips += part.strips
-            colors += [_rgb(part.color, i) for i in range(len(part.strips))]
-            widths += list(np.broadcast_to(np.asarray(part.width, dtype=np.float32), (len(part.strips),)))
-        out.add("lines", Lines(strips, np.array(colors, dtype=np.uint8).reshape(-1, 3),
-                               np.asarray(widths, dtype=np.float32), None, max(p.draw_order for p in lines)))
+        strips = [s for part in lines for s in part.strips]
+        colors = np.vstack([_rows(part.color, len(part.strips)) for part in lines]).reshape(-1, 3)
+        widths = np.concatenate([np.full(len(part.strips), part.width, dtype=np.float32) if np.isscalar(part.width)
+                                 else np.broadcast_to(np.asarray(part.width, dtype=np.float32), (len(part.strips),))
+                                 for part in lines])
+        out.add("lines", Lines(strips, colors, widths, None, max(p.draw_order for p in lines)))
     for hover, group in sorted(texts.items()):
         positions = np.vstack([np.asarray(p.positions, dtype=np.float64).reshape(-1, 2) for p in group])
-        colors = [_rgb(p.color, i) for p in group for i in range(len(p.labels))]
-        out.add("hover" if hover else "texts", Texts(positions, [t for p in group for t in p.labels],
-                                                     np.array(colors, dtype=np.uint8).reshape(-1, 3), hover,
+        colors = np.vstack([_rows(p.color, len(p.labels)) for p in group]).reshape(-1, 3)
+        out.add("hover" if hover else "texts", Texts(positions, [t for p in group for t in p.labels], colors, hover,
                                                      group[0].radius, max(p.draw_order for p in group)))
     return out
 
 
-def _rgb(color, i: int) -> tuple[int, int, int]:
-    """The colour of item ``i`` of a part whose colour is one RGB triple or one row per item."""
-    array = np.asarray(color)
-    row = array if array.ndim == 1 else array[i]
-    return int(row[0]), int(row[1]), int(row[2])
+def _rows(color, n: int) -> np.ndarray:
+    """(n, 3) uint8 colours of the ``n`` items of a part whose colour is one RGB triple or one row per item."""
+    rows = np.asarray(color).astype(np.uint8).reshape(-1, 3)
+    return np.repeat(rows, n, axis=0) if len(rows) == 1 else rows[:n]
 
 
 def _archetypes(rr: Any, part: Lines | Texts | Picture) -> list[Any]:
     if isinstance(part, Lines):
-        radii = -0.5 * np.asarray(part.width, dtype=np.float32)
-        return [rr.LineStrips2D([np.asarray(s, dtype=np.float32) for s in part.strips], radii=radii,
-                                colors=part.color, labels=part.labels, show_labels=False,
-                                draw_order=part.draw_order)]
+        width = part.width if np.isscalar(part.width) else np.asarray(part.width)
+        return [arrow.components("LineStrips2D", strips=arrow.strips(part.strips), radii=arrow.floats(-0.5 * width),
+                                 colors=arrow.colors(part.color),
+                                 labels=arrow.texts(part.labels) if part.labels is not None else None,
+                                 show_labels=arrow.flag(False),
+                                 draw_order=arrow.floats(float(part.draw_order), "DrawOrder"))]
     if isinstance(part, Texts):
-        return [rr.Points2D(np.asarray(part.positions, dtype=np.float32).reshape(-1, 2), radii=-part.radius,
-                            colors=part.color, labels=part.labels, show_labels=not part.hover_only,
-                            draw_order=part.draw_order)]
+        return [arrow.components("Points2D", positions=arrow.positions(part.positions, 2),
+                                 radii=arrow.floats(-float(part.radius)), colors=arrow.colors(part.color),
+                                 labels=arrow.texts(part.labels), show_labels=arrow.flag(not part.hover_only),
+                                 draw_order=arrow.floats(float(part.draw_order), "DrawOrder"))]
     h, w = part.rgb.shape[:2]
     return [rr.Image(part.rgb, draw_order=part.draw_order),
             rr.Transform3D(translation=[part.left, part.top, 0.0], scale=[part.width / w, part.height / h, 1.0])]
@@ -75,7 +79,34 @@ def figure_archetypes(rr: Any, path: str, figure: Figure) -> list[tuple[str, lis
     return [(f"{path}/{name}", _archetypes(rr, part)) for name, part in figure.parts.items()]
 
 
-def log_figure(log: Callable[..., None], rr: Any, path: str, figure: Figure) -> None:
-    """Log every part of ``figure`` under ``path`` through ``log(entity, *archetypes)`` (one row per part)."""
-    for entity, archetypes in figure_archetypes(rr, path, figure):
-        log(entity, *archetypes)
+def log_figure(log: Callable[..., None], rr: Any, path: str, figure: Figure, sent: dict[str, tuple] | None = None
+               ) -> None:
+    """Log every part of ``figure`` under ``path`` through ``log(entity, *archetypes)`` (one row per part).
+
+    With ``sent`` (entity -> content of the part last logged there), a part equal to what its entity already
+    shows is not logged again: the viewer's latest-at keeps showing it, and axes, titles and gates of the run
+    panels, which rarely change, cost nothing at a refresh.
+    """
+    for name, part in figure.parts.items():
+        entity = f"{path}/{name}"
+        if sent is not None:
+            key = _content(part)
+            if sent.get(entity) == key:
+                continue
+            sent[entity] = key
+        log(entity, *_archetypes(rr, part))
+
+
+def _content(part: Lines | Texts | Picture) -> tuple:
+    """Everything that decides how a part looks, as comparable values (exact bytes of its arrays)."""
+    def raw(value) -> tuple:
+        array = np.asarray(value)
+        return array.dtype.str, array.shape, array.tobytes()
+
+    if isinstance(part, Lines):
+        return ("lines", tuple(raw(s) for s in part.strips), raw(part.color), raw(part.width),
+                None if part.labels is None else tuple(part.labels), part.draw_order)
+    if isinstance(part, Texts):
+        return ("texts", raw(part.positions), tuple(part.labels), raw(part.color), part.hover_only, part.radius,
+                part.draw_order)
+    return ("picture", raw(part.rgb), part.left, part.top, part.width, part.height, part.draw_order)

@@ -15,6 +15,7 @@ give the true coordinates.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -23,9 +24,9 @@ import numpy as np
 from conduit.artifacts import Direction
 from conduit.event import AGET, ASAD, CHANNEL, COBO, SAMPLES
 
-from . import geometry
+from . import arrow, geometry
 from .colors import ColorScale, label_colors
-from .plot2d import Axis, Figure, Frame, Texts, add_axes, add_colorbar, add_series, format_ticks, nice_ticks
+from .plot2d import Axis, Figure, Frame, Lines, Texts, add_axes, add_colorbar, format_ticks, nice_ticks
 from .draw import compact, figure_archetypes
 
 __all__ = ["EventView", "EVENT_ROOT", "COLORBAR_3D", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
@@ -38,6 +39,8 @@ N_CLASSES = 64  # annotation classes: 0 = noise, k + 1 = cluster label k (mod 63
 #: Half width of the square the pad-plane panels show (mm).
 PLANE_HALF_WIDTH = 280.0
 NOISE_COLOR = (120, 120, 130)
+_NOISE_RGBA = arrow.pack(NOISE_COLOR)[0]
+_HOVER_ADC = 4097  # amplitudes 0..4096 ADC have their hover text made in advance (12-bit samples)
 _DIRECTIONS = {Direction.FORWARD: "forward", Direction.BACKWARD: "backward", Direction.NONE: "-"}
 
 
@@ -45,6 +48,14 @@ def class_ids(labels: np.ndarray) -> np.ndarray:
     """Annotation class of each cluster label: 0 for noise (-1), else label mod 63, plus one."""
     labels = np.asarray(labels, dtype=np.int64)
     return np.where(labels >= 0, labels % (N_CLASSES - 1) + 1, 0).astype(np.uint16)
+
+
+@functools.lru_cache(maxsize=64)
+def _trace_axes(frame: Frame) -> dict[str, Any]:
+    """The traces panel's axes for one y range (the range moves in whole tick steps: few distinct frames)."""
+    fig = Figure()
+    add_axes(fig, frame)
+    return fig.parts
 
 
 def pad_frame() -> Frame:
@@ -65,6 +76,13 @@ class EventView:
         self.field = float(context.detector.magnetic_field)
         self.frame = pad_frame()
         self.pads = context.pads if params.pad_plane else None
+        self._captions: dict[str, tuple[Any, list[Any]]] | None = None
+        self._hover: tuple[Any, ...] | None = None
+        self._colorbar_fixed: list[Any] | None = None
+        self._clear: list[Any] | None = None  # a drawn event's recursive clear and its summary's media type
+        self._markdown: list[Any] = []
+        if self.pads is not None:
+            self._pad_tables()  # when the run opens, not at its first event
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -135,16 +153,24 @@ class EventView:
         return "\n".join(lines)
 
     def captions(self, text: str) -> list[tuple[str, Any]]:
-        """The one-line caption every per-event panel carries: which event the panel shows."""
+        """The one-line caption every per-event panel carries: which event the panel shows.
+
+        Only the text changes: the other components are built once (:mod:`.arrow`) and logged with it.
+        """
         rr = self.rr
-        color = (230, 230, 230)
-        pad_top = self.frame.top - 0.6 * 88.0 * self.frame.width / 1000.0
-        return [(f"{EVENT_ROOT}/caption", rr.Points3D([[0.0, 0.0, self.length + 80.0]], radii=-0.5, labels=[text],
-                                                      colors=color, show_labels=True)),
-                (f"{EVENT_ROOT}/pads/caption", rr.Points2D([[0.0, pad_top]], radii=-0.5, labels=[text], colors=color,
-                                                           show_labels=True, draw_order=40.0)),
-                (f"{EVENT_ROOT}/traces/caption", rr.Points2D([[700.0, -88.0]], radii=-0.5, labels=[text],
-                                                             colors=color, show_labels=True, draw_order=40.0))]
+        if self._captions is None:
+            color = (230, 230, 230)
+            pad_top = self.frame.top - 0.6 * 88.0 * self.frame.width / 1000.0
+            self._captions = {
+                f"{EVENT_ROOT}/caption": (rr.Points3D, arrow.batches(rr.Points3D(
+                    [[0.0, 0.0, self.length + 80.0]], radii=-0.5, colors=color, show_labels=True))),
+                f"{EVENT_ROOT}/pads/caption": (rr.Points2D, arrow.batches(rr.Points2D(
+                    [[0.0, pad_top]], radii=-0.5, colors=color, show_labels=True, draw_order=40.0))),
+                f"{EVENT_ROOT}/traces/caption": (rr.Points2D, arrow.batches(rr.Points2D(
+                    [[700.0, -88.0]], radii=-0.5, colors=color, show_labels=True, draw_order=40.0)))}
+        labels = arrow.texts([text])
+        return [(path, [fixed + arrow.components(kind.__name__, labels=labels)])
+                for path, (kind, fixed) in self._captions.items()]
 
     def not_drawn(self, event, run: int, reason: str, shown: int | None) -> list[tuple[str, Any]]:
         """Logged at the first event of a stretch that is not drawn; it holds until the next drawn event.
@@ -171,15 +197,20 @@ class EventView:
         out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(text, media_type="text/markdown")))
         return out + self.captions(f"{span} not received" + (f" · showing event {shown}" if shown is not None else ""))
 
-    def draw(self, event, run: int, charges: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple[str, Any]]:
+    def draw(self, event, run: int, charges: tuple[np.ndarray, np.ndarray] | None = None,
+             maxima: np.ndarray | None = None) -> list[tuple[str, Any]]:
         """Everything drawn for one event (starting with a recursive clear of the previous one).
 
         ``charges`` is (pad ids, amplitude) of the event's traces when already computed (the sink
         passes :func:`.kernels.peak_heights`, also counted for the occupancy), else
-        :func:`.geometry.pad_charges`.
+        :func:`.geometry.pad_charges`; ``maxima`` the largest sample of each trace, when known
+        (:func:`.kernels.peaks`).
         """
         rr = self.rr
-        out: list[tuple[str, Any]] = [(EVENT_ROOT, rr.Clear(recursive=True))]
+        if self._clear is None:
+            self._clear = arrow.batches(rr.Clear(recursive=True))
+            self._markdown = arrow.batches(rr.TextDocument.from_fields(media_type="text/markdown"))
+        out: list[tuple[str, Any]] = [(EVENT_ROOT, [self._clear])]
         traces = event.traces
         ids, amplitude = charges if charges is not None else geometry.pad_charges(traces)
         cloud = event.get("cloud")
@@ -190,7 +221,8 @@ class EventView:
         if cloud is not None and clusters is not None and len(clusters.labels) == len(cloud):
             labels = np.asarray(clusters.labels)
         n_tracks = 0 if estimates is None else len(estimates)
-        out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(self.header(event, run), media_type="text/markdown")))
+        out.append((f"{EVENT_ROOT}/summary", [arrow.components("TextDocument", text=arrow.texts([
+            self.header(event, run)])) + self._markdown]))
         out += self.captions(f"run {run} · event {event.id} · t = {event.timestamp / GET_CLOCK_HZ:.6f} s · "
                              f"{n_tracks} track{'s' if n_tracks != 1 else ''}")
         if cloud is not None and len(cloud):
@@ -201,35 +233,42 @@ class EventView:
         if self.pads is not None and traces.shape[0]:
             out += self._pad_hits(ids, amplitude, scale)
         if self.params.traces and traces.shape[0]:
-            out += self._traces(traces, amplitude, cloud, labels)
+            out += self._traces(traces, amplitude, cloud, labels, maxima)
         return out
 
     def _cloud(self, cloud: np.ndarray, labels: np.ndarray | None, scale: ColorScale) -> list[tuple[str, Any]]:
         rr = self.rr
-        xyz = cloud[:, :3]
-        charge = geometry.cloud_charge(cloud)
-        out = []
+        xyz = arrow.positions(cloud[:, :3], 3)  # one array for both entities
+        colors = scale.rgba(geometry.cloud_charge(cloud))
         if labels is None:
-            out.append((f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=-2.0, colors=scale.colors(charge))))
-            return out
+            return [(f"{EVENT_ROOT}/cloud", [arrow.components("Points3D", positions=xyz, radii=arrow.floats(-2.0),
+                                                               colors=arrow.rgba(colors))])]
         noise = labels < 0
-        colors = scale.colors(charge)
-        colors[noise] = NOISE_COLOR  # noise (no cluster) is grey and small, whatever its charge
-        out.append((f"{EVENT_ROOT}/cloud", rr.Points3D(xyz, radii=np.where(noise, -1.2, -2.0), colors=colors)))
-        out.append((f"{EVENT_ROOT}/clusters", rr.Points3D(xyz, radii=-2.0, class_ids=class_ids(labels))))
-        return out
+        colors[noise] = _NOISE_RGBA  # noise (no cluster) is grey and small, whatever its charge
+        return [(f"{EVENT_ROOT}/cloud", [arrow.components(
+                    "Points3D", positions=xyz, radii=arrow.floats(np.where(noise, -1.2, -2.0)),
+                    colors=arrow.rgba(colors))]),
+                (f"{EVENT_ROOT}/clusters", [arrow.components("Points3D", positions=xyz, radii=arrow.floats(-2.0),
+                                                              class_ids=arrow.class_ids(class_ids(labels)))])]
 
     def _tracks(self, estimates: np.ndarray) -> list[tuple[str, Any]]:
         rr = self.rr
         strips = geometry.helices(estimates, self.field, self.length, self.params.helix_points)
-        classes = class_ids(np.asarray(estimates["cluster_label"]))
+        classes = arrow.class_ids(class_ids(np.asarray(estimates["cluster_label"])))
         vertices = np.column_stack([estimates["vertex_x"], estimates["vertex_y"], estimates["vertex_z"]])
         ends = np.array([s[-1] if len(s) else v for s, v in zip(strips, vertices)])
+        hidden, shown = arrow.flag(False), arrow.flag(True)
         return [
-            (f"{EVENT_ROOT}/tracks", rr.LineStrips3D(strips, radii=-1.5, class_ids=classes, show_labels=False)),
-            (f"{EVENT_ROOT}/vertices", rr.Points3D(vertices, radii=-4.0, class_ids=classes, show_labels=False)),
-            (f"{EVENT_ROOT}/track_ids", rr.Points3D(ends, radii=-0.5, class_ids=classes, show_labels=True,
-                                                    labels=[f"#{k}" for k in range(len(estimates))])),
+            (f"{EVENT_ROOT}/tracks", [arrow.components("LineStrips3D", strips=arrow.strips(strips, 3),
+                                                        radii=arrow.floats(-1.5), class_ids=classes,
+                                                        show_labels=hidden)]),
+            (f"{EVENT_ROOT}/vertices", [arrow.components("Points3D", positions=arrow.positions(vertices, 3),
+                                                          radii=arrow.floats(-4.0), class_ids=classes,
+                                                          show_labels=hidden)]),
+            (f"{EVENT_ROOT}/track_ids", [arrow.components(
+                "Points3D", positions=arrow.positions(ends, 3), radii=arrow.floats(-0.5),
+                labels=arrow.texts([f"#{k}" for k in range(len(estimates))]), show_labels=shown,
+                class_ids=classes)]),
         ]
 
     def _colorbar3d(self, scale: ColorScale) -> list[tuple[str, Any]]:
@@ -241,9 +280,12 @@ class EventView:
         tick_z = scale.position(ticks) * self.length
         positions = np.column_stack([np.full(len(ticks) + 1, x + 40.0), np.zeros(len(ticks) + 1),
                                      np.append(tick_z, self.length + 40.0)])
-        return [(f"{EVENT_ROOT}/colorbar/labels", rr.Points3D(positions, radii=-0.5, colors=(220, 220, 220),
-                                                      labels=format_ticks(ticks) + ["amplitude (ADC)"],
-                                                      show_labels=True))]
+        if self._colorbar_fixed is None:
+            self._colorbar_fixed = arrow.batches(rr.Points3D.from_fields(radii=-0.5, colors=(220, 220, 220),
+                                                                         show_labels=True))
+        return [(f"{EVENT_ROOT}/colorbar/labels", [self._colorbar_fixed + arrow.components(
+            "Points3D", positions=arrow.positions(positions, 3),
+            labels=arrow.texts(format_ticks(ticks) + ["amplitude (ADC)"]))])]
 
     def _colorbar3d_static(self) -> tuple[str, Any]:
         """The bar of :meth:`_colorbar3d`: 100 points coloured along the ramp, x = radius + 70 mm, along z."""
@@ -260,19 +302,39 @@ class EventView:
         if not ok.any():
             return []
         ids, amplitude = ids[ok], amplitude[ok]
-        hover = [f"pad {p}: {a:.0f} ADC" for p, a in zip(ids.tolist(), amplitude.tolist())]
-        out: list[tuple[str, Any]] = [(f"{EVENT_ROOT}/pads/hits", rr.Points2D(
-            self.pad_xy(ids), radii=2.6 * pads.scale[ids], colors=scale.colors(amplitude), labels=hover,
-            show_labels=False, draw_order=2.0))]
+        xy, radii, fixed, names, numbers = self._pad_tables()
+        out: list[tuple[str, Any]] = [(f"{EVENT_ROOT}/pads/hits", [fixed + arrow.components(
+            "Points2D", positions=arrow.positions(xy[ids], 2), radii=arrow.floats(radii[ids]),
+            colors=arrow.rgba(scale.rgba(amplitude)), labels=self._hover_labels(ids, amplitude))])]
         bar = Figure()
-        add_colorbar(bar, self.frame, scale, "amplitude (ADC)")
-        del bar.parts["colorbar/image"]  # the same gradient for every event: logged once (statics)
+        add_colorbar(bar, self.frame, scale, "amplitude (ADC)", gradient=False)  # the gradient is static
         out += figure_archetypes(rr, f"{EVENT_ROOT}/pads", compact(bar))
         return out
 
-    def _traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels) -> list[tuple[str, Any]]:
+    def _pad_tables(self) -> tuple[Any, ...]:
+        """Per pad, built once: panel position and marker radius (float32), the hit markers' fixed components,
+        and the hover text pieces ("pad 123: " by pad, "456 ADC" by rounded amplitude)."""
+        if self._hover is None:
+            pads = self.pads
+            every = np.arange(pads.n_pads)
+            fixed = arrow.batches(self.rr.Points2D.from_fields(show_labels=False, draw_order=2.0))
+            self._hover = (self.pad_xy(every).astype(np.float32), (2.6 * pads.scale).astype(np.float32), fixed,
+                           arrow.TextTable([f"pad {p}: " for p in every]),
+                           arrow.TextTable([f"{a} ADC" for a in range(_HOVER_ADC)]))
+        return self._hover
+
+    def _hover_labels(self, ids: np.ndarray, amplitude: np.ndarray) -> Any:
+        """ "pad P: A ADC" per hit (A rounded half to even, as ``f"{a:.0f}"``)."""
+        rounded = np.rint(amplitude)
+        if len(rounded) and not (rounded.min() >= 0 and rounded.max() < _HOVER_ADC):  # never with 12-bit ADCs
+            return arrow.texts([f"pad {p}: {a:.0f} ADC" for p, a in zip(ids.tolist(), amplitude.tolist())])
+        _, _, _, names, numbers = self._pad_tables()
+        return arrow.joined_texts(names, ids, numbers, rounded.astype(np.int64))
+
+    def _traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels, maxima=None
+                ) -> list[tuple[str, Any]]:
         rows, what = geometry.select_traces(traces, amplitude, self.params.traces, self.params.trace_count,
-                                            cloud, labels)
+                                            cloud, labels, maxima)
         fig = Figure()
         samples = traces[rows][:, SAMPLES].astype(np.float64)
         low = float(samples.min()) if len(rows) else 0.0
@@ -284,12 +346,15 @@ class EventView:
             high = low + step
         frame = Frame(Axis(0.0, 512.0, "time bucket (TB)", ticks=(0, 100, 200, 300, 400, 500)),
                       Axis(low, min(high, 4100.0) if high > 4000 else high, "ADC (raw samples)"), width=780.0)
-        add_axes(fig, frame)
+        fig.parts.update(_trace_axes(frame))
         colors = label_colors(max(len(rows), 1))
-        buckets = np.arange(512, dtype=np.float64)
+        # Every trace's polyline at once (raw samples are integers: never NaN, nothing left out).
+        vx = np.broadcast_to(frame.vx(np.arange(512, dtype=np.float64)), samples.shape)
+        polylines = np.stack([vx, frame.vy(samples)], axis=-1)
         legend_xy, legend_text = [], []
         for k, row in enumerate(rows):
-            add_series(fig, frame, buckets, samples[k], tuple(int(c) for c in colors[k]), f"lines/{k}")
+            fig.add(f"lines/{k}", Lines([polylines[k]], color=tuple(int(c) for c in colors[k]), width=1.6,
+                                        draw_order=25.0))
             r = traces[row]
             legend_xy.append([920.0, 62.0 * k])
             legend_text.append(f"pad {int(r[4])}  ({int(r[COBO])}/{int(r[ASAD])}/{int(r[AGET])}/{int(r[CHANNEL])})")

@@ -59,7 +59,8 @@ def pad_charges(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def select_traces(traces: np.ndarray, amplitude: np.ndarray, how: str | list[int], count: int,
-                  cloud: np.ndarray | None = None, labels: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+                  cloud: np.ndarray | None = None, labels: np.ndarray | None = None,
+                  maxima: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """(row indices of ``traces`` to draw, two short lines saying what they are).
 
     ``how``: ``"strongest"`` (the ``count`` largest amplitudes among the
@@ -67,12 +68,13 @@ def select_traces(traces: np.ndarray, amplitude: np.ndarray, how: str | list[int
     ``"cluster"`` (the strongest traces among the pads of the event's largest
     cluster, from ``cloud``'s pad column and the cluster ``labels``; the
     strongest unsaturated ones when the event has no cluster), or a list of
-    pad ids (drawn in that order, at most ``count``).
+    pad ids (drawn in that order, at most ``count``). ``maxima``: the largest
+    sample of each row when already known (:func:`.kernels.peaks`).
     """
     n = traces.shape[0]
     if n == 0 or count <= 0:
         return np.zeros(0, dtype=np.int64), ["no traces", ""]
-    saturated = traces[:, SAMPLES].max(axis=1) >= SATURATION_ADC
+    saturated = (traces[:, SAMPLES].max(axis=1) if maxima is None else maxima) >= SATURATION_ADC
     pads = traces[:, PAD].astype(np.int64)
     if isinstance(how, (list, tuple)):
         wanted = [int(p) for p in how][:count]

@@ -292,14 +292,19 @@ def _serpentine(at: np.ndarray, low: float, high: float, vertical: bool = False)
     return out[:, ::-1].copy() if vertical else out
 
 
-def add_colorbar(fig: Figure, frame: Frame, scale: ColorScale, title: str, prefix: str = "colorbar") -> None:
-    """A vertical colour bar right of ``frame`` with numbered ticks and a title (what the colours mean)."""
+def add_colorbar(fig: Figure, frame: Frame, scale: ColorScale, title: str, prefix: str = "colorbar",
+                 gradient: bool = True) -> None:
+    """A vertical colour bar right of ``frame`` with numbered ticks and a title (what the colours mean).
+
+    ``gradient=False`` leaves out the bar's image (logged once, static, where the scale changes per event).
+    """
     u = frame.width / 1000.0
     left = frame.right + 35.0 * u
     width = 35.0 * u
     steps = 128
-    gradient = ramp(np.linspace(1.0, 0.0, steps))[:, None, :]  # top = high
-    fig.add(f"{prefix}/image", Picture(gradient, left, frame.top, width, frame.height))
+    if gradient:
+        image = ramp(np.linspace(1.0, 0.0, steps))[:, None, :]  # top = high
+        fig.add(f"{prefix}/image", Picture(image, left, frame.top, width, frame.height))
     ticks = log_ticks(scale.low, scale.high) if scale.log else nice_ticks(scale.low, scale.high, 4)
     if scale.log and len(ticks) < 2:
         ticks = np.unique(np.array([scale.low, scale.high]))

@@ -37,7 +37,7 @@ import numpy as np
 from conduit.event import PAD
 from conduit.stage import SinkStage
 
-from . import geometry
+from . import arrow, geometry
 from .blueprint import ENTITY, default_blueprint
 from .colors import ColorScale
 from .draw import log_figure
@@ -98,6 +98,8 @@ class RerunSink(SinkStage):
         self.marked = False  # a "not drawn" marker holds from an earlier event on
         self.last_refresh = -math.inf
         self.hist_version: int | None = None
+        #: What each run-panel entity shows (see :func:`.draw.log_figure`): unchanged parts are not sent again.
+        self.sent: dict[str, tuple] = {}
         self.occupancy_version: int | None = None
         self.blueprint_sent_for: tuple | None = None
         #: (shared Histograms, (name, dimensions) per histogram, titles) the blueprint is made from.
@@ -110,9 +112,9 @@ class RerunSink(SinkStage):
         self.every_event = p.draw_every_event if p.draw_every_event is not None else (
             not self.context.live and (p.mode in ("save", "stdout") or p.tee))
         self.view = EventView(rr, self.context, p)
-        from .kernels import peak_heights  # numba: loaded when a run starts, not when stages are listed
+        from .kernels import peaks  # numba: loaded when a run starts, not when stages are listed
 
-        self._peak_heights = peak_heights
+        self._peaks = peaks
         pads = self.view.pads
         self.occupancy = Occupancy(pads.n_pads, p.occupancy_threshold) if pads is not None else None
         self.health = AsadHealth(self._expected_asads())
@@ -155,6 +157,7 @@ class RerunSink(SinkStage):
     def begin(self) -> None:
         if self.file is not None:
             self.file.start()
+        self._maybe_send_blueprint()  # the layout is known once the stages have opened: not at the first event
 
     def consume(self, event) -> None:
         self.consumed += 1
@@ -163,7 +166,8 @@ class RerunSink(SinkStage):
         self._maybe_connect(now)
         self._maybe_send_blueprint()
         # One cheap peak height per trace: counted for the occupancy, coloured on the pad plane when drawn.
-        charges = (event.traces[:, PAD].astype(np.int64), self._peak_heights(event.traces))
+        heights, maxima = self._peaks(event.traces)
+        charges = (event.traces[:, PAD].astype(np.int64), heights)
         if self.occupancy is not None:
             self.occupancy.add(*charges)
         self.health.add(event)
@@ -180,7 +184,7 @@ class RerunSink(SinkStage):
                 self.displayed += 1
                 self.shown = event.id
                 self.marked = False
-                self._log_all(self.view.draw(event, self.run, charges))
+                self._log_all(self.view.draw(event, self.run, charges, maxima))
             elif not self.marked:
                 self._log_all(self.view.not_drawn(event, self.run, self._why_not_drawn(), self.shown))
                 self.marked = True
@@ -318,6 +322,7 @@ class RerunSink(SinkStage):
         self.grpc_connected = True
         self.blueprint_sent_for = None
         self.hist_version = None  # send the run panels' full state again
+        self.sent = {}
         self.occupancy_version = None
         for path, archetypes in self.statics:
             stream.log(path, *archetypes, static=True)
@@ -410,7 +415,7 @@ class RerunSink(SinkStage):
         if not self.streams or not len(self.rates):
             return
         self._set_times(run_time=now - self.started)
-        log_figure(self._log, self.rr, ENTITY["rates"], self.rates.figure())
+        log_figure(self._log, self.rr, ENTITY["rates"], self.rates.figure(), self.sent)
 
     def _send_histograms(self, force: bool) -> None:
         from conduit_physics.histograms import Histograms
@@ -422,7 +427,7 @@ class RerunSink(SinkStage):
         gates = histograms.gates()
         for view in histograms.snapshot():
             figure = histogram_figure(view, gates, self.curves)
-            log_figure(self._log, self.rr, f"{ENTITY['histograms']}/{view.name}", figure)
+            log_figure(self._log, self.rr, f"{ENTITY['histograms']}/{view.name}", figure, self.sent)
 
     def _send_occupancy(self, force: bool) -> None:
         occupancy = self.occupancy
@@ -437,17 +442,18 @@ class RerunSink(SinkStage):
         colors[dead] = DEAD_COLOR
         hot = occupancy.hot(pads.radius)
         root = ENTITY["occupancy"]
-        self._log(f"{root}/pads", self.rr.Points2D.from_fields(colors=colors))
-        self._log(f"{root}/hot", self.rr.Points2D(self.view.pad_xy(hot), radii=4.5 * pads.scale[hot],
-                                                  colors=(255, 255, 255), draw_order=2.5))
+        self._log(f"{root}/pads", arrow.components("Points2D", colors=arrow.colors(colors)))
+        self._log(f"{root}/hot", arrow.components("Points2D", positions=arrow.positions(self.view.pad_xy(hot), 2),
+                                                  radii=arrow.floats(4.5 * pads.scale[hot]),
+                                                  colors=arrow.colors((255, 255, 255)),
+                                                  draw_order=arrow.floats(2.5, "DrawOrder")))
         fig = Figure()
-        add_colorbar(fig, self.view.frame, scale, "events with a hit")
-        del fig.parts["colorbar/image"]  # the gradient is the pad plane's (static)
+        add_colorbar(fig, self.view.frame, scale, "events with a hit", gradient=False)  # the pad plane's (static)
         line = (f"{occupancy.events} events · {len(dead)} dead pads (never hit, red) · {len(hot)} hot pads "
                 f"(> {occupancy.hot_fraction:.0%} of events, white ring)" if occupancy.events >= occupancy.min_events
                 else f"{occupancy.events} events (dead and hot pads are counted after {occupancy.min_events})")
         fig.add("info", Texts(np.array([[0.0, self.view.frame.top - 28.0]]), [line]))
-        log_figure(self._log, self.rr, root, fig)
+        log_figure(self._log, self.rr, root, fig, self.sent)
 
     def _summary_line(self, m) -> str:
         """The end-of-run summary for the log view."""

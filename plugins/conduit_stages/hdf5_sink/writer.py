@@ -1,0 +1,412 @@
+"""The hdf5 sink's writer process: HDF5 object creation off the main process, fed through shared memory.
+
+Creating a recorded event's HDF5 objects (a group, datasets, a dozen
+attributes, links) holds the GIL the event loop needs for about a
+millisecond. So the sink starts one **writer process** in ``open()`` and
+joins it in ``close()`` (its lifetime is the sink's); the main process only
+copies an event's trace matrix and cloud into a slot of a shared-memory ring
+and sends the event's small metadata (ids, estimates, clusters) through a
+socket. The writer writes each event into the open part files at once
+(:class:`.recorder.Recorder`), releases the slot, and commits the parts every
+``flush_interval`` seconds, reporting each commit back.
+
+* **Lossless**: when every slot is in use the sink waits for the writer
+  (never drops); a lossy sink (``lossless = false``) drops and counts.
+* **The writer dies** (killed, crashed): the sink says so in one line naming
+  the process and how many events handed to it were not committed (counted
+  as not written), and stops the run; every committed event stays in the
+  file, readable as after any kill (:mod:`.partfile`).
+* **The main process dies**: the writer sees its socket close and exits
+  without committing (the next run on the path tidies the unpublished part).
+* The writer runs in a session of its own: a Ctrl-C at the terminal reaches
+  the main process only, which ends the writer through :meth:`WriterProcess.finish`.
+* The ring is a file in ``/dev/shm`` (its 64 MB reserved at once), unlinked
+  as soon as it is made: the writer inherits its descriptor, so nothing is
+  left behind whatever ends them. When it cannot be made (no room, a file
+  size limit) events go through the socket instead, slower.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import mmap
+import os
+import pickle
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["WriterProcess", "WriterDied", "WriterSpec", "RING_SLOTS", "SLOT_BYTES", "child_main"]
+
+#: Events the ring holds (in flight between the main process and the writer). More slots buffer longer
+#: commits but make the copy into the ring slower (a larger ring is colder in the CPU caches).
+RING_SLOTS = 16
+#: Bytes per slot: trace matrix + cloud of an event of up to about 3,500 traces; bigger events go through the socket.
+SLOT_BYTES = 4 << 20
+_HEADER = 4096  # the writer's count of events released (uint64 at offset 0), then the slots
+_ALIGN = 64
+_RING_DIR = Path("/dev/shm")
+_serial = itertools.count()
+
+
+class WriterDied(RuntimeError):
+    """The writer process ended without being asked to; the message is one line naming it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WriterSpec:
+    """What the writer process records: its outputs and how (picklable, sent at start)."""
+
+    targets: list[tuple[str, tuple[str, ...]]]  # (path, kinds); the first is the run file
+    fsync: bool
+    frib: bool
+    options: dict[str, Any]
+    flush_interval: float  # s
+    max_batch_bytes: float
+
+
+@dataclasses.dataclass
+class TargetReport:
+    """A target's bookkeeping after a commit (the writer's, mirrored in the main process)."""
+
+    counts: dict[str, int]
+    duplicates: int
+    parts: int
+
+
+# -- the main process's side ------------------------------------------------------------------
+
+
+class WriterProcess:
+    """The writer process and the ring that feeds it, seen from the sink (one per open sink).
+
+    ``on_report(kind, payload)`` is called in the main process for every
+    report (``committed``, ``warn``, ``error``) when :meth:`poll` or a wait
+    reads it.
+    """
+
+    def __init__(self, spec: WriterSpec, on_report: Callable[[str, Any], None]):
+        self.spec = spec
+        self.on_report = on_report
+        self.sent = 0  # events handed to the writer
+        self.finished = False
+        self.ring: mmap.mmap | None = None
+        self.ring_problem: str | None = None
+        ring_fd = self._make_ring()
+        parent, child = socket.socketpair()
+        code = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
+                "from conduit_stages.hdf5_sink.writer import child_main; child_main(int(sys.argv[2]), int(sys.argv[3]))")
+        fds = [child.fileno()] + ([ring_fd] if ring_fd >= 0 else [])
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", code, json.dumps(sys.path), str(child.fileno()), str(ring_fd)],
+                pass_fds=fds, stdin=subprocess.DEVNULL, start_new_session=True)
+        except BaseException:
+            parent.close()
+            if self.ring is not None:
+                self.ring.close()
+            raise
+        finally:
+            child.close()
+            if ring_fd >= 0:
+                os.close(ring_fd)
+        self.conn = Connection(parent.detach())
+        self._readable = select.poll()  # one poll object: Connection.poll builds a selector per call
+        self._readable.register(self.conn.fileno(), select.POLLIN)
+        self._header = np.ndarray((1,), np.uint64, buffer=self.ring) if self.ring is not None else None
+        self._send(("start", spec))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _make_ring(self) -> int:
+        """Create the ring (a /dev/shm file, unlinked at once); its descriptor, or -1 when it cannot be made."""
+        path = _RING_DIR / f"conduit_hdf5_ring-{os.getpid()}-{next(_serial)}"  # not the engine's "conduit-"
+        size = _HEADER + RING_SLOTS * SLOT_BYTES
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as err:
+            self.ring_problem = f"{_RING_DIR}: {err.strerror}"
+            return -1
+        try:
+            os.unlink(path)
+            # Reserve the pages now: a sparse ring on a /dev/shm that fills up later would kill this
+            # process with SIGBUS at the copy; here it is an error, and the socket is used instead.
+            os.posix_fallocate(fd, 0, size)
+            self.ring = mmap.mmap(fd, size)
+        except OSError as err:
+            os.close(fd)
+            self.ring_problem = f"{path}: {err.strerror}"
+            return -1
+        return fd
+
+    # -- events --------------------------------------------------------------------------
+
+    def has_room(self) -> bool:
+        """A slot is free (the writer has released the event ``RING_SLOTS`` before the next)."""
+        return self._header is None or self.sent - int(self._header[0]) < RING_SLOTS
+
+    def wait_for_room(self) -> None:
+        """Block until a slot is free (the writer keeps going); raises WriterDied."""
+        while not self.has_room():
+            self.check_alive()
+            self.poll(0.002)
+
+    def send_event(self, event: Any, keys: tuple[str, ...]) -> None:
+        """Hand ``event`` (its traces and the artifacts in ``keys``) to the writer; raises WriterDied.
+
+        The caller made sure there is room (:meth:`has_room` / :meth:`wait_for_room`).
+        """
+        meta = {"id": event.id, "run": event.run, "timestamp": event.timestamp,
+                "timestamp_other": event.timestamp_other, "complete": event.complete,
+                "failures": event.failures, "skipped_stages": event.skipped_stages}
+        artifacts = {k: v for k in keys if (v := event.artifacts.get(k)) is not None}
+        # Arrays (traces, cloud, estimates ...) are copied into the ring; pickling even a small one costs more.
+        bulk = {"traces": event.traces, **{k: artifacts.pop(k) for k, v in list(artifacts.items())
+                                           if isinstance(v, np.ndarray) and not v.dtype.hasobject}}
+        meta["artifacts"] = artifacts
+        placed = self._place(bulk)
+        self._send(("event", meta, placed))
+        self.sent += 1
+
+    def _place(self, arrays: dict[str, np.ndarray]) -> tuple:
+        """Copy ``arrays`` into the next slot: ("ring", [(key, dtype, shape, offset)]); else ("inline", arrays)."""
+        if self.ring is not None:
+            arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+            if sum(a.nbytes + _ALIGN for a in arrays.values()) <= SLOT_BYTES:
+                slot = self.sent % RING_SLOTS
+                base = _HEADER + slot * SLOT_BYTES
+                where, offset = [], base
+                for key, a in arrays.items():
+                    np.ndarray(a.shape, a.dtype, buffer=self.ring, offset=offset)[...] = a
+                    where.append((key, a.dtype.descr if a.dtype.names else a.dtype.str, a.shape, offset))
+                    offset += -(-a.nbytes // _ALIGN) * _ALIGN
+                return ("ring", where)
+        return ("inline", arrays)
+
+    def set_run_state(self, losses: dict[str, int], stage_outcomes: dict, parameter_changes: list) -> None:
+        self._send(("state", losses, stage_outcomes, [c.to_dict() if hasattr(c, "to_dict") else c
+                                                       for c in parameter_changes]))
+
+    def flush(self) -> None:
+        """Commit what the writer holds now, and wait until it has (reports are handled on the way)."""
+        self._send(("flush",))
+        self._wait_for("flushed")
+
+    def finish(self) -> Any:
+        """Commit what the writer holds, end it and join it; returns its last report. Raises WriterDied."""
+        self._send(("finish",))
+        payload = self._wait_for("finished")
+        self.finished = True
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # pragma: no cover - it answered, then hung
+            self.proc.kill()
+            self.proc.wait()
+        self.close()
+        return payload
+
+    def kill(self) -> None:
+        """End the writer at once (start-up failed); nothing it holds is committed."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.close()
+
+    def close(self) -> None:
+        self.conn.close()
+        if self.ring is not None:
+            self._header = None
+            self.ring.close()
+            self.ring = None
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def poll(self, timeout: float = 0.0, until: Callable[[], bool] = lambda: False) -> None:
+        """Handle the writer's reports waiting (or arriving within ``timeout`` s), stopping once ``until()``."""
+        try:
+            while not until() and self._readable.poll(timeout * 1e3):
+                kind, payload = self.conn.recv()
+                self.on_report(kind, payload)
+                timeout = 0.0
+        except (EOFError, OSError):
+            self.check_alive()
+            raise self._died() from None
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise self._died()
+
+    def _died(self) -> WriterDied:
+        code = self.proc.wait()
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        return WriterDied(f"the hdf5 writer process (pid {self.proc.pid}) died ({how})")
+
+    def _wait_for(self, wanted: str) -> Any:
+        got: list[Any] = []
+        outer = self.on_report
+
+        def catch(kind: str, payload: Any) -> None:
+            if kind == wanted:
+                got.append(payload)
+            else:
+                outer(kind, payload)
+
+        self.on_report = catch
+        try:
+            while not got:
+                self.poll(0.05, until=lambda: bool(got))  # the writer exits after its last report
+                if not got:
+                    self.check_alive()
+        finally:
+            self.on_report = outer
+        return got[0]
+
+    def _send(self, message: tuple) -> None:
+        try:
+            self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:  # its end of the socket closed: it is exiting
+            raise self._died() from None
+
+
+# -- the writer process --------------------------------------------------------------------
+
+
+def child_main(sock_fd: int, ring_fd: int) -> None:
+    """The writer process: record what arrives until ``finish`` (or the main process is gone)."""
+    conn = Connection(sock_fd)
+    ring = None
+    if ring_fd >= 0:
+        ring = mmap.mmap(ring_fd, 0)
+        os.close(ring_fd)
+    try:
+        kind, spec = pickle.loads(conn.recv_bytes())
+    except EOFError:
+        return
+    assert kind == "start"
+    try:
+        _Writer(conn, ring, spec).run()
+    except EOFError:
+        pass  # the main process is gone: leave the unpublished part for the next run to tidy
+    except BaseException as err:  # one line to the main process, not a traceback on the terminal
+        try:
+            conn.send(("error", (f"hdf5 writer process: {type(err).__name__}: {err}", 0)))
+        except OSError:
+            pass
+        raise SystemExit(1) from None
+
+
+class _Writer:
+    def __init__(self, conn: Connection, ring: mmap.mmap | None, spec: WriterSpec):
+        from .partfile import PartitionedFile
+        from .recorder import Recorder, Target
+
+        self.conn = conn
+        self.readable = select.poll()  # one poll object: Connection.poll builds a selector per call
+        self.readable.register(conn.fileno(), select.POLLIN)
+        self.ring = ring
+        self.header = np.ndarray((1,), np.uint64, buffer=ring) if ring is not None else None
+        self.spec = spec
+        targets = [Target(PartitionedFile(Path(path), fsync=spec.fsync), tuple(kinds)) for path, kinds in spec.targets]
+        self.recorder = Recorder(targets, frib=spec.frib, options=spec.options,
+                                 warn=lambda text: conn.send(("warn", text)))
+        self.failed = False  # after a write error every later event is discarded (counted by the sink)
+        # A write that failed in the batch being written: reported at the batch's commit time, as when whole
+        # batches were written at once (the batch is lost either way; later events of it are discarded).
+        self.batch_error: Exception | None = None
+        self.last_commit = time.monotonic()
+        self.batch_bytes = 0
+        self.parent = os.getppid()
+
+    def _check_parent(self) -> None:
+        """Publish nothing once the main process is gone: a next run may already own the path."""
+        if os.getppid() != self.parent:
+            raise EOFError("the main process is gone")
+
+    def run(self) -> None:
+        from conduit.event import Event
+
+        while True:
+            timeout = None
+            if self.recorder.pending or self.batch_error:  # commit on time even while events keep arriving
+                timeout = self.last_commit + self.spec.flush_interval - time.monotonic()
+                if timeout <= 0:
+                    self.commit("committed")
+                    continue
+            if not self.readable.poll(None if timeout is None else timeout * 1e3):
+                continue
+            message = pickle.loads(self.conn.recv_bytes())
+            kind = message[0]
+            if kind == "event":
+                self.add(Event, message[1], message[2])
+            elif kind == "state":
+                self.recorder.set_run_state(*message[1:])
+            elif kind == "flush":
+                self.commit("committed")
+                self.conn.send(("flushed", None))
+            elif kind == "finish":
+                self.commit("committed")
+                self.conn.send(("finished", self.report()))
+                return
+
+    def add(self, make_event: type, meta: dict, placed: tuple) -> None:
+        where, arrays = placed
+        if where == "ring":
+            arrays = {key: np.ndarray(shape, np.dtype(dtype), buffer=self.ring, offset=offset)
+                      for key, dtype, shape, offset in arrays}
+        if not self.failed and self.batch_error is None:
+            traces = arrays.pop("traces")
+            meta["artifacts"].update(arrays)
+            event = make_event(traces=traces, **meta)
+            try:
+                self.recorder.add(event)
+                self.batch_bytes += traces.nbytes + sum(a.nbytes for a in arrays.values())
+            except Exception as err:
+                self.batch_error = err
+                self.recorder.abandon()
+        del arrays
+        if self.header is not None:
+            self.header[0] += 1  # the slot is free again
+        if self.batch_bytes >= self.spec.max_batch_bytes:
+            self.commit("committed")
+
+    def commit(self, kind: str) -> None:
+        self.last_commit = time.monotonic()
+        self.batch_bytes = 0
+        if self.batch_error is not None:
+            self.fail(self.batch_error)
+            return
+        if self.failed or not self.recorder.pending:
+            return
+        try:
+            n = self.recorder.commit(self._check_parent)
+        except EOFError:
+            raise
+        except Exception as err:
+            self.fail(err)
+            return
+        self.conn.send((kind, (n, self.report())))
+
+    def fail(self, err: Exception) -> None:
+        from .partfile import WriteError
+
+        self.failed = True
+        self.batch_error = None
+        lost = self.recorder.abandon()
+        text = str(err) if isinstance(err, WriteError) else f"hdf5 writer process: {type(err).__name__}: {err}"
+        self.conn.send(("error", (text, lost)))
+
+    def report(self) -> tuple[int, list[TargetReport]]:
+        return self.recorder.flushed_events, [TargetReport(dict(t.counts), t.duplicates, t.file.parts)
+                                             for t in self.recorder.targets]

@@ -1,0 +1,347 @@
+"""The hdf5 sink's writer process: same objects as before, nothing lost when it dies, waits when lossless.
+
+Real writer processes, real shared memory, real SIGKILL/SIGSTOP, real HDF5 files compared object by object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conduit.stage import StageContext, StopRun
+from conduit_stages.hdf5_sink import h5direct, layout, writer
+from conduit_stages.hdf5_sink.params import Hdf5Params
+from conduit_stages.hdf5_sink.partfile import consolidate, parts_dir_of
+from conduit_stages.hdf5_sink.sink import Hdf5Sink
+
+
+def describe(obj, path: str = "/") -> dict[str, tuple]:
+    """Every object under ``obj`` (links followed): its kind, and for datasets dtype, shape, layout, filters and
+    values; for every object its attributes with their dtypes. An h5diff that also compares types."""
+    out: dict[str, tuple] = {}
+    attrs = tuple(sorted((k, v.dtype.str if hasattr(v, "dtype") else type(v).__name__, np.asarray(v).tolist())
+                         for k, v in obj.attrs.items()))
+    if isinstance(obj, h5py.Dataset):
+        plist = obj.id.get_create_plist()
+        out[path] = ("dataset", obj.dtype.str, obj.shape, plist.get_layout(), plist.get_nfilters(),
+                     obj.compression, obj[...].tobytes(), attrs)
+        return out
+    out[path] = ("group", attrs)
+    for name in obj:
+        out.update(describe(obj[name], f"{path.rstrip('/')}/{name}"))
+    return out
+
+
+def varied_events(kit) -> list:
+    """Events that exercise every branch of the attribute types: ids beyond 32 bits, incomplete, no run,
+    an ion chamber, no traces, FRIB data, a cloud with ties."""
+    events = [kit.make_event(i) for i in range(6)]
+    events[1] = dataclasses.replace(events[1], complete=False, timestamp=2**40 + 7, timestamp_other=5)
+    events[2] = dataclasses.replace(events[2], id=2**33 + 2, run=None)
+    events[3].artifacts["ion_chamber"] = {"amplitude": 812.5, "integral": 4.0e4, "centroid": 101.25,
+                                          "multiplicity": 1}
+    events[4] = dataclasses.replace(events[4], traces=np.zeros((0, 517), np.int16))
+    events[5].artifacts["frib"] = {"977": np.arange(12, dtype=np.uint16), "scaler": 3}
+    return events
+
+
+def test_direct_calls_make_the_same_objects_as_h5py(sinkkit, tmp_path):
+    """h5direct (the writer's path) against layout's h5py path on the same events: every object, type, value."""
+    import conduit_sinkkit as kit
+
+    assert h5direct.available()
+    events = varied_events(kit)
+    files = {}
+    for label, module in (("h5py", layout), ("direct", h5direct)):
+        path = tmp_path / f"{label}.h5"
+        with h5py.File(path, "w") as f:
+            ev_g, cl_g = f.create_group("events"), f.create_group("cloud")
+            for ev in events:
+                module.write_traces(ev_g, ev, layout.event_name(ev.id))
+                module.write_cloud(cl_g, ev, layout.cloud_name(ev.id))
+        with h5py.File(path, "r") as f:
+            files[label] = describe(f)
+    assert len(files["h5py"]) == 1 + 2 + 2 * 6 + 6 + 2  # root, 2 groups, event groups + traces, clouds, frib
+    assert files["direct"] == files["h5py"]
+
+
+def record(tmp_path: Path, events, **params):
+    """Record ``events`` with the hdf5 sink; the sink (closed)."""
+    sink = Hdf5Sink(Hdf5Params(path="run.h5", histograms=False, **params), StageContext(run=3, base_dir=tmp_path))
+    sink.open()
+    sink.begin()
+    for ev in events:
+        sink.consume(ev)
+    sink.close()
+    return sink
+
+
+def reference_file(path: Path, events) -> None:
+    """The event objects as the sink wrote them before the writer process: layout's h5py writers, in one file."""
+    with h5py.File(path, "w") as f:
+        groups = {kind: f.create_group(kind) for kind in (layout.EVENTS, layout.CLOUD, layout.CLUSTER)}
+        for ev in events:
+            layout.write_traces(groups[layout.EVENTS], ev, layout.event_name(ev.id))
+            layout.write_cloud(groups[layout.CLOUD], ev, layout.cloud_name(ev.id))
+            layout.write_clusters(groups[layout.CLUSTER], ev, layout.event_name(ev.id))
+
+
+def event_objects(path: Path) -> dict[str, tuple]:
+    with h5py.File(path, "r") as f:
+        return {k: v for kind in (layout.EVENTS, layout.CLOUD, layout.CLUSTER)
+                for k, v in describe(f[kind], f"/{kind}").items() if k != f"/{kind}"}
+
+
+@pytest.mark.parametrize("ring", [True, False], ids=["shared-memory", "socket"])
+def test_recording_holds_the_same_objects_as_before(sinkkit, tmp_path, monkeypatch, caplog, ring):
+    """Whole recordings (consolidated, and file + parts) against the pre-writer-process objects, with and without
+    the shared-memory ring (events then go through the socket; said once)."""
+    import conduit_sinkkit as kit
+
+    if not ring:
+        monkeypatch.setattr(writer, "_RING_DIR", tmp_path / "no-such-dir")
+    events = varied_events(kit) + [kit.make_event(i) for i in range(6, 40)]
+    reference_file(tmp_path / "reference.h5", events)
+    expected = event_objects(tmp_path / "reference.h5")
+    assert len(expected) == 2 * 40 + 40 + 40 + sum(ev.get("clusters").count for ev in events) * 2 + 2
+    for consolidated in (True, False):
+        d = tmp_path / f"c{int(consolidated)}"
+        d.mkdir()
+        with caplog.at_level(logging.WARNING):
+            sink = record(d, events, flush_interval=0.001, consolidate=consolidated)
+        assert sink.flushed_events == 40 and sink.unwritten() == 0
+        assert (parts_dir_of(d / "run.h5").exists()) == (not consolidated)
+        assert event_objects(d / "run.h5") == expected
+        with h5py.File(d / "run.h5", "r") as f:
+            assert f.attrs["events_flushed"] == 40
+            assert f["events"].attrs["min_event"] == 0 and f["events"].attrs["max_event"] == 2**33 + 2
+            assert f["estimates"].shape == (sum(len(ev.get("estimates")) for ev in events),)
+    no_ring = [r for r in caplog.records if "no shared memory for the hdf5 writer" in r.getMessage()]
+    assert len(no_ring) == (0 if ring else 2)  # once per recording
+
+
+def test_an_event_larger_than_a_slot_goes_through_the_socket(sinkkit, tmp_path):
+    import conduit_sinkkit as kit
+
+    big = kit.make_event(1)
+    big = dataclasses.replace(big, traces=np.arange(writer.SLOT_BYTES // 1034 * 517 + 517 * 3,
+                                                    dtype=np.int16).reshape(-1, 517))
+    assert big.traces.nbytes > writer.SLOT_BYTES
+    events = [kit.make_event(0), big, kit.make_event(2)]
+    reference_file(tmp_path / "reference.h5", events)
+    record(tmp_path, events, flush_interval=3600)
+    assert event_objects(tmp_path / "run.h5") == event_objects(tmp_path / "reference.h5")
+
+
+def open_sink(tmp_path: Path, **params) -> Hdf5Sink:
+    sink = Hdf5Sink(Hdf5Params(path="run.h5", histograms=False, **params), StageContext(run=3, base_dir=tmp_path))
+    sink.open()
+    sink.begin()
+    return sink
+
+
+def ids_in(path: Path) -> list[int]:
+    with h5py.File(path, "r") as f:
+        for name in f["events"]:
+            f["events"][name]["get_traces"][...]  # every link resolves
+        return sorted(int(name.split("_")[1]) for name in f["events"])
+
+
+def test_a_killed_writer_stops_the_run_in_one_line_and_loses_nothing_silently(sinkkit, tmp_path, caplog):
+    import conduit_sinkkit as kit
+
+    sink = open_sink(tmp_path, flush_interval=3600)
+    for i in range(10):
+        sink.consume(kit.make_event(i))
+    sink.flush()  # 10 committed
+    for i in range(10, 17):
+        sink.consume(kit.make_event(i))  # 7 handed over, not committed
+    pid = sink.writer.pid
+    os.kill(pid, signal.SIGKILL)
+    with caplog.at_level(logging.ERROR):
+        with pytest.raises(StopRun) as stopped:
+            for i in range(17, 10_000):  # the next consume that notices
+                sink.consume(kit.make_event(i))
+                time.sleep(0.01)
+    message = str(stopped.value)
+    assert "\n" not in message
+    handed = sink.received - 1  # the event that noticed the death was not handed over
+    assert message == (f"the hdf5 writer process (pid {pid}) died (killed by signal 9): {handed - 10} events handed "
+                       f"to it since its last commit are not written; every event committed before is kept in "
+                       f"{tmp_path / 'run.h5'}")
+    sink.close()
+    assert sink.flushed_events == 10 and sink.unwritten() == sink.received - 10
+    assert ids_in(tmp_path / "run.h5") == list(range(10))  # readable: master + parts, as after any kill
+    kept = [r.getMessage() for r in caplog.records if "kept 10 flushed events (file + parts)" in r.getMessage()]
+    assert len(kept) == 1
+    assert consolidate(tmp_path / "run.h5") == 30  # traces, cloud, clusters of each of the 10 events
+    assert ids_in(tmp_path / "run.h5") == list(range(10))
+
+
+def test_a_writer_killed_while_idle_is_found_at_close(sinkkit, tmp_path):
+    import conduit_sinkkit as kit
+
+    sink = open_sink(tmp_path, flush_interval=3600)
+    for i in range(4):
+        sink.consume(kit.make_event(i))
+    os.kill(sink.writer.pid, signal.SIGKILL)
+    sink.writer.proc.wait()
+    sink.close()
+    assert sink.error.startswith(f"the hdf5 writer process (pid {sink.writer.pid}) died (killed by signal 9): "
+                                 f"4 events handed to it since its last commit are not written")
+    assert sink.unwritten() == 4 and sink.flushed_events == 0
+    assert ids_in(tmp_path / "run.h5") == []
+
+
+def test_lossless_waits_for_a_stalled_writer_and_records_every_event(sinkkit, tmp_path):
+    import conduit_sinkkit as kit
+
+    sink = open_sink(tmp_path, flush_interval=0.01)
+    os.kill(sink.writer.pid, signal.SIGSTOP)  # the writer stalls (a slow disk)
+    try:
+        for i in range(writer.RING_SLOTS):
+            sink.consume(kit.make_event(i))  # fill every slot
+        assert not sink.writer.has_room()
+        blocked = threading.Thread(target=sink.consume, args=(kit.make_event(writer.RING_SLOTS),))
+        blocked.start()
+        blocked.join(0.5)
+        assert blocked.is_alive()  # waiting, not dropping
+    finally:
+        os.kill(sink.writer.pid, signal.SIGCONT)
+    blocked.join(60)
+    assert not blocked.is_alive()
+    for i in range(writer.RING_SLOTS + 1, 3 * writer.RING_SLOTS):
+        sink.consume(kit.make_event(i))
+    sink.close()
+    n = 3 * writer.RING_SLOTS
+    assert sink.received == sink.flushed_events == n and sink.unwritten() == 0 and sink.dropped_full == 0
+    assert ids_in(tmp_path / "run.h5") == list(range(n))
+
+
+def test_lossy_drops_while_the_writer_is_stalled_and_counts_them(sinkkit, tmp_path, caplog):
+    import conduit_sinkkit as kit
+
+    sink = open_sink(tmp_path, flush_interval=0.01, lossless=False)
+    assert not sink.is_lossless()
+    os.kill(sink.writer.pid, signal.SIGSTOP)
+    try:
+        with caplog.at_level(logging.WARNING):
+            for i in range(writer.RING_SLOTS + 5):
+                sink.consume(kit.make_event(i))
+    finally:
+        os.kill(sink.writer.pid, signal.SIGCONT)
+    for i in range(writer.RING_SLOTS + 5, writer.RING_SLOTS + 8):
+        sink.writer.wait_for_room()  # the writer caught up: nothing more is dropped
+        sink.consume(kit.make_event(i))
+    with caplog.at_level(logging.WARNING):
+        sink.close()
+    assert sink.dropped_full == 5 and sink.unwritten() == 5
+    assert sink.flushed_events == writer.RING_SLOTS + 3
+    assert ids_in(tmp_path / "run.h5") == list(range(writer.RING_SLOTS)) + list(
+        range(writer.RING_SLOTS + 5, writer.RING_SLOTS + 8))
+    said = [r.getMessage() for r in caplog.records if "hdf5 writer is behind" in r.getMessage()]
+    assert len(said) == 1  # once, not per event
+    total = [r.getMessage() for r in caplog.records if "5 events dropped while the hdf5 writer was behind" in
+             r.getMessage()]
+    assert len(total) == 1
+
+
+def test_the_writer_ends_with_the_sink_and_leaves_no_shared_memory(sinkkit, tmp_path):
+    import conduit_sinkkit as kit
+
+    before = set(os.listdir("/dev/shm"))
+    sink = open_sink(tmp_path)
+    proc = sink.writer.proc
+    assert sink.writer.ring is not None
+    assert set(os.listdir("/dev/shm")) == before  # the ring's name is gone as soon as both processes map it
+    sink.consume(kit.make_event(0))
+    sink.close()
+    assert proc.returncode == 0  # joined: it exited on its own after the last commit
+    assert ids_in(tmp_path / "run.h5") == [0]
+    # A sink that never began: the writer is ended, nothing is written.
+    sink = Hdf5Sink(Hdf5Params(path="other.h5", histograms=False), StageContext(run=3, base_dir=tmp_path))
+    sink.open()
+    proc = sink.writer.proc
+    sink.close()
+    assert proc.returncode is not None
+    assert not (tmp_path / "other.h5").exists()
+
+
+def _writer_of(pid: int) -> int:
+    """The pid of the hdf5 writer process started by process ``pid``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"child_main" in cmdline:
+            return int(entry.name)
+    raise AssertionError(f"no writer process under {pid}")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # exited (a zombie until its new parent reaps it)
+
+
+def test_when_conduit_run_is_killed_its_writer_exits_and_publishes_nothing_more(sinkkit, write_pipeline, tmp_path):
+    import subprocess
+    import sys
+
+    pipe = write_pipeline("""
+        [source]
+        kind = "sinkkit"
+        events = 0
+        rate = 200
+
+        [engine]
+        workers = 0
+
+        [[stage]]
+        use = "sinkkit.analyse"
+
+        [[stage]]
+        use = "hdf5"
+        flush_interval = 0.1
+        """)
+    conduit = Path(sys.executable).parent / "conduit"
+    proc = subprocess.Popen([str(conduit), "run", "-v", str(pipe)], stderr=subprocess.PIPE, text=True)
+    flushed = 0
+    try:
+        for line in proc.stderr:  # "DEBUG conduit.stage.hdf5: flushed N events to ... (T events flushed in total)"
+            if "events flushed in total" in line:
+                flushed = int(line.rsplit("(", 1)[1].split()[0])
+                if flushed >= 20:
+                    break
+        writer_pid = _writer_of(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    out = tmp_path / "out" / "run_0003.h5"
+    ids = ids_in(out)
+    n = len(ids)
+    assert n >= flushed >= 20 and ids == list(range(n))
+    deadline = time.monotonic() + 120  # a liveness bound, not a speed figure
+    while not _gone(writer_pid):
+        assert time.monotonic() < deadline, f"the writer {writer_pid} outlived its conduit run"
+        time.sleep(0.05)
+    assert ids_in(out) == ids  # it published nothing after the main process died
+    with h5py.File(out, "r") as f:
+        assert f.attrs["events_flushed"] == n
+    assert consolidate(out) == 3 * n  # recoverable: traces, cloud, clusters of every committed event
+    assert ids_in(out) == ids
