@@ -160,10 +160,12 @@ def _established(base_port: int, count: int) -> int:
 
 
 def _kind(cmdline: str) -> str:
-    """What a descendant of `conduit run` is: "tracker" (multiprocessing's resource tracker), "receiver"
-    (the receive process) or "worker" (an analysis worker)."""
+    """What a descendant of `conduit run` is: "tracker" (multiprocessing's resource tracker), "hdf5 writer"
+    (the hdf5 sink's writer process), "receiver" (a receive process) or "worker" (an analysis worker)."""
     if "resource_tracker" in cmdline:
         return "tracker"
+    if "hdf5_sink.writer" in cmdline:
+        return "hdf5 writer"
     if "conduit.get.receiver" in cmdline or "receive-child" in cmdline:
         return "receiver"
     return "worker"
@@ -247,6 +249,7 @@ def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int,
         "incomplete": _number(r"\n  incomplete\s+(\d+)", out),
         "recorded": recorded,
         "cpu_ms": {"main": tuple(per * t for t in sampler.cpu_main()),
+                   "hdf5 writer": tuple(per * t for t in sampler.cpu("hdf5 writer")),
                    "receiver": tuple(per * t for t in sampler.cpu("receiver")),
                    "workers": tuple(per * t for t in sampler.cpu("worker")),
                    "DAQ": tuple(per * t for t in sampler.cpu_server())},
@@ -310,8 +313,8 @@ def online(args) -> None:
           "clients' connection; load: load average before-after)")
     print()
     print("| rate/s | losses by reason (summary) | " + " | ".join(
-        f"{who} ms user+sys" for who in ("main", "receiver", "workers", "DAQ")) + " | workers seen |")
-    print("|---|---|---|---|---|---|---|")
+        f"{who} ms user+sys" for who in rows[0]["cpu_ms"]) + " | workers seen |")
+    print("|---|---|" + "---|" * len(rows[0]["cpu_ms"]) + "---|")
     for r in rows:
         losses = ", ".join(f"{k} {v}" for k, v in r["losses"].items()) or "none"
         cpu = [f"{u:.2f}+{s:.2f}" for u, s in r["cpu_ms"].values()]
@@ -321,7 +324,8 @@ def online(args) -> None:
             print(f"\nrun summary at {r['rate']:g} events/s:{r['summary']}")
     print("(CPU time per served event, user + system, from /proc/PID/stat, counted from the moment every "
           "DataExporter has its client (start-up left out) to the last frame served + 3 s: the conduit's main "
-          "process, its receive process when it has one, its analysis worker processes, the simulated DAQ)")
+          "process, the hdf5 sink's writer process, a receive process when there is one, the analysis worker "
+          "processes, the simulated DAQ)")
 
 
 def memory(args) -> None:
