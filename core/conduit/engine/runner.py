@@ -435,7 +435,7 @@ class Engine:
         slots = trio.Semaphore(self.max_in_flight)
         async with done_send, events_recv:
             async with trio.open_nursery() as analysing:
-                async for event in events_recv:
+                while (event := await _next(events_recv)) is not None:
                     if self.max_events is not None and self.metrics.received >= self.max_events:
                         self.request_stop(f"reached --max-events {self.max_events}")
                         continue  # drain what the source already queued, without processing it
@@ -451,21 +451,21 @@ class Engine:
                     if self.max_events is not None and self.metrics.received >= self.max_events:
                         self.request_stop()
                     if not self.pipeline.transforms:
-                        await done_send.send(event)
+                        await _pass_on(done_send, event)
                         continue
                     if self._halted:  # an error stopped the run: record what is queued, analyse no more
                         await self._record_unanalysed(event, done_send)
                         continue
                     if self.paused:  # recorded all the same, counted apart from the skipped ones
                         self.metrics.paused += 1
-                        await done_send.send(event)
+                        await _pass_on(done_send, event)
                         continue
                     if self.policy == "skip":
                         try:
                             slots.acquire_nowait()
                         except trio.WouldBlock:
                             self.metrics.skipped += 1
-                            await done_send.send(event)
+                            await _pass_on(done_send, event)
                             continue
                     else:
                         await slots.acquire()
@@ -551,13 +551,20 @@ class Engine:
                             await self._fan_out(state.pending.pop(sequence), sends)
                         return True
                     # Wake now and then so that a control request is carried out when no event comes.
-                    with trio.move_on_after(0.1):
-                        try:
-                            event = await done_recv.receive()
-                        except trio.EndOfChannel:
-                            state.ended = True
-                        else:
-                            state.pending[event.sequence] = event
+                    try:
+                        event = done_recv.receive_nowait()  # no trip round the loop per event while busy
+                    except trio.WouldBlock:
+                        with trio.move_on_after(0.1):
+                            try:
+                                event = await done_recv.receive()
+                            except trio.EndOfChannel:
+                                state.ended = True
+                            else:
+                                state.pending[event.sequence] = event
+                    except trio.EndOfChannel:
+                        state.ended = True
+                    else:
+                        state.pending[event.sequence] = event
             finally:
                 for send in sends:
                     await send.aclose()
@@ -617,7 +624,7 @@ class Engine:
                 except trio.WouldBlock:
                     self._sink_dropped(sink.name)
             else:
-                await send.send(event)
+                await _pass_on(send, event)
 
     async def _sink_task(self, sink: SinkStage, recv, index: int = 0) -> None:
         """Feed one sink, in a thread, one call at a time: the events waiting in its queue go in one call
@@ -868,6 +875,29 @@ class Engine:
             halted=self.metrics.halted,
             stages=self.metrics.stage_reports(),
         )
+
+
+async def _next(channel):
+    """The next item of a memory channel, None at its end. Taken at once while one waits: the receivers
+    share this trio loop, and an ``await`` per event would let each of them read a whole batch of frames
+    between two events (the engine queue then fills up while the CPU is busy)."""
+    try:
+        return channel.receive_nowait()
+    except trio.WouldBlock:
+        try:
+            return await channel.receive()
+        except trio.EndOfChannel:
+            return None
+    except trio.EndOfChannel:
+        return None
+
+
+async def _pass_on(channel, item) -> None:
+    """Send ``item`` at once when the channel has room, else wait for room (see :func:`_next`)."""
+    try:
+        channel.send_nowait(item)
+    except trio.WouldBlock:
+        await channel.send(item)
 
 
 #: Most events one thread call gives a sink (the ones waiting in its queue).
