@@ -339,10 +339,8 @@ class ExporterSource(FrameSource):
     # restart vote, one backlog position), then reads on.
 
     def _backlog_mark(self, now: float, *, fresh: bool) -> int | None:
-        """The lowest id among in-step connections with unread bytes, at most 20 ms old (2 ms when ``fresh``:
-        a paused link re-checks on every frame any link receives, and asking every socket how much it holds
-        on each of those would cost more than the frames)."""
-        if now - self._mark_time > (0.002 if fresh else 0.02):
+        """The lowest id among in-step connections with unread bytes (at most 20 ms old unless ``fresh``)."""
+        if fresh or now - self._mark_time > 0.02:
             builder = self.builder
             consensus = builder.consensus
             marks = [link.latest for link in self.links
