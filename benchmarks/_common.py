@@ -33,22 +33,44 @@ def rss_kib(pid: int) -> int:
 
 
 def children(pid: int) -> list[int]:
-    """The child processes of a process (the conduit's workers)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
+    """Every descendant of a process (the conduit's workers, however started), children before grandchildren.
+
+    ``/proc/PID/task/PID/children`` lists only the children of the main *thread*: trio-parallel
+    starts its workers from a worker thread, so they are found by parent pid over /proc instead.
+    """
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(0), [])
+        out += kids
+        todo += kids
+    return out
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (s); None once it is gone."""
+def cpu_times(pid: int) -> tuple[float, float] | None:
+    """(user, system) CPU time of a process (s); None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (s); None once it is gone."""
+    times = cpu_times(pid)
+    return None if times is None else sum(times)
 
 
 def write_section(path, text: str, before: str | None = None) -> None:

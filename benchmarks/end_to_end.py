@@ -9,10 +9,14 @@ online   eleven simulated DataExporters (`conduit simulate serve`, a separate,
          niced process serving a pool of distinct events at each --rates value)
          -> `conduit run` with the exporter source, pointcloud, cluster.hdbscan,
          estimate, histogram, a lossless hdf5 recording and a .rrd recording.
-         Reports per rate: served, received, analysed, skipped, dropped,
-         recorded and lost (served - recorded), the CPU time of the conduit's
-         main process, of its workers and of the simulated DAQ per event, and
-         the load average of the machine (other work shares the CPUs).
+         Reports per rate: served, received, analysed, skipped, dropped
+         (queue_full_events), recorded and lost (served - recorded), every
+         loss reason of the run summary, the user and system CPU time per
+         served event of the conduit's main process, of its receive process
+         (when it has one), of its analysis workers (every descendant process,
+         however started) and of the simulated DAQ, and the load average of
+         the machine (other work shares the CPUs). --summary also prints each
+         run's summary (per-stage times).
 memory   the same online run for --minutes: the resident size (RSS) of the
          conduit's main process and of its workers, sampled every 10 s.
 scaling  the same analysis replaying a merged HDF5 file with 0, 1 and 2 worker
@@ -35,7 +39,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from _common import ANALYSIS_STAGES, children, cpu_seconds, machine, rss_kib
+from _common import ANALYSIS_STAGES, children, cpu_times, machine, rss_kib
 
 BIN = Path(sys.executable).parent
 CONDUIT = str(BIN / "conduit")
@@ -70,37 +74,121 @@ def free_base_port(count: int = 11) -> int:
     raise SystemExit("no free range of ports found")
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 class _Sampler:
-    """CPU seconds and RSS of the conduit (main process, worker processes) and of the simulated DAQ."""
+    """CPU seconds (user, system) and RSS of the conduit (main process, every descendant: the analysis workers,
+    a receiver process if any, multiprocessing's resource tracker) and of the simulated DAQ.
+
+    A process that ends keeps its last sample, so workers replaced during the run still count.
+    """
 
     def __init__(self, run_pid: int, server_pid: int):
         self.run_pid, self.server_pid = run_pid, server_pid
-        self.cpu_main = self.cpu_workers = self.cpu_server = 0.0
-        self.workers: dict[int, float] = {}
+        self.main = self.server = (0.0, 0.0)
+        #: descendant pid -> (kind, (user s, system s)); kind from its command line.
+        self.descendants: dict[int, tuple[str, tuple[float, float]]] = {}
         self.rss: list[tuple[float, float, float]] = []  # (seconds, main MiB, workers MiB)
         self.t0 = time.monotonic()
+        self._base: tuple = ((0.0, 0.0), (0.0, 0.0), {})
 
     def sample(self) -> None:
-        server = cpu_seconds(self.server_pid)
+        server = cpu_times(self.server_pid)
         if server is not None:
-            self.cpu_server = server
-        main = cpu_seconds(self.run_pid)
+            self.server = server
+        main = cpu_times(self.run_pid)
         if main is None:
             return
-        self.cpu_main = main
+        self.main = main
         workers_rss = 0.0
         for pid in children(self.run_pid):
-            cpu = cpu_seconds(pid)
-            if cpu is not None:
-                self.workers[pid] = cpu
-                workers_rss += rss_kib(pid) / 1024
-        self.cpu_workers = sum(self.workers.values())
+            cpu = cpu_times(pid)
+            if cpu is None:
+                continue
+            known = self.descendants.get(pid)
+            kind = known[0] if known else _kind(_cmdline(pid))
+            self.descendants[pid] = (kind, cpu)
+            workers_rss += rss_kib(pid) / 1024
         self.rss.append((time.monotonic() - self.t0, rss_kib(self.run_pid) / 1024, workers_rss))
+
+    def start(self) -> None:
+        """From now on: CPU times are counted from the last sample (start-up left out)."""
+        self._base = (self.main, self.server, {pid: cpu for pid, (_, cpu) in self.descendants.items()})
+
+    def cpu(self, kind: str) -> tuple[float, float]:
+        """(user, system) CPU seconds of every descendant of one kind since :meth:`start`."""
+        base = self._base[2]
+        times = [_minus(cpu, base.get(pid, (0.0, 0.0))) for pid, (k, cpu) in self.descendants.items() if k == kind]
+        return sum(t[0] for t in times), sum(t[1] for t in times)
+
+    def cpu_main(self) -> tuple[float, float]:
+        return _minus(self.main, self._base[0])
+
+    def cpu_server(self) -> tuple[float, float]:
+        return _minus(self.server, self._base[1])
+
+    def count(self, kind: str) -> int:
+        return sum(1 for k, _ in self.descendants.values() if k == kind)
+
+
+def _minus(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    return a[0] - b[0], a[1] - b[1]
+
+
+def _established(base_port: int, count: int) -> int:
+    """TCP connections in state ESTABLISHED whose local port is one of ``base_port .. base_port + count - 1``
+    (the simulated DataExporters' side), from /proc/net/tcp and tcp6."""
+    ports = {f"{p:04X}" for p in range(base_port, base_port + count)}
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "01" and fields[1].rsplit(":", 1)[1] in ports:
+                        n += 1
+        except OSError:
+            continue
+    return n
+
+
+def _kind(cmdline: str) -> str:
+    """What a descendant of `conduit run` is: "tracker" (multiprocessing's resource tracker), "hdf5 writer"
+    (the hdf5 sink's writer process), "receiver" (a receive process) or "worker" (an analysis worker)."""
+    if "resource_tracker" in cmdline:
+        return "tracker"
+    if "hdf5_sink.writer" in cmdline:
+        return "hdf5 writer"
+    if "conduit.get.receiver" in cmdline or "receive-child" in cmdline:
+        return "receiver"
+    return "worker"
+
+
+def _losses(text: str) -> dict[str, int]:
+    """The summary's "lost, by reason" rows (``queue_full_events`` ...); empty when nothing was lost."""
+    out: dict[str, int] = {}
+    block = re.search(r"lost, by reason[^\n]*\n((?:  \S+\s+\d+\n?)+)", text)
+    if block:
+        for name, value in re.findall(r"^  (\S+)\s+(\d+)$", block.group(1), re.M):
+            out[name] = int(value)
+    return out
 
 
 def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int, port: int,
-                 sample_every: float = 2.0) -> dict:
-    """Serve ``events`` at ``rate`` (niced server: the DAQ is another machine in reality), receive, measure."""
+                 sample_every: float = 2.0, settings: tuple[str, ...] = (), max_seconds: float | None = None) -> dict:
+    """Serve ``events`` at ``rate`` (niced server: the DAQ is another machine in reality), receive, measure.
+
+    ``max_seconds``: stop the DAQ (SIGINT) after that long serving, if it has not finished (the memory run
+    lasts its minutes even when the shared machine lets the DAQ serve slower than ``rate``); ``served`` is
+    then -1 (not known).
+    """
     import os
 
     load_before = os.getloadavg()[0]
@@ -109,15 +197,31 @@ def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int,
          "--base-port", str(port), "--truth", str(tmp / "truth.h5"), "--connect-timeout", "120", "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: os.nice(10))
     time.sleep(1.0)
-    run = subprocess.Popen([CONDUIT, "run", str(pipeline), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    run = subprocess.Popen([CONDUIT, "run", str(pipeline), "-q", *sets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, cwd=tmp)
     sampler = _Sampler(run.pid, server.pid)
+    # Start-up (imports, numba cache, workers warming) is not per-event work: CPU counts from the moment
+    # every DataExporter has its client, when the DAQ starts serving.
+    while server.poll() is None and run.poll() is None and _established(port, 11) < 11:
+        time.sleep(0.1)
+    sampler.sample()
+    sampler.start()
     started = time.monotonic()
+    cut = False
     while server.poll() is None:
         time.sleep(sample_every)
         sampler.sample()
+        if max_seconds is not None and time.monotonic() - started > max_seconds and server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            cut = True
+            break
     served_seconds = time.monotonic() - started
-    server.communicate(timeout=60)
+    try:
+        server.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.communicate()
     time.sleep(3.0)  # the last frames reach the builder; a live source then waits for more: stop it as on shift
     sampler.sample()
     run.send_signal(signal.SIGINT)
@@ -126,27 +230,38 @@ def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int,
         raise SystemExit(f"conduit run failed: {err[-2000:]}")
     import h5py
 
-    with h5py.File(tmp / "run_0001.h5", "r") as f:
-        recorded = len(f["events"])
+    recorded = -1  # no recording
+    if (tmp / "run_0001.h5").exists():
+        with h5py.File(tmp / "run_0001.h5", "r") as f:
+            recorded = len(f["events"])
+    losses = _losses(out)
+    received = _number(r"events received\s+(\d+)", out)
+    per = 1e3 / (received if cut else events)
     return {
         "rate": rate,
-        "served": events,
+        "served": -1 if cut else events,
         "seconds": served_seconds,
-        "received": _number(r"events received\s+(\d+)", out),
+        "received": received,
         "analysed": _number(r"events analysed\s+(\d+)", out),
         "skipped": _number(r"events skipped \(analysis behind\)\s+(\d+)", out),
-        "dropped": max(_number(r"events dropped \(engine queue full\)\s+(\d+)", out), 0),
+        "dropped": losses.get("queue_full_events", 0),
+        "losses": losses,
         "incomplete": _number(r"\n  incomplete\s+(\d+)", out),
         "recorded": recorded,
-        "cpu_main_ms": 1e3 * sampler.cpu_main / events,
-        "cpu_workers_ms": 1e3 * sampler.cpu_workers / events,
-        "cpu_daq_ms": 1e3 * sampler.cpu_server / events,
+        "cpu_ms": {"main": tuple(per * t for t in sampler.cpu_main()),
+                   "hdf5 writer": tuple(per * t for t in sampler.cpu("hdf5 writer")),
+                   "receiver": tuple(per * t for t in sampler.cpu("receiver")),
+                   "workers": tuple(per * t for t in sampler.cpu("worker")),
+                   "DAQ": tuple(per * t for t in sampler.cpu_server())},
+        "workers_seen": sampler.count("worker"),
         "load": (load_before, os.getloadavg()[0]),
         "rss": sampler.rss,
+        "summary": out,
     }
 
 
-def _online_pipeline(tmp: Path, port: int, workers: int) -> Path:
+def _online_pipeline(tmp: Path, port: int, workers: int, record: bool = True) -> Path:
+    """The online pipeline: analysis, then (``record``) the hdf5 and rerun recordings."""
     pipeline = tmp / "online.toml"
     pipeline.write_text(textwrap.dedent(f"""
         [source]
@@ -157,7 +272,7 @@ def _online_pipeline(tmp: Path, port: int, workers: int) -> Path:
         [engine]
         workers = {workers}
         policy = "skip"
-        """) + ANALYSIS + textwrap.dedent("""
+        """) + ANALYSIS + (textwrap.dedent("""
         [[stage]]
         use = "hdf5"
         path = "run_{run:04d}.h5"
@@ -168,7 +283,7 @@ def _online_pipeline(tmp: Path, port: int, workers: int) -> Path:
         use = "rerun"
         mode = "save"
         path = "run_{run:04d}.rrd"
-        """))
+        """) if record else ""))
     return pipeline
 
 
@@ -179,22 +294,38 @@ def online(args) -> None:
             tmp = Path(tmp)
             port = args.base_port or free_base_port()
             events = int(rate * args.seconds) if rate > 0 else args.events
-            rows.append(_online_once(tmp, _online_pipeline(tmp, port, args.workers), events, rate, args.pool, port))
+            pipeline = _online_pipeline(tmp, port, args.workers, record=not args.no_record)
+            rows.append(_online_once(tmp, pipeline, events, rate, args.pool, port, settings=tuple(args.set)))
     print(f"machine: {machine()}")
     print("simulated DAQ (11 DataExporters, niced) and conduit on the same machine; event mix: simulator default "
           "(~700 signal + 640 FPN channels, ~2.8 MB of frames per event)")
     head = ("rate/s", "served", "received", "complete", "analysed", "skipped", "dropped", "recorded", "lost",
-            "s", "main ms", "work ms", "DAQ ms", "load")
+            "s", "load")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        lost = r["served"] - r["recorded"]
+        lost = r["served"] - r["recorded"] if r["recorded"] >= 0 else "-"
         values = (r["rate"] or "max", r["served"], r["received"], r["received"] - r["incomplete"], r["analysed"],
-                  r["skipped"], r["dropped"], r["recorded"], lost, f"{r['seconds']:.0f}", f"{r['cpu_main_ms']:.2f}",
-                  f"{r['cpu_workers_ms']:.2f}", f"{r['cpu_daq_ms']:.2f}", f"{r['load'][0]:.1f}-{r['load'][1]:.1f}")
+                  r["skipped"], r["dropped"], r["recorded"], lost, f"{r['seconds']:.0f}",
+                  f"{r['load'][0]:.1f}-{r['load'][1]:.1f}")
         print("| " + " | ".join(str(v) for v in values) + " |")
-    print("(s: seconds the DAQ took to serve; main/work/DAQ ms: CPU time per served event of the conduit's main "
-          "process, of its worker processes and of the simulated DAQ; load: load average before-after)")
+    print("(dropped: queue_full_events; lost: served - recorded; s: seconds the DAQ took to serve, from its "
+          "clients' connection; load: load average before-after)")
+    print()
+    print("| rate/s | losses by reason (summary) | " + " | ".join(
+        f"{who} ms user+sys" for who in rows[0]["cpu_ms"]) + " | workers seen |")
+    print("|---|---|" + "---|" * len(rows[0]["cpu_ms"]) + "---|")
+    for r in rows:
+        losses = ", ".join(f"{k} {v}" for k, v in r["losses"].items()) or "none"
+        cpu = [f"{u:.2f}+{s:.2f}" for u, s in r["cpu_ms"].values()]
+        print(f"| {r['rate'] or 'max'} | {losses} | " + " | ".join(cpu) + f" | {r['workers_seen']} |")
+    if args.summary:
+        for r in rows:
+            print(f"\nrun summary at {r['rate']:g} events/s:{r['summary']}")
+    print("(CPU time per served event, user + system, from /proc/PID/stat, counted from the moment every "
+          "DataExporter has its client (start-up left out) to the last frame served + 3 s: the conduit's main "
+          "process, the hdf5 sink's writer process, a receive process when there is one, the analysis worker "
+          "processes, the simulated DAQ)")
 
 
 def memory(args) -> None:
@@ -203,11 +334,14 @@ def memory(args) -> None:
         port = args.base_port or free_base_port()
         events = int(args.rate * args.minutes * 60)
         r = _online_once(tmp, _online_pipeline(tmp, port, args.workers), events, args.rate, args.pool, port,
-                         sample_every=10.0)
+                         sample_every=10.0, max_seconds=args.minutes * 60)
     print(f"machine: {machine()}")
-    print(f"online run at {args.rate:g} events/s for {args.minutes:g} min ({r['seconds']:.0f} s served): "
-          f"{r['received']} received, {r['analysed']} analysed, {r['skipped']} skipped, {r['recorded']} recorded; "
-          f"load average {r['load'][0]:.1f} -> {r['load'][1]:.1f}")
+    served = "cut at the time limit" if r["served"] < 0 else f"{r['served']} served"
+    print(f"online run at {args.rate:g} events/s for {args.minutes:g} min ({r['seconds']:.0f} s serving, {served}): "
+          f"{r['received']} received, {r['analysed']} analysed, {r['skipped']} skipped, {r['recorded']} recorded, "
+          f"lost by reason: {r['losses'] or 'none'}; CPU ms per received event (user+sys): "
+          + ", ".join(f"{who} {u:.2f}+{s:.2f}" for who, (u, s) in r["cpu_ms"].items())
+          + f"; load average {r['load'][0]:.1f} -> {r['load'][1]:.1f}")
     print("| minutes | main process RSS (MiB) | workers RSS (MiB) |")
     print("|---|---|---|")
     for t, main, workers in r["rss"]:
@@ -304,6 +438,11 @@ def main() -> None:
     p.add_argument("--pool", type=int, default=50)
     p.add_argument("--workers", type=int, default=-1)
     p.add_argument("--base-port", type=int, default=0, help="first of 11 ports (0: a free range)")
+    p.add_argument("--summary", action="store_true", help="print each run's summary too")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to conduit run (e.g. source.read_pause=0)")
+    p.add_argument("--no-record", action="store_true", help="leave out the hdf5 and rerun recordings (what the "
+                                                            "receive path and analysis cost alone)")
     p = sub.add_parser("memory")
     p.add_argument("--rate", type=float, default=200.0)
     p.add_argument("--minutes", type=float, default=10.0)

@@ -177,3 +177,36 @@ def test_a_failing_source_is_named_with_the_error_inside_its_nursery(plugin_site
     assert closed and [r["id"] for r in records] == list(range(20))
     assert summary.exit_code == 1
     assert summary.error == "source 'counting': ConnectionResetError: [Errno 104] connection reset by peer"
+
+
+def test_next_and_pass_on_take_and_give_without_waiting_when_they_can():
+    """The engine's channel helpers: _next takes queued items in order without yielding to the other tasks
+    (the receivers share the loop), waits when the channel is empty, and gives None at its end; _pass_on waits
+    for room only when the channel is full."""
+    import trio
+    import trio.testing
+
+    from conduit.engine.runner import _next, _pass_on
+
+    async def main():
+        send, recv = trio.open_memory_channel(2)
+        await _pass_on(send, 1)
+        await _pass_on(send, 2)
+        steps = []
+
+        async def third():
+            await _pass_on(send, 3)  # full: waits for room
+            steps.append("sent 3")
+            await send.aclose()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(third)
+            await trio.testing.wait_all_tasks_blocked()
+            assert steps == []
+            got = [await _next(recv)]  # room now; the sender is woken, not yet run
+            got.append(await _next(recv))
+            while (item := await _next(recv)) is not None:
+                got.append(item)
+        assert got == [1, 2, 3] and steps == ["sent 3"]
+
+    trio.run(main)

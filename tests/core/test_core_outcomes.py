@@ -386,3 +386,57 @@ def test_a_sink_losing_events_in_its_final_write_fails_the_run(kit, tmp_path):
     assert errors == ["error: sink hdf5: 12 events it took were lost in a failed write"]
     assert "sink hdf5: 12 events not written (12 lost in a failed write)" in res.stdout
     assert "file too large" in res.stderr
+
+
+def test_a_sinks_time_is_its_threads_cpu_time_not_the_wall_time_of_the_call(kit, tmp_path):
+    """A sink that waits 0.1 s per event (sleeping: no CPU) is charged its thread's CPU time, far below the wait:
+    the summary's sink rows are what the sink costs, not the time it spent waiting (for the GIL, the disk)."""
+    p = pipeline(tmp_path, 'kind = "counting"\nevents = 4', """
+[[stage]]
+use = "testkit.collect"
+path = "out.jsonl"
+lossless = true
+delay = 0.1
+""", "workers = 0")
+    summary = run_pipeline(p, handle_signals=False)
+    calls, mean_ms, _ = summary.stage_ms["testkit.collect"]
+    assert calls == 4 and summary.delivered == 4
+    assert 0 <= mean_ms < 50  # 100 ms asleep per call, not counted
+    assert "sinks, CPU time of the sink's own thread" in format_summary(summary)
+
+
+def test_a_sink_stopping_in_the_middle_of_a_batch_gets_nothing_after_it_counted(kit, tmp_path):
+    """The sink is slow on event 0, so the next events wait in its queue and reach it several per call; it raises
+    StopRun on event 3: it consumed exactly 0, 1, 2; every later event delivered is counted as not passed to it."""
+    p = pipeline(tmp_path, 'kind = "counting"\nevents = 40', """
+[[stage]]
+use = "outcomes.slow_stop_sink"
+at = 3
+path = "consumed.txt"
+""", "workers = 0")
+    summary = run_pipeline(p, handle_signals=False)
+    assert (tmp_path / "consumed.txt").read_text().split() == ["0", "1", "2"]
+    assert summary.failed == {"outcomes.slow_stop_sink": 1}
+    assert summary.stage_ms["outcomes.slow_stop_sink"][0] == 4  # 0, 1, 2 and the one that stopped it
+    assert summary.sink_dropped == {"outcomes.slow_stop_sink": summary.delivered - 4} and summary.delivered > 4
+    assert summary.error == "outcomes.slow_stop_sink: the disk is full at event 3"
+
+
+def test_consume_all_stops_at_the_first_stoprun_and_times_each_event():
+    from conduit.engine.runner import _consume_all
+    from conduit.stage import StopRun
+
+    seen = []
+
+    class Sink:
+        def consume(self, event):
+            seen.append(event)
+            if event == 2:
+                raise ValueError("bad event")
+            if event == 4:
+                raise StopRun("cannot go on")
+
+    results = _consume_all(Sink(), [1, 2, 3, 4, 5, 6])
+    assert seen == [1, 2, 3, 4]
+    assert [type(err).__name__ if err else None for _, err in results] == [None, "ValueError", None, "StopRun"]
+    assert all(seconds >= 0 for seconds, _ in results)

@@ -338,3 +338,35 @@ def test_a_lone_restarted_stream_rejoins_when_the_daq_restarts(emap):
     assert b.counters.restarts == 1 and b.counters.restart_frames == 137
     assert [(e.id, e.complete) for e in out[-3:]] == [(0, True), (1, True), (2, True)]
     assert all(not e.complete and e.missing == ((2, 0),) for e in out[5:140])
+
+
+@pytest.mark.parametrize("fpn", [False, True])
+def test_events_decoded_in_place_equal_the_frame_by_frame_rows(emap, fpn):
+    """Frames of interleaved events, small and large (larger than a new event's first matrix: it grows), decoded
+    straight into each event's matrix: every event's traces equal its frames decoded one by one and
+    concatenated in (cobo, asad) order (the old path), row for row; events already emitted are never touched by
+    later frames."""
+    from conduit.get.decoder import FrameDecoder
+    from conduit.get.frames import check_frame
+
+    rng = np.random.default_rng(11)
+    sizes = [5, 2500, 700, 60, 2600, 1, 900]
+    events = {evt: frames_of(emap, random_event(emap, rng, n), evt, fpn=300 + rng.integers(-5, 5, (4, 4, 512)))
+              for evt, n in enumerate(sizes)}
+    reference = FrameDecoder(emap, fpn_subtraction=fpn)
+    expected = {}
+    for evt, frames in events.items():
+        parts = [reference.decode(np.frombuffer(f, np.uint8), check_frame(f)) for _, f in sorted(frames.items())]
+        expected[evt] = np.concatenate(parts)
+    # Two events in flight at a time, their frames shuffled together.
+    b = EventBuilder(emap, timeout=None, fpn_subtraction=fpn)
+    out = []
+    for first in range(0, len(sizes), 2):
+        batch = [(evt, f) for evt in range(first, min(first + 2, len(sizes))) for f in events[evt].values()]
+        for i in rng.permutation(len(batch)):
+            out += b.add_frame(batch[i][1])
+    out += b.flush()
+    assert sorted(e.id for e in out) == list(range(len(sizes))) and all(e.complete for e in out)
+    for ev in out:
+        assert ev.traces.shape == expected[ev.id].shape and np.array_equal(ev.traces, expected[ev.id])
+        assert ev.traces.flags.c_contiguous and ev.traces.flags.owndata

@@ -74,14 +74,16 @@ class Harness:
 
 
 @asynccontextmanager
-async def exporter_run(tmp_path, emap, *, extra="", n_servers=11, seed=0, timeout=0.4):
+async def exporter_run(tmp_path, emap, *, extra="", n_servers=11, seed=0, timeout=0.4, read_pause=0.0):
+    # read_pause = 0 by default: these tests wait with wait_all_tasks_blocked for "the receivers read everything",
+    # and a receiver pausing between reads counts as blocked (the DAQ-fault tests run with the default pause).
     servers = [DataExporterServer() for _ in range(n_servers)]
     async with trio.open_nursery() as nursery:
         for s in servers:
             await nursery.start(s.serve)
         hosts = ", ".join(f'"{s.address}"' for s in servers)
         text = (f'[source]\nkind = "exporter"\nhosts = [{hosts}]\nreconnect_min = 0.02\nreconnect_max = 0.2\n'
-                f'timeout = {timeout}\n{extra}\n[engine]\nworkers = 0\n')
+                f'timeout = {timeout}\nread_pause = {read_pause}\n{extra}\n[engine]\nworkers = 0\n')
         pipeline = load_pipeline(tmp_path / "live.toml", text=text)
         h = Harness(servers, emap, np.random.default_rng(seed))
         h.engine = Engine(pipeline, handle_signals=False, on_event=h.on_event, status_stream=io.StringIO())
@@ -102,8 +104,11 @@ async def exporter_run(tmp_path, emap, *, extra="", n_servers=11, seed=0, timeou
         nursery.cancel_scope.cancel()
 
 
-async def test_eleven_dataexporters_complete_events(tmp_path, emap):
-    async with exporter_run(tmp_path, emap) as h:
+@pytest.mark.parametrize("read_pause", [0.0, 0.005, 0.02])
+async def test_eleven_dataexporters_complete_events(tmp_path, emap, read_pause):
+    """Every frame read and every event complete, also when the receivers pause between reads (the default
+    0.005 s, and the longest allowed, 0.02 s: several frames per read)."""
+    async with exporter_run(tmp_path, emap, read_pause=read_pause) as h:
         with trio.fail_after(20):
             for evt in range(12):
                 await h.send_event(evt)
@@ -326,3 +331,20 @@ async def test_dataexporter_server_no_replay_and_stats():
         await server.stop()
         assert await first.receive_some() == b""  # stop closes the connections
         nursery.cancel_scope.cancel()
+
+
+async def test_unread_bytes_of_a_socket_being_closed_is_zero_not_an_error():
+    """Another link's pacing asks every socket how much it holds; a stream's aclose() closes the socket and
+    yields before the link forgets it (its fileno is then -1): that must read as 0, not end the source with
+    "ValueError: file descriptor cannot be a negative integer" (seen when the DAQ closed every connection)."""
+    from conduit.get.exporter_client import Link
+
+    left, right = trio.socket.socketpair()
+    link = Link(0, "127.0.0.1", 1)
+    link.sock = left
+    await right.send(b"x" * 1000)
+    await trio.testing.wait_all_tasks_blocked()
+    assert link.unread_bytes() == 1000
+    left.close()
+    assert left.fileno() == -1 and link.unread_bytes() == 0
+    right.close()

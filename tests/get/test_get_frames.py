@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conduit.get.decoder import FrameDecoder
+from conduit.get.decoder import ROWS_NEEDED, FrameDecoder
 from conduit.get.frames import (
     FPN_CHANNELS,
     FULL_ITEMS,
@@ -395,3 +395,26 @@ def test_encode_event_frames_splits_by_asad():
     assert other.header.event_time == 2000  # CoBo 10 carries timestamp_other
     full = encode_event_frames(traces, 42, mode="full")
     assert set(full) == {(0, 1), (10, 0)} and all(len(f) == 278_784 for f in full.values())
+
+
+def test_decode_into_a_matrix_equals_decode(real_frame, emap):
+    """decode_into writes the same rows as decode, at the given place of a bigger matrix, and nothing before it;
+    on the real frame and on simulated partial and full readout frames, with and without FPN subtraction."""
+    rng = np.random.default_rng(5)
+    channels = np.array([[a, c] for a in range(4) for c in range(68)])
+    frames = [real_frame]
+    for mode in ("partial", "full"):
+        pick = channels[rng.choice(len(channels), 120, replace=False)]
+        frames.append(encode_frame(cobo=2, asad=1, event_id=9, timestamp=5, channels=pick,
+                                   samples=rng.integers(0, 4096, (120, 512)), mode=mode))
+    for fpn in (False, True):
+        for frame in frames:
+            buf = np.frombuffer(frame, np.uint8)
+            info = check_frame(buf)
+            expected = FrameDecoder(emap, fpn_subtraction=fpn).decode(buf, info)
+            matrix = np.full((1000, 517), -7, np.int16)
+            dec = FrameDecoder(emap, fpn_subtraction=fpn)
+            n = dec.decode_into(buf, info, matrix[300:300 + ROWS_NEEDED])
+            assert n == expected.shape[0] > 0
+            assert np.array_equal(matrix[300:300 + n], expected)
+            assert (matrix[:300] == -7).all() and (matrix[300 + ROWS_NEEDED:] == -7).all()

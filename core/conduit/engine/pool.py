@@ -47,6 +47,29 @@ class ChainSpec:
         return cls(token=uuid.uuid4().hex, stages=tuple(stages), context=context)
 
 
+@dataclasses.dataclass(frozen=True)
+class PickledSpec:
+    """A :class:`ChainSpec` pickled once in the main process: sending it with every event costs a copy of a few
+    kB instead of pickling the stage classes, their parameters and the run context again (cloudpickle)."""
+
+    token: str
+    data: bytes
+
+    @classmethod
+    def of(cls, spec: ChainSpec) -> PickledSpec:
+        try:  # as trio-parallel pickles (stages defined in a script or notebook travel too)
+            import cloudpickle as pickler
+        except ImportError:  # pragma: no cover - trio-parallel then uses pickle as well
+            import pickle as pickler
+
+        return cls(spec.token, pickler.dumps(spec))
+
+    def load(self) -> ChainSpec:
+        import pickle
+
+        return pickle.loads(self.data)
+
+
 @dataclasses.dataclass
 class StageFailure:
     stage: str
@@ -165,7 +188,10 @@ class _ChainCache:
     def __init__(self) -> None:
         self.chains: dict[str, _Chain] = {}
 
-    def get(self, spec: ChainSpec) -> _Chain:
+    def get(self, spec: ChainSpec | str) -> _Chain:
+        """The chain of ``spec`` (built and warmed the first time), or of the token of a spec built before."""
+        if isinstance(spec, str):
+            return self.chains[spec]
         chain = self.chains.get(spec.token)
         if chain is None:
             if len(self.chains) > 4:
@@ -183,11 +209,12 @@ def _worker_run(spec: ChainSpec, event: Event) -> ChainResult:
     return _CACHE.get(spec).run(event)
 
 
-def _worker_run_shared(spec: ChainSpec, event: Event, traces: SlotRef) -> ChainResult:
-    """As :func:`_worker_run`, with the trace matrix read in place from shared memory."""
+def _worker_run_shared(spec: PickledSpec, event: Event, traces: SlotRef) -> ChainResult:
+    """As :func:`_worker_run`, with the trace matrix read in place from shared memory and the chain given
+    pickled (unpickled only the first time this worker sees it)."""
     event.traces = worker_view(traces)
     try:
-        return _CACHE.get(spec).run(event)
+        return _CACHE.get(spec.load() if spec.token not in _CACHE.chains else spec.token).run(event)
     finally:
         event.traces = None  # no view of the slot outlives the call
 
@@ -234,6 +261,7 @@ class TransformPool:
         self._processes = processes
         self._limiter = trio.CapacityLimiter(self.capacity)
         self.slots = slots
+        self._pickled: dict[str, PickledSpec] = {}
 
     async def warm_up(self) -> float:
         """Start every worker and compile / load kernels; return the wall time (s)."""
@@ -258,8 +286,13 @@ class TransformPool:
             # In-process: the worker thread mutates the event itself.
             return await self._call(_worker_run, spec, event)
         if self.slots is not None:
+            pickled = self._pickled.get(spec.token)
+            if pickled is None:
+                if len(self._pickled) > 4:  # specs replaced by parameter changes
+                    self._pickled.clear()
+                pickled = self._pickled[spec.token] = PickledSpec.of(spec)
             with self.slots.holding(event.traces) as ref:
-                result: ChainResult = await self._call(_worker_run_shared, spec, _without_traces(event), ref)
+                result: ChainResult = await self._call(_worker_run_shared, pickled, _without_traces(event), ref)
         else:
             result = await self._call(_worker_run, spec, event)
         for name, value in result.artifacts.items():

@@ -86,6 +86,8 @@ def _stage_lines(summary: RunSummary) -> list[str]:
                      f"{_ms(mean)} {_ms(p99)}")
         if counts := {k: v for k, v in report.get("counts", {}).items() if v}:
             counted.append(f"  {name}: {sum(counts.values())} ({format_counts(counts)})")
+    lines.append("(ms: transform stages, wall time in a worker process; sinks, CPU time of the sink's own thread, "
+                 "without waits for the GIL)")
     if counted:
         lines.append("counted by stages: dropped or without a result, by reason")
         lines.extend(counted)

@@ -22,7 +22,9 @@ byte-swapped with shifts (LLVM turns that into ``bswap``); field arithmetic,
 loop counters and output offsets are unsigned so numba emits no sign or
 negative-index handling; every channel's destination is a precomputed offset (no
 branch on the channel's kind per item). Together these took the partial-readout
-kernel from 1.0 to about 2.4 GB/s (CPU time) on one EPYC core.
+kernel from 1.0 to about 2.4 GB/s (CPU time) on one EPYC core; looking the offset up by
+the item's top 9 bits as they stand (no channel check, no multiply per item) took it to
+3.2 GB/s.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ EXTRA_ROWS = 17
 UNMAPPED = -1
 FPN = -2
 
+_U7 = np.uint32(7)
 _U8 = np.uint32(8)
 _U14 = np.uint32(14)
 _U23 = np.uint32(23)
@@ -122,25 +125,30 @@ def decode_partial(buf, start, n_items, slots, cobo, asad, out, keep_fpn, stats)
     """Scatter ``n_items`` 32-bit big-endian partial-readout items at ``buf[start:]`` (uint8) into ``out``.
 
     Returns the number of signal rows written (``out`` needs ``min(272, n_items) + 17`` rows).
+
+    The destination is looked up by the item's top 9 bits (AGET 2 bits, channel 7 bits) as they
+    stand: no channel check, no multiply per item. An invalid channel (> 67) keeps its entry at
+    "not seen", so it takes the rare path every time and is counted there.
     """
     words = buf[start:start + 4 * n_items].view(np.uint32)
     flat = out.reshape(-1)
-    offset = np.full(N_SLOTS, _UNSEEN, np.uint64)
+    offset = np.full(512, _UNSEEN, np.uint64)
     fpn_seen = np.zeros((4, 4), np.bool_)
     n_rows = 0
     dropped = 0
     for i in range(np.uint64(n_items)):
         x = words[i]
         w = ((x & _FF) << _U24) | ((x & _FF00) << _U8) | ((x >> _U8) & _FF00) | (x >> _U24)
-        channel = (w >> _U23) & _7F
-        if channel >= _68:
-            dropped += 1
-            continue
-        key = (w >> _U30) * _68 + channel
-        o = offset[key]
+        top = w >> _U23
+        o = offset[top]
         if o == _UNSEEN:
-            o, n_rows = _first_sight(key, slots, out, n_rows, cobo, asad, stats, fpn_seen, keep_fpn)
-            offset[key] = o
+            channel = top & _7F
+            if channel >= _68:
+                dropped += 1
+                continue
+            o, n_rows = _first_sight((top >> _U7) * _68 + channel, slots, out, n_rows, cobo, asad, stats,
+                                     fpn_seen, keep_fpn)
+            offset[top] = o
         flat[o + np.uint64((w >> _U14) & _1FF)] = w & _FFF
     stats[0] += dropped
     if keep_fpn:

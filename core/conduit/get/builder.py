@@ -54,7 +54,7 @@ import numpy as np
 
 from ..event import Event, empty_traces
 from ..ratelog import RateLimitedLog
-from .decoder import FrameDecoder
+from .decoder import ROWS_NEEDED, FrameDecoder
 from .frames import FrameError, FrameInfo, check_frame
 from .maps import ElectronicsMap
 from .sequence import RESTART, Sequencer, StreamKey
@@ -62,6 +62,11 @@ from .sequence import RESTART, Sequencer, StreamKey
 __all__ = ["EventBuilder", "BuilderCounters", "COBO_WITH_FRIB_TIME", "LOSS_REASONS", "DEFAULT_OUTLIER_GAP"]
 
 log = logging.getLogger("conduit.get.builder")
+
+#: Columns of a trace row: cobo, asad, aget, channel, pad, 512 samples.
+TRACE_COLUMNS = 517
+#: Working matrices of emitted events kept for the next ones (a few events are held at a time).
+MAX_SPARE_MATRICES = 4
 
 #: The CoBo whose clock is FRIB-synchronised (its time goes to ``timestamp_other``).
 COBO_WITH_FRIB_TIME = 10
@@ -101,13 +106,69 @@ class BuilderCounters:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass
 class _Pending:
-    key: tuple[int, int]  # (epoch, event id)
-    first_seen: float
-    parts: dict[StreamKey, np.ndarray] = dataclasses.field(default_factory=dict)
-    stamps: dict[StreamKey, int] = dataclasses.field(default_factory=dict)  # event time of each part
-    n_expected_reported: int = 0
+    """One event being assembled: its frames' rows decoded straight into one growing matrix.
+
+    ``parts`` maps each stream to where its rows are (first row, count); rows of a part taken
+    away (a restart's frames set aside) stay behind as a hole that :meth:`traces` skips.
+    """
+
+    __slots__ = ("key", "first_seen", "parts", "stamps", "n_expected_reported", "_rows", "_used")
+
+    def __init__(self, key: tuple[int, int], first_seen: float, rows: np.ndarray):
+        self.key = key  # (epoch, event id)
+        self.first_seen = first_seen
+        self.parts: dict[StreamKey, tuple[int, int]] = {}
+        self.stamps: dict[StreamKey, int] = {}  # event time of each part
+        self.n_expected_reported = 0
+        self._rows = rows  # (capacity, 517) int16, contents irrelevant
+        self._used = 0
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The whole working matrix (to be reused for another event once this one is emitted)."""
+        return self._rows
+
+    def free_rows(self, needed: int = ROWS_NEEDED) -> np.ndarray:
+        """The next ``needed`` unused rows (grown, by doubling, when the matrix is too small)."""
+        if self._used + needed > self._rows.shape[0]:
+            grown = np.empty((max(2 * self._rows.shape[0], self._used + needed), TRACE_COLUMNS), np.int16)
+            grown[:self._used] = self._rows[:self._used]
+            self._rows = grown
+        return self._rows[self._used:self._used + needed]
+
+    def add(self, stream: StreamKey, n: int) -> None:
+        """The first ``n`` rows of :meth:`free_rows` are ``stream``'s part."""
+        self.parts[stream] = (self._used, n)
+        self._used += n
+
+    def add_rows(self, stream: StreamKey, rows: np.ndarray) -> None:
+        """Copy ``rows`` in as ``stream``'s part (a frame moved from another event)."""
+        self.free_rows(rows.shape[0])[:] = rows
+        self.add(stream, rows.shape[0])
+
+    def rows(self, stream: StreamKey) -> np.ndarray:
+        start, n = self.parts[stream]
+        return self._rows[start:start + n]
+
+    def take(self, stream: StreamKey) -> tuple[np.ndarray, int]:
+        """Remove ``stream``'s part; return a copy of its rows and its time stamp."""
+        rows = self.rows(stream).copy()
+        del self.parts[stream]
+        return rows, self.stamps.pop(stream)
+
+    def traces(self) -> np.ndarray:
+        """The event's trace matrix (a new array): parts in (cobo, asad) order, one copy."""
+        parts = sorted(self.parts.items())
+        total = sum(n for _, (_, n) in parts)
+        if total == 0:
+            return empty_traces()
+        out = np.empty((total, TRACE_COLUMNS), np.int16)
+        at = 0
+        for _, (start, n) in parts:
+            out[at:at + n] = self._rows[start:start + n]
+            at += n
+        return out
 
 
 class EventBuilder:
@@ -166,6 +227,9 @@ class EventBuilder:
         self._last_consensus: int | None = None
         self._excused_cache: dict[int, frozenset[StreamKey]] = {}
         self._excused_version = -1
+        #: Rows a new event's matrix starts with (follows the events' sizes; it grows when needed).
+        self._capacity = 4 * ROWS_NEEDED
+        self._spare: list[np.ndarray] = []  # working matrices of emitted events, for the next ones
 
     # -- state -----------------------------------------------------------------------------
 
@@ -261,8 +325,10 @@ class EventBuilder:
             pending = self._target(key, stream, source, now)
             if pending is not None:
                 data = buf if isinstance(buf, np.ndarray) else np.frombuffer(buf, np.uint8)
-                rows = self.decoder.decode(data, info, stream[0], stream[1])
-                if self._attach(pending, stream, rows, info.timestamp):
+                # Decoded straight into the event's matrix: no per-frame array, no concatenation.
+                n = self.decoder.decode_into(data, info, pending.free_rows(), stream[0], stream[1])
+                pending.add(stream, n)
+                if self._attach(pending, stream, info.timestamp):
                     out.append(self._emit(self._held.pop(key)))
         out += self._settle(now)
         if self.timeout is not None:
@@ -370,15 +436,14 @@ class EventBuilder:
             if late:
                 self._lose("late_frames", stream, key[1], source)
                 return None
-            pending = self._held[key] = _Pending(key, now)
+            pending = self._held[key] = _Pending(key, now, self._matrix())
         elif stream in pending.parts:
             self._lose("duplicate_frames", stream, key[1], source)
             return None
         return pending
 
-    def _attach(self, pending: _Pending, stream: StreamKey, rows: np.ndarray, stamp: int) -> bool:
-        """Add one frame's rows to a held event; True when the event is now ready."""
-        pending.parts[stream] = rows
+    def _attach(self, pending: _Pending, stream: StreamKey, stamp: int) -> bool:
+        """Count one frame (its rows already added to ``pending``) in a held event; True when it is now ready."""
         pending.stamps[stream] = stamp
         if stream in self.expected:
             pending.n_expected_reported += 1
@@ -390,7 +455,7 @@ class EventBuilder:
         out = []
         for key in [k for k, p in self._held.items() if k[0] == proposed and stream in p.parts]:
             aside = self._held[key]
-            rows, stamp = aside.parts.pop(stream), aside.stamps.pop(stream)
+            rows, stamp = aside.take(stream)
             if stream in self.expected:
                 aside.n_expected_reported -= 1
             if not aside.parts:
@@ -401,7 +466,10 @@ class EventBuilder:
                 self._lose(reason, stream, key[1], f"cobo {stream[0]} asad {stream[1]}")
                 continue
             pending = self._target(target, stream, f"cobo {stream[0]} asad {stream[1]}", now)
-            if pending is not None and self._attach(pending, stream, rows, stamp):
+            if pending is None:
+                continue
+            pending.add_rows(stream, rows)
+            if self._attach(pending, stream, stamp):
                 out.append(self._emit(self._held.pop(target)))
         return out
 
@@ -454,7 +522,7 @@ class EventBuilder:
         for key in [k for k, p in self._held.items() if k[0] == proposed and keys & p.parts.keys()]:
             aside = self._held[key]
             for stream in keys & aside.parts.keys():
-                del aside.parts[stream], aside.stamps[stream]
+                aside.take(stream)
                 if stream in self.expected:
                     aside.n_expected_reported -= 1
                 self._count("restart_frames", stream)
@@ -505,14 +573,10 @@ class EventBuilder:
 
     def _emit(self, pending: _Pending) -> Event:
         complete = pending.n_expected_reported == len(self.expected)
-        parts = [pending.parts[k] for k in sorted(pending.parts)]
-        parts = [p for p in parts if p.shape[0]]
-        if not parts:
-            traces = empty_traces()
-        elif len(parts) == 1:
-            traces = parts[0].copy()
-        else:
-            traces = np.concatenate(parts)
+        traces = pending.traces()
+        # The next events' matrices start big enough for this one's rows (one frame's worth to spare).
+        self._capacity = max(self._capacity * 7 // 8, traces.shape[0] + ROWS_NEEDED)
+        self._recycle(pending.matrix)
         missing = () if complete else tuple(p for p in self._expected_sorted if p not in pending.parts)
         if complete:
             self.counters.complete_events += 1
@@ -532,6 +596,20 @@ class EventBuilder:
             complete=complete,
             missing=missing,
         )
+
+    def _matrix(self) -> np.ndarray:
+        """A working matrix for a new event: a spare one of a fitting size, or a new one."""
+        while self._spare:
+            rows = self._spare.pop()
+            if self._capacity <= rows.shape[0] <= 2 * self._capacity:
+                return rows
+        return np.empty((self._capacity, TRACE_COLUMNS), np.int16)
+
+    def _recycle(self, rows: np.ndarray) -> None:
+        """Keep an emitted event's working matrix for a later event (its traces were copied out): no new
+        allocation, no fresh pages to fault in, per event."""
+        if len(self._spare) < MAX_SPARE_MATRICES:
+            self._spare.append(rows)
 
     # -- counting and reporting losses -------------------------------------------------------------------
 

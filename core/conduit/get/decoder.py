@@ -17,9 +17,11 @@ import numpy as np
 from .frames import FULL, N_AGETS, N_BUCKETS, N_CHANNELS, PARTIAL, FrameInfo, encode_frame
 from .maps import ElectronicsMap
 
-__all__ = ["FrameDecoder"]
+__all__ = ["FrameDecoder", "ROWS_NEEDED"]
 
 N_SLOTS = N_AGETS * N_CHANNELS
+#: Rows :meth:`FrameDecoder.decode_into` needs in ``out``: one per channel of a frame, 16 FPN rows, a trash row.
+ROWS_NEEDED = N_SLOTS + 17
 
 
 class FrameDecoder:
@@ -32,7 +34,7 @@ class FrameDecoder:
         self.emap = emap
         self.fpn_subtraction = bool(fpn_subtraction)
         # Reused output scratch: 272 rows, 16 FPN rows, 1 trash row (see _kernels).
-        self._scratch = np.empty((N_SLOTS + _kernels.EXTRA_ROWS, 5 + N_BUCKETS), np.int16)
+        self._scratch = np.empty((ROWS_NEEDED, 5 + N_BUCKETS), np.int16)
         self._stats = np.zeros(2, np.int64)
 
     @property
@@ -50,14 +52,24 @@ class FrameDecoder:
 
         ``cobo``/``asad`` override the header's (old firmware wrote CoBo 0 everywhere).
         """
+        n = self.decode_into(buf, info, self._scratch, cobo, asad)
+        return self._scratch[:n].copy()
+
+    def decode_into(self, buf: np.ndarray, info: FrameInfo, out: np.ndarray, cobo: int | None = None,
+                    asad: int | None = None) -> int:
+        """Write the rows of the validated frame ``info`` to the first rows of ``out``; return how many.
+
+        ``out`` is a C-contiguous int16 array of :data:`ROWS_NEEDED` rows (or more) x 517 columns, e.g.
+        the free tail of an event's trace matrix: rows past the ones returned are scratch (FPN
+        waveforms, dropped channels) and are overwritten.
+        """
         cobo = info.cobo if cobo is None else cobo
         asad = info.asad if asad is None else asad
         kernel = self._kernels.get(info.frame_type)
         if kernel is None or info.n_items == 0:
-            return np.zeros((0, 5 + N_BUCKETS), np.int16)
-        n = kernel(buf, info.data_offset, info.n_items, self.emap.slots(cobo, asad), cobo, asad, self._scratch,
-                   self.fpn_subtraction, self._stats)
-        return self._scratch[:n].copy()
+            return 0
+        return kernel(buf, info.data_offset, info.n_items, self.emap.slots(cobo, asad), cobo, asad, out,
+                      self.fpn_subtraction, self._stats)
 
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) both kernels for every argument type the sources use.

@@ -74,8 +74,13 @@ class Link:
         """Bytes received by the kernel and not read yet (0 when not connected)."""
         if self.sock is None:
             return 0
+        # A socket just closed (its stream's aclose() yields to the other tasks before the link forgets it)
+        # has fileno -1: ioctl would raise ValueError, not OSError.
+        fd = self.sock.fileno()
+        if fd < 0:
+            return 0
         try:
-            return struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+            return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
         except OSError:
             return 0
 
@@ -96,11 +101,15 @@ async def receive_frames(
     on_frame: Callable[[np.ndarray, int, int], list],
     emit: Callable[[Any], Awaitable[None]],
     pace: Callable[[], Awaitable[None]] | None = None,
+    rest: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Read length-prefixed frames until EOF; call ``on_frame(buffer, offset, length)`` for each,
     ``await emit(x)`` for every item of the list it returns (built events), then
     ``await pace()`` (which may hold this stream back while it is ahead of the others).
 
+    ``await rest()`` (e.g. a short sleep) follows a read that emptied the socket, so that frames
+    are read a few at a time rather than one wake-up (and one trip round the event loop) per TCP
+    segment; a read that filled the buffer (a backlog) is followed by the next at once.
     ``on_frame`` must be done with the bytes when it returns (the buffer is reused).
     Raises :class:`ProtocolError` on a bad length or garbage; returns on a clean EOF.
     """
@@ -114,6 +123,7 @@ async def receive_frames(
     view = memoryview(buf)
     array = np.frombuffer(buf, np.uint8)
     start = end = 0
+    drained = False
     while True:
         # Parse every complete message in buf[start:end].
         while end - start >= _PREFIX:
@@ -141,7 +151,11 @@ async def receive_frames(
             n = end - start
             buf[:n] = view[start:end]
             start, end = 0, n
+        if drained and rest is not None:
+            await rest()
+        room = cap - end
         got = await sock.recv_into(view[end:])
+        drained = got < room
         if not got:
             if end > start:
                 raise ProtocolError(f"connection closed mid-message ({end - start} B of an incomplete frame "

@@ -69,6 +69,10 @@ class ExporterParams(BuilderParams):
         "drop", "a frame whose header CoBo id differs from its connection's: 'drop' (counted in "
                 "wrong_cobo_frames, never recorded under another CoBo's pads) or 'trust_connection' (use the "
                 "connection's CoBo: old firmware wrote 0 in every header)")
+    read_pause: float = param(
+        0.005, "after a read that emptied a connection's socket, wait this long before reading it again, so "
+               "frames are read a few at a time (less CPU per frame; 0: read each as it comes); a connection "
+               "behind the others reads on at once. Keep it well below max_depth / event rate (s)", ge=0, le=0.02)
     run: int | None = param(None, "run number given to the events and to output names ({run}); "
                                   "set it per run: --set source.run=42")
 
@@ -264,7 +268,8 @@ class ExporterSource(FrameSource):
                 async with stream:
                     await receive_frames(stream, link, max_frame_bytes=self.params.max_frame_bytes,
                                          on_frame=self._frame_handler(link, builder), emit=self.emit,
-                                         pace=lambda: self._pace(link))
+                                         pace=lambda: self._pace(link),
+                                         rest=(lambda: self._rest(link)) if self.params.read_pause > 0 else None)
                 self.log.warning("%s (cobo %d): the DataExporter closed the connection; reconnecting",
                                  link.name, link.cobo)
             except ProtocolError as err:
@@ -353,6 +358,15 @@ class ExporterSource(FrameSource):
             if mark is not None and self.builder.runs_ahead(link.latest, mark):
                 token = ("backlog", mark)
         return token
+
+    async def _rest(self, link) -> None:
+        """After a read that emptied ``link``'s socket: wait ``read_pause`` before the next one, unless the link is
+        behind the consensus (then it catches up at once)."""
+        import trio
+
+        consensus = self.builder.consensus
+        if consensus is None or link.latest >= consensus:
+            await trio.sleep(self.params.read_pause)
 
     async def _pace(self, link) -> None:
         import trio

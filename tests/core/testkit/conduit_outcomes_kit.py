@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from conduit import Clusters, Direction, Params, StopRun, TransformStage, hookimpl, param
+from conduit import Clusters, Direction, Params, SinkStage, StopRun, TransformStage, hookimpl, param
 
 
 class StopParams(Params):
@@ -103,7 +103,38 @@ class OneBlobClusterer(TransformStage):
                                                np.array([Direction.NONE], dtype=np.int8))
 
 
+class SlowStopParams(Params):
+    at: int = param(5, "the event id on which the sink raises StopRun")
+    path: str = param("consumed.txt", "one line per event consumed (its id)")
+    first_delay: float = param(0.3, "time the first event takes (s), so that the next ones wait in the queue")
+
+
+class SlowStopSink(SinkStage):
+    """A sink slow on its first event (the others queue up behind it) that raises StopRun on one event."""
+
+    name = "outcomes.slow_stop_sink"
+    Params = SlowStopParams
+
+    def is_lossless(self):
+        return True
+
+    def open(self):
+        self.file = open(self.context.format_path(self.params.path), "w")
+
+    def consume(self, event):
+        import time
+
+        if event.id == 0:
+            time.sleep(self.params.first_delay)
+        if event.id == self.params.at:
+            raise StopRun(f"the disk is full at event {event.id}")
+        self.file.write(f"{event.id}\n")
+
+    def close(self):
+        self.file.close()
+
+
 @hookimpl
 def conduit_register_stages(register):
-    for cls in (StopAt, AlwaysFails, NeedsNever, Dropper, CrashWorker, OneBlobClusterer):
+    for cls in (StopAt, AlwaysFails, NeedsNever, Dropper, CrashWorker, OneBlobClusterer, SlowStopSink):
         register(cls)
