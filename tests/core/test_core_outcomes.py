@@ -204,8 +204,10 @@ def test_stoprun_in_a_transform_stage_stops_the_run(kit, tmp_path):
     assert summary.exit_code == 1
     assert summary.error == "stage outcomes.stop: the calibration ran out at event 5"
     # Event 5 and at most one more in flight; with two processes, later events may finish before event 5's
-    # result is back (a busy machine): a few, never the queue.
-    assert 6 <= summary.analysed <= 12 and summary.halted == summary.received - summary.analysed
+    # result is back (on a busy machine the other worker may run through a few dozen 4 ms events while the
+    # one holding event 5 waits for a CPU): some, never the 256-event queue.
+    assert 6 <= summary.analysed <= 6 + 40 and summary.halted == summary.received - summary.analysed
+    assert summary.halted > 100
     assert events[5].failures == {"outcomes.stop": "StopRun: the calibration ran out at event 5"}
     assert not any(e.analysed for e in events[summary.analysed:])
 
