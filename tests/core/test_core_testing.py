@@ -160,3 +160,18 @@ def test_fixtures_come_from_the_installed_pytest_plugin(tmp_path):
     result = run_pytest(tmp_path, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_a_check_leaves_no_directory_behind_unless_given_one(tmp_path, monkeypatch):
+    """A sink's outputs go to a temporary directory removed when the check returns; a given base_dir is kept."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert check_stage("hdf5").ok
+    assert list(scratch.iterdir()) == []
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert check_stage("hdf5", base_dir=kept).ok
+    assert any(kept.rglob("*.h5"))

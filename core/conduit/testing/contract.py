@@ -63,8 +63,13 @@ def check_stage(stage: StageSpec, params: Mapping[str, Any] | Params | None = No
     that provide them, ``pointcloud`` for ``cloud``, ``cluster.hdbscan`` for
     ``clusters`` ...) on ``n_events`` events of the simulator's ``preset``
     (or on the given ``events``). Sinks write under ``base_dir`` (default: a
-    temporary directory).
+    temporary directory, removed when the check returns).
     """
+    if base_dir is None:
+        with tempfile.TemporaryDirectory(prefix="conduit-check-") as scratch:
+            return check_stage(stage, params, upstream=upstream, events=events, preset=preset, seed=seed,
+                               n_events=n_events, detector=detector, base_dir=Path(scratch),
+                               raise_on_problems=raise_on_problems)
     cls = _stage_class(stage[0] if isinstance(stage, tuple) else stage)
     if isinstance(stage, tuple):
         params = stage[1]
@@ -74,7 +79,7 @@ def check_stage(stage: StageSpec, params: Mapping[str, Any] | Params | None = No
     except Exception as err:  # the contract's own error types, and anything a broken class raises
         problems.append(f"definition: {err}")
     params = _parameter_problems(cls, params, problems)
-    base = Path(base_dir) if base_dir is not None else Path(tempfile.mkdtemp(prefix="conduit-check-"))
+    base = Path(base_dir)
     context = RunContext(detector=detector or DetectorParams(), base_dir=base)
     if params is None:
         return _finish(StageCheck(cls.name, [], problems, []), raise_on_problems)
