@@ -52,7 +52,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..event import Event, empty_traces
+from ..event import N_COLUMNS, Event, empty_traces
 from ..ratelog import RateLimitedLog
 from .decoder import ROWS_NEEDED, FrameDecoder
 from .frames import FrameError, FrameInfo, check_frame
@@ -63,8 +63,6 @@ __all__ = ["EventBuilder", "BuilderCounters", "COBO_WITH_FRIB_TIME", "LOSS_REASO
 
 log = logging.getLogger("conduit.get.builder")
 
-#: Columns of a trace row: cobo, asad, aget, channel, pad, 512 samples.
-TRACE_COLUMNS = 517
 #: Working matrices of emitted events kept for the next ones (a few events are held at a time).
 MAX_SPARE_MATRICES = 4
 
@@ -132,7 +130,7 @@ class _Pending:
     def free_rows(self, needed: int = ROWS_NEEDED) -> np.ndarray:
         """The next ``needed`` unused rows (grown, by doubling, when the matrix is too small)."""
         if self._used + needed > self._rows.shape[0]:
-            grown = np.empty((max(2 * self._rows.shape[0], self._used + needed), TRACE_COLUMNS), np.int16)
+            grown = np.empty((max(2 * self._rows.shape[0], self._used + needed), N_COLUMNS), np.int16)
             grown[:self._used] = self._rows[:self._used]
             self._rows = grown
         return self._rows[self._used:self._used + needed]
@@ -163,7 +161,7 @@ class _Pending:
         total = sum(n for _, (_, n) in parts)
         if total == 0:
             return empty_traces()
-        out = np.empty((total, TRACE_COLUMNS), np.int16)
+        out = np.empty((total, N_COLUMNS), np.int16)
         at = 0
         for _, (start, n) in parts:
             out[at:at + n] = self._rows[start:start + n]
@@ -603,7 +601,7 @@ class EventBuilder:
             rows = self._spare.pop()
             if self._capacity <= rows.shape[0] <= 2 * self._capacity:
                 return rows
-        return np.empty((self._capacity, TRACE_COLUMNS), np.int16)
+        return np.empty((self._capacity, N_COLUMNS), np.int16)
 
     def _recycle(self, rows: np.ndarray) -> None:
         """Keep an emitted event's working matrix for a later event (its traces were copied out): no new
