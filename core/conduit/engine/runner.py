@@ -551,12 +551,19 @@ class Engine:
                             await self._fan_out(state.pending.pop(sequence), sends)
                         return True
                     # Wake now and then so that a control request is carried out when no event comes.
-                    event = _NOTHING
-                    with trio.move_on_after(0.1):
-                        event = await _next(done_recv)
-                    if event is None:
+                    try:
+                        event = done_recv.receive_nowait()  # no trip round the loop per event while busy
+                    except trio.WouldBlock:
+                        with trio.move_on_after(0.1):
+                            try:
+                                event = await done_recv.receive()
+                            except trio.EndOfChannel:
+                                state.ended = True
+                            else:
+                                state.pending[event.sequence] = event
+                    except trio.EndOfChannel:
                         state.ended = True
-                    elif event is not _NOTHING:
+                    else:
                         state.pending[event.sequence] = event
             finally:
                 for send in sends:
@@ -868,10 +875,6 @@ class Engine:
             halted=self.metrics.halted,
             stages=self.metrics.stage_reports(),
         )
-
-
-#: Nothing came before a timeout (``_next`` returns None only at the channel's end).
-_NOTHING = object()
 
 
 async def _next(channel):
