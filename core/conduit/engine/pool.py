@@ -12,6 +12,7 @@ Worker processes get each event's trace matrix through shared memory
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import time
 import traceback
 import uuid
@@ -65,8 +66,6 @@ class PickledSpec:
         return cls(spec.token, pickler.dumps(spec))
 
     def load(self) -> ChainSpec:
-        import pickle
-
         return pickle.loads(self.data)
 
 
@@ -219,6 +218,20 @@ def _worker_run_shared(spec: PickledSpec, event: Event, traces: SlotRef) -> Chai
         event.traces = None  # no view of the slot outlives the call
 
 
+def _worker_run_packed(job: bytes) -> ChainResult:
+    """:func:`_worker_run_shared` with its arguments pickled in one piece by :func:`_pack`."""
+    return _worker_run_shared(*pickle.loads(job))
+
+
+def _pack(spec: PickledSpec, event: Event, traces: SlotRef) -> bytes | None:
+    """The arguments of :func:`_worker_run_shared` pickled by the C pickler (~0.02 ms less of the main process's
+    CPU per analysed event than trio-parallel's cloudpickle walking them); None when it cannot pickle them."""
+    try:
+        return pickle.dumps((spec, event, traces), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # a lambda or a class of a script in the artifacts: cloudpickle can
+        return None
+
+
 def _worker_init(niceness: int = WORKER_NICENESS) -> bool:
     """Run in each worker at start.
 
@@ -292,7 +305,11 @@ class TransformPool:
                     self._pickled.clear()
                 pickled = self._pickled[spec.token] = PickledSpec.of(spec)
             with self.slots.holding(event.traces) as ref:
-                result: ChainResult = await self._call(_worker_run_shared, pickled, _without_traces(event), ref)
+                job = _pack(pickled, _without_traces(event), ref)
+                if job is not None:
+                    result: ChainResult = await self._call(_worker_run_packed, job)
+                else:  # something in the event only cloudpickle can take (trio-parallel uses it)
+                    result = await self._call(_worker_run_shared, pickled, _without_traces(event), ref)
         else:
             result = await self._call(_worker_run, spec, event)
         for name, value in result.artifacts.items():
