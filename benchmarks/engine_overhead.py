@@ -6,8 +6,9 @@
 `conduit run` with a source of prebuilt events (`_engine_feed.py`: a pool of
 simulator events, default mix, emitted at --rate as a live source does,
 policy skip), the analysis chain (pointcloud, cluster.hdbscan, estimate,
-histogram) and a lossless hdf5 recording of the traces (not with
---no-record; --rerun adds the rerun sink, saving a .rrd). Reports per run:
+histogram; --no-analysis: none of them) and a lossless hdf5
+recording of the traces (not with --no-record; --rerun adds the rerun sink,
+saving a .rrd). Reports per run:
 received, analysed, skipped, dropped, and the CPU time per received event
 (user + system) of the main process (from the first event emitted to the
 engine queue empty + 2 s: the engine's dispatch, result collection,
@@ -53,7 +54,7 @@ def make_pool(path: Path, size: int) -> None:
 
 
 def pipeline_text(pool: Path, events: int, rate: float, workers: int, cpu_file: Path, record: bool,
-                  rerun: bool) -> str:
+                  rerun: bool, analysis: bool = True) -> str:
     text = textwrap.dedent(f"""
         [source]
         kind = "prebuilt"
@@ -65,7 +66,7 @@ def pipeline_text(pool: Path, events: int, rate: float, workers: int, cpu_file: 
         [engine]
         workers = {workers}
         policy = "skip"
-        """) + ANALYSIS_STAGES
+        """) + (ANALYSIS_STAGES if analysis else "")
     if record:
         text += textwrap.dedent("""
             [[stage]]
@@ -90,7 +91,7 @@ def run_once(code: Path, pool: Path, args) -> dict:
         cpu_file = tmp / "cpu.json"
         pipeline = tmp / "pipeline.toml"
         pipeline.write_text(pipeline_text(pool, args.events, args.rate, args.workers, cpu_file,
-                                          not args.no_record, args.rerun))
+                                          not args.no_record, args.rerun, not args.no_analysis))
         env = dict(os.environ, CONDUIT_PLUGINS="_engine_feed",
                    PYTHONPATH=os.pathsep.join([str(code / "core"), str(code / "plugins"), str(HERE)]))
         load_before = os.getloadavg()[0]
@@ -105,7 +106,8 @@ def run_once(code: Path, pool: Path, args) -> dict:
                 cpu = cpu_times(pid)
                 if cpu is None:
                     continue
-                kind = last[pid][0] if pid in last else _kind(_cmdline(pid))
+                # Asked again each time: a process just started still has its parent's command line.
+                kind = _kind(_cmdline(pid))
                 last[pid] = (kind, cpu)
                 if not started:
                     base[pid] = cpu
@@ -164,6 +166,8 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=32, help="distinct events in the pool")
     parser.add_argument("--rerun", action="store_true", help="add the rerun sink (save)")
     parser.add_argument("--no-record", action="store_true", help="no hdf5 sink")
+    parser.add_argument("--no-analysis", action="store_true",
+                        help="no analysis stage, no histogram sink: the per-event cost of delivery and recording")
     parser.add_argument("--code", type=Path, action="append", default=[],
                         help="another checkout to compare with (its core/ and plugins/)")
     parser.add_argument("--repeat", type=int, default=1)
@@ -176,8 +180,8 @@ def main() -> None:
         rows = [run_once(code, pool, args) for _ in range(args.repeat) for code in codes]
     print(f"machine: {machine()}")
     print(f"{args.events} prebuilt events (simulator default mix, pool of {args.pool}) at {args.rate:g}/s, "
-          f"{args.workers} workers, policy skip; sinks: histogram"
-          + ("" if args.no_record else ", hdf5 (lossless traces)") + (", rerun (save)" if args.rerun else ""))
+          f"{args.workers} workers, policy skip; " + ("no analysis; sinks: " if args.no_analysis else "sinks: histogram, ")
+          + ("" if args.no_record else "hdf5 (lossless traces)") + (", rerun (save)" if args.rerun else ""))
     print("| code | received | analysed | skipped | lost | main ms user+sys | hdf5 writer ms | workers ms | chain ms | load |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
