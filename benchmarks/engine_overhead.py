@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from _common import ANALYSIS_STAGES, children, cpu_times, machine
-from end_to_end import _kind, _losses, _number
+from end_to_end import _cmdline, _kind, _losses, _number
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -148,14 +148,6 @@ def _stage_mean_ms(summary: str, stage: str) -> float:
     """A transform stage's mean wall time in a worker (ms), from the run summary's stage table."""
     match = re.search(rf"^{re.escape(stage)}\s+\d+\s+\d+\s+\d+\s+\d+\s+([\d.]+)", summary, re.M)
     return float(match.group(1)) if match else float("nan")
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def main() -> None:
