@@ -2,10 +2,12 @@
 
 1. :func:`mst_mutual_reachability`: the minimum spanning tree of the
    mutual-reachability graph, w(p, q) = max(core(p), core(q), |p - q|),
-   by Borůvka's algorithm with KD-tree searches (each component's cheapest
-   outgoing edge; a node is skipped when all its points are in the component
-   or when its bounding box and smallest core distance cannot beat the
-   component's best). Ties are broken by the points' indices, so the edges
+   by Borůvka's algorithm (each component's cheapest outgoing edge, the
+   least of its points' own: kept from the round before while still
+   outgoing, else from the point's nearest neighbours when they prove it,
+   else from a KD-tree search that skips nodes all in the component or
+   beyond the component's best, and is skipped itself when the point's lower
+   bound cannot beat that best). Ties are broken by the points' indices, so the edges
    form one tree whatever the visiting order. The edges come back rooted at
    point 0 and oriented (parent, child), as hdbscan's Prim's algorithm (started
    at point 0) writes them (source, new point).
@@ -29,6 +31,11 @@ import numpy as np
 from numba import njit
 
 from conduit_physics.clustering.kdtree import box_gap2
+
+#: The neighbour lists of :func:`core_distances` hold min_samples + KNN_EXTRA rows (itself included): the
+#: core distance needs min_samples + 1; the longer lists let Borůvka settle more rows without a tree search
+#: (4: the fastest of 2, 4, 7 on the largest dense clouds, docs/performance.md).
+KNN_EXTRA = 4
 
 __all__ = ["core_distances", "knn_lists", "mst_mutual_reachability", "prim_dense", "single_linkage", "condense_tree", "cluster_stability", "label_points"]
 
@@ -105,75 +112,81 @@ def knn_lists(points, start, end, left, right, dim, lo, hi, k):
 
 
 @njit(cache=True, nogil=True)
-def _search(qrows, nq, qlo, qhi, qcore, c, points, perm, core, comp, node_comp, node_core, start, end, left, right,
-            dim, lo, hi, best_w, best_a, best_b, stack):
-    """Lower the best outgoing edge of component ``c`` with edges from rows qrows[:nq] (inside box qlo..qhi)."""
+def _point_search(p, c, bw, ba, bb, points, perm, core, comp, node_comp, node_core, start, end, left, right, dim,
+                  lo, hi, stack):
+    """Row p's cheapest edge out of component ``c`` if it precedes (bw, ba, bb): (far row, weight), else (-1, bw).
+
+    A node is skipped when all its rows are in ``c``, or when its smallest
+    core distance or its box's gap to p exceeds the bound, which tightens as
+    edges are found.
+    """
+    px = points[p, 0]
+    py = points[p, 1]
+    pz = points[p, 2]
+    cp = core[p]
+    ip = perm[p]
+    found = -1
     top = 0
     stack[0] = 0
     while top >= 0:
         node = stack[top]
         top -= 1
-        if node_comp[node] == c:
+        if node_comp[node] == c or node_core[node] > bw:
             continue
-        bw = best_w[c]
-        if node_core[node] > bw or qcore > bw:
-            continue
-        g = 0.0
-        for d in range(3):
-            t = lo[node, d] - qhi[d]
-            if t > 0:
-                g += t * t
-            else:
-                t = qlo[d] - hi[node, d]
-                if t > 0:
-                    g += t * t
-        if math.sqrt(g) > bw:  # g <= |p - q|^2 for every pair of the boxes, also in floating point
+        g = box_gap2(lo, hi, node, px, py, pz)
+        if math.sqrt(g) > bw:  # g <= |p - q|^2 for every q in the box, also in floating point
             continue
         if left[node] >= 0:
             a = left[node]
             b = right[node]
-            sd = dim[node]
-            if qlo[sd] + qhi[sd] >= 2.0 * lo[b, sd]:  # the query's side first (pushed last)
+            if points[p, dim[node]] >= lo[b, dim[node]]:  # p's side first (pushed last)
                 a, b = b, a
             stack[top + 1] = b
             stack[top + 2] = a
             top += 2
             continue
-        for t in range(nq):
-            p = qrows[t]
-            cp = core[p]
-            if cp > best_w[c]:
+        for q in range(start[node], end[node]):
+            if comp[q] == c:
                 continue
-            px = points[p, 0]
-            py = points[p, 1]
-            pz = points[p, 2]
-            ip = perm[p]
-            for q in range(start[node], end[node]):
-                if comp[q] == c:
-                    continue
-                w = cp if cp > core[q] else core[q]
-                if w > best_w[c]:
-                    continue
-                dx = px - points[q, 0]
-                dy = py - points[q, 1]
-                dz = pz - points[q, 2]
-                d = math.sqrt(dx * dx + dy * dy + dz * dz)
-                if d > w:
-                    w = d
-                if best_a[c] < 0 or _before(w, ip, perm[q], best_w[c], perm[best_a[c]], perm[best_b[c]]):
-                    best_w[c] = w
-                    best_a[c] = p
-                    best_b[c] = q
+            w = cp if cp > core[q] else core[q]
+            if w > bw:
+                continue
+            dx = px - points[q, 0]
+            dy = py - points[q, 1]
+            dz = pz - points[q, 2]
+            d = math.sqrt(dx * dx + dy * dy + dz * dz)
+            if d > w:
+                w = d
+            if ba < 0 or _before(w, ip, perm[q], bw, perm[ba], perm[bb]):
+                bw = w
+                ba = p
+                bb = q
+                found = q
+    return found, bw
+
+
+@njit(cache=True, nogil=True)
+def _offer(c, w, a, b, perm, best_w, best_a, best_b):
+    """Lower component c's best edge of the round to (w, a, b) when that edge precedes it."""
+    if best_a[c] < 0 or _before(w, perm[a], perm[b], best_w[c], perm[best_a[c]], perm[best_b[c]]):
+        best_w[c] = w
+        best_a[c] = a
+        best_b[c] = b
 
 
 @njit(cache=True, nogil=True)
 def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, lo, hi):
     """MST edges (tree-order rows a, b) of the mutual-reachability graph, ties broken by point index.
 
-    First round: each point's cheapest edge comes from its k nearest when it
-    is shorter than the k-th distance (nothing farther can beat it), else
-    from a search. Later rounds search once per component present in a leaf,
-    with the bounding box of its points there.
+    Each round needs every component's cheapest outgoing edge, the least of
+    its rows' own. A row's own cheapest edge is kept from the round before
+    while its far end is still in another component (components only grow,
+    so nothing new can beat it); else it comes from the row's k nearest when
+    the best of them weighs less than ``floor`` (the larger of the row's core
+    distance and k-th distance: any edge to a farther row weighs at least
+    that); else from a tree search, skipped when the row's lower bound already
+    exceeds its component's best edge so far. A search that finds nothing
+    raises the row's lower bound, which also carries over.
     """
     n = points.shape[0]
     nn = start.shape[0]
@@ -188,6 +201,12 @@ def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, 
             node_core[j] = m
         else:
             node_core[j] = min(node_core[left[j]], node_core[right[j]])
+    floor = np.empty(n)
+    for p in range(n):
+        floor[p] = max(core[p], math.sqrt(knn_d2[p, k - 1]))
+    low = floor.copy()  # lower bound of each row's cheapest edge to a row outside its k nearest
+    own_q = np.full(n, -1, dtype=np.int64)  # each row's cheapest outgoing edge, when known
+    own_w = np.empty(n)
     uf = np.arange(n)
     comp = np.arange(n)
     node_comp = np.empty(nn, dtype=np.int64)
@@ -197,12 +216,8 @@ def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, 
     best_a = np.empty(n, dtype=np.int64)
     best_b = np.empty(n, dtype=np.int64)
     stack = np.empty(128, dtype=np.int64)
-    qlo = np.empty(3)
-    qhi = np.empty(3)
-    qrows = np.empty(n, dtype=np.int64)
-    done = np.zeros(n, dtype=np.bool_)
+    pending = np.empty(n, dtype=np.int64)
     ne = 0
-    first = True
     while ne < n - 1:
         for j in range(nn - 1, -1, -1):
             if left[j] < 0:
@@ -219,57 +234,55 @@ def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, 
             best_w[p] = np.inf
             best_a[p] = -1
             best_b[p] = -1
-        for j in range(nn):
-            if left[j] >= 0:
-                continue
-            if first:
-                for p in range(start[j], end[j]):
-                    c = comp[p]
-                    # singletons: the k nearest decide when the best of them is closer than the k-th
-                    for s in range(k):
-                        q = knn_idx[p, s]
-                        if q < 0 or q == p:
-                            continue
-                        w = max(core[p], core[q], math.sqrt(knn_d2[p, s]))
-                        if best_a[c] < 0 or _before(w, perm[p], perm[q], best_w[c], perm[best_a[c]],
-                                                    perm[best_b[c]]):
-                            best_w[c] = w
-                            best_a[c] = p
-                            best_b[c] = q
-                    if best_a[c] >= 0 and best_w[c] < math.sqrt(knn_d2[p, k - 1]):
-                        continue
-                    qrows[0] = p
-                    for d in range(3):
-                        qlo[d] = points[p, d]
-                        qhi[d] = points[p, d]
-                    _search(qrows, 1, qlo, qhi, core[p], c, points, perm, core, comp, node_comp, node_core, start,
-                            end, left, right, dim, lo, hi, best_w, best_a, best_b, stack)
-                continue
-            # one search per component present in the leaf, over its rows there
-            for r in range(start[j], end[j]):
-                done[r] = False
-            for r0 in range(start[j], end[j]):
-                if done[r0]:
+        npend = 0
+        npend_far = n
+        for p in range(n):
+            c = comp[p]
+            q = own_q[p]
+            if q >= 0:
+                if comp[q] != c:
+                    _offer(c, own_w[p], p, q, perm, best_w, best_a, best_b)
                     continue
-                c = comp[r0]
-                nq = 0
-                qcore = np.inf
-                for d in range(3):
-                    qlo[d] = np.inf
-                    qhi[d] = -np.inf
-                for r in range(r0, end[j]):
-                    if done[r] or comp[r] != c:
-                        continue
-                    done[r] = True
-                    qrows[nq] = r
-                    nq += 1
-                    qcore = min(qcore, core[r])
-                    for d in range(3):
-                        qlo[d] = min(qlo[d], points[r, d])
-                        qhi[d] = max(qhi[d], points[r, d])
-                _search(qrows, nq, qlo, qhi, qcore, c, points, perm, core, comp, node_comp, node_core, start, end,
-                        left, right, dim, lo, hi, best_w, best_a, best_b, stack)
-        first = False
+                own_q[p] = -1
+                if own_w[p] > low[p]:  # its cheapest edge now is no cheaper than the one it lost
+                    low[p] = own_w[p]
+            lw = np.inf
+            lq = -1
+            for s in range(k):
+                q = knn_idx[p, s]
+                if q < 0 or comp[q] == c:
+                    continue
+                w = max(core[p], core[q], math.sqrt(knn_d2[p, s]))
+                if lq < 0 or _before(w, perm[p], perm[q], lw, perm[p], perm[lq]):
+                    lw = w
+                    lq = q
+            if lq >= 0:
+                _offer(c, lw, p, lq, perm, best_w, best_a, best_b)
+                if lw < low[p]:  # nothing outside the k nearest can weigh as little
+                    own_q[p] = lq
+                    own_w[p] = lw
+                    continue
+            if lq >= 0:  # rows at a component's edge first: their searches set a tight bound for the rest
+                pending[npend] = p
+                npend += 1
+            else:
+                npend_far -= 1
+                pending[npend_far] = p
+        for t in range(npend + n - npend_far):
+            p = pending[t] if t < npend else pending[npend_far + t - npend]
+            c = comp[p]
+            if low[p] > best_w[c]:
+                continue
+            q, w = _point_search(p, c, best_w[c], best_a[c], best_b[c], points, perm, core, comp, node_comp,
+                                 node_core, start, end, left, right, dim, lo, hi, stack)
+            if q >= 0:
+                own_q[p] = q
+                own_w[p] = w
+                best_w[c] = w
+                best_a[c] = p
+                best_b[c] = q
+            elif best_w[c] > low[p]:
+                low[p] = best_w[c]
         for c in range(n):
             if comp[c] != c or best_a[c] < 0:  # c is not a component's label this round
                 continue
@@ -515,9 +528,9 @@ def prim_dense(points, core):
 
 def core_distances(tree, min_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Core distances (tree order; distance to the (min_samples + 1)-th nearest, itself first, as hdbscan)
-    and the lists of the min_samples + 2 nearest (squared distances, rows) they came from."""
+    and the lists of the min_samples + :data:`KNN_EXTRA` nearest (squared distances, rows) they came from."""
     n = tree.points.shape[0]
-    k = min(n, min_samples + 2)
+    k = min(n, min_samples + KNN_EXTRA)
     d2, idx = knn_lists(tree.points, tree.start, tree.end, tree.left, tree.right, tree.dim, tree.lo, tree.hi, k)
     return np.sqrt(d2[:, min(min_samples, n - 1)]), d2, idx
 
