@@ -32,12 +32,12 @@ from numba import njit
 
 from conduit_physics.clustering.kdtree import box_gap2
 
-#: The neighbour lists of :func:`core_distances` hold min_samples + KNN_EXTRA rows (itself included): the
-#: core distance needs min_samples + 1; the longer lists let Borůvka settle more rows without a tree search
-#: (4: the fastest of 2, 4, 7 on the largest dense clouds, docs/performance.md).
+#: The neighbour lists for :func:`mst_mutual_reachability` hold min_samples + KNN_EXTRA rows (itself
+#: included): the core distance needs min_samples + 1; longer lists let Borůvka settle more rows without a
+#: tree search (4: the fastest of 2, 4, 7 on the largest dense clouds, docs/performance.md).
 KNN_EXTRA = 4
 
-__all__ = ["core_distances", "knn_lists", "mst_mutual_reachability", "prim_dense", "single_linkage", "condense_tree", "cluster_stability", "label_points"]
+__all__ = ["KNN_EXTRA", "core_distances", "knn_lists", "mst_mutual_reachability", "prim_dense", "single_linkage", "condense_tree", "cluster_stability", "label_points"]
 
 
 @njit(cache=True, nogil=True)
@@ -526,11 +526,12 @@ def prim_dense(points, core):
     return out
 
 
-def core_distances(tree, min_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def core_distances(tree, min_samples: int, extra: int = KNN_EXTRA) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Core distances (tree order; distance to the (min_samples + 1)-th nearest, itself first, as hdbscan)
-    and the lists of the min_samples + :data:`KNN_EXTRA` nearest (squared distances, rows) they came from."""
+    and the lists of the min_samples + ``extra`` nearest (squared distances, rows) they came from
+    (``extra`` >= 1; :func:`mst_mutual_reachability` wants :data:`KNN_EXTRA`)."""
     n = tree.points.shape[0]
-    k = min(n, min_samples + KNN_EXTRA)
+    k = min(n, min_samples + max(1, int(extra)))
     d2, idx = knn_lists(tree.points, tree.start, tree.end, tree.left, tree.right, tree.dim, tree.lo, tree.hi, k)
     return np.sqrt(d2[:, min(min_samples, n - 1)]), d2, idx
 
