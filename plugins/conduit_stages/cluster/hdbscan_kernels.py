@@ -34,8 +34,8 @@ from conduit_physics.clustering.kdtree import box_gap2
 
 #: The neighbour lists for :func:`mst_mutual_reachability` hold min_samples + KNN_EXTRA rows (itself
 #: included): the core distance needs min_samples + 1; longer lists let Borůvka settle more rows without a
-#: tree search (4: the fastest of 2, 4, 7 on the largest dense clouds, docs/performance.md).
-KNN_EXTRA = 4
+#: tree search (3: the fastest of 2, 3, 4 and 7 on the largest dense clouds, docs/performance.md).
+KNN_EXTRA = 3
 
 __all__ = ["KNN_EXTRA", "core_distances", "knn_lists", "mst_mutual_reachability", "prim_dense", "single_linkage", "condense_tree", "cluster_stability", "label_points"]
 
@@ -112,19 +112,30 @@ def knn_lists(points, start, end, left, right, dim, lo, hi, k):
 
 
 @njit(cache=True, nogil=True)
-def _point_search(p, c, bw, ba, bb, points, perm, core, comp, node_comp, node_core, start, end, left, right, dim,
-                  lo, hi, stack):
-    """Row p's cheapest edge out of component ``c`` if it precedes (bw, ba, bb): (far row, weight), else (-1, bw).
+def _group_search(rows, nq, c, bw, ba, bb, low, points, perm, core, comp, node_comp, node_core, start, end, left,
+                  right, dim, lo, hi, stack):
+    """The cheapest edge out of component ``c`` from rows[:nq] (rows of one leaf) if it precedes (bw, ba, bb).
 
-    A node is skipped when all its rows are in ``c``, or when its smallest
-    core distance or its box's gap to p exceeds the bound, which tightens as
-    edges are found.
+    Returns (row, far row, weight), row -1 when none does. One tree walk for
+    the group: a node is skipped when all its rows are in ``c``, or when its
+    smallest core distance or its box's gap to the group's box exceeds the
+    bound, which tightens as edges are found; a row is skipped where its
+    lower bound ``low``, its core distance or its gap to the node's box does.
     """
-    px = points[p, 0]
-    py = points[p, 1]
-    pz = points[p, 2]
-    cp = core[p]
-    ip = perm[p]
+    qlo0 = np.inf
+    qlo1 = np.inf
+    qlo2 = np.inf
+    qhi0 = -np.inf
+    qhi1 = -np.inf
+    qhi2 = -np.inf
+    for t in range(nq):
+        p = rows[t]
+        qlo0 = min(qlo0, points[p, 0])
+        qlo1 = min(qlo1, points[p, 1])
+        qlo2 = min(qlo2, points[p, 2])
+        qhi0 = max(qhi0, points[p, 0])
+        qhi1 = max(qhi1, points[p, 1])
+        qhi2 = max(qhi2, points[p, 2])
     found = -1
     top = 0
     stack[0] = 0
@@ -133,36 +144,59 @@ def _point_search(p, c, bw, ba, bb, points, perm, core, comp, node_comp, node_co
         top -= 1
         if node_comp[node] == c or node_core[node] > bw:
             continue
-        g = box_gap2(lo, hi, node, px, py, pz)
-        if math.sqrt(g) > bw:  # g <= |p - q|^2 for every q in the box, also in floating point
+        g = 0.0
+        for d in range(3):
+            ql = qlo0 if d == 0 else (qlo1 if d == 1 else qlo2)
+            qh = qhi0 if d == 0 else (qhi1 if d == 1 else qhi2)
+            t = lo[node, d] - qh
+            if t > 0:
+                g += t * t
+            else:
+                t = ql - hi[node, d]
+                if t > 0:
+                    g += t * t
+        if math.sqrt(g) > bw:  # g <= |p - q|^2 for every pair of the boxes, also in floating point
             continue
         if left[node] >= 0:
             a = left[node]
             b = right[node]
-            if points[p, dim[node]] >= lo[b, dim[node]]:  # p's side first (pushed last)
+            sd = dim[node]
+            mid = 0.5 * ((qlo0 if sd == 0 else (qlo1 if sd == 1 else qlo2)) + (qhi0 if sd == 0 else (qhi1 if sd == 1 else qhi2)))
+            if mid >= lo[b, sd]:  # the group's side first (pushed last)
                 a, b = b, a
             stack[top + 1] = b
             stack[top + 2] = a
             top += 2
             continue
-        for q in range(start[node], end[node]):
-            if comp[q] == c:
+        for t in range(nq):
+            p = rows[t]
+            cp = core[p]
+            if cp > bw or low[p] > bw:
                 continue
-            w = cp if cp > core[q] else core[q]
-            if w > bw:
+            px = points[p, 0]
+            py = points[p, 1]
+            pz = points[p, 2]
+            if math.sqrt(box_gap2(lo, hi, node, px, py, pz)) > bw:
                 continue
-            dx = px - points[q, 0]
-            dy = py - points[q, 1]
-            dz = pz - points[q, 2]
-            d = math.sqrt(dx * dx + dy * dy + dz * dz)
-            if d > w:
-                w = d
-            if ba < 0 or _before(w, ip, perm[q], bw, perm[ba], perm[bb]):
-                bw = w
-                ba = p
-                bb = q
-                found = q
-    return found, bw
+            ip = perm[p]
+            for q in range(start[node], end[node]):
+                if comp[q] == c:
+                    continue
+                w = cp if cp > core[q] else core[q]
+                if w > bw:
+                    continue
+                dx = px - points[q, 0]
+                dy = py - points[q, 1]
+                dz = pz - points[q, 2]
+                d = math.sqrt(dx * dx + dy * dy + dz * dz)
+                if d > w:
+                    w = d
+                if ba < 0 or _before(w, ip, perm[q], bw, perm[ba], perm[bb]):
+                    bw = w
+                    ba = p
+                    bb = q
+                    found = p
+    return found, bb, bw
 
 
 @njit(cache=True, nogil=True)
@@ -184,9 +218,13 @@ def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, 
     so nothing new can beat it); else it comes from the row's k nearest when
     the best of them weighs less than ``floor`` (the larger of the row's core
     distance and k-th distance: any edge to a farther row weighs at least
-    that); else from a tree search, skipped when the row's lower bound already
-    exceeds its component's best edge so far. A search that finds nothing
-    raises the row's lower bound, which also carries over.
+    that); else from one tree search per leaf and component over the rows
+    left (:func:`_group_search`), which leaves out rows whose lower bound
+    already exceeds the component's best edge so far. A search raises its
+    rows' lower bounds to the best it ends with; bounds carry over (a row's
+    cheapest edge only grows). Rounds late in the tree, with a few large
+    components, are where this saves most: nearly every search there proves
+    only that its rows cannot beat the bound.
     """
     n = points.shape[0]
     nn = start.shape[0]
@@ -217,6 +255,11 @@ def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, 
     best_b = np.empty(n, dtype=np.int64)
     stack = np.empty(128, dtype=np.int64)
     pending = np.empty(n, dtype=np.int64)
+    group = np.empty(n, dtype=np.int64)
+    leaf_of = np.empty(n, dtype=np.int64)
+    for j in range(nn):
+        if left[j] < 0:
+            leaf_of[start[j]:end[j]] = j
     ne = 0
     while ne < n - 1:
         for j in range(nn - 1, -1, -1):
@@ -235,7 +278,6 @@ def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, 
             best_a[p] = -1
             best_b[p] = -1
         npend = 0
-        npend_far = n
         for p in range(n):
             c = comp[p]
             q = own_q[p]
@@ -262,27 +304,33 @@ def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, 
                     own_q[p] = lq
                     own_w[p] = lw
                     continue
-            if lq >= 0:  # rows at a component's edge first: their searches set a tight bound for the rest
-                pending[npend] = p
-                npend += 1
-            else:
-                npend_far -= 1
-                pending[npend_far] = p
-        for t in range(npend + n - npend_far):
-            p = pending[t] if t < npend else pending[npend_far + t - npend]
-            c = comp[p]
-            if low[p] > best_w[c]:
+            pending[npend] = p
+            npend += 1
+        t0 = 0
+        while t0 < npend:  # one search per leaf and component, over its rows still pending
+            c = comp[pending[t0]]
+            leaf = leaf_of[pending[t0]]
+            nq = 0
+            t = t0
+            while t < npend and leaf_of[pending[t]] == leaf and comp[pending[t]] == c:
+                if low[pending[t]] <= best_w[c]:
+                    group[nq] = pending[t]
+                    nq += 1
+                t += 1
+            t0 = t
+            if nq == 0:
                 continue
-            q, w = _point_search(p, c, best_w[c], best_a[c], best_b[c], points, perm, core, comp, node_comp,
-                                 node_core, start, end, left, right, dim, lo, hi, stack)
-            if q >= 0:
-                own_q[p] = q
-                own_w[p] = w
+            a, b, w = _group_search(group, nq, c, best_w[c], best_a[c], best_b[c], low, points, perm, core, comp,
+                                    node_comp, node_core, start, end, left, right, dim, lo, hi, stack)
+            if a >= 0:  # a's own cheapest edge, and the group's
+                own_q[a] = b
+                own_w[a] = w
                 best_w[c] = w
-                best_a[c] = p
-                best_b[c] = q
-            elif best_w[c] > low[p]:
-                low[p] = best_w[c]
+                best_a[c] = a
+                best_b[c] = b
+            for s in range(nq):  # every edge of the group that precedes the bound was seen
+                if low[group[s]] < w:
+                    low[group[s]] = w
         for c in range(n):
             if comp[c] != c or best_a[c] < 0:  # c is not a component's label this round
                 continue
