@@ -187,7 +187,10 @@ class PointcloudKernel:
         traces[:, PAD] = allowed[:3] if len(allowed) >= 3 else 0
         rng = np.random.default_rng(0)
         traces[:, 5:] = 400 + rng.integers(-3, 4, size=(3, 512))
-        traces[0, 5 + 200 : 5 + 206] += np.array([100, 300, 600, 500, 250, 80], dtype=np.int16)
+        pulse = np.array([100, 300, 600, 500, 250, 80], dtype=np.int16)
+        # two points, so that the tie breaking after the sort (make_strictly_increasing) is compiled too
+        traces[0, 5 + 200 : 5 + 206] += pulse
+        traces[1, 5 + 300 : 5 + 306] += pulse
         self(traces)
 
 
