@@ -70,6 +70,7 @@ __all__ = [
     "event_points",
     "jitter_times",
     "make_strictly_increasing",
+    "rows_sorted_by",
     "lowpass_response",
     "trace_peaks",
 ]
@@ -913,3 +914,20 @@ def make_strictly_increasing(values):
             values[i] = np.nextafter(values[i - 1], np.inf)
             moved += 1
     return moved
+
+
+@njit(cache=True, nogil=True)
+def rows_sorted_by(cloud, column, strict):
+    """A copy of ``cloud`` with its rows in stable ascending order of ``column``; with ``strict``, values
+    equal to their predecessor then lifted by :func:`make_strictly_increasing`.
+
+    One compiled call instead of numpy's argsort, a fancy-index copy and a second kernel call.
+    """
+    n = cloud.shape[0]
+    order = np.argsort(cloud[:, column], kind="mergesort")  # stable: the one order numpy's stable sort gives
+    out = np.empty_like(cloud)
+    for i in range(n):
+        out[i, :] = cloud[order[i], :]
+    if strict and n > 1:
+        make_strictly_increasing(out[:, column])
+    return out
