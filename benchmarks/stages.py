@@ -248,16 +248,8 @@ def pointcloud_prefixes():
         re = np.empty((k.N_SAMPLES, lanes))
         im = np.empty((k.N_SAMPLES, lanes))
         c = np.empty(k.N_SAMPLES)
-        chunk_max = np.empty(k.N_SAMPLES // k.CHUNK)
-        chunk_min = np.empty(k.N_SAMPLES // k.CHUNK)
-        half = k.N_SAMPLES // 2 + 1
-        pos = np.empty(half, dtype=np.int64)
-        le = np.empty(half, dtype=np.int64)
-        rg = np.empty(half, dtype=np.int64)
-        prom = np.empty(half)
-        lip = np.empty(half)
-        rip = np.empty(half)
-        flags = np.empty(half, dtype=np.int8)
+        work = k._peak_work(k.N_SAMPLES)
+        chunk_max, chunk_min = work[7], work[8]
         for first in range(0, n_active, k.BATCH):
             count = min(k.BATCH, n_active - first)
             if depth == 1:
@@ -272,8 +264,7 @@ def pointcloud_prefixes():
                 k._corrected(traces[active[first + q]], re if q % 2 == 0 else im, q // 2, False, c, chunk_max,
                              chunk_min)
                 if depth == 4:
-                    found += k._find_peaks(c, threshold, 50.0, 20.0, 1.0, 50.0, 0.95, pos, le, rg, prom, lip, rip,
-                                           flags, chunk_max, chunk_min)
+                    found += k._find_peaks(c, threshold, 50.0, 20.0, 1.0, 50.0, 0.95, work)
         return found
 
     return run

@@ -504,32 +504,33 @@ def _chunk_extremes(c, chunk_max, chunk_min):
 
 
 @njit(cache=True, nogil=True)
-def _find_peaks(
-    c,
-    threshold,
-    distance,
-    prominence_min,
-    width_min,
-    width_max,
-    rel_height,
-    pos,
-    left_edge,
-    right_edge,
-    prom,
-    left_ips,
-    right_ips,
-    flags,
-    chunk_max,
-    chunk_min,
-):
+def _peak_work(n):
+    """Scratch arrays of :func:`_find_peaks` for a trace of ``n`` samples: (pos, left_edge, right_edge,
+    prom, left_ips, right_ips, flags, chunk_max, chunk_min)."""
+    half = n // 2 + 1
+    chunks = (n + CHUNK - 1) >> CHUNK_SHIFT
+    return (
+        np.empty(half, dtype=np.int64),
+        np.empty(half, dtype=np.int64),
+        np.empty(half, dtype=np.int64),
+        np.empty(half, dtype=np.float64),
+        np.empty(half, dtype=np.float64),
+        np.empty(half, dtype=np.float64),
+        np.empty(half, dtype=np.int8),
+        np.empty(chunks, dtype=np.float64),
+        np.empty(chunks, dtype=np.float64),
+    )
+
+
+@njit(cache=True, nogil=True)
+def _find_peaks(c, threshold, distance, prominence_min, width_min, width_max, rel_height, work):
     """Peaks of ``c`` with height > threshold that pass find_peaks' conditions.
 
-    Fills ``pos`` (index), ``left_edge``/``right_edge`` (plateau edges),
-    ``prom``, ``left_ips``/``right_ips`` for the accepted peaks, in position
-    order; returns their number. Work arrays (``flags``: int8 scratch) must
-    hold n // 2 + 1 entries; ``chunk_max``/``chunk_min`` are c's
-    :func:`_chunk_extremes`.
+    ``work`` (:func:`_peak_work`) receives ``pos`` (index), ``left_edge``/``right_edge`` (plateau
+    edges), ``prom``, ``left_ips``/``right_ips`` for the accepted peaks, in position order; returns
+    their number. Its ``chunk_max``/``chunk_min`` must hold c's :func:`_chunk_extremes`.
     """
+    pos, left_edge, right_edge, prom, left_ips, right_ips, flags, chunk_max, chunk_min = work
     n = c.shape[0]
     # 1. local maxima above the threshold
     m = 0
@@ -723,36 +724,10 @@ def trace_peaks(c, threshold, distance, prominence_min, width_min, width_max, re
     Returns (positions int64, prominences, left_ips, right_ips, integrals),
     one entry per peak with c[p] > threshold.
     """
-    half = c.shape[0] // 2 + 1
-    pos = np.empty(half, dtype=np.int64)
-    le = np.empty(half, dtype=np.int64)
-    re_ = np.empty(half, dtype=np.int64)
-    prom = np.empty(half, dtype=np.float64)
-    lip = np.empty(half, dtype=np.float64)
-    rip = np.empty(half, dtype=np.float64)
-    flags = np.empty(half, dtype=np.int8)
-    chunks = (c.shape[0] + CHUNK - 1) >> CHUNK_SHIFT
-    chunk_max = np.empty(chunks, dtype=np.float64)
-    chunk_min = np.empty(chunks, dtype=np.float64)
+    work = _peak_work(c.shape[0])
+    pos, _, _, prom, lip, rip, _, chunk_max, chunk_min = work
     _chunk_extremes(c, chunk_max, chunk_min)
-    k = _find_peaks(
-        c,
-        threshold,
-        distance,
-        prominence_min,
-        width_min,
-        width_max,
-        rel_height,
-        pos,
-        le,
-        re_,
-        prom,
-        lip,
-        rip,
-        flags,
-        chunk_max,
-        chunk_min,
-    )
+    k = _find_peaks(c, threshold, distance, prominence_min, width_min, width_max, rel_height, work)
     integrals = np.empty(k, dtype=np.float64)
     for j in range(k):
         integrals[j] = _integral(c, lip[j], rip[j])
@@ -813,16 +788,8 @@ def event_points(
     cloud = np.empty((n_active * max_peaks, 8), dtype=np.float64)
     n_points = 0
     c = np.empty(N_SAMPLES, dtype=np.float64)
-    half = N_SAMPLES // 2 + 1
-    pos = np.empty(half, dtype=np.int64)
-    le = np.empty(half, dtype=np.int64)
-    rg = np.empty(half, dtype=np.int64)
-    prom = np.empty(half, dtype=np.float64)
-    lip = np.empty(half, dtype=np.float64)
-    rip = np.empty(half, dtype=np.float64)
-    flags = np.empty(half, dtype=np.int8)
-    chunk_max = np.empty(N_SAMPLES // CHUNK, dtype=np.float64)
-    chunk_min = np.empty(N_SAMPLES // CHUNK, dtype=np.float64)
+    work = _peak_work(N_SAMPLES)
+    pos, le, rg, _, lip, rip, _, chunk_max, chunk_min = work
     for first in range(0, n_active, BATCH):
         count = min(BATCH, n_active - first)
         re, im = _filter_batch(traces, active, first, count, sums, h_bitrev, tw_re, tw_im, integer_fill)
@@ -832,24 +799,7 @@ def event_points(
                 _corrected(traces[r], re, q // 2, integer, c, chunk_max, chunk_min)
             else:
                 _corrected(traces[r], im, q // 2, integer, c, chunk_max, chunk_min)
-            k = _find_peaks(
-                c,
-                threshold,
-                distance,
-                prominence_min,
-                width_min,
-                width_max,
-                rel_height,
-                pos,
-                le,
-                rg,
-                prom,
-                lip,
-                rip,
-                flags,
-                chunk_max,
-                chunk_min,
-            )
+            k = _find_peaks(c, threshold, distance, prominence_min, width_min, width_max, rel_height, work)
             if k == 0 or k > max_peaks:
                 continue
             pad = np.int64(traces[r, 4])
