@@ -1,5 +1,5 @@
 """The engine's main-process paths: sinks fed in batches (a batch waits briefly for more events), inline
-sinks called in the event loop, and the job sent to a worker pickled in one piece (cloudpickle when needed)."""
+sinks called in the event loop, and an event only cloudpickle can send to a worker."""
 
 from __future__ import annotations
 
@@ -95,23 +95,3 @@ use = "enginekit.scaled"
     summary = run_pipeline(p, handle_signals=False)
     assert (summary.received, summary.analysed, summary.failed, summary.error) == (40, 40, {}, None)
     assert _lines(tmp_path / "scaled.txt") == [f"{i} 1 {3 * i}" for i in range(40)]
-
-
-def test_a_job_is_pickled_in_one_piece_unless_only_cloudpickle_can():
-    import pickle
-
-    import numpy as np
-
-    from conduit.engine.pool import PickledSpec, _pack, _without_traces
-    from conduit.engine.shared_traces import SlotRef
-    from conduit.event import Event
-
-    spec = PickledSpec("t", b"spec")
-    event = Event(7, traces=np.ones((3, 517), np.int16), artifacts={"frib": np.arange(3)})
-    job = _pack(spec, _without_traces(event), SlotRef("conduit-1-2", (3, 517), "<i2"))
-    got_spec, got_event, ref = pickle.loads(job)
-    assert (got_spec, ref) == (spec, SlotRef("conduit-1-2", (3, 517), "<i2"))
-    assert got_event.id == 7 and got_event.traces.shape == (0, 517) and list(got_event.artifacts["frib"]) == [0, 1, 2]
-    assert event.traces.shape == (3, 517)  # the event itself keeps its traces
-    event.artifacts["fn"] = lambda x: x
-    assert _pack(spec, _without_traces(event), SlotRef("conduit-1-2", (3, 517), "<i2")) is None
