@@ -21,8 +21,10 @@ ratio of the times; and the events where the stage's default
 an empty numba cache (compile and write the cache) and once more with the
 cache filled (what a new worker pays).
 
-``--profile N`` times the phases of ``cluster.hdbscan`` on the N largest
-clouds of each mix (thread CPU, best of 5 runs): HDBSCAN's KD-tree, core
+``--profile N`` times the phases of ``pointcloud`` over all events (trace
+selection, signal mask, FFT low-pass, corrected samples, peak search, points,
+and the Python after the kernel) and those of ``cluster.hdbscan`` on the N
+largest clouds of each mix (thread CPU, best of 5 runs): HDBSCAN's KD-tree, core
 distances and minimum spanning tree, each LOF cleaning's neighbour search
 and scores, the directions and the join, and the rest.
 ``--profile-slowest N`` does the same on the N events ``cluster.hdbscan``
@@ -211,6 +213,97 @@ class PhaseClock:
         return best
 
 
+POINTCLOUD_PHASES = ("select (sums, quiet bound)", "mask", "FFT low-pass", "corrected + chunk extremes",
+                     "peak search", "points", "jitter, z, sort (Python)")
+
+
+def pointcloud_prefixes():
+    """Compiled prefixes of ``kernels.event_points``: each runs the phases up to one more than the last.
+
+    The differences of their times are the phases' costs (the last two phases come from event_points
+    itself and from the stage call). They use the kernels' private functions, in event_points' order.
+    """
+    from numba import njit
+
+    from conduit_stages.pointcloud import kernels as k
+
+    @njit(nogil=True)
+    def run(traces, pad_ok, pos_sum, neg_sum, h_bitrev, tw_re, tw_im, threshold, depth):
+        n = traces.shape[0]
+        active = np.empty(n, dtype=np.int64)
+        sums = np.empty((n, 2), dtype=np.int64)
+        n_active = 0
+        for r in range(n):
+            pad = np.int64(traces[r, 4])
+            if pad < 0 or pad >= pad_ok.shape[0] or not pad_ok[pad]:
+                continue
+            s1, s2, lo, hi = k._trace_sums(traces[r])
+            if k._quiet_bound(s1, s2, lo, hi, pos_sum, neg_sum) <= threshold - 1e-6:
+                continue
+            active[n_active] = r
+            sums[r, 0] = s1
+            sums[r, 1] = s2
+            n_active += 1
+        found = 0
+        if depth == 0:
+            return found
+        lanes = k.BATCH // 2
+        re = np.empty((k.N_SAMPLES, lanes))
+        im = np.empty((k.N_SAMPLES, lanes))
+        c = np.empty(k.N_SAMPLES)
+        work = k._peak_work(k.N_SAMPLES)
+        chunk_max, chunk_min = work[7], work[8]
+        for first in range(0, n_active, k.BATCH):
+            count = min(k.BATCH, n_active - first)
+            if depth == 1:
+                for q in range(count):
+                    r = active[first + q]
+                    k._masked_column(traces[r], sums[r, 0], sums[r, 1], re if q % 2 == 0 else im, q // 2, False)
+                continue
+            re, im = k._filter_batch(traces, active, first, count, sums, h_bitrev, tw_re, tw_im, False)
+            if depth == 2:
+                continue
+            for q in range(count):
+                k._corrected(traces[active[first + q]], re if q % 2 == 0 else im, q // 2, False, c, chunk_max,
+                             chunk_min)
+                if depth == 4:
+                    found += k._find_peaks(c, threshold, 50.0, 20.0, 1.0, 50.0, 0.95, work)
+        return found
+
+    return run
+
+
+def profile_pointcloud(events, stage, repeats: int = 3) -> None:
+    """Print the thread CPU ms per event of each phase of ``pointcloud`` (default parameters), best of ``repeats``."""
+    params = stage.params
+    if params.integer_samples or params.integer_fill or params.peak_separation != 50.0:
+        raise ValueError("the phase profile assumes the default pointcloud parameters")
+    kernel = stage.kernel
+    tables = kernel.tables
+    run = pointcloud_prefixes()
+    args = (kernel.pad_ok, tables.positive_sum, tables.negative_sum, tables.h_bitrev, tables.tw_re, tables.tw_im,
+            float(params.peak_threshold))
+    steps = [lambda traces, _, depth=depth: run(traces, *args, depth) for depth in range(5)]
+    steps += [lambda traces, _: kernel.unsorted(traces), lambda traces, event_id: kernel(traces, event_id)]
+    run(events[0].traces, *args, 4)  # compile
+    cumulative = []
+    for step in steps:
+        best = np.inf
+        for _ in range(repeats):
+            c0 = time.thread_time()
+            for event in events:
+                step(event.traces, event.id)
+            best = min(best, time.thread_time() - c0)
+        cumulative.append(1e3 * best / len(events))
+    phases = np.diff([0.0] + cumulative)
+    print("pointcloud phases (thread CPU ms per event, best of "
+          f"{repeats} passes over the {len(events)} events; differences of compiled prefixes):")
+    print()
+    print("| " + " | ".join(POINTCLOUD_PHASES) + " | total |")
+    print("|---" * (len(POINTCLOUD_PHASES) + 1) + "|")
+    print("| " + " | ".join(f"{ms:.3f}" for ms in phases) + f" | {cumulative[-1]:.3f} |")
+
+
 def profile_phases(events, stages, count: int, seconds: np.ndarray | None = None) -> None:
     """Print the phase table of ``cluster.hdbscan`` on the ``count`` largest clouds, or the ``count`` slowest
     events when ``seconds`` (each event's cluster.hdbscan CPU time) is given: the events that set the p99."""
@@ -293,6 +386,8 @@ def report_mix(mix: str, n: int, seed: int, compare: bool, profile: int = 0, slo
         print()
         print(compare_reference(events, stages))
     if profile:
+        print()
+        profile_pointcloud(events, stages["pointcloud"])
         print()
         profile_phases(events, stages, profile)
     if slowest:

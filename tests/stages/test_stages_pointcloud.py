@@ -384,3 +384,18 @@ def test_real_frame_baseline_and_peaks(pads, stable_argsort):
     cloud = make_kernel(pads, peak_threshold=5.0, peak_prominence=5.0)(traces)
     assert cloud.shape[1] == 8 and np.all(np.diff(cloud[:, Z]) >= 0)
     assert set(cloud[:, PAD_ID].astype(int)) <= {6080}
+
+
+def test_warm_up_compiles_every_kernel_an_event_uses(pads, zoo):
+    """After warm_up, an event with many points compiles nothing more (no JIT in a worker's first event)."""
+    from conduit_stages.pointcloud import kernels
+
+    stage = PointcloudStage(PointcloudParams(), StageContext())
+    stage.warm_up()
+    used = ("event_points", "jitter_times", "rows_sorted_by")
+    before = {name: list(getattr(kernels, name).signatures) for name in used}
+    assert all(len(signatures) == 1 for signatures in before.values())
+    event = Event(id=5, traces=zoo[0])
+    stage.process(event)
+    assert len(event.artifacts["cloud"]) > 10
+    assert {name: list(getattr(kernels, name).signatures) for name in used} == before

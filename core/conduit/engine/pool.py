@@ -6,7 +6,7 @@ keeps them for the worker's life. hdbscan holds the GIL, so real parallelism
 comes from processes (trio-parallel); ``workers = 0`` runs the chain in one
 thread of the main process instead (handy for debugging and small machines).
 Worker processes get each event's trace matrix through shared memory
-(:mod:`.shared_traces`), the rest of the event by pickle.
+(:mod:`.shared_traces`), the rest of the event by pickle (:mod:`.messages`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from ..artifacts import Clusters, check_outputs
 from ..event import Event
 from ..params import Params
 from ..stage import RunContext, StopRun, TransformStage
-from .shared_traces import SlotRef, TraceSlots, worker_view
+from .messages import pack, unpack
+from .shared_traces import TraceSlots, worker_view
 
 __all__ = ["ChainSpec", "ChainResult", "StageFailure", "StageSetupError", "TransformPool", "open_pool",
            "WORKER_NICENESS"]
@@ -209,14 +210,22 @@ def _worker_run(spec: ChainSpec, event: Event) -> ChainResult:
     return _CACHE.get(spec).run(event)
 
 
-def _worker_run_shared(spec: PickledSpec, event: Event, traces: SlotRef) -> ChainResult:
+def _worker_run_shared(token: str, spec: bytes, message: bytes) -> bytes:
     """As :func:`_worker_run`, with the trace matrix read in place from shared memory and the chain given
-    pickled (unpickled only the first time this worker sees it)."""
+    pickled (:class:`PickledSpec`'s token and data, unpickled only the first time this worker sees it;
+    plain str and bytes cost trio-parallel's cloudpickle half of what the dataclass does).
+
+    ``message``: the event without its traces and the :class:`.shared_traces.SlotRef` of its trace matrix, and the
+    answer: the :class:`ChainResult`, both through :mod:`.messages` (cheaper than trio-parallel's
+    cloudpickle of the objects themselves).
+    """
+    event, traces = unpack(message)
     event.traces = worker_view(traces)
     try:
-        return _CACHE.get(spec.load() if spec.token not in _CACHE.chains else spec.token).run(event)
+        result = _CACHE.get(token if token in _CACHE.chains else PickledSpec(token, spec).load()).run(event)
     finally:
         event.traces = None  # no view of the slot outlives the call
+    return pack(result)
 
 
 def _worker_init(niceness: int = WORKER_NICENESS) -> bool:
@@ -292,7 +301,8 @@ class TransformPool:
                     self._pickled.clear()
                 pickled = self._pickled[spec.token] = PickledSpec.of(spec)
             with self.slots.holding(event.traces) as ref:
-                result: ChainResult = await self._call(_worker_run_shared, pickled, _without_traces(event), ref)
+                message = pack((_without_traces(event), ref))
+                result: ChainResult = unpack(await self._call(_worker_run_shared, pickled.token, pickled.data, message))
         else:
             result = await self._call(_worker_run, spec, event)
         for name, value in result.artifacts.items():

@@ -634,3 +634,40 @@ def estimate_event(
             results[k],
         )
     return results, status
+
+
+@njit(cache=True, nogil=True)
+def fill_estimates(results, status, cluster_labels, directions, event_id, out):
+    """Copy the rows of ``results`` (RESULT_FIELDS) whose status is OK into ``out``, an array of
+    :data:`conduit.artifacts.ESTIMATE_DTYPE` with one row per OK cluster, in cluster order.
+
+    One compiled pass instead of a numpy field assignment per column (about 25 µs of Python per event).
+    """
+    j = 0
+    for k in range(status.shape[0]):
+        if status[k] != OK:
+            continue
+        row = results[k]
+        rec = out[j]
+        rec.event = event_id
+        rec.cluster_index = k
+        rec.cluster_label = cluster_labels[k]
+        rec.vertex_x = row[0]
+        rec.vertex_y = row[1]
+        rec.vertex_z = row[2]
+        rec.center_x = row[3]
+        rec.center_y = row[4]
+        rec.center_z = row[5]
+        rec.radius = row[6]
+        rec.polar = row[7]
+        rec.azimuthal = row[8]
+        rec.brho = row[9]
+        rec.dE = row[10]
+        rec.arclength = row[11]
+        rec.dEdx = row[12]
+        rec.sqrt_dEdx = row[13]
+        rec.fit_rms = row[14]
+        rec.n_points = int(row[15])  # truncated, as numpy's float-to-int32 assignment does
+        rec.direction = directions[k]
+        j += 1
+    return j

@@ -59,17 +59,8 @@ def estimate_tracks(
         params.polar_from == "arc",
         float(params.charge_radius),
     )
-    good = np.flatnonzero(status == trackfit.OK)
-    out = empty_estimates(len(good))
-    out["event"] = event_id
-    out["cluster_index"] = good
-    out["cluster_label"] = clusters.cluster_labels[good]
-    for col, name in enumerate(trackfit.RESULT_FIELDS):
-        if name in ("n_points", "direction"):
-            continue
-        out[name] = results[good, col]
-    out["n_points"] = results[good, trackfit.RESULT_FIELDS.index("n_points")]
-    out["direction"] = clusters.directions[good]
+    out = empty_estimates(int(np.count_nonzero(status == trackfit.OK)))
+    trackfit.fill_estimates(results, status, clusters.cluster_labels, clusters.directions, int(event_id), out)
     return out, status
 
 
@@ -99,5 +90,6 @@ class EstimateStage(TransformStage):
         )
         event.artifacts["estimates"] = estimates
         # Every rejected cluster is counted by reason (run summary, status line, panel, HDF5 run file).
-        for code, n in enumerate(np.bincount(status, minlength=len(STATUS))[1:], start=1):
-            self.count(event, STATUS[code], int(n))
+        if len(estimates) < len(status):
+            for code, n in enumerate(np.bincount(status, minlength=len(STATUS))[1:], start=1):
+                self.count(event, STATUS[code], int(n))

@@ -36,7 +36,12 @@ Peak finding (scipy.signal.find_peaks semantics)
     ``wmin <= width <= wmax``. Only maxima above the amplitude threshold are
     considered: a lower maximum is processed after every higher one in the
     distance rule, so it can never remove a peak that passes the threshold,
-    and the result is the same as running find_peaks then cutting.
+    and the result is the same as running find_peaks then cutting. The
+    search steps over whole chunks of 8 samples using each chunk's largest
+    and smallest value (computed with the corrected trace): chunks below the
+    threshold hold no candidate, and a prominence walk takes a chunk no
+    higher than the peak at once (its minimum, met first from the walk's
+    side); the result is the same as visiting every sample.
 
 Breaking z ties (Spyral's centroid jitter, spyral_algorithms.md §2.2)
     Peak times are whole time buckets, so many points of a cloud share one z
@@ -65,6 +70,7 @@ __all__ = [
     "event_points",
     "jitter_times",
     "make_strictly_increasing",
+    "rows_sorted_by",
     "lowpass_response",
     "trace_peaks",
 ]
@@ -325,16 +331,21 @@ def _trace_sums(row):
     sample 0 a copy of sample 1 and sample 511 a copy of sample 510.
     """
     x = row[5 : 5 + N_SAMPLES]
-    s1 = np.int64(0)
+    # int32 arithmetic is exact here (|sample| <= 2**15: a square fits, 510 of them sum below 2**24 in s1)
+    # and lets LLVM vectorise the loop; the squares are summed in int64.
+    s1 = np.int32(0)
     s2 = np.int64(0)
-    lo = np.int64(x[1])
+    lo = np.int32(x[1])
     hi = lo
     for t in range(1, N_SAMPLES - 1):
-        v = np.int64(x[t])
+        v = np.int32(x[t])
         s1 += v
-        s2 += v * v
+        s2 += np.int64(v * v)
         lo = min(lo, v)
         hi = max(hi, v)
+    s1 = np.int64(s1)
+    lo = np.int64(lo)
+    hi = np.int64(hi)
     first = np.int64(x[1])
     last = np.int64(x[N_SAMPLES - 2])
     s1 += first + last
@@ -436,8 +447,9 @@ def _filter_batch(traces, rows, first, count, sums, h_bitrev, tw_re, tw_im, inte
 
 
 @njit(cache=True, nogil=True)
-def _corrected(row, buf, lane, integer, out):
-    """out = edge-fixed trace - baseline (column ``lane`` of ``buf``), optionally truncated."""
+def _corrected(row, buf, lane, integer, out, chunk_max, chunk_min):
+    """out = edge-fixed trace - baseline (column ``lane`` of ``buf``), optionally truncated; and its
+    :func:`_chunk_extremes`."""
     x = row[5 : 5 + N_SAMPLES]
     for t in range(1, N_SAMPLES - 1):
         out[t] = x[t] - buf[t, lane]
@@ -446,6 +458,44 @@ def _corrected(row, buf, lane, integer, out):
     if integer:
         for t in range(N_SAMPLES):
             out[t] = float(np.int64(out[t]))  # truncation towards zero, like a cast to int32
+    _chunk_extremes(out, chunk_max, chunk_min)
+
+
+# --------------------------------------------------------------------------
+# Chunk extremes: the largest and smallest sample of each run of CHUNK samples
+# let the peak search step over whole chunks where nothing can happen (below
+# the threshold; no sample above a peak's top) with exactly the result of
+# visiting every sample.
+# --------------------------------------------------------------------------
+
+CHUNK = 8
+CHUNK_SHIFT = 3
+
+
+@njit(cache=True, nogil=True)
+def _chunk_extremes(c, chunk_max, chunk_min):
+    """chunk_max[b], chunk_min[b] = max and min of c[CHUNK b : CHUNK (b + 1)]."""
+    n = c.shape[0]
+    full = n >> CHUNK_SHIFT
+    for b in range(full):
+        start = b << CHUNK_SHIFT
+        hi = c[start]
+        lo = hi
+        for t in range(start + 1, start + CHUNK):
+            v = c[t]
+            hi = max(hi, v)
+            lo = min(lo, v)
+        chunk_max[b] = hi
+        chunk_min[b] = lo
+    start = full << CHUNK_SHIFT
+    if start < n:
+        hi = c[start]
+        lo = hi
+        for t in range(start + 1, n):
+            hi = max(hi, c[t])
+            lo = min(lo, c[t])
+        chunk_max[full] = hi
+        chunk_min[full] = lo
 
 
 # --------------------------------------------------------------------------
@@ -454,35 +504,43 @@ def _corrected(row, buf, lane, integer, out):
 
 
 @njit(cache=True, nogil=True)
-def _find_peaks(
-    c,
-    threshold,
-    distance,
-    prominence_min,
-    width_min,
-    width_max,
-    rel_height,
-    pos,
-    left_edge,
-    right_edge,
-    prom,
-    left_ips,
-    right_ips,
-    flags,
-):
+def _peak_work(n):
+    """Scratch arrays of :func:`_find_peaks` for a trace of ``n`` samples: (pos, left_edge, right_edge,
+    prom, left_ips, right_ips, flags, chunk_max, chunk_min)."""
+    half = n // 2 + 1
+    chunks = (n + CHUNK - 1) >> CHUNK_SHIFT
+    return (
+        np.empty(half, dtype=np.int64),
+        np.empty(half, dtype=np.int64),
+        np.empty(half, dtype=np.int64),
+        np.empty(half, dtype=np.float64),
+        np.empty(half, dtype=np.float64),
+        np.empty(half, dtype=np.float64),
+        np.empty(half, dtype=np.int8),
+        np.empty(chunks, dtype=np.float64),
+        np.empty(chunks, dtype=np.float64),
+    )
+
+
+@njit(cache=True, nogil=True)
+def _find_peaks(c, threshold, distance, prominence_min, width_min, width_max, rel_height, work):
     """Peaks of ``c`` with height > threshold that pass find_peaks' conditions.
 
-    Fills ``pos`` (index), ``left_edge``/``right_edge`` (plateau edges),
-    ``prom``, ``left_ips``/``right_ips`` for the accepted peaks, in position
-    order; returns their number. Work arrays (``flags``: int8 scratch) must
-    hold n // 2 + 1 entries.
+    ``work`` (:func:`_peak_work`) receives ``pos`` (index), ``left_edge``/``right_edge`` (plateau
+    edges), ``prom``, ``left_ips``/``right_ips`` for the accepted peaks, in position order; returns
+    their number. Its ``chunk_max``/``chunk_min`` must hold c's :func:`_chunk_extremes`.
     """
+    pos, left_edge, right_edge, prom, left_ips, right_ips, flags, chunk_max, chunk_min = work
     n = c.shape[0]
     # 1. local maxima above the threshold
     m = 0
     i = 1
     i_max = n - 1
     while i < i_max:
+        if chunk_max[i >> CHUNK_SHIFT] <= threshold:
+            # no sample from i to the chunk's end passes the threshold test below
+            i = (i | (CHUNK - 1)) + 1
+            continue
         # Testing the threshold first keeps the loop branch-predictable; a
         # skipped sample could only have started a maximum below it.
         if c[i] > threshold and c[i - 1] < c[i]:
@@ -527,10 +585,23 @@ def _find_peaks(
             continue
         p = pos[j]
         top = c[p]
+        # Walk left (right) while samples stay <= top, keeping the first-met smallest sample. A whole
+        # chunk no higher than top is taken at once: its minimum, met first at its right (left) end.
         lb = p
         left_min = top
         i = p
-        while i >= 0 and c[i] <= top:
+        while i >= 0:
+            b = i >> CHUNK_SHIFT
+            if i & (CHUNK - 1) == CHUNK - 1 and chunk_max[b] <= top:
+                if chunk_min[b] < left_min:
+                    left_min = chunk_min[b]
+                    lb = i
+                    while c[lb] != left_min:
+                        lb -= 1
+                i -= CHUNK
+                continue
+            if c[i] > top:
+                break
             if c[i] < left_min:
                 left_min = c[i]
                 lb = i
@@ -538,7 +609,18 @@ def _find_peaks(
         rb = p
         right_min = top
         i = p
-        while i <= n - 1 and c[i] <= top:
+        while i <= n - 1:
+            b = i >> CHUNK_SHIFT
+            if i & (CHUNK - 1) == 0 and i + CHUNK <= n and chunk_max[b] <= top:
+                if chunk_min[b] < right_min:
+                    right_min = chunk_min[b]
+                    rb = i
+                    while c[rb] != right_min:
+                        rb += 1
+                i += CHUNK
+                continue
+            if c[i] > top:
+                break
             if c[i] < right_min:
                 right_min = c[i]
                 rb = i
@@ -616,6 +698,8 @@ def baseline_corrected(traces, h_bitrev, tw_re, tw_im, integer, integer_fill):
     """Baseline-subtracted samples of every row of an (n, 517) int16 matrix: (n, 512) float64."""
     n = traces.shape[0]
     out = np.empty((n, N_SAMPLES), dtype=np.float64)
+    chunk_max = np.empty(N_SAMPLES // CHUNK, dtype=np.float64)
+    chunk_min = np.empty(N_SAMPLES // CHUNK, dtype=np.float64)
     rows = np.arange(n)
     sums = np.empty((n, 2), dtype=np.int64)
     for r in range(n):
@@ -627,9 +711,9 @@ def baseline_corrected(traces, h_bitrev, tw_re, tw_im, integer, integer_fill):
         re, im = _filter_batch(traces, rows, first, count, sums, h_bitrev, tw_re, tw_im, integer_fill)
         for q in range(count):
             if q % 2 == 0:
-                _corrected(traces[first + q], re, q // 2, integer, out[first + q])
+                _corrected(traces[first + q], re, q // 2, integer, out[first + q], chunk_max, chunk_min)
             else:
-                _corrected(traces[first + q], im, q // 2, integer, out[first + q])
+                _corrected(traces[first + q], im, q // 2, integer, out[first + q], chunk_max, chunk_min)
     return out
 
 
@@ -640,17 +724,10 @@ def trace_peaks(c, threshold, distance, prominence_min, width_min, width_max, re
     Returns (positions int64, prominences, left_ips, right_ips, integrals),
     one entry per peak with c[p] > threshold.
     """
-    half = c.shape[0] // 2 + 1
-    pos = np.empty(half, dtype=np.int64)
-    le = np.empty(half, dtype=np.int64)
-    re_ = np.empty(half, dtype=np.int64)
-    prom = np.empty(half, dtype=np.float64)
-    lip = np.empty(half, dtype=np.float64)
-    rip = np.empty(half, dtype=np.float64)
-    flags = np.empty(half, dtype=np.int8)
-    k = _find_peaks(
-        c, threshold, distance, prominence_min, width_min, width_max, rel_height, pos, le, re_, prom, lip, rip, flags
-    )
+    work = _peak_work(c.shape[0])
+    pos, _, _, prom, lip, rip, _, chunk_max, chunk_min = work
+    _chunk_extremes(c, chunk_max, chunk_min)
+    k = _find_peaks(c, threshold, distance, prominence_min, width_min, width_max, rel_height, work)
     integrals = np.empty(k, dtype=np.float64)
     for j in range(k):
         integrals[j] = _integral(c, lip[j], rip[j])
@@ -711,39 +788,18 @@ def event_points(
     cloud = np.empty((n_active * max_peaks, 8), dtype=np.float64)
     n_points = 0
     c = np.empty(N_SAMPLES, dtype=np.float64)
-    half = N_SAMPLES // 2 + 1
-    pos = np.empty(half, dtype=np.int64)
-    le = np.empty(half, dtype=np.int64)
-    rg = np.empty(half, dtype=np.int64)
-    prom = np.empty(half, dtype=np.float64)
-    lip = np.empty(half, dtype=np.float64)
-    rip = np.empty(half, dtype=np.float64)
-    flags = np.empty(half, dtype=np.int8)
+    work = _peak_work(N_SAMPLES)
+    pos, le, rg, _, lip, rip, _, chunk_max, chunk_min = work
     for first in range(0, n_active, BATCH):
         count = min(BATCH, n_active - first)
         re, im = _filter_batch(traces, active, first, count, sums, h_bitrev, tw_re, tw_im, integer_fill)
         for q in range(count):
             r = active[first + q]
             if q % 2 == 0:
-                _corrected(traces[r], re, q // 2, integer, c)
+                _corrected(traces[r], re, q // 2, integer, c, chunk_max, chunk_min)
             else:
-                _corrected(traces[r], im, q // 2, integer, c)
-            k = _find_peaks(
-                c,
-                threshold,
-                distance,
-                prominence_min,
-                width_min,
-                width_max,
-                rel_height,
-                pos,
-                le,
-                rg,
-                prom,
-                lip,
-                rip,
-                flags,
-            )
+                _corrected(traces[r], im, q // 2, integer, c, chunk_max, chunk_min)
+            k = _find_peaks(c, threshold, distance, prominence_min, width_min, width_max, rel_height, work)
             if k == 0 or k > max_peaks:
                 continue
             pad = np.int64(traces[r, 4])
@@ -808,3 +864,20 @@ def make_strictly_increasing(values):
             values[i] = np.nextafter(values[i - 1], np.inf)
             moved += 1
     return moved
+
+
+@njit(cache=True, nogil=True)
+def rows_sorted_by(cloud, column, strict):
+    """A copy of ``cloud`` with its rows in stable ascending order of ``column``; with ``strict``, values
+    equal to their predecessor then lifted by :func:`make_strictly_increasing`.
+
+    One compiled call instead of numpy's argsort, a fancy-index copy and a second kernel call.
+    """
+    n = cloud.shape[0]
+    order = np.argsort(cloud[:, column], kind="mergesort")  # stable: the one order numpy's stable sort gives
+    out = np.empty_like(cloud)
+    for i in range(n):
+        out[i, :] = cloud[order[i], :]
+    if strict and n > 1:
+        make_strictly_increasing(out[:, column])
+    return out
