@@ -50,7 +50,7 @@ from .occupancy import DEAD_COLOR, UNSEEN_COLOR, Occupancy
 from .params import RerunParams
 from .plot2d import Figure, Texts, add_colorbar
 from .rates import RateHistory
-from .rrdfile import RrdFile
+from .rrdfile import RrdFile, quiet_footer_warning
 from .server import ServerProcess, listening, local_host, public_host, start_server, start_web_viewer
 
 __all__ = ["RerunSink", "viewer_listening", "has_display", "class_ids"]
@@ -79,6 +79,7 @@ class RerunSink(SinkStage):
     # -- life cycle --------------------------------------------------------------------
 
     def open(self) -> None:
+        quiet_footer_warning()  # before rerun is first imported
         import rerun as rr
 
         p = self.params
@@ -132,7 +133,7 @@ class RerunSink(SinkStage):
             self.streams.append(stream)
         if p.mode == "stdout":
             stream = self._new_stream()
-            stream.stdout()
+            stream.stdout(write_footer=False)  # no per-chunk index kept in memory (see .rrdfile)
             self.streams.append(stream)
             self._outputs.append("stdout")
         elif p.mode == "serve":
