@@ -100,12 +100,13 @@ async def receive_frames(
     max_frame_bytes: int,
     on_frame: Callable[[np.ndarray, int, int], list],
     emit: Callable[[Any], Awaitable[None]],
-    pace: Callable[[], Awaitable[None]] | None = None,
+    pace: Callable[[], Awaitable[None] | None] | None = None,
     rest: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Read length-prefixed frames until EOF; call ``on_frame(buffer, offset, length)`` for each,
-    ``await emit(x)`` for every item of the list it returns (built events), then
-    ``await pace()`` (which may hold this stream back while it is ahead of the others).
+    ``await emit(x)`` for every item of the list it returns (built events), then ``pace()``: a plain
+    call, cheap when the stream may read on (it returns None), else an awaitable that holds this
+    stream back while it is ahead of the others (awaited before the next frame is parsed).
 
     ``await rest()`` (e.g. a short sleep) follows a read that emptied the socket, so that frames
     are read a few at a time rather than one wake-up (and one trip round the event loop) per TCP
@@ -142,8 +143,8 @@ async def receive_frames(
             start += _PREFIX + length
             for item in out:
                 await emit(item)
-            if pace is not None:
-                await pace()
+            if pace is not None and (wait := pace()) is not None:
+                await wait
         if start == end:
             start = end = 0
         elif cap - end < 65536 or cap - start < max_frame_bytes + _PREFIX:

@@ -395,9 +395,11 @@ class Sequencer:
                 out.add(key)
         return out
 
-    def settled(self, cobo: int) -> bool:
-        """True when every stream of ``cobo`` follows the current run (none diverged or proposing a restart)."""
-        return all(s.epoch == self.epoch and not s.diverged for s in self.streams.values() if s.key[0] == cobo)
+    def unsettled_cobos(self) -> set[int]:
+        """CoBos with a stream not in the current run (diverged, proposing a restart, or still finishing the
+        previous run): the links a backlog mark ignores."""
+        epoch = self.epoch
+        return {s.key[0] for s in self.streams.values() if s.epoch != epoch or s.diverged}
 
     def lag(self, cobo: int) -> int | None:
         """How many ids the given CoBo's most advanced stream is behind the consensus (None: unknown)."""
