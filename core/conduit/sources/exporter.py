@@ -119,6 +119,7 @@ class ExporterSource(FrameSource):
         self._mark: int | None = None  # cached backlog mark (see _backlog_mark)
         self._mark_time = float("-inf")
         self._mark_frame = -1  # self._frames_seen when the mark was computed
+        self._frame_time = float("-inf")  # trio clock when the last frame was received (s)
         self._frames_seen = 0  # frames received by all links (a fresh backlog mark is computed once per frame)
         self._rate_log = RateLimitedLog(self.log)
 
@@ -300,7 +301,7 @@ class ExporterSource(FrameSource):
         trust = self.params.cobo_id_mismatch == "trust_connection"
 
         def on_frame(buf, offset: int, length: int) -> list:
-            now = trio.current_time()
+            now = self._frame_time = trio.current_time()
             event_id = -1
             self._frames_seen += 1
             if length >= CORE_BYTES:
@@ -368,12 +369,12 @@ class ExporterSource(FrameSource):
         return None
 
     def _hold(self, link, *, fresh: bool = False) -> tuple[str, int] | None:
-        import trio
-
-        token = self.builder.hold_back(link.cobo, link.latest)
+        builder = self.builder
+        token = builder.hold_back(link.cobo, link.latest)
         if token is None:
-            mark = self._backlog_mark(trio.current_time(), fresh=fresh)
-            if mark is not None and self.builder.runs_ahead(link.latest, mark):
+            # The clock as of the last frame received: the mark's 20 ms age is counted in frames' times.
+            mark = self._backlog_mark(self._frame_time, fresh=fresh)
+            if mark is not None and builder.runs_ahead(link.latest, mark):
                 token = ("backlog", mark)
         return token
 
