@@ -34,6 +34,7 @@ limit so incomplete events still come out when traffic stops; on cancellation
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable
 from typing import Any, Literal
@@ -272,7 +273,7 @@ class ExporterSource(FrameSource):
                 async with stream:
                     await receive_frames(stream, link, max_frame_bytes=self.params.max_frame_bytes,
                                          on_frame=self._frame_handler(link, builder), emit=self.emit,
-                                         pace=lambda: self._pace(link),
+                                         pace=functools.partial(self._pace, link),
                                          rest=(lambda: self._rest(link)) if self.params.read_pause > 0 else None)
                 self.log.warning("%s (cobo %d): the DataExporter closed the connection; reconnecting",
                                  link.name, link.cobo)
