@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["positions", "strips", "pack", "colors", "rgba", "floats", "flag", "texts", "class_ids", "joined_texts",
+__all__ = ["positions", "strips", "flat_strips", "pack", "colors", "rgba", "floats", "flag", "texts", "class_ids", "joined_texts",
            "TextTable", "batches", "components", "log_row"]
 
 
@@ -50,6 +50,18 @@ def strips(parts: Sequence[np.ndarray], dims: int = 2) -> pa.Array:
             else np.zeros((0, dims), dtype=np.float32)).reshape(-1)
     points = pa.FixedSizeListArray.from_arrays(pa.array(flat), type=kind.value_type)
     return pa.ListArray.from_arrays(pa.array(offsets), points, type=kind)
+
+
+def flat_strips(points: np.ndarray, sizes: np.ndarray, dims: int = 2) -> pa.Array:
+    """Line strips given as all their points at once ((N, dims), strip after strip) and the point count of
+    each: the same data as :func:`strips` of the pieces, without a conversion per strip."""
+    kind = _type(f"LineStrip{dims}D")
+    offsets = np.zeros(len(sizes) + 1, dtype=np.int32)
+    np.cumsum(sizes, out=offsets[1:])
+    flat = np.ascontiguousarray(points, dtype=np.float32).reshape(-1)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.FixedSizeListArray.from_arrays(pa.array(flat),
+                                                                                         type=kind.value_type),
+                                    type=kind)
 
 
 def pack(rgb: Any) -> np.ndarray:

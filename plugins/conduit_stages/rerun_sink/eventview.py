@@ -15,6 +15,7 @@ give the true coordinates.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any
@@ -26,7 +27,8 @@ from conduit.event import AGET, ASAD, CHANNEL, COBO, SAMPLES
 
 from . import arrow, geometry
 from .colors import ColorScale, label_colors
-from .plot2d import Axis, Figure, Frame, Lines, Texts, add_axes, add_colorbar, format_ticks, nice_ticks
+from .plot2d import (ABOVE, AXIS_COLOR, HALF_LINE, TEXT_COLOR, Axis, Figure, Frame, Texts, add_axes, add_colorbar,
+                     colorbar_ticks, comb, format_ticks, nice_ticks)
 from .draw import compact, figure_archetypes
 
 __all__ = ["EventView", "EVENT_ROOT", "COLORBAR_3D", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
@@ -50,12 +52,77 @@ def class_ids(labels: np.ndarray) -> np.ndarray:
     return np.where(labels >= 0, labels % (N_CLASSES - 1) + 1, 0).astype(np.uint16)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Drawn:
+    """A compacted figure's merged lines and texts (:func:`.draw.compact`) as arrays, ready to be joined
+    with what an event adds to them."""
+
+    points: np.ndarray  # every strip's points, strip after strip (float64, (N, 2))
+    sizes: np.ndarray  # points per strip
+    line_colors: np.ndarray  # (strips, 3) uint8
+    widths: np.ndarray  # float32 per strip (UI points)
+    line_order: float
+    text_positions: np.ndarray  # (texts, 2)
+    labels: list[str]
+    text_colors: np.ndarray  # (texts, 3) uint8
+    text_radius: float
+    text_order: float
+
+    @classmethod
+    def of(cls, figure: Figure) -> _Drawn:
+        merged = compact(figure).parts
+        lines, texts = merged["lines"], merged["texts"]
+        return cls(np.concatenate([np.asarray(s, dtype=np.float64).reshape(-1, 2) for s in lines.strips]),
+                   np.array([len(s) for s in lines.strips], dtype=np.int64), np.asarray(lines.color, np.uint8),
+                   np.asarray(lines.width, dtype=np.float32), float(lines.draw_order),
+                   np.asarray(texts.positions, dtype=np.float64), list(texts.labels),
+                   np.asarray(texts.color, np.uint8), float(texts.radius), float(texts.draw_order))
+
+    def archetypes(self, path: str, points=None, sizes=None, colors=None, width: float = 0.0, order: float = 0.0,
+                   positions=None, labels=(), text_colors=None) -> list[tuple[str, Any]]:
+        """``path``/lines and ``path``/texts with this figure's parts followed by the strips (``points``,
+        ``sizes``, ``colors``, one ``width`` and draw ``order``) and texts an event adds: the components
+        :func:`.draw.figure_archetypes` makes of the compacted whole."""
+        n_strips, n_texts = (0 if sizes is None else len(sizes)), len(labels)
+        if n_strips:
+            points = np.concatenate([self.points, points.reshape(-1, 2)])
+            sizes = np.concatenate([self.sizes, sizes])
+            line_colors = np.concatenate([self.line_colors, colors])
+            widths = np.concatenate([self.widths, np.full(n_strips, width, dtype=np.float32)])
+            order = max(self.line_order, order)
+        else:
+            points, sizes, line_colors, widths, order = (self.points, self.sizes, self.line_colors, self.widths,
+                                                         self.line_order)
+        if n_texts:
+            positions = np.concatenate([self.text_positions, np.asarray(positions, dtype=np.float64)])
+            all_labels = self.labels + list(labels)
+            text_colors = np.concatenate([self.text_colors, text_colors])
+        else:
+            positions, all_labels, text_colors = self.text_positions, self.labels, self.text_colors
+        return [
+            (f"{path}/lines", [arrow.components(
+                "LineStrips2D", strips=arrow.flat_strips(points, sizes), radii=arrow.floats(-0.5 * widths),
+                colors=arrow.colors(line_colors), show_labels=arrow.flag(False),
+                draw_order=arrow.floats(order, "DrawOrder"))]),
+            (f"{path}/texts", [arrow.components(
+                "Points2D", positions=arrow.positions(positions, 2), radii=arrow.floats(-self.text_radius),
+                colors=arrow.colors(text_colors), labels=arrow.texts(all_labels), show_labels=arrow.flag(True),
+                draw_order=arrow.floats(self.text_order, "DrawOrder"))]),
+        ]
+
+
+#: A figure with nothing in it (what an event draws is all its content).
+_NOTHING = _Drawn(np.zeros((0, 2)), np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.uint8),
+                  np.zeros(0, dtype=np.float32), -math.inf, np.zeros((0, 2)), [], np.zeros((0, 3), dtype=np.uint8),
+                  Texts.radius, Texts.draw_order)
+
+
 @functools.lru_cache(maxsize=64)
-def _trace_axes(frame: Frame) -> dict[str, Any]:
+def _trace_axes(frame: Frame) -> _Drawn:
     """The traces panel's axes for one y range (the range moves in whole tick steps: few distinct frames)."""
     fig = Figure()
     add_axes(fig, frame)
-    return fig.parts
+    return _Drawn.of(fig)
 
 
 def pad_frame() -> Frame:
@@ -306,10 +373,25 @@ class EventView:
         out: list[tuple[str, Any]] = [(f"{EVENT_ROOT}/pads/hits", [fixed + arrow.components(
             "Points2D", positions=arrow.positions(xy[ids], 2), radii=arrow.floats(radii[ids]),
             colors=arrow.rgba(scale.rgba(amplitude)), labels=self._hover_labels(ids, amplitude))])]
-        bar = Figure()
-        add_colorbar(bar, self.frame, scale, "amplitude (ADC)", gradient=False)  # the gradient is static
-        out += figure_archetypes(rr, f"{EVENT_ROOT}/pads", compact(bar))
-        return out
+        return out + self._pad_colorbar(scale)
+
+    def _pad_colorbar(self, scale: ColorScale) -> list[tuple[str, Any]]:
+        """The pad plane's colour-bar box, ticks and numbers for this event's scale (the gradient is static):
+        what ``add_colorbar(..., gradient=False)`` draws, compacted, without building the figure."""
+        frame = self.frame
+        u = frame.width / 1000.0
+        left, width = frame.right + 35.0 * u, 35.0 * u
+        right = left + width
+        ticks, ys = colorbar_ticks(frame, scale)
+        box = np.array([[left, frame.top], [right, frame.top], [right, frame.bottom], [left, frame.bottom],
+                        [left, frame.top]])
+        strip = comb(ys, right, 15.0 * u, frame.bottom, frame.top, vertical=True)
+        positions = np.vstack([np.column_stack([np.full(len(ys), right + 80.0 * u), ys - HALF_LINE * u]),
+                               [[left + 0.5 * width, frame.top - ABOVE * u]]])
+        text_colors = np.array([TEXT_COLOR] * len(ys) + [(255, 255, 255)], dtype=np.uint8)
+        return _NOTHING.archetypes(f"{EVENT_ROOT}/pads", np.concatenate([box, strip]), np.array([5, len(strip)]),
+                                   np.array([AXIS_COLOR] * 2, dtype=np.uint8), 1.0, 20.0, positions,
+                                   format_ticks(ticks) + ["amplitude (ADC)"], text_colors)
 
     def _pad_tables(self) -> tuple[Any, ...]:
         """Per pad, built once: panel position and marker radius (float32), the hit markers' fixed components,
@@ -335,7 +417,6 @@ class EventView:
                 ) -> list[tuple[str, Any]]:
         rows, what = geometry.select_traces(traces, amplitude, self.params.traces, self.params.trace_count,
                                             cloud, labels, maxima)
-        fig = Figure()
         samples = traces[rows][:, SAMPLES].astype(np.float64)
         low = float(samples.min()) if len(rows) else 0.0
         high = float(samples.max()) if len(rows) else 1.0
@@ -346,22 +427,18 @@ class EventView:
             high = low + step
         frame = Frame(Axis(0.0, 512.0, "time bucket (TB)", ticks=(0, 100, 200, 300, 400, 500)),
                       Axis(low, min(high, 4100.0) if high > 4000 else high, "ADC (raw samples)"), width=780.0)
-        fig.parts.update(_trace_axes(frame))
-        colors = label_colors(max(len(rows), 1))
+        n = len(rows)
+        colors = label_colors(max(n, 1))[:n]
         # Every trace's polyline at once (raw samples are integers: never NaN, nothing left out).
         vx = np.broadcast_to(frame.vx(np.arange(512, dtype=np.float64)), samples.shape)
         polylines = np.stack([vx, frame.vy(samples)], axis=-1)
-        legend_xy, legend_text = [], []
-        for k, row in enumerate(rows):
-            fig.add(f"lines/{k}", Lines([polylines[k]], color=tuple(int(c) for c in colors[k]), width=1.6,
-                                        draw_order=25.0))
-            r = traces[row]
-            legend_xy.append([920.0, 62.0 * k])
-            legend_text.append(f"pad {int(r[4])}  ({int(r[COBO])}/{int(r[ASAD])}/{int(r[AGET])}/{int(r[CHANNEL])})")
-        notes = ["(CoBo/AsAd/AGET/ch)"] + [line for line in what if line]
-        legend_xy += [[920.0, 62.0 * (len(rows) + k)] for k in range(len(notes))]
-        legend_text += notes
-        note_colors = np.array([[170, 170, 180]] * len(notes))
-        fig.add("legend", Texts(np.array(legend_xy), legend_text,
-                                color=np.vstack([colors[: len(rows)], note_colors]).astype(np.uint8)))
-        return figure_archetypes(self.rr, f"{EVENT_ROOT}/traces", compact(fig))
+        picked = traces[rows]
+        legend_text = [f"pad {p}  ({c}/{a}/{g}/{ch})" for c, a, g, ch, p in picked[:, :5].tolist()]
+        legend_text += ["(CoBo/AsAd/AGET/ch)"] + [line for line in what if line]
+        legend_xy = np.column_stack([np.full(len(legend_text), 920.0), 62.0 * np.arange(len(legend_text))])
+        note_colors = np.full((len(legend_text) - n, 3), 170, dtype=np.uint8)
+        note_colors[:, 2] = 180
+        # The axes (built once per y range) then the traces, as the compacted figure of both would be.
+        return _trace_axes(frame).archetypes(
+            f"{EVENT_ROOT}/traces", polylines, np.full(n, 512, dtype=np.int64), colors, 1.6, 25.0,
+            legend_xy, legend_text, np.vstack([colors, note_colors]))
