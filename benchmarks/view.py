@@ -8,7 +8,9 @@ feeds them ``--repeat`` times to a ``rerun`` sink in mode ``save`` (an .rrd in
 a temporary directory):
 
 * drawn: every event drawn (``draw_every_event``), as when a replay is
-  recorded; the run panels refresh every 50 events;
+  recorded; the run panels refresh every 50 events (after events 1, 2, 5, 10
+  and 20); and the same without those refreshes (what a drawn event costs
+  by itself: its 3-D view, pad plane and traces);
 * throttled: drawing limited to 5 events/s (a live view fed faster than
   that), run panels refreshed every second: most events are only counted
   (occupancy, health) and a marker is logged once per stretch not drawn;
@@ -104,6 +106,8 @@ def main() -> int:
     print("| view | process mean | median | p99 | main thread mean | median | p99 | kB/event |")
     print("|---|---|---|---|---|---|---|---|")
     for name, params in (("every event drawn (run panels every 50 events)", {"draw_every_event": True}),
+                         ("every event drawn, run panels not refreshed", {"draw_every_event": True,
+                                                                         "refresh_events": 10**9}),
                          ("throttled to 5 events/s", {"max_display_rate": 5.0}),
                          ("not drawn, no run-panel refresh", {"max_display_rate": 1e-6,
                                                               "histogram_interval": 1e9})):

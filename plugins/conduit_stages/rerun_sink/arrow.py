@@ -67,6 +67,11 @@ def flat_strips(points: np.ndarray, sizes: np.ndarray, dims: int = 2) -> pa.Arra
 def pack(rgb: Any) -> np.ndarray:
     """One RGB(A) triple or (N, 3|4) uint8 rows packed as Rerun's colours (0xRRGGBBAA uint32), opaque unless
     given alpha."""
+    if isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 2 and rgb.shape[1] == 3:
+        # bytes A, B, G, R read as one little-endian uint32 are 0xRRGGBBAA: no shifts, one copy
+        out = np.full((len(rgb), 4), 255, dtype=np.uint8)
+        out[:, :0:-1] = rgb
+        return out.view("<u4").reshape(-1).astype(np.uint32)
     array = np.asarray(rgb, dtype=np.uint32).reshape(-1, np.shape(rgb)[-1] if np.ndim(rgb) else 3)
     alpha = array[:, 3] if array.shape[1] == 4 else np.uint32(255)
     return ((array[:, 0] << 24) | (array[:, 1] << 16) | (array[:, 2] << 8) | alpha).astype(np.uint32)

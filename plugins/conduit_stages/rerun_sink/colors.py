@@ -48,7 +48,8 @@ class ColorScale:
                 t = np.log(np.maximum(values, self.low) / self.low) / np.log(self.high / self.low)
         else:
             t = (values - self.low) / (self.high - self.low)
-        return np.clip(np.nan_to_num(t, nan=0.0), 0.0, 1.0)
+        # = clip(nan_to_num(t), 0, 1): fmax/fmin take 0 for NaN (and +-inf clip to 1 / 0), in two passes
+        return np.fmin(np.fmax(t, 0.0), 1.0)
 
     def colors(self, values: np.ndarray) -> np.ndarray:
         return ramp(self.position(values))

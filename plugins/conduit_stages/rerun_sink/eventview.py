@@ -28,7 +28,7 @@ from conduit.event import AGET, ASAD, CHANNEL, COBO, SAMPLES
 from . import arrow, geometry
 from .colors import ColorScale, label_colors
 from .plot2d import (ABOVE, AXIS_COLOR, HALF_LINE, TEXT_COLOR, Axis, Figure, Frame, Texts, add_axes, add_colorbar,
-                     colorbar_ticks, comb, format_ticks, nice_ticks)
+                     comb, format_ticks, nice_ticks)
 from .draw import compact, figure_archetypes
 
 __all__ = ["EventView", "EVENT_ROOT", "COLORBAR_3D", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
@@ -110,6 +110,27 @@ class _Drawn:
                 draw_order=arrow.floats(self.text_order, "DrawOrder"))]),
         ]
 
+
+class _Ticks:
+    """The numbered ticks of a linear colour scale (nice values, their labels and ramp positions), made once
+    per event for both colour bars."""
+
+    def __init__(self, scale: ColorScale):
+        self.scale = scale
+        self.values = nice_ticks(scale.low, scale.high, 4)
+        self.labels = format_ticks(self.values)
+        self.position = scale.position(self.values)
+
+    def inside(self, frame: Frame) -> tuple[np.ndarray, list[str]]:
+        """View y and labels of the ticks within the scale's range on a colour bar beside ``frame``
+        (as :func:`.plot2d.colorbar_ticks`)."""
+        scale = self.scale
+        keep = (self.values >= scale.low - 1e-9) & (self.values <= scale.high + 1e-9)
+        labels = self.labels if keep.all() else format_ticks(self.values[keep])
+        return frame.top + (1.0 - self.position[keep]) * frame.height, labels
+
+
+_AXIS_COLORS = np.array([AXIS_COLOR] * 2, dtype=np.uint8)
 
 #: A figure with nothing in it (what an event draws is all its content).
 _NOTHING = _Drawn(np.zeros((0, 2)), np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.uint8),
@@ -296,9 +317,10 @@ class EventView:
             out += self._cloud(cloud, labels, scale)
         if estimates is not None and n_tracks:
             out += self._tracks(estimates)
-        out += self._colorbar3d(scale)
+        ticks = _Ticks(scale)  # both colour bars number the same scale
+        out += self._colorbar3d(ticks)
         if self.pads is not None and traces.shape[0]:
-            out += self._pad_hits(ids, amplitude, scale)
+            out += self._pad_hits(ids, amplitude, scale, ticks)
         if self.params.traces and traces.shape[0]:
             out += self._traces(traces, amplitude, cloud, labels, maxima)
         return out
@@ -338,21 +360,22 @@ class EventView:
                 class_ids=classes)]),
         ]
 
-    def _colorbar3d(self, scale: ColorScale) -> list[tuple[str, Any]]:
+    def _colorbar3d(self, ticks: _Ticks) -> list[tuple[str, Any]]:
         """The ADC tick labels of the vertical colour bar beside the chamber (the bar itself is static:
         the ramp runs bottom to top whatever the event's range)."""
         rr = self.rr
         x = geometry.CHAMBER_RADIUS + 70.0
-        ticks = nice_ticks(scale.low, scale.high, 4)
-        tick_z = scale.position(ticks) * self.length
-        positions = np.column_stack([np.full(len(ticks) + 1, x + 40.0), np.zeros(len(ticks) + 1),
-                                     np.append(tick_z, self.length + 40.0)])
+        n = len(ticks.values)
+        positions = np.zeros((n + 1, 3))
+        positions[:, 0] = x + 40.0
+        positions[:n, 2] = ticks.position * self.length
+        positions[n, 2] = self.length + 40.0
         if self._colorbar_fixed is None:
             self._colorbar_fixed = arrow.batches(rr.Points3D.from_fields(radii=-0.5, colors=(220, 220, 220),
                                                                          show_labels=True))
         return [(f"{EVENT_ROOT}/colorbar/labels", [self._colorbar_fixed + arrow.components(
             "Points3D", positions=arrow.positions(positions, 3),
-            labels=arrow.texts(format_ticks(ticks) + ["amplitude (ADC)"]))])]
+            labels=arrow.texts(ticks.labels + ["amplitude (ADC)"]))])]
 
     def _colorbar3d_static(self) -> tuple[str, Any]:
         """The bar of :meth:`_colorbar3d`: 100 points coloured along the ramp, x = radius + 70 mm, along z."""
@@ -362,7 +385,8 @@ class EventView:
         return COLORBAR_3D, self.rr.Points3D(bar, radii=-5.0, colors=ColorScale(0.0, 1.0).colors(
             (z / self.length)))
 
-    def _pad_hits(self, ids: np.ndarray, amplitude: np.ndarray, scale: ColorScale) -> list[tuple[str, Any]]:
+    def _pad_hits(self, ids: np.ndarray, amplitude: np.ndarray, scale: ColorScale, ticks: _Ticks | None = None
+                  ) -> list[tuple[str, Any]]:
         rr = self.rr
         pads = self.pads
         ok = (ids >= 0) & (ids < pads.n_pads)
@@ -373,25 +397,26 @@ class EventView:
         out: list[tuple[str, Any]] = [(f"{EVENT_ROOT}/pads/hits", [fixed + arrow.components(
             "Points2D", positions=arrow.positions(xy[ids], 2), radii=arrow.floats(radii[ids]),
             colors=arrow.rgba(scale.rgba(amplitude)), labels=self._hover_labels(ids, amplitude))])]
-        return out + self._pad_colorbar(scale)
+        return out + self._pad_colorbar(ticks or _Ticks(scale))
 
-    def _pad_colorbar(self, scale: ColorScale) -> list[tuple[str, Any]]:
+    def _pad_colorbar(self, ticks: _Ticks) -> list[tuple[str, Any]]:
         """The pad plane's colour-bar box, ticks and numbers for this event's scale (the gradient is static):
         what ``add_colorbar(..., gradient=False)`` draws, compacted, without building the figure."""
         frame = self.frame
         u = frame.width / 1000.0
         left, width = frame.right + 35.0 * u, 35.0 * u
         right = left + width
-        ticks, ys = colorbar_ticks(frame, scale)
+        ys, labels = ticks.inside(frame)
         box = np.array([[left, frame.top], [right, frame.top], [right, frame.bottom], [left, frame.bottom],
                         [left, frame.top]])
         strip = comb(ys, right, 15.0 * u, frame.bottom, frame.top, vertical=True)
-        positions = np.vstack([np.column_stack([np.full(len(ys), right + 80.0 * u), ys - HALF_LINE * u]),
-                               [[left + 0.5 * width, frame.top - ABOVE * u]]])
+        positions = np.empty((len(ys) + 1, 2))
+        positions[:-1, 0] = right + 80.0 * u
+        positions[:-1, 1] = ys - HALF_LINE * u
+        positions[-1] = left + 0.5 * width, frame.top - ABOVE * u
         text_colors = np.array([TEXT_COLOR] * len(ys) + [(255, 255, 255)], dtype=np.uint8)
         return _NOTHING.archetypes(f"{EVENT_ROOT}/pads", np.concatenate([box, strip]), np.array([5, len(strip)]),
-                                   np.array([AXIS_COLOR] * 2, dtype=np.uint8), 1.0, 20.0, positions,
-                                   format_ticks(ticks) + ["amplitude (ADC)"], text_colors)
+                                   _AXIS_COLORS, 1.0, 20.0, positions, labels + ["amplitude (ADC)"], text_colors)
 
     def _pad_tables(self) -> tuple[Any, ...]:
         """Per pad, built once: panel position and marker radius (float32), the hit markers' fixed components,

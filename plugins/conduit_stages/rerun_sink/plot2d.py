@@ -212,14 +212,16 @@ def log_ticks(low: float, high: float) -> np.ndarray:
 
 def format_ticks(values: Sequence[float]) -> list[str]:
     """Short labels for tick values: as few decimals as the spacing needs, 1e6 style for large numbers."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
+    # A few values: plain floats (numpy's per-call cost would be most of the time here).
+    values = np.asarray(values, dtype=np.float64).reshape(-1).tolist()
+    if not values:
         return []
-    biggest = float(np.max(np.abs(values)))
+    biggest = max(abs(v) for v in values)
     if biggest >= 1e5:
         return [_compact(v) for v in values]
-    steps = np.diff(np.sort(values))
-    step = float(steps[steps > 0].min()) if np.any(steps > 0) else max(biggest, 1.0)
+    ordered = sorted(values)
+    steps = [b - a for a, b in zip(ordered, ordered[1:]) if b - a > 0]
+    step = min(steps) if steps else max(biggest, 1.0)
     decimals = 0
     while decimals < 6 and abs(round(step, decimals) - step) > step * 1e-6:
         decimals += 1
