@@ -167,3 +167,37 @@ def test_no_kernel_is_compiled_or_loaded_while_events_flow(tmp_path):
         assert all(opened[name] for name in opened), opened  # every kernel ready once open
         assert after == opened, {k: set(after[k]) - set(opened[k]) for k in after}
     assert result["drawn"]["drawn"] == 23
+
+
+def _latest(rows, entity: str, event: int) -> dict | None:
+    """What the viewer shows of ``entity`` at ``event``: its newest row at or before it, unless a recursive clear
+    of /event came after that row (a clear and the rows of the same event: the rows were logged after it)."""
+    data = [r for r in event_rows(rows, entity) if r["event"] <= event]
+    clears = [r["event"] for r in event_rows(rows, "/event")
+              if r.get("Clear:is_recursive") == [True] and r["event"] <= event]
+    if not data or (clears and clears[-1] > data[-1]["event"]):
+        return None
+    return data[-1]
+
+
+def test_a_drawn_event_clears_what_the_previous_one_drew_and_it_does_not(tmp_path):
+    """Tracks, clusters and cloud of an event never show at a later drawn event that has none; the recursive
+    clear is logged only then."""
+    ctx = StageContext(run=3, base_dir=tmp_path, live=False)
+    sink = RerunSink(RerunParams.from_mapping({"mode": "save"}), ctx)
+    sink.open()
+    sink.begin()
+    plan = {0: True, 1: True, 2: False, 3: True, 4: False, 5: False, 6: True}  # analysed (cloud, tracks) or not
+    for i, analysed in plan.items():
+        sink.consume(kit.make_event(i, analysed=analysed))
+    sink.close()
+    rows = read_rrd(tmp_path / "out" / "run_0003.rrd")
+    clears = sorted(r["event"] for r in event_rows(rows, "/event") if r.get("Clear:is_recursive") == [True])
+    assert clears == [2, 4]  # after an analysed event; 3, 5 and 6 draw all that the event before drew
+    for i, analysed in plan.items():
+        for entity in ("/event/cloud", "/event/clusters", "/event/tracks", "/event/vertices", "/event/track_ids"):
+            shown = _latest(rows, entity, i)
+            assert (shown is not None and shown["event"] == i) if analysed else shown is None, (entity, i)
+        for entity in ("/event/summary", "/event/caption", "/event/pads/hits", "/event/pads/texts",
+                       "/event/traces/lines", "/event/colorbar/labels"):
+            assert _latest(rows, entity, i)["event"] == i, (entity, i)

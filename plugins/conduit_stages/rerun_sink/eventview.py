@@ -84,7 +84,11 @@ class _Drawn:
         ``sizes``, ``colors``, one ``width`` and draw ``order``) and texts an event adds: the components
         :func:`.draw.figure_archetypes` makes of the compacted whole."""
         n_strips, n_texts = (0 if sizes is None else len(sizes)), len(labels)
-        if n_strips:
+        if n_strips and not len(self.sizes):  # nothing to join to
+            points, line_colors = points.reshape(-1, 2), colors
+            widths = np.full(n_strips, width, dtype=np.float32)
+            order = max(self.line_order, order)
+        elif n_strips:
             points = np.concatenate([self.points, points.reshape(-1, 2)])
             sizes = np.concatenate([self.sizes, sizes])
             line_colors = np.concatenate([self.line_colors, colors])
@@ -93,7 +97,9 @@ class _Drawn:
         else:
             points, sizes, line_colors, widths, order = (self.points, self.sizes, self.line_colors, self.widths,
                                                          self.line_order)
-        if n_texts:
+        if n_texts and not self.labels:
+            all_labels = list(labels)
+        elif n_texts:
             positions = np.concatenate([self.text_positions, np.asarray(positions, dtype=np.float64)])
             all_labels = self.labels + list(labels)
             text_colors = np.concatenate([self.text_colors, text_colors])
@@ -132,6 +138,9 @@ class _Ticks:
 
 _AXIS_COLORS = np.array([AXIS_COLOR] * 2, dtype=np.uint8)
 
+#: View x of the 512 time buckets in the traces panel (its x axis is fixed: 0 to 512 TB over 780 units).
+_TRACE_X = Frame(Axis(0.0, 512.0, ""), Axis(0.0, 1.0, ""), width=780.0).vx(np.arange(512, dtype=np.float64))
+
 #: A figure with nothing in it (what an event draws is all its content).
 _NOTHING = _Drawn(np.zeros((0, 2)), np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.uint8),
                   np.zeros(0, dtype=np.float32), -math.inf, np.zeros((0, 2)), [], np.zeros((0, 3), dtype=np.uint8),
@@ -139,11 +148,14 @@ _NOTHING = _Drawn(np.zeros((0, 2)), np.zeros(0, dtype=np.int64), np.zeros((0, 3)
 
 
 @functools.lru_cache(maxsize=64)
-def _trace_axes(frame: Frame) -> _Drawn:
-    """The traces panel's axes for one y range (the range moves in whole tick steps: few distinct frames)."""
+def _trace_axes(low: float, high: float) -> tuple[Frame, _Drawn]:
+    """The traces panel's frame and axes for one y range in ADC (the range moves in whole tick steps: few
+    distinct ones)."""
+    frame = Frame(Axis(0.0, 512.0, "time bucket (TB)", ticks=(0, 100, 200, 300, 400, 500)),
+                  Axis(low, high, "ADC (raw samples)"), width=780.0)
     fig = Figure()
     add_axes(fig, frame)
-    return _Drawn.of(fig)
+    return frame, _Drawn.of(fig)
 
 
 def pad_frame() -> Frame:
@@ -168,6 +180,8 @@ class EventView:
         self._hover: tuple[Any, ...] | None = None
         self._colorbar_fixed: list[Any] | None = None
         self._clear: list[Any] | None = None  # a drawn event's recursive clear and its summary's media type
+        #: Entities under EVENT_ROOT logged since its last recursive clear: the viewer shows them (latest-at).
+        self._shown: set[str] = set()
         self._markdown: list[Any] = []
         if self.pads is not None:
             self._pad_tables()  # when the run opens, not at its first event
@@ -272,7 +286,7 @@ class EventView:
         out: list[tuple[str, Any]] = [] if shown is not None else [(EVENT_ROOT, rr.Clear(recursive=True))]
         out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(text, media_type="text/markdown")))
         caption = f"events from {event.id} not drawn" + (f" · showing event {shown}" if shown is not None else "")
-        return out + self.captions(caption)
+        return self._track(out + self.captions(caption))
 
     def not_received(self, first: int, last: int, run: int, shown: int | None) -> list[tuple[str, Any]]:
         """Logged at event ``first`` when events ``first``..``last`` never reached the view (captions say so)."""
@@ -283,11 +297,13 @@ class EventView:
                 + (f"; the panels show event {shown}.*" if shown is not None else ".*"))
         out: list[tuple[str, Any]] = [] if shown is not None else [(EVENT_ROOT, rr.Clear(recursive=True))]
         out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(text, media_type="text/markdown")))
-        return out + self.captions(f"{span} not received" + (f" · showing event {shown}" if shown is not None else ""))
+        return self._track(out + self.captions(f"{span} not received"
+                                               + (f" · showing event {shown}" if shown is not None else "")))
 
     def draw(self, event, run: int, charges: tuple[np.ndarray, np.ndarray] | None = None,
              maxima: np.ndarray | None = None) -> list[tuple[str, Any]]:
-        """Everything drawn for one event (starting with a recursive clear of the previous one).
+        """Everything drawn for one event (after a recursive clear of the previous one when it drew an entity
+        this one does not).
 
         ``charges`` is (pad ids, amplitude) of the event's traces when already computed (the sink
         passes :func:`.kernels.peak_heights`, also counted for the occupancy), else
@@ -298,7 +314,7 @@ class EventView:
         if self._clear is None:
             self._clear = arrow.batches(rr.Clear(recursive=True))
             self._markdown = arrow.batches(rr.TextDocument.from_fields(media_type="text/markdown"))
-        out: list[tuple[str, Any]] = [(EVENT_ROOT, [self._clear])]
+        out: list[tuple[str, Any]] = []
         traces = event.traces
         ids, amplitude = charges if charges is not None else geometry.pad_charges(traces)
         cloud = event.get("cloud")
@@ -323,6 +339,17 @@ class EventView:
             out += self._pad_hits(ids, amplitude, scale, ticks)
         if self.params.traces and traces.shape[0]:
             out += self._traces(traces, amplitude, cloud, labels, maxima)
+        if not self._shown <= {path for path, _ in out}:
+            # An entity of an earlier event that this one does not draw (its tracks, its clusters ...) would
+            # still show: clear them all first. Otherwise every shown entity is replaced and a clear (one
+            # more log call per drawn event) changes nothing.
+            out.insert(0, (EVENT_ROOT, [self._clear]))
+        return self._track(out)
+
+    def _track(self, out: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """Remember which per-event entities the viewer shows once ``out`` is logged; returns ``out``."""
+        paths = {path for path, _ in out}
+        self._shown = paths - {EVENT_ROOT} if EVENT_ROOT in paths else self._shown | paths
         return out
 
     def _cloud(self, cloud: np.ndarray, labels: np.ndarray | None, scale: ColorScale) -> list[tuple[str, Any]]:
@@ -450,13 +477,13 @@ class EventView:
         low, high = math.floor(low / step) * step, math.ceil(high / step) * step
         if high <= low:
             high = low + step
-        frame = Frame(Axis(0.0, 512.0, "time bucket (TB)", ticks=(0, 100, 200, 300, 400, 500)),
-                      Axis(low, min(high, 4100.0) if high > 4000 else high, "ADC (raw samples)"), width=780.0)
+        frame, axes = _trace_axes(low, min(high, 4100.0) if high > 4000 else high)
         n = len(rows)
         colors = label_colors(max(n, 1))[:n]
         # Every trace's polyline at once (raw samples are integers: never NaN, nothing left out).
-        vx = np.broadcast_to(frame.vx(np.arange(512, dtype=np.float64)), samples.shape)
-        polylines = np.stack([vx, frame.vy(samples)], axis=-1)
+        polylines = np.empty((n, 512, 2))
+        polylines[..., 0] = _TRACE_X  # the time axis never changes
+        polylines[..., 1] = frame.vy(samples)
         picked = traces[rows]
         legend_text = [f"pad {p}  ({c}/{a}/{g}/{ch})" for c, a, g, ch, p in picked[:, :5].tolist()]
         legend_text += ["(CoBo/AsAd/AGET/ch)"] + [line for line in what if line]
@@ -464,6 +491,6 @@ class EventView:
         note_colors = np.full((len(legend_text) - n, 3), 170, dtype=np.uint8)
         note_colors[:, 2] = 180
         # The axes (built once per y range) then the traces, as the compacted figure of both would be.
-        return _trace_axes(frame).archetypes(
+        return axes.archetypes(
             f"{EVENT_ROOT}/traces", polylines, np.full(n, 512, dtype=np.int64), colors, 1.6, 25.0,
             legend_xy, legend_text, np.vstack([colors, note_colors]))
