@@ -80,3 +80,23 @@ def texts(rows: dict[str, list[dict]], prefix: str) -> list[str]:
                 if row.get(key):
                     out.extend(row[key])
     return out
+
+
+def latest_state(rows: dict[str, list[dict]], entity: str, event: int | None = None) -> dict:
+    """What the viewer shows of ``entity`` at ``event`` (default: the end): for each component, the newest value
+    logged at or before it (rows may leave out what they do not change), static values first, dropping what a
+    recursive ``Clear`` of the entity or an ancestor logged after it removed (a clear and the rows of the same
+    event: the rows come after it, as the view logs them)."""
+    ancestors = {"/".join(entity.split("/")[:k]) or "/" for k in range(1, entity.count("/") + 1)} | {entity}
+    cleared = max((r["event"] for path in ancestors for r in rows.get(path, [])
+                   if not r["_static"] and r.get("Clear:is_recursive") == [True]
+                   and (event is None or r["event"] <= event)), default=None)
+    state: dict = {}
+    for r in rows.get(entity, []):
+        timed = not r["_static"]
+        if timed and (event is not None and r.get("event") is not None and r["event"] > event):
+            continue
+        if timed and cleared is not None and r.get("event") is not None and r["event"] < cleared:
+            continue
+        state.update({k: v for k, v in r.items() if ":" in k and v is not None and not k.startswith("Clear:")})
+    return state

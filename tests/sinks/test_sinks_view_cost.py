@@ -28,7 +28,7 @@ from conduit_stages.rerun_sink.sink import RerunSink
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import conduit_sinkkit as kit  # noqa: E402
-from rrd_read import event_rows, read_rrd  # noqa: E402
+from rrd_read import event_rows, latest_state, read_rrd  # noqa: E402
 
 THRESHOLD = 30.0
 
@@ -201,3 +201,33 @@ def test_a_drawn_event_clears_what_the_previous_one_drew_and_it_does_not(tmp_pat
         for entity in ("/event/summary", "/event/caption", "/event/pads/hits", "/event/pads/texts",
                        "/event/traces/lines", "/event/colorbar/labels"):
             assert _latest(rows, entity, i)["event"] == i, (entity, i)
+
+
+def test_constants_logged_once_leave_the_viewer_showing_exactly_what_complete_rows_show(tmp_path):
+    """Components made once (radii, flags, draw orders, anchors) are sent to an entity once and again only after
+    a clear: at every event, every entity's latest-at state equals that of a recording whose rows are complete."""
+    plan = [True, True, False, True, True, False, False, True] * 3  # analysed or not: clears come and go
+    recordings = {}
+    for complete in (False, True):
+        ctx = StageContext(run=3, base_dir=tmp_path / str(complete), live=False)
+        sink = RerunSink(RerunParams.from_mapping({"mode": "save", "refresh_events": 5}), ctx)
+        if complete:
+            sink._held = lambda stream, path: None  # every row carries every component
+        sink.open()
+        sink.begin()
+        for i, analysed in enumerate(plan):
+            sink.consume(kit.make_event(i, analysed=analysed))
+        sink.close()
+        recordings[complete] = read_rrd(tmp_path / str(complete) / "out" / "run_0003.rrd")
+    lean, full = recordings[False], recordings[True]
+    assert set(lean) == set(full)
+    per_event = sorted(e for e in full if e.startswith("/event/"))
+    assert len(per_event) >= 14
+    for entity in per_event:
+        for i in range(len(plan)):
+            assert latest_state(lean, entity, i) == latest_state(full, entity, i), (entity, i)
+    # and fewer components went out: e.g. a caption's anchor, radius, colour and flag once, its text each event
+    lean_caption, full_caption = event_rows(lean, "/event/caption"), event_rows(full, "/event/caption")
+    assert len(lean_caption) == len(full_caption) == len(plan)
+    assert sum(len([k for k in r if ":" in k and r[k] is not None]) for r in lean_caption) < \
+        sum(len([k for k in r if ":" in k and r[k] is not None]) for r in full_caption)

@@ -184,7 +184,8 @@ def components(archetype: str, **fields: pa.Array | None) -> list[Any]:
             for field, array in fields.items() if array is not None]
 
 
-def log_row(stream: Any, path: str, archetypes: Sequence[Any], static: bool = False) -> None:
+def log_row(stream: Any, path: str, archetypes: Sequence[Any], static: bool = False,
+            held: dict[Any, pa.Array] | None = None) -> None:
     """``stream.log(path, *archetypes, static=static)`` without the SDK's per-call Python layers.
 
     ``archetypes`` are archetypes or lists of component batches (:func:`components`, :func:`batches`).
@@ -192,6 +193,12 @@ def log_row(stream: Any, path: str, archetypes: Sequence[Any], static: bool = Fa
     keeps its first batch; the timelines set on this thread and the log time are added by Rerun):
     ``log`` spends ~15 us per call on checks and wrappers before that, a third of a drawn event's
     logging. Errors raise (``log`` would turn them into warnings).
+
+    ``held`` (descriptor -> array, kept by the caller per stream and entity): the arrays this entity
+    already holds in the viewer. A component whose array is the very object sent before (a constant
+    made once: a radius, a flag, a draw order, a caption's anchor) is left out of the row, since the
+    viewer shows the latest value of each component (latest-at); the caller empties ``held`` when the
+    entity is cleared.
     """
     from rerun import bindings
 
@@ -204,4 +211,12 @@ def log_row(stream: Any, path: str, archetypes: Sequence[Any], static: bool = Fa
                 array = batch.as_arrow_array()
                 if array is not None:
                     row[descriptor] = array
+    if held is not None:
+        for descriptor, array in list(row.items()):
+            if held.get(descriptor) is array:
+                del row[descriptor]
+            else:
+                held[descriptor] = array
+        if not row:
+            return
     bindings.log_arrow_msg(path, components=row, static_=static, recording=stream.to_native())

@@ -41,7 +41,7 @@ from . import arrow, geometry
 from .blueprint import ENTITY, default_blueprint
 from .colors import ColorScale
 from .draw import log_figure
-from .eventview import GET_CLOCK_HZ, EventView, class_ids
+from .eventview import EVENT_ROOT, GET_CLOCK_HZ, EventView, class_ids
 from .health import AsadHealth
 from .histview import histogram_figure
 from .kinematic_curves import curves_for
@@ -100,6 +100,8 @@ class RerunSink(SinkStage):
         self.hist_version: int | None = None
         #: What each run-panel entity shows (see :func:`.draw.log_figure`): unchanged parts are not sent again.
         self.sent: dict[str, tuple] = {}
+        #: Per stream (by id) and entity: the component arrays its viewer holds (constants are sent once).
+        self.held: dict[int, dict[str, dict[Any, Any]]] = {}
         self.occupancy_version: int | None = None
         self.blueprint_sent_for: tuple | None = None
         #: (shared Histograms, (name, dimensions) per histogram, titles) the blueprint is made from.
@@ -366,11 +368,20 @@ class RerunSink(SinkStage):
     def _log(self, path: str, *archetypes: Any) -> None:
         path = self.prefix + path if self.prefix else path
         for stream in self.streams:
-            arrow.log_row(stream, path, archetypes)
+            arrow.log_row(stream, path, archetypes, held=self._held(stream, path))
+
+    def _held(self, stream, path: str) -> dict[Any, Any]:
+        """The components ``stream``'s viewer holds for entity ``path`` (see :func:`.arrow.log_row`)."""
+        return self.held.setdefault(id(stream), {}).setdefault(path, {})
 
     def _log_all(self, items: list[tuple[str, Any]]) -> None:
         """Log (path, archetype) and (path, [archetypes]) items, one row each."""
         for path, archetypes in items:
+            if path == EVENT_ROOT:  # a recursive clear: every per-event entity holds nothing any more
+                root = self.prefix + EVENT_ROOT
+                for entities in self.held.values():
+                    for entity in [e for e in entities if e == root or e.startswith(root + "/")]:
+                        del entities[entity]
             self._log(path, *(archetypes if isinstance(archetypes, list) else [archetypes]))
 
     def _static(self, path: str, archetypes: Any) -> None:
