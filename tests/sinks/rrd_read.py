@@ -7,11 +7,15 @@ from collections import defaultdict
 from pathlib import Path
 
 
+_ROW_ID = "rerun.controls.RowId"
+
+
 def read_rrd(path: str | Path) -> dict[str, list[dict]]:
     """{entity path: [row dict (column name -> value), ...]} over every chunk, in file order.
 
     Static rows have no timeline columns. Rows of one entity are sorted by
-    the ``event`` timeline when present, else kept in file order.
+    the ``event`` timeline when present, then in the order they were logged
+    (their RowId).
     """
     from rerun.chunk import RrdReader
 
@@ -25,8 +29,12 @@ def read_rrd(path: str | Path) -> dict[str, list[dict]]:
             for i in range(n):
                 rows[chunk.entity_path].append({k: v[i] for k, v in batch.items()} | {"_static": chunk.is_static})
     for entity, entries in rows.items():
+        # Rerun orders rows of the same time by their RowId (time-ordered ids): the file's order is the
+        # batcher's, which groups rows by the components they carry.
         if entries and all("event" in r for r in entries if not r["_static"]):
-            entries.sort(key=lambda r: (not r["_static"], r.get("event") or -1))
+            entries.sort(key=lambda r: (not r["_static"], r.get("event") or -1, r.get(_ROW_ID) or b""))
+        else:
+            entries.sort(key=lambda r: (not r["_static"], r.get(_ROW_ID) or b""))
     return dict(rows)
 
 
