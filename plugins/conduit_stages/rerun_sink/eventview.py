@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from conduit.artifacts import Direction
-from conduit.event import AGET, ASAD, CHANNEL, COBO, SAMPLES
+from conduit.event import SAMPLES
 
 from . import arrow, geometry
 from .colors import ColorScale, label_colors
