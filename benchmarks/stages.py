@@ -1,7 +1,7 @@
 """Per-stage and whole-chain cost of the analysis on the two event mixes.
 
     NUMBA_CACHE_DIR=.numba-cache .venv/bin/python benchmarks/stages.py [--events 200] [--mix default dense]
-        [--compare] [--no-first-call] [--profile N]
+        [--compare] [--no-first-call] [--profile N] [--profile-slowest N] [--seed S]
 
 Events come from the simulator's ``default`` preset (the reference mix:
 about 700 traces and 200 points per event) and its ``dense`` preset (the
@@ -25,6 +25,9 @@ cache filled (what a new worker pays).
 clouds of each mix (thread CPU, best of 5 runs): HDBSCAN's KD-tree, core
 distances and minimum spanning tree, each LOF cleaning's neighbour search
 and scores, the directions and the join, and the rest.
+``--profile-slowest N`` does the same on the N events ``cluster.hdbscan``
+was slowest on in the run (with 300 events the p99 is about the 4th
+slowest).
 """
 
 from __future__ import annotations
@@ -208,23 +211,30 @@ class PhaseClock:
         return best
 
 
-def profile_largest(events, stages, count: int) -> None:
-    """Print the phase table of ``cluster.hdbscan`` on the ``count`` largest clouds."""
+def profile_phases(events, stages, count: int, seconds: np.ndarray | None = None) -> None:
+    """Print the phase table of ``cluster.hdbscan`` on the ``count`` largest clouds, or the ``count`` slowest
+    events when ``seconds`` (each event's cluster.hdbscan CPU time) is given: the events that set the p99."""
     from contextlib import ExitStack
     from unittest import mock
 
     stage = stages["cluster.hdbscan"]
-    clouds = sorted((e.artifacts["cloud"] for e in events), key=len, reverse=True)[:count]
+    if seconds is None:
+        chosen = sorted(range(len(events)), key=lambda i: len(events[i].artifacts["cloud"]), reverse=True)[:count]
+        what = "largest clouds"
+    else:
+        chosen = [int(i) for i in np.argsort(seconds)[::-1][:count]]
+        what = "slowest events"
     clock = PhaseClock()
     with ExitStack() as patches:
         clock.install(lambda owner, name, value: patches.enter_context(mock.patch.object(owner, name, value)))
-        print(f"cluster.hdbscan phases on the {count} largest clouds (thread CPU ms, best of 5 runs):")
+        print(f"cluster.hdbscan phases on the {count} {what} (thread CPU ms, best of 5 runs):")
         print()
-        print("| points | " + " | ".join(PHASES) + " | total |")
-        print("|---" * (len(PHASES) + 2) + "|")
-        for cloud in clouds:
+        print("| event | points | " + " | ".join(PHASES) + " | total |")
+        print("|---" * (len(PHASES) + 3) + "|")
+        for i in chosen:
+            cloud = events[i].artifacts["cloud"]
             ms = clock.profile(stage, cloud)
-            print(f"| {len(cloud)} | " + " | ".join(f"{ms[name]:.2f}" for name in PHASES + ("total",)) + " |")
+            print(f"| {i} | {len(cloud)} | " + " | ".join(f"{ms[name]:.2f}" for name in PHASES + ("total",)) + " |")
 
 
 FIRST_CALL = textwrap.dedent(
@@ -255,7 +265,7 @@ def first_call(module: str, cls: str, cache_dir: str) -> tuple[float, float]:
     return setup, warm
 
 
-def report_mix(mix: str, n: int, seed: int, compare: bool, profile: int = 0) -> None:
+def report_mix(mix: str, n: int, seed: int, compare: bool, profile: int = 0, slowest: int = 0) -> None:
     t0 = time.perf_counter()
     events = make_events(n, seed, mix)
     print(f"\n### {mix} mix: {len(events)} simulated events (preset {mix!r}, seed {seed}), "
@@ -284,7 +294,10 @@ def report_mix(mix: str, n: int, seed: int, compare: bool, profile: int = 0) -> 
         print(compare_reference(events, stages))
     if profile:
         print()
-        profile_largest(events, stages, profile)
+        profile_phases(events, stages, profile)
+    if slowest:
+        print()
+        profile_phases(events, stages, slowest, cpu["cluster.hdbscan"])
 
 
 def pin_to_one_cpu() -> None:
@@ -304,13 +317,15 @@ def main() -> None:
     parser.add_argument("--no-first-call", action="store_true", help="skip the subprocess compile/cache timings")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="time cluster.hdbscan's phases on the N largest clouds of each mix")
+    parser.add_argument("--profile-slowest", type=int, default=0, metavar="N",
+                        help="time cluster.hdbscan's phases on the N events it was slowest on (those of its p99)")
     args = parser.parse_args()
     pin_to_one_cpu()
 
     print(f"machine: {machine()}")
     print("Wall time per event, and the CPU time of the thread (less sensitive to other load on the machine).")
     for mix in args.mix:
-        report_mix(mix, args.events, args.seed, args.compare, args.profile)
+        report_mix(mix, args.events, args.seed, args.compare, args.profile, args.profile_slowest)
     if args.no_first_call:
         return
     print()

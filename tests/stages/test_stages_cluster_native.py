@@ -166,6 +166,64 @@ def test_the_stage_gives_the_same_clusters_as_with_the_hdbscan_package(dense_clo
     assert clustered > 60
 
 
+def ordered_mst(points: np.ndarray, ms: int) -> set[tuple[int, int]]:
+    """The minimum spanning tree of the mutual-reachability graph over all pairs, ties broken by
+    (weight, smaller index, larger index): Prim's algorithm in numpy, as the reference of Borůvka's edges."""
+    n = len(points)
+    dist = np.sqrt(((points[:, None, :] - points[None, :, :]) ** 2).sum(-1))
+    core = np.sort(dist, axis=1)[:, min(ms, n - 1)]
+    weight = np.maximum(dist, np.maximum(core[:, None], core[None, :]))
+    inside = np.zeros(n, dtype=bool)
+    best_w = np.full(n, np.inf)
+    best_src = np.full(n, -1)
+    edges: set[tuple[int, int]] = set()
+    new = 0
+    for _ in range(n - 1):
+        inside[new] = True
+        w = weight[new]
+        lo_old = np.minimum(best_src, np.arange(n))
+        hi_old = np.maximum(best_src, np.arange(n))
+        lo_new = np.minimum(new, np.arange(n))
+        hi_new = np.maximum(new, np.arange(n))
+        better = (w < best_w) | ((w == best_w) & ((lo_new < lo_old) | ((lo_new == lo_old) & (hi_new < hi_old))))
+        better &= ~inside
+        best_w[better] = w[better]
+        best_src[better] = new
+        out = np.flatnonzero(~inside)
+        lo = np.minimum(best_src[out], out)
+        hi = np.maximum(best_src[out], out)
+        pick = out[np.lexsort((hi, lo, best_w[out]))[0]]
+        edges.add((int(min(pick, best_src[pick])), int(max(pick, best_src[pick]))))
+        new = pick
+    return edges
+
+
+def test_boruvka_gives_the_minimum_spanning_tree_with_ties_broken_by_index(dense_clouds):
+    """Borůvka's edges (rows settled by their neighbour lists, kept from round to round, or searched)
+    are the one minimum spanning tree of the order (weight, smaller index, larger index), also when
+    many weights are equal (lattice points)."""
+    from conduit_physics.clustering.kdtree import build_tree
+    from conduit_stages.cluster import hdbscan_kernels as hk
+
+    rng = np.random.default_rng(23)
+    clouds = [rng.integers(0, 14, (int(rng.integers(300, 700)), 3)).astype(float) for _ in range(4)]
+    clouds += [random_cloud(rng) for _ in range(6)]
+    clouds += [scaled_features(c, 0.584) for c in sorted(dense_clouds, key=len)[-2:]]
+    checked = 0
+    for cloud in clouds:
+        for ms in (1, 3, 5):
+            tree = build_tree(cloud)
+            core, d2, idx = hk.core_distances(tree, ms)
+            a, b = hk._boruvka(tree.points, tree.perm, core, d2, idx, tree.start, tree.end, tree.left, tree.right,
+                               tree.dim, tree.lo, tree.hi)
+            a, b = tree.perm[a], tree.perm[b]
+            got = set(zip(np.minimum(a, b).tolist(), np.maximum(a, b).tolist()))
+            assert len(got) == len(cloud) - 1
+            assert got == ordered_mst(cloud, ms)
+            checked += 1
+    assert checked == 36
+
+
 # ---------------------------------------------------------------- LOF
 
 

@@ -149,6 +149,8 @@ def _nth_value(vals, count, nth):
 def _take_smallest(e, rows, ids, count, need, out_rows, out_d2, at, scratch):
     """Append to out[at:] the ``need`` smallest of (e, ids)[:count] (ties by id); return the new end.
 
+    ``scratch``: an int64 array of at least 33 entries (the bucket counts).
+
     The values are counted into buckets; everything below the bucket that holds
     the need-th smallest is taken as is, and only that bucket is ranked.
     """
@@ -184,7 +186,9 @@ def _take_smallest(e, rows, ids, count, need, out_rows, out_d2, at, scratch):
             return at
         nb = 32
         scale = nb / (vmax - vmin)
-        hist = np.zeros(nb + 1, dtype=np.int64)
+        hist = scratch  # the caller's (no allocation per row)
+        for a in range(nb + 1):
+            hist[a] = 0
         for a in range(count):
             hist[min(nb - 1, int((e[a] - vmin) * scale))] += 1
         cum = 0
@@ -256,6 +260,7 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
     band_r = np.empty(n, dtype=np.int64)
     band_i = np.empty(n, dtype=np.int64)
     scratch = np.empty(n)
+    hist = np.empty(33, dtype=np.int64)
     row_out = np.empty(k, dtype=np.int64)
     d2_out = np.empty(k)
     leaves = np.flatnonzero(left < 0)
@@ -376,7 +381,7 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
                 band_e[a] = e[band_at[a]]
                 band_r[a] = cand[band_at[a]]
                 band_i[a] = perm[band_r[a]]
-            _take_smallest(band_e, band_r, band_i, nband, k - nsure, row_out, d2_out, nsure, scratch)
+            _take_smallest(band_e, band_r, band_i, nband, k - nsure, row_out, d2_out, nsure, hist)
             kd = _store_row(p, row_out, d2_out, nbr, nd, kdist)
             trend = kd - kd_prev
             kd_prev = kd
@@ -432,7 +437,7 @@ def lof_fewer(nbr, nd, perm, gone, k):
     ce = np.empty(k_old)
     ci = np.empty(k_old, dtype=np.int64)
     cr = np.empty(k_old, dtype=np.int64)
-    scratch = np.empty(k_old)
+    scratch = np.empty(33, dtype=np.int64)
     row_out = np.empty(k, dtype=np.int64)
     d_out = np.empty(k)
     for p in range(n):
@@ -473,7 +478,7 @@ def lof_rows_brute(points, perm, keep, rows, nbr, nd, kdist):
     e = np.empty(n)
     r_ = np.empty(n, dtype=np.int64)
     ids = np.empty(n, dtype=np.int64)
-    scratch = np.empty(n)
+    scratch = np.empty(33, dtype=np.int64)
     row_out = np.empty(k, dtype=np.int64)
     d2_out = np.empty(k)
     for t in range(rows.shape[0]):

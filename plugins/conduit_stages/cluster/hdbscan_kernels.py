@@ -2,10 +2,12 @@
 
 1. :func:`mst_mutual_reachability`: the minimum spanning tree of the
    mutual-reachability graph, w(p, q) = max(core(p), core(q), |p - q|),
-   by Borůvka's algorithm with KD-tree searches (each component's cheapest
-   outgoing edge; a node is skipped when all its points are in the component
-   or when its bounding box and smallest core distance cannot beat the
-   component's best). Ties are broken by the points' indices, so the edges
+   by Borůvka's algorithm (each component's cheapest outgoing edge, the
+   least of its points' own: kept from the round before while still
+   outgoing, else from the point's nearest neighbours when they prove it,
+   else from a KD-tree search that skips nodes all in the component or
+   beyond the component's best, and is skipped itself when the point's lower
+   bound cannot beat that best). Ties are broken by the points' indices, so the edges
    form one tree whatever the visiting order. The edges come back rooted at
    point 0 and oriented (parent, child), as hdbscan's Prim's algorithm (started
    at point 0) writes them (source, new point).
@@ -30,7 +32,12 @@ from numba import njit
 
 from conduit_physics.clustering.kdtree import box_gap2
 
-__all__ = ["core_distances", "knn_lists", "mst_mutual_reachability", "prim_dense", "single_linkage", "condense_tree", "cluster_stability", "label_points"]
+#: The neighbour lists for :func:`mst_mutual_reachability` hold min_samples + KNN_EXTRA rows (itself
+#: included): the core distance needs min_samples + 1; longer lists let Borůvka settle more rows without a
+#: tree search (3: the fastest of 2, 3, 4 and 7 on the largest dense clouds, docs/performance.md).
+KNN_EXTRA = 3
+
+__all__ = ["KNN_EXTRA", "core_distances", "knn_lists", "mst_mutual_reachability", "prim_dense", "single_linkage", "condense_tree", "cluster_stability", "label_points"]
 
 
 @njit(cache=True, nogil=True)
@@ -105,26 +112,47 @@ def knn_lists(points, start, end, left, right, dim, lo, hi, k):
 
 
 @njit(cache=True, nogil=True)
-def _search(qrows, nq, qlo, qhi, qcore, c, points, perm, core, comp, node_comp, node_core, start, end, left, right,
-            dim, lo, hi, best_w, best_a, best_b, stack):
-    """Lower the best outgoing edge of component ``c`` with edges from rows qrows[:nq] (inside box qlo..qhi)."""
+def _group_search(rows, nq, c, bw, ba, bb, low, points, perm, core, comp, node_comp, node_core, start, end, left,
+                  right, dim, lo, hi, stack):
+    """The cheapest edge out of component ``c`` from rows[:nq] (rows of one leaf) if it precedes (bw, ba, bb).
+
+    Returns (row, far row, weight), row -1 when none does. One tree walk for
+    the group: a node is skipped when all its rows are in ``c``, or when its
+    smallest core distance or its box's gap to the group's box exceeds the
+    bound, which tightens as edges are found; a row is skipped where its
+    lower bound ``low``, its core distance or its gap to the node's box does.
+    """
+    qlo0 = np.inf
+    qlo1 = np.inf
+    qlo2 = np.inf
+    qhi0 = -np.inf
+    qhi1 = -np.inf
+    qhi2 = -np.inf
+    for t in range(nq):
+        p = rows[t]
+        qlo0 = min(qlo0, points[p, 0])
+        qlo1 = min(qlo1, points[p, 1])
+        qlo2 = min(qlo2, points[p, 2])
+        qhi0 = max(qhi0, points[p, 0])
+        qhi1 = max(qhi1, points[p, 1])
+        qhi2 = max(qhi2, points[p, 2])
+    found = -1
     top = 0
     stack[0] = 0
     while top >= 0:
         node = stack[top]
         top -= 1
-        if node_comp[node] == c:
-            continue
-        bw = best_w[c]
-        if node_core[node] > bw or qcore > bw:
+        if node_comp[node] == c or node_core[node] > bw:
             continue
         g = 0.0
         for d in range(3):
-            t = lo[node, d] - qhi[d]
+            ql = qlo0 if d == 0 else (qlo1 if d == 1 else qlo2)
+            qh = qhi0 if d == 0 else (qhi1 if d == 1 else qhi2)
+            t = lo[node, d] - qh
             if t > 0:
                 g += t * t
             else:
-                t = qlo[d] - hi[node, d]
+                t = ql - hi[node, d]
                 if t > 0:
                     g += t * t
         if math.sqrt(g) > bw:  # g <= |p - q|^2 for every pair of the boxes, also in floating point
@@ -133,26 +161,29 @@ def _search(qrows, nq, qlo, qhi, qcore, c, points, perm, core, comp, node_comp, 
             a = left[node]
             b = right[node]
             sd = dim[node]
-            if qlo[sd] + qhi[sd] >= 2.0 * lo[b, sd]:  # the query's side first (pushed last)
+            mid = 0.5 * ((qlo0 if sd == 0 else (qlo1 if sd == 1 else qlo2)) + (qhi0 if sd == 0 else (qhi1 if sd == 1 else qhi2)))
+            if mid >= lo[b, sd]:  # the group's side first (pushed last)
                 a, b = b, a
             stack[top + 1] = b
             stack[top + 2] = a
             top += 2
             continue
         for t in range(nq):
-            p = qrows[t]
+            p = rows[t]
             cp = core[p]
-            if cp > best_w[c]:
+            if cp > bw or low[p] > bw:
                 continue
             px = points[p, 0]
             py = points[p, 1]
             pz = points[p, 2]
+            if math.sqrt(box_gap2(lo, hi, node, px, py, pz)) > bw:
+                continue
             ip = perm[p]
             for q in range(start[node], end[node]):
                 if comp[q] == c:
                     continue
                 w = cp if cp > core[q] else core[q]
-                if w > best_w[c]:
+                if w > bw:
                     continue
                 dx = px - points[q, 0]
                 dy = py - points[q, 1]
@@ -160,20 +191,40 @@ def _search(qrows, nq, qlo, qhi, qcore, c, points, perm, core, comp, node_comp, 
                 d = math.sqrt(dx * dx + dy * dy + dz * dz)
                 if d > w:
                     w = d
-                if best_a[c] < 0 or _before(w, ip, perm[q], best_w[c], perm[best_a[c]], perm[best_b[c]]):
-                    best_w[c] = w
-                    best_a[c] = p
-                    best_b[c] = q
+                if ba < 0 or _before(w, ip, perm[q], bw, perm[ba], perm[bb]):
+                    bw = w
+                    ba = p
+                    bb = q
+                    found = p
+    return found, bb, bw
+
+
+@njit(cache=True, nogil=True)
+def _offer(c, w, a, b, perm, best_w, best_a, best_b):
+    """Lower component c's best edge of the round to (w, a, b) when that edge precedes it."""
+    if best_a[c] < 0 or _before(w, perm[a], perm[b], best_w[c], perm[best_a[c]], perm[best_b[c]]):
+        best_w[c] = w
+        best_a[c] = a
+        best_b[c] = b
 
 
 @njit(cache=True, nogil=True)
 def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, lo, hi):
     """MST edges (tree-order rows a, b) of the mutual-reachability graph, ties broken by point index.
 
-    First round: each point's cheapest edge comes from its k nearest when it
-    is shorter than the k-th distance (nothing farther can beat it), else
-    from a search. Later rounds search once per component present in a leaf,
-    with the bounding box of its points there.
+    Each round needs every component's cheapest outgoing edge, the least of
+    its rows' own. A row's own cheapest edge is kept from the round before
+    while its far end is still in another component (components only grow,
+    so nothing new can beat it); else it comes from the row's k nearest when
+    the best of them weighs less than ``floor`` (the larger of the row's core
+    distance and k-th distance: any edge to a farther row weighs at least
+    that); else from one tree search per leaf and component over the rows
+    left (:func:`_group_search`), which leaves out rows whose lower bound
+    already exceeds the component's best edge so far. A search raises its
+    rows' lower bounds to the best it ends with; bounds carry over (a row's
+    cheapest edge only grows). Rounds late in the tree, with a few large
+    components, are where this saves most: nearly every search there proves
+    only that its rows cannot beat the bound.
     """
     n = points.shape[0]
     nn = start.shape[0]
@@ -188,6 +239,12 @@ def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, 
             node_core[j] = m
         else:
             node_core[j] = min(node_core[left[j]], node_core[right[j]])
+    floor = np.empty(n)
+    for p in range(n):
+        floor[p] = max(core[p], math.sqrt(knn_d2[p, k - 1]))
+    low = floor.copy()  # lower bound of each row's cheapest edge to a row outside its k nearest
+    own_q = np.full(n, -1, dtype=np.int64)  # each row's cheapest outgoing edge, when known
+    own_w = np.empty(n)
     uf = np.arange(n)
     comp = np.arange(n)
     node_comp = np.empty(nn, dtype=np.int64)
@@ -197,12 +254,13 @@ def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, 
     best_a = np.empty(n, dtype=np.int64)
     best_b = np.empty(n, dtype=np.int64)
     stack = np.empty(128, dtype=np.int64)
-    qlo = np.empty(3)
-    qhi = np.empty(3)
-    qrows = np.empty(n, dtype=np.int64)
-    done = np.zeros(n, dtype=np.bool_)
+    pending = np.empty(n, dtype=np.int64)
+    group = np.empty(n, dtype=np.int64)
+    leaf_of = np.empty(n, dtype=np.int64)
+    for j in range(nn):
+        if left[j] < 0:
+            leaf_of[start[j]:end[j]] = j
     ne = 0
-    first = True
     while ne < n - 1:
         for j in range(nn - 1, -1, -1):
             if left[j] < 0:
@@ -219,57 +277,60 @@ def _boruvka(points, perm, core, knn_d2, knn_idx, start, end, left, right, dim, 
             best_w[p] = np.inf
             best_a[p] = -1
             best_b[p] = -1
-        for j in range(nn):
-            if left[j] >= 0:
-                continue
-            if first:
-                for p in range(start[j], end[j]):
-                    c = comp[p]
-                    # singletons: the k nearest decide when the best of them is closer than the k-th
-                    for s in range(k):
-                        q = knn_idx[p, s]
-                        if q < 0 or q == p:
-                            continue
-                        w = max(core[p], core[q], math.sqrt(knn_d2[p, s]))
-                        if best_a[c] < 0 or _before(w, perm[p], perm[q], best_w[c], perm[best_a[c]],
-                                                    perm[best_b[c]]):
-                            best_w[c] = w
-                            best_a[c] = p
-                            best_b[c] = q
-                    if best_a[c] >= 0 and best_w[c] < math.sqrt(knn_d2[p, k - 1]):
-                        continue
-                    qrows[0] = p
-                    for d in range(3):
-                        qlo[d] = points[p, d]
-                        qhi[d] = points[p, d]
-                    _search(qrows, 1, qlo, qhi, core[p], c, points, perm, core, comp, node_comp, node_core, start,
-                            end, left, right, dim, lo, hi, best_w, best_a, best_b, stack)
-                continue
-            # one search per component present in the leaf, over its rows there
-            for r in range(start[j], end[j]):
-                done[r] = False
-            for r0 in range(start[j], end[j]):
-                if done[r0]:
+        npend = 0
+        for p in range(n):
+            c = comp[p]
+            q = own_q[p]
+            if q >= 0:
+                if comp[q] != c:
+                    _offer(c, own_w[p], p, q, perm, best_w, best_a, best_b)
                     continue
-                c = comp[r0]
-                nq = 0
-                qcore = np.inf
-                for d in range(3):
-                    qlo[d] = np.inf
-                    qhi[d] = -np.inf
-                for r in range(r0, end[j]):
-                    if done[r] or comp[r] != c:
-                        continue
-                    done[r] = True
-                    qrows[nq] = r
+                own_q[p] = -1
+                if own_w[p] > low[p]:  # its cheapest edge now is no cheaper than the one it lost
+                    low[p] = own_w[p]
+            lw = np.inf
+            lq = -1
+            for s in range(k):
+                q = knn_idx[p, s]
+                if q < 0 or comp[q] == c:
+                    continue
+                w = max(core[p], core[q], math.sqrt(knn_d2[p, s]))
+                if lq < 0 or _before(w, perm[p], perm[q], lw, perm[p], perm[lq]):
+                    lw = w
+                    lq = q
+            if lq >= 0:
+                _offer(c, lw, p, lq, perm, best_w, best_a, best_b)
+                if lw < low[p]:  # nothing outside the k nearest can weigh as little
+                    own_q[p] = lq
+                    own_w[p] = lw
+                    continue
+            pending[npend] = p
+            npend += 1
+        t0 = 0
+        while t0 < npend:  # one search per leaf and component, over its rows still pending
+            c = comp[pending[t0]]
+            leaf = leaf_of[pending[t0]]
+            nq = 0
+            t = t0
+            while t < npend and leaf_of[pending[t]] == leaf and comp[pending[t]] == c:
+                if low[pending[t]] <= best_w[c]:
+                    group[nq] = pending[t]
                     nq += 1
-                    qcore = min(qcore, core[r])
-                    for d in range(3):
-                        qlo[d] = min(qlo[d], points[r, d])
-                        qhi[d] = max(qhi[d], points[r, d])
-                _search(qrows, nq, qlo, qhi, qcore, c, points, perm, core, comp, node_comp, node_core, start, end,
-                        left, right, dim, lo, hi, best_w, best_a, best_b, stack)
-        first = False
+                t += 1
+            t0 = t
+            if nq == 0:
+                continue
+            a, b, w = _group_search(group, nq, c, best_w[c], best_a[c], best_b[c], low, points, perm, core, comp,
+                                    node_comp, node_core, start, end, left, right, dim, lo, hi, stack)
+            if a >= 0:  # a's own cheapest edge, and the group's
+                own_q[a] = b
+                own_w[a] = w
+                best_w[c] = w
+                best_a[c] = a
+                best_b[c] = b
+            for s in range(nq):  # every edge of the group that precedes the bound was seen
+                if low[group[s]] < w:
+                    low[group[s]] = w
         for c in range(n):
             if comp[c] != c or best_a[c] < 0:  # c is not a component's label this round
                 continue
@@ -513,11 +574,12 @@ def prim_dense(points, core):
     return out
 
 
-def core_distances(tree, min_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def core_distances(tree, min_samples: int, extra: int = KNN_EXTRA) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Core distances (tree order; distance to the (min_samples + 1)-th nearest, itself first, as hdbscan)
-    and the lists of the min_samples + 2 nearest (squared distances, rows) they came from."""
+    and the lists of the min_samples + ``extra`` nearest (squared distances, rows) they came from
+    (``extra`` >= 1; :func:`mst_mutual_reachability` wants :data:`KNN_EXTRA`)."""
     n = tree.points.shape[0]
-    k = min(n, min_samples + 2)
+    k = min(n, min_samples + max(1, int(extra)))
     d2, idx = knn_lists(tree.points, tree.start, tree.end, tree.left, tree.right, tree.dim, tree.lo, tree.hi, k)
     return np.sqrt(d2[:, min(min_samples, n - 1)]), d2, idx
 

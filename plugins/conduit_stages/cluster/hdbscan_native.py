@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .hdbscan_kernels import (
+    KNN_EXTRA,
     cluster_stability,
     condense_tree,
     core_distances,
@@ -57,7 +58,8 @@ def hdbscan_native(
         return np.full(n, -1, dtype=np.int64)
     min_samples = max(1, min(n - 1, int(min_samples)))  # as hdbscan.hdbscan
     tree = build_tree(features)
-    core, knn_d2, knn_idx = core_distances(tree, min_samples)
+    # Prim's algorithm over all pairs needs the core distances only; Borůvka settles points from longer lists
+    core, knn_d2, knn_idx = core_distances(tree, min_samples, 1 if n <= DENSE_PRIM_POINTS else KNN_EXTRA)
     if n <= DENSE_PRIM_POINTS:
         core_orig = np.empty_like(core)
         core_orig[tree.perm] = core
