@@ -7,11 +7,15 @@ from collections import defaultdict
 from pathlib import Path
 
 
+_ROW_ID = "rerun.controls.RowId"
+
+
 def read_rrd(path: str | Path) -> dict[str, list[dict]]:
     """{entity path: [row dict (column name -> value), ...]} over every chunk, in file order.
 
     Static rows have no timeline columns. Rows of one entity are sorted by
-    the ``event`` timeline when present, else kept in file order.
+    the ``event`` timeline when present, then in the order they were logged
+    (their RowId).
     """
     from rerun.chunk import RrdReader
 
@@ -25,8 +29,12 @@ def read_rrd(path: str | Path) -> dict[str, list[dict]]:
             for i in range(n):
                 rows[chunk.entity_path].append({k: v[i] for k, v in batch.items()} | {"_static": chunk.is_static})
     for entity, entries in rows.items():
+        # Rerun orders rows of the same time by their RowId (time-ordered ids): the file's order is the
+        # batcher's, which groups rows by the components they carry.
         if entries and all("event" in r for r in entries if not r["_static"]):
-            entries.sort(key=lambda r: (not r["_static"], r.get("event") or -1))
+            entries.sort(key=lambda r: (not r["_static"], r.get("event") or -1, r.get(_ROW_ID) or b""))
+        else:
+            entries.sort(key=lambda r: (not r["_static"], r.get(_ROW_ID) or b""))
     return dict(rows)
 
 
@@ -80,3 +88,23 @@ def texts(rows: dict[str, list[dict]], prefix: str) -> list[str]:
                 if row.get(key):
                     out.extend(row[key])
     return out
+
+
+def latest_state(rows: dict[str, list[dict]], entity: str, event: int | None = None) -> dict:
+    """What the viewer shows of ``entity`` at ``event`` (default: the end): for each component, the newest value
+    logged at or before it (rows may leave out what they do not change), static values first, dropping what a
+    recursive ``Clear`` of the entity or an ancestor logged after it removed (a clear and the rows of the same
+    event: the rows come after it, as the view logs them)."""
+    ancestors = {"/".join(entity.split("/")[:k]) or "/" for k in range(1, entity.count("/") + 1)} | {entity}
+    cleared = max((r["event"] for path in ancestors for r in rows.get(path, [])
+                   if not r["_static"] and r.get("Clear:is_recursive") == [True]
+                   and (event is None or r["event"] <= event)), default=None)
+    state: dict = {}
+    for r in rows.get(entity, []):
+        timed = not r["_static"]
+        if timed and (event is not None and r.get("event") is not None and r["event"] > event):
+            continue
+        if timed and cleared is not None and r.get("event") is not None and r["event"] < cleared:
+            continue
+        state.update({k: v for k, v in r.items() if ":" in k and v is not None and not k.startswith("Clear:")})
+    return state

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -125,7 +126,9 @@ def test_live_view_draws_at_most_the_display_rate_and_marks_every_other_event(tm
                         else f"events from {i} not drawn · showing event {i - 1}")
             assert text == expected, (entity, i, text)
     clears = sorted(r["event"] for r in event_rows(rows, "/event") if r.get("Clear:is_recursive") == [True])
-    assert clears == [0, 16, 32, 48, 64, 80, 96]  # a drawn event replaces everything of the previous one
+    # A drawn event replaces every entity the previous one drew (each of these events has a cloud, clusters and
+    # tracks): no clear is needed (test_sinks_view_cost checks the events that need one).
+    assert clears == []
     # Clusters coloured through the annotation context: class 0 = noise, k + 1 = cluster k.
     annotation = [r for r in rows["/event"] if r["_static"]][0]["AnnotationContext:context"]
     assert annotation[0][0]["class_description"]["info"]["label"] == "noise"
@@ -482,8 +485,32 @@ def test_a_recording_cut_short_fails_the_run_and_is_not_listed(sinkkit, write_pi
     assert rrd.read_bytes()[-16:].find(b"RRF2FOOT") < 0
 
 
-def test_a_complete_recording_ends_with_the_footer_and_a_cut_one_does_not(tmp_path):
-    from conduit_stages.rerun_sink.rrdfile import RrdFile
+def test_a_recording_keeps_no_index_of_its_chunks_and_is_read_back_whole(sinkkit, write_pipeline, tmp_path):
+    """Rerun's footer is one index row per chunk written (in every timeline x component column), held in
+    memory until the file closes: a live run grew by ~0.5 MB/s. The sink writes the file without one: after
+    300 events every message of the file is a whole chunk or store message, there is no end message and no
+    footer, and every event reads back."""
+    from rerun_bindings import check_for_rrd_footer
+
+    from conduit_stages.rerun_sink.rrdfile import ARROW_MSG, END, frames
+
+    summary = run_pipeline(load_pipeline(write_pipeline(SHORT)), handle_signals=False)
+    rrd = tmp_path / "rrd" / "run_0003.rrd"
+    assert summary.exit_code == 0, summary.error
+    assert summary.outputs == [str(rrd)]
+    kinds, problem = frames(rrd)
+    assert problem is None
+    assert END not in kinds and not check_for_rrd_footer(str(rrd))  # nothing was kept per chunk for a footer
+    assert kinds.count(ARROW_MSG) > 300  # the chunks such an index would have had a row for
+    assert [r["event"] for r in read_rrd(rrd)["/event/cloud"]] == list(range(300))
+
+
+def test_a_whole_recording_is_complete_and_a_cut_or_foreign_one_is_not(tmp_path):
+    """Files made from the framing rules (stream header, then 16-byte message headers and payloads), not
+    only by rerun: cut in a payload, in a message header, in a footer; not a recording; an unknown kind."""
+    import rerun as rr
+
+    from conduit_stages.rerun_sink.rrdfile import RrdFile, frames
 
     ctx = StageContext(run=3, base_dir=tmp_path)
     sink = RerunSink(RerunParams(mode="save", max_display_rate=1000.0), ctx)
@@ -493,13 +520,54 @@ def test_a_complete_recording_ends_with_the_footer_and_a_cut_one_does_not(tmp_pa
         sink.consume(kit.make_event(i))
     sink.close()
     good = tmp_path / "out" / "run_0003.rrd"
-    assert sink.outputs() == [str(good)] and good.read_bytes()[-12:-4] == b"RRF2FOOT"
-    assert RrdFile(good, None, None)._check() is None
-    cut = tmp_path / "cut.rrd"
-    cut.write_bytes(good.read_bytes()[:-100])
-    assert RrdFile(cut, None, None)._check() == (f"{cut}: recording incomplete: {cut.stat().st_size} bytes without "
-                                                 "the end-of-recording footer; what was written may still open in "
-                                                 "the viewer")
+    assert sink.outputs() == [str(good)]
+    data = good.read_bytes()
+    kinds, problem = frames(good)
+    assert problem is None and kinds[0] == 1 and END_KIND not in kinds
+
+    def check(name: str, content: bytes) -> str | None:
+        path = tmp_path / name
+        path.write_bytes(content)
+        return RrdFile(path, None, None)._check()
+
+    def incomplete(name: str, why: str) -> str:
+        return f"{tmp_path / name}: recording incomplete: {why}; what was written may still open in the viewer"
+
+    assert check("whole.rrd", data) is None
+    n = len(data) - 100
+    assert check("cut.rrd", data[:n]) == incomplete("cut.rrd", f"{n} bytes, the last message cut short")
+    last = _message_starts(data)[-1]  # a cut 5 bytes into the last message's 16-byte header
+    assert check("header.rrd", data[:last + 5]) == incomplete("header.rrd", f"{last + 5} bytes, the last message "
+                                                                            "cut short")
+    assert check("text.rrd", b"not a recording at all") == incomplete("text.rrd", "22 bytes without a Rerun "
+                                                                                  "stream header")
+    odd = data + struct.pack("<QQ", 7, 4) + b"abcd"
+    assert check("odd.rrd", odd) == incomplete("odd.rrd", f"{len(odd)} bytes, no Rerun message at byte "
+                                                          f"{len(data)} (kind 7)")
+    # A file rerun finished with its footer (its default) is whole; cut inside the footer, it is not.
+    stream = rr.RecordingStream("footer-test", make_default=False)
+    stream.save(str(tmp_path / "footer.rrd"))
+    stream.log("points", rr.Points2D([[0.0, 1.0]]))
+    stream.flush(timeout_sec=5.0)
+    stream.disconnect()
+    footed = (tmp_path / "footer.rrd").read_bytes()
+    kinds, problem = frames(tmp_path / "footer.rrd")
+    assert footed[-12:-4] == b"RRF2FOOT" and problem is None and kinds[-2:] == [2, END_KIND]
+    assert check("footed.rrd", footed) is None
+    assert check("footcut.rrd", footed[:-3]) == incomplete("footcut.rrd", f"{len(footed) - 3} bytes, the footer "
+                                                                          "cut short")
+
+
+END_KIND = 0  # rerun's end-of-stream message kind, written only before a footer
+
+
+def _message_starts(data: bytes) -> list[int]:
+    """Offsets of the message headers of an .rrd held in memory (12-byte stream header, then kind, length)."""
+    starts, at = [], 12
+    while at < len(data):
+        starts.append(at)
+        at += 16 + struct.unpack_from("<QQ", data, at)[1]
+    return starts
 
 
 def test_an_existing_recording_is_kept_and_nothing_is_written_before_begin(tmp_path, caplog):

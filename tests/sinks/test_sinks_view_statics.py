@@ -32,7 +32,7 @@ from conduit_stages.rerun_sink.sink import RerunSink
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import conduit_sinkkit as kit  # noqa: E402
-from rrd_read import event_rows, read_rrd  # noqa: E402
+from rrd_read import event_rows, latest_state, read_rrd  # noqa: E402
 
 #: Logged once (static) at the start of every recording, with the components that draw them.
 STATICS = {
@@ -102,7 +102,8 @@ def test_every_drawn_event_has_its_points_markers_hover_texts_and_captions(repla
         # One marker per trace row at its pad, its hover text exactly as formatted in Python.
         ids = event.traces[:, PAD].astype(np.int64)
         heights = peak_heights(event.traces)
-        row = hits[i]
+        row = latest_state(rows, "/event/pads/hits", i)  # constants (flags, draw order) are logged once
+        assert set(hits[i]) >= {"Points2D:positions", "Points2D:radii", "Points2D:colors", "Points2D:labels"}
         np.testing.assert_allclose(np.array(row["Points2D:positions"]),
                                    np.column_stack([pads.x[ids], -pads.y[ids]]), atol=1e-4)
         assert row["Points2D:labels"] == [f"pad {p}: {a:.0f} ADC" for p, a in zip(ids.tolist(), heights.tolist())]
@@ -115,12 +116,15 @@ def test_every_drawn_event_has_its_points_markers_hover_texts_and_captions(repla
         captions = event_rows(rows, entity)
         assert sorted(r["event"] for r in captions) == list(range(N_EVENTS)), entity
         for r in captions:
-            assert len(r[f"{kind}:positions"]) == 1 and r[f"{kind}:show_labels"] == [True], entity
+            state = latest_state(rows, entity, r["event"])
+            assert len(state[f"{kind}:positions"]) == 1 and state[f"{kind}:show_labels"] == [True], entity
             assert r[f"{kind}:labels"][0].startswith(f"run 3 · event {r['event']} · "), entity
     ticks = event_rows(rows, "/event/colorbar/labels")
     assert sorted(r["event"] for r in ticks) == list(range(N_EVENTS))
     assert all(r["Points3D:labels"][-1] == "amplitude (ADC)" and len(r["Points3D:positions"]) ==
-               len(r["Points3D:labels"]) and r["Points3D:show_labels"] == [True] for r in ticks)
+               len(r["Points3D:labels"]) for r in ticks)
+    assert all(latest_state(rows, "/event/colorbar/labels", r["event"])["Points3D:show_labels"] == [True]
+               for r in ticks)
 
 
 def test_a_run_panel_part_is_sent_again_only_when_it_changes(replay):
@@ -135,7 +139,7 @@ def test_a_run_panel_part_is_sent_again_only_when_it_changes(replay):
     final = figure_archetypes(sink.rr, f"/histograms/{name}", histogram_figure(views[name], sink.context.shared.get(
         Histograms).gates(), sink.curves))
     for entity, archetypes in final:
-        shown = rows[entity][-1]
+        shown = latest_state(rows, entity)
         for archetype in archetypes:  # an archetype, or its component batches made ready by the sink
             for batch in archetype if isinstance(archetype, list) else archetype.as_component_batches():
                 column = batch.component_descriptor().component

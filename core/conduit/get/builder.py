@@ -203,6 +203,8 @@ class EventBuilder:
         self.max_depth = int(max_depth)
         self.timeout = timeout
         self.outlier_gap = max(int(outlier_gap), self.max_depth + 1)
+        #: Ids a live reader may run ahead (of the consensus, a restart, a backlog) before it pauses: max_depth / 2.
+        self.pause_slack = max(1, self.max_depth // 2)
         #: A stream silent this long (s; live sources) no longer counts for the consensus or votes.
         self.silent_after = None if timeout is None else float(silent_after)
         self.sequencer = Sequencer(max_depth=self.max_depth, outlier_gap=self.outlier_gap, timeout=timeout,
@@ -401,11 +403,6 @@ class EventBuilder:
         if consensus is None:
             return None
         return ("consensus", consensus) if self.runs_ahead(latest, consensus) else None
-
-    @property
-    def pause_slack(self) -> int:
-        """Ids a live reader may run ahead (of the consensus, a restart, a backlog) before it pauses: max_depth / 2."""
-        return max(1, self.max_depth // 2)
 
     def runs_ahead(self, latest: int, reference: int) -> bool:
         """True when a reader at id ``latest`` is more than :attr:`pause_slack` ids past ``reference`` and not an

@@ -30,6 +30,8 @@ DEFAULT_PORT = 46491
 #: A complete full-readout frame (1089 blocks of 256 B).
 FULL_FRAME_BYTES = 278_784
 _PREFIX = 8
+_LENGTH = struct.Struct("<Q")  # the length prefix (little-endian u64)
+_WORD = struct.Struct(">I")  # a frame's first word: meta type, frame size in blocks
 
 
 class ProtocolError(Exception):
@@ -100,12 +102,13 @@ async def receive_frames(
     max_frame_bytes: int,
     on_frame: Callable[[np.ndarray, int, int], list],
     emit: Callable[[Any], Awaitable[None]],
-    pace: Callable[[], Awaitable[None]] | None = None,
+    pace: Callable[[], Awaitable[None] | None] | None = None,
     rest: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Read length-prefixed frames until EOF; call ``on_frame(buffer, offset, length)`` for each,
-    ``await emit(x)`` for every item of the list it returns (built events), then
-    ``await pace()`` (which may hold this stream back while it is ahead of the others).
+    ``await emit(x)`` for every item of the list it returns (built events), then ``pace()``: a plain
+    call, cheap when the stream may read on (it returns None), else an awaitable that holds this
+    stream back while it is ahead of the others (awaited before the next frame is parsed).
 
     ``await rest()`` (e.g. a short sleep) follows a read that emptied the socket, so that frames
     are read a few at a time rather than one wake-up (and one trip round the event loop) per TCP
@@ -127,23 +130,24 @@ async def receive_frames(
     while True:
         # Parse every complete message in buf[start:end].
         while end - start >= _PREFIX:
-            length = int.from_bytes(view[start:start + _PREFIX], "little")
+            (length,) = _LENGTH.unpack_from(buf, start)
             if length == 0:
                 start += _PREFIX
                 continue
             if length > max_frame_bytes:
                 raise ProtocolError(f"length prefix {length} B exceeds max_frame_bytes ({max_frame_bytes} B)")
             if end - start >= _PREFIX + 4:
-                _check_prefix(buf, start + _PREFIX, length)
+                _check_prefix(_WORD.unpack_from(buf, start + _PREFIX)[0], length)
             if end - start < _PREFIX + length:
                 break
             out = on_frame(array, start + _PREFIX, length)
             link.frames += 1
             start += _PREFIX + length
-            for item in out:
-                await emit(item)
-            if pace is not None:
-                await pace()
+            if out:
+                for item in out:
+                    await emit(item)
+            if pace is not None and (wait := pace()) is not None:
+                await wait
         if start == end:
             start = end = 0
         elif cap - end < 65536 or cap - start < max_frame_bytes + _PREFIX:
@@ -165,9 +169,8 @@ async def receive_frames(
         link.bytes += got
 
 
-def _check_prefix(buf: bytearray, pos: int, length: int) -> None:
-    """Validate a length against the frame's first 4 bytes (meta type, frame size)."""
-    word = int.from_bytes(buf[pos:pos + 4], "big")
+def _check_prefix(word: int, length: int) -> None:
+    """Validate a length against the frame's first 4 bytes (``word``, big-endian: meta type, frame size)."""
     meta = word >> 24
     log2 = meta & 0x0F
     if meta & 0x80 or not MIN_BLOCK_LOG2 <= log2 <= MAX_BLOCK_LOG2:

@@ -114,6 +114,8 @@ class Sequencer:
         self.old_top = 0
         self.new_start = 0  # first id of the current epoch (after a restart)
         self._heads: list[int] = []  # sorted heads of the counted streams
+        #: Lower median of the live streams' positions in the current epoch (None before any frame).
+        self.consensus: int | None = None
         self._newest = -1  # highest id accepted in the current epoch
         self._proposing = 0  # streams proposing a restart
         #: Bumped whenever which streams count (and so which are excused) may have changed.
@@ -121,11 +123,10 @@ class Sequencer:
 
     # -- the consensus ---------------------------------------------------------------------------
 
-    @property
-    def consensus(self) -> int | None:
-        """Lower median of the live streams' positions in the current epoch (None before any frame)."""
+    def _set_consensus(self) -> None:
+        """The consensus is a plain attribute (read several times per frame), set whenever the heads change."""
         heads = self._heads
-        return heads[(len(heads) - 1) // 2] if heads else None
+        self.consensus = heads[(len(heads) - 1) // 2] if heads else None
 
     def _eligible(self, s: Stream) -> bool:
         return (s.epoch == self.epoch and not s.diverged and s.fresh and s.head is not None
@@ -152,6 +153,7 @@ class Sequencer:
                     heads.append(s.head)
         heads.sort()
         self._heads = heads
+        self._set_consensus()
 
     def _straggler(self, s: Stream) -> bool:
         """Still finishing the previous run (live, connected)."""
@@ -164,6 +166,7 @@ class Sequencer:
             del heads[bisect.bisect_left(heads, s.head)]
             bisect.insort(heads, event_id)
             s.head = event_id
+            self._set_consensus()
         else:
             s.head = event_id
             if self._eligible(s):
@@ -395,9 +398,11 @@ class Sequencer:
                 out.add(key)
         return out
 
-    def settled(self, cobo: int) -> bool:
-        """True when every stream of ``cobo`` follows the current run (none diverged or proposing a restart)."""
-        return all(s.epoch == self.epoch and not s.diverged for s in self.streams.values() if s.key[0] == cobo)
+    def unsettled_cobos(self) -> set[int]:
+        """CoBos with a stream not in the current run (diverged, proposing a restart, or still finishing the
+        previous run): the links a backlog mark ignores."""
+        epoch = self.epoch
+        return {s.key[0] for s in self.streams.values() if s.epoch != epoch or s.diverged}
 
     def lag(self, cobo: int) -> int | None:
         """How many ids the given CoBo's most advanced stream is behind the consensus (None: unknown)."""

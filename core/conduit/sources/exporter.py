@@ -34,7 +34,9 @@ limit so incomplete events still come out when traffic stops; on cancellation
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable
 from typing import Any, Literal
 
 from conduit.get.options import BuilderParams
@@ -117,6 +119,9 @@ class ExporterSource(FrameSource):
         self._paused = 0
         self._mark: int | None = None  # cached backlog mark (see _backlog_mark)
         self._mark_time = float("-inf")
+        self._mark_frame = -1  # self._frames_seen when the mark was computed
+        self._frame_time = float("-inf")  # trio clock when the last frame was received (s)
+        self._frames_seen = 0  # frames received by all links (a fresh backlog mark is computed once per frame)
         self._rate_log = RateLimitedLog(self.log)
 
     def _set_state(self, link, state: str) -> None:
@@ -268,7 +273,7 @@ class ExporterSource(FrameSource):
                 async with stream:
                     await receive_frames(stream, link, max_frame_bytes=self.params.max_frame_bytes,
                                          on_frame=self._frame_handler(link, builder), emit=self.emit,
-                                         pace=lambda: self._pace(link),
+                                         pace=functools.partial(self._pace, link),
                                          rest=(lambda: self._rest(link)) if self.params.read_pause > 0 else None)
                 self.log.warning("%s (cobo %d): the DataExporter closed the connection; reconnecting",
                                  link.name, link.cobo)
@@ -297,8 +302,9 @@ class ExporterSource(FrameSource):
         trust = self.params.cobo_id_mismatch == "trust_connection"
 
         def on_frame(buf, offset: int, length: int) -> list:
-            now = trio.current_time()
+            now = self._frame_time = trio.current_time()
             event_id = -1
+            self._frames_seen += 1
             if length >= CORE_BYTES:
                 event_id, header_cobo = peek_event_cobo(buf, offset)
                 link.latest = event_id
@@ -339,23 +345,37 @@ class ExporterSource(FrameSource):
     # restart vote, one backlog position), then reads on.
 
     def _backlog_mark(self, now: float, *, fresh: bool) -> int | None:
-        """The lowest id among in-step connections with unread bytes (at most 20 ms old unless ``fresh``)."""
-        if fresh or now - self._mark_time > 0.02:
-            builder = self.builder
-            consensus = builder.consensus
-            marks = [link.latest for link in self.links
-                     if consensus is not None and link.latest >= consensus - self.params.outlier_gap
-                     and link.unread_bytes() > 0 and builder.sequencer.settled(link.cobo)]
-            self._mark, self._mark_time = (min(marks) if marks else None), now
+        """The lowest id among in-step connections with unread bytes (at most 20 ms old unless ``fresh``;
+        a fresh one is computed once per frame received, however many paused links ask for it)."""
+        if fresh:
+            if self._mark_frame != self._frames_seen:
+                self._mark, self._mark_time, self._mark_frame = self._lowest_backlog(), now, self._frames_seen
+        elif now - self._mark_time > 0.02:
+            self._mark, self._mark_time, self._mark_frame = self._lowest_backlog(), now, self._frames_seen
         return self._mark
 
-    def _hold(self, link, *, fresh: bool = False) -> tuple[str, int] | None:
-        import trio
+    def _lowest_backlog(self) -> int | None:
+        """The lowest ``latest`` among connections in step (not an outlier behind the consensus, no stream
+        diverged or proposing a restart) with bytes received and not read yet. Candidates are taken in id
+        order, so the kernel is asked (one ioctl each) only until the first with a backlog."""
+        builder = self.builder
+        consensus = builder.consensus
+        if consensus is None:
+            return None
+        floor = consensus - self.params.outlier_gap
+        unsettled = builder.sequencer.unsettled_cobos()
+        for link in sorted(self.links, key=_by_latest):
+            if link.latest >= floor and link.cobo not in unsettled and link.unread_bytes() > 0:
+                return link.latest
+        return None
 
-        token = self.builder.hold_back(link.cobo, link.latest)
+    def _hold(self, link, *, fresh: bool = False) -> tuple[str, int] | None:
+        builder = self.builder
+        token = builder.hold_back(link.cobo, link.latest)
         if token is None:
-            mark = self._backlog_mark(trio.current_time(), fresh=fresh)
-            if mark is not None and self.builder.runs_ahead(link.latest, mark):
+            # The clock as of the last frame received: the mark's 20 ms age is counted in frames' times.
+            mark = self._backlog_mark(self._frame_time, fresh=fresh)
+            if mark is not None and builder.runs_ahead(link.latest, mark):
                 token = ("backlog", mark)
         return token
 
@@ -368,12 +388,18 @@ class ExporterSource(FrameSource):
         if consensus is None or link.latest >= consensus:
             await trio.sleep(self.params.read_pause)
 
-    async def _pace(self, link) -> None:
-        import trio
-
+    def _pace(self, link) -> Awaitable[None] | None:
+        """After each frame of ``link``: None when it may read on (a plain call, no trip round the event loop),
+        else the wait that holds it back while it runs ahead of the others."""
         token = self._hold(link)
         if token is None or token == link.gave_up_at:
-            return
+            return None
+        return self._pause(link, token)
+
+    async def _pause(self, link, token: tuple[str, int]) -> None:
+        """Wait (at most ``timeout`` s per token) until ``link`` no longer runs ahead; woken by every frame received."""
+        import trio
+
         link.pauses += 1
         self._paused += 1
         try:
@@ -420,6 +446,10 @@ class ExporterSource(FrameSource):
             for key, value in per_cobo.items():
                 counts[f"cobo{link.cobo}_{key}"] = value
         return counts
+
+
+def _by_latest(link) -> int:
+    return link.latest
 
 
 def _os_reason(err: OSError) -> str:

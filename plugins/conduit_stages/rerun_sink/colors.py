@@ -8,6 +8,7 @@ charge and a single count stay visible on the viewer's dark background.
 from __future__ import annotations
 
 import colorsys
+import functools
 
 import numpy as np
 
@@ -48,7 +49,8 @@ class ColorScale:
                 t = np.log(np.maximum(values, self.low) / self.low) / np.log(self.high / self.low)
         else:
             t = (values - self.low) / (self.high - self.low)
-        return np.clip(np.nan_to_num(t, nan=0.0), 0.0, 1.0)
+        # = clip(nan_to_num(t), 0, 1): fmax/fmin take 0 for NaN (and +-inf clip to 1 / 0), in two passes
+        return np.fmin(np.fmax(t, 0.0), 1.0)
 
     def colors(self, values: np.ndarray) -> np.ndarray:
         return ramp(self.position(values))
@@ -91,5 +93,10 @@ def count_colors(counts: np.ndarray, scale: ColorScale) -> np.ndarray:
 
 def label_colors(n: int) -> np.ndarray:
     """``n`` well-separated RGB colours (golden-angle hues) for cluster labels and trace lines."""
+    return _label_colors(n).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _label_colors(n: int) -> np.ndarray:
     rgb = [colorsys.hsv_to_rgb((k * 0.618033988749895) % 1.0, 0.70, 0.98) for k in range(n)]
     return np.round(np.array(rgb, dtype=np.float64).reshape(-1, 3) * 255).astype(np.uint8)

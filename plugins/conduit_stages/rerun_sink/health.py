@@ -29,23 +29,40 @@ _SHOWN_TOTALS = ("bad_frames", "late_frames", "duplicate_frames", "unexpected_fr
 class AsadHealth:
     """Counts per (CoBo, AsAd) of events with data and events missing that AsAd."""
 
+    #: (CoBo, AsAd) keys (cobo * 256 + asad) counted by the compiled pass: CoBo 0..255 (others in Python).
+    _TABLE = 256 * 256
+
     def __init__(self, expected: tuple[tuple[int, int], ...] = ()):
         self.expected = tuple(expected)
-        self.with_data: dict[tuple[int, int], int] = {}
+        self._with_data = np.zeros(self._TABLE, dtype=np.int64)  # events with data, by key
+        self._stamp = np.full(self._TABLE, -1, dtype=np.int64)  # last event that counted each key
+        self._outside: dict[tuple[int, int], int] = {}  # keys past the table (a CoBo number above 255)
         self.missing: dict[tuple[int, int], int] = {}
         self.events = 0
         self.incomplete = 0
 
+    @property
+    def with_data(self) -> dict[tuple[int, int], int]:
+        """Events with data per (CoBo, AsAd)."""
+        keys = np.flatnonzero(self._with_data)
+        counted = {(int(k) // 256, int(k) % 256): int(self._with_data[k]) for k in keys}
+        for pair, n in self._outside.items():
+            counted[pair] = counted.get(pair, 0) + n
+        return counted
+
     def add(self, event) -> None:
         """Count one event (any event the sink receives)."""
-        self.events += 1
+        from .kernels import count_pairs
+
         traces = event.traces
-        if traces.shape[0]:
-            # (CoBo, AsAd) pairs present, as cobo * 256 + asad: a count per key instead of a sort of rows
+        if traces.shape[0] and count_pairs(np.ascontiguousarray(traces), self._with_data, self._stamp,
+                                           self.events):
+            # rows of CoBo numbers past the table (never in AT-TPC's 11 CoBos): counted the slow way
             keys = traces[:, COBO].astype(np.int64) * 256 + traces[:, ASAD].astype(np.int64)
-            for key in np.flatnonzero(np.bincount(keys[keys >= 0])).tolist():
+            for key in np.unique(keys[keys >= self._TABLE]).tolist():
                 pair = (key // 256, key % 256)
-                self.with_data[pair] = self.with_data.get(pair, 0) + 1
+                self._outside[pair] = self._outside.get(pair, 0) + 1
+        self.events += 1
         if not event.complete:
             self.incomplete += 1
         for cobo, asad in event.missing:
@@ -53,7 +70,9 @@ class AsadHealth:
             self.missing[key] = self.missing.get(key, 0) + 1
 
     def reset(self) -> None:
-        self.with_data.clear()
+        self._with_data[:] = 0
+        self._stamp[:] = -1
+        self._outside.clear()
         self.missing.clear()
         self.events = 0
         self.incomplete = 0
@@ -67,7 +86,8 @@ class AsadHealth:
             match = _PER_STREAM.match(name)
             if match:
                 per_cobo.setdefault(int(match.group(1)), {})[match.group(2)] = int(value)
-        pairs = set(self.expected) | set(self.with_data) | set(self.missing)
+        with_data = self.with_data
+        pairs = set(self.expected) | set(with_data) | set(self.missing)
         cobos = sorted({c for c, _ in pairs} | set(per_cobo) | {int(k[4:]) for k in rates if k[4:].isdigit()})
         complete = self.events - self.incomplete
         share = f"{complete / self.events:.1%}" if self.events else "-"
@@ -94,7 +114,7 @@ class AsadHealth:
                 if key not in pairs and counts is None:
                     cells.append("")
                     continue
-                frames = counts.get("frames", 0) if counts else self.with_data.get(key, 0)
+                frames = counts.get("frames", 0) if counts else with_data.get(key, 0)
                 dropped = sum(v for k, v in counts.items() if k != "frames") if counts else 0
                 missing = self.missing.get(key, 0)
                 cells.append(" · ".join([str(frames)] + ([f"⚠ {missing}"] if missing else [])

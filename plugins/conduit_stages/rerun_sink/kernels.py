@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["peak_heights", "peaks", "count_hits", "join_texts", "ramp_rgba"]
+from conduit.event import ASAD, COBO
+
+__all__ = ["peak_heights", "peaks", "count_hits", "count_pairs", "join_texts", "ramp_rgba", "warm_up"]
 
 FIRST_SAMPLE = 5  # column of the first sample in the trace matrix (conduit.event.SAMPLES)
 N_SAMPLES = 512
@@ -40,27 +42,46 @@ def _batcher_network(n: int) -> np.ndarray:
 _NETWORK = _batcher_network(N_SAMPLES // BASELINE_STRIDE)
 
 
+#: Rows per block of :func:`_peak_heights`: the baseline samples of a block are sorted side by side.
+BLOCK = 64
+
+
 @njit(cache=True, nogil=True)
 def _peak_heights(traces, network, maxima):
+    """Peak heights and largest samples of every row, a block of rows at a time.
+
+    The max over a row's 512 samples is a reduction the compiler vectorises;
+    the 16 baseline samples of ``BLOCK`` rows are gathered into columns
+    (``v[i, b]``: sample ``i`` of row ``b``) so that each compare-exchange of
+    the sorting network runs over the whole block at once (vectorised across
+    rows: one network per block, not per row).
+    """
     n = traces.shape[0]
     m = N_SAMPLES // BASELINE_STRIDE
     out = np.empty(n)
-    v = np.empty(m, dtype=np.int32)
-    for r in range(n):
-        row = traces[r]
-        top = row[FIRST_SAMPLE]
-        for j in range(FIRST_SAMPLE + 1, FIRST_SAMPLE + N_SAMPLES):
-            x = row[j]
-            top = x if x > top else top  # a max reduction the compiler vectorises
-        maxima[r] = top
-        for i in range(m):
-            v[i] = row[FIRST_SAMPLE + BASELINE_STRIDE * i]
+    v = np.empty((m, BLOCK), dtype=np.int16)
+    for first in range(0, n, BLOCK):
+        size = min(BLOCK, n - first)
+        for b in range(size):
+            row = traces[first + b]
+            top = row[FIRST_SAMPLE]
+            for j in range(FIRST_SAMPLE + 1, FIRST_SAMPLE + N_SAMPLES):
+                x = row[j]
+                top = x if x > top else top  # a max reduction the compiler vectorises
+            maxima[first + b] = top
+            for i in range(m):
+                v[i, b] = row[FIRST_SAMPLE + BASELINE_STRIDE * i]
         for q in range(network.shape[0]):
-            a = v[network[q, 0]]
-            b = v[network[q, 1]]
-            v[network[q, 0]] = min(a, b)
-            v[network[q, 1]] = max(a, b)
-        out[r] = float(top) - 0.5 * (v[m // 2 - 1] + v[m // 2])  # np.median of an even count
+            lo = v[network[q, 0]]
+            hi = v[network[q, 1]]
+            for b in range(size):
+                a = lo[b]
+                c = hi[b]
+                lo[b] = min(a, c)
+                hi[b] = max(a, c)
+        for b in range(size):
+            # np.median of an even count: the mean of the two middle values
+            out[first + b] = float(maxima[first + b]) - 0.5 * (np.int32(v[m // 2 - 1, b]) + np.int32(v[m // 2, b]))
     return out
 
 
@@ -95,6 +116,28 @@ def count_hits(pads, heights, threshold, hits, stamp, event_stamp):
             hits[p] += 1
             counted += 1
     return counted
+
+
+@njit(cache=True, nogil=True)
+def count_pairs(traces, counts, stamp, event_stamp):
+    """Add one to ``counts[cobo * 256 + asad]`` for every (CoBo, AsAd) with a row in ``traces``, once per event.
+
+    ``stamp[key]`` remembers the last event (``event_stamp``) that counted the key. Negative keys are
+    ignored; rows whose key lies past ``counts`` are not counted here: returns how many there are (the
+    caller counts them itself).
+    """
+    outside = 0
+    size = counts.shape[0]
+    for r in range(traces.shape[0]):
+        key = np.int64(traces[r, COBO]) * 256 + np.int64(traces[r, ASAD])
+        if key < 0:
+            continue
+        if key >= size:
+            outside += 1
+        elif stamp[key] != event_stamp:
+            stamp[key] = event_stamp
+            counts[key] += 1
+    return outside
 
 
 @njit(cache=True, nogil=True)
@@ -138,3 +181,25 @@ def ramp_rgba(t, stops):
             packed |= np.uint32(np.uint8(v)) << np.uint32(24 - 8 * c)
         out[k] = packed
     return out
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel of this module for every argument type the view
+    gives it, so that no event waits for a compile or a cache load.
+
+    numba makes one specialisation per argument types: a read-only trace matrix (a buffer received as
+    ``bytes``, a matrix a stage froze) is another type than a writable one. The types here are the ones
+    :mod:`.sink`, :mod:`.occupancy`, :mod:`.health`, :mod:`.colors` and :mod:`.arrow` pass.
+    """
+    writable = np.zeros((2, FIRST_SAMPLE + N_SAMPLES), dtype=np.int16)
+    frozen = writable.copy()
+    frozen.flags.writeable = False
+    for traces in (writable, frozen):
+        heights, _ = peaks(traces)
+        count_pairs(traces, np.zeros(4, dtype=np.int64), np.full(4, -1, dtype=np.int64), 0)
+    count_hits(np.zeros(2, dtype=np.int64), heights, 30.0, np.zeros(4, dtype=np.int64),
+               np.full(4, -1, dtype=np.int64), 0)
+    text = np.frombuffer(b"ab", dtype=np.uint8)  # read-only, as arrow.TextTable keeps its bytes
+    index = np.zeros(1, dtype=np.int64)
+    join_texts(text, index, index + 1, index, text, index, index + 1, index)
+    ramp_rgba(np.zeros(1), np.zeros((2, 3)))

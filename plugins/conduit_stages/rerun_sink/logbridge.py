@@ -62,6 +62,11 @@ class QueueHandler(logging.Handler):
                 self.records.append((level, f"{name}: ... and {suppressed} more like \"{key[1]}\" in the last "
                                             f"{now - start:.0f} s"))
 
+    def pending(self) -> bool:
+        """True when records wait to be drained (a lock-free peek: a record appended meanwhile waits for the
+        next drain)."""
+        return bool(self.records)
+
     def drain(self, final: bool = False) -> list[tuple[str, str]]:
         """Every queued record, oldest first; the queue is left empty.
 

@@ -38,6 +38,8 @@ __all__ = [
     "format_ticks",
     "add_axes",
     "add_colorbar",
+    "colorbar_ticks",
+    "comb",
     "add_heatmap",
     "add_steps",
     "add_series",
@@ -210,14 +212,16 @@ def log_ticks(low: float, high: float) -> np.ndarray:
 
 def format_ticks(values: Sequence[float]) -> list[str]:
     """Short labels for tick values: as few decimals as the spacing needs, 1e6 style for large numbers."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
+    # A few values: plain floats (numpy's per-call cost would be most of the time here).
+    values = np.asarray(values, dtype=np.float64).reshape(-1).tolist()
+    if not values:
         return []
-    biggest = float(np.max(np.abs(values)))
+    biggest = max(abs(v) for v in values)
     if biggest >= 1e5:
         return [_compact(v) for v in values]
-    steps = np.diff(np.sort(values))
-    step = float(steps[steps > 0].min()) if np.any(steps > 0) else max(biggest, 1.0)
+    ordered = sorted(values)
+    steps = [b - a for a, b in zip(ordered, ordered[1:]) if b - a > 0]
+    step = min(steps) if steps else max(biggest, 1.0)
     decimals = 0
     while decimals < 6 and abs(round(step, decimals) - step) > step * 1e-6:
         decimals += 1
@@ -250,7 +254,7 @@ def add_axes(fig: Figure, frame: Frame, *, grid: bool = True, prefix: str = "axe
     ys = ys[(ys >= frame.y.low) & (ys <= frame.y.high)]
     vx, vy = frame.vx(xs), frame.vy(ys)
     tick = 18.0 * u
-    fig.add(f"{prefix}/ticks", Lines([_comb(vx, b, tick, l, r), _comb(vy, l, -tick, b, t, vertical=True)],
+    fig.add(f"{prefix}/ticks", Lines([comb(vx, b, tick, l, r), comb(vy, l, -tick, b, t, vertical=True)],
                                      width=1.2))
     if grid:
         fig.add(f"{prefix}/grid", Lines([_serpentine(vx, t, b), _serpentine(vy, l, r, vertical=True)],
@@ -268,7 +272,7 @@ def add_axes(fig: Figure, frame: Frame, *, grid: bool = True, prefix: str = "axe
     fig.add(f"{prefix}/titles", Texts(np.array(where), titles, color=(255, 255, 255)))
 
 
-def _comb(at: np.ndarray, base: float, length: float, start: float, end: float, vertical: bool = False
+def comb(at: np.ndarray, base: float, length: float, start: float, end: float, vertical: bool = False
           ) -> np.ndarray:
     """One strip along an axis (``base``) from ``start`` to ``end`` with a tick of ``length`` at each of ``at``.
 
@@ -305,20 +309,25 @@ def add_colorbar(fig: Figure, frame: Frame, scale: ColorScale, title: str, prefi
     if gradient:
         image = ramp(np.linspace(1.0, 0.0, steps))[:, None, :]  # top = high
         fig.add(f"{prefix}/image", Picture(image, left, frame.top, width, frame.height))
-    ticks = log_ticks(scale.low, scale.high) if scale.log else nice_ticks(scale.low, scale.high, 4)
-    if scale.log and len(ticks) < 2:
-        ticks = np.unique(np.array([scale.low, scale.high]))
-    ticks = ticks[(ticks >= scale.low - 1e-9) & (ticks <= scale.high + 1e-9)]
-    ys = frame.top + (1.0 - scale.position(ticks)) * frame.height
+    ticks, ys = colorbar_ticks(frame, scale)
     right = left + width
     box = np.array([[left, frame.top], [right, frame.top], [right, frame.bottom], [left, frame.bottom],
                     [left, frame.top]])
-    fig.add(f"{prefix}/ticks", Lines([box, _comb(ys, right, 15.0 * u, frame.bottom, frame.top, vertical=True)],
+    fig.add(f"{prefix}/ticks", Lines([box, comb(ys, right, 15.0 * u, frame.bottom, frame.top, vertical=True)],
                                      width=1.0))
     positions = np.column_stack([np.full(len(ys), right + 80.0 * u), ys - HALF_LINE * u])
     fig.add(f"{prefix}/labels", Texts(positions, format_ticks(ticks)))
     fig.add(f"{prefix}/title", Texts(np.array([[left + 0.5 * width, frame.top - ABOVE * u]]), [title],
                                      color=(255, 255, 255)))
+
+
+def colorbar_ticks(frame: Frame, scale: ColorScale) -> tuple[np.ndarray, np.ndarray]:
+    """The tick values of a colour bar beside ``frame`` and their view y (see :func:`add_colorbar`)."""
+    ticks = log_ticks(scale.low, scale.high) if scale.log else nice_ticks(scale.low, scale.high, 4)
+    if scale.log and len(ticks) < 2:
+        ticks = np.unique(np.array([scale.low, scale.high]))
+    ticks = ticks[(ticks >= scale.low - 1e-9) & (ticks <= scale.high + 1e-9)]
+    return ticks, frame.top + (1.0 - scale.position(ticks)) * frame.height
 
 
 def add_heatmap(fig: Figure, frame: Frame, counts: np.ndarray, scale: ColorScale, name: str = "heatmap") -> None:

@@ -41,7 +41,7 @@ from . import arrow, geometry
 from .blueprint import ENTITY, default_blueprint
 from .colors import ColorScale
 from .draw import log_figure
-from .eventview import GET_CLOCK_HZ, EventView, class_ids
+from .eventview import EVENT_ROOT, GET_CLOCK_HZ, EventView, class_ids
 from .health import AsadHealth
 from .histview import histogram_figure
 from .kinematic_curves import curves_for
@@ -50,7 +50,7 @@ from .occupancy import DEAD_COLOR, UNSEEN_COLOR, Occupancy
 from .params import RerunParams
 from .plot2d import Figure, Texts, add_colorbar
 from .rates import RateHistory
-from .rrdfile import RrdFile
+from .rrdfile import RrdFile, quiet_footer_warning
 from .server import ServerProcess, listening, local_host, public_host, start_server, start_web_viewer
 
 __all__ = ["RerunSink", "viewer_listening", "has_display", "class_ids"]
@@ -79,6 +79,7 @@ class RerunSink(SinkStage):
     # -- life cycle --------------------------------------------------------------------
 
     def open(self) -> None:
+        quiet_footer_warning()  # before rerun is first imported
         import rerun as rr
 
         p = self.params
@@ -100,6 +101,8 @@ class RerunSink(SinkStage):
         self.hist_version: int | None = None
         #: What each run-panel entity shows (see :func:`.draw.log_figure`): unchanged parts are not sent again.
         self.sent: dict[str, tuple] = {}
+        #: Per stream (by id) and entity: the component arrays its viewer holds (constants are sent once).
+        self.held: dict[int, dict[str, dict[Any, Any]]] = {}
         self.occupancy_version: int | None = None
         self.blueprint_sent_for: tuple | None = None
         #: (shared Histograms, (name, dimensions) per histogram, titles) the blueprint is made from.
@@ -112,9 +115,10 @@ class RerunSink(SinkStage):
         self.every_event = p.draw_every_event if p.draw_every_event is not None else (
             not self.context.live and (p.mode in ("save", "stdout") or p.tee))
         self.view = EventView(rr, self.context, p)
-        from .kernels import peaks  # numba: loaded when a run starts, not when stages are listed
+        from .kernels import peaks, warm_up  # numba: loaded when a run starts, not when stages are listed
 
         self._peaks = peaks
+        warm_up()  # no compile (or cache load) while events flow
         pads = self.view.pads
         self.occupancy = Occupancy(pads.n_pads, p.occupancy_threshold) if pads is not None else None
         self.health = AsadHealth(self._expected_asads())
@@ -132,7 +136,7 @@ class RerunSink(SinkStage):
             self.streams.append(stream)
         if p.mode == "stdout":
             stream = self._new_stream()
-            stream.stdout()
+            stream.stdout(write_footer=False)  # no per-chunk index kept in memory (see .rrdfile)
             self.streams.append(stream)
             self._outputs.append("stdout")
         elif p.mode == "serve":
@@ -160,37 +164,46 @@ class RerunSink(SinkStage):
         self._maybe_send_blueprint()  # the layout is known once the stages have opened: not at the first event
 
     def consume(self, event) -> None:
+        """Count the event (occupancy, health) and draw it when due; an event not drawn logs nothing unless
+        it starts a stretch of events not drawn (its marker) or the run panels are due."""
         self.consumed += 1
         previous, self.last_event_id = self.last_event_id, event.id
         now = time.monotonic()
-        self._maybe_connect(now)
-        self._maybe_send_blueprint()
+        if not self.grpc_connected:
+            self._maybe_connect(now)
         # One cheap peak height per trace: counted for the occupancy, coloured on the pad plane when drawn.
-        heights, maxima = self._peaks(event.traces)
-        charges = (event.traces[:, PAD].astype(np.int64), heights)
+        traces = event.traces
+        heights, maxima = self._peaks(traces)
+        pads = traces[:, PAD].astype(np.int64)
         if self.occupancy is not None:
-            self.occupancy.add(*charges)
+            self.occupancy.add(pads, heights)
         self.health.add(event)
         if self.streams:
             # Latest-at: a marker holds for every later event until the next one is drawn, so it is logged
-            # once per stretch of events not drawn (cheap on a fast live run), never per event.
+            # once per stretch of events not drawn (cheap on a fast live run), never per event. Timelines
+            # are set only when something is logged.
             if previous is not None and event.id > previous + 1 and not self.marked:
                 self._set_times(event=previous + 1, run_time=now - self.started)
                 self._log_all(self.view.not_received(previous + 1, event.id - 1, self.run, self.shown))
                 self.marked = True
-            self._set_times(event=event.id, daq_seconds=event.timestamp / GET_CLOCK_HZ,
-                            run_time=now - self.started)
             if self._due(event, now):
                 self.displayed += 1
                 self.shown = event.id
                 self.marked = False
-                self._log_all(self.view.draw(event, self.run, charges, maxima))
+                self._maybe_send_blueprint()
+                self._set_event_times(event, now)
+                self._log_all(self.view.draw(event, self.run, (pads, heights), maxima))
             elif not self.marked:
+                self._set_event_times(event, now)
                 self._log_all(self.view.not_drawn(event, self.run, self._why_not_drawn(), self.shown))
                 self.marked = True
         if self._refresh_due(now):
             self._refresh(now)
-        self._drain_log(now)
+        elif self.handler.pending():
+            self._drain_log(now)
+
+    def _set_event_times(self, event, now: float) -> None:
+        self._set_times(event=event.id, daq_seconds=event.timestamp / GET_CLOCK_HZ, run_time=now - self.started)
 
     def on_metrics(self, metrics) -> None:
         now = time.monotonic()
@@ -356,11 +369,20 @@ class RerunSink(SinkStage):
     def _log(self, path: str, *archetypes: Any) -> None:
         path = self.prefix + path if self.prefix else path
         for stream in self.streams:
-            stream.log(path, *archetypes)
+            arrow.log_row(stream, path, archetypes, held=self._held(stream, path))
+
+    def _held(self, stream, path: str) -> dict[Any, Any]:
+        """The components ``stream``'s viewer holds for entity ``path`` (see :func:`.arrow.log_row`)."""
+        return self.held.setdefault(id(stream), {}).setdefault(path, {})
 
     def _log_all(self, items: list[tuple[str, Any]]) -> None:
         """Log (path, archetype) and (path, [archetypes]) items, one row each."""
         for path, archetypes in items:
+            if path == EVENT_ROOT:  # a recursive clear: every per-event entity holds nothing any more
+                root = self.prefix + EVENT_ROOT
+                for entities in self.held.values():
+                    for entity in [e for e in entities if e == root or e.startswith(root + "/")]:
+                        del entities[entity]
             self._log(path, *(archetypes if isinstance(archetypes, list) else [archetypes]))
 
     def _static(self, path: str, archetypes: Any) -> None:
@@ -404,12 +426,14 @@ class RerunSink(SinkStage):
         self.last_refresh = now
         if not self.streams:
             return
+        self._maybe_send_blueprint()
         self._set_times(run_time=now - self.started)
         self._send_histograms(force)
         self._send_occupancy(force)
         self._log(ENTITY["health"], self.rr.TextDocument(self.health.markdown(self.snapshot),
                                                          media_type="text/markdown"))
         self._refresh_rates(now)
+        self._drain_log(now)
 
     def _refresh_rates(self, now: float) -> None:
         if not self.streams or not len(self.rates):
