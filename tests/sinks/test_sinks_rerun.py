@@ -501,7 +501,7 @@ def test_a_recording_keeps_no_index_of_its_chunks_and_is_read_back_whole(sinkkit
     kinds, problem = frames(rrd)
     assert problem is None
     assert END not in kinds and not check_for_rrd_footer(str(rrd))  # nothing was kept per chunk for a footer
-    assert kinds.count(ARROW_MSG) > 300  # the chunks such an index would have had a row for
+    assert kinds.count(ARROW_MSG) > 100  # hundreds of chunks (rerun batches rows): each a row of such an index
     assert [r["event"] for r in read_rrd(rrd)["/event/cloud"]] == list(range(300))
 
 
