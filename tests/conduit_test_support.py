@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -43,6 +44,20 @@ def install_plugin_dist(site: Path, dist_name: str, module_file: Path, entry_poi
     lines = ["[conduit]"] + [f"{name} = {target}" for name, target in entry_points.items()]
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
     (info / "RECORD").write_text("")
+
+
+@contextlib.contextmanager
+def installed_testkit(site: Path, dist_name: str, module: str, plugin: str):
+    """The testkit module ``module`` installed into ``site`` as the distribution ``dist_name`` (plugin name
+    ``plugin``) while the block runs: the registry sees it, and the module is forgotten afterwards."""
+    from conduit.plugins import get_registry
+
+    install_plugin_dist(site, dist_name, TESTKIT / f"{module}.py", {plugin: module})
+    get_registry(refresh=True)
+    try:
+        yield site
+    finally:
+        sys.modules.pop(module, None)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120):

@@ -3,13 +3,12 @@ sinks called in the event loop, and an event only cloudpickle can send to a work
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 import trio
 
 from conduit.engine.runner import Engine, run_pipeline
-from conduit_test_support import TESTKIT, install_plugin_dist, pipeline_from_tables
+from conduit_test_support import installed_testkit, pipeline_from_tables
 
 pipeline = pipeline_from_tables
 
@@ -17,13 +16,8 @@ pipeline = pipeline_from_tables
 @pytest.fixture
 def kit(plugin_site):
     """The testkit plugin and the engine kit (sinks noting their thread, a source carrying a lambda)."""
-    from conduit.plugins import get_registry
-
-    install_plugin_dist(plugin_site, "conduit-engine-kit", TESTKIT / "conduit_engine_kit.py",
-                        {"enginekit": "conduit_engine_kit"})
-    get_registry(refresh=True)
-    yield plugin_site
-    sys.modules.pop("conduit_engine_kit", None)
+    with installed_testkit(plugin_site, "conduit-engine-kit", "conduit_engine_kit", "enginekit") as site:
+        yield site
 
 
 SINKS = """

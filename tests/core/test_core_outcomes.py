@@ -14,7 +14,6 @@ import re
 import resource
 import signal
 import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -27,7 +26,7 @@ from conduit.engine.runner import Engine, run_pipeline
 from conduit.engine.status import format_status
 from conduit.engine.summary import format_summary
 from conduit.event import Event
-from conduit_test_support import TESTKIT, VENV_BIN, install_plugin_dist, pipeline_from_tables, read_collected
+from conduit_test_support import VENV_BIN, installed_testkit, pipeline_from_tables, read_collected
 
 pipeline = pipeline_from_tables
 
@@ -35,13 +34,8 @@ pipeline = pipeline_from_tables
 @pytest.fixture
 def kit(plugin_site):
     """The testkit plugin and the outcomes kit (stages that fail, stop, drop, give nothing), installed."""
-    from conduit.plugins import get_registry
-
-    install_plugin_dist(plugin_site, "conduit-outcomes-kit", TESTKIT / "conduit_outcomes_kit.py",
-                        {"outcomes": "conduit_outcomes_kit"})
-    get_registry(refresh=True)
-    yield plugin_site
-    sys.modules.pop("conduit_outcomes_kit", None)
+    with installed_testkit(plugin_site, "conduit-outcomes-kit", "conduit_outcomes_kit", "outcomes") as site:
+        yield site
 
 
 FAILING_CHAIN = """
