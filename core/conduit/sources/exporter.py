@@ -347,10 +347,8 @@ class ExporterSource(FrameSource):
     def _backlog_mark(self, now: float, *, fresh: bool) -> int | None:
         """The lowest id among in-step connections with unread bytes (at most 20 ms old unless ``fresh``;
         a fresh one is computed once per frame received, however many paused links ask for it)."""
-        if fresh:
-            if self._mark_frame != self._frames_seen:
-                self._mark, self._mark_time, self._mark_frame = self._lowest_backlog(), now, self._frames_seen
-        elif now - self._mark_time > 0.02:
+        stale = self._mark_frame != self._frames_seen if fresh else now - self._mark_time > 0.02
+        if stale:
             self._mark, self._mark_time, self._mark_frame = self._lowest_backlog(), now, self._frames_seen
         return self._mark
 
