@@ -37,7 +37,7 @@ import numpy as np
 from conduit.event import PAD
 from conduit.stage import SinkStage
 
-from . import arrow, geometry
+from . import arrow
 from .blueprint import ENTITY, default_blueprint
 from .colors import ColorScale
 from .draw import log_figure
