@@ -35,9 +35,15 @@ def _type(component: str) -> pa.DataType:
 
 def positions(xy: np.ndarray, dims: int) -> pa.Array:
     """(N, dims) positions (any float dtype) as Position2D / Position3D data (float32)."""
-    flat = np.ascontiguousarray(xy, dtype=np.float32).reshape(-1)
-    kind = _type(f"Position{dims}D")
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat), type=kind)
+    flat = np.ascontiguousarray(xy, dtype=np.float32)
+    return _fixed_lists(_type(f"Position{dims}D"), flat, flat.size // dims)
+
+
+def _fixed_lists(kind: pa.DataType, flat: np.ndarray, n: int) -> pa.Array:
+    """``n`` fixed-size lists of ``kind`` over the contiguous float32 ``flat`` (no copy, no check: the
+    buffers are Arrow's as they are)."""
+    values = pa.Array.from_buffers(pa.float32(), flat.size, [None, pa.py_buffer(flat)])
+    return pa.Array.from_buffers(kind, n, [None], children=[values])
 
 
 def strips(parts: Sequence[np.ndarray], dims: int = 2) -> pa.Array:
@@ -68,8 +74,9 @@ def offset_strips(points: np.ndarray, offsets: np.ndarray, dims: int = 2) -> pa.
     """Line strips given as float32 points ((N, dims), strip after strip) and the int32 offsets of the strips
     (len(strips) + 1, from 0 to N): :func:`flat_strips` when both are made in that form already."""
     kind = _type(f"LineStrip{dims}D")
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.FixedSizeListArray.from_arrays(
-        pa.array(points.reshape(-1)), type=kind.value_type), type=kind)
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    return pa.Array.from_buffers(kind, len(offsets) - 1, [None, pa.py_buffer(np.ascontiguousarray(
+        offsets, dtype=np.int32))], children=[_fixed_lists(kind.value_type, points, points.size // dims)])
 
 
 def pack(rgb: Any) -> np.ndarray:

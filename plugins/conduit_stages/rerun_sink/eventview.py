@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -89,12 +90,12 @@ class _Drawn:
         out[:len(fixed)] = fixed
         return out
 
-    def lines(self, points: np.ndarray, sizes: tuple[int, ...], colors: np.ndarray, width: float, order: float,
-              key: Any) -> dict[Any, Any]:
+    def lines(self, points: np.ndarray, sizes: tuple[int, ...], colors: Callable[[Any], np.ndarray], width: float,
+              order: float, key: Any) -> dict[Any, Any]:
         """The LineStrips2D row of the figure's strips followed by an event's (``points`` from
-        :meth:`line_buffer`, ``sizes`` points each, in ``colors``, one ``width`` and draw ``order``): what
+        :meth:`line_buffer`, ``sizes`` points each, in ``colors(key)``, one ``width`` and draw ``order``): what
         :func:`.draw.figure_archetypes` makes of the compacted whole. Everything but the points is made once
-        per ``key`` (what decides ``colors``) and strip sizes, so that the viewer is sent it once."""
+        per ``key`` and strip sizes, so that the viewer is sent it once."""
         made = self.made.get((key, sizes, width, order))
         if made is None:
             n = len(sizes)
@@ -103,43 +104,54 @@ class _Drawn:
             widths = np.concatenate([self.widths, np.full(n, width, dtype=np.float32)])
             made = self.made[(key, sizes, width, order)] = (offsets, arrow.row(
                 "LineStrips2D", radii=arrow.floats(-0.5 * widths), colors=arrow.colors(np.concatenate(
-                    [self.line_colors, colors])), show_labels=arrow.flag(False),
+                    [self.line_colors, colors(key)])), show_labels=arrow.flag(False),
                 draw_order=arrow.floats(max(self.line_order, order) if n else self.line_order, "DrawOrder")))
         offsets, fixed = made
         return {arrow.field("LineStrips2D", "strips"): arrow.offset_strips(points, offsets)} | fixed
 
-    def texts(self, positions: np.ndarray, labels: list[str], colors: np.ndarray, key: Any) -> dict[Any, Any]:
+    def texts(self, positions: np.ndarray, labels: list[str] | tuple[str, ...],
+              colors: Callable[[Any], np.ndarray], key: Any) -> dict[Any, Any]:
         """The Points2D row of the figure's texts followed by an event's (``positions``, ``labels`` and their
-        ``colors``, made once per ``key``)."""
+        colours ``colors(key)``, made once per ``key``). Labels given as a tuple recur from event to event:
+        their text data is made once."""
         made = self.made.get(("texts", key))
         if made is None:
             made = self.made[("texts", key)] = arrow.row(
                 "Points2D", radii=arrow.floats(-self.text_radius), colors=arrow.colors(np.concatenate(
-                    [self.text_colors, colors])), show_labels=arrow.flag(True),
+                    [self.text_colors, colors(key)])), show_labels=arrow.flag(True),
                 draw_order=arrow.floats(self.text_order, "DrawOrder"))
         if len(self.text_positions):
             positions = np.concatenate([self.text_positions, positions])
         return {arrow.field("Points2D", "positions"): arrow.positions(positions, 2),
-                arrow.field("Points2D", "labels"): arrow.texts(self.labels + labels)} | made
+                arrow.field("Points2D", "labels"): _texts(labels) if isinstance(labels, tuple) and not self.labels
+                else arrow.texts(self.labels + list(labels))} | made
 
 
 class _Ticks:
     """The numbered ticks of a linear colour scale (nice values, their labels and ramp positions), made once
-    per event for both colour bars."""
+    per event for both colour bars (a few values: plain floats, numpy's per-call cost would be most of it)."""
 
     def __init__(self, scale: ColorScale):
         self.scale = scale
-        self.values = nice_ticks(scale.low, scale.high, 4)
-        self.labels = format_ticks(self.values)
-        self.position = scale.position(self.values)
+        self.values = tuple(nice_ticks(scale.low, scale.high, 4).tolist())
+        self.labels = _tick_labels(self.values)
+        low, span = scale.low, scale.high - scale.low
+        # = scale.position(values): the values are finite
+        self.position = [min(max((v - low) / span, 0.0), 1.0) for v in self.values]
 
-    def inside(self, frame: Frame) -> tuple[np.ndarray, list[str]]:
+    def inside(self, frame: Frame) -> tuple[list[float], tuple[str, ...]]:
         """View y and labels of the ticks within the scale's range on a colour bar beside ``frame``
         (as :func:`.plot2d.colorbar_ticks`)."""
-        scale = self.scale
-        keep = (self.values >= scale.low - 1e-9) & (self.values <= scale.high + 1e-9)
-        labels = self.labels if keep.all() else format_ticks(self.values[keep])
-        return frame.top + (1.0 - self.position[keep]) * frame.height, labels
+        low, high = self.scale.low - 1e-9, self.scale.high + 1e-9
+        keep = [low <= v <= high for v in self.values]
+        labels = self.labels if all(keep) else _tick_labels(tuple(v for v, k in zip(self.values, keep) if k))
+        return [frame.top + (1.0 - p) * frame.height for p, k in zip(self.position, keep) if k], labels
+
+
+@functools.lru_cache(maxsize=512)
+def _tick_labels(values: tuple[float, ...]) -> tuple[str, ...]:
+    """:func:`.plot2d.format_ticks` of a colour bar's tick values (the same few recur from event to event)."""
+    return tuple(format_ticks(values))
 
 
 _AXIS_COLORS = np.array([AXIS_COLOR] * 2, dtype=np.uint8)
@@ -186,6 +198,9 @@ class EventView:
         self.field = float(context.detector.magnetic_field)
         self.frame = pad_frame()
         self.pads = context.pads if params.pad_plane else None
+        from . import kernels  # numba: loaded when a run starts, not when stages are listed
+
+        self.kernels = kernels
         self._captions: dict[str, tuple[Any, list[Any]]] | None = None
         self._hover: tuple[Any, ...] | None = None
         self._colorbar_fixed: list[Any] | None = None
@@ -365,11 +380,10 @@ class EventView:
     def _cloud(self, cloud: np.ndarray, labels: np.ndarray | None, scale: ColorScale) -> list[tuple[str, Any]]:
         """Cloud points coloured by charge (noise grey and small) and, when clustered, their classes: one
         compiled pass (:func:`.kernels.cloud_columns`)."""
-        from .kernels import cloud_columns
-
         given = np.asarray(labels, dtype=np.int64) if labels is not None else _NO_LABELS
-        xyz, colors, radii, classes = cloud_columns(cloud, AMPLITUDE, given, scale.low, scale.high, RAMP,
-                                                    _NOISE_RGBA, N_CLASSES)
+        xyz, colors, radii, classes = self.kernels.cloud_columns(
+            np.ascontiguousarray(cloud, dtype=np.float64), AMPLITUDE, given, scale.low, scale.high, RAMP, _NOISE_RGBA,
+            N_CLASSES)
         xyz = arrow.positions(xyz, 3)  # one array for both entities
         if labels is None:
             return [(f"{EVENT_ROOT}/cloud", arrow.row("Points3D", positions=xyz, radii=arrow.floats(-2.0),
@@ -382,15 +396,12 @@ class EventView:
     def _tracks(self, estimates: np.ndarray) -> list[tuple[str, Any]]:
         """Each track's helix (:func:`.kernels.helix_strips`: :func:`.geometry.helices` compiled), its vertex
         and its number at the helix's end."""
-        from .kernels import helix_strips
-
         columns = [np.ascontiguousarray(estimates[name], dtype=np.float64) for name in _HELIX_COLUMNS]
-        points, sizes, ends = helix_strips(*columns, geometry.turning_sense(self.field), self.length,
-                                           geometry.CHAMBER_RADIUS, self.params.helix_points)
-        offsets = np.zeros(len(sizes) + 1, dtype=np.int32)
-        np.cumsum(sizes, out=offsets[1:])
-        classes = arrow.class_ids(class_ids(estimates["cluster_label"]))
-        vertices = np.column_stack(columns[3:6])
+        points, offsets, ends, vertices, classes = self.kernels.helix_strips(
+            *columns, np.ascontiguousarray(estimates["cluster_label"], dtype=np.int64),
+            geometry.turning_sense(self.field), self.length, geometry.CHAMBER_RADIUS, self.params.helix_points,
+            N_CLASSES)
+        classes = arrow.class_ids(classes)
         hidden = arrow.flag(False)
         return [
             (f"{EVENT_ROOT}/tracks", arrow.row("LineStrips3D", strips=arrow.offset_strips(points, offsets, 3),
@@ -405,18 +416,13 @@ class EventView:
     def _colorbar3d(self, ticks: _Ticks) -> list[tuple[str, Any]]:
         """The ADC tick labels of the vertical colour bar beside the chamber (the bar itself is static:
         the ramp runs bottom to top whatever the event's range)."""
-        rr = self.rr
-        x = geometry.CHAMBER_RADIUS + 70.0
-        n = len(ticks.values)
-        positions = np.zeros((n + 1, 3))
-        positions[:, 0] = x + 40.0
-        positions[:n, 2] = ticks.position * self.length
-        positions[n, 2] = self.length + 40.0
         if self._colorbar_fixed is None:
-            self._colorbar_fixed = arrow.fixed(rr.Points3D.from_fields(radii=-0.5, colors=(220, 220, 220),
-                                                                      show_labels=True))
+            self._colorbar_fixed = arrow.fixed(self.rr.Points3D.from_fields(radii=-0.5, colors=(220, 220, 220),
+                                                                           show_labels=True))
+        x = geometry.CHAMBER_RADIUS + 70.0 + 40.0
+        positions = [(x, 0.0, p * self.length) for p in ticks.position] + [(x, 0.0, self.length + 40.0)]
         return [(f"{EVENT_ROOT}/colorbar/labels", self._colorbar_fixed | arrow.row(
-            "Points3D", positions=arrow.positions(positions, 3), labels=_texts(tuple(ticks.labels) + _ADC_TITLE)))]
+            "Points3D", positions=arrow.positions(np.array(positions), 3), labels=_texts(ticks.labels + _ADC_TITLE)))]
 
     def _colorbar3d_static(self) -> tuple[str, Any]:
         """The bar of :meth:`_colorbar3d`: 100 points coloured along the ramp, x = radius + 70 mm, along z."""
@@ -430,10 +436,8 @@ class EventView:
                   ) -> list[tuple[str, Any]]:
         """A marker per trace on the plane at its pad, coloured by amplitude, with the hover text "pad P: A ADC"
         (A rounded half to even, as ``f"{a:.0f}"``): one compiled pass (:func:`.kernels.pad_markers`)."""
-        from .kernels import pad_markers
-
         xy, radii, fixed, names, numbers = self._pad_tables()
-        positions, sizes, colors, offsets, text, exact = pad_markers(
+        positions, sizes, colors, offsets, text, exact = self.kernels.pad_markers(
             np.ascontiguousarray(ids, dtype=np.int64), np.ascontiguousarray(amplitude, dtype=np.float64), xy, radii,
             scale.low, scale.high, RAMP, names.data, names.starts, names.lengths, numbers.data, numbers.starts,
             numbers.lengths)
@@ -456,22 +460,21 @@ class EventView:
         u = frame.width / 1000.0
         left, width = frame.right + 35.0 * u, 35.0 * u
         right = left + width
+        top, bottom = frame.top, frame.bottom
         ys, labels = ticks.inside(frame)
-        box = np.array([[left, frame.top], [right, frame.top], [right, frame.bottom], [left, frame.bottom],
-                        [left, frame.top]])
-        strip = comb(ys, right, 15.0 * u, frame.bottom, frame.top, vertical=True)
-        points = _NOTHING.line_buffer(len(box) + len(strip))
-        points[:len(box)] = box
-        points[len(box):] = strip
-        positions = np.empty((len(ys) + 1, 2))
-        positions[:-1, 0] = right + 80.0 * u
-        positions[:-1, 1] = ys - HALF_LINE * u
-        positions[-1] = left + 0.5 * width, frame.top - ABOVE * u
+        # the box, then comb(ys, right, 15 u, bottom, top, vertical=True): one strip with a tick at each y
+        tick = right + 15.0 * u
+        points = [(left, top), (right, top), (right, bottom), (left, bottom), (left, top), (right, bottom)]
+        for y in ys:
+            points += [(right, y), (tick, y), (right, y)]
+        points.append((right, top))
         n = len(ys)
-        return [(f"{EVENT_ROOT}/pads/lines", _NOTHING.lines(points, (5, len(strip)), _AXIS_COLORS, 1.0, 20.0,
-                                                            "pad colour bar")),
-                (f"{EVENT_ROOT}/pads/texts", _NOTHING.texts(positions, labels + ["amplitude (ADC)"], np.array(
-                    [TEXT_COLOR] * n + [(255, 255, 255)], dtype=np.uint8), ("pad colour bar", n)))]
+        text_x, raise_by = right + 80.0 * u, HALF_LINE * u
+        positions = [(text_x, y - raise_by) for y in ys] + [(left + 0.5 * width, top - ABOVE * u)]
+        return [(f"{EVENT_ROOT}/pads/lines", _NOTHING.lines(np.array(points, dtype=np.float32), (5, 3 * n + 2),
+                                                            _axis_colors, 1.0, 20.0, "pad colour bar")),
+                (f"{EVENT_ROOT}/pads/texts", _NOTHING.texts(np.array(positions), labels + _ADC_TITLE,
+                                                            _colorbar_text_colors, n))]
 
     def _pad_tables(self) -> tuple[Any, ...]:
         """Per pad, built once: panel position and marker radius (float32), the hit markers' fixed components,
@@ -488,12 +491,10 @@ class EventView:
 
     def _traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels, maxima=None
                 ) -> list[tuple[str, Any]]:
-        from .kernels import trace_polylines
-
         rows, what = geometry.select_traces(traces, amplitude, self.params.traces, self.params.trace_count,
                                             cloud, labels, maxima)
         n = len(rows)
-        picked = traces[rows]
+        picked = traces[rows]  # a copy: contiguous and writable
         samples = picked[:, SAMPLES]
         low = float(samples.min()) if n else 0.0
         high = float(samples.max()) if n else 1.0
@@ -503,18 +504,17 @@ class EventView:
         if high <= low:
             high = low + step
         frame, axes = _trace_axes(low, min(high, 4100.0) if high > 4000 else high)
-        colors = label_colors(max(n, 1))[:n]
         # Every trace's polyline at once into the strips' buffer (raw samples are integers: never NaN).
         points = axes.line_buffer(n * 512)
-        trace_polylines(traces, rows, frame.y.low, frame.y.high, frame.top, frame.height, _TRACE_X,
-                        points[len(points) - n * 512:])
+        self.kernels.trace_polylines(picked, frame.y.low, frame.y.high, frame.top, frame.height, _TRACE_X,
+                                     points[len(points) - n * 512:])
         legend_text = [f"pad {p}  ({c}/{a}/{g}/{ch})" for c, a, g, ch, p in picked[:, :5].tolist()]
         legend_text += ["(CoBo/AsAd/AGET/ch)"] + [line for line in what if line]
         notes = len(legend_text) - n
         # The axes (built once per y range) then the traces, as the compacted figure of both would be.
-        return [(f"{EVENT_ROOT}/traces/lines", axes.lines(points, (512,) * n, colors, 1.6, 25.0, n)),
-                (f"{EVENT_ROOT}/traces/texts", axes.texts(_legend_xy(n + notes), legend_text,
-                                                          _legend_colors(n, notes), (n, notes)))]
+        return [(f"{EVENT_ROOT}/traces/lines", axes.lines(points, (512,) * n, _trace_colors, 1.6, 25.0, n)),
+                (f"{EVENT_ROOT}/traces/texts", axes.texts(_legend_xy(n + notes), legend_text, _legend_colors,
+                                                          (n, notes)))]
 
 
 @functools.lru_cache(maxsize=64)
@@ -523,12 +523,27 @@ def _legend_xy(n: int) -> np.ndarray:
     return np.column_stack([np.full(n, 920.0), 62.0 * np.arange(n)])
 
 
-@functools.lru_cache(maxsize=64)
-def _legend_colors(n: int, notes: int) -> np.ndarray:
-    """Colours of the legend: one per trace (its line's), then ``notes`` grey lines."""
+def _trace_colors(n: int) -> np.ndarray:
+    """Colours of ``n`` traces."""
+    return label_colors(max(n, 1))[:n]
+
+
+def _legend_colors(key: tuple[int, int]) -> np.ndarray:
+    """Colours of the legend of ``n`` traces and ``notes`` lines below: one per trace (its line's), then grey."""
+    n, notes = key
     note_colors = np.full((notes, 3), 170, dtype=np.uint8)
     note_colors[:, 2] = 180
-    return np.vstack([label_colors(max(n, 1))[:n], note_colors])
+    return np.vstack([_trace_colors(n), note_colors])
+
+
+def _axis_colors(key: Any) -> np.ndarray:
+    """The pad colour bar's two strips (box, ticks) in the axes' colour."""
+    return _AXIS_COLORS
+
+
+def _colorbar_text_colors(n: int) -> np.ndarray:
+    """The pad colour bar's ``n`` numbers, then its title in white."""
+    return np.array([TEXT_COLOR] * n + [(255, 255, 255)], dtype=np.uint8)
 
 
 @functools.lru_cache(maxsize=64)

@@ -211,22 +211,26 @@ def pad_markers(ids, amplitude, xy, radii, low, high, stops, names, name_starts,
     empty, when a rounded amplitude has no entry in ``numbers`` (never with 12-bit samples).
     """
     n_pads = radii.shape[0]
-    n = 0
-    ok = True
     n_numbers = number_lengths.shape[0]
-    for r in range(ids.shape[0]):
+    n = 0
+    size = 0
+    ok = True
+    for r in range(ids.shape[0]):  # count the markers and their text's bytes
         p = ids[r]
         if 0 <= p < n_pads:
             n += 1
             a = np.rint(amplitude[r])
-            if not (a >= 0 and a < n_numbers):
+            if a >= 0 and a < n_numbers:
+                size += name_lengths[p] + number_lengths[np.int64(a)]
+            else:
                 ok = False
     positions = np.empty((n, 2), dtype=np.float32)
     out_radii = np.empty(n, dtype=np.float32)
     colors = np.empty(n, dtype=np.uint32)
     offsets = np.zeros(n + 1, dtype=np.int32)
+    data = np.empty(size if ok else 0, dtype=np.uint8)
     k = 0
-    size = 0
+    at = 0
     for r in range(ids.shape[0]):
         p = ids[r]
         if 0 <= p < n_pads:
@@ -235,23 +239,17 @@ def pad_markers(ids, amplitude, xy, radii, low, high, stops, names, name_starts,
             out_radii[k] = radii[p]
             colors[k] = _ramp_one(_linear_position(amplitude[r], low, high), stops)
             if ok:
-                size += name_lengths[p] + number_lengths[np.int64(np.rint(amplitude[r]))]
-            offsets[k + 1] = size
-            k += 1
-    data = np.empty(size, dtype=np.uint8)
-    if ok:
-        k = 0
-        for r in range(ids.shape[0]):
-            p = ids[r]
-            if 0 <= p < n_pads:
-                at = offsets[k]
+                start = name_starts[p]
                 for j in range(name_lengths[p]):
-                    data[at + j] = names[name_starts[p] + j]
+                    data[at + j] = names[start + j]
                 at += name_lengths[p]
                 a = np.int64(np.rint(amplitude[r]))
+                start = number_starts[a]
                 for j in range(number_lengths[a]):
-                    data[at + j] = numbers[number_starts[a] + j]
-                k += 1
+                    data[at + j] = numbers[start + j]
+                at += number_lengths[a]
+            offsets[k + 1] = at
+            k += 1
     return positions, out_radii, colors, offsets, data, ok
 
 
@@ -284,22 +282,28 @@ def cloud_columns(cloud, charge_column, labels, low, high, stops, noise_rgba, n_
 
 
 @njit(cache=True, nogil=True)
-def helix_strips(center_x, center_y, radius, vertex_x, vertex_y, vertex_z, polar, sense, length,
-                 chamber_radius, points):
-    """Every track's helix as float32 points (strip after strip), the point count of each strip and its last
-    point (the vertex for an empty strip): :func:`conduit_physics.tracks.helix.helices` (one turn,
-    ``points`` points, cut where it leaves the chamber), its arithmetic step by step."""
+def helix_strips(center_x, center_y, radius, vertex_x, vertex_y, vertex_z, polar, labels, sense, length,
+                 chamber_radius, points, n_classes):
+    """Every track's helix as float32 points (strip after strip) with the int32 offsets of the strips, the
+    last point of each (the vertex for an empty strip), the vertices (float32) and each track's annotation
+    class (:func:`.eventview.class_ids` of its cluster ``labels``): :func:`conduit_physics.tracks.helix.helices`
+    (one turn, ``points`` points, cut where it leaves the chamber), its arithmetic step by step."""
     n = radius.shape[0]
     step = 2 * np.pi / (points - 1)
-    sizes = np.zeros(n, dtype=np.int32)
+    offsets = np.zeros(n + 1, dtype=np.int32)
     xyz = np.empty((n * points, 3), dtype=np.float32)
     ends = np.empty((n, 3), dtype=np.float32)
+    vertices = np.empty((n, 3), dtype=np.float32)
+    classes = np.empty(n, dtype=np.uint16)
     used = 0
     for k in range(n):
         r = radius[k]
-        ends[k, 0] = vertex_x[k]
-        ends[k, 1] = vertex_y[k]
-        ends[k, 2] = vertex_z[k]
+        vertices[k, 0] = vertex_x[k]
+        vertices[k, 1] = vertex_y[k]
+        vertices[k, 2] = vertex_z[k]
+        ends[k] = vertices[k]
+        classes[k] = labels[k] % (n_classes - 1) + 1 if labels[k] >= 0 else 0
+        offsets[k + 1] = used
         if not np.isfinite(r) or r <= 0 or not np.isfinite(polar[k]):
             continue
         cx = center_x[k]
@@ -323,20 +327,20 @@ def helix_strips(center_x, center_y, radius, vertex_x, vertex_y, vertex_z, polar
             xyz[used + i, 0] = x
             xyz[used + i, 1] = y
             xyz[used + i, 2] = z
-        sizes[k] = kept
         ends[k] = xyz[used + kept - 1]
         used += kept
-    return xyz[:used], sizes, ends
+        offsets[k + 1] = used
+    return xyz[:used], offsets, ends, vertices, classes
 
 
 @njit(cache=True, nogil=True)
-def trace_polylines(traces, rows, low, high, top, height, x, out):
-    """Fills ``out`` ((len(rows) * 512, 2) float32) with each row's samples as a polyline of the traces panel:
+def trace_polylines(traces, low, high, top, height, x, out):
+    """Fills ``out`` ((rows * 512, 2) float32) with each row's samples as a polyline of the traces panel:
     view x from ``x``, view y of each sample on the axis ``low``..``high`` (y up: ``top`` + (1 - t) * ``height``,
     t clipped to [0, 1], as :meth:`.plot2d.Frame.vy`)."""
     span = high - low
-    for k in range(rows.shape[0]):
-        row = traces[rows[k]]
+    for k in range(traces.shape[0]):
+        row = traces[k]
         base = k * N_SAMPLES
         for j in range(N_SAMPLES):
             t = (np.float64(row[FIRST_SAMPLE + j]) - low) / span
@@ -373,9 +377,8 @@ def warm_up() -> None:
         for given in (labels, _frozen(labels)):
             cloud_columns(points, 6, given, 0.0, 1.0, stops, np.uint32(0), 64)
     column = np.ones(1)
-    helix_strips(column, column, column, column, column, column, column, 1.0, 1.0, 1.0, 2)
-    for traces in (writable, frozen):
-        trace_polylines(traces, index, 0.0, 1.0, 0.0, 1.0, np.zeros(N_SAMPLES), np.empty((N_SAMPLES, 2), np.float32))
+    helix_strips(column, column, column, column, column, column, column, labels, 1.0, 1.0, 1.0, 2, 64)
+    trace_polylines(writable, 0.0, 1.0, 0.0, 1.0, np.zeros(N_SAMPLES), np.empty((2 * N_SAMPLES, 2), np.float32))
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
