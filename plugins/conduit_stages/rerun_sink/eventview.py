@@ -29,7 +29,7 @@ from conduit.event import SAMPLES
 from . import arrow, geometry
 from .colors import RAMP, ColorScale, label_colors
 from .plot2d import (ABOVE, AXIS_COLOR, HALF_LINE, TEXT_COLOR, Axis, Figure, Frame, Texts, add_axes, add_colorbar,
-                     comb, format_ticks, nice_ticks)
+                     comb, format_ticks, nice_tick_values)
 from .draw import compact, figure_archetypes
 
 __all__ = ["EventView", "EVENT_ROOT", "COLORBAR_3D", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
@@ -109,22 +109,30 @@ class _Drawn:
         offsets, fixed = made
         return {arrow.field("LineStrips2D", "strips"): arrow.offset_strips(points, offsets)} | fixed
 
-    def texts(self, positions: np.ndarray, labels: list[str] | tuple[str, ...],
+    def texts(self, positions: np.ndarray | Callable[[Any], np.ndarray], labels: list[str] | tuple[str, ...],
               colors: Callable[[Any], np.ndarray], key: Any) -> dict[Any, Any]:
         """The Points2D row of the figure's texts followed by an event's (``positions``, ``labels`` and their
-        colours ``colors(key)``, made once per ``key``). Labels given as a tuple recur from event to event:
-        their text data is made once."""
+        colours ``colors(key)``, made once per ``key``; positions given as a function, ``positions(key)``, are
+        made once per ``key`` too). Labels given as a tuple recur from event to event: their text data is
+        made once."""
         made = self.made.get(("texts", key))
         if made is None:
             made = self.made[("texts", key)] = arrow.row(
                 "Points2D", radii=arrow.floats(-self.text_radius), colors=arrow.colors(np.concatenate(
                     [self.text_colors, colors(key)])), show_labels=arrow.flag(True),
                 draw_order=arrow.floats(self.text_order, "DrawOrder"))
+            if callable(positions):
+                made[arrow.field("Points2D", "positions")] = self._positions(positions(key))
+        if not callable(positions):
+            made = {arrow.field("Points2D", "positions"): self._positions(positions)} | made
+        return {arrow.field("Points2D", "labels"): _texts(labels) if isinstance(labels, tuple) and not self.labels
+                else arrow.texts(self.labels + list(labels))} | made
+
+    def _positions(self, positions: np.ndarray) -> Any:
+        """Position2D data of the figure's texts followed by ``positions``."""
         if len(self.text_positions):
             positions = np.concatenate([self.text_positions, positions])
-        return {arrow.field("Points2D", "positions"): arrow.positions(positions, 2),
-                arrow.field("Points2D", "labels"): _texts(labels) if isinstance(labels, tuple) and not self.labels
-                else arrow.texts(self.labels + list(labels))} | made
+        return arrow.positions(positions, 2)
 
 
 class _Ticks:
@@ -133,7 +141,7 @@ class _Ticks:
 
     def __init__(self, scale: ColorScale):
         self.scale = scale
-        self.values = tuple(nice_ticks(scale.low, scale.high, 4).tolist())
+        self.values = tuple(nice_tick_values(scale.low, scale.high, 4))
         self.labels = _tick_labels(self.values)
         low, span = scale.low, scale.high - scale.low
         # = scale.position(values): the values are finite
@@ -491,14 +499,20 @@ class EventView:
 
     def _traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels, maxima=None
                 ) -> list[tuple[str, Any]]:
-        rows, what = geometry.select_traces(traces, amplitude, self.params.traces, self.params.trace_count,
-                                            cloud, labels, maxima)
+        kernels = self.kernels
+        if self.params.traces == "strongest" and maxima is not None and self.params.trace_count > 0:
+            # = geometry.select_traces(...) in one compiled pass
+            rows, saturated = kernels.top_rows(np.ascontiguousarray(amplitude, dtype=np.float64), np.ascontiguousarray(
+                maxima, dtype=np.int64), geometry.SATURATION_ADC, self.params.trace_count)
+            what = geometry.strongest_note(saturated)
+        else:
+            rows, what = geometry.select_traces(traces, amplitude, self.params.traces, self.params.trace_count,
+                                                cloud, labels, maxima)
         n = len(rows)
         picked = traces[rows]  # a copy: contiguous and writable
-        samples = picked[:, SAMPLES]
-        low = float(samples.min()) if n else 0.0
-        high = float(samples.max()) if n else 1.0
-        ticks = nice_ticks(low, high, 4)
+        low, high = kernels.sample_range(picked)
+        low, high = float(low), float(high)
+        ticks = nice_tick_values(low, high, 4)
         step = ticks[1] - ticks[0] if len(ticks) > 1 else 100.0
         low, high = math.floor(low / step) * step, math.ceil(high / step) * step
         if high <= low:
@@ -506,20 +520,20 @@ class EventView:
         frame, axes = _trace_axes(low, min(high, 4100.0) if high > 4000 else high)
         # Every trace's polyline at once into the strips' buffer (raw samples are integers: never NaN).
         points = axes.line_buffer(n * 512)
-        self.kernels.trace_polylines(picked, frame.y.low, frame.y.high, frame.top, frame.height, _TRACE_X,
+        kernels.trace_polylines(picked, frame.y.low, frame.y.high, frame.top, frame.height, _TRACE_X,
                                      points[len(points) - n * 512:])
         legend_text = [f"pad {p}  ({c}/{a}/{g}/{ch})" for c, a, g, ch, p in picked[:, :5].tolist()]
         legend_text += ["(CoBo/AsAd/AGET/ch)"] + [line for line in what if line]
         notes = len(legend_text) - n
         # The axes (built once per y range) then the traces, as the compacted figure of both would be.
         return [(f"{EVENT_ROOT}/traces/lines", axes.lines(points, (512,) * n, _trace_colors, 1.6, 25.0, n)),
-                (f"{EVENT_ROOT}/traces/texts", axes.texts(_legend_xy(n + notes), legend_text, _legend_colors,
-                                                          (n, notes)))]
+                (f"{EVENT_ROOT}/traces/texts", axes.texts(_legend_xy, legend_text, _legend_colors, (n, notes)))]
 
 
-@functools.lru_cache(maxsize=64)
-def _legend_xy(n: int) -> np.ndarray:
-    """Positions of the traces panel's ``n`` legend lines (right of the plot, one under the other)."""
+def _legend_xy(key: tuple[int, int]) -> np.ndarray:
+    """Positions of the traces panel's legend of ``n`` traces and ``notes`` lines below (right of the plot, one
+    under the other)."""
+    n = sum(key)
     return np.column_stack([np.full(n, 920.0), 62.0 * np.arange(n)])
 
 

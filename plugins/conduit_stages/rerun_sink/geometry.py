@@ -25,6 +25,7 @@ __all__ = [
     "pad_charges",
     "select_traces",
     "strongest",
+    "strongest_note",
     "pad_outlines",
     "label_colors",
     "cloud_charge",
@@ -93,9 +94,12 @@ def select_traces(traces: np.ndarray, amplitude: np.ndarray, how: str | list[int
         order = strongest(candidates, amplitude, count)
         return order, [f"largest cluster ({biggest})", f"strongest {len(order)} of {len(cluster_pads)} pads"]
     candidates = np.flatnonzero(~saturated)
-    order = strongest(candidates, amplitude, count)
-    n_saturated = n - len(candidates)
-    return order, ["strongest unsaturated", f"{n_saturated} saturated not shown" if n_saturated else ""]
+    return strongest(candidates, amplitude, count), strongest_note(n - len(candidates))
+
+
+def strongest_note(saturated: int) -> list[str]:
+    """What the traces panel says of its ``"strongest"`` traces when ``saturated`` rows were left out."""
+    return ["strongest unsaturated", f"{saturated} saturated not shown" if saturated else ""]
 
 
 def strongest(candidates: np.ndarray, amplitude: np.ndarray, count: int) -> np.ndarray:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
 from conduit.event import ASAD, COBO
 
 __all__ = ["peak_heights", "peaks", "count_hits", "count_pairs", "join_texts", "ramp_rgba", "pad_markers",
-           "cloud_columns", "helix_strips", "trace_polylines", "warm_up"]
+           "cloud_columns", "helix_strips", "top_rows", "sample_range", "trace_polylines", "warm_up"]
 
 FIRST_SAMPLE = 5  # column of the first sample in the trace matrix (conduit.event.SAMPLES)
 N_SAMPLES = 512
@@ -163,7 +164,7 @@ def join_texts(data_a, starts_a, lengths_a, index_a, data_b, starts_b, lengths_b
     return offsets, out
 
 
-@njit(cache=True, nogil=True, inline="always")
+@register_jitable
 def _ramp_one(x, stops):
     """One ramp position as Rerun's packed 0xRRGGBBAA (opaque): the arithmetic of :func:`.colors.ramp`
     (clip to [0, 1], NaN -> 0, linear between ``stops``, round half to even)."""
@@ -180,7 +181,7 @@ def _ramp_one(x, stops):
     return packed
 
 
-@njit(cache=True, nogil=True, inline="always")
+@register_jitable
 def _linear_position(v, low, high):
     """Where ``v`` falls on a linear colour scale, 0..1: :meth:`.colors.ColorScale.position` (NaN -> 0)."""
     t = (v - low) / (high - low)
@@ -334,6 +335,53 @@ def helix_strips(center_x, center_y, radius, vertex_x, vertex_y, vertex_z, polar
 
 
 @njit(cache=True, nogil=True)
+def top_rows(amplitude, maxima, limit, count):
+    """The rows of the ``count`` largest amplitudes among the rows whose largest sample is below ``limit``,
+    largest first, ties (and NaNs, last) in row order: ``np.argsort(-amplitude[ok], kind="stable")[:count]``
+    as rows; and the number of rows left out for reaching ``limit`` (saturated)."""
+    rows = np.empty(max(count, 0), dtype=np.int64)
+    values = np.empty(max(count, 0), dtype=np.float64)
+    kept = 0
+    saturated = 0
+    for r in range(amplitude.shape[0]):
+        if maxima[r] >= limit:
+            saturated += 1
+            continue
+        v = amplitude[r]
+        at = kept  # the first kept row that v beats (a larger value, or a number against a NaN)
+        for i in range(kept):
+            w = values[i]
+            if v > w or (w != w and v == v):
+                at = i
+                break
+        if at >= count:
+            continue
+        last = min(kept, count - 1)
+        for i in range(last, at, -1):
+            rows[i] = rows[i - 1]
+            values[i] = values[i - 1]
+        rows[at] = r
+        values[at] = v
+        kept = min(kept + 1, count)
+    return rows[:kept].copy(), saturated
+
+
+@njit(cache=True, nogil=True)
+def sample_range(traces):
+    """Smallest and largest sample of the rows of ``traces`` (0 and 1 when there is no row)."""
+    if traces.shape[0] == 0:
+        return 0, 1
+    low = traces[0, FIRST_SAMPLE]
+    high = low
+    for k in range(traces.shape[0]):
+        for j in range(FIRST_SAMPLE, FIRST_SAMPLE + N_SAMPLES):
+            x = traces[k, j]
+            low = min(low, x)
+            high = max(high, x)
+    return low, high
+
+
+@njit(cache=True, nogil=True)
 def trace_polylines(traces, low, high, top, height, x, out):
     """Fills ``out`` ((rows * 512, 2) float32) with each row's samples as a polyline of the traces panel:
     view x from ``x``, view y of each sample on the axis ``low``..``high`` (y up: ``top`` + (1 - t) * ``height``,
@@ -378,6 +426,8 @@ def warm_up() -> None:
             cloud_columns(points, 6, given, 0.0, 1.0, stops, np.uint32(0), 64)
     column = np.ones(1)
     helix_strips(column, column, column, column, column, column, column, labels, 1.0, 1.0, 1.0, 2, 64)
+    top_rows(np.zeros(2), np.zeros(2, dtype=np.int64), 1, 1)
+    sample_range(writable)
     trace_polylines(writable, 0.0, 1.0, 0.0, 1.0, np.zeros(N_SAMPLES), np.empty((2 * N_SAMPLES, 2), np.float32))
 
 
