@@ -107,9 +107,9 @@ def strongest(candidates: np.ndarray, amplitude: np.ndarray, count: int) -> np.n
     ``candidates[np.argsort(-amplitude[candidates], kind="stable")][:count]``, sorting only the rows at or
     above the count-th largest amplitude (a partition finds it) instead of all ~700."""
     values = amplitude[candidates]
-    if len(values) > count > 0:
+    if len(values) > count > 0 and not np.isnan(values).any():  # (a partition counts NaNs as the largest)
         cut = np.partition(values, len(values) - count)[len(values) - count]
-        keep = (values >= cut) | (cut != cut)  # (a NaN cut: every row, sorted as before)  # every row of the first ``count`` (ties at the cut included, in row order)
+        keep = values >= cut  # every row of the first ``count`` (ties at the cut included, in row order)
         candidates, values = candidates[keep], values[keep]
     return candidates[np.argsort(-values, kind="stable")][:count]
 
