@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 __all__ = ["positions", "strips", "flat_strips", "offset_strips", "pack", "colors", "rgba", "floats", "flag", "texts",
-           "utf8", "class_ids", "joined_texts", "TextTable", "fixed", "batches", "components", "field", "row", "log_row"]
+           "utf8", "class_ids", "joined_texts", "TextTable", "fixed", "batches", "components", "field", "row",
+           "log_row"]
 
 
 @cache

@@ -24,12 +24,11 @@ from typing import Any
 import numpy as np
 
 from conduit.artifacts import AMPLITUDE, Direction
-from conduit.event import SAMPLES
 
 from . import arrow, geometry
 from .colors import RAMP, ColorScale, label_colors
 from .plot2d import (ABOVE, AXIS_COLOR, HALF_LINE, TEXT_COLOR, Axis, Figure, Frame, Texts, add_axes, add_colorbar,
-                     comb, format_ticks, nice_tick_values)
+                     format_ticks, nice_tick_values)
 from .draw import compact, figure_archetypes
 
 __all__ = ["EventView", "EVENT_ROOT", "COLORBAR_3D", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
@@ -199,7 +198,9 @@ def pad_frame() -> Frame:
 
 
 class EventView:
-    """Builds the (entity path, archetype or list of archetypes) pairs of one event's panels."""
+    """Builds the (entity path, row) pairs of one event's panels (rows: :func:`.arrow.row`, or archetypes for
+    the rare markers): a drawn event's arrays come from a few compiled passes (:mod:`.kernels`) and parts
+    that do not change are made once, so that the viewer is sent them once."""
 
     def __init__(self, rr: Any, context, params, prefix: str = ""):
         self.rr = rr

@@ -1,11 +1,16 @@
-"""Compiled per-event accounting of the view: every event received is counted, drawn or not.
+"""Compiled per-event passes of the view: every event received is counted, drawn or not, and a drawn event's
+arrays are built in a few passes.
 
 :func:`peak_heights` (the peak above a cheap baseline, per trace row) and
 :func:`count_hits` (which pads of an event were hit, once each) run in one
-pass over the trace matrix each, with no per-row Python (and :func:`join_texts`
-builds the pad plane's hover labels without a Python string per pad); they replace a
-row-wise ``np.median`` that cost about 0.5 ms per event. All kernels keep
-their callees in this module (numba cache safety).
+pass over the trace matrix each, with no per-row Python; they replace a
+row-wise ``np.median`` that cost about 0.5 ms per event. A drawn event's
+panels come from :func:`pad_markers` (positions, radii, colours and hover
+texts of the pad plane, no Python string per pad), :func:`cloud_columns`,
+:func:`helix_strips`, :func:`top_rows`, :func:`sample_range` and
+:func:`trace_polylines`: each the numpy code it replaced, step by step, so
+that the recording is the same bit for bit (tests compare them). All kernels
+keep their callees in this module (numba cache safety).
 """
 
 from __future__ import annotations
