@@ -413,7 +413,7 @@ class EventView:
             *columns, np.ascontiguousarray(estimates["cluster_label"], dtype=np.int64),
             geometry.turning_sense(self.field), self.length, geometry.CHAMBER_RADIUS, self.params.helix_points,
             N_CLASSES)
-        classes = arrow.class_ids(classes)
+        classes = _classes(tuple(classes.tolist()))  # the same few from event to event: sent once while so
         hidden = arrow.flag(False)
         return [
             (f"{EVENT_ROOT}/tracks", arrow.row("LineStrips3D", strips=arrow.offset_strips(points, offsets, 3),
@@ -562,6 +562,13 @@ def _axis_colors(key: Any) -> np.ndarray:
 def _colorbar_text_colors(n: int) -> np.ndarray:
     """The pad colour bar's ``n`` numbers, then its title in white."""
     return np.array([TEXT_COLOR] * n + [(255, 255, 255)], dtype=np.uint8)
+
+
+@functools.lru_cache(maxsize=256)
+def _classes(ids: tuple[int, ...]) -> Any:
+    """ClassId data of an event's tracks (one array per distinct list: an entity holding it is not sent it
+    again)."""
+    return arrow.class_ids(np.array(ids, dtype=np.uint16))
 
 
 @functools.lru_cache(maxsize=64)
