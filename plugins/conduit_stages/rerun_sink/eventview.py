@@ -102,8 +102,8 @@ class _Drawn:
             np.cumsum(np.concatenate([self.sizes, np.asarray(sizes, dtype=np.int64)]), out=offsets[1:])
             widths = np.concatenate([self.widths, np.full(n, width, dtype=np.float32)])
             made = self.made[(key, sizes, width, order)] = (offsets, arrow.row(
-                "LineStrips2D", radii=arrow.floats(-0.5 * widths), colors=arrow.colors(np.concatenate(
-                    [self.line_colors, colors(key)])), show_labels=arrow.flag(False),
+                "LineStrips2D", radii=_interned(arrow.floats(-0.5 * widths)), colors=_interned(arrow.colors(
+                    np.concatenate([self.line_colors, colors(key)]))), show_labels=arrow.flag(False),
                 draw_order=arrow.floats(max(self.line_order, order) if n else self.line_order, "DrawOrder")))
         offsets, fixed = made
         return {arrow.field("LineStrips2D", "strips"): arrow.offset_strips(points, offsets)} | fixed
@@ -117,8 +117,8 @@ class _Drawn:
         made = self.made.get(("texts", key))
         if made is None:
             made = self.made[("texts", key)] = arrow.row(
-                "Points2D", radii=arrow.floats(-self.text_radius), colors=arrow.colors(np.concatenate(
-                    [self.text_colors, colors(key)])), show_labels=arrow.flag(True),
+                "Points2D", radii=arrow.floats(-self.text_radius), colors=_interned(arrow.colors(np.concatenate(
+                    [self.text_colors, colors(key)]))), show_labels=arrow.flag(True),
                 draw_order=arrow.floats(self.text_order, "DrawOrder"))
             if callable(positions):
                 made[arrow.field("Points2D", "positions")] = self._positions(positions(key))
@@ -132,6 +132,18 @@ class _Drawn:
         if len(self.text_positions):
             positions = np.concatenate([self.text_positions, positions])
         return arrow.positions(positions, 2)
+
+
+_INTERNED: dict[tuple, Any] = {}
+
+
+def _interned(array: Any) -> Any:
+    """One array object per content: the traces panel's axes differ with its y range, their colours and widths
+    do not, and an entity is not sent an array it holds (:func:`.arrow.log_row` compares objects)."""
+    key = (array.type, array.buffers()[-1].to_pybytes())
+    if len(_INTERNED) > 4096:
+        _INTERNED.clear()
+    return _INTERNED.setdefault(key, array)
 
 
 class _Ticks:
