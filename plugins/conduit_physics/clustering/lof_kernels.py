@@ -230,8 +230,7 @@ def _store_row(p, row_out, d2_out, nbr, nd, kdist):
         nbr[p, a] = row_out[a]
         v = math.sqrt(d2_out[a])
         nd[p, a] = v
-        if v > kd:
-            kd = v
+        kd = max(kd, v)
     kdist[p] = kd
     return kd
 
@@ -398,27 +397,43 @@ def lof_from_neighbours(nbr, nd, kdist, keep):
     """LOF of every row with ``keep`` set from its first ``kdist``-defining neighbours (rows (n, k)).
 
     lrd(p) = 1 / (mean over p's neighbours o of max(|p - o|, kdist(o)) + 1e-10);
-    LOF(p) = mean over o of lrd(o) / lrd(p). Rows without ``keep`` get 1.
+    LOF(p) = (mean over o of lrd(o)) / lrd(p). Rows without ``keep`` get 1.
+    Each sum runs in four interleaved partial sums (a chain of dependent additions
+    would wait on every one): the same value up to rounding, about 1e-16 relative.
     """
     n, k = nbr.shape
     lrd = np.empty(n)
     for p in range(n):
         if not keep[p]:
             continue
-        s = 0.0
-        for a in range(k):
-            o = nbr[p, a]
-            r = kdist[o]
-            s += nd[p, a] if nd[p, a] > r else r
-        lrd[p] = 1.0 / (s / k + 1e-10)
+        s0 = s1 = s2 = s3 = 0.0
+        a = 0
+        while a + 4 <= k:
+            s0 += max(nd[p, a], kdist[nbr[p, a]])
+            s1 += max(nd[p, a + 1], kdist[nbr[p, a + 1]])
+            s2 += max(nd[p, a + 2], kdist[nbr[p, a + 2]])
+            s3 += max(nd[p, a + 3], kdist[nbr[p, a + 3]])
+            a += 4
+        while a < k:
+            s0 += max(nd[p, a], kdist[nbr[p, a]])
+            a += 1
+        lrd[p] = 1.0 / (((s0 + s1) + (s2 + s3)) / k + 1e-10)
     out = np.ones(n)
     for p in range(n):
         if not keep[p]:
             continue
-        s = 0.0
-        for a in range(k):
-            s += lrd[nbr[p, a]] / lrd[p]
-        out[p] = s / k
+        s0 = s1 = s2 = s3 = 0.0
+        a = 0
+        while a + 4 <= k:
+            s0 += lrd[nbr[p, a]]
+            s1 += lrd[nbr[p, a + 1]]
+            s2 += lrd[nbr[p, a + 2]]
+            s3 += lrd[nbr[p, a + 3]]
+            a += 4
+        while a < k:
+            s0 += lrd[nbr[p, a]]
+            a += 1
+        out[p] = ((s0 + s1) + (s2 + s3)) / k / lrd[p]
     return out
 
 
