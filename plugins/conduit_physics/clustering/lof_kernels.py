@@ -225,12 +225,14 @@ def _take_smallest(e, rows, ids, count, need, out_rows, out_d2, at, scratch):
 @njit(cache=True, nogil=True)
 def _store_row(p, row_out, d2_out, nbr, nd, kdist):
     """Row p's neighbours (rows, squared distances) into the lists; its k-distance (also returned)."""
-    kd = 0.0
-    for a in range(nbr.shape[1]):
+    k = nbr.shape[1]
+    for a in range(k):  # vectorised (no reduction in this loop)
         nbr[p, a] = row_out[a]
-        v = math.sqrt(d2_out[a])
-        nd[p, a] = v
-        kd = max(kd, v)
+        nd[p, a] = math.sqrt(d2_out[a])
+    m2 = 0.0
+    for a in range(k):
+        m2 = max(m2, d2_out[a])
+    kd = math.sqrt(m2)  # = the largest distance (sqrt is monotonic)
     kdist[p] = kd
     return kd
 
