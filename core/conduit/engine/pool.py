@@ -28,7 +28,7 @@ from ..params import Params
 from ..stage import RunContext, StopRun, TransformStage
 from .messages import pack
 from .shared_traces import SlotRef, TraceSlots, worker_view
-from .workers import Worker, WorkerDied, WorkerSet, worker_loop
+from .workers import JobNotRun, Worker, WorkerDied, WorkerSet, worker_loop
 
 __all__ = ["ChainSpec", "ChainResult", "StageFailure", "StageSetupError", "TransformPool", "WorkerDied",
            "open_pool", "WORKER_NICENESS"]
@@ -285,23 +285,26 @@ class TransformPool:
         except BaseException:  # Ctrl-C during start-up: a worker killed mid-warm-up holds nothing
             worker.kill()
             raise
-        self.processes.give(worker)
+        finally:
+            self.processes.give(worker)
 
-    async def _replace(self, dead: Worker) -> None:
-        """A new worker process in place of ``dead``, warmed with the current chain before it takes events."""
-        worker = self.processes.replace(dead)
+    async def _replace(self) -> None:
+        """A new worker process in place of one that died, warmed with the current chain before it takes
+        events."""
+        worker = self.processes.new()
         await trio.to_thread.run_sync(worker.start)
         try:
             await self._call(worker, self.spec, None, None)
         except Exception as err:  # it built before: say so once; its events then fail with the same error
             log.error("analysis worker %d (pid %s) did not warm up: %s", worker.index, worker.pid, err)
-        self.processes.give(worker)
+        self.processes.add(worker)
 
     async def analyse(self, event: Event, spec: ChainSpec | None = None) -> ChainResult:
         """Run the chain on ``event`` and merge the new artifacts into it.
 
         ``spec``: the chain to use for this event (parameters changed while running); default: the pool's.
-        A worker process that dies meanwhile is replaced and :class:`.workers.WorkerDied` raised (one line).
+        A worker process that dies under the event is replaced and :class:`.workers.WorkerDied` raised (one
+        line); events queued behind it go to another worker.
         """
         spec = spec if spec is not None else self.spec
         if not spec.stages:
@@ -309,18 +312,23 @@ class TransformPool:
         if self.processes is None:
             # In-process: the worker thread mutates the event itself.
             return await trio.to_thread.run_sync(_worker_run, spec, event, limiter=self._limiter)
-        worker = await self.processes.take()
-        try:
-            # Once sent, a job runs to its end (as a thread call would): the event is accounted for either way.
-            with trio.CancelScope(shield=True), self.slots.holding(event.traces) as ref:
-                result: ChainResult = await self._call(worker, spec, _without_traces(event), ref)
-        except WorkerDied:
-            self._nursery.start_soon(self._replace, worker)
-            raise
-        except BaseException:
-            self.processes.give(worker)
-            raise
-        self.processes.give(worker)
+        with self.slots.holding(event.traces) as ref:
+            job = _without_traces(event)
+            while True:
+                worker = await self.processes.take()
+                try:
+                    # Once sent, a job runs to its end (as a thread call would): the event is accounted for.
+                    with trio.CancelScope(shield=True):
+                        result: ChainResult = await self._call(worker, spec, job, ref)
+                    break
+                except JobNotRun:  # its worker had died before it started: another one takes it
+                    continue
+                except WorkerDied:
+                    self.processes.retire(worker)
+                    self._nursery.start_soon(self._replace)
+                    raise
+                finally:
+                    self.processes.give(worker)
         for name, value in result.artifacts.items():
             if name == "traces":
                 event.traces = value

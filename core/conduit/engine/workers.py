@@ -25,13 +25,14 @@ import signal
 import struct
 import time
 import traceback
+from collections import deque
 from typing import Any, Callable
 
 import trio
 
 from .messages import pack, unpack
 
-__all__ = ["Worker", "WorkerDied", "WorkerSet", "worker_loop"]
+__all__ = ["JobNotRun", "Worker", "WorkerDied", "WorkerSet", "worker_loop"]
 
 _HEADER = struct.Struct("!i")
 #: Bytes asked for per read of an answer (a default-mix answer is about 12 kB: one read).
@@ -40,6 +41,10 @@ _READ = 1 << 16
 
 class WorkerDied(RuntimeError):
     """A worker process ended while it had a job (a crash in compiled code, the OOM killer, a kill)."""
+
+
+class JobNotRun(Exception):
+    """The worker had died before this job started (another job reported the death): send the job elsewhere."""
 
 
 class _Gone(Exception):
@@ -91,7 +96,12 @@ def _portable(err: Exception) -> Exception:
 
 
 class Worker:
-    """The main process's side of one worker process: its pipes (non-blocking) and what it has been sent."""
+    """The main process's side of one worker process: its pipes (non-blocking) and its jobs in order.
+
+    Up to a few jobs are queued in a worker's pipe (:class:`WorkerSet` decides how many): the worker goes
+    from one event to the next without sleeping in between, its caches warm. Answers come back in the
+    order the jobs were written; each caller reads its own when the answers before it have been read.
+    """
 
     def __init__(self, index: int, target: Callable[..., None], args: tuple) -> None:
         import multiprocessing
@@ -105,7 +115,13 @@ class Worker:
         self._child_ends = (child_jobs, child_answers)
         #: Chain tokens whose description this worker has (it builds each chain once).
         self.tokens: set[str] = set()
+        #: Jobs lent to callers by :class:`WorkerSet` and not given back.
+        self.assigned = 0
+        #: The process ended (or is being killed): no job is sent any more.
+        self.dead = False
         self._buffer = bytearray()
+        self._writing = trio.Lock()
+        self._waiting: deque[trio.Event] = deque()  # one per job written and not answered, oldest first
 
     def start(self) -> None:
         """Start the process (blocking: call it in a thread) and close the ends only the child uses, so that
@@ -123,30 +139,66 @@ class Worker:
 
     async def call(self, job: bytes) -> Any:
         """Send ``job`` (packed), return the worker's answer (unpacked), or raise the error the job raised
-        there; :class:`WorkerDied` when the process ended first."""
+        there. :class:`WorkerDied` when the process ended under this job (raised once per worker);
+        :class:`JobNotRun` when it had ended before this job started (send it elsewhere)."""
+        if self.dead:
+            raise JobNotRun
+        turn = trio.Event()
+        async with self._writing:  # a job's bytes are never interleaved with another's
+            try:
+                await self._write(_HEADER.pack(len(job)) + job)
+            except _Gone:
+                if self._waiting:  # a job before this one meets the death and reports it
+                    self.dead = True
+                    raise JobNotRun from None
+                await self._died()
+            self._waiting.append(turn)
         try:
-            await self._write(_HEADER.pack(len(job)) + job)
-            answer = await self._read()
-        except _Gone:
-            raise WorkerDied(await trio.to_thread.run_sync(self._death)) from None
+            if self._waiting[0] is not turn:
+                await turn.wait()
+            if self.dead:
+                raise JobNotRun
+            try:
+                answer = await self._read()
+            except _Gone:
+                await self._died()
+        except BaseException as err:
+            if not isinstance(err, (JobNotRun, WorkerDied)):  # cancelled mid-job: its answer would be misread
+                self.dead = True
+                self.kill()
+            raise
+        finally:
+            self._waiting.popleft()  # this job's (it was first)
+            if self._waiting:
+                self._waiting[0].set()
         ok, value = unpack(answer)
         if not ok:
             raise value
         return value
 
+    async def _died(self) -> None:
+        """Raise WorkerDied with what became of the process (JobNotRun if another job reported it already)."""
+        if self.dead:
+            raise JobNotRun
+        self.dead = True
+        raise WorkerDied(await trio.to_thread.run_sync(self._death))
+
     async def _write(self, data: bytes) -> None:
-        fd = self._jobs.fileno()
+        fd = self._jobs.fileno() if not self._jobs.closed else -1
         view = memoryview(data)
         while view:
             try:
                 view = view[os.write(fd, view):]
             except BlockingIOError:
-                await trio.lowlevel.wait_writable(fd)
-            except (BrokenPipeError, ConnectionResetError):
+                try:
+                    await trio.lowlevel.wait_writable(fd)
+                except trio.ClosedResourceError:
+                    raise _Gone from None
+            except OSError:  # EPIPE: the reader is gone; EBADF: closed here
                 raise _Gone from None
 
     async def _read(self) -> bytes:
-        fd = self._answers.fileno()
+        fd = self._answers.fileno() if not self._answers.closed else -1
         buffer = self._buffer
         need = _HEADER.size
         while True:
@@ -160,8 +212,13 @@ class Worker:
             try:
                 chunk = os.read(fd, max(_READ, need - len(buffer)))
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(fd)
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                except trio.ClosedResourceError:
+                    raise _Gone from None
                 continue
+            except OSError:
+                raise _Gone from None
             if not chunk:
                 raise _Gone
             buffer += chunk
@@ -194,20 +251,24 @@ class Worker:
 
 
 class WorkerSet:
-    """Up to ``size`` worker processes; :meth:`take` lends an idle one (waiting for one), :meth:`give` takes
-    it back. A worker that died is replaced by :meth:`replace` (in the background, in ``nursery``)."""
+    """``size`` worker processes, each with up to ``depth`` jobs at a time: :meth:`take` lends the least busy
+    live worker (waiting while every one has ``depth``), :meth:`give` takes it back. A worker that died is
+    taken out by :meth:`retire`; its successor joins with :meth:`add` once started (and warmed)."""
 
-    def __init__(self, size: int, target: Callable[..., None], args: tuple) -> None:
+    def __init__(self, size: int, target: Callable[..., None], args: tuple, depth: int = 2) -> None:
         self.size = size
         self._target, self._args = target, args
         self._serial = 0
+        #: Every worker started and not retired (their pipes are closed at the end).
         self.all: list[Worker] = []
-        self._idle: list[Worker] = []
-        self._ready = trio.Semaphore(0)
+        self._ready: list[Worker] = []  # started, taking jobs
+        self._jobs = trio.Semaphore(size * depth)
+        self._some_ready = trio.Event()
         #: Workers that died and were replaced.
         self.replaced = 0
 
-    def _new(self) -> Worker:
+    def new(self) -> Worker:
+        """A worker, not started yet (:meth:`Worker.start` in a thread, then :meth:`add`)."""
         worker = Worker(self._serial, self._target, self._args)
         self._serial += 1
         self.all.append(worker)
@@ -217,29 +278,44 @@ class WorkerSet:
         """Start every worker (each process start in a thread: spawning blocks for some ms)."""
         async with trio.open_nursery() as nursery:
             for _ in range(self.size):
-                nursery.start_soon(self._start, self._new())
+                nursery.start_soon(self._start, self.new())
 
     async def _start(self, worker: Worker) -> None:
         await trio.to_thread.run_sync(worker.start)
-        self.give(worker)
+        self.add(worker)
+
+    def add(self, worker: Worker) -> None:
+        self._ready.append(worker)
+        self._some_ready.set()
 
     async def take(self) -> Worker:
-        await self._ready.acquire()
-        return self._idle.pop()  # the most recently used: its caches are the warmest
+        await self._jobs.acquire()
+        try:
+            while not (live := [w for w in self._ready if not w.dead]):
+                if self._some_ready.is_set():
+                    self._some_ready = trio.Event()
+                await self._some_ready.wait()
+        except BaseException:
+            self._jobs.release()
+            raise
+        worker = min(live, key=lambda w: w.assigned)
+        worker.assigned += 1
+        return worker
 
     def give(self, worker: Worker) -> None:
-        self._idle.append(worker)
-        self._ready.release()
+        worker.assigned -= 1
+        self._jobs.release()
 
-    def replace(self, dead: Worker) -> Worker:
-        """Forget ``dead`` (killed if still there, its pipes closed); return its successor, not started yet
-        (:meth:`Worker.start`, then :meth:`give` it)."""
+    def retire(self, dead: Worker) -> None:
+        """Take ``dead`` out (killed if still there, its pipes closed)."""
+        dead.dead = True
         dead.kill()
         dead.close()
-        self.all.remove(dead)
+        if dead in self._ready:
+            self._ready.remove(dead)
+        if dead in self.all:
+            self.all.remove(dead)
         self.replaced += 1
-        return self._new()
-
     async def close(self, grace: float = 5.0) -> None:
         """Close every worker's pipes, wait up to ``grace`` seconds for them to exit, kill the rest."""
         for worker in self.all:
