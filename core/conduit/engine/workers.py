@@ -168,9 +168,12 @@ class Worker:
                 self.kill()
             raise
         finally:
-            self._waiting.popleft()  # this job's (it was first)
-            if self._waiting:
-                self._waiting[0].set()
+            if self._waiting[0] is turn:
+                self._waiting.popleft()
+                if self._waiting:
+                    self._waiting[0].set()
+            else:  # cancelled while waiting for its turn (the worker is killed: nothing more is read)
+                self._waiting.remove(turn)
         ok, value = unpack(answer)
         if not ok:
             raise value
