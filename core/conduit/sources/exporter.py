@@ -390,12 +390,14 @@ class ExporterSource(FrameSource):
 
     async def _rest(self, link) -> None:
         """After a read that emptied ``link``'s socket: wait ``read_pause`` before the next one, unless the link is
-        behind the consensus (then it catches up at once)."""
+        behind the consensus (then it reads on as soon as the other tasks had their turn)."""
         import trio
 
         consensus = self.builder.consensus
         if consensus is None or link.latest >= consensus:
             await trio.sleep(self.params.read_pause)
+        else:
+            await trio.lowlevel.checkpoint()  # the other tasks' turn (receive_frames yields in rest() only)
 
     def _pace(self, link) -> Awaitable[None] | None:
         """After each frame of ``link``: None when it may read on (a plain call, no trip round the event loop),
