@@ -10,7 +10,9 @@ the same types and creation properties, so the objects are the same as
 :func:`.layout.write_traces` and :func:`.layout.write_cloud` make
 (``tests/sinks/test_sinks_hdf5_writer.py`` compares them). Used by the writer
 process (one thread). Anything unusual (compression, FRIB data, empty
-arrays) goes through :mod:`.layout` instead.
+arrays) goes through :mod:`.layout` instead. Given the part file's
+:class:`.rawio.RawWriter`, a large dataset's bytes are written by it (direct
+I/O at the offset HDF5 allocated) instead of by ``H5Dwrite``.
 
 A failed call raises OSError with the C library's errno (no space left, file
 too large), which :func:`.partfile.describe_os_error` turns into the one-line reason.
