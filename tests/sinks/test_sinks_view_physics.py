@@ -22,7 +22,7 @@ from conduit_stages.rerun_sink.blueprint import CAMERA
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from rrd_read import event_rows, read_rrd  # noqa: E402
+from rrd_read import event_rows, latest_state, read_rrd  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 ANALYSIS = "".join(f'[[stage]]\nuse = "{use}"\n\n' for use in ("pointcloud", "cluster.hdbscan", "estimate")) \
@@ -63,7 +63,9 @@ def test_helices_lie_on_their_tracks_for_both_field_signs(recording):
     for r in event_rows(rows, "/event/tracks"):
         points = np.array(clusters[r["event"]]["Points3D:positions"])
         classes = np.array(clusters[r["event"]]["Points3D:class_ids"])
-        for strip, cls in zip(r["LineStrips3D:strips"], r["LineStrips3D:class_ids"]):
+        # what the viewer shows: track classes equal to the previous event's are not sent again
+        shown = latest_state(rows, "/event/tracks", r["event"])
+        for strip, cls in zip(shown["LineStrips3D:strips"], shown["LineStrips3D:class_ids"]):
             strip = np.array(strip)
             mine = points[classes == cls]
             if len(strip) < 10 or len(mine) < 20:

@@ -121,10 +121,11 @@ def test_every_drawn_event_has_its_points_markers_hover_texts_and_captions(repla
             assert r[f"{kind}:labels"][0].startswith(f"run 3 · event {r['event']} · "), entity
     ticks = event_rows(rows, "/event/colorbar/labels")
     assert sorted(r["event"] for r in ticks) == list(range(N_EVENTS))
-    assert all(r["Points3D:labels"][-1] == "amplitude (ADC)" and len(r["Points3D:positions"]) ==
-               len(r["Points3D:labels"]) for r in ticks)
-    assert all(latest_state(rows, "/event/colorbar/labels", r["event"])["Points3D:show_labels"] == [True]
-               for r in ticks)
+    for r in ticks:  # tick numbers equal to the previous event's are not sent again: the viewer shows them
+        state = latest_state(rows, "/event/colorbar/labels", r["event"])
+        assert r["Points3D:positions"] and state["Points3D:labels"][-1] == "amplitude (ADC)"
+        assert len(state["Points3D:positions"]) == len(state["Points3D:labels"]) and \
+            state["Points3D:show_labels"] == [True]
 
 
 def test_a_run_panel_part_is_sent_again_only_when_it_changes(replay):

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["positions", "strips", "flat_strips", "pack", "colors", "rgba", "floats", "flag", "texts", "class_ids", "joined_texts",
-           "TextTable", "batches", "components", "log_row"]
+__all__ = ["positions", "strips", "flat_strips", "offset_strips", "pack", "colors", "rgba", "floats", "flag", "texts",
+           "utf8", "class_ids", "joined_texts", "TextTable", "fixed", "batches", "components", "field", "row",
+           "log_row"]
 
 
 @cache
@@ -35,9 +36,15 @@ def _type(component: str) -> pa.DataType:
 
 def positions(xy: np.ndarray, dims: int) -> pa.Array:
     """(N, dims) positions (any float dtype) as Position2D / Position3D data (float32)."""
-    flat = np.ascontiguousarray(xy, dtype=np.float32).reshape(-1)
-    kind = _type(f"Position{dims}D")
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat), type=kind)
+    flat = np.ascontiguousarray(xy, dtype=np.float32)
+    return _fixed_lists(_type(f"Position{dims}D"), flat, flat.size // dims)
+
+
+def _fixed_lists(kind: pa.DataType, flat: np.ndarray, n: int) -> pa.Array:
+    """``n`` fixed-size lists of ``kind`` over the contiguous float32 ``flat`` (no copy, no check: the
+    buffers are Arrow's as they are)."""
+    values = pa.Array.from_buffers(pa.float32(), flat.size, [None, pa.py_buffer(flat)])
+    return pa.Array.from_buffers(kind, n, [None], children=[values])
 
 
 def strips(parts: Sequence[np.ndarray], dims: int = 2) -> pa.Array:
@@ -62,6 +69,15 @@ def flat_strips(points: np.ndarray, sizes: np.ndarray, dims: int = 2) -> pa.Arra
     return pa.ListArray.from_arrays(pa.array(offsets), pa.FixedSizeListArray.from_arrays(pa.array(flat),
                                                                                          type=kind.value_type),
                                     type=kind)
+
+
+def offset_strips(points: np.ndarray, offsets: np.ndarray, dims: int = 2) -> pa.Array:
+    """Line strips given as float32 points ((N, dims), strip after strip) and the int32 offsets of the strips
+    (len(strips) + 1, from 0 to N): :func:`flat_strips` when both are made in that form already."""
+    kind = _type(f"LineStrip{dims}D")
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    return pa.Array.from_buffers(kind, len(offsets) - 1, [None, pa.py_buffer(np.ascontiguousarray(
+        offsets, dtype=np.int32))], children=[_fixed_lists(kind.value_type, points, points.size // dims)])
 
 
 def pack(rgb: Any) -> np.ndarray:
@@ -117,6 +133,12 @@ def texts(labels: Sequence[str]) -> pa.Array:
     return pa.array(labels, type=_type("Text"))
 
 
+def utf8(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
+    """Text data from an Arrow string array's buffers: int32 ``offsets`` (items + 1) and the UTF-8 ``data``."""
+    joined = pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+    return joined if joined.type == _type("Text") else joined.cast(_type("Text"))
+
+
 def class_ids(ids: np.ndarray) -> pa.Array:
     return pa.array(np.asarray(ids, dtype=np.uint16), type=_type("ClassId"))
 
@@ -146,8 +168,17 @@ def joined_texts(first: TextTable, first_index: np.ndarray, second: TextTable, s
 
     offsets, data = join_texts(first.data, first.starts, first.lengths, np.asarray(first_index, dtype=np.int64),
                                second.data, second.starts, second.lengths, np.asarray(second_index, dtype=np.int64))
-    joined = pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
-    return joined if joined.type == _type("Text") else joined.cast(_type("Text"))
+    return utf8(offsets, data)
+
+
+def fixed(archetype: Any) -> dict[Any, pa.Array]:
+    """An archetype's components as a row (:func:`row`), built once and joined to what changes per event."""
+    out = {}
+    for batch in archetype.as_component_batches():
+        array = batch.as_arrow_array()
+        if array is not None:
+            out.setdefault(batch.component_descriptor(), array)
+    return out
 
 
 def batches(archetype: Any) -> list[Any]:
@@ -174,6 +205,17 @@ def _descriptor(archetype: str, field: str) -> Any:
     return getattr(getattr(rr, archetype), f"descriptor_{field}")()
 
 
+def field(archetype: str, name: str) -> Any:
+    """The component descriptor of ``archetype``'s field ``name`` (e.g. ``field("Points2D", "positions")``)."""
+    return _descriptor(archetype, name)
+
+
+def row(archetype: str, **fields: pa.Array | None) -> dict[Any, pa.Array]:
+    """A row as :func:`log_row` sends it: {component descriptor: array} for ``archetype``'s ``fields`` (None left
+    out). Join rows with ``|`` (constants made once first: a row's first array for a component is kept)."""
+    return {_descriptor(archetype, name): array for name, array in fields.items() if array is not None}
+
+
 def components(archetype: str, **fields: pa.Array | None) -> list[Any]:
     """What ``rr.<archetype>(**fields).as_component_batches()`` gives for arrays made here (same descriptors,
     same arrays; fields given None are left out), without the archetype's per-field conversion machinery:
@@ -184,11 +226,12 @@ def components(archetype: str, **fields: pa.Array | None) -> list[Any]:
             for field, array in fields.items() if array is not None]
 
 
-def log_row(stream: Any, path: str, archetypes: Sequence[Any], static: bool = False,
-            held: dict[Any, pa.Array] | None = None) -> None:
+def log_row(stream: Any, path: str, archetypes: Sequence[Any] | dict[Any, pa.Array], static: bool = False,
+            held: dict[Any, pa.Array] | None = None, native: Any = None) -> None:
     """``stream.log(path, *archetypes, static=static)`` without the SDK's per-call Python layers.
 
-    ``archetypes`` are archetypes or lists of component batches (:func:`components`, :func:`batches`).
+    ``archetypes`` are archetypes or lists of component batches (:func:`components`, :func:`batches`), or a
+    ready row (:func:`row`: what the view draws per event is made so, without a batch object per array).
     The row goes to Rerun's own binding as ``RecordingStream.log`` sends it (a component given twice
     keeps its first batch; the timelines set on this thread and the log time are added by Rerun):
     ``log`` spends ~15 us per call on checks and wrappers before that, a third of a drawn event's
@@ -202,21 +245,22 @@ def log_row(stream: Any, path: str, archetypes: Sequence[Any], static: bool = Fa
     """
     from rerun import bindings
 
-    row: dict[Any, pa.Array] = {}
-    for item in archetypes:
-        as_batches = getattr(item, "as_component_batches", None)
-        for batch in (as_batches() if as_batches is not None else item):
-            descriptor = batch.component_descriptor()
-            if descriptor not in row:
-                array = batch.as_arrow_array()
-                if array is not None:
-                    row[descriptor] = array
+    if isinstance(archetypes, dict):
+        sent = archetypes
+    else:
+        sent = {}
+        for item in archetypes:
+            as_batches = getattr(item, "as_component_batches", None)
+            for batch in (as_batches() if as_batches is not None else item):
+                descriptor = batch.component_descriptor()
+                if descriptor not in sent:
+                    array = batch.as_arrow_array()
+                    if array is not None:
+                        sent[descriptor] = array
     if held is not None:
-        for descriptor, array in list(row.items()):
-            if held.get(descriptor) is array:
-                del row[descriptor]
-            else:
-                held[descriptor] = array
-        if not row:
+        sent = {descriptor: array for descriptor, array in sent.items() if held.get(descriptor) is not array}
+        if not sent:
             return
-    bindings.log_arrow_msg(path, components=row, static_=static, recording=stream.to_native())
+        held.update(sent)
+    bindings.log_arrow_msg(path, components=sent, static_=static,
+                           recording=native if native is not None else stream.to_native())

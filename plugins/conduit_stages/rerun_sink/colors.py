@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import colorsys
 import functools
+import math
 
 import numpy as np
 
-__all__ = ["RAMP", "BACKGROUND", "ramp", "colormap", "count_colors", "label_colors", "ColorScale"]
+__all__ = ["RAMP", "BACKGROUND", "ramp", "colormap", "count_colors", "label_colors", "ColorScale", "percentile_of"]
 
 #: Stops of the ramp (RGB), evenly spaced from 0 to 1.
 RAMP = np.array(
@@ -69,7 +70,25 @@ class ColorScale:
         if not finite.size:
             return cls(0.0, 1.0)
         lo = float(finite.min()) if low is None else low
-        return cls(lo, float(np.percentile(finite, percentile)))
+        return cls(lo, percentile_of(finite, percentile))
+
+
+def percentile_of(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear interpolation, finite ``values``, at least one) bit for bit, from one
+    partition: numpy's own percentile spends ~20 times longer in its generic Python."""
+    n = len(values)
+    quantile = q / 100
+    virtual = (n - 1) * quantile  # numpy's virtual index for the linear method
+    if virtual >= n - 1:
+        return float(values.max())
+    if virtual < 0:
+        return float(values.min())
+    below = math.floor(virtual)
+    part = np.partition(values, [below, below + 1])
+    a, b = float(part[below]), float(part[below + 1])
+    t = virtual - below
+    step = b - a
+    return b - step * (1 - t) if t >= 0.5 else a + step * t  # numpy's _lerp, both branches
 
 
 def colormap(values: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:

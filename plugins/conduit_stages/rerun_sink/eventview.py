@@ -18,17 +18,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from conduit.artifacts import Direction
-from conduit.event import SAMPLES
+from conduit.artifacts import AMPLITUDE, Direction
 
 from . import arrow, geometry
-from .colors import ColorScale, label_colors
+from .colors import RAMP, ColorScale, label_colors
 from .plot2d import (ABOVE, AXIS_COLOR, HALF_LINE, TEXT_COLOR, Axis, Figure, Frame, Texts, add_axes, add_colorbar,
-                     comb, format_ticks, nice_ticks)
+                     format_ticks, nice_tick_values)
 from .draw import compact, figure_archetypes
 
 __all__ = ["EventView", "EVENT_ROOT", "COLORBAR_3D", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
@@ -52,7 +52,7 @@ def class_ids(labels: np.ndarray) -> np.ndarray:
     return np.where(labels >= 0, labels % (N_CLASSES - 1) + 1, 0).astype(np.uint16)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class _Drawn:
     """A compacted figure's merged lines and texts (:func:`.draw.compact`) as arrays, ready to be joined
     with what an event adds to them."""
@@ -67,6 +67,8 @@ class _Drawn:
     text_colors: np.ndarray  # (texts, 3) uint8
     text_radius: float
     text_order: float
+    #: What the rows joining this figure to an event's strips and texts keep once made (see :meth:`lines`).
+    made: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, figure: Figure) -> _Drawn:
@@ -78,65 +80,107 @@ class _Drawn:
                    np.asarray(texts.positions, dtype=np.float64), list(texts.labels),
                    np.asarray(texts.color, np.uint8), float(texts.radius), float(texts.draw_order))
 
-    def archetypes(self, path: str, points=None, sizes=None, colors=None, width: float = 0.0, order: float = 0.0,
-                   positions=None, labels=(), text_colors=None) -> list[tuple[str, Any]]:
-        """``path``/lines and ``path``/texts with this figure's parts followed by the strips (``points``,
-        ``sizes``, ``colors``, one ``width`` and draw ``order``) and texts an event adds: the components
-        :func:`.draw.figure_archetypes` makes of the compacted whole."""
-        n_strips, n_texts = (0 if sizes is None else len(sizes)), len(labels)
-        if n_strips and not len(self.sizes):  # nothing to join to
-            points, line_colors = points.reshape(-1, 2), colors
-            widths = np.full(n_strips, width, dtype=np.float32)
-            order = max(self.line_order, order)
-        elif n_strips:
-            points = np.concatenate([self.points, points.reshape(-1, 2)])
-            sizes = np.concatenate([self.sizes, sizes])
-            line_colors = np.concatenate([self.line_colors, colors])
-            widths = np.concatenate([self.widths, np.full(n_strips, width, dtype=np.float32)])
-            order = max(self.line_order, order)
-        else:
-            points, sizes, line_colors, widths, order = (self.points, self.sizes, self.line_colors, self.widths,
-                                                         self.line_order)
-        if n_texts and not self.labels:
-            all_labels = list(labels)
-        elif n_texts:
-            positions = np.concatenate([self.text_positions, np.asarray(positions, dtype=np.float64)])
-            all_labels = self.labels + list(labels)
-            text_colors = np.concatenate([self.text_colors, text_colors])
-        else:
-            positions, all_labels, text_colors = self.text_positions, self.labels, self.text_colors
-        return [
-            (f"{path}/lines", [arrow.components(
-                "LineStrips2D", strips=arrow.flat_strips(points, sizes), radii=arrow.floats(-0.5 * widths),
-                colors=arrow.colors(line_colors), show_labels=arrow.flag(False),
-                draw_order=arrow.floats(order, "DrawOrder"))]),
-            (f"{path}/texts", [arrow.components(
-                "Points2D", positions=arrow.positions(positions, 2), radii=arrow.floats(-self.text_radius),
-                colors=arrow.colors(text_colors), labels=arrow.texts(all_labels), show_labels=arrow.flag(True),
-                draw_order=arrow.floats(self.text_order, "DrawOrder"))]),
-        ]
+    def line_buffer(self, n_points: int) -> np.ndarray:
+        """float32 (figure points + ``n_points``, 2): the figure's points, then room for an event's strips."""
+        fixed = self.made.get("points")
+        if fixed is None:
+            fixed = self.made["points"] = self.points.astype(np.float32)
+        out = np.empty((len(fixed) + n_points, 2), dtype=np.float32)
+        out[:len(fixed)] = fixed
+        return out
+
+    def lines(self, points: np.ndarray, sizes: tuple[int, ...], colors: Callable[[Any], np.ndarray], width: float,
+              order: float, key: Any) -> dict[Any, Any]:
+        """The LineStrips2D row of the figure's strips followed by an event's (``points`` from
+        :meth:`line_buffer`, ``sizes`` points each, in ``colors(key)``, one ``width`` and draw ``order``): what
+        :func:`.draw.figure_archetypes` makes of the compacted whole. Everything but the points is made once
+        per ``key`` and strip sizes, so that the viewer is sent it once."""
+        made = self.made.get((key, sizes, width, order))
+        if made is None:
+            n = len(sizes)
+            offsets = np.zeros(len(self.sizes) + n + 1, dtype=np.int32)
+            np.cumsum(np.concatenate([self.sizes, np.asarray(sizes, dtype=np.int64)]), out=offsets[1:])
+            widths = np.concatenate([self.widths, np.full(n, width, dtype=np.float32)])
+            made = self.made[(key, sizes, width, order)] = (offsets, arrow.row(
+                "LineStrips2D", radii=_interned(arrow.floats(-0.5 * widths)), colors=_interned(arrow.colors(
+                    np.concatenate([self.line_colors, colors(key)]))), show_labels=arrow.flag(False),
+                draw_order=arrow.floats(max(self.line_order, order) if n else self.line_order, "DrawOrder")))
+        offsets, fixed = made
+        return {arrow.field("LineStrips2D", "strips"): arrow.offset_strips(points, offsets)} | fixed
+
+    def texts(self, positions: np.ndarray | Callable[[Any], np.ndarray], labels: list[str] | tuple[str, ...],
+              colors: Callable[[Any], np.ndarray], key: Any) -> dict[Any, Any]:
+        """The Points2D row of the figure's texts followed by an event's (``positions``, ``labels`` and their
+        colours ``colors(key)``, made once per ``key``; positions given as a function, ``positions(key)``, are
+        made once per ``key`` too). Labels given as a tuple recur from event to event: their text data is
+        made once."""
+        made = self.made.get(("texts", key))
+        if made is None:
+            made = self.made[("texts", key)] = arrow.row(
+                "Points2D", radii=arrow.floats(-self.text_radius), colors=_interned(arrow.colors(np.concatenate(
+                    [self.text_colors, colors(key)]))), show_labels=arrow.flag(True),
+                draw_order=arrow.floats(self.text_order, "DrawOrder"))
+            if callable(positions):
+                made[arrow.field("Points2D", "positions")] = self._positions(positions(key))
+        if not callable(positions):
+            made = {arrow.field("Points2D", "positions"): self._positions(positions)} | made
+        return {arrow.field("Points2D", "labels"): _texts(labels) if isinstance(labels, tuple) and not self.labels
+                else arrow.texts(self.labels + list(labels))} | made
+
+    def _positions(self, positions: np.ndarray) -> Any:
+        """Position2D data of the figure's texts followed by ``positions``."""
+        if len(self.text_positions):
+            positions = np.concatenate([self.text_positions, positions])
+        return arrow.positions(positions, 2)
+
+
+_INTERNED: dict[tuple, Any] = {}
+
+
+def _interned(array: Any) -> Any:
+    """One array object per content: the traces panel's axes differ with its y range, their colours and widths
+    do not, and an entity is not sent an array it holds (:func:`.arrow.log_row` compares objects)."""
+    key = (array.type, array.buffers()[-1].to_pybytes())
+    if len(_INTERNED) > 4096:
+        _INTERNED.clear()
+    return _INTERNED.setdefault(key, array)
 
 
 class _Ticks:
     """The numbered ticks of a linear colour scale (nice values, their labels and ramp positions), made once
-    per event for both colour bars."""
+    per event for both colour bars (a few values: plain floats, numpy's per-call cost would be most of it)."""
 
     def __init__(self, scale: ColorScale):
         self.scale = scale
-        self.values = nice_ticks(scale.low, scale.high, 4)
-        self.labels = format_ticks(self.values)
-        self.position = scale.position(self.values)
+        self.values = tuple(nice_tick_values(scale.low, scale.high, 4))
+        self.labels = _tick_labels(self.values)
+        low, span = scale.low, scale.high - scale.low
+        # = scale.position(values): the values are finite
+        self.position = [min(max((v - low) / span, 0.0), 1.0) for v in self.values]
 
-    def inside(self, frame: Frame) -> tuple[np.ndarray, list[str]]:
+    def inside(self, frame: Frame) -> tuple[list[float], tuple[str, ...]]:
         """View y and labels of the ticks within the scale's range on a colour bar beside ``frame``
         (as :func:`.plot2d.colorbar_ticks`)."""
-        scale = self.scale
-        keep = (self.values >= scale.low - 1e-9) & (self.values <= scale.high + 1e-9)
-        labels = self.labels if keep.all() else format_ticks(self.values[keep])
-        return frame.top + (1.0 - self.position[keep]) * frame.height, labels
+        low, high = self.scale.low - 1e-9, self.scale.high + 1e-9
+        keep = [low <= v <= high for v in self.values]
+        labels = self.labels if all(keep) else _tick_labels(tuple(v for v, k in zip(self.values, keep) if k))
+        return [frame.top + (1.0 - p) * frame.height for p, k in zip(self.position, keep) if k], labels
+
+
+@functools.lru_cache(maxsize=512)
+def _tick_labels(values: tuple[float, ...]) -> tuple[str, ...]:
+    """:func:`.plot2d.format_ticks` of a colour bar's tick values (the same few recur from event to event)."""
+    return tuple(format_ticks(values))
 
 
 _AXIS_COLORS = np.array([AXIS_COLOR] * 2, dtype=np.uint8)
+_ADC_TITLE = ("amplitude (ADC)",)
+_NO_LABELS = np.zeros(0, dtype=np.int64)
+#: Estimate columns of the track table, in :meth:`EventView.header`'s order.
+_TABLE_COLUMNS = ("cluster_label", "polar", "brho", "sqrt_dEdx", "dEdx", "vertex_x", "vertex_y", "vertex_z",
+                  "direction", "n_points")
+#: Estimate columns the helices are drawn from, in :func:`.kernels.helix_strips`'s order.
+_HELIX_COLUMNS = ("center_x", "center_y", "radius", "vertex_x", "vertex_y", "vertex_z", "polar")
 
 #: View x of the 512 time buckets in the traces panel (its x axis is fixed: 0 to 512 TB over 780 units).
 _TRACE_X = Frame(Axis(0.0, 512.0, ""), Axis(0.0, 1.0, ""), width=780.0).vx(np.arange(512, dtype=np.float64))
@@ -166,7 +210,9 @@ def pad_frame() -> Frame:
 
 
 class EventView:
-    """Builds the (entity path, archetype or list of archetypes) pairs of one event's panels."""
+    """Builds the (entity path, row) pairs of one event's panels (rows: :func:`.arrow.row`, or archetypes for
+    the rare markers): a drawn event's arrays come from a few compiled passes (:mod:`.kernels`) and parts
+    that do not change are made once, so that the viewer is sent them once."""
 
     def __init__(self, rr: Any, context, params, prefix: str = ""):
         self.rr = rr
@@ -176,6 +222,9 @@ class EventView:
         self.field = float(context.detector.magnetic_field)
         self.frame = pad_frame()
         self.pads = context.pads if params.pad_plane else None
+        from . import kernels  # numba: loaded when a run starts, not when stages are listed
+
+        self.kernels = kernels
         self._captions: dict[str, tuple[Any, list[Any]]] | None = None
         self._hover: tuple[Any, ...] | None = None
         self._colorbar_fixed: list[Any] | None = None
@@ -245,13 +294,13 @@ class EventView:
         if estimates is not None and n_tracks:
             lines += ["", "| track | cluster | θ (°) | Bρ (T·m) | √(dE/dx) | dE/dx (ADC·TB/mm) | vertex x, y, z (mm) "
                           "| direction | points |", "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
-            for k, r in enumerate(estimates):
+            # the table's columns as Python numbers at once (a field of a numpy row at a time is slow)
+            for k, (label, polar, brho, sqrt_dedx, dedx, x, y, z, direction, points) in enumerate(
+                    estimates[list(_TABLE_COLUMNS)].tolist()):
                 lines.append(
-                    f"| #{k} | {int(r['cluster_label'])} | {math.degrees(float(r['polar'])):.1f} "
-                    f"| {float(r['brho']):.3f} "
-                    f"| {float(r['sqrt_dEdx']):.1f} | {float(r['dEdx']):.0f} "
-                    f"| {float(r['vertex_x']):.1f}, {float(r['vertex_y']):.1f}, {float(r['vertex_z']):.1f} "
-                    f"| {_DIRECTIONS.get(int(r['direction']), str(int(r['direction'])))} | {int(r['n_points'])} |")
+                    f"| #{k} | {int(label)} | {math.degrees(float(polar)):.1f} | {float(brho):.3f} "
+                    f"| {float(sqrt_dedx):.1f} | {float(dedx):.0f} | {float(x):.1f}, {float(y):.1f}, {float(z):.1f} "
+                    f"| {_DIRECTIONS.get(int(direction), str(int(direction)))} | {int(points)} |")
         return "\n".join(lines)
 
     def captions(self, text: str) -> list[tuple[str, Any]]:
@@ -264,15 +313,15 @@ class EventView:
             color = (230, 230, 230)
             pad_top = self.frame.top - 0.6 * 88.0 * self.frame.width / 1000.0
             self._captions = {
-                f"{EVENT_ROOT}/caption": (rr.Points3D, arrow.batches(rr.Points3D(
-                    [[0.0, 0.0, self.length + 80.0]], radii=-0.5, colors=color, show_labels=True))),
-                f"{EVENT_ROOT}/pads/caption": (rr.Points2D, arrow.batches(rr.Points2D(
-                    [[0.0, pad_top]], radii=-0.5, colors=color, show_labels=True, draw_order=40.0))),
-                f"{EVENT_ROOT}/traces/caption": (rr.Points2D, arrow.batches(rr.Points2D(
-                    [[700.0, -88.0]], radii=-0.5, colors=color, show_labels=True, draw_order=40.0)))}
+                f"{EVENT_ROOT}/caption": arrow.fixed(rr.Points3D(
+                    [[0.0, 0.0, self.length + 80.0]], radii=-0.5, colors=color, show_labels=True)),
+                f"{EVENT_ROOT}/pads/caption": arrow.fixed(rr.Points2D(
+                    [[0.0, pad_top]], radii=-0.5, colors=color, show_labels=True, draw_order=40.0)),
+                f"{EVENT_ROOT}/traces/caption": arrow.fixed(rr.Points2D(
+                    [[700.0, -88.0]], radii=-0.5, colors=color, show_labels=True, draw_order=40.0))}
         labels = arrow.texts([text])
-        return [(path, [fixed + arrow.components(kind.__name__, labels=labels)])
-                for path, (kind, fixed) in self._captions.items()]
+        return [(path, fixed | {arrow.field("Points3D" if path == f"{EVENT_ROOT}/caption" else "Points2D", "labels"):
+                                labels}) for path, fixed in self._captions.items()]
 
     def not_drawn(self, event, run: int, reason: str, shown: int | None) -> list[tuple[str, Any]]:
         """Logged at the first event of a stretch that is not drawn; it holds until the next drawn event.
@@ -303,7 +352,7 @@ class EventView:
     def draw(self, event, run: int, charges: tuple[np.ndarray, np.ndarray] | None = None,
              maxima: np.ndarray | None = None) -> list[tuple[str, Any]]:
         """Everything drawn for one event (after a recursive clear of the previous one when it drew an entity
-        this one does not).
+        this one does not), as (entity, row) pairs (:func:`.arrow.row`).
 
         ``charges`` is (pad ids, amplitude) of the event's traces when already computed (the sink
         passes :func:`.kernels.peak_heights`, also counted for the occupancy), else
@@ -312,8 +361,8 @@ class EventView:
         """
         rr = self.rr
         if self._clear is None:
-            self._clear = arrow.batches(rr.Clear(recursive=True))
-            self._markdown = arrow.batches(rr.TextDocument.from_fields(media_type="text/markdown"))
+            self._clear = arrow.fixed(rr.Clear(recursive=True))
+            self._markdown = arrow.fixed(rr.TextDocument.from_fields(media_type="text/markdown"))
         out: list[tuple[str, Any]] = []
         traces = event.traces
         ids, amplitude = charges if charges is not None else geometry.pad_charges(traces)
@@ -325,8 +374,8 @@ class EventView:
         if cloud is not None and clusters is not None and len(clusters.labels) == len(cloud):
             labels = np.asarray(clusters.labels)
         n_tracks = 0 if estimates is None else len(estimates)
-        out.append((f"{EVENT_ROOT}/summary", [arrow.components("TextDocument", text=arrow.texts([
-            self.header(event, run)])) + self._markdown]))
+        out.append((f"{EVENT_ROOT}/summary", {arrow.field("TextDocument", "text"): arrow.texts([
+            self.header(event, run)])} | self._markdown))
         out += self.captions(f"run {run} · event {event.id} · t = {event.timestamp / GET_CLOCK_HZ:.6f} s · "
                              f"{n_tracks} track{'s' if n_tracks != 1 else ''}")
         if cloud is not None and len(cloud):
@@ -343,7 +392,7 @@ class EventView:
             # An entity of an earlier event that this one does not draw (its tracks, its clusters ...) would
             # still show: clear them all first. Otherwise every shown entity is replaced and a clear (one
             # more log call per drawn event) changes nothing.
-            out.insert(0, (EVENT_ROOT, [self._clear]))
+            out.insert(0, (EVENT_ROOT, self._clear))
         return self._track(out)
 
     def _track(self, out: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -353,56 +402,51 @@ class EventView:
         return out
 
     def _cloud(self, cloud: np.ndarray, labels: np.ndarray | None, scale: ColorScale) -> list[tuple[str, Any]]:
-        rr = self.rr
-        xyz = arrow.positions(cloud[:, :3], 3)  # one array for both entities
-        colors = scale.rgba(geometry.cloud_charge(cloud))
+        """Cloud points coloured by charge (noise grey and small) and, when clustered, their classes: one
+        compiled pass (:func:`.kernels.cloud_columns`)."""
+        given = np.asarray(labels, dtype=np.int64) if labels is not None else _NO_LABELS
+        xyz, colors, radii, classes = self.kernels.cloud_columns(
+            np.ascontiguousarray(cloud, dtype=np.float64), AMPLITUDE, given, scale.low, scale.high, RAMP, _NOISE_RGBA,
+            N_CLASSES)
+        xyz = arrow.positions(xyz, 3)  # one array for both entities
         if labels is None:
-            return [(f"{EVENT_ROOT}/cloud", [arrow.components("Points3D", positions=xyz, radii=arrow.floats(-2.0),
-                                                               colors=arrow.rgba(colors))])]
-        noise = labels < 0
-        colors[noise] = _NOISE_RGBA  # noise (no cluster) is grey and small, whatever its charge
-        return [(f"{EVENT_ROOT}/cloud", [arrow.components(
-                    "Points3D", positions=xyz, radii=arrow.floats(np.where(noise, -1.2, -2.0)),
-                    colors=arrow.rgba(colors))]),
-                (f"{EVENT_ROOT}/clusters", [arrow.components("Points3D", positions=xyz, radii=arrow.floats(-2.0),
-                                                              class_ids=arrow.class_ids(class_ids(labels)))])]
+            return [(f"{EVENT_ROOT}/cloud", arrow.row("Points3D", positions=xyz, radii=arrow.floats(-2.0),
+                                                      colors=arrow.rgba(colors)))]
+        return [(f"{EVENT_ROOT}/cloud", arrow.row("Points3D", positions=xyz, radii=arrow.floats(radii),
+                                                  colors=arrow.rgba(colors))),
+                (f"{EVENT_ROOT}/clusters", arrow.row("Points3D", positions=xyz, radii=arrow.floats(-2.0),
+                                                     class_ids=arrow.class_ids(classes)))]
 
     def _tracks(self, estimates: np.ndarray) -> list[tuple[str, Any]]:
-        rr = self.rr
-        strips = geometry.helices(estimates, self.field, self.length, self.params.helix_points)
-        classes = arrow.class_ids(class_ids(np.asarray(estimates["cluster_label"])))
-        vertices = np.column_stack([estimates["vertex_x"], estimates["vertex_y"], estimates["vertex_z"]])
-        ends = np.array([s[-1] if len(s) else v for s, v in zip(strips, vertices)])
-        hidden, shown = arrow.flag(False), arrow.flag(True)
+        """Each track's helix (:func:`.kernels.helix_strips`: :func:`.geometry.helices` compiled), its vertex
+        and its number at the helix's end."""
+        columns = [np.ascontiguousarray(estimates[name], dtype=np.float64) for name in _HELIX_COLUMNS]
+        points, offsets, ends, vertices, classes = self.kernels.helix_strips(
+            *columns, np.ascontiguousarray(estimates["cluster_label"], dtype=np.int64),
+            geometry.turning_sense(self.field), self.length, geometry.CHAMBER_RADIUS, self.params.helix_points,
+            N_CLASSES)
+        classes = _classes(tuple(classes.tolist()))  # the same few from event to event: sent once while so
+        hidden = arrow.flag(False)
         return [
-            (f"{EVENT_ROOT}/tracks", [arrow.components("LineStrips3D", strips=arrow.strips(strips, 3),
-                                                        radii=arrow.floats(-1.5), class_ids=classes,
-                                                        show_labels=hidden)]),
-            (f"{EVENT_ROOT}/vertices", [arrow.components("Points3D", positions=arrow.positions(vertices, 3),
-                                                          radii=arrow.floats(-4.0), class_ids=classes,
-                                                          show_labels=hidden)]),
-            (f"{EVENT_ROOT}/track_ids", [arrow.components(
+            (f"{EVENT_ROOT}/tracks", arrow.row("LineStrips3D", strips=arrow.offset_strips(points, offsets, 3),
+                                               radii=arrow.floats(-1.5), class_ids=classes, show_labels=hidden)),
+            (f"{EVENT_ROOT}/vertices", arrow.row("Points3D", positions=arrow.positions(vertices, 3),
+                                                 radii=arrow.floats(-4.0), class_ids=classes, show_labels=hidden)),
+            (f"{EVENT_ROOT}/track_ids", arrow.row(
                 "Points3D", positions=arrow.positions(ends, 3), radii=arrow.floats(-0.5),
-                labels=arrow.texts([f"#{k}" for k in range(len(estimates))]), show_labels=shown,
-                class_ids=classes)]),
+                labels=_track_numbers(len(estimates)), show_labels=arrow.flag(True), class_ids=classes)),
         ]
 
     def _colorbar3d(self, ticks: _Ticks) -> list[tuple[str, Any]]:
         """The ADC tick labels of the vertical colour bar beside the chamber (the bar itself is static:
         the ramp runs bottom to top whatever the event's range)."""
-        rr = self.rr
-        x = geometry.CHAMBER_RADIUS + 70.0
-        n = len(ticks.values)
-        positions = np.zeros((n + 1, 3))
-        positions[:, 0] = x + 40.0
-        positions[:n, 2] = ticks.position * self.length
-        positions[n, 2] = self.length + 40.0
         if self._colorbar_fixed is None:
-            self._colorbar_fixed = arrow.batches(rr.Points3D.from_fields(radii=-0.5, colors=(220, 220, 220),
-                                                                         show_labels=True))
-        return [(f"{EVENT_ROOT}/colorbar/labels", [self._colorbar_fixed + arrow.components(
-            "Points3D", positions=arrow.positions(positions, 3),
-            labels=arrow.texts(ticks.labels + ["amplitude (ADC)"]))])]
+            self._colorbar_fixed = arrow.fixed(self.rr.Points3D.from_fields(radii=-0.5, colors=(220, 220, 220),
+                                                                           show_labels=True))
+        x = geometry.CHAMBER_RADIUS + 70.0 + 40.0
+        positions = [(x, 0.0, p * self.length) for p in ticks.position] + [(x, 0.0, self.length + 40.0)]
+        return [(f"{EVENT_ROOT}/colorbar/labels", self._colorbar_fixed | arrow.row(
+            "Points3D", positions=arrow.positions(np.array(positions), 3), labels=_texts(ticks.labels + _ADC_TITLE)))]
 
     def _colorbar3d_static(self) -> tuple[str, Any]:
         """The bar of :meth:`_colorbar3d`: 100 points coloured along the ramp, x = radius + 70 mm, along z."""
@@ -414,16 +458,23 @@ class EventView:
 
     def _pad_hits(self, ids: np.ndarray, amplitude: np.ndarray, scale: ColorScale, ticks: _Ticks | None = None
                   ) -> list[tuple[str, Any]]:
-        rr = self.rr
-        pads = self.pads
-        ok = (ids >= 0) & (ids < pads.n_pads)
-        if not ok.any():
-            return []
-        ids, amplitude = ids[ok], amplitude[ok]
+        """A marker per trace on the plane at its pad, coloured by amplitude, with the hover text "pad P: A ADC"
+        (A rounded half to even, as ``f"{a:.0f}"``): one compiled pass (:func:`.kernels.pad_markers`)."""
         xy, radii, fixed, names, numbers = self._pad_tables()
-        out: list[tuple[str, Any]] = [(f"{EVENT_ROOT}/pads/hits", [fixed + arrow.components(
-            "Points2D", positions=arrow.positions(xy[ids], 2), radii=arrow.floats(radii[ids]),
-            colors=arrow.rgba(scale.rgba(amplitude)), labels=self._hover_labels(ids, amplitude))])]
+        positions, sizes, colors, offsets, text, exact = self.kernels.pad_markers(
+            np.ascontiguousarray(ids, dtype=np.int64), np.ascontiguousarray(amplitude, dtype=np.float64), xy, radii,
+            scale.low, scale.high, RAMP, names.data, names.starts, names.lengths, numbers.data, numbers.starts,
+            numbers.lengths)
+        if not len(sizes):
+            return []
+        if exact:
+            labels = arrow.utf8(offsets, text)
+        else:  # an amplitude past the table (never with 12-bit ADCs)
+            ok = (ids >= 0) & (ids < self.pads.n_pads)
+            labels = arrow.texts([f"pad {p}: {a:.0f} ADC" for p, a in zip(ids[ok].tolist(), amplitude[ok].tolist())])
+        out: list[tuple[str, Any]] = [(f"{EVENT_ROOT}/pads/hits", fixed | arrow.row(
+            "Points2D", positions=arrow.positions(positions, 2), radii=arrow.floats(sizes),
+            colors=arrow.rgba(colors), labels=labels))]
         return out + self._pad_colorbar(ticks or _Ticks(scale))
 
     def _pad_colorbar(self, ticks: _Ticks) -> list[tuple[str, Any]]:
@@ -433,17 +484,21 @@ class EventView:
         u = frame.width / 1000.0
         left, width = frame.right + 35.0 * u, 35.0 * u
         right = left + width
+        top, bottom = frame.top, frame.bottom
         ys, labels = ticks.inside(frame)
-        box = np.array([[left, frame.top], [right, frame.top], [right, frame.bottom], [left, frame.bottom],
-                        [left, frame.top]])
-        strip = comb(ys, right, 15.0 * u, frame.bottom, frame.top, vertical=True)
-        positions = np.empty((len(ys) + 1, 2))
-        positions[:-1, 0] = right + 80.0 * u
-        positions[:-1, 1] = ys - HALF_LINE * u
-        positions[-1] = left + 0.5 * width, frame.top - ABOVE * u
-        text_colors = np.array([TEXT_COLOR] * len(ys) + [(255, 255, 255)], dtype=np.uint8)
-        return _NOTHING.archetypes(f"{EVENT_ROOT}/pads", np.concatenate([box, strip]), np.array([5, len(strip)]),
-                                   _AXIS_COLORS, 1.0, 20.0, positions, labels + ["amplitude (ADC)"], text_colors)
+        # the box, then comb(ys, right, 15 u, bottom, top, vertical=True): one strip with a tick at each y
+        tick = right + 15.0 * u
+        points = [(left, top), (right, top), (right, bottom), (left, bottom), (left, top), (right, bottom)]
+        for y in ys:
+            points += [(right, y), (tick, y), (right, y)]
+        points.append((right, top))
+        n = len(ys)
+        text_x, raise_by = right + 80.0 * u, HALF_LINE * u
+        positions = [(text_x, y - raise_by) for y in ys] + [(left + 0.5 * width, top - ABOVE * u)]
+        return [(f"{EVENT_ROOT}/pads/lines", _NOTHING.lines(np.array(points, dtype=np.float32), (5, 3 * n + 2),
+                                                            _axis_colors, 1.0, 20.0, "pad colour bar")),
+                (f"{EVENT_ROOT}/pads/texts", _NOTHING.texts(np.array(positions), labels + _ADC_TITLE,
+                                                            _colorbar_text_colors, n))]
 
     def _pad_tables(self) -> tuple[Any, ...]:
         """Per pad, built once: panel position and marker radius (float32), the hit markers' fixed components,
@@ -451,46 +506,90 @@ class EventView:
         if self._hover is None:
             pads = self.pads
             every = np.arange(pads.n_pads)
-            fixed = arrow.batches(self.rr.Points2D.from_fields(show_labels=False, draw_order=2.0))
-            self._hover = (self.pad_xy(every).astype(np.float32), (2.6 * pads.scale).astype(np.float32), fixed,
+            fixed = arrow.fixed(self.rr.Points2D.from_fields(show_labels=False, draw_order=2.0))
+            self._hover = (np.ascontiguousarray(self.pad_xy(every), dtype=np.float32),
+                           (2.6 * pads.scale).astype(np.float32), fixed,
                            arrow.TextTable([f"pad {p}: " for p in every]),
                            arrow.TextTable([f"{a} ADC" for a in range(_HOVER_ADC)]))
         return self._hover
 
-    def _hover_labels(self, ids: np.ndarray, amplitude: np.ndarray) -> Any:
-        """ "pad P: A ADC" per hit (A rounded half to even, as ``f"{a:.0f}"``)."""
-        rounded = np.rint(amplitude)
-        if len(rounded) and not (rounded.min() >= 0 and rounded.max() < _HOVER_ADC):  # never with 12-bit ADCs
-            return arrow.texts([f"pad {p}: {a:.0f} ADC" for p, a in zip(ids.tolist(), amplitude.tolist())])
-        _, _, _, names, numbers = self._pad_tables()
-        return arrow.joined_texts(names, ids, numbers, rounded.astype(np.int64))
-
     def _traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels, maxima=None
                 ) -> list[tuple[str, Any]]:
-        rows, what = geometry.select_traces(traces, amplitude, self.params.traces, self.params.trace_count,
-                                            cloud, labels, maxima)
-        samples = traces[rows][:, SAMPLES].astype(np.float64)
-        low = float(samples.min()) if len(rows) else 0.0
-        high = float(samples.max()) if len(rows) else 1.0
-        ticks = nice_ticks(low, high, 4)
+        kernels = self.kernels
+        if self.params.traces == "strongest" and maxima is not None and self.params.trace_count > 0:
+            # = geometry.select_traces(...) in one compiled pass
+            rows, saturated = kernels.top_rows(np.ascontiguousarray(amplitude, dtype=np.float64), np.ascontiguousarray(
+                maxima, dtype=np.int64), geometry.SATURATION_ADC, self.params.trace_count)
+            what = geometry.strongest_note(saturated)
+        else:
+            rows, what = geometry.select_traces(traces, amplitude, self.params.traces, self.params.trace_count,
+                                                cloud, labels, maxima)
+        n = len(rows)
+        picked = traces[rows]  # a copy: contiguous and writable
+        low, high = kernels.sample_range(picked)
+        low, high = float(low), float(high)
+        ticks = nice_tick_values(low, high, 4)
         step = ticks[1] - ticks[0] if len(ticks) > 1 else 100.0
         low, high = math.floor(low / step) * step, math.ceil(high / step) * step
         if high <= low:
             high = low + step
         frame, axes = _trace_axes(low, min(high, 4100.0) if high > 4000 else high)
-        n = len(rows)
-        colors = label_colors(max(n, 1))[:n]
-        # Every trace's polyline at once (raw samples are integers: never NaN, nothing left out).
-        polylines = np.empty((n, 512, 2))
-        polylines[..., 0] = _TRACE_X  # the time axis never changes
-        polylines[..., 1] = frame.vy(samples)
-        picked = traces[rows]
+        # Every trace's polyline at once into the strips' buffer (raw samples are integers: never NaN).
+        points = axes.line_buffer(n * 512)
+        kernels.trace_polylines(picked, frame.y.low, frame.y.high, frame.top, frame.height, _TRACE_X,
+                                     points[len(points) - n * 512:])
         legend_text = [f"pad {p}  ({c}/{a}/{g}/{ch})" for c, a, g, ch, p in picked[:, :5].tolist()]
         legend_text += ["(CoBo/AsAd/AGET/ch)"] + [line for line in what if line]
-        legend_xy = np.column_stack([np.full(len(legend_text), 920.0), 62.0 * np.arange(len(legend_text))])
-        note_colors = np.full((len(legend_text) - n, 3), 170, dtype=np.uint8)
-        note_colors[:, 2] = 180
+        notes = len(legend_text) - n
         # The axes (built once per y range) then the traces, as the compacted figure of both would be.
-        return axes.archetypes(
-            f"{EVENT_ROOT}/traces", polylines, np.full(n, 512, dtype=np.int64), colors, 1.6, 25.0,
-            legend_xy, legend_text, np.vstack([colors, note_colors]))
+        return [(f"{EVENT_ROOT}/traces/lines", axes.lines(points, (512,) * n, _trace_colors, 1.6, 25.0, n)),
+                (f"{EVENT_ROOT}/traces/texts", axes.texts(_legend_xy, legend_text, _legend_colors, (n, notes)))]
+
+
+def _legend_xy(key: tuple[int, int]) -> np.ndarray:
+    """Positions of the traces panel's legend of ``n`` traces and ``notes`` lines below (right of the plot, one
+    under the other)."""
+    n = sum(key)
+    return np.column_stack([np.full(n, 920.0), 62.0 * np.arange(n)])
+
+
+def _trace_colors(n: int) -> np.ndarray:
+    """Colours of ``n`` traces."""
+    return label_colors(max(n, 1))[:n]
+
+
+def _legend_colors(key: tuple[int, int]) -> np.ndarray:
+    """Colours of the legend of ``n`` traces and ``notes`` lines below: one per trace (its line's), then grey."""
+    n, notes = key
+    note_colors = np.full((notes, 3), 170, dtype=np.uint8)
+    note_colors[:, 2] = 180
+    return np.vstack([_trace_colors(n), note_colors])
+
+
+def _axis_colors(key: Any) -> np.ndarray:
+    """The pad colour bar's two strips (box, ticks) in the axes' colour."""
+    return _AXIS_COLORS
+
+
+def _colorbar_text_colors(n: int) -> np.ndarray:
+    """The pad colour bar's ``n`` numbers, then its title in white."""
+    return np.array([TEXT_COLOR] * n + [(255, 255, 255)], dtype=np.uint8)
+
+
+@functools.lru_cache(maxsize=256)
+def _classes(ids: tuple[int, ...]) -> Any:
+    """ClassId data of an event's tracks (one array per distinct list: an entity holding it is not sent it
+    again)."""
+    return arrow.class_ids(np.array(ids, dtype=np.uint16))
+
+
+@functools.lru_cache(maxsize=64)
+def _track_numbers(n: int) -> Any:
+    """The labels "#0" .. "#n-1" of an event's tracks."""
+    return arrow.texts([f"#{k}" for k in range(n)])
+
+
+@functools.lru_cache(maxsize=256)
+def _texts(labels: tuple[str, ...]) -> Any:
+    """Text data of a few labels that recur (the colour bars' tick numbers)."""
+    return arrow.texts(list(labels))

@@ -1,21 +1,28 @@
-"""Compiled per-event accounting of the view: every event received is counted, drawn or not.
+"""Compiled per-event passes of the view: every event received is counted, drawn or not, and a drawn event's
+arrays are built in a few passes.
 
 :func:`peak_heights` (the peak above a cheap baseline, per trace row) and
 :func:`count_hits` (which pads of an event were hit, once each) run in one
-pass over the trace matrix each, with no per-row Python (and :func:`join_texts`
-builds the pad plane's hover labels without a Python string per pad); they replace a
-row-wise ``np.median`` that cost about 0.5 ms per event. All kernels keep
-their callees in this module (numba cache safety).
+pass over the trace matrix each, with no per-row Python; they replace a
+row-wise ``np.median`` that cost about 0.5 ms per event. A drawn event's
+panels come from :func:`pad_markers` (positions, radii, colours and hover
+texts of the pad plane, no Python string per pad), :func:`cloud_columns`,
+:func:`helix_strips`, :func:`top_rows`, :func:`sample_range` and
+:func:`trace_polylines`: each the numpy code it replaced, step by step, so
+that the recording is the same bit for bit (tests compare them). All kernels
+keep their callees in this module (numba cache safety).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
 from conduit.event import ASAD, COBO
 
-__all__ = ["peak_heights", "peaks", "count_hits", "count_pairs", "join_texts", "ramp_rgba", "warm_up"]
+__all__ = ["peak_heights", "peaks", "count_hits", "count_pairs", "join_texts", "ramp_rgba", "pad_markers",
+           "cloud_columns", "helix_strips", "top_rows", "sample_range", "trace_polylines", "warm_up"]
 
 FIRST_SAMPLE = 5  # column of the first sample in the trace matrix (conduit.event.SAMPLES)
 N_SAMPLES = 512
@@ -162,25 +169,236 @@ def join_texts(data_a, starts_a, lengths_a, index_a, data_b, starts_b, lengths_b
     return offsets, out
 
 
+@register_jitable
+def _ramp_one(x, stops):
+    """One ramp position as Rerun's packed 0xRRGGBBAA (opaque): the arithmetic of :func:`.colors.ramp`
+    (clip to [0, 1], NaN -> 0, linear between ``stops``, round half to even)."""
+    n_stops = stops.shape[0]
+    if np.isnan(x):
+        x = 0.0
+    x = min(max(x, 0.0), 1.0) * (n_stops - 1)
+    i = min(int(x), n_stops - 2)
+    f = x - i
+    packed = np.uint32(255)
+    for c in range(3):
+        v = np.rint(stops[i, c] * (1 - f) + stops[i + 1, c] * f)
+        packed |= np.uint32(np.uint8(v)) << np.uint32(24 - 8 * c)
+    return packed
+
+
+@register_jitable
+def _linear_position(v, low, high):
+    """Where ``v`` falls on a linear colour scale, 0..1: :meth:`.colors.ColorScale.position` (NaN -> 0)."""
+    t = (v - low) / (high - low)
+    if np.isnan(t):
+        return 0.0
+    return min(max(t, 0.0), 1.0)
+
+
 @njit(cache=True, nogil=True)
 def ramp_rgba(t, stops):
     """Colours of ramp positions ``t`` as Rerun's packed 0xRRGGBBAA (opaque), one pass: the same arithmetic as
     :func:`.colors.ramp` (clip to [0, 1], NaN -> 0, linear between ``stops``, round half to even)."""
-    n_stops = stops.shape[0]
     out = np.empty(t.shape[0], dtype=np.uint32)
     for k in range(t.shape[0]):
-        x = t[k]
-        if np.isnan(x):
-            x = 0.0
-        x = min(max(x, 0.0), 1.0) * (n_stops - 1)
-        i = min(int(x), n_stops - 2)
-        f = x - i
-        packed = np.uint32(255)
-        for c in range(3):
-            v = np.rint(stops[i, c] * (1 - f) + stops[i + 1, c] * f)
-            packed |= np.uint32(np.uint8(v)) << np.uint32(24 - 8 * c)
-        out[k] = packed
+        out[k] = _ramp_one(t[k], stops)
     return out
+
+
+@njit(cache=True, nogil=True)
+def pad_markers(ids, amplitude, xy, radii, low, high, stops, names, name_starts, name_lengths, numbers,
+                number_starts, number_lengths):
+    """The pad plane's hit markers in one pass over an event's rows: for every row on the plane
+    (0 <= id < len(radii)), its position and radius (float32, from the per-pad tables), its amplitude's colour
+    on the linear scale ``low``..``high`` (packed RGBA) and its hover text ``names[id] + numbers[rint(amp)]``
+    (UTF-8 bytes and int32 offsets: an Arrow string array's buffers).
+
+    Returns (positions (n, 2), radii, colours, text offsets, text bytes, ok): ``ok`` is False, and the texts
+    empty, when a rounded amplitude has no entry in ``numbers`` (never with 12-bit samples).
+    """
+    n_pads = radii.shape[0]
+    n_numbers = number_lengths.shape[0]
+    n = 0
+    size = 0
+    ok = True
+    for r in range(ids.shape[0]):  # count the markers and their text's bytes
+        p = ids[r]
+        if 0 <= p < n_pads:
+            n += 1
+            a = np.rint(amplitude[r])
+            if a >= 0 and a < n_numbers:
+                size += name_lengths[p] + number_lengths[np.int64(a)]
+            else:
+                ok = False
+    positions = np.empty((n, 2), dtype=np.float32)
+    out_radii = np.empty(n, dtype=np.float32)
+    colors = np.empty(n, dtype=np.uint32)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    data = np.empty(size if ok else 0, dtype=np.uint8)
+    k = 0
+    at = 0
+    for r in range(ids.shape[0]):
+        p = ids[r]
+        if 0 <= p < n_pads:
+            positions[k, 0] = xy[p, 0]
+            positions[k, 1] = xy[p, 1]
+            out_radii[k] = radii[p]
+            colors[k] = _ramp_one(_linear_position(amplitude[r], low, high), stops)
+            if ok:
+                start = name_starts[p]
+                for j in range(name_lengths[p]):
+                    data[at + j] = names[start + j]
+                at += name_lengths[p]
+                a = np.int64(np.rint(amplitude[r]))
+                start = number_starts[a]
+                for j in range(number_lengths[a]):
+                    data[at + j] = numbers[start + j]
+                at += number_lengths[a]
+            offsets[k + 1] = at
+            k += 1
+    return positions, out_radii, colors, offsets, data, ok
+
+
+@njit(cache=True, nogil=True)
+def cloud_columns(cloud, charge_column, labels, low, high, stops, noise_rgba, n_classes):
+    """The 3-D cloud's columns in one pass: float32 positions (x, y, z), packed colours of the charge on the
+    linear scale ``low``..``high``, and, when ``labels`` has one entry per point, noise (label < 0) in
+    ``noise_rgba`` with radius -1.2 (else -2.0) and the annotation class of each label (0 for noise, else
+    label mod (n_classes - 1) plus one: :func:`.eventview.class_ids`)."""
+    n = cloud.shape[0]
+    labelled = labels.shape[0] == n
+    positions = np.empty((n, 3), dtype=np.float32)
+    colors = np.empty(n, dtype=np.uint32)
+    radii = np.empty(n if labelled else 0, dtype=np.float32)
+    classes = np.empty(n if labelled else 0, dtype=np.uint16)
+    for i in range(n):
+        for c in range(3):
+            positions[i, c] = cloud[i, c]
+        colors[i] = _ramp_one(_linear_position(cloud[i, charge_column], low, high), stops)
+        if labelled:
+            label = labels[i]
+            if label < 0:
+                colors[i] = noise_rgba
+                radii[i] = -1.2
+                classes[i] = 0
+            else:
+                radii[i] = -2.0
+                classes[i] = label % (n_classes - 1) + 1
+    return positions, colors, radii, classes
+
+
+@njit(cache=True, nogil=True)
+def helix_strips(center_x, center_y, radius, vertex_x, vertex_y, vertex_z, polar, labels, sense, length,
+                 chamber_radius, points, n_classes):
+    """Every track's helix as float32 points (strip after strip) with the int32 offsets of the strips, the
+    last point of each (the vertex for an empty strip), the vertices (float32) and each track's annotation
+    class (:func:`.eventview.class_ids` of its cluster ``labels``): :func:`conduit_physics.tracks.helix.helices`
+    (one turn, ``points`` points, cut where it leaves the chamber), its arithmetic step by step."""
+    n = radius.shape[0]
+    step = 2 * np.pi / (points - 1)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    xyz = np.empty((n * points, 3), dtype=np.float32)
+    ends = np.empty((n, 3), dtype=np.float32)
+    vertices = np.empty((n, 3), dtype=np.float32)
+    classes = np.empty(n, dtype=np.uint16)
+    used = 0
+    for k in range(n):
+        r = radius[k]
+        vertices[k, 0] = vertex_x[k]
+        vertices[k, 1] = vertex_y[k]
+        vertices[k, 2] = vertex_z[k]
+        ends[k] = vertices[k]
+        classes[k] = labels[k] % (n_classes - 1) + 1 if labels[k] >= 0 else 0
+        offsets[k + 1] = used
+        if not np.isfinite(r) or r <= 0 or not np.isfinite(polar[k]):
+            continue
+        cx = center_x[k]
+        cy = center_y[k]
+        a0 = np.arctan2(vertex_y[k] - cy, vertex_x[k] - cx)
+        tan = np.tan(polar[k])
+        flat = not abs(tan) > 1e-9
+        kept = points
+        for i in range(points):
+            t = i * step if i < points - 1 else 2 * np.pi
+            x = cx + r * np.cos(a0 + sense * t)
+            y = cy + r * np.sin(a0 + sense * t)
+            z = vertex_z[k] + (0.0 if flat else r * t / tan)
+            if i > 0 and not (z >= 0.0 and z <= length and np.hypot(x, y) <= chamber_radius):
+                kept = max(i, 2)
+                if i == 1:  # the second point is kept anyway (a strip has at least two)
+                    xyz[used + 1, 0] = x
+                    xyz[used + 1, 1] = y
+                    xyz[used + 1, 2] = z
+                break
+            xyz[used + i, 0] = x
+            xyz[used + i, 1] = y
+            xyz[used + i, 2] = z
+        ends[k] = xyz[used + kept - 1]
+        used += kept
+        offsets[k + 1] = used
+    return xyz[:used], offsets, ends, vertices, classes
+
+
+@njit(cache=True, nogil=True)
+def top_rows(amplitude, maxima, limit, count):
+    """The rows of the ``count`` largest amplitudes among the rows whose largest sample is below ``limit``,
+    largest first, ties (and NaNs, last) in row order: ``np.argsort(-amplitude[ok], kind="stable")[:count]``
+    as rows; and the number of rows left out for reaching ``limit`` (saturated)."""
+    rows = np.empty(max(count, 0), dtype=np.int64)
+    values = np.empty(max(count, 0), dtype=np.float64)
+    kept = 0
+    saturated = 0
+    for r in range(amplitude.shape[0]):
+        if maxima[r] >= limit:
+            saturated += 1
+            continue
+        v = amplitude[r]
+        at = kept  # the first kept row that v beats (a larger value, or a number against a NaN)
+        for i in range(kept):
+            w = values[i]
+            if v > w or (w != w and v == v):
+                at = i
+                break
+        if at >= count:
+            continue
+        last = min(kept, count - 1)
+        for i in range(last, at, -1):
+            rows[i] = rows[i - 1]
+            values[i] = values[i - 1]
+        rows[at] = r
+        values[at] = v
+        kept = min(kept + 1, count)
+    return rows[:kept].copy(), saturated
+
+
+@njit(cache=True, nogil=True)
+def sample_range(traces):
+    """Smallest and largest sample of the rows of ``traces`` (0 and 1 when there is no row)."""
+    if traces.shape[0] == 0:
+        return 0, 1
+    low = traces[0, FIRST_SAMPLE]
+    high = low
+    for k in range(traces.shape[0]):
+        for j in range(FIRST_SAMPLE, FIRST_SAMPLE + N_SAMPLES):
+            x = traces[k, j]
+            low = min(low, x)
+            high = max(high, x)
+    return low, high
+
+
+@njit(cache=True, nogil=True)
+def trace_polylines(traces, low, high, top, height, x, out):
+    """Fills ``out`` ((rows * 512, 2) float32) with each row's samples as a polyline of the traces panel:
+    view x from ``x``, view y of each sample on the axis ``low``..``high`` (y up: ``top`` + (1 - t) * ``height``,
+    t clipped to [0, 1], as :meth:`.plot2d.Frame.vy`)."""
+    span = high - low
+    for k in range(traces.shape[0]):
+        row = traces[k]
+        base = k * N_SAMPLES
+        for j in range(N_SAMPLES):
+            t = (np.float64(row[FIRST_SAMPLE + j]) - low) / span
+            out[base + j, 0] = x[j]
+            out[base + j, 1] = top + (1.0 - min(max(t, 0.0), 1.0)) * height
 
 
 def warm_up() -> None:
@@ -203,3 +421,22 @@ def warm_up() -> None:
     index = np.zeros(1, dtype=np.int64)
     join_texts(text, index, index + 1, index, text, index, index + 1, index)
     ramp_rgba(np.zeros(1), np.zeros((2, 3)))
+    stops = np.zeros((2, 3))
+    pad_markers(index, np.zeros(1), np.zeros((1, 2), dtype=np.float32), np.ones(1, dtype=np.float32), 0.0, 1.0,
+                stops, text, index, index + 1, text, index, index + 1)
+    cloud = np.zeros((1, 8))
+    labels = np.zeros(1, dtype=np.int64)
+    for points in (cloud, _frozen(cloud)):  # artifacts of a stage may be frozen (read-only)
+        for given in (labels, _frozen(labels)):
+            cloud_columns(points, 6, given, 0.0, 1.0, stops, np.uint32(0), 64)
+    column = np.ones(1)
+    helix_strips(column, column, column, column, column, column, column, labels, 1.0, 1.0, 1.0, 2, 64)
+    top_rows(np.zeros(2), np.zeros(2, dtype=np.int64), 1, 1)
+    sample_range(writable)
+    trace_polylines(writable, 0.0, 1.0, 0.0, 1.0, np.zeros(N_SAMPLES), np.empty((2 * N_SAMPLES, 2), np.float32))
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    out = array.copy()
+    out.flags.writeable = False
+    return out

@@ -33,6 +33,7 @@ __all__ = [
     "Figure",
     "CANVAS",
     "nice_ticks",
+    "nice_tick_values",
     "nice_upper",
     "log_ticks",
     "format_ticks",
@@ -183,15 +184,33 @@ class Figure:
 
 def nice_ticks(low: float, high: float, target: int = 5) -> np.ndarray:
     """Round tick values (steps of 1, 2, 2.5 or 5 times a power of ten) inside [low, high]."""
+    return np.array(nice_tick_values(low, high, target), dtype=np.float64)
+
+
+def nice_tick_values(low: float, high: float, target: int = 5) -> list[float]:
+    """:func:`nice_ticks` as plain floats (a few values: numpy's per-call cost would be most of the time).
+
+    The values are ``np.round(np.arange(first, high + step * 1e-6, step) / step) * step``, bit for bit:
+    ``arange`` fills item ``i >= 2`` as ``first + i * ((first + step) - first)``, and rounds half to even.
+    """
     span = high - low
     if not math.isfinite(span) or span <= 0:
-        return np.array([low])
+        return [float(low)]
     raw = span / max(target, 1)
     power = 10.0 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * power >= raw * 0.999)
     first = math.ceil(low / step - 1e-9) * step
-    values = np.arange(first, high + step * 1e-6, step)
-    return np.round(values / step) * step
+    count = math.ceil((high + step * 1e-6 - first) / step)
+    second = first + step
+    delta = second - first
+    values = [first, second][:count] + [first + i * delta for i in range(2, count)]
+    return [_rounded(v / step) * step for v in values]
+
+
+def _rounded(x: float) -> float:
+    """``np.round(x)`` of a float: half to even, keeping the sign of a zero."""
+    r = float(round(x))
+    return r if r or math.copysign(1.0, x) > 0 else -0.0
 
 
 def nice_upper(value: float, margin: float = 1.08) -> float:

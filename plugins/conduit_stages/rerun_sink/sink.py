@@ -354,36 +354,48 @@ class RerunSink(SinkStage):
 
     def _set_times(self, *, event: int | None = None, daq_seconds: float | None = None,
                    run_time: float | None = None) -> None:
-        """Set this thread's timelines on every stream (reset first: set_time is per thread)."""
+        """Set this thread's timelines on every stream (reset first: set_time is per thread).
+
+        Straight through Rerun's binding, as ``RecordingStream.set_time`` does after its checks (durations
+        in seconds rounded to nanoseconds as it rounds them).
+        """
+        from rerun import bindings
+
+        if event is None and self.last_event_id is not None:
+            event = self.last_event_id
         for stream in self.streams:
-            stream.reset_time()
+            native = stream.to_native()
+            bindings.reset_time(recording=native)
             if event is not None:
-                stream.set_time("event", sequence=event)
+                bindings.set_time_sequence("event", event, recording=native)
             if daq_seconds is not None:
-                stream.set_time("daq_time", duration=daq_seconds)
+                bindings.set_time_duration_nanos("daq_time", round(1e9 * float(daq_seconds)), recording=native)
             if run_time is not None:
-                stream.set_time("run_time", duration=run_time)
-            if event is None and self.last_event_id is not None:
-                stream.set_time("event", sequence=self.last_event_id)
+                bindings.set_time_duration_nanos("run_time", round(1e9 * float(run_time)), recording=native)
 
     def _log(self, path: str, *archetypes: Any) -> None:
+        """Log archetypes (or lists of component batches) as one row of ``path`` on every stream."""
+        self._log_row(path, list(archetypes))
+
+    def _log_row(self, path: str, row: Any) -> None:
+        """Log a row (:func:`.arrow.row`, or a list of archetypes / component batches) on every stream."""
         path = self.prefix + path if self.prefix else path
         for stream in self.streams:
-            arrow.log_row(stream, path, archetypes, held=self._held(stream, path))
+            arrow.log_row(stream, path, row, held=self._held(stream, path))
 
     def _held(self, stream, path: str) -> dict[Any, Any]:
         """The components ``stream``'s viewer holds for entity ``path`` (see :func:`.arrow.log_row`)."""
         return self.held.setdefault(id(stream), {}).setdefault(path, {})
 
     def _log_all(self, items: list[tuple[str, Any]]) -> None:
-        """Log (path, archetype) and (path, [archetypes]) items, one row each."""
+        """Log (path, archetype), (path, [archetypes]) and (path, row) items, one row each."""
         for path, archetypes in items:
             if path == EVENT_ROOT:  # a recursive clear: every per-event entity holds nothing any more
                 root = self.prefix + EVENT_ROOT
                 for entities in self.held.values():
                     for entity in [e for e in entities if e == root or e.startswith(root + "/")]:
                         del entities[entity]
-            self._log(path, *(archetypes if isinstance(archetypes, list) else [archetypes]))
+            self._log_row(path, archetypes if isinstance(archetypes, (list, dict)) else [archetypes])
 
     def _static(self, path: str, archetypes: Any) -> None:
         path = (self.prefix + path if path != "/" else self.prefix or "/") if self.prefix else path

@@ -1,0 +1,195 @@
+"""The view's compiled drawing passes give exactly what the numpy rules they replace give.
+
+A drawn event's panels are built by a few compiled kernels (pad markers with
+their hover texts, the cloud's columns, the helices, the traces panel's rows,
+range and polylines) and plain-float arithmetic (tick values, the colour
+scale's percentile). Each is compared here, on inputs made to be awkward
+(ties, NaNs, saturated rows, pads off the plane, amplitudes past the hover
+table, tracks leaving the chamber or with no radius, both field signs), with
+the numpy code it stands for: equal bit for bit, not approximately.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conduit.event import SAMPLES
+from conduit_physics.tracks.helix import helices
+from conduit_stages.rerun_sink import arrow, kernels
+from conduit_stages.rerun_sink.colors import RAMP, ColorScale, percentile_of
+from conduit_stages.rerun_sink.eventview import N_CLASSES, class_ids
+from conduit_stages.rerun_sink.geometry import CHAMBER_RADIUS, SATURATION_ADC, select_traces, strongest
+from conduit_stages.rerun_sink.plot2d import Axis, Frame, nice_tick_values
+
+
+def numpy_nice_ticks(low: float, high: float, target: int) -> list[float]:
+    """The tick rule as numpy computed it before (arange, then round to whole steps)."""
+    span = high - low
+    if not math.isfinite(span) or span <= 0:
+        return [low]
+    raw = span / max(target, 1)
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * power >= raw * 0.999)
+    first = math.ceil(low / step - 1e-9) * step
+    return (np.round(np.arange(first, high + step * 1e-6, step) / step) * step).tolist()
+
+
+def test_tick_values_are_numpy_s_bit_for_bit():
+    rng = np.random.default_rng(2)
+    cases = 0
+    for k in range(20_000):
+        scale = 10.0 ** int(rng.integers(-4, 7))
+        low = float(rng.normal() * scale)
+        high = low + float(abs(rng.normal()) * scale * rng.choice([0.01, 1.0, 10.0]))
+        if k % 10 == 0:
+            low, high = float(round(low)), float(round(high))
+        for target in (4, 5):
+            expected, got = numpy_nice_ticks(low, high, target), nice_tick_values(low, high, target)
+            assert got == expected and [math.copysign(1, v) for v in got] == [math.copysign(1, v) for v in expected]
+            cases += 1
+    assert cases == 40_000
+    assert nice_tick_values(3.0, 3.0) == [3.0] and nice_tick_values(0.0, float("nan")) == [0.0]
+
+
+def test_percentile_is_numpy_s_bit_for_bit():
+    rng = np.random.default_rng(3)
+    for k in range(3000):
+        values = rng.random(int(rng.integers(1, 900))) * rng.choice([1.0, 100.0, 4000.0])
+        if k % 3 == 0:
+            values = np.round(values)
+        if k % 7 == 0:
+            values[:] = values[0]
+        for q in (0.0, 1.0, 37.5, 50.0, 99.0, 100.0):
+            assert percentile_of(values, q) == float(np.percentile(values, q))
+    assert ColorScale.for_values(np.array([np.nan, 5.0, np.inf])).high == 5.0
+
+
+def test_top_rows_are_the_strongest_unsaturated_in_row_order_for_ties():
+    rng = np.random.default_rng(5)
+    for k in range(3000):
+        n = int(rng.integers(0, 400))
+        amplitude = np.round(rng.random(n) * rng.choice([3.0, 50.0, 4000.0]))
+        if k % 5 == 0 and n:
+            amplitude[:] = amplitude[0]  # all tied
+        if k % 7 == 0 and n:
+            amplitude[rng.integers(0, n, 3)] = np.nan
+        maxima = rng.integers(100, SATURATION_ADC + 2, n)
+        traces = np.zeros((n, 517), dtype=np.int16)
+        traces[:, SAMPLES.start] = np.minimum(maxima, 32767)
+        count = int(rng.integers(0, 12))
+        rows, saturated = kernels.top_rows(amplitude, maxima, SATURATION_ADC, count)
+        expected, what = select_traces(traces, amplitude, "strongest", count, maxima=maxima)
+        assert rows.tolist() == expected.tolist(), k
+        if count:
+            assert what[1] == (f"{saturated} saturated not shown" if saturated else "")
+        candidates = np.flatnonzero(maxima < SATURATION_ADC)
+        assert strongest(candidates, amplitude, count).tolist() == \
+            candidates[np.argsort(-amplitude[candidates], kind="stable")][:count].tolist()
+
+
+def estimates_table(rng, n: int) -> np.ndarray:
+    dtype = [(name, "<f8") for name in ("center_x", "center_y", "radius", "vertex_x", "vertex_y", "vertex_z",
+                                        "polar")] + [("cluster_label", "<i4")]
+    table = np.zeros(n, dtype=dtype)
+    table["vertex_x"], table["vertex_y"] = rng.normal(0, 40, n), rng.normal(0, 40, n)
+    table["vertex_z"] = rng.uniform(-20, 1050, n)  # some vertices outside the drift length
+    table["radius"] = rng.uniform(5, 600, n)
+    angle = rng.uniform(0, 2 * np.pi, n)
+    table["center_x"] = table["vertex_x"] + table["radius"] * np.cos(angle)
+    table["center_y"] = table["vertex_y"] + table["radius"] * np.sin(angle)
+    table["polar"] = rng.uniform(0.05, np.pi - 0.05, n)
+    table["polar"][::7] = np.pi / 2  # flat tracks
+    table["radius"][3::11] = np.nan  # no helix: an empty strip
+    table["radius"][5::13] = 0.0
+    table["polar"][6::17] = np.inf
+    table["cluster_label"] = rng.integers(-1, 200, n)
+    return table
+
+
+@pytest.mark.parametrize("field", [2.85, -2.85, 0.0])
+def test_compiled_helices_are_the_numpy_helices(field):
+    rng = np.random.default_rng(11)
+    table = estimates_table(rng, 120)
+    length, points = 1000.0, 200
+    columns = [np.ascontiguousarray(table[name]) for name in ("center_x", "center_y", "radius", "vertex_x",
+                                                                "vertex_y", "vertex_z", "polar")]
+    xyz, offsets, ends, vertices, classes = kernels.helix_strips(
+        *columns, table["cluster_label"].astype(np.int64), 1.0 if field >= 0 else -1.0, length, CHAMBER_RADIUS,
+        points, N_CLASSES)
+    expected = helices(table, field, length, points)
+    assert offsets.tolist() == np.concatenate([[0], np.cumsum([len(s) for s in expected])]).tolist()
+    assert sum(1 for s in expected if len(s) == 0) >= 10 and sum(1 for s in expected if 2 <= len(s) < points) >= 10
+    np.testing.assert_array_equal(xyz, np.concatenate([s for s in expected if len(s)]).astype(np.float32))
+    vertex = np.column_stack([table["vertex_x"], table["vertex_y"], table["vertex_z"]])
+    np.testing.assert_array_equal(ends, np.array([s[-1] if len(s) else v for s, v in zip(expected, vertex)],
+                                                 dtype=np.float32))
+    np.testing.assert_array_equal(vertices, vertex.astype(np.float32))
+    np.testing.assert_array_equal(classes, class_ids(table["cluster_label"]))
+
+
+def test_pad_markers_are_the_numpy_markers_with_python_hover_texts():
+    rng = np.random.default_rng(13)
+    n_pads = 300
+    xy = rng.normal(0, 100, (n_pads, 2)).astype(np.float32)
+    radii = rng.uniform(1, 3, n_pads).astype(np.float32)
+    names = arrow.TextTable([f"pad {p}: " for p in range(n_pads)])
+    numbers = arrow.TextTable([f"{a} ADC" for a in range(4097)])
+    ids = rng.integers(-3, n_pads + 3, 500)  # some off the plane
+    amplitude = rng.uniform(-0.4, 4096.4, 500)
+    amplitude[:4] = [0.5, 1.5, 2.5, 4095.5]  # halves round to even
+    scale = ColorScale(0.0, 3000.0)
+    positions, out_radii, colors, offsets, text, exact = kernels.pad_markers(
+        ids, amplitude, xy, radii, scale.low, scale.high, RAMP, names.data, names.starts, names.lengths,
+        numbers.data, numbers.starts, numbers.lengths)
+    on = (ids >= 0) & (ids < n_pads)
+    assert exact and 0 < on.sum() < len(ids)
+    np.testing.assert_array_equal(positions, xy[ids[on]])
+    np.testing.assert_array_equal(out_radii, radii[ids[on]])
+    np.testing.assert_array_equal(colors, scale.rgba(amplitude[on]))
+    assert arrow.utf8(offsets, text).to_pylist() == [f"pad {p}: {a:.0f} ADC" for p, a in
+                                                      zip(ids[on].tolist(), amplitude[on].tolist())]
+    amplitude[on.argmax()] = 5000.0  # past the hover table: the caller formats the texts itself
+    *_, exact = kernels.pad_markers(ids, amplitude, xy, radii, scale.low, scale.high, RAMP, names.data,
+                                    names.starts, names.lengths, numbers.data, numbers.starts, numbers.lengths)
+    assert not exact
+
+
+def test_cloud_columns_are_the_numpy_columns():
+    rng = np.random.default_rng(17)
+    cloud = rng.normal(0, 100, (400, 8))
+    cloud[:, 3] = rng.uniform(-10, 900, 400)
+    cloud[7, 3] = np.nan
+    labels = rng.integers(-1, 150, 400)
+    scale = ColorScale(0.0, 700.0)
+    noise_rgba = arrow.pack((120, 120, 130))[0]
+    positions, colors, radii, classes = kernels.cloud_columns(cloud, 3, labels, scale.low, scale.high, RAMP,
+                                                              noise_rgba, N_CLASSES)
+    np.testing.assert_array_equal(positions, cloud[:, :3].astype(np.float32))
+    expected = scale.rgba(cloud[:, 3])
+    expected[labels < 0] = noise_rgba
+    np.testing.assert_array_equal(colors, expected)
+    np.testing.assert_array_equal(radii, np.where(labels < 0, -1.2, -2.0).astype(np.float32))
+    np.testing.assert_array_equal(classes, class_ids(labels))
+    _, colors, radii, classes = kernels.cloud_columns(cloud, 3, np.zeros(0, dtype=np.int64), scale.low,
+                                                      scale.high, RAMP, noise_rgba, N_CLASSES)
+    np.testing.assert_array_equal(colors, scale.rgba(cloud[:, 3]))
+    assert len(radii) == len(classes) == 0
+
+
+def test_trace_polylines_and_range_are_the_frame_s_mapping():
+    rng = np.random.default_rng(19)
+    traces = rng.integers(-50, 4096, (6, 517)).astype(np.int16)
+    low, high = kernels.sample_range(traces)
+    assert (low, high) == (traces[:, SAMPLES].min(), traces[:, SAMPLES].max())
+    assert kernels.sample_range(traces[:0]) == (0, 1)
+    frame = Frame(Axis(0.0, 512.0, ""), Axis(0.0, 3000.0, ""), width=780.0)  # clips the highest samples
+    x = frame.vx(np.arange(512, dtype=np.float64))
+    out = np.empty((6 * 512, 2), dtype=np.float32)
+    kernels.trace_polylines(traces, frame.y.low, frame.y.high, frame.top, frame.height, x, out)
+    expected = np.empty((6, 512, 2))
+    expected[..., 0] = x
+    expected[..., 1] = frame.vy(traces[:, SAMPLES].astype(np.float64))
+    np.testing.assert_array_equal(out, expected.reshape(-1, 2).astype(np.float32))
