@@ -13,7 +13,8 @@ encoded once, then served cyclically with fresh event ids and timestamps
 patched into the frame headers: generation is then no longer the limit
 (hundreds of events/s). A pool frame is stored split around the 10 header
 bytes that change, and sent as (head, the event's 10 bytes, tail) in one
-``sendmsg`` per CoBo: nothing is copied in Python per served event.
+``sendmsg`` per CoBo: nothing is copied in Python per served event. At a
+rate, everything due is sent once per 10 ms tick (:func:`_send_events`).
 After the last event every queued frame is written, the connections are
 closed (clients see EOF) and :func:`serve_simulation` returns its statistics.
 """
@@ -40,8 +41,12 @@ if TYPE_CHECKING:
 __all__ = ["serve_simulation", "ServeStats", "ServeError", "patch_frame"]
 
 
-#: Every this many events the sender waits until every queued frame is written to its socket.
+#: At most this many events go in one pass (one write per CoBo).
 MAX_LAG_EVENTS = 4
+
+#: Passes queued for a client (not yet taken by its socket) before the sender waits for it: a slow reader
+#: holds every CoBo back within a few events (its socket's buffers aside), as triggers pace real CoBos.
+QUEUED_PASSES = 2
 
 #: Paced serving wakes at most once per this many seconds and sends everything due (s).
 TICK = 0.01
@@ -113,7 +118,10 @@ async def serve_simulation(
     from conduit.get.dataexporter import DataExporterServer
 
     cobos = sorted({c for c, _ in sim.asads})
-    servers = {c: DataExporterServer(host, 0 if base_port == 0 else base_port + c) for c in cobos}
+    servers = {
+        c: DataExporterServer(host, 0 if base_port == 0 else base_port + c, queue_frames=QUEUED_PASSES)
+        for c in cobos
+    }
     stats = ServeStats()
     failure: ServeError | None = None
     async with trio.open_nursery() as nursery:
@@ -240,7 +248,9 @@ async def _send_events(
     after a late wake-up) go in one ``sendmsg`` per CoBo, up to
     :data:`MAX_LAG_EVENTS` at a time, so a sender that fell behind catches up
     in fewer, larger writes. Frames leave in the same order whatever the
-    grouping (each pass sends the frames due before its last event + 1).
+    grouping (each pass sends the frames due before its last event + 1). A
+    client with :data:`QUEUED_PASSES` passes its socket has not taken yet
+    holds the sender (and so every CoBo) back until it reads.
     """
     order_rng = np.random.default_rng([seed, 0x5E57E])
     spread = max(disorder, 0.0)
@@ -267,17 +277,14 @@ async def _send_events(
             # Everything due before the next event's earliest frame goes now.
             await _send_until(heap, n + 1.0, servers, stats)
             stats.events = n + 1
-            if (n + 1) % MAX_LAG_EVENTS == 0:
-                # Keep the CoBo streams within a few events of each other, as triggers pace real CoBos:
-                # otherwise one slow reader falls hundreds of events behind the others. Free when every
-                # socket took its frames at once (the common case).
-                await _drain(servers, stats)
             await pace.wait(n + 1)
     await _send_until(heap, math.inf, servers, stats)
     stats.events = queued
-    await _drain(servers, stats)
+    for server in servers.values():
+        await server.drain()
     stats.elapsed = time.perf_counter() - pace.start
     stats.behind = pace.behind
+    stats.waited = sum(server.waited for server in servers.values())
     if source.error is not None:
         raise source.error
 
@@ -305,14 +312,6 @@ class _Pacer:
             return
         offset = math.ceil(n / self.rate / TICK - 1e-9) * TICK
         await trio.sleep_until(trio.current_time() + (self.start + offset - time.perf_counter()))
-
-
-async def _drain(servers: dict, stats: ServeStats) -> None:
-    """Until every socket took what was queued for it; the time spent waiting goes to ``stats.waited``."""
-    t0 = time.perf_counter()
-    for server in servers.values():
-        await server.drain()
-    stats.waited += time.perf_counter() - t0
 
 
 async def _send_until(heap: list, limit: float, servers: dict, stats: ServeStats) -> None:
