@@ -252,6 +252,36 @@ def test_lof_with_many_neighbours_equals_sklearn(n, factor):
     assert factor > 0.2 or expected_outliers.sum() > 0  # with k = 10 % some of the scattered points stand out
 
 
+@pytest.mark.parametrize("cloud", ["lattice", "spiral"])
+def test_lof_neighbour_lists_are_the_k_nearest_with_ties_by_index(cloud):
+    """Every row's list is its k nearest by (squared distance, index), against a brute-force ranking in numpy.
+
+    The lattice has many points at exactly the k-th distance (the band's last bucket is ranked by index);
+    the spiral is the dense mix's shape with k = 10 % (150 neighbours)."""
+    rng = np.random.default_rng(11)
+    if cloud == "lattice":
+        g = np.arange(9, dtype=float) * 2.0
+        pts = np.ascontiguousarray(np.array(np.meshgrid(g, g, g[:5])).reshape(3, -1).T)  # 405 points
+        pts = pts[rng.permutation(len(pts))]
+    else:
+        pts = spiral(rng, 1500)
+    k = int(0.1 * len(pts))
+    found = LofNeighbours.search(pts, k)
+    d = pts[:, None, :] - pts[None, :, :]
+    e = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1] + d[..., 2] * d[..., 2]  # the kernel's sum order
+    row_of = np.argsort(found.perm)
+    ties = 0
+    for i in range(len(pts)):
+        order = np.lexsort((np.arange(len(pts)), e[i]))
+        order = order[order != i][:k]
+        ties += int(np.sum(e[i] == e[i, order[-1]]) > np.sum(e[i, order] == e[i, order[-1]]))
+        row = row_of[i]
+        np.testing.assert_array_equal(np.sort(found.perm[found.nbr[row]]), np.sort(order))
+        np.testing.assert_array_equal(np.sort(found.nd[row]), np.sqrt(e[i, order]))
+        assert found.kdist[row] == np.sqrt(e[i, order[-1]])
+    assert cloud == "spiral" or ties > 100  # the lattice does exercise the tie rule
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_lof_after_removing_points_equals_a_fresh_fit(seed):
     from sklearn.neighbors import LocalOutlierFactor

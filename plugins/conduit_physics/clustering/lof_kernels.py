@@ -165,10 +165,8 @@ def _take_smallest(e, rows, ids, count, need, out_rows, out_d2, at, scratch):
         vmax = -np.inf
         for a in range(count):
             v = e[a]
-            if v < vmin:
-                vmin = v
-            if v > vmax:
-                vmax = v
+            vmin = min(vmin, v)
+            vmax = max(vmax, v)
         if not (vmax > vmin) or count <= 8 or vmax == np.inf:
             # few or equal or infinite values: take the smallest (e, id) one at a time
             for _ in range(need):
@@ -199,16 +197,20 @@ def _take_smallest(e, rows, ids, count, need, out_rows, out_d2, at, scratch):
         # take the buckets below ``cut``, keep bucket ``cut`` for the next round
         kept = 0
         for a in range(count):
-            bucket = min(nb - 1, int((e[a] - vmin) * scale))
-            if bucket < cut:
-                out_rows[at] = rows[a]
-                out_d2[at] = e[a]
-                at += 1
-            elif bucket == cut:
-                e[kept] = e[a]
-                ids[kept] = ids[a]
-                rows[kept] = rows[a]
-                kept += 1
+            # Branch-free (the buckets come in random order): each value is written to both places and only
+            # the count of its side advances. Writes stay in bounds: at < (at on entry) + need <= len(out_rows),
+            # kept <= a.
+            v = e[a]
+            r = rows[a]
+            i = ids[a]
+            bucket = min(nb - 1, int((v - vmin) * scale))
+            out_rows[at] = r
+            out_d2[at] = v
+            at += bucket < cut
+            e[kept] = v
+            ids[kept] = i
+            rows[kept] = r
+            kept += bucket == cut
         need -= cum
         count = kept
         if count <= need:
@@ -223,13 +225,14 @@ def _take_smallest(e, rows, ids, count, need, out_rows, out_d2, at, scratch):
 @njit(cache=True, nogil=True)
 def _store_row(p, row_out, d2_out, nbr, nd, kdist):
     """Row p's neighbours (rows, squared distances) into the lists; its k-distance (also returned)."""
-    kd = 0.0
-    for a in range(nbr.shape[1]):
+    k = nbr.shape[1]
+    for a in range(k):  # vectorised (no reduction in this loop)
         nbr[p, a] = row_out[a]
-        v = math.sqrt(d2_out[a])
-        nd[p, a] = v
-        if v > kd:
-            kd = v
+        nd[p, a] = math.sqrt(d2_out[a])
+    m2 = 0.0
+    for a in range(k):
+        m2 = max(m2, d2_out[a])
+    kd = math.sqrt(m2)  # = the largest distance (sqrt is monotonic)
     kdist[p] = kd
     return kd
 
@@ -254,15 +257,14 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
     gy = np.empty(n)
     gz = np.empty(n)
     e = np.empty(n)
-    sure_at = np.empty(n + 1, dtype=np.int64)
+    sure_r = np.empty(n + 1, dtype=np.int64)  # the certain neighbours, then the selected ones (k first used)
+    sure_d2 = np.empty(n + 1)
     band_at = np.empty(n + 1, dtype=np.int64)
     band_e = np.empty(n)
     band_r = np.empty(n, dtype=np.int64)
     band_i = np.empty(n, dtype=np.int64)
     scratch = np.empty(n)
     hist = np.empty(33, dtype=np.int64)
-    row_out = np.empty(k, dtype=np.int64)
-    d2_out = np.empty(k)
     leaves = np.flatnonzero(left < 0)
     leaves = leaves[np.argsort(start[leaves])]
     kd_prev = -1.0
@@ -363,26 +365,27 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
                 window = min(1.0, 2.0 * window)
             nsure = 0
             nband = 0
-            for a in range(m):  # branch-free compaction into the certain neighbours and the band
+            for a in range(m):  # branch-free compaction: the certain neighbours (row, distance), the band's places
                 v = e[a]
-                sure_at[nsure] = a
+                sure_d2[nsure] = v
+                sure_r[nsure] = cand[a]
                 nsure += v < low2
                 band_at[nband] = a
                 nband += (v >= low2) & (v <= high2)
+            for a in range(nband):
+                b = band_at[a]
+                band_e[a] = e[b]
+                band_r[a] = cand[b]
+                band_i[a] = perm[cand[b]]
             if nsure > k - 1:  # rounding at the edge of the bound: rank the surplus with the band
                 for a in range(k - 1, nsure):
-                    band_at[nband] = sure_at[a]
+                    band_e[nband] = sure_d2[a]
+                    band_r[nband] = sure_r[a]
+                    band_i[nband] = perm[sure_r[a]]
                     nband += 1
                 nsure = k - 1
-            for a in range(nsure):
-                row_out[a] = cand[sure_at[a]]
-                d2_out[a] = e[sure_at[a]]
-            for a in range(nband):
-                band_e[a] = e[band_at[a]]
-                band_r[a] = cand[band_at[a]]
-                band_i[a] = perm[band_r[a]]
-            _take_smallest(band_e, band_r, band_i, nband, k - nsure, row_out, d2_out, nsure, hist)
-            kd = _store_row(p, row_out, d2_out, nbr, nd, kdist)
+            _take_smallest(band_e, band_r, band_i, nband, k - nsure, sure_r, sure_d2, nsure, hist)
+            kd = _store_row(p, sure_r, sure_d2, nbr, nd, kdist)
             trend = kd - kd_prev
             kd_prev = kd
             prev_x = px
@@ -396,27 +399,43 @@ def lof_from_neighbours(nbr, nd, kdist, keep):
     """LOF of every row with ``keep`` set from its first ``kdist``-defining neighbours (rows (n, k)).
 
     lrd(p) = 1 / (mean over p's neighbours o of max(|p - o|, kdist(o)) + 1e-10);
-    LOF(p) = mean over o of lrd(o) / lrd(p). Rows without ``keep`` get 1.
+    LOF(p) = (mean over o of lrd(o)) / lrd(p). Rows without ``keep`` get 1.
+    Each sum runs in four interleaved partial sums (a chain of dependent additions
+    would wait on every one): the same value up to rounding, about 1e-16 relative.
     """
     n, k = nbr.shape
     lrd = np.empty(n)
     for p in range(n):
         if not keep[p]:
             continue
-        s = 0.0
-        for a in range(k):
-            o = nbr[p, a]
-            r = kdist[o]
-            s += nd[p, a] if nd[p, a] > r else r
-        lrd[p] = 1.0 / (s / k + 1e-10)
+        s0 = s1 = s2 = s3 = 0.0
+        a = 0
+        while a + 4 <= k:
+            s0 += max(nd[p, a], kdist[nbr[p, a]])
+            s1 += max(nd[p, a + 1], kdist[nbr[p, a + 1]])
+            s2 += max(nd[p, a + 2], kdist[nbr[p, a + 2]])
+            s3 += max(nd[p, a + 3], kdist[nbr[p, a + 3]])
+            a += 4
+        while a < k:
+            s0 += max(nd[p, a], kdist[nbr[p, a]])
+            a += 1
+        lrd[p] = 1.0 / (((s0 + s1) + (s2 + s3)) / k + 1e-10)
     out = np.ones(n)
     for p in range(n):
         if not keep[p]:
             continue
-        s = 0.0
-        for a in range(k):
-            s += lrd[nbr[p, a]] / lrd[p]
-        out[p] = s / k
+        s0 = s1 = s2 = s3 = 0.0
+        a = 0
+        while a + 4 <= k:
+            s0 += lrd[nbr[p, a]]
+            s1 += lrd[nbr[p, a + 1]]
+            s2 += lrd[nbr[p, a + 2]]
+            s3 += lrd[nbr[p, a + 3]]
+            a += 4
+        while a < k:
+            s0 += lrd[nbr[p, a]]
+            a += 1
+        out[p] = ((s0 + s1) + (s2 + s3)) / k / lrd[p]
     return out
 
 

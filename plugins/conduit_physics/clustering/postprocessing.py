@@ -156,8 +156,10 @@ def _continuity_pair(cloud: np.ndarray, a: Piece, b: Piece, params: ClusterParam
         return False
     rho_a, z_a = _end_point(cloud, a, last=True)
     rho_b, z_b = _end_point(cloud, b, last=False)
-    za, zb = cloud[a.rows, 2], cloud[b.rows, 2]
-    z_thresh = params.join_z_fraction * (max(za.max(), zb.max()) - min(za.min(), zb.min()))
+    # rows ascend with z (the cloud is sorted by z): a piece's z range is that of its first and last row
+    z_lo = min(cloud[a.rows[0], 2], cloud[b.rows[0], 2])
+    z_hi = max(cloud[a.rows[-1], 2], cloud[b.rows[-1], 2])
+    z_thresh = params.join_z_fraction * (z_hi - z_lo)
     rho_thresh = params.join_radius_fraction * 0.5 * (ra + rb)
     return abs(rho_a - rho_b) < rho_thresh and abs(z_a - z_b) < z_thresh
 
