@@ -1,17 +1,20 @@
 """CPU cost of analysing an event in a worker process rather than in the main process.
 
     NUMBA_CACHE_DIR=.numba-cache .venv/bin/python benchmarks/worker_overhead.py [--events 1000]
-        [--chain none full] [--workers 2]
+        [--chain none full] [--workers 2] [--reuse]
 
 The same events (simulated, default mix, cycled) go through the engine's
 pool (:func:`conduit.engine.pool.open_pool`) twice per chain: with
 ``workers = 0`` (the chain in a thread of this process) and with real
-worker processes (trio-parallel, trace matrix through shared memory, the
-rest pickled), two events in flight as the engine keeps them. Per event:
-the CPU time of this process (all threads) and of the workers (from
-/proc), user + system. The difference between the two set-ups is the cost
-of the worker round trip: pickling the event and the result, the shared-
-memory copy, trio-parallel's pipes and wake-ups.
+worker processes (trace matrix through shared memory, the rest pickled),
+two events in flight per worker as the engine keeps them. Each event gets
+a trace matrix of its own, freshly allocated and written (as the event
+builder makes one per event: 0.7 MB of new data through the caches per
+event); ``--reuse`` hands the templates' matrices over instead (warm
+caches). Per event: the CPU time of this process (all threads) and of the
+workers (from /proc), user + system. The difference between the two
+set-ups is the cost of the worker round trip: pickling the event and the
+result, the shared-memory copy, the pipes and wake-ups.
 
 Chains: ``none`` is one stage that does nothing (the bare round trip);
 ``full`` is pointcloud + cluster.hdbscan + estimate (the result carries a
@@ -70,11 +73,15 @@ def make_events(n: int, seed: int = 1):
     return [sim.event(i).event for i in range(n)]
 
 
+REUSE = False  # --reuse: the template's own trace matrix for every event (warm caches)
+
+
 def fresh(event, sequence: int):
-    """A new event with the template's traces (as a source makes them), no artifacts."""
+    """A new event with a new copy of the template's traces (as a source makes them), no artifacts."""
     from conduit.event import Event
 
-    return Event(id=sequence, traces=event.traces, timestamp=event.timestamp, sequence=sequence)
+    traces = event.traces if REUSE else event.traces.copy()
+    return Event(id=sequence, traces=traces, timestamp=event.timestamp, sequence=sequence)
 
 
 def workers_cpu() -> float:
@@ -88,7 +95,7 @@ async def run(stages, workers: int, templates, count: int) -> tuple[float, float
     spec = ChainSpec.create(stages, RunContext())
     async with open_pool(spec, workers, niceness=0) as pool:
         await pool.warm_up()
-        for i in range(2 * max(workers, 1)):  # every worker has mapped its slots and seen the spec
+        for i in range(4 * max(workers, 1)):  # every worker has mapped its slots and seen the spec
             await pool.analyse(fresh(templates[i % len(templates)], i))
         send, receive = trio.open_memory_channel(0)
 
@@ -98,7 +105,7 @@ async def run(stages, workers: int, templates, count: int) -> tuple[float, float
 
         c0, w0 = time.process_time(), workers_cpu()
         async with trio.open_nursery() as nursery:
-            for _ in range(2):
+            for _ in range(2 * max(workers, 1)):  # the engine keeps 2 per worker in flight
                 nursery.start_soon(analyst)
             async with send:
                 for i in range(count):
@@ -143,12 +150,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--chain", nargs="+", choices=("none", "full"), default=["none", "full"])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--reuse", action="store_true", help="no new trace matrix per event (warm caches)")
     args = parser.parse_args()
+    global REUSE
+    REUSE = args.reuse
     sys.setrecursionlimit(10000)
     templates = make_events(20)
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
-    print(f"{args.events} events of the default mix (20 simulated, cycled), two in flight; CPU ms per event "
-          "(user + system)")
+    print(f"{args.events} events of the default mix (20 simulated, cycled, "
+          f"{'the same matrices' if REUSE else 'a new trace matrix each'}), two in flight per worker; CPU ms per "
+          "event (user + system); code: " + os.path.dirname(os.path.dirname(sys.modules['conduit'].__file__)))
     print()
     print("| chain | set-up | main process | workers | total |")
     print("|---|---|---|---|---|")

@@ -134,6 +134,34 @@ def test_a_worker_process_that_dies_marks_its_event_and_the_run_goes_on(kit, tmp
     assert all(e.analysed and not e.failed and e.artifacts["doubled"] == 2 * e.id for e in events if e.id != 3)
 
 
+@pytest.mark.parametrize("workers, in_flight", [(1, 3), (2, 6)])
+def test_events_queued_behind_a_dying_worker_are_analysed_by_its_successor(kit, tmp_path, caplog, workers,
+                                                                          in_flight):
+    """Jobs wait in a worker's pipe behind the one it runs: when the worker dies on event 5, only event 5
+    fails; the events queued behind it, never started, go to another worker (or the replacement) and are
+    analysed; the death is logged in one line naming the worker and how it ended."""
+    stages = """
+    [[stage]]
+    use = "outcomes.crash"
+    at = 5
+
+    [[stage]]
+    use = "testkit.double"
+    """
+    p = pipeline(tmp_path, 'kind = "counting"\nevents = 16', stages,
+                 f'workers = {workers}\nmax_in_flight = {in_flight}\npolicy = "wait"')
+    events: list[Event] = []
+    with caplog.at_level("ERROR", logger="conduit.engine"):
+        summary = run_pipeline(p, handle_signals=False, on_event=events.append)
+    assert [e.id for e in events] == list(range(16)) and summary.exit_code == 0
+    assert summary.failed == {"engine.worker": 1} and summary.analysed == 15
+    assert list(events[5].failures) == ["engine.worker"] and not events[5].analysed
+    assert all(e.analysed and e.artifacts["doubled"] == 2 * e.id for e in events if e.id != 5)
+    deaths = [r.getMessage() for r in caplog.records if "died" in r.getMessage()]
+    assert len(deaths) == 1 and "(exit status 3); a new one takes its place" in deaths[0]
+    assert deaths[0].startswith("event 5: analysis worker failed: WorkerDied: analysis worker ")
+
+
 # ------------------------------------------------------------------ item 4: stopping within a few events
 
 SLOW_THEN_FAIL = """

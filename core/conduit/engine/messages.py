@@ -1,19 +1,19 @@
 """What the main process and the workers send each other per event, pickled compactly.
 
-trio-parallel pickles a call's arguments and its result with cloudpickle,
-whose pickler calls back into Python for every object it meets (about 35 µs
-for an event and 75 µs for a chain result of the default mix, twice plain
-pickle's time). Numpy's own pickling of an array also spells out its dtype
+cloudpickle (what trio-parallel, the engine's former worker pool, pickled
+with) calls back into Python for every object it meets (about 35 µs for an
+event and 75 µs for a chain result of the default mix, twice plain pickle's
+time). Numpy's own pickling of an array also spells out its dtype
 each time, field by field for a structured one (13 µs to pickle and 23 µs to
 unpickle :data:`conduit.artifacts.ESTIMATE_DTYPE`).
 
 :func:`pack` pickles with the plain (C) pickler, protocol 5, and reduces each
 C-contiguous numpy array to its bytes, its shape and a short dtype key (the
 dtype string, or the index of a structured dtype of :mod:`conduit.artifacts`);
-trio-parallel then only copies the resulting bytes. :func:`unpack` is
+the worker pipes (:mod:`.workers`) then only copy the resulting bytes. :func:`unpack` is
 ``pickle.loads``: arrays come back equal, writable, with the same dtype and
 shape. Objects the plain pickler cannot handle (classes defined in a script
-or notebook) are pickled with cloudpickle instead, as trio-parallel would.
+or notebook) are pickled with cloudpickle instead.
 """
 
 from __future__ import annotations
@@ -87,9 +87,9 @@ def pack(obj: Any) -> bytes:
     # Plain pickle names a class of the sender's script by reference, as __main__.Name, which the
     # receiver lacks: such objects go by value (a string "__main__" in the data only costs the slow path).
     if data is None or b"__main__" in data:
-        try:  # as trio-parallel pickles
+        try:  # a class of a script or notebook travels by value
             import cloudpickle
-        except ImportError:  # pragma: no cover - trio-parallel then uses plain pickle too
+        except ImportError:  # pragma: no cover - cloudpickle comes with trio-parallel, a dependency
             return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return data

@@ -3,20 +3,21 @@
 All transforms of one event run in a single call (one round trip per event).
 A worker builds its stage instances once per pipeline (keyed by a token) and
 keeps them for the worker's life. hdbscan holds the GIL, so real parallelism
-comes from processes (trio-parallel); ``workers = 0`` runs the chain in one
-thread of the main process instead (handy for debugging and small machines).
-Worker processes get each event's trace matrix through shared memory
-(:mod:`.shared_traces`), the rest of the event by pickle (:mod:`.messages`).
+comes from processes (:mod:`.workers`: persistent processes, one pipe each
+way); ``workers = 0`` runs the chain in one thread of the main process
+instead (handy for debugging and small machines). Worker processes get each
+event's trace matrix through shared memory (:mod:`.shared_traces`), the rest
+of the event by pickle (:mod:`.messages`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import traceback
 import uuid
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import trio
@@ -25,13 +26,16 @@ from ..artifacts import Clusters, check_outputs
 from ..event import Event
 from ..params import Params
 from ..stage import RunContext, StopRun, TransformStage
-from .messages import pack, unpack
-from .shared_traces import TraceSlots, worker_view
+from .messages import pack
+from .shared_traces import SlotRef, TraceSlots, worker_view
+from .workers import JobNotRun, Worker, WorkerDied, WorkerSet, worker_loop
 
-__all__ = ["ChainSpec", "ChainResult", "StageFailure", "StageSetupError", "TransformPool", "open_pool",
-           "WORKER_NICENESS"]
+__all__ = ["ChainSpec", "ChainResult", "StageFailure", "StageSetupError", "TransformPool", "WorkerDied",
+           "open_pool", "WORKER_NICENESS"]
 
-#: How much lower the workers' CPU priority is than the main process's (see _worker_init).
+log = logging.getLogger("conduit.engine")
+
+#: How much lower the workers' CPU priority is than the main process's (see workers.worker_loop).
 WORKER_NICENESS = 5
 
 
@@ -50,17 +54,17 @@ class ChainSpec:
 
 @dataclasses.dataclass(frozen=True)
 class PickledSpec:
-    """A :class:`ChainSpec` pickled once in the main process: sending it with every event costs a copy of a few
-    kB instead of pickling the stage classes, their parameters and the run context again (cloudpickle)."""
+    """A :class:`ChainSpec` pickled once in the main process (cloudpickle), sent to each worker once: not the
+    stage classes, their parameters and the run context again with every event."""
 
     token: str
     data: bytes
 
     @classmethod
     def of(cls, spec: ChainSpec) -> PickledSpec:
-        try:  # as trio-parallel pickles (stages defined in a script or notebook travel too)
+        try:  # stages defined in a script or notebook travel too
             import cloudpickle as pickler
-        except ImportError:  # pragma: no cover - trio-parallel then uses pickle as well
+        except ImportError:  # pragma: no cover - cloudpickle comes with trio-parallel, a dependency
             import pickle as pickler
 
         return cls(spec.token, pickler.dumps(spec))
@@ -210,47 +214,33 @@ def _worker_run(spec: ChainSpec, event: Event) -> ChainResult:
     return _CACHE.get(spec).run(event)
 
 
-def _worker_run_shared(token: str, spec: bytes, message: bytes) -> bytes:
-    """As :func:`_worker_run`, with the trace matrix read in place from shared memory and the chain given
-    pickled (:class:`PickledSpec`'s token and data, unpickled only the first time this worker sees it;
-    plain str and bytes cost trio-parallel's cloudpickle half of what the dataclass does).
+class ChainUnknown(LookupError):
+    """A job named a chain this worker has not built and did not bring its description: send it again with it."""
 
-    ``message``: the event without its traces and the :class:`.shared_traces.SlotRef` of its trace matrix, and the
-    answer: the :class:`ChainResult`, both through :mod:`.messages` (cheaper than trio-parallel's
-    cloudpickle of the objects themselves).
+
+def _worker_job(job: tuple) -> Any:
+    """A job in a worker process (:func:`.workers.worker_loop`): ``(token, spec, event, slot)``.
+
+    ``spec``: the chain's :class:`PickledSpec` data, or None when this worker was sent it before (the chain
+    is built and warmed the first time it is seen). ``event``: None for a warm-up (the answer: the seconds
+    it took), else the event without its traces, ``slot`` the :class:`.shared_traces.SlotRef` of its trace
+    matrix; the answer is the :class:`ChainResult`.
     """
-    event, traces = unpack(message)
+    token, spec, event, traces = job
+    t0 = time.perf_counter()
+    if token in _CACHE.chains:
+        chain = _CACHE.get(token)
+    elif spec is None:
+        raise ChainUnknown(token)
+    else:
+        chain = _CACHE.get(PickledSpec(token, spec).load())
+    if event is None:
+        return time.perf_counter() - t0
     event.traces = worker_view(traces)
     try:
-        result = _CACHE.get(token if token in _CACHE.chains else PickledSpec(token, spec).load()).run(event)
+        return chain.run(event)
     finally:
         event.traces = None  # no view of the slot outlives the call
-    return pack(result)
-
-
-def _worker_init(niceness: int = WORKER_NICENESS) -> bool:
-    """Run in each worker at start.
-
-    Termination is the main process's business: a SIGTERM sent to the whole
-    process group (systemd, `timeout`, `kill -- -PGID`) must not kill the
-    workers under the engine while it drains; the engine stops them when the
-    run ends, and they exit by themselves if the main process dies.
-
-    With a live source, analysis runs at a lower CPU priority (``niceness``)
-    than the receivers, event builder and recorders in the main process: when
-    the machine is short of CPU, analysis falls behind (and is sampled), never
-    the DAQ. A replay has no DAQ to protect and analyses at normal priority.
-    """
-    import os
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if niceness:
-        try:
-            os.nice(niceness)
-        except OSError:  # pragma: no cover - not permitted here: run at normal priority
-            pass
-    return False
 
 
 def _worker_warm(spec: ChainSpec) -> float:
@@ -262,14 +252,16 @@ def _worker_warm(spec: ChainSpec) -> float:
 class TransformPool:
     """Analyse events with the transform chain; at most ``capacity`` at a time."""
 
-    def __init__(self, spec: ChainSpec, workers: int, processes: Any | None, slots: TraceSlots | None = None):
+    def __init__(self, spec: ChainSpec, workers: int, processes: WorkerSet | None = None,
+                 slots: TraceSlots | None = None, nursery: trio.Nursery | None = None):
         self.spec = spec
         self.workers = workers
         self.capacity = max(workers, 1)
-        #: trio-parallel's worker context (the processes), or None: the chain runs in a thread of this process.
-        self._processes = processes
+        #: The worker processes, or None: the chain runs in a thread of this process.
+        self.processes = processes
         self._limiter = trio.CapacityLimiter(self.capacity)
         self.slots = slots
+        self._nursery = nursery  # where a dead worker's replacement starts
         self._pickled: dict[str, PickledSpec] = {}
 
     async def warm_up(self) -> float:
@@ -277,34 +269,66 @@ class TransformPool:
         t0 = time.perf_counter()
         if not self.spec.stages:
             return 0.0
+        if self.processes is None:
+            await trio.to_thread.run_sync(_worker_warm, self.spec, limiter=self._limiter, abandon_on_cancel=True)
+            return time.perf_counter() - t0
+        await self.processes.start()
         async with trio.open_nursery() as nursery:
             for _ in range(self.capacity):
-                # Cancellable (Ctrl-C during start-up): a worker killed mid-warm-up holds nothing.
-                nursery.start_soon(partial(self._call, _worker_warm, self.spec, cancellable=True))
+                nursery.start_soon(self._warm_one)
         return time.perf_counter() - t0
+
+    async def _warm_one(self) -> None:
+        worker = await self.processes.take()
+        try:
+            await self._call(worker, self.spec, None, None)
+        except BaseException:  # Ctrl-C during start-up: a worker killed mid-warm-up holds nothing
+            worker.kill()
+            raise
+        finally:
+            self.processes.give(worker)
+
+    async def _replace(self) -> None:
+        """A new worker process in place of one that died, warmed with the current chain before it takes
+        events."""
+        worker = self.processes.new()
+        await trio.to_thread.run_sync(worker.start)
+        try:
+            await self._call(worker, self.spec, None, None)
+        except Exception as err:  # it built before: say so once; its events then fail with the same error
+            log.error("analysis worker %d (pid %s) did not warm up: %s", worker.index, worker.pid, err)
+        self.processes.add(worker)
 
     async def analyse(self, event: Event, spec: ChainSpec | None = None) -> ChainResult:
         """Run the chain on ``event`` and merge the new artifacts into it.
 
         ``spec``: the chain to use for this event (parameters changed while running); default: the pool's.
+        A worker process that dies under the event is replaced and :class:`.workers.WorkerDied` raised (one
+        line); events queued behind it go to another worker.
         """
         spec = spec if spec is not None else self.spec
         if not spec.stages:
             return ChainResult({}, {}, [])
-        if self._processes is None:
+        if self.processes is None:
             # In-process: the worker thread mutates the event itself.
-            return await self._call(_worker_run, spec, event)
-        if self.slots is not None:
-            pickled = self._pickled.get(spec.token)
-            if pickled is None:
-                if len(self._pickled) > 4:  # specs replaced by parameter changes
-                    self._pickled.clear()
-                pickled = self._pickled[spec.token] = PickledSpec.of(spec)
-            with self.slots.holding(event.traces) as ref:
-                message = pack((_without_traces(event), ref))
-                result: ChainResult = unpack(await self._call(_worker_run_shared, pickled.token, pickled.data, message))
-        else:
-            result = await self._call(_worker_run, spec, event)
+            return await trio.to_thread.run_sync(_worker_run, spec, event, limiter=self._limiter)
+        with self.slots.holding(event.traces) as ref:
+            job = _without_traces(event)
+            while True:
+                worker = await self.processes.take()
+                try:
+                    # Once sent, a job runs to its end (as a thread call would): the event is accounted for.
+                    with trio.CancelScope(shield=True):
+                        result: ChainResult = await self._call(worker, spec, job, ref)
+                    break
+                except JobNotRun:  # its worker had died before it started: another one takes it
+                    continue
+                except WorkerDied:
+                    self.processes.retire(worker)
+                    self._nursery.start_soon(self._replace)
+                    raise
+                finally:
+                    self.processes.give(worker)
         for name, value in result.artifacts.items():
             if name == "traces":
                 event.traces = value
@@ -316,10 +340,21 @@ class TransformPool:
         event.counts = result.counts
         return result
 
-    async def _call(self, fn, *args, cancellable: bool = False):
-        if self._processes is None:
-            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter, abandon_on_cancel=cancellable)
-        return await self._processes.run_sync(fn, *args, limiter=self._limiter, kill_on_cancel=cancellable)
+    async def _call(self, worker: Worker, spec: ChainSpec, event: Event | None, ref: SlotRef | None) -> Any:
+        """``_worker_job`` in ``worker``: the chain's description goes along only if the worker lacks it."""
+        pickled = self._pickled.get(spec.token)
+        if pickled is None:
+            if len(self._pickled) > 4:  # specs replaced by parameter changes
+                self._pickled.clear()
+            pickled = self._pickled[spec.token] = PickledSpec.of(spec)
+        known = spec.token in worker.tokens
+        try:
+            answer = await worker.call(pack((spec.token, None if known else pickled.data, event, ref)))
+        except ChainUnknown:  # the worker let go of the chain (many parameter changes): send it again
+            worker.tokens.discard(spec.token)
+            answer = await worker.call(pack((spec.token, pickled.data, event, ref)))
+        worker.tokens.add(spec.token)
+        return answer
 
 
 def _without_traces(event: Event) -> Event:
@@ -333,18 +368,18 @@ _NO_TRACES = Event(0).traces[:0]
 @asynccontextmanager
 async def open_pool(spec: ChainSpec, workers: int, *, niceness: int = WORKER_NICENESS):
     """A :class:`TransformPool` with ``workers`` processes (0: a thread in this process), ``niceness``
-    lower in CPU priority than this one."""
+    lower in CPU priority than this one (see :func:`.workers.worker_loop`). The processes start in
+    :meth:`TransformPool.warm_up` and end when the block does."""
     if workers <= 0:
-        yield TransformPool(spec, 0, None)
+        yield TransformPool(spec, 0)
         return
-    import math
-
-    import trio_parallel
-
     slots = TraceSlots()
+    processes = WorkerSet(workers, worker_loop, (niceness, _worker_job))
     try:
-        async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0,
-                                                     init=partial(_worker_init, niceness)) as ctx:
-            yield TransformPool(spec, workers, ctx, slots)
+        async with trio.open_nursery() as nursery:
+            yield TransformPool(spec, workers, processes, slots, nursery)
+            nursery.cancel_scope.cancel()  # a replacement still starting is not needed any more
     finally:
+        with trio.CancelScope(shield=True):
+            await processes.close(grace=5.0)
         slots.close()

@@ -348,6 +348,10 @@ class Engine:
         spec = self._spec = ChainSpec.create(transforms, self.context)
         async with contextlib.AsyncExitStack() as stack:
             polling = await self._hold_signals(stack)
+            niceness = WORKER_NICENESS if self.live else 0  # a replay has no receivers to protect
+            # Entered here, outside the start-up scope: the pool's nursery lives until the run ends. Its
+            # processes start in warm_up(), below.
+            pool = await stack.enter_async_context(open_pool(spec, self.workers, niceness=niceness))
             with self._startup_scope:
                 try:
                     await trio.to_thread.run_sync(self._open_sinks)
@@ -355,8 +359,6 @@ class Engine:
                     self.error = f"{err}"
                     log.error("%s", err)
                     return
-                niceness = WORKER_NICENESS if self.live else 0  # a replay has no receivers to protect
-                pool = await stack.enter_async_context(open_pool(spec, self.workers, niceness=niceness))
                 # Source kernels compile in a thread while the workers start and load theirs.
                 async with trio.open_nursery() as warming:
                     warming.start_soon(partial(trio.to_thread.run_sync, self.source.warm_up, abandon_on_cancel=True))
