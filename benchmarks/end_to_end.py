@@ -182,7 +182,8 @@ def _losses(text: str) -> dict[str, int]:
 
 
 def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int, port: int,
-                 sample_every: float = 2.0, settings: tuple[str, ...] = (), max_seconds: float | None = None) -> dict:
+                 sample_every: float = 2.0, settings: tuple[str, ...] = (), max_seconds: float | None = None,
+                 count_from: str = "serving") -> dict:
     """Serve ``events`` at ``rate`` (niced server: the DAQ is another machine in reality), receive, measure.
 
     ``max_seconds``: stop the DAQ (SIGINT) after that long serving, if it has not finished (the memory run
@@ -194,16 +195,19 @@ def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int,
     load_before = os.getloadavg()[0]
     server = subprocess.Popen(
         [CONDUIT, "simulate", "serve", "--events", str(events), "--pool", str(pool), "--rate", str(rate),
-         "--base-port", str(port), "--truth", str(tmp / "truth.h5"), "--connect-timeout", "120", "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: os.nice(10))
+         "--base-port", str(port), "--truth", str(tmp / "truth.h5"), "--connect-timeout", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=lambda: os.nice(10))
     time.sleep(1.0)
     sets = [arg for setting in settings for arg in ("--set", setting)]
     run = subprocess.Popen([CONDUIT, "run", str(pipeline), "-q", *sets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, cwd=tmp)
     sampler = _Sampler(run.pid, server.pid)
-    # Start-up (imports, numba cache, workers warming) is not per-event work: CPU counts from the moment
-    # every DataExporter has its client, when the DAQ starts serving.
-    while server.poll() is None and run.poll() is None and _established(port, 11) < 11:
+    # Start-up (imports, numba cache, workers warming, the DAQ making its pool of events) is not per-event
+    # work: CPU and seconds count from the moment the DAQ starts serving (its pool made, every DataExporter
+    # with its client); count_from="connected": from the clients' connection (a DAQ that does not say when).
+    daq_out = bytearray()
+    while server.poll() is None and run.poll() is None and not (
+            _read_available(server.stdout, daq_out) if count_from == "serving" else _established(port, 11) >= 11):
         time.sleep(0.1)
     sampler.sample()
     sampler.start()
@@ -218,10 +222,10 @@ def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int,
             break
     served_seconds = time.monotonic() - started
     try:
-        server.communicate(timeout=60)
+        daq_out += server.communicate(timeout=60)[0]
     except subprocess.TimeoutExpired:
         server.kill()
-        server.communicate()
+        daq_out += server.communicate()[0]
     time.sleep(3.0)  # the last frames reach the builder; a live source then waits for more: stop it as on shift
     sampler.sample()
     run.send_signal(signal.SIGINT)
@@ -258,7 +262,25 @@ def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int,
         "load": (load_before, os.getloadavg()[0]),
         "rss": sampler.rss,
         "summary": out,
+        "daq": [line for line in daq_out.decode(errors="replace").splitlines() if line.startswith(("served", "pacing"))],
     }
+
+
+#: What `conduit simulate serve` prints when it starts serving (its pool made, every client connected).
+DAQ_SERVING = b"every port has its"
+
+
+def _read_available(pipe, out: bytearray) -> bool:
+    """Append what ``pipe`` holds now to ``out`` (never waits); True once the DAQ said it is serving."""
+    import os
+    import select
+
+    while select.select([pipe], [], [], 0)[0]:
+        chunk = os.read(pipe.fileno(), 65536)
+        if not chunk:
+            break
+        out += chunk
+    return DAQ_SERVING in out
 
 
 def _online_pipeline(tmp: Path, port: int, workers: int, record: bool = True) -> Path:
@@ -296,7 +318,8 @@ def online(args) -> None:
             port = args.base_port or free_base_port()
             events = int(rate * args.seconds) if rate > 0 else args.events
             pipeline = _online_pipeline(tmp, port, args.workers, record=not args.no_record)
-            rows.append(_online_once(tmp, pipeline, events, rate, args.pool, port, settings=tuple(args.set)))
+            rows.append(_online_once(tmp, pipeline, events, rate, args.pool, port, settings=tuple(args.set),
+                                     count_from=args.count_from))
     print(f"machine: {machine()}")
     print("simulated DAQ (11 DataExporters, niced) and conduit on the same machine; event mix: simulator default "
           "(~700 signal + 640 FPN channels, ~2.8 MB of frames per event)")
@@ -310,8 +333,11 @@ def online(args) -> None:
                   r["skipped"], r["dropped"], r["recorded"], lost, f"{r['seconds']:.0f}",
                   f"{r['load'][0]:.1f}-{r['load'][1]:.1f}")
         print("| " + " | ".join(str(v) for v in values) + " |")
-    print("(dropped: queue_full_events; lost: served - recorded; s: seconds the DAQ took to serve, from its "
-          "clients' connection; load: load average before-after)")
+    print(f"(dropped: queue_full_events; lost: served - recorded; s: seconds the DAQ took to serve, from "
+          f"{'its first frame' if args.count_from == 'serving' else 'its clients connection'}; load: load average "
+          f"before-after)")
+    for r in rows:
+        print(f"simulated DAQ at {r['rate']:g}/s: " + "; ".join(r["daq"]))
     print()
     print("| rate/s | losses by reason (summary) | " + " | ".join(
         f"{who} ms user+sys" for who in rows[0]["cpu_ms"]) + " | workers seen |")
@@ -323,8 +349,8 @@ def online(args) -> None:
     if args.summary:
         for r in rows:
             print(f"\nrun summary at {r['rate']:g} events/s:{r['summary']}")
-    print("(CPU time per served event, user + system, from /proc/PID/stat, counted from the moment every "
-          "DataExporter has its client (start-up left out) to the last frame served + 3 s: the conduit's main "
+    print("(CPU time per served event, user + system, from /proc/PID/stat, counted from the moment the DAQ "
+          "starts serving (start-up and the DAQ's pool left out) to the last frame served + 3 s: the conduit's main "
           "process, the hdf5 sink's writer process, a receive process when there is one, the analysis worker "
           "processes, the simulated DAQ)")
 
@@ -442,6 +468,9 @@ def main() -> None:
     p.add_argument("--summary", action="store_true", help="print each run's summary too")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="passed to conduit run (e.g. source.read_pause=0)")
+    p.add_argument("--count-from", choices=("serving", "connected"), default="serving",
+                   help="count CPU and seconds from the DAQ's first frame (it prints when) or from its clients' "
+                        "connection (older DAQ code, which does not print it)")
     p.add_argument("--no-record", action="store_true", help="leave out the hdf5 and rerun recordings (what the "
                                                             "receive path and analysis cost alone)")
     p = sub.add_parser("memory")

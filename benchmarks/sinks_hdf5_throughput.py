@@ -1,6 +1,7 @@
 """Throughput of the hdf5 sink, its CPU cost per process, and what its crash safety costs.
 
     .venv/bin/python benchmarks/sinks_hdf5_throughput.py [--events 1000] [--traces 700] [--dir /tmp]
+        [--rate 200] [--disk-mb 2000] [--drop-caches] [--only-sink]
 
 1. Recording: the same events written by plain file writes of the same bytes
    (the disk), by a plain in-place h5py writer (one file, ``flush()`` every
@@ -11,6 +12,13 @@
    of 16 distinct events, fresh ids). CPU per event is given per process:
    the main process (``time.process_time``) and the sink's writer process
    (``/proc/PID/stat`` utime + stime, read before it exits).
+   ``--rate`` paces the events as a live run does (events/s; 0: as fast as
+   the writer takes them); the writer's CPU is split into user and system
+   time (the kernel's part: page cache, block allocation). ``--disk-mb``
+   first measures the disk with ``dd bs=1M conv=fdatasync`` (MB/s, "disk
+   speed"), so the recording's MB/s can be read against it.
+   ``--drop-caches`` (root) empties the page cache before each row, the
+   state after which a buffered writer's system time was worst.
 2. Commit cost against the size of the master: one flush of 100 small events
    into a master that already links K events (the master is copied on every
    flush, so this grows with K).
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -77,13 +86,13 @@ def plain_writer(path: Path, pool, n: int, flush_interval: float) -> tuple[float
     return t1 - t0, time.perf_counter() - t1
 
 
-def raw_writer(path: Path, pool, n: int) -> tuple[float, float]:
+def raw_writer(path: Path, pool, n: int, rate: float = 0.0) -> tuple[float, float]:
     """The disk's own speed for the same bytes: plain file writes of each event's arrays, then fsync."""
-    import os
-
     t0 = time.perf_counter()
     with open(path, "wb") as f:
-        for ev in events(pool, n):
+        for i, ev in enumerate(events(pool, n)):
+            if rate and (ahead := t0 + i / rate - time.perf_counter()) > 0:
+                time.sleep(ahead)
             f.write(ev.traces.tobytes())
             f.write(ev.artifacts["cloud"].tobytes())
             f.write(ev.artifacts["cloud"][:, :5].tobytes())
@@ -95,17 +104,48 @@ def raw_writer(path: Path, pool, n: int) -> tuple[float, float]:
 
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by process ``pid`` (``/proc/PID/stat``)."""
-    import os
+    return sum(process_user_sys(pid))
 
+
+def process_user_sys(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by process ``pid`` (``/proc/PID/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def disk_speed(directory: Path, mb: int) -> float:
+    """MB/s of ``dd if=/dev/zero bs=1M count=MB conv=fdatasync`` into ``directory`` (the file is removed)."""
+    import subprocess
+
+    target = directory / "dd.bin"
+    t0 = time.perf_counter()
+    subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={mb}", "conv=fdatasync"],
+                   check=True, capture_output=True)
+    seconds = time.perf_counter() - t0
+    target.unlink()
+    return mb * (1 << 20) / 1e6 / seconds
+
+
+def drop_caches(settle: float = 5.0) -> None:
+    """Write back and drop the page cache (root only), then wait ``settle`` s.
+
+    On a virtual machine with free page reporting the freed memory goes back
+    to the host within seconds; a page the writer then allocates costs up to
+    ~50 µs of system time to touch (docs/performance.md).
+    """
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    time.sleep(settle)
 
 
 def conduit_sink(directory: Path, pool, n: int, flush_interval: float, consolidate: bool,
-                 clusters: bool = True) -> tuple[float, float, float, float]:
+                 clusters: bool = True, rate: float = 0.0, split: dict | None = None) -> tuple[float, float, float, float]:
     """(run s, close s, writer process CPU s, main process CPU s) of the hdf5 sink recording ``n`` events.
 
     The CPU times cover the events only (consume + the final flush), not opening and closing the sink.
+    ``rate``: events per second (0: as fast as the sink takes them). ``split`` receives the writer's
+    user and system seconds.
     """
     from conduit.stage import StageContext
     from conduit_stages.hdf5_sink.params import Hdf5Params
@@ -116,15 +156,20 @@ def conduit_sink(directory: Path, pool, n: int, flush_interval: float, consolida
     sink.open()
     sink.begin()
     writer = getattr(sink, "writer", None)
-    writer_cpu0 = process_cpu(writer.pid) if writer is not None else 0.0
+    user0, sys0 = process_user_sys(writer.pid)
     c0 = time.process_time()
     t0 = time.perf_counter()
-    for ev in events(pool, n):
+    for i, ev in enumerate(events(pool, n)):
+        if rate and (ahead := t0 + i / rate - time.perf_counter()) > 0:
+            time.sleep(ahead)
         sink.consume(ev)
     sink.flush()
     t1 = time.perf_counter()
     main_cpu = time.process_time() - c0
-    writer_cpu = process_cpu(writer.pid) - writer_cpu0 if writer is not None else 0.0
+    user1, sys1 = process_user_sys(writer.pid)
+    writer_cpu = user1 - user0 + sys1 - sys0
+    if split is not None:
+        split.update(user=user1 - user0, system=sys1 - sys0)
     sink.close()
     return t1 - t0, time.perf_counter() - t1, writer_cpu, main_cpu
 
@@ -166,6 +211,11 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--traces", type=int, default=700)
     parser.add_argument("--dir", default=None, help="where to write (default: a temporary directory)")
+    parser.add_argument("--rate", type=float, default=0.0, help="events/s offered (0: as fast as taken)")
+    parser.add_argument("--disk-mb", type=int, default=0, help="measure the disk first with dd of this many MB")
+    parser.add_argument("--drop-caches", action="store_true", help="drop the page cache before each row (root)")
+    parser.add_argument("--only-sink", action="store_true",
+                        help="only the hdf5 sink as configured by default (no cluster copies, consolidated)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     pool = make_pool(args.traces)
@@ -174,33 +224,53 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="h5bench-") as tmp:
         tmp = Path(tmp)
         rows = []
+        disk = disk_speed(tmp, args.disk_mb) if args.disk_mb else None
 
-        def timed(label, fn, *fn_args, **fn_kwargs):
+        def timed(label, fn, *fn_args, sink: bool = False, **fn_kwargs):
+            if args.drop_caches:
+                drop_caches()
             c0 = time.process_time()
-            t_run, t_close, *split = fn(*fn_args, **fn_kwargs)
+            t0 = os.times()
+            split: dict = {}
+            t_run, t_close, *cpu = fn(*fn_args, **fn_kwargs, **({"split": split} if sink else {}))
+            t1 = os.times()
             total = time.process_time() - c0
-            writer, main = split if split else (0.0, total)  # the sink: events only; the others: everything
-            rows.append((label, t_run, t_close, main / args.events, writer / args.events, total / args.events))
+            if cpu:  # the sink: its writer process; the main process for the events only
+                user, system, main = split["user"], split["system"], cpu[1]
+            else:  # written in this process
+                user, system, main = t1.user - t0.user, t1.system - t0.system, total
+            n = args.events
+            rows.append((label, t_run, t_close, main / n, user / n, system / n, total / n))
 
-        timed("plain file writes + fsync (the disk)", raw_writer, tmp / "raw.bin", pool, args.events)
-        (tmp / "raw.bin").unlink()
-        timed("in-place h5py, flush 2 s (not crash-safe)", plain_writer, tmp / "plain.h5", pool, args.events, 2.0)
-        (tmp / "plain.h5").unlink()
-        for consolidate, clusters in ((False, False), (True, False), (False, True), (True, True)):
+        if not args.only_sink:
+            timed("plain file writes + fsync (the disk)", raw_writer, tmp / "raw.bin", pool, args.events,
+                  rate=args.rate)
+            (tmp / "raw.bin").unlink()
+            timed("in-place h5py, flush 2 s (not crash-safe)", plain_writer, tmp / "plain.h5", pool, args.events,
+                  2.0)
+            (tmp / "plain.h5").unlink()
+        variants = ((True, False),) if args.only_sink else ((False, False), (True, False), (False, True),
+                                                             (True, True))
+        for consolidate, clusters in variants:
             d = tmp / f"sink{int(consolidate)}{int(clusters)}"
             d.mkdir()
             label = "hdf5 sink, flush 2 s, " + ("consolidated at close" if consolidate else "file + parts")
             label += ", cluster copies" if clusters else ", no cluster copies (default mix)"
-            timed(label, conduit_sink, d, pool, args.events, 2.0, consolidate, clusters)
+            timed(label, conduit_sink, d, pool, args.events, 2.0, consolidate, clusters, rate=args.rate,
+                  sink=True)
             shutil.rmtree(d)
+        rate = f"offered at {args.rate:g} events/s" if args.rate else "as fast as taken"
         print(f"{args.events} events x {mb_per_event:.2f} MB ({args.traces} traces + cloud + clusters) "
-              f"= {total_mb:.0f} MB; load average {__import__('os').getloadavg()[0]:.1f}")
-        print("| writer | run s | events/s | MB/s | close s | main CPU ms/event | writer process CPU ms/event | "
-              "main CPU with open + close ms/event |")
-        print("|---|---|---|---|---|---|---|---|")
-        for label, t_run, t_close, cpu, writer_cpu, with_close in rows:
+              f"= {total_mb:.0f} MB, {rate}; load average {os.getloadavg()[0]:.1f}"
+              + (f"; disk (dd bs=1M conv=fdatasync) {disk:.0f} MB/s" if disk else ""))
+        print("| writer | run s | events/s | MB/s | close s | main CPU ms/event | writer CPU user ms/event | "
+              "writer CPU system ms/event | main CPU with open + close ms/event |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for label, t_run, t_close, cpu, user, system, with_close in rows:
             print(f"| {label} | {t_run:.2f} | {args.events / t_run:.1f} | {total_mb / t_run:.1f} | {t_close:.2f} | "
-                  f"{1e3 * cpu:.3f} | {1e3 * writer_cpu:.3f} | {1e3 * with_close:.3f} |")
+                  f"{1e3 * cpu:.3f} | {1e3 * user:.3f} | {1e3 * system:.3f} | {1e3 * with_close:.3f} |")
+        if args.only_sink:
+            return 0
         print()
         print(f"{'events already in the master':>30} {'one flush of 100 events (ms)':>30}")
         for linked in (0, 10_000, 50_000, 100_000):

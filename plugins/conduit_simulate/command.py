@@ -325,6 +325,9 @@ def _serve(args, sim, params, detector) -> int:
             flush=True,
         )
 
+    def serving() -> None:
+        print(f"every port has its {args.clients} client(s): serving", flush=True)
+
     try:
         with _claimed(args.existing, truth_path), \
                 TruthWriter(truth_path, params, detector, pool_size=min(params.pool, params.events)) as truth:
@@ -339,6 +342,7 @@ def _serve(args, sim, params, detector) -> int:
                     disorder=args.disorder,
                     truth=truth,
                     on_listening=listening,
+                    on_serving=None if args.quiet else serving,
                 )
             )
     except ServeError as err:
@@ -349,6 +353,8 @@ def _serve(args, sim, params, detector) -> int:
             f"served {stats.events} events, {stats.frames} frames, {stats.bytes / 1e6:.1f} MB per client in "
             f"{stats.elapsed:.2f} s ({stats.events_per_second:.0f} events/s, {stats.megabytes_per_second:.0f} MB/s)"
         )
+        behind = f"at most {stats.behind:.3f} s behind schedule; " if args.rate > 0 else ""
+        print(f"pacing: {behind}{stats.waited:.2f} s waiting for clients that read slowly")
     return 0
 
 

@@ -13,7 +13,8 @@ encoded once, then served cyclically with fresh event ids and timestamps
 patched into the frame headers: generation is then no longer the limit
 (hundreds of events/s). A pool frame is stored split around the 10 header
 bytes that change, and sent as (head, the event's 10 bytes, tail) in one
-``sendmsg`` per CoBo: nothing is copied in Python per served event.
+``sendmsg`` per CoBo: nothing is copied in Python per served event. At a
+rate, everything due is sent once per 10 ms tick (:func:`_send_events`).
 After the last event every queued frame is written, the connections are
 closed (clients see EOF) and :func:`serve_simulation` returns its statistics.
 """
@@ -40,8 +41,15 @@ if TYPE_CHECKING:
 __all__ = ["serve_simulation", "ServeStats", "ServeError", "patch_frame"]
 
 
-#: Every this many events the sender waits until every queued frame is written to its socket.
+#: At most this many events go in one pass (one write per CoBo).
 MAX_LAG_EVENTS = 4
+
+#: Passes queued for a client (not yet taken by its socket) before the sender waits for it: a slow reader
+#: holds every CoBo back within a few events (its socket's buffers aside), as triggers pace real CoBos.
+QUEUED_PASSES = 2
+
+#: Paced serving wakes at most once per this many seconds and sends everything due (s).
+TICK = 0.01
 
 
 class ServeError(RuntimeError):
@@ -56,6 +64,8 @@ class ServeStats:
     frames: int = 0
     bytes: int = 0  #: frame bytes per client, length prefixes included
     elapsed: float = 0.0  #: seconds from the first frame to the last one written
+    behind: float = 0.0  #: most seconds an event went out after it was due (paced serving)
+    waited: float = 0.0  #: seconds the sender waited for clients that read slowly (TCP backpressure)
     ports: dict[int, int] = dataclasses.field(default_factory=dict)  #: cobo -> port
     cobo_frames: dict[int, int] = dataclasses.field(default_factory=dict)  #: cobo -> frames sent
 
@@ -90,6 +100,7 @@ async def serve_simulation(
     disorder: float = 1.2,
     truth: TruthWriter | None = None,
     on_listening: Callable[[dict[int, int]], None] | None = None,
+    on_serving: Callable[[], None] | None = None,
     before_close: Callable[[ServeStats], Awaitable[None]] | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> ServeStats:
@@ -99,14 +110,18 @@ async def serve_simulation(
     awaited on every port for up to ``connect_timeout`` s; ``sim.params.pool``
     distinct events are served cyclically (0: every event fresh). ``task_status``
     and ``on_listening`` receive {cobo: port} once every port listens;
-    ``before_close`` is awaited after the last frame is written and before the
+    ``on_serving`` is called when the first event is about to go (the pool
+    made, every client connected); ``before_close`` is awaited after the last frame is written and before the
     connections close. Raises :class:`ServeError` (a port in use, clients that
     never came).
     """
     from conduit.get.dataexporter import DataExporterServer
 
     cobos = sorted({c for c, _ in sim.asads})
-    servers = {c: DataExporterServer(host, 0 if base_port == 0 else base_port + c) for c in cobos}
+    servers = {
+        c: DataExporterServer(host, 0 if base_port == 0 else base_port + c, queue_frames=QUEUED_PASSES)
+        for c in cobos
+    }
     stats = ServeStats()
     failure: ServeError | None = None
     async with trio.open_nursery() as nursery:
@@ -125,6 +140,8 @@ async def serve_simulation(
             if source.sequence.pool:
                 await trio.to_thread.run_sync(source.fill_pool)
             await _wait_for_clients(servers, stats.ports, host, clients, connect_timeout)
+            if on_serving is not None:
+                on_serving()
             await _send_events(source, servers, stats, rate=rate, disorder=disorder, seed=sim.params.seed)
             if before_close is not None:
                 await before_close(stats)
@@ -223,13 +240,26 @@ async def _wait_for_clients(servers: dict, ports: dict[int, int], host: str, cli
 async def _send_events(
     source: _EventFrames, servers: dict, stats: ServeStats, *, rate: float, disorder: float, seed: int
 ) -> None:
-    """Send every event's frames, each frame at a random point of a ``disorder``-event window."""
+    """Send every event's frames, each frame at a random point of a ``disorder``-event window.
+
+    Event n is due ``n / rate`` s after the first (``rate`` 0: at once). The
+    sender wakes on a grid of :data:`TICK` s and sends everything due by then
+    in one pass: pool events due together (several per tick above 100/s, or
+    after a late wake-up) go in one ``sendmsg`` per CoBo, up to
+    :data:`MAX_LAG_EVENTS` at a time, so a sender that fell behind catches up
+    in fewer, larger writes. Frames leave in the same order whatever the
+    grouping (each pass sends the frames due before its last event + 1). A
+    client with :data:`QUEUED_PASSES` passes its socket has not taken yet
+    holds the sender (and so every CoBo) back until it reads.
+    """
     order_rng = np.random.default_rng([seed, 0x5E57E])
     spread = max(disorder, 0.0)
     heap: list[tuple[float, int, int, int, bytes, bytes | None, memoryview | bytes]] = []
     seq = itertools.count()
     push = heapq.heappush
-    start = time.perf_counter()
+    pace = _Pacer(rate)
+    batched = bool(source.pool)  # a fresh event waits for nobody: it goes as soon as it is made
+    queued = 0  # events whose frames are in the heap or sent
     async with trio.open_nursery() as nursery:
         if source.pool:
             events = source.pool_events()
@@ -240,25 +270,48 @@ async def _send_events(
             keys = (n + order_rng.uniform(0.0, spread, len(frames))).tolist()
             for key, (cobo, size, head, tail) in zip(keys, frames):
                 push(heap, (key, next(seq), cobo, size, head, patch_other if cobo == 10 else patch, tail))
+            queued = n + 1
+            if batched and (n + 1) % MAX_LAG_EVENTS and pace.due(n + 1):
+                continue  # the next event is due too: one pass sends both
+            pace.sending(stats.events)
             # Everything due before the next event's earliest frame goes now.
             await _send_until(heap, n + 1.0, servers, stats)
-            stats.events += 1
-            if (n + 1) % MAX_LAG_EVENTS == 0:
-                # Keep the CoBo streams within a few events of each other, as triggers pace real CoBos:
-                # otherwise one slow reader falls hundreds of events behind the others. Free when every
-                # socket took its frames at once (the common case).
-                for server in servers.values():
-                    await server.drain()
-            if rate > 0:
-                await trio.sleep_until(_trio_deadline(start, (n + 1) / rate))
-            else:
-                await trio.lowlevel.checkpoint()
+            stats.events = n + 1
+            await pace.wait(n + 1)
     await _send_until(heap, math.inf, servers, stats)
+    stats.events = queued
     for server in servers.values():
         await server.drain()
-    stats.elapsed = time.perf_counter() - start
+    stats.elapsed = time.perf_counter() - pace.start
+    stats.behind = pace.behind
+    stats.waited = sum(server.waited for server in servers.values())
     if source.error is not None:
         raise source.error
+
+
+class _Pacer:
+    """When event n is due (``n / rate`` s after the start), and how far behind that the sender fell."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.start = time.perf_counter()
+        self.behind = 0.0  #: most seconds an event was sent after it was due
+
+    def due(self, n: int) -> bool:
+        return self.rate <= 0 or time.perf_counter() - self.start >= n / self.rate
+
+    def sending(self, n: int) -> None:
+        """Event ``n`` (the oldest of this pass) is being sent now."""
+        if self.rate > 0:
+            self.behind = max(self.behind, time.perf_counter() - self.start - n / self.rate)
+
+    async def wait(self, n: int) -> None:
+        """Until event ``n`` is due, on the :data:`TICK` grid; at once when it is already late."""
+        if self.rate <= 0:
+            await trio.lowlevel.checkpoint()
+            return
+        offset = math.ceil(n / self.rate / TICK - 1e-9) * TICK
+        await trio.sleep_until(trio.current_time() + (self.start + offset - time.perf_counter()))
 
 
 async def _send_until(heap: list, limit: float, servers: dict, stats: ServeStats) -> None:
@@ -289,7 +342,3 @@ async def _send_until(heap: list, limit: float, servers: dict, stats: ServeStats
         await servers[cobo].send_buffers(parts, frames=counts[cobo])
         stats.frames += counts[cobo]
         stats.cobo_frames[cobo] = stats.cobo_frames.get(cobo, 0) + counts[cobo]
-
-
-def _trio_deadline(start_perf: float, offset: float) -> float:
-    return trio.current_time() + (start_perf + offset - time.perf_counter())

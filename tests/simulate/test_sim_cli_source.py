@@ -111,6 +111,51 @@ def test_cli_serve_times_out_cleanly_without_clients(tmp_path):
     assert "timed out after 0.5 s waiting for 1 client(s) on every port" in result.stderr
 
 
+def test_cli_serve_says_when_it_serves_then_what_it_served_and_how_it_kept_pace(tmp_path):
+    """A paced serve read by 11 plain clients: the serving line once every client is there, the totals, and
+    the pacing line (how far behind schedule, how long it waited for slow readers)."""
+    import selectors
+    import socket
+    import subprocess
+
+    from conduit_test_support import VENV_BIN
+
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "conduit"), "simulate", "serve", "--base-port", "0", "--events", "6", "--pool", "2",
+         "--rate", "100", "--preset", "single-track", "--truth", str(tmp_path / "t.h5")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        listening = proc.stdout.readline()
+        ports = [int(p) for p in re.findall(r"cobo\d+=127\.0\.0\.1:(\d+)", listening)]
+        if not ports:
+            first, last = map(int, re.search(r"127\.0\.0\.1:(\d+)-(\d+)", listening).groups())
+            ports = list(range(first, last + 1))
+        assert len(ports) == 11, listening
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=60) for port in ports]
+        assert proc.stdout.readline() == "every port has its 1 client(s): serving\n"
+        received = 0
+        with selectors.DefaultSelector() as readable:  # every client read at once: the server paces to the slowest
+            for client in clients:
+                readable.register(client, selectors.EVENT_READ)
+            while readable.get_map():
+                for key, _ in readable.select(timeout=60):
+                    if chunk := key.fileobj.recv(1 << 20):
+                        received += len(chunk)
+                    else:
+                        readable.unregister(key.fileobj)
+                        key.fileobj.close()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    served, pacing = out.splitlines()
+    totals = re.fullmatch(r"served 6 events, 240 frames, ([\d.]+) MB per client in [\d.]+ s \(\d+ events/s, \d+ MB/s\)",
+                          served)
+    assert totals and abs(float(totals[1]) * 1e6 - received) <= 0.05e6, (served, received)
+    assert re.fullmatch(r"pacing: at most \d+\.\d{3} s behind schedule; \d+\.\d\d s waiting for clients that read "
+                        r"slowly", pacing)
+
+
 def test_simulate_source_runs_a_pipeline(tmp_path):
     from conduit.config.pipeline import load_pipeline
     from conduit.engine.runner import run_pipeline

@@ -217,6 +217,7 @@ async def test_a_reader_that_stops_reading_holds_the_sender_back_and_nothing_is_
     assert 0 not in held and sorted(held) == list(range(1, 11))
     assert all(held[c] < len(expected[c]) for c in held)  # nobody got the whole run while CoBo 0 was stuck
     assert stats["serve"].events == 400 and stats["serve"].frames == sum(len(_decode(s)) for s in expected.values())
+    assert stats["serve"].waited >= 0.5  # the cushion during which every task, the sender too, was blocked
     for (cobo, _), stream in got.items():
         assert stream == expected[cobo]
 
@@ -247,3 +248,62 @@ async def test_a_client_that_leaves_is_dropped_and_the_others_get_everything():
     assert len(got) == 2 * len(expected) - 1
     for (cobo, _), stream in got.items():
         assert stream == expected[cobo]
+
+
+def _count_writes(monkeypatch) -> dict[int, int]:
+    """{server port: send_buffers calls}: every call still goes to the real server (one sendmsg per client)."""
+    from conduit.get.dataexporter import DataExporterServer
+
+    calls: dict[int, int] = {}
+    real = DataExporterServer.send_buffers
+
+    async def counted(self, buffers, *, frames=0):
+        calls[self.port] = calls.get(self.port, 0) + 1
+        return await real(self, buffers, frames=frames)
+
+    monkeypatch.setattr(DataExporterServer, "send_buffers", counted)
+    return calls
+
+
+@pytest.mark.parametrize("rate", [0.0, 1e6])
+async def test_a_sender_behind_schedule_sends_every_due_event_in_one_write_per_cobo(monkeypatch, rate):
+    """Unpaced, or paced far faster than it can go (every event due at once: a late wake-up): the pool events
+    due go MAX_LAG_EVENTS at a time, one write per CoBo per pass, and the bytes are those of one event per pass."""
+    from conduit_simulate.serve import MAX_LAG_EVENTS
+
+    params, serve_kw = CASES["pool3-disorder1.2"]
+    sim = Simulator(SimulationParams(**{**params, "events": 22}))
+    calls = _count_writes(monkeypatch)
+    got = await served_streams(sim, **{**serve_kw, "rate": rate})
+    expected = expected_streams(sim, serve_kw["disorder"])
+    for (cobo, _), stream in got.items():
+        assert stream == expected[cobo]
+    passes = -(-22 // MAX_LAG_EVENTS)  # 6: events 0-3, 4-7, ..., 20-21
+    assert len(calls) == 11
+    # One write per pass at most, plus the frames still due after the last event (disorder > 1).
+    assert all(n <= passes + 1 for n in calls.values()), calls
+    assert sum(calls.values()) < 11 * 22 // 2  # one write per CoBo per event would be 242
+
+
+async def test_on_serving_is_called_once_after_every_client_connected_and_before_the_first_byte():
+    params, serve_kw = CASES["pool1-in-order"]
+    sim = Simulator(SimulationParams(**params))
+    got: dict[tuple[int, int], bytes] = {}
+    seen: list[int] = []
+
+    def on_serving() -> None:
+        seen.append(sum(len(s) for s in got.values()))
+
+    async with trio.open_nursery() as nursery:
+        ports = await nursery.start(
+            lambda task_status: serve_simulation(sim, base_port=0, on_serving=on_serving, task_status=task_status,
+                                                 **serve_kw)
+        )
+        assert seen == []  # listening, clients not there yet
+        with trio.fail_after(120):
+            async with trio.open_nursery() as readers:
+                for cobo, port in ports.items():
+                    readers.start_soon(_read_to_eof, port, got, (cobo, 0))
+    assert seen == [0]
+    expected = expected_streams(sim, serve_kw["disorder"])
+    assert {cobo: stream for (cobo, _), stream in got.items()} == expected

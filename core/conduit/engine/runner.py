@@ -359,9 +359,16 @@ class Engine:
                     self.error = f"{err}"
                     log.error("%s", err)
                     return
-                # Source kernels compile in a thread while the workers start and load theirs.
+                # Source kernels compile in a thread while the workers start and load theirs. With no worker
+                # process the chain compiles in this process too: one after the other, because numba compiling
+                # in two threads at once trips CPython 3.11's parser ("AST constructor recursion depth
+                # mismatch", cpython#106905).
                 async with trio.open_nursery() as warming:
-                    warming.start_soon(partial(trio.to_thread.run_sync, self.source.warm_up, abandon_on_cancel=True))
+                    warm_source = partial(trio.to_thread.run_sync, self.source.warm_up, abandon_on_cancel=True)
+                    if self.workers:
+                        warming.start_soon(warm_source)
+                    else:
+                        await warm_source()
                     warm = await pool.warm_up()
                 if warm > 0.05:
                     log.info("workers ready in %.2f s (%d %s)", warm, max(self.workers, 1),

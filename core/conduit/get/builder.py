@@ -104,6 +104,17 @@ class BuilderCounters:
         return dataclasses.asdict(self)
 
 
+class _Lane:
+    """What the builder looks up once per frame for a (cobo, asad) stream."""
+
+    __slots__ = ("counts", "expected", "slots")
+
+    def __init__(self, counts: dict[str, int], expected: bool, slots: np.ndarray):
+        self.counts = counts  # the stream's entry of EventBuilder.asad_counts
+        self.expected = expected  # in the expected set
+        self.slots = slots  # its decoding table (ElectronicsMap.slots)
+
+
 class _Pending:
     """One event being assembled: its frames' rows decoded straight into one growing matrix.
 
@@ -221,6 +232,7 @@ class EventBuilder:
         #: The last few bad-frame messages (for status displays and tests).
         self.errors: collections.deque[str] = collections.deque(maxlen=50)
         self._held: dict[tuple[int, int], _Pending] = {}  # insertion order = age order
+        self._lanes: dict[StreamKey, _Lane] = {}
         self._emitted_order: collections.deque[tuple[int, int]] = collections.deque()
         self._emitted: set[tuple[int, int]] = set()
         self._remember = max(int(remember), 1)
@@ -308,28 +320,41 @@ class EventBuilder:
             self._note(f"{source} @ byte {info.offset}: item count exceeds the frame size; clamped to "
                        f"{info.n_items} items (padding not decoded)")
         stream = (info.cobo if cobo is None else cobo, info.asad if asad is None else asad)
-        self.asad_counts[stream]["frames"] += 1
-        if stream not in self.expected:
+        lane = self._lanes.get(stream)
+        if lane is None:
+            lane = self._lanes[stream] = _Lane(self.asad_counts[stream], stream in self.expected,
+                                               self.emap.slots(*stream))
+        lane.counts["frames"] += 1
+        if not lane.expected:
             counters.unexpected_frames += 1
         event_id = info.event_id
-        epoch, reason, withdrew = self.sequencer.judge(stream, event_id, now, lambda i: self._waits_for(i, stream))
-        out: list[Event] = []
-        if withdrew:
-            out += self._rejudge(stream, now)
-        if self.sequencer.version != self._excused_version:
-            out += self._emit_ready()  # e.g. the previous run's last event no longer waits for this stream
-        if epoch is None:
-            self._lose(reason, stream, event_id, source)  # type: ignore[arg-type]
+        seq = self.sequencer
+        pending: _Pending | None
+        if seq.advance(stream, event_id, now):
+            # The common case (a live stream's next id): filed under the current run, nothing else to decide.
+            out = self._emit_ready() if seq.version != self._excused_version else []
+            key = (seq.epoch, event_id)
+            pending = self._held.get(key)
+            if pending is None or stream in pending.parts:
+                pending = self._target(key, stream, source, now)
         else:
-            key = (epoch, event_id)
-            pending = self._target(key, stream, source, now)
-            if pending is not None:
-                data = buf if isinstance(buf, np.ndarray) else np.frombuffer(buf, np.uint8)
-                # Decoded straight into the event's matrix: no per-frame array, no concatenation.
-                n = self.decoder.decode_into(data, info, pending.free_rows(), stream[0], stream[1])
-                pending.add(stream, n)
-                if self._attach(pending, stream, info.timestamp):
-                    out.append(self._emit(self._held.pop(key)))
+            epoch, reason, withdrew = seq.judge(stream, event_id, now, lambda i: self._waits_for(i, stream))
+            out = self._rejudge(stream, now) if withdrew else []
+            if seq.version != self._excused_version:
+                out += self._emit_ready()  # e.g. the previous run's last event no longer waits for this stream
+            if epoch is None:
+                self._lose(reason, stream, event_id, source)  # type: ignore[arg-type]
+                pending = None
+            else:
+                key = (epoch, event_id)
+                pending = self._target(key, stream, source, now)
+        if pending is not None:
+            data = buf if isinstance(buf, np.ndarray) else np.frombuffer(buf, np.uint8)
+            # Decoded straight into the event's matrix: no per-frame array, no concatenation.
+            n = self.decoder.decode_into(data, info, pending.free_rows(), stream[0], stream[1], slots=lane.slots)
+            pending.add(stream, n)
+            if self._attach(pending, stream, info.timestamp):
+                out.append(self._emit(self._held.pop(key)))
         out += self._settle(now)
         if self.timeout is not None:
             out += self._expire(now)

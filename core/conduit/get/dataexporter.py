@@ -32,6 +32,7 @@ API (all coroutines run in the caller's trio loop):
 * ``await server.disconnect_clients()``: drop every connection, keep listening.
 * ``await server.stop()``: stop listening and drop every connection (DataExporter exits).
 * ``server.stats()`` -> :class:`ServerStats` (frames and bytes sent in total and per client).
+* ``server.waited``: seconds the sender spent waiting for slow clients (a full queue, :meth:`drain`).
 
 Cost: a message is written to each client's socket at once, in the caller's task,
 when that client has nothing queued (the common case: one ``sendmsg`` system call,
@@ -48,6 +49,7 @@ import dataclasses
 import itertools
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -158,6 +160,7 @@ class DataExporterServer:
         self._changed = trio.Event()
         self._scope: trio.CancelScope | None = None
         self._stopped: trio.Event | None = None
+        self.waited = 0.0  #: seconds senders spent waiting for slow clients (full queues, :meth:`drain`)
 
     @property
     def address(self) -> str:
@@ -288,7 +291,7 @@ class DataExporterServer:
         sent = 0
         for client in list(self._clients):
             if len(client.ends) >= self.queue_frames:
-                await self._wait_for(lambda: client.gone or len(client.ends) < self.queue_frames)
+                await self._wait_for(lambda: client.gone or len(client.ends) < self.queue_frames, timed=True)
             if client.gone:
                 continue
             idle = not client.pending
@@ -319,12 +322,18 @@ class DataExporterServer:
 
     async def drain(self) -> None:
         """Return when every message queued so far has been written (or its client has gone)."""
-        await self._wait_for(lambda: all(c.gone or c.written >= c.queued for c in self._clients))
+        await self._wait_for(lambda: all(c.gone or c.written >= c.queued for c in self._clients), timed=True)
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _wait_for(self, condition: Callable[[], bool]) -> None:
+    async def _wait_for(self, condition: Callable[[], bool], *, timed: bool = False) -> None:
+        """Until ``condition()``; ``timed``: the time it took goes to :attr:`waited` (a sender held back)."""
+        if condition():
+            return
+        t0 = time.perf_counter()
         while not condition():
             await self._changed.wait()
+        if timed:
+            self.waited += time.perf_counter() - t0

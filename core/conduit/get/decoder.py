@@ -56,20 +56,22 @@ class FrameDecoder:
         return self._scratch[:n].copy()
 
     def decode_into(self, buf: np.ndarray, info: FrameInfo, out: np.ndarray, cobo: int | None = None,
-                    asad: int | None = None) -> int:
+                    asad: int | None = None, *, slots: np.ndarray | None = None) -> int:
         """Write the rows of the validated frame ``info`` to the first rows of ``out``; return how many.
 
         ``out`` is a C-contiguous int16 array of :data:`ROWS_NEEDED` rows (or more) x 517 columns, e.g.
         the free tail of an event's trace matrix: rows past the ones returned are scratch (FPN
-        waveforms, dropped channels) and are overwritten.
+        waveforms, dropped channels) and are overwritten. ``slots`` is ``emap.slots(cobo, asad)`` when the
+        caller keeps it (looked up otherwise).
         """
         cobo = info.cobo if cobo is None else cobo
         asad = info.asad if asad is None else asad
         kernel = self._kernels.get(info.frame_type)
         if kernel is None or info.n_items == 0:
             return 0
-        return kernel(buf, info.data_offset, info.n_items, self.emap.slots(cobo, asad), cobo, asad, out,
-                      self.fpn_subtraction, self._stats)
+        if slots is None:
+            slots = self.emap.slots(cobo, asad)
+        return kernel(buf, info.data_offset, info.n_items, slots, cobo, asad, out, self.fpn_subtraction, self._stats)
 
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) both kernels for every argument type the sources use.

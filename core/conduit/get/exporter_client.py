@@ -5,7 +5,7 @@ many bytes of one GRAW frame; a length of 0 carries nothing. A length larger tha
 ``max_frame_bytes``, not a multiple of the frame's block size, or different from
 the frame's own size field is a protocol error: the connection is dropped (and
 re-established by the caller) and the length is never allocated. Bytes are read
-into one fixed buffer per connection with ``recv_into``; each complete frame is
+into one fixed buffer per connection (``readv`` on the socket); each complete frame is
 handed to the event builder in place.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import os
 import socket
 import struct
 import termios
@@ -110,13 +111,15 @@ async def receive_frames(
     call, cheap when the stream may read on (it returns None), else an awaitable that holds this
     stream back while it is ahead of the others (awaited before the next frame is parsed).
 
-    ``await rest()`` (e.g. a short sleep) follows a read that emptied the socket, so that frames
-    are read a few at a time rather than one wake-up (and one trip round the event loop) per TCP
-    segment; a read that filled the buffer (a backlog) is followed by the next at once.
+    ``await rest()`` (e.g. a short sleep; it must yield to the other tasks) follows a read that emptied
+    the socket, so that frames are read a few at a time rather than one wake-up (and one trip round
+    the event loop) per TCP segment; a read that filled the buffer (a backlog) is followed by the next
+    after one trip round the event loop.
     ``on_frame`` must be done with the bytes when it returns (the buffer is reused).
     Raises :class:`ProtocolError` on a bad length or garbage; returns on a clean EOF.
     """
     sock = stream.socket
+    fd = sock.fileno()
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     except OSError:  # pragma: no cover - best effort
@@ -158,8 +161,12 @@ async def receive_frames(
         if drained and rest is not None:
             await rest()
         room = cap - end
-        got = await sock.recv_into(view[end:])
+        got = await _receive_into(fd, view[end:])
         drained = got < room
+        if not drained or rest is None:
+            # A read that filled the buffer (a backlog), or no rest between reads: let the other tasks run first
+            # (not a cancellation point: the bytes just read are handed on before this task can be cancelled).
+            await trio.lowlevel.cancel_shielded_checkpoint()
         if not got:
             if end > start:
                 raise ProtocolError(f"connection closed mid-message ({end - start} B of an incomplete frame "
@@ -167,6 +174,18 @@ async def receive_frames(
             return
         end += got
         link.bytes += got
+
+
+async def _receive_into(fd: int, view: memoryview) -> int:
+    """Read what the non-blocking socket ``fd`` has into ``view`` (waiting until it has something); return how many
+    bytes (0: end of stream). trio's ``recv_into`` does the same plus a trip round the event loop after every
+    successful read; here the caller decides when to yield (a read that emptied the socket is followed by a rest)."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+    while True:
+        try:
+            return os.readv(fd, (view,))
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(fd)
 
 
 def _check_prefix(word: int, length: int) -> None:

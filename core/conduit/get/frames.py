@@ -108,6 +108,9 @@ _FULL_HEADER = struct.Struct(">IBHBHHIHIIBBHB36s4HI4H")  # 87 bytes
 #: Event id (u32) and CoBo id (u8): header bytes 22..26 (get_format.md 1.2).
 _EVENT_COBO = struct.Struct(">IB")
 _EVENT_COBO_OFFSET = 22
+_WORD = struct.Struct(">I")
+#: Builds a FrameInfo from a tuple of its fields without the named tuple's argument parsing (once per frame).
+_new_tuple = tuple.__new__
 assert _CORE.size == CORE_BYTES and _FULL_HEADER.size == HEADER_FIELDS_BYTES
 
 
@@ -154,7 +157,9 @@ def check_frame(buf, offset: int = 0, available: int | None = None, *, source: s
         available = len(buf) - offset
     if available < 4:
         raise FrameError(source, offset, f"truncated frame: {available} bytes left, a header needs {CORE_BYTES}")
-    (word,) = struct.unpack_from(">I", buf, offset)
+    # One unpack of the fields the hot path uses (the common case); a shorter buffer gets its first word only.
+    core = _CORE.unpack_from(buf, offset) if available >= CORE_BYTES else None
+    word = core[0] if core is not None else _WORD.unpack_from(buf, offset)[0]
     meta = word >> 24
     size = word & 0xFFFFFF
     if meta & 0x80:
@@ -169,10 +174,10 @@ def check_frame(buf, offset: int = 0, available: int | None = None, *, source: s
     if meta & 0x40:  # blob / topology frame: not data, skip it by its size
         if frame_bytes > available:
             raise FrameError(source, offset, f"truncated frame: header says {frame_bytes} B, {available} B available")
-        return FrameInfo(offset, frame_bytes, block, 0, offset + frame_bytes, 0, 1, -1, 0, -1, -1, False, meta)
-    if available < CORE_BYTES:
+        return _new_tuple(FrameInfo, (offset, frame_bytes, block, 0, offset + frame_bytes, 0, 1, -1, 0, -1, -1, False, meta))
+    if core is None:
         raise FrameError(source, offset, f"truncated frame: {available} bytes left, a header needs {CORE_BYTES}")
-    (_, _src, ftype, _rev, hsize, isize, n_items, t_hi, t_lo, evt, cobo, asad) = _CORE.unpack_from(buf, offset)
+    (_, _src, ftype, _rev, hsize, isize, n_items, t_hi, t_lo, evt, cobo, asad) = core
     header_bytes = hsize * block
     if not HEADER_FIELDS_BYTES <= header_bytes <= frame_bytes:
         raise FrameError(source, offset,
@@ -181,8 +186,8 @@ def check_frame(buf, offset: int = 0, available: int | None = None, *, source: s
     if frame_bytes > available:
         raise FrameError(source, offset, f"truncated frame: header says {frame_bytes} B, {available} B available")
     if ftype not in ITEM_SIZE:
-        return FrameInfo(offset, frame_bytes, block, 0, offset + header_bytes, 0, 1, evt,
-                         (t_hi << 32) | t_lo, cobo, asad, False, meta)
+        return _new_tuple(FrameInfo, (offset, frame_bytes, block, 0, offset + header_bytes, 0, 1, evt,
+                                      (t_hi << 32) | t_lo, cobo, asad, False, meta))
     if isize != ITEM_SIZE[ftype]:
         raise FrameError(source, offset, f"item size {isize} B does not match frame type {ftype} "
                                          f"(expects {ITEM_SIZE[ftype]} B)")
@@ -190,8 +195,8 @@ def check_frame(buf, offset: int = 0, available: int | None = None, *, source: s
     clamped = n_items > capacity
     if clamped:
         n_items = capacity
-    return FrameInfo(offset, frame_bytes, block, ftype, offset + header_bytes, n_items, isize, evt,
-                     (t_hi << 32) | t_lo, cobo, asad, clamped, meta)
+    return _new_tuple(FrameInfo, (offset, frame_bytes, block, ftype, offset + header_bytes, n_items, isize, evt,
+                                  (t_hi << 32) | t_lo, cobo, asad, clamped, meta))
 
 
 def peek_event_cobo(buf, offset: int = 0) -> tuple[int, int]:

@@ -204,6 +204,22 @@ class Sequencer:
 
     # -- judging one frame -------------------------------------------------------------------------
 
+    def advance(self, key: StreamKey, event_id: int, now: float) -> bool:
+        """The common case of :meth:`judge`, cheaply: True when ``key``'s frame ``event_id`` belongs to the current
+        run with nothing else to decide (a known, live, in-step stream that does not go back, an id not far ahead);
+        its stream moves on exactly as :meth:`judge` would move it. False (nothing changed): call :meth:`judge`."""
+        s = self.streams.get(key)
+        if (s is None or not s.fresh or s.diverged or s.epoch != self.epoch or s.top is None or event_id < s.top
+                or self.far_ahead(event_id)):
+            return False
+        s.last_time = now
+        s.seen_at, s.seen_epoch = self.consensus, self.epoch
+        s.top = event_id
+        self._move_head(s, event_id)
+        if event_id > self._newest:
+            self._newest = event_id
+        return True
+
     def judge(self, key: StreamKey, event_id: int, now: float,
               waiting: Callable[[int], bool] | None = None) -> tuple[int | None, str | None, bool]:
         """(epoch to file the frame under or None, loss reason when dropped, True when ``key`` withdrew a

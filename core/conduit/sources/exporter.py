@@ -52,6 +52,8 @@ DEFAULT_PORT = 46491
 #: A little above the largest legal frame: partial readout of all 272 channels x 512
 #: buckets in 4-byte items is 256 + 557,056 = 557,312 B (a full-readout frame is 278,784 B).
 DEFAULT_MAX_FRAME = 600_000
+#: Meta-type bit of blob (topology) frames: not data, no event id.
+_BLOB = 0x40
 
 
 class ExporterParams(BuilderParams):
@@ -296,35 +298,44 @@ class ExporterSource(FrameSource):
     def _frame_handler(self, link, builder):
         import trio
 
-        from conduit.get.frames import CORE_BYTES, peek_event_cobo
+        from conduit.get.frames import CORE_BYTES, FrameError, check_frame, peek_event_cobo
 
         source = f"{link.name} (cobo {link.cobo})"
         trust = self.params.cobo_id_mismatch == "trust_connection"
 
         def on_frame(buf, offset: int, length: int) -> list:
             now = self._frame_time = trio.current_time()
-            event_id = -1
             self._frames_seen += 1
-            if length >= CORE_BYTES:
+            # A valid data frame's header is read once, here, and handed to the builder as it is (``info``).
+            try:
+                info = check_frame(buf, offset, length)
+            except FrameError:
+                info = None
+            if info is not None and info.frame_bytes == length and not info.meta_type & _BLOB:
+                event_id, header_cobo = info.event_id, info.cobo
+            else:  # not valid, or not data: the builder validates it again, counts and reports it
+                info = None
+                if length < CORE_BYTES:
+                    return builder.add_frame(buf, offset, length, now=now, source=source, cobo=link.cobo)
                 event_id, header_cobo = peek_event_cobo(buf, offset)
-                link.latest = event_id
-                link.last_frame_time = now
-                if link.health == "silent":
-                    link.health = ""
-                    link.silent_seconds += now - link.silent_since
-                    self.log.info("%s: frames again after %.1f s of silence", source, now - link.silent_since)
-                if self._paused:
-                    self._progress.set()
-                    self._progress = trio.Event()
-                if header_cobo != link.cobo and not trust:
-                    link.wrong_cobo += 1
-                    self._rate_log(f"wrong_cobo{link.cobo}", logging.WARNING,
-                                   "%s: frame of event %d: header says CoBo %d: dropped (wrong_cobo_frames; set "
-                                   "source.cobo_id_mismatch = \"trust_connection\" if this firmware writes a wrong "
-                                   "CoBo id, e.g. 0)", source, event_id, header_cobo)
-                    builder.reject("wrong_cobo_frames", length, cobo=link.cobo)
-                    return []
-            return builder.add_frame(buf, offset, length, now=now, source=source, cobo=link.cobo)
+            link.latest = event_id
+            link.last_frame_time = now
+            if link.health == "silent":
+                link.health = ""
+                link.silent_seconds += now - link.silent_since
+                self.log.info("%s: frames again after %.1f s of silence", source, now - link.silent_since)
+            if self._paused:
+                self._progress.set()
+                self._progress = trio.Event()
+            if header_cobo != link.cobo and not trust:
+                link.wrong_cobo += 1
+                self._rate_log(f"wrong_cobo{link.cobo}", logging.WARNING,
+                               "%s: frame of event %d: header says CoBo %d: dropped (wrong_cobo_frames; set "
+                               "source.cobo_id_mismatch = \"trust_connection\" if this firmware writes a wrong "
+                               "CoBo id, e.g. 0)", source, event_id, header_cobo)
+                builder.reject("wrong_cobo_frames", length, cobo=link.cobo)
+                return []
+            return builder.add_frame(buf, offset, length, now=now, source=source, cobo=link.cobo, info=info)
 
         return on_frame
 
@@ -379,12 +390,14 @@ class ExporterSource(FrameSource):
 
     async def _rest(self, link) -> None:
         """After a read that emptied ``link``'s socket: wait ``read_pause`` before the next one, unless the link is
-        behind the consensus (then it catches up at once)."""
+        behind the consensus (then it reads on as soon as the other tasks had their turn)."""
         import trio
 
         consensus = self.builder.consensus
         if consensus is None or link.latest >= consensus:
             await trio.sleep(self.params.read_pause)
+        else:
+            await trio.lowlevel.checkpoint()  # the other tasks' turn (receive_frames yields in rest() only)
 
     def _pace(self, link) -> Awaitable[None] | None:
         """After each frame of ``link``: None when it may read on (a plain call, no trip round the event loop),

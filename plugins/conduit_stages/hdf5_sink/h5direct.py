@@ -10,7 +10,9 @@ the same types and creation properties, so the objects are the same as
 :func:`.layout.write_traces` and :func:`.layout.write_cloud` make
 (``tests/sinks/test_sinks_hdf5_writer.py`` compares them). Used by the writer
 process (one thread). Anything unusual (compression, FRIB data, empty
-arrays) goes through :mod:`.layout` instead.
+arrays) goes through :mod:`.layout` instead. Given the part file's
+:class:`.rawio.RawWriter`, a large dataset's bytes are written by it (direct
+I/O at the offset HDF5 allocated) instead of by ``H5Dwrite``.
 
 A failed call raises OSError with the C library's errno (no space left, file
 too large), which :func:`.partfile.describe_os_error` turns into the one-line reason.
@@ -25,7 +27,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import h5fast, layout
+from . import h5fast, layout, rawio
+from .rawio import RawWriter
 
 __all__ = ["available", "write_traces", "write_cloud"]
 
@@ -56,6 +59,8 @@ def _load() -> Any:
         lib.H5Awrite.argtypes = [_hid, _hid, ctypes.c_void_p]
         lib.H5Screate_simple.restype = _hid
         lib.H5Screate_simple.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint64), ctypes.c_void_p]
+        lib.H5Dget_offset.restype = ctypes.c_uint64
+        lib.H5Dget_offset.argtypes = [_hid]
         for name in ("H5Aclose", "H5Dclose", "H5Gclose", "H5Sclose"):
             getattr(lib, name).argtypes = [_hid]
     except (OSError, AttributeError):
@@ -67,6 +72,18 @@ _LIB = _load()
 _SCALAR = h5py.h5s.create(h5py.h5s.SCALAR)
 _LCPL = h5fast._LCPL
 _DCPL = h5fast._DCPL
+_HADDR_UNDEF = 2**64 - 1
+
+
+def _dcpl_early() -> Any:
+    """h5py's defaults, but the space allocated at creation and no fill value written (the data follows)."""
+    plist = h5fast._dcpl()
+    plist.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    plist.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return plist
+
+
+_DCPL_EARLY = _dcpl_early()
 
 
 def available() -> bool:
@@ -81,18 +98,26 @@ def _check(value: int, what: str) -> int:
 
 
 class _Attrs:
-    """Scalar attributes of one fixed set of names and types, written in one go."""
+    """Scalar attributes of one fixed set of names and types, written in one go.
+
+    Each value goes through a buffer made once, whose address is known: asking
+    numpy for an array's address (``.ctypes.data``) costs ~5 µs, more than
+    the HDF5 call itself.
+    """
 
     def __init__(self, fields: list[tuple[str, np.dtype]]):
-        self.fields = [(name.encode(), np.dtype(dtype), h5fast._type(np.dtype(dtype))) for name, dtype in fields]
+        self.fields = []
+        for name, dtype in fields:
+            buf = np.zeros((), dtype=np.dtype(dtype))
+            self.fields.append((name.encode(), buf, buf.ctypes.data, h5fast._type(np.dtype(dtype)).id))
 
     def write(self, oid: int, values: list[Any]) -> None:
         lib = _LIB
-        for (name, dtype, tid), value in zip(self.fields, values):
-            buf = np.array(value, dtype=dtype)
-            aid = _check(lib.H5Acreate2(oid, name, tid.id, _SCALAR.id, _DEFAULT, _DEFAULT), "H5Acreate2")
+        for (name, buf, address, tid), value in zip(self.fields, values):
+            buf[()] = value
+            aid = _check(lib.H5Acreate2(oid, name, tid, _SCALAR.id, _DEFAULT, _DEFAULT), "H5Acreate2")
             try:
-                _check(lib.H5Awrite(aid, tid.id, buf.ctypes.data), "H5Awrite")
+                _check(lib.H5Awrite(aid, tid, address), "H5Awrite")
             finally:
                 lib.H5Aclose(aid)
 
@@ -105,26 +130,43 @@ _CLOUD_ATTRS = _Attrs([("orig_run", np.int64), ("orig_event", np.int64), ("ic_am
                        ("ic_integral", np.float64), ("ic_centroid", np.float64), ("ic_multiplicity", np.float64)])
 
 
-def _dataset(loc: int, name: bytes, data: np.ndarray) -> int:
-    """A contiguous dataset holding ``data`` (h5py's defaults: no timestamps); its open identifier."""
+def _dataset(loc: int, name: bytes, data: np.ndarray, raw: RawWriter | None = None) -> int:
+    """A contiguous dataset holding ``data`` (h5py's defaults: no timestamps); its open identifier.
+
+    With ``raw`` (the part file's :class:`.rawio.RawWriter`) a dataset of
+    ``rawio.THRESHOLD`` bytes or more gets its file space at once and its bytes
+    are written there by ``raw`` (direct I/O), not by ``H5Dwrite``.
+    """
     lib = _LIB
     tid = h5fast._type(data.dtype)
     dims = (ctypes.c_uint64 * data.ndim)(*data.shape)
+    direct = raw is not None and data.nbytes >= rawio.THRESHOLD
     space = _check(lib.H5Screate_simple(data.ndim, dims, None), "H5Screate_simple")
     try:
-        ds = _check(lib.H5Dcreate2(loc, name, tid.id, space, _LCPL.id, _DCPL.id, _DEFAULT), "H5Dcreate2")
+        ds = _check(lib.H5Dcreate2(loc, name, tid.id, space, _LCPL.id, (_DCPL_EARLY if direct else _DCPL).id,
+                                   _DEFAULT), "H5Dcreate2")
     finally:
         lib.H5Sclose(space)
     try:
-        _check(lib.H5Dwrite(ds, tid.id, _DEFAULT, _DEFAULT, _DEFAULT, data.ctypes.data), "H5Dwrite")
+        if direct:
+            offset = lib.H5Dget_offset(ds)
+            if offset == _HADDR_UNDEF:
+                raise OSError(0, "HDF5 H5Dget_offset failed")
+            raw.write(data, offset)
+        else:
+            _check(lib.H5Dwrite(ds, tid.id, _DEFAULT, _DEFAULT, _DEFAULT, data.ctypes.data), "H5Dwrite")
     except BaseException:
         lib.H5Dclose(ds)
         raise
     return ds
 
 
-def write_traces(group: Any, event: Any, name: str, *, frib: bool = True, **dataset_options: Any) -> None:
-    """As :func:`.layout.write_traces` (the same objects), in direct calls when nothing unusual is asked."""
+def write_traces(group: Any, event: Any, name: str, *, frib: bool = True, raw: RawWriter | None = None,
+                 **dataset_options: Any) -> None:
+    """As :func:`.layout.write_traces` (the same objects), in direct calls when nothing unusual is asked.
+
+    ``raw``: the part file's raw writer (see :func:`_dataset`).
+    """
     traces = event.traces
     fribdata = event.get("frib") if frib else None
     if (_LIB is None or dataset_options or not len(traces) or fribdata
@@ -134,7 +176,7 @@ def write_traces(group: Any, event: Any, name: str, *, frib: bool = True, **data
     lib = _LIB
     eg = _check(lib.H5Gcreate2(group.id.id, name.encode(), _LCPL.id, _DEFAULT, _DEFAULT), "H5Gcreate2")
     try:
-        ds = _dataset(eg, b"get_traces", traces)
+        ds = _dataset(eg, b"get_traces", traces, raw)
         try:
             attrs = _TRACE_ATTRS_32 if 0 <= event.id < 2**32 else _TRACE_ATTRS_64
             attrs.write(ds, [event.id, event.timestamp, event.timestamp_other, bool(event.complete)])
@@ -144,7 +186,7 @@ def write_traces(group: Any, event: Any, name: str, *, frib: bool = True, **data
         lib.H5Gclose(eg)
 
 
-def write_cloud(group: Any, event: Any, name: str, **dataset_options: Any) -> bool:
+def write_cloud(group: Any, event: Any, name: str, *, raw: RawWriter | None = None, **dataset_options: Any) -> bool:
     """As :func:`.layout.write_cloud` (the same object), in direct calls when nothing unusual is asked."""
     cloud = event.get("cloud")
     if cloud is None:
@@ -152,7 +194,7 @@ def write_cloud(group: Any, event: Any, name: str, **dataset_options: Any) -> bo
     if (_LIB is None or dataset_options or cloud.dtype != np.float64 or cloud.ndim != 2 or cloud.shape[1] != 8
             or not len(cloud) or not cloud.flags.c_contiguous):
         return layout.write_cloud(group, event, name, **dataset_options)
-    ds = _dataset(group.id.id, name.encode(), cloud)
+    ds = _dataset(group.id.id, name.encode(), cloud, raw)
     try:
         ic = layout.ic_attributes(event)
         _CLOUD_ATTRS.write(ds, [event.run if event.run is not None else -1, event.id, ic["ic_amplitude"],

@@ -69,6 +69,7 @@ __all__ = [
     "failure_rows",
     "append_failures",
     "kinematics_rows",
+    "concat_rows",
     "append_kinematics",
     "event_name",
     "cloud_name",
@@ -203,7 +204,25 @@ def kinematics_rows(batch: list[Any]) -> np.ndarray | None:
             rows = np.asarray(rows, dtype=KINEMATICS_DTYPE).copy()
             rows["event"] = event.id
             parts.append(rows)
-    return np.concatenate(parts) if parts else None
+    return concat_rows(parts)
+
+
+def concat_rows(parts: list[np.ndarray]) -> np.ndarray | None:
+    """Rows of one structured dtype joined into one array (None for none).
+
+    ``np.concatenate`` promotes structured dtypes field by field in Python for
+    every array joined: about 2 µs per row array, which at a commit of a few
+    hundred events was 15 % of the writer's CPU. The dtypes are equal, so the
+    rows are copied into one array of that dtype instead.
+    """
+    if not parts:
+        return None
+    out = np.empty(sum(len(p) for p in parts), dtype=parts[0].dtype)
+    start = 0
+    for p in parts:
+        out[start:start + len(p)] = p
+        start += len(p)
+    return out
 
 
 def append_kinematics(master: Any, rows: np.ndarray | None) -> None:

@@ -173,18 +173,19 @@ class PartitionedFile:
         """Where the part being written goes once complete."""
         return self.parts_dir / f"part_{self.parts + 1:06d}.h5"
 
-    def open_part(self) -> Any:
+    def open_part(self, **file_options: Any) -> Any:
         """An h5py file, open for writing, for the next part (under a temporary name until published).
 
         Objects may be added to it one event at a time; nothing of it is visible
-        through the master until :meth:`publish_part`.
+        through the master until :meth:`publish_part`. ``file_options`` go to
+        ``h5py.File`` (the writer's alignment, :func:`.rawio.file_alignment`).
         """
         import h5py
 
         part = self.next_part_path
         try:
             self.parts_dir.mkdir(parents=True, exist_ok=True)
-            return h5py.File(part.with_name(part.name + ".tmp"), "w")
+            return h5py.File(part.with_name(part.name + ".tmp"), "w", **file_options)
         except (OSError, RuntimeError) as err:
             raise WriteError(f"cannot write {part}: {describe_os_error(err)}") from None
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from conduit.artifacts import ESTIMATE_DTYPE
 
-from . import h5direct, layout, spyral
+from . import h5direct, layout, rawio, spyral
 from .idcount import IdCounter
 from .losses import write_loss_attributes, write_parameter_attributes, write_stage_attributes
 from .partfile import PartitionedFile, WriteError, describe_os_error
@@ -48,6 +48,7 @@ class Target:
     duplicates: int = 0
     # The part being written (None between commits) and what it holds so far.
     part: Any = None
+    raw: rawio.RawWriter | None = None  # the part's large datasets go through it (direct I/O)
     groups: dict[str, Any] = dataclasses.field(default_factory=dict)
     links: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     rows: list[np.ndarray] = dataclasses.field(default_factory=list)
@@ -72,12 +73,14 @@ class Target:
         """Open the next part and remember the bookkeeping to restore if it is never published."""
         self._before = (dict(self.counts), {k: v.copy() for k, v in self.seen.items()},
                         {k: list(v) for k, v in self.ranges.items()}, list(self.timestamps), self.duplicates)
-        self.part = self.file.open_part()
+        self.part = self.file.open_part(**rawio.file_alignment())
+        self.raw = rawio.RawWriter(self.part.filename)
         self.groups = {kind: self.part.create_group(kind) for kind in self.kinds if kind != layout.ESTIMATES}
         self.links, self.rows, self.kinematics, self.failures = {}, [], [], []
 
     def abandon_part(self) -> None:
         """Forget the part being written (its write failed): bookkeeping as before it."""
+        self.close_raw()
         if self.part is not None:
             self.file.abandon_part(self.part)
         if self._before is not None:
@@ -89,7 +92,13 @@ class Target:
             self.ranges, self.timestamps, self.duplicates = ranges, timestamps, duplicates
         self._clear()
 
+    def close_raw(self) -> None:
+        if self.raw is not None:
+            self.raw.close()
+            self.raw = None
+
     def _clear(self) -> None:
+        self.close_raw()
         self.part, self.groups, self.links, self._before = None, {}, {}, None
         self.rows, self.kinematics, self.failures = [], [], []
 
@@ -144,9 +153,10 @@ class Recorder:
             if target.part is None:
                 continue
             links = {k: v for k, v in target.links.items() if v}
-            rows = np.concatenate(target.rows) if target.rows else None
-            kin_rows = np.concatenate(target.kinematics) if target.kinematics else None
-            fail_rows = np.concatenate(target.failures) if target.failures else None
+            rows = layout.concat_rows(target.rows)
+            kin_rows = layout.concat_rows(target.kinematics)
+            fail_rows = layout.concat_rows(target.failures)
+            target.close_raw()
             target.file.publish_part(target.part, links,
                                      lambda m, t=target: self._update_master(m, t, rows, kin_rows, fail_rows, n),
                                      before_publish)
@@ -187,7 +197,7 @@ class Recorder:
             group = target.groups[kind]
             if kind == layout.EVENTS:
                 name = target.name_for(kind, ev.id)
-                h5direct.write_traces(group, ev, name, frib=self.frib, **self.options)
+                h5direct.write_traces(group, ev, name, frib=self.frib, raw=target.raw, **self.options)
                 ts = int(ev.timestamp)
                 target.timestamps = [ts, ts] if not target.timestamps else [
                     min(target.timestamps[0], ts), max(target.timestamps[1], ts)]
@@ -195,7 +205,7 @@ class Recorder:
                 if ev.get("cloud") is None:
                     continue
                 name = target.name_for(kind, ev.id)
-                h5direct.write_cloud(group, ev, name, **self.options)
+                h5direct.write_cloud(group, ev, name, raw=target.raw, **self.options)
                 self._note_z_ties(target, ev)
             else:
                 if ev.get("clusters") is None or ev.get("cloud") is None:

@@ -128,9 +128,11 @@ class Hdf5Sink(SinkStage):
         self.begun = True
 
     def consume(self, event) -> None:
+        # Counted before anything else: an event handed to a sink that has just stopped is not written, and
+        # must be counted so (unwritten()), whether the error was found before this call or during it.
+        self.received += 1
         if self.error is not None:
             raise StopRun(self.error)
-        self.received += 1
         writer = self.writer
         assert writer is not None
         try:

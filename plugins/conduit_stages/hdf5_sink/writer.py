@@ -54,7 +54,7 @@ RING_SLOTS = 16
 #: Bytes per slot: trace matrix + cloud of an event of up to about 3,500 traces; bigger events go through the socket.
 SLOT_BYTES = 4 << 20
 _HEADER = 4096  # the writer's count of events released (uint64 at offset 0), then the slots
-_ALIGN = 64
+_ALIGN = 4096  # each array starts on a page: the writer hands it to the disk as it is (direct I/O, .rawio)
 _RING_DIR = Path("/dev/shm")
 _serial = itertools.count()
 
