@@ -97,6 +97,8 @@ ITEM_SIZE = {PARTIAL: 4, FULL: 2}
 FULL_ITEMS = N_AGETS * N_CHANNELS * N_BUCKETS
 #: The current AT-TPC meta type (big-endian, not blob, 256-byte blocks).
 META_TYPE = 8
+#: Meta-type bit of blob (topology) frames: not data, no event id; skipped by size.
+BLOB_BIT = 0x40
 #: Bytes of defined header fields (0..86); the rest of the header is reserved.
 HEADER_FIELDS_BYTES = 87
 #: Bytes needed to read the fields the hot path uses (meta .. asad).
@@ -146,6 +148,11 @@ class FrameInfo(NamedTuple):
         """True for frames that carry no AT-TPC data (blob/topology, unknown frame type)."""
         return self.frame_type == 0
 
+    @property
+    def is_blob(self) -> bool:
+        """A blob (topology) frame: its header has no event id or CoBo."""
+        return bool(self.meta_type & BLOB_BIT)
+
 
 def check_frame(buf, offset: int = 0, available: int | None = None, *, source: str = "<buffer>") -> FrameInfo:
     """Validate the frame header at ``offset`` of ``buf`` (bytes-like); raise :class:`FrameError`.
@@ -171,7 +178,7 @@ def check_frame(buf, offset: int = 0, available: int | None = None, *, source: s
     if size == 0:
         raise FrameError(source, offset, "frame size is 0")
     frame_bytes = size * block
-    if meta & 0x40:  # blob / topology frame: not data, skip it by its size
+    if meta & BLOB_BIT:  # blob / topology frame: not data, skip it by its size
         if frame_bytes > available:
             raise FrameError(source, offset, f"truncated frame: header says {frame_bytes} B, {available} B available")
         return _new_tuple(FrameInfo, (offset, frame_bytes, block, 0, offset + frame_bytes, 0, 1, -1, 0, -1, -1, False, meta))
@@ -248,7 +255,7 @@ class FrameHeader:
 
     @property
     def is_blob(self) -> bool:
-        return bool(self.meta_type & 0x40)
+        return bool(self.meta_type & BLOB_BIT)
 
 
 def parse_header(buf, offset: int = 0, *, source: str = "<buffer>") -> FrameHeader:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .frames import CORE_BYTES, FrameError, FrameInfo, check_frame
+from .frames import BLOB_BIT, CORE_BYTES, FrameError, FrameInfo, check_frame
 
 __all__ = ["RunFolder", "StreamFiles", "find_run", "GrawStream", "RunReader", "RunWriter", "count_events", "run_number_of"]
 
@@ -265,7 +265,7 @@ def count_events(files: StreamFiles) -> int:
                     length = (word & 0xFFFFFF) * block
                     if length <= 0:
                         break
-                    if not (word >> 24) & 0x40:
+                    if not (word >> 24) & BLOB_BIT:
                         ids.add(struct.unpack_from(">I", head, 22)[0])
                     pos += length
         except OSError:

@@ -52,8 +52,6 @@ DEFAULT_PORT = 46491
 #: A little above the largest legal frame: partial readout of all 272 channels x 512
 #: buckets in 4-byte items is 256 + 557,056 = 557,312 B (a full-readout frame is 278,784 B).
 DEFAULT_MAX_FRAME = 600_000
-#: Meta-type bit of blob (topology) frames: not data, no event id.
-_BLOB = 0x40
 
 
 class ExporterParams(BuilderParams):
@@ -311,7 +309,7 @@ class ExporterSource(FrameSource):
                 info = check_frame(buf, offset, length)
             except FrameError:
                 info = None
-            if info is not None and info.frame_bytes == length and not info.meta_type & _BLOB:
+            if info is not None and info.frame_bytes == length and not info.is_blob:
                 event_id, header_cobo = info.event_id, info.cobo
             else:  # not valid, or not data: the builder validates it again, counts and reports it
                 info = None
