@@ -25,5 +25,10 @@ class FrameSource(Source):
                 self.context.electronics_map, live=self.live, logger=self.log)
         return self._builder
 
+    def share_trace_memory(self, memory) -> None:
+        """Build emitted events' trace matrices with ``memory`` (``EventBuilder.trace_memory``): the engine gives
+        its worker pool's shared-memory slots, so an analysed event's traces reach a worker without a copy."""
+        self.builder.trace_memory = memory
+
     def asad_counters(self) -> dict[tuple[int, int], dict[str, int]]:
         return self._builder.asad_counters() if self._builder is not None else {}
