@@ -25,6 +25,7 @@ from conduit_stages.hdf5_sink import h5direct, layout, rawio, writer
 from conduit_stages.hdf5_sink.params import Hdf5Params
 from conduit_stages.hdf5_sink.partfile import consolidate, parts_dir_of
 from conduit_stages.hdf5_sink.sink import Hdf5Sink
+from conduit_stages.hdf5_sink.store import STORE_NAME
 
 
 def describe(obj, path: str = "/") -> dict[str, tuple]:
@@ -366,11 +367,18 @@ def big_events(kit, n: int, rows: int = ROWS) -> list:
 
 
 def trace_offsets(path: Path) -> list[int]:
-    """File offsets of every trace dataset in the part files of the recording at ``path``."""
+    """Offsets in the store of every trace dataset of the part files of the recording at ``path``.
+
+    A part's trace datasets are external storage of the bytes in the store (one range each).
+    """
     offsets = []
+    store = str((parts_dir_of(path) / STORE_NAME).resolve())
     for part in sorted(parts_dir_of(path).glob("part_*.h5")):
         with h5py.File(part, "r") as f:
-            offsets += [f["events"][name]["get_traces"].id.get_offset() for name in f["events"]]
+            for name in f["events"]:
+                (where, offset, size), = f["events"][name]["get_traces"].external
+                assert where == store and size == f["events"][name]["get_traces"].nbytes
+                offsets.append(offset)
     return offsets
 
 

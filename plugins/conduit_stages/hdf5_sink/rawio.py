@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BLOCK", "THRESHOLD", "RawWriter", "file_alignment"]
+__all__ = ["BLOCK", "THRESHOLD", "RawWriter", "External", "file_alignment"]
 
 #: Alignment of offsets, lengths and buffers for O_DIRECT (the page size; a multiple of any disk's sector).
 BLOCK = 4096
@@ -60,6 +60,8 @@ class RawWriter:
         self._bounce: mmap.mmap | None = None  # page-aligned copy of a source that is not aligned
         self.direct_bytes = 0  # written with O_DIRECT
         self.buffered_bytes = 0  # written through the page cache
+        #: When a list: (offset, bytes) of every dataset written, in order (the store's, for the part's copy).
+        self.placements: list[tuple[int, int]] | None = None
 
     @property
     def direct(self) -> bool:
@@ -67,6 +69,8 @@ class RawWriter:
 
     def write(self, data: np.ndarray, offset: int) -> None:
         """Write the bytes of the C-contiguous ``data`` at ``offset`` of the file."""
+        if self.placements is not None:
+            self.placements.append((offset, data.nbytes))
         view = memoryview(data.reshape(-1).view(np.uint8))
         body = len(view) // BLOCK * BLOCK if self.direct and offset % BLOCK == 0 else 0
         if body:
@@ -108,3 +112,28 @@ class RawWriter:
                 os.close(fd)
         self.direct_fd = self.fd = -1
         self._bounce = None  # unmapped once unused (a failed write's traceback may still hold a view of it)
+
+
+class External:
+    """Instead of a RawWriter: a part's large datasets are HDF5 external storage of bytes already written.
+
+    ``placements`` are the (offset, bytes) in the file ``name`` (absolute) of
+    the datasets, in the order they are created (:class:`.store.Store`).
+    """
+
+    def __init__(self, name: bytes, placements: list[tuple[int, int]]):
+        self.name = name
+        self.placements = placements
+        self.used = 0
+
+    def take(self, nbytes: int) -> int:
+        """The offset of the next dataset (of ``nbytes`` bytes) in the file."""
+        offset, size = self.placements[self.used]
+        if size != nbytes:
+            raise RuntimeError(f"external storage out of step: {nbytes} bytes asked, {size} written")
+        self.used += 1
+        return offset
+
+    @property
+    def done(self) -> bool:
+        return self.used == len(self.placements)

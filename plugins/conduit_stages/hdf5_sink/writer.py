@@ -73,6 +73,7 @@ class WriterSpec:
     options: dict[str, Any]
     flush_interval: float  # s
     max_batch_bytes: float
+    consolidate: bool = True  # at the end the stores become the final files (.store)
 
 
 @dataclasses.dataclass
@@ -357,6 +358,7 @@ class _Writer:
                 self.conn.send(("flushed", None))
             elif kind == "finish":
                 self.commit("committed")
+                self.finish_stores()
                 self.conn.send(("finished", self.report()))
                 return
 
@@ -397,6 +399,16 @@ class _Writer:
             self.fail(err)
             return
         self.conn.send((kind, (n, self.report())))
+
+    def finish_stores(self) -> None:
+        """Close the stores; mark them complete (the final files) unless a write failed or not consolidating."""
+        try:
+            self.recorder.finish(complete=self.spec.consolidate and not self.failed)
+        except Exception as err:  # the parts hold every event: consolidation copies them instead
+            from .partfile import describe_os_error
+
+            self.conn.send(("warn", f"hdf5 writer process: closing the store failed ({describe_os_error(err)}); "
+                                    f"the parts are copied instead"))
 
     def fail(self, err: Exception) -> None:
         from .partfile import WriteError
