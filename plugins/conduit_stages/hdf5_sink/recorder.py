@@ -70,14 +70,14 @@ class Target:
         self.ranges[kind] = [event_id, event_id] if r is None else [min(r[0], event_id), max(r[1], event_id)]
         self.counts[kind] += 1
 
-    def start_part(self) -> None:
+    def start_part(self, disk: rawio.DiskQueue | None = None) -> None:
         """Open the next part and remember the bookkeeping to restore if it is never published."""
         self._before = (dict(self.counts), {k: v.copy() for k, v in self.seen.items()},
                         {k: list(v) for k, v in self.ranges.items()}, list(self.timestamps), self.duplicates)
         self.part = self.file.open_part(**rawio.file_alignment())
         if self.store is None:
             try:
-                self.store = Store(self.file.parts_dir, tuple(k for k in self.kinds if k != layout.ESTIMATES))
+                self.store = Store(self.file.parts_dir, tuple(k for k in self.kinds if k != layout.ESTIMATES), disk)
             except (OSError, RuntimeError) as err:
                 raise WriteError(f"cannot write {self.file.parts_dir}: {describe_os_error(err)}") from None
         self.groups = {kind: self.part.create_group(kind) for kind in self.kinds if kind != layout.ESTIMATES}
@@ -123,6 +123,7 @@ class Recorder:
         self.losses: dict[str, int] = {}
         self.stage_outcomes: dict[str, dict] = {}
         self.parameter_changes: list[dict] = []
+        self.disk = rawio.DiskQueue()  # the stores' direct writes, in the background
 
     def set_run_state(self, losses: dict[str, int], stage_outcomes: dict[str, dict],
                       parameter_changes: list[dict]) -> None:
@@ -133,7 +134,7 @@ class Recorder:
         for target in self.targets:
             try:
                 if target.part is None:
-                    target.start_part()
+                    target.start_part(self.disk)
                 self._write(target, event)
             except WriteError:
                 raise
@@ -148,6 +149,7 @@ class Recorder:
         """
         if not self.pending:
             return 0
+        self.wait_for_disk(self.disk.submitted)  # a part may only point at bytes that are written
         n = self.pending
         for target in self.targets:
             if target.part is None:
@@ -170,12 +172,24 @@ class Recorder:
         self.pending = 0
         return n
 
+    def wait_for_disk(self, ticket: int) -> None:
+        """Wait for the background writes up to ``ticket`` (:class:`.rawio.DiskQueue`); raises WriteError."""
+        try:
+            self.disk.wait(ticket)
+        except OSError as err:
+            where = self.run_target.file.parts_dir / "store.h5"
+            raise WriteError(f"cannot write {where}: {describe_os_error(err)}") from None
+
     def finish(self, *, complete: bool) -> None:
         """Close the stores (after the last commit); ``complete``: mark them as the final files (.store)."""
-        for target in self.targets:
-            if target.store is not None:
-                store, target.store = target.store, None
-                store.finish(self.flushed_events, complete=complete and not self.pending, fsync=target.file.fsync)
+        try:
+            for target in self.targets:
+                if target.store is not None:
+                    store, target.store = target.store, None
+                    store.finish(self.flushed_events, complete=complete and not self.pending,
+                                 fsync=target.file.fsync)
+        finally:
+            self.disk.close()
 
     def abandon(self) -> int:
         """Drop the open parts (a write failed); the number of events lost with them."""

@@ -45,13 +45,13 @@ COMPLETE_NAME = "store.complete"
 class Store:
     """The store of one output file (writer process side): its HDF5 file, groups and raw writer."""
 
-    def __init__(self, parts_dir: Path, kinds: tuple[str, ...]):
+    def __init__(self, parts_dir: Path, kinds: tuple[str, ...], queue: rawio.DiskQueue | None = None):
         import h5py
 
         self.path = parts_dir / STORE_NAME
         parts_dir.mkdir(parents=True, exist_ok=True)
         self.file = h5py.File(self.path, "w", **rawio.file_alignment())
-        self.raw = rawio.RawWriter(self.path)
+        self.raw = rawio.RawWriter(self.path, queue)
         self.raw.placements = []
         self.groups = {kind: self.file.create_group(kind) for kind in kinds}
         self.name = str(self.path.resolve()).encode()  # absolute: readers resolve relative names from their cwd

@@ -28,6 +28,7 @@ socket. The writer writes each event into the open part files at once
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import json
@@ -55,6 +56,8 @@ RING_SLOTS = 16
 SLOT_BYTES = 4 << 20
 _HEADER = 4096  # the writer's count of events released (uint64 at offset 0), then the slots
 _ALIGN = 4096  # each array starts on a page: the writer hands it to the disk as it is (direct I/O, .rawio)
+#: Events whose disk writes may be under way while the writer makes the next event's objects (.rawio.DiskQueue).
+IN_FLIGHT = 2
 _RING_DIR = Path("/dev/shm")
 _serial = itertools.count()
 
@@ -329,6 +332,8 @@ class _Writer:
         self.last_commit = time.monotonic()
         self.batch_bytes = 0
         self.parent = os.getppid()
+        # Ring slots not released yet: (slot's event, the disk queue's ticket of its last write), in order.
+        self.unreleased: collections.deque[int] = collections.deque()
 
     def _check_parent(self) -> None:
         """Publish nothing once the main process is gone: a next run may already own the path."""
@@ -345,6 +350,8 @@ class _Writer:
                 if timeout <= 0:
                     self.commit("committed")
                     continue
+            if self.unreleased and not self.readable.poll(0):
+                self.release(wait=True)  # nothing to overlap with: give the main process its slots back now
             if not self.readable.poll(None if timeout is None else timeout * 1e3):
                 continue
             message = pickle.loads(self.conn.recv_bytes())
@@ -378,12 +385,32 @@ class _Writer:
                 self.batch_error = err
                 self.recorder.abandon()
         del arrays
-        if self.header is not None:
-            self.header[0] += 1  # the slot is free again
+        self.unreleased.append(self.recorder.disk.submitted)
+        self.release()
         if self.batch_bytes >= self.spec.max_batch_bytes:
             self.commit("committed")
 
+    def release(self, wait: bool = False) -> None:
+        """Free the ring slots whose bytes are on the disk; keep at most IN_FLIGHT events being written.
+
+        A failed background write is the batch's error (reported at its commit, as a failed write always is).
+        """
+        while self.unreleased:
+            ticket = self.unreleased[0]
+            if not (wait or len(self.unreleased) > IN_FLIGHT or self.recorder.disk.done(ticket)):
+                break
+            try:
+                self.recorder.wait_for_disk(ticket)
+            except Exception as err:
+                if self.batch_error is None and not self.failed:
+                    self.batch_error = err
+                    self.recorder.abandon()
+            self.unreleased.popleft()
+            if self.header is not None:
+                self.header[0] += 1  # the slot is free again
+
     def commit(self, kind: str) -> None:
+        self.release(wait=True)
         self.last_commit = time.monotonic()
         self.batch_bytes = 0
         if self.batch_error is not None:
