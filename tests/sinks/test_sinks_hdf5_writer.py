@@ -505,3 +505,55 @@ sink.close()
         assert len(f["events"]) == flushed
         for name in f["events"]:
             f["events"][name]["get_traces"][...]
+
+
+def test_closing_renames_the_store_without_copying_any_event(sinkkit, tmp_path, monkeypatch):
+    """A normal close makes the writer's store the final file: the parts are never copied (the copy would fail
+    here), the file is the same object by object, and nothing of the parts is left."""
+    import conduit_sinkkit as kit
+    from conduit_stages.hdf5_sink import partfile
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("the parts were copied")
+
+    monkeypatch.setattr(partfile, "_copy_parts", no_copy)
+    events = big_events(kit, 12)
+    reference_file(tmp_path / "reference.h5", events)
+    sink = record(tmp_path, events, flush_interval=0.05)
+    assert sink.flushed_events == 12 and sink.consolidated == [tmp_path / "run.h5"]
+    assert not parts_dir_of(tmp_path / "run.h5").exists()
+    assert event_objects(tmp_path / "run.h5") == event_objects(tmp_path / "reference.h5")
+    with h5py.File(tmp_path / "run.h5", "r") as f:
+        assert f.attrs["events_flushed"] == 12 and len(f["estimates"]) == sum(len(ev.artifacts["estimates"]) for ev in events)
+        assert not f["events/event_3/get_traces"].external  # the bytes are in the file itself
+    assert (tmp_path / "run.h5").stat().st_size < 1.2 * sum(ev.traces.nbytes for ev in events) + (4 << 20)
+
+
+@pytest.mark.parametrize("damage", ["moved", "marker"])
+def test_without_a_usable_store_consolidation_copies_the_parts(sinkkit, tmp_path, damage):
+    """A recording left as file + parts whose master and parts were moved elsewhere (the parts' absolute
+    external-storage names no longer exist), or whose store marker disagrees with the master: consolidation
+    copies every part, taking the large datasets' bytes from the store, the same objects as written."""
+    import shutil
+
+    import conduit_sinkkit as kit
+    from conduit_stages.hdf5_sink.store import COMPLETE_NAME
+
+    events = big_events(kit, 9)
+    reference_file(tmp_path / "reference.h5", events)
+    first = tmp_path / "first"
+    first.mkdir()
+    record(first, events, flush_interval=0.05, consolidate=False)
+    parts = parts_dir_of(first / "run.h5")
+    assert STORE_NAME in os.listdir(parts) and COMPLETE_NAME not in os.listdir(parts)  # not consolidating
+    path = first / "run.h5"
+    if damage == "moved":
+        path = tmp_path / "elsewhere" / "run.h5"
+        shutil.move(first, path.parent)
+    else:
+        (parts / COMPLETE_NAME).write_text('{"events_flushed": 8}\n')  # one event short of the master's 9
+    assert consolidate(path) == 9 * 3
+    assert not parts_dir_of(path).exists()
+    assert event_objects(path) == event_objects(tmp_path / "reference.h5")
+    with h5py.File(path, "r") as f:
+        assert not any(f["events"][name]["get_traces"].external for name in f["events"])

@@ -51,7 +51,7 @@ class Store:
         self.path = parts_dir / STORE_NAME
         parts_dir.mkdir(parents=True, exist_ok=True)
         self.file = h5py.File(self.path, "w", **rawio.file_alignment())
-        self.raw = rawio.RawWriter(self.path, queue)
+        self.raw = rawio.RawWriter(self.path, queue, preallocate=True)
         self.raw.placements = []
         self.groups = {kind: self.file.create_group(kind) for kind in kinds}
         self.name = str(self.path.resolve()).encode()  # absolute: readers resolve relative names from their cwd
@@ -80,13 +80,6 @@ class Store:
                 os.close(fd)
         marker = self.path.with_name(COMPLETE_NAME)
         marker.write_text(json.dumps({"events_flushed": events}) + "\n")
-
-    def close(self) -> None:
-        """Close without marking complete (the run failed)."""
-        self.usable = False
-        self.raw.close()
-        if self.file:
-            self.file.close()
 
 
 def read_complete(parts_dir: Path) -> int | None:
