@@ -437,11 +437,14 @@ def test_direct_datasets_are_the_same_objects_as_h5py_writes(sinkkit, tmp_path):
     assert files["direct"] == files["h5py"]
 
 
+@pytest.mark.parametrize("write_thread", [False, True], ids=["one-thread", "write-thread"])
 @pytest.mark.parametrize("ring", [True, False], ids=["shared-memory", "socket"])
-def test_a_recording_of_online_sized_events_reads_back_identically(sinkkit, tmp_path, monkeypatch, ring):
+def test_a_recording_of_online_sized_events_reads_back_identically(sinkkit, tmp_path, monkeypatch, ring,
+                                                                    write_thread):
     """Events of 700+ traces through the sink (ring slots, or pickled through the socket: unaligned arrays),
-    consolidated and as file + parts: the same objects as h5py's writers, the traces at block offsets in the
-    parts, and the hdf5 replay source reads every event back with the same traces."""
+    written by the writer's thread or a second one, consolidated and as file + parts: the same objects as
+    h5py's writers, the traces at block offsets in the store, and the hdf5 replay source reads every event back
+    with the same traces."""
     import conduit_sinkkit as kit
 
     if not ring:
@@ -452,7 +455,7 @@ def test_a_recording_of_online_sized_events_reads_back_identically(sinkkit, tmp_
     for consolidated in (False, True):
         d = tmp_path / f"c{int(consolidated)}"
         d.mkdir()
-        sink = record(d, events, flush_interval=0.05, consolidate=consolidated)
+        sink = record(d, events, flush_interval=0.05, consolidate=consolidated, write_thread=write_thread)
         assert sink.flushed_events == 30 and sink.unwritten() == 0
         if not consolidated:
             offsets = trace_offsets(d / "run.h5")
@@ -467,9 +470,10 @@ def test_a_recording_of_online_sized_events_reads_back_identically(sinkkit, tmp_
             assert got.id == ev.id and np.array_equal(got.traces, ev.traces)
 
 
-def test_a_full_file_system_gives_one_line_with_direct_writes(sinkkit, tmp_path):
-    """RLIMIT_FSIZE in a subprocess: the direct write fails with EFBIG, reported as one line naming the part;
-    every event flushed before stays readable."""
+@pytest.mark.parametrize("write_thread", [False, True], ids=["one-thread", "write-thread"])
+def test_a_full_file_system_gives_one_line_with_direct_writes(sinkkit, tmp_path, write_thread):
+    """RLIMIT_FSIZE in a subprocess: the direct write fails with EFBIG, reported as one line naming the
+    recording's parts directory; every event flushed before stays readable."""
     import subprocess
     import sys
 
@@ -481,7 +485,8 @@ sys.path.insert(0, {str(Path(__file__).parent)!r})
 import conduit_sinkkit as kit
 from test_sinks_hdf5_writer import big_events, open_sink
 from conduit.stage import StopRun
-sink = open_sink(__import__("pathlib").Path({str(tmp_path)!r}), flush_interval=3600, consolidate=False)
+sink = open_sink(__import__("pathlib").Path({str(tmp_path)!r}), flush_interval=3600, consolidate=False,
+                 write_thread={write_thread!r})
 try:
     for i, ev in enumerate(big_events(kit, 40)):
         sink.consume(ev)
@@ -498,7 +503,7 @@ sink.close()
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     stopped = [ln for ln in res.stdout.splitlines() if ln.startswith("STOPPED")]
     assert len(stopped) == 1, res.stdout + res.stderr
-    assert "file too large" in stopped[0] and "part_" in stopped[0] and "\n" not in stopped[0]
+    assert "file too large" in stopped[0] and "run.h5.parts/" in stopped[0] and "\n" not in stopped[0]
     flushed = int(next(ln for ln in res.stdout.splitlines() if ln.startswith("FLUSHED")).split()[1])
     assert flushed == 4
     with h5py.File(tmp_path / "run.h5", "r") as f:

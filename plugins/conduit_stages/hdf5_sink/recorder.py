@@ -112,7 +112,7 @@ class Recorder:
     """
 
     def __init__(self, targets: list[Target], *, frib: bool, options: dict[str, Any],
-                 warn: Callable[[str], None]):
+                 warn: Callable[[str], None], write_thread: bool = False):
         self.targets = targets
         self.run_target = targets[0]
         self.frib = frib
@@ -123,7 +123,8 @@ class Recorder:
         self.losses: dict[str, int] = {}
         self.stage_outcomes: dict[str, dict] = {}
         self.parameter_changes: list[dict] = []
-        self.disk = rawio.DiskQueue()  # the stores' direct writes, in the background
+        self.disk = rawio.DiskQueue()  # the stores' direct writes, in the background (with write_thread)
+        self.write_thread = write_thread
 
     def set_run_state(self, losses: dict[str, int], stage_outcomes: dict[str, dict],
                       parameter_changes: list[dict]) -> None:
@@ -134,7 +135,7 @@ class Recorder:
         for target in self.targets:
             try:
                 if target.part is None:
-                    target.start_part(self.disk)
+                    target.start_part(self.disk if self.write_thread else None)
                 self._write(target, event)
             except WriteError:
                 raise

@@ -77,6 +77,7 @@ class WriterSpec:
     flush_interval: float  # s
     max_batch_bytes: float
     consolidate: bool = True  # at the end the stores become the final files (.store)
+    write_thread: bool = False  # direct writes from a second thread (.rawio.DiskQueue)
 
 
 @dataclasses.dataclass
@@ -324,7 +325,7 @@ class _Writer:
         self.spec = spec
         targets = [Target(PartitionedFile(Path(path), fsync=spec.fsync), tuple(kinds)) for path, kinds in spec.targets]
         self.recorder = Recorder(targets, frib=spec.frib, options=spec.options,
-                                 warn=lambda text: conn.send(("warn", text)))
+                                 warn=lambda text: conn.send(("warn", text)), write_thread=spec.write_thread)
         self.failed = False  # after a write error every later event is discarded (counted by the sink)
         # A write that failed in the batch being written: reported at the batch's commit time, as when whole
         # batches were written at once (the batch is lost either way; later events of it are discarded).
