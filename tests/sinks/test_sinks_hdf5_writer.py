@@ -529,7 +529,8 @@ def test_closing_renames_the_store_without_copying_any_event(sinkkit, tmp_path, 
     assert not parts_dir_of(tmp_path / "run.h5").exists()
     assert event_objects(tmp_path / "run.h5") == event_objects(tmp_path / "reference.h5")
     with h5py.File(tmp_path / "run.h5", "r") as f:
-        assert f.attrs["events_flushed"] == 12 and len(f["estimates"]) == sum(len(ev.artifacts["estimates"]) for ev in events)
+        assert f.attrs["events_flushed"] == 12
+        assert len(f["estimates"]) == sum(len(ev.artifacts["estimates"]) for ev in events)
         assert not f["events/event_3/get_traces"].external  # the bytes are in the file itself
     assert (tmp_path / "run.h5").stat().st_size < 1.2 * sum(ev.traces.nbytes for ev in events) + (4 << 20)
 

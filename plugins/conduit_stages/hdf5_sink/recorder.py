@@ -208,7 +208,7 @@ class Recorder:
     # -- one event, one target -----------------------------------------------------------
 
     def _write(self, target: Target, ev: Any) -> None:
-        """Write ``ev``'s objects into the store (large datasets by direct I/O), then into the part (pointing at them)."""
+        """Write ``ev``'s objects into the store (large datasets by direct I/O), then into the part (pointing there)."""
         store = target.store
         for kind in target.kinds:
             if kind == layout.ESTIMATES:
