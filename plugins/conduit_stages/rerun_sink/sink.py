@@ -487,13 +487,13 @@ class RerunSink(SinkStage):
         self.occupancy_version = occupancy.version
         pads = self.view.pads
         scale = ColorScale(1.0, max(float(occupancy.hits.max(initial=0)), 2.0), log=True)
-        colors = scale.colors(occupancy.hits)
-        colors[occupancy.hits == 0] = UNSEEN_COLOR
+        colors = scale.rgba(occupancy.hits)  # packed in one compiled pass (numpy's ramp took ~0.5 ms per refresh)
+        colors[occupancy.hits == 0] = arrow.pack(UNSEEN_COLOR)[0]
         dead = occupancy.dead()
-        colors[dead] = DEAD_COLOR
+        colors[dead] = arrow.pack(DEAD_COLOR)[0]
         hot = occupancy.hot(pads.radius)
         root = ENTITY["occupancy"]
-        self._log(f"{root}/pads", arrow.components("Points2D", colors=arrow.colors(colors)))
+        self._log(f"{root}/pads", arrow.components("Points2D", colors=arrow.rgba(colors)))
         self._log(f"{root}/hot", arrow.components("Points2D", positions=arrow.positions(self.view.pad_xy(hot), 2),
                                                   radii=arrow.floats(4.5 * pads.scale[hot]),
                                                   colors=arrow.colors((255, 255, 255)),
