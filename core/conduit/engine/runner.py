@@ -651,8 +651,13 @@ class Engine:
                 carried = None
                 if item is None:
                     try:
-                        with trio.move_on_after(0.25):
-                            item = await recv.receive()
+                        try:
+                            item = recv.receive_nowait()  # while busy, no cancel scope per batch
+                            if sink.inline:
+                                await trio.lowlevel.checkpoint()  # its calls do not yield: let the others run
+                        except trio.WouldBlock:
+                            with trio.move_on_after(0.25):
+                                item = await recv.receive()
                     except trio.EndOfChannel:
                         break  # the final snapshot (losses ...) comes from _final_metrics, before close()
                 if isinstance(item, _SinkNote):

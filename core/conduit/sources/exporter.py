@@ -72,7 +72,8 @@ class ExporterParams(BuilderParams):
                 "wrong_cobo_frames, never recorded under another CoBo's pads) or 'trust_connection' (use the "
                 "connection's CoBo: old firmware wrote 0 in every header)")
     read_pause: float = param(
-        0.005, "after a read that emptied a connection's socket, wait this long before reading it again, so "
+        0.005, "after a read that emptied a connection's socket, wait this long (up to a fifth more: the rests "
+               "of a burst of reads end together) before reading it again, so "
                "frames are read a few at a time (less CPU per frame; 0: read each as it comes); a connection "
                "behind the others reads on at once. Keep it well below max_depth / event rate (s)", ge=0, le=0.02)
     run: int | None = param(None, "run number given to the events and to output names ({run}); "
@@ -117,6 +118,7 @@ class ExporterSource(FrameSource):
         self._changed = None  # trio.Event, created in the trio loop
         self._progress = None  # trio.Event: a link received a frame (wakes paused links)
         self._paused = 0
+        self._alarm = None  # RestAlarm: the connections' rests between reads (read_pause > 0)
         self._mark: int | None = None  # cached backlog mark (see _backlog_mark)
         self._mark_time = float("-inf")
         self._mark_frame = -1  # self._frames_seen when the mark was computed
@@ -160,6 +162,10 @@ class ExporterSource(FrameSource):
         if self._changed is None:
             self._changed = trio.Event()
         self._progress = trio.Event()
+        if self.params.read_pause > 0:
+            from conduit.get.exporter_client import RestAlarm
+
+            self._alarm = RestAlarm(self.params.read_pause)
         self.log.info("connecting to %d DataExporter(s): %s", len(self.links),
                       ", ".join(f"cobo{link.cobo}={link.name}" for link in self.links))
         try:
@@ -167,6 +173,8 @@ class ExporterSource(FrameSource):
                 for link in self.links:
                     nursery.start_soon(self._connection, link)
                 nursery.start_soon(self._watch)
+                if self._alarm is not None:
+                    nursery.start_soon(self._alarm.run)
         finally:
             # Cancellation (Ctrl-C, --max-events) or an error: nothing received is lost.
             with trio.CancelScope(shield=True):
@@ -388,13 +396,14 @@ class ExporterSource(FrameSource):
         return token
 
     async def _rest(self, link) -> None:
-        """After a read that emptied ``link``'s socket: wait ``read_pause`` before the next one, unless the link is
-        behind the consensus (then it reads on as soon as the other tasks had their turn)."""
+        """After a read that emptied ``link``'s socket: wait ``read_pause`` (up to a fifth more: the rests of a
+        burst of reads end together, see :class:`~conduit.get.exporter_client.RestAlarm`) before the next one,
+        unless the link is behind the consensus (then it reads on as soon as the other tasks had their turn)."""
         import trio
 
         consensus = self.builder.consensus
         if consensus is None or link.latest >= consensus:
-            await trio.sleep(self.params.read_pause)
+            await self._alarm.rest()
         else:
             await trio.lowlevel.checkpoint()  # the other tasks' turn (receive_frames yields in rest() only)
 
