@@ -132,8 +132,9 @@ def bench_graw(frames_by_event, n_events: int, reps: int):
     return times, size
 
 
-def _serve_frames(conn, n_events: int, n_unique: int, n_channels: int, cpu: int) -> None:
-    """Child process: 11 DataExporter servers sending the benchmark run once the parent is connected."""
+def _serve_frames(conn, n_events: int, n_unique: int, n_channels: int, cpu: int, rate: float = 0.0) -> None:
+    """Child process: 11 DataExporter servers sending the benchmark run once the parent is connected: as fast
+    as they can, or (``rate`` > 0) paced at ``rate`` events/s on a 10 ms grid, as the simulated DAQ serves."""
     import trio
 
     from conduit.get.dataexporter import DataExporterServer
@@ -154,7 +155,10 @@ def _serve_frames(conn, n_events: int, n_unique: int, n_channels: int, cpu: int)
                     break
                 for s in servers:
                     await s.wait_clients(1)
+                start = trio.current_time()
                 for evt in range(n_events):
+                    if rate > 0:  # the events due by the next 10 ms tick go out together
+                        await trio.sleep_until(start + 0.01 * int(evt / rate / 0.01))
                     frames = unique[evt % len(unique)]
                     for (cobo, _), f in frames.items():
                         await servers[cobo].send_frame(with_id(f, evt) if evt >= len(unique) else f)
@@ -181,9 +185,11 @@ def bench_tcp(frames_by_event, n_events: int, reps: int, args):
     parent, child = ctx.Pipe()
     other_cpu = 0 if args.cpu != 0 else 1
     proc = ctx.Process(target=_serve_frames, args=(child, n_events, args.unique, args.channels,
-                                                   other_cpu if args.cpu >= 0 else -1), daemon=True)
+                                                   other_cpu if args.cpu >= 0 else -1, args.rate), daemon=True)
     proc.start()
     ports = parent.recv()
+
+    incomplete: list[tuple[int, int]] = []
 
     async def one_rep() -> tuple[float, float]:
         async with trio.open_nursery() as nursery:
@@ -208,7 +214,10 @@ def bench_tcp(frames_by_event, n_events: int, reps: int, args):
             elapsed = (trio.current_time() - t0, time.process_time() - c0)
             await trio.to_thread.run_sync(parent.recv)
             counts = engine.source.counters()
-            assert counts["complete_events"] == n_events, {k: v for k, v in counts.items() if "_" not in k or "events" in k or "frames" in k and "cobo" not in k}
+            if args.rate > 0:  # paced: a starved server process may leave some incomplete; reported, not fatal
+                incomplete.append((counts["incomplete_events"], counts["late_frames"]))
+            else:
+                assert counts["complete_events"] == n_events, {k: v for k, v in counts.items() if "_" not in k or "events" in k or "frames" in k and "cobo" not in k}
             engine.request_stop()
             nursery.cancel_scope.cancel()
         return elapsed
@@ -218,6 +227,9 @@ def bench_tcp(frames_by_event, n_events: int, reps: int, args):
     finally:
         parent.send("stop")
         proc.join(30)
+    if incomplete:
+        print("exporter source, per repetition (incomplete events, late frames): "
+              + ", ".join(f"({i}, {late})" for i, late in incomplete))
     return times, total
 
 
@@ -239,14 +251,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1, help="pin to this CPU; -1: do not pin")
     ap.add_argument("--graw", action="store_true", help="also the graw source end to end from a temporary folder")
     ap.add_argument("--tcp", action="store_true", help="also the exporter source from 11 loopback DataExporters")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="--tcp: the DataExporters serve at this many events/s (10 ms grid, as online) instead of "
+                         "as fast as they can; the figure is then the receiving process's CPU per event at that "
+                         "rate, idle wake-ups included")
+    ap.add_argument("--tcp-only", action="store_true", help="skip the in-memory measurements")
     args = ap.parse_args(argv)
     if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
 
     t0 = time.perf_counter()
     emap, unique = make_events(args.unique, args.channels)
-    frames = stream(unique, args.events)
-    nbytes = sum(len(f) for f in frames)
+    frames = stream(unique, args.events if not args.tcp_only else 1)
+    nbytes = sum(len(f) for evt in range(args.events) for f in unique[evt % len(unique)].values())
     print(f"machine: {machine()}; pinned to CPU {args.cpu}" if args.cpu >= 0 else f"machine: {machine()}")
     print(f"run: {args.events} events x {len(unique[0])} frames, {args.channels} signal + "
           f"{16 * len(unique[0])} FPN channels per event, {nbytes / args.events / 1e6:.2f} MB/event, "
@@ -255,15 +272,20 @@ def main(argv: list[str] | None = None) -> None:
     print("(the CPU figures are what one core sustains when it is not shared with other work).\n")
     print("| measurement                        | MB/s wall | MB/s CPU | best CPU | ev/s wall | ev/s CPU | reps |")
     print("|------------------------------------|-----------|----------|----------|-----------|----------|------|")
-    print(row("decode (numba kernel only)", bench_decode(emap, frames, args.reps), nbytes, args.events))
-    print(row("parse + build (EventBuilder)", bench_build(emap, frames, args.reps, args.events), nbytes,
-              args.events), flush=True)
+    if not args.tcp_only:
+        print(row("decode (numba kernel only)", bench_decode(emap, frames, args.reps), nbytes, args.events))
+        print(row("parse + build (EventBuilder)", bench_build(emap, frames, args.reps, args.events), nbytes,
+                  args.events), flush=True)
     if args.graw:
         times, size = bench_graw(unique, args.events, max(2, args.reps // 2))
         print(row("graw source, end to end (engine)", times, size, args.events), flush=True)
     if args.tcp:
         times, size = bench_tcp(unique, args.events, max(2, args.reps // 2), args)
-        print(row("exporter source, 11x TCP loopback", times, size, args.events), flush=True)
+        name = "exporter source, 11x TCP loopback" + (f" at {args.rate:g}/s" if args.rate > 0 else "")
+        print(row(name, times, size, args.events), flush=True)
+        cpu_ms = sorted(1e3 * c / args.events for _, c in times)
+        print(f"\nexporter source: CPU ms per event of the receiving process, per repetition: "
+              + ", ".join(f"{c:.2f}" for c in cpu_ms) + f" (median {statistics.median(cpu_ms):.2f})")
         print("\n(exporter: the 11 DataExporter servers run in a child process on the other CPU; wall time "
               "runs from 'go' to the last event delivered)")
 

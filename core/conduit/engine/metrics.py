@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 
 import numpy as np
@@ -24,7 +25,9 @@ class StageTimes:
         self._values = np.empty(1024, dtype=np.float64)
         self._kept = 0
         self._total = 0.0
-        self._rng = np.random.default_rng(0)  # which durations the reservoir keeps (Algorithm R)
+        # Which durations the reservoir keeps (Algorithm R): the standard library's generator, ~0.7 us a draw
+        # against ~4 us for a numpy Generator's scalar call (six draws per event once the reservoir is full).
+        self._rng = random.Random(0)
         self.count = 0
         self.failures = 0
         #: Events the stage was not run on: an input it needs was not made (a failed stage ...).
@@ -52,7 +55,7 @@ class StageTimes:
             self._values[self._kept] = seconds
             self._kept += 1
         else:
-            slot = int(self._rng.integers(self.count))
+            slot = self._rng.randrange(self.count)
             if slot < self.RESERVOIR:
                 self._values[slot] = seconds
 

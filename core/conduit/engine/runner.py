@@ -486,7 +486,7 @@ class Engine:
                             await self._record_unanalysed(event, done_send)
                             continue
                     self.metrics.in_flight += 1
-                    analysing.start_soon(self._analyse, pool, event, slots, done_send.clone(), spec)
+                    analysing.start_soon(self._analyse, pool, event, slots, done_send, spec)
 
     async def _record_unanalysed(self, event: Event, done_send) -> None:
         """After an error stopped the run: the event goes to the sinks without analysis, counted."""
@@ -501,37 +501,37 @@ class Engine:
             log.info("parameters in force from event %d (#%d): %s", event.id, event.sequence, change.describe())
 
     async def _analyse(self, pool, event: Event, slots: trio.Semaphore, done_send, spec: ChainSpec) -> None:
-        async with done_send:
-            try:
-                result = await pool.analyse(event, spec)
-            except Exception as err:  # a worker crashed: count it against the chain
-                self.error_log("worker", logging.ERROR, "event %d: analysis worker failed: %s", event.id,
-                               error_text(err))
-                self.metrics.times("engine.worker").failures += 1
-                event.failures["engine.worker"] = f"{type(err).__name__}: {err}"  # what sinks and HDF5 see
-                if self.engine_params.on_stage_error == "stop":
-                    self.request_stop(f"event {event.id}: worker failed: {err}", error=True)
-            else:
-                event.analysed = True
-                self.metrics.analysed += 1
-                for stage, seconds in result.seconds.items():
-                    self.metrics.times(stage).add(seconds)
-                self.outcomes.account(result)
-                for failure in result.failures:
-                    self.metrics.times(failure.stage).failures += 1
-                    self.error_log(f"stage {failure.stage}", logging.ERROR, "event %d: stage %s failed: %s",
-                                   event.id, failure.stage, failure.error)
-                    log.debug("%s", failure.traceback)
-                    if failure.stop:  # the stage cannot go on
-                        self.request_stop(f"stage {failure.stage}: {failure.error.removeprefix('StopRun: ')}",
-                                          error=True)
-                    elif self.engine_params.on_stage_error == "stop":
-                        self.request_stop(f"stopping: stage {failure.stage} failed on event {event.id} "
-                                          f"(on_stage_error = \"stop\")", error=True)
-            finally:
-                self.metrics.in_flight -= 1
-                slots.release()
-            await done_send.send(event)
+        # done_send is the dispatcher's own: it closes after this nursery, i.e. after every analysis ended
+        try:
+            result = await pool.analyse(event, spec)
+        except Exception as err:  # a worker crashed: count it against the chain
+            self.error_log("worker", logging.ERROR, "event %d: analysis worker failed: %s", event.id,
+                           error_text(err))
+            self.metrics.times("engine.worker").failures += 1
+            event.failures["engine.worker"] = f"{type(err).__name__}: {err}"  # what sinks and HDF5 see
+            if self.engine_params.on_stage_error == "stop":
+                self.request_stop(f"event {event.id}: worker failed: {err}", error=True)
+        else:
+            event.analysed = True
+            self.metrics.analysed += 1
+            for stage, seconds in result.seconds.items():
+                self.metrics.times(stage).add(seconds)
+            self.outcomes.account(result)
+            for failure in result.failures:
+                self.metrics.times(failure.stage).failures += 1
+                self.error_log(f"stage {failure.stage}", logging.ERROR, "event %d: stage %s failed: %s",
+                               event.id, failure.stage, failure.error)
+                log.debug("%s", failure.traceback)
+                if failure.stop:  # the stage cannot go on
+                    self.request_stop(f"stage {failure.stage}: {failure.error.removeprefix('StopRun: ')}",
+                                      error=True)
+                elif self.engine_params.on_stage_error == "stop":
+                    self.request_stop(f"stopping: stage {failure.stage} failed on event {event.id} "
+                                      f"(on_stage_error = \"stop\")", error=True)
+        finally:
+            self.metrics.in_flight -= 1
+            slots.release()
+        await done_send.send(event)
 
     async def _deliver(self, done_recv) -> None:
         """Hand events to the sinks in source order; between two events, switch to a new run when asked."""
@@ -654,8 +654,13 @@ class Engine:
                 carried = None
                 if item is None:
                     try:
-                        with trio.move_on_after(0.25):
-                            item = await recv.receive()
+                        try:
+                            item = recv.receive_nowait()  # while busy, no cancel scope per batch
+                            if sink.inline:
+                                await trio.lowlevel.checkpoint()  # its calls do not yield: let the others run
+                        except trio.WouldBlock:
+                            with trio.move_on_after(0.25):
+                                item = await recv.receive()
                     except trio.EndOfChannel:
                         break  # the final snapshot (losses ...) comes from _final_metrics, before close()
                 if isinstance(item, _SinkNote):
@@ -947,16 +952,20 @@ def _consume_all(sink: SinkStage, events: list[Event]) -> list[tuple[float, Exce
     dispatcher and the other sinks' threads sharing the GIL, wall time mostly measures waiting for it.
     """
     results: list[tuple[float, Exception | None]] = []
+    clock = time.thread_time
+    t0 = clock()  # one clock reading per event: each event's time ends where the next one's begins
     for event in events:
-        t0 = time.thread_time()
         try:
             sink.consume(event)
         except Exception as err:
-            results.append((time.thread_time() - t0, err))
+            t1 = clock()
+            results.append((t1 - t0, err))
             if isinstance(err, StopRun):
                 break
         else:
-            results.append((time.thread_time() - t0, None))
+            t1 = clock()
+            results.append((t1 - t0, None))
+        t0 = t1
     return results
 
 

@@ -72,7 +72,8 @@ class ExporterParams(BuilderParams):
                 "wrong_cobo_frames, never recorded under another CoBo's pads) or 'trust_connection' (use the "
                 "connection's CoBo: old firmware wrote 0 in every header)")
     read_pause: float = param(
-        0.005, "after a read that emptied a connection's socket, wait this long before reading it again, so "
+        0.005, "after a read that emptied a connection's socket, wait this long (up to a fifth more: the rests "
+               "of a burst of reads end together) before reading it again, so "
                "frames are read a few at a time (less CPU per frame; 0: read each as it comes); a connection "
                "behind the others reads on at once. Keep it well below max_depth / event rate (s)", ge=0, le=0.02)
     run: int | None = param(None, "run number given to the events and to output names ({run}); "
@@ -117,6 +118,7 @@ class ExporterSource(FrameSource):
         self._changed = None  # trio.Event, created in the trio loop
         self._progress = None  # trio.Event: a link received a frame (wakes paused links)
         self._paused = 0
+        self._alarm = None  # RestAlarm: the connections' rests between reads (read_pause > 0)
         self._mark: int | None = None  # cached backlog mark (see _backlog_mark)
         self._mark_time = float("-inf")
         self._mark_frame = -1  # self._frames_seen when the mark was computed
@@ -160,6 +162,10 @@ class ExporterSource(FrameSource):
         if self._changed is None:
             self._changed = trio.Event()
         self._progress = trio.Event()
+        if self.params.read_pause > 0:
+            from conduit.get.exporter_client import RestAlarm
+
+            self._alarm = RestAlarm(self.params.read_pause)
         self.log.info("connecting to %d DataExporter(s): %s", len(self.links),
                       ", ".join(f"cobo{link.cobo}={link.name}" for link in self.links))
         try:
@@ -167,6 +173,8 @@ class ExporterSource(FrameSource):
                 for link in self.links:
                     nursery.start_soon(self._connection, link)
                 nursery.start_soon(self._watch)
+                if self._alarm is not None:
+                    nursery.start_soon(self._alarm.run)
         finally:
             # Cancellation (Ctrl-C, --max-events) or an error: nothing received is lost.
             with trio.CancelScope(shield=True):
@@ -185,6 +193,8 @@ class ExporterSource(FrameSource):
         period = min(0.25, self.params.timeout / 4, self.params.silent_after / 4)
         while True:
             await trio.sleep(period)
+            if self._paused:
+                self._progress.set()  # a paused link's first wait has no deadline of its own (see _pause)
             now = trio.current_time()
             await self._emit_all(builder.poll(now))
             connected = [link for link in self.links if link.state == "connected"]
@@ -323,8 +333,7 @@ class ExporterSource(FrameSource):
                 link.silent_seconds += now - link.silent_since
                 self.log.info("%s: frames again after %.1f s of silence", source, now - link.silent_since)
             if self._paused:
-                self._progress.set()
-                self._progress = trio.Event()
+                self._progress.set()  # a no-op until a woken link waits again (it re-arms the event)
             if header_cobo != link.cobo and not trust:
                 link.wrong_cobo += 1
                 self._rate_log(f"wrong_cobo{link.cobo}", logging.WARNING,
@@ -387,40 +396,72 @@ class ExporterSource(FrameSource):
         return token
 
     async def _rest(self, link) -> None:
-        """After a read that emptied ``link``'s socket: wait ``read_pause`` before the next one, unless the link is
-        behind the consensus (then it reads on as soon as the other tasks had their turn)."""
+        """After a read that emptied ``link``'s socket: wait ``read_pause`` (up to a fifth more: the rests of a
+        burst of reads end together, see :class:`~conduit.get.exporter_client.RestAlarm`) before the next one,
+        unless the link is behind the consensus (then it reads on as soon as the other tasks had their turn)."""
         import trio
 
         consensus = self.builder.consensus
         if consensus is None or link.latest >= consensus:
-            await trio.sleep(self.params.read_pause)
+            await self._alarm.rest()
         else:
             await trio.lowlevel.checkpoint()  # the other tasks' turn (receive_frames yields in rest() only)
 
     def _pace(self, link) -> Awaitable[None] | None:
         """After each frame of ``link``: None when it may read on (a plain call, no trip round the event loop),
         else the wait that holds it back while it runs ahead of the others."""
+        builder = self._builder
+        seq = builder.sequencer
+        latest = link.latest
+        slack, gap = builder.pause_slack, builder.outlier_gap
+        consensus, mark = seq.consensus, self._mark
+        # The common case of _hold, decided inline (this runs once per frame): no restart proposed, not running ahead
+        # of the consensus nor of the current (at most 20 ms old) backlog mark (EventBuilder.runs_ahead, written out).
+        if (not seq.proposing_streams and (consensus is None or not slack < latest - consensus <= gap)
+                and self._frame_time - self._mark_time <= 0.02 and (mark is None or not slack < latest - mark <= gap)):
+            return None
         token = self._hold(link)
         if token is None or token == link.gave_up_at:
             return None
         return self._pause(link, token)
 
     async def _pause(self, link, token: tuple[str, int]) -> None:
-        """Wait (at most ``timeout`` s per token) until ``link`` no longer runs ahead; woken by every frame received."""
+        """Wait (at most ``timeout`` s per token) until ``link`` no longer runs ahead; woken by every frame received.
+
+        Most pauses end at the first wake-up (the frame the others were waiting for came), so that first wait has
+        no cancel scope of its own (a scope costs ~10 us, and a link running ahead pauses once per frame): it ends
+        at the next frame any link receives or at the next tick of :meth:`_watch` (at most ``timeout / 4`` s);
+        only a pause that lasts longer enters a scope with the deadline, counted from the start of the pause."""
         import trio
 
         link.pauses += 1
         self._paused += 1
         try:
-            with trio.move_on_after(self.params.timeout) as scope:
+            deadline = trio.current_time() + self.params.timeout
+            if (held := self._hold(link, fresh=True)) is None or held == link.gave_up_at:
+                return
+            self._arm()
+            await self._progress.wait()
+            if (held := self._hold(link, fresh=True)) is None or held == link.gave_up_at:
+                return
+            with trio.move_on_at(deadline) as scope:
                 while (held := self._hold(link, fresh=True)) is not None and held != link.gave_up_at:
                     if held != token:
                         token = held
+                    self._arm()
                     await self._progress.wait()
             if scope.cancelled_caught:
                 link.gave_up_at = token
         finally:
             self._paused -= 1
+
+    def _arm(self) -> None:
+        """A fresh progress event to wait on once the current one was set (the frame handler only sets it: one
+        allocation per wake-up, not one per frame received while a link is paused)."""
+        if self._progress.is_set():
+            import trio
+
+            self._progress = trio.Event()
 
     # -- reporting -------------------------------------------------------------------------------
 
