@@ -88,8 +88,21 @@ def workers_cpu() -> float:
     return sum(cpu_seconds(pid) or 0.0 for pid in children(os.getpid()))
 
 
-async def run(stages, workers: int, templates, count: int) -> tuple[float, float]:
-    """(main-process CPU s, workers' CPU s) per event over ``count`` events, two in flight."""
+def workers_faults() -> int:
+    """Minor page faults of the workers so far (/proc/PID/stat field 10)."""
+    total = 0
+    for pid in children(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                total += int(f.read().rsplit(")", 1)[1].split()[7])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+async def run(stages, workers: int, templates, count: int) -> tuple[float, float, float]:
+    """(main-process CPU s, workers' CPU s, workers' minor page faults) per event over ``count`` events, two
+    in flight."""
     from conduit.engine.pool import ChainSpec, open_pool
 
     spec = ChainSpec.create(stages, RunContext())
@@ -103,15 +116,15 @@ async def run(stages, workers: int, templates, count: int) -> tuple[float, float
             async for event in receive:
                 await pool.analyse(event)
 
-        c0, w0 = time.process_time(), workers_cpu()
+        c0, w0, f0 = time.process_time(), workers_cpu(), workers_faults()
         async with trio.open_nursery() as nursery:
             for _ in range(2 * max(workers, 1)):  # the engine keeps 2 per worker in flight
                 nursery.start_soon(analyst)
             async with send:
                 for i in range(count):
                     await send.send(fresh(templates[i % len(templates)], i))
-        c1, w1 = time.process_time(), workers_cpu()
-    return (c1 - c0) / count, (w1 - w0) / count
+        c1, w1, f1 = time.process_time(), workers_cpu(), workers_faults()
+    return (c1 - c0) / count, (w1 - w0) / count, (f1 - f0) / count
 
 
 def message_sizes(templates) -> str:
@@ -161,14 +174,14 @@ def main() -> None:
           f"{'the same matrices' if REUSE else 'a new trace matrix each'}), two in flight per worker; CPU ms per "
           "event (user + system); code: " + os.path.dirname(os.path.dirname(sys.modules['conduit'].__file__)))
     print()
-    print("| chain | set-up | main process | workers | total |")
-    print("|---|---|---|---|---|")
+    print("| chain | set-up | main process | workers | total | workers' minor faults |")
+    print("|---|---|---|---|---|---|")
     for name in args.chain:
         for workers in (0, args.workers):
-            main_cpu, worker_cpu = trio.run(run, chain(name), workers, templates, args.events)
+            main_cpu, worker_cpu, faults = trio.run(run, chain(name), workers, templates, args.events)
             setup = "in-process (workers = 0)" if workers == 0 else f"{workers} worker processes"
             print(f"| {name} | {setup} | {1e3 * main_cpu:.3f} | {1e3 * worker_cpu:.3f} | "
-                  f"{1e3 * (main_cpu + worker_cpu):.3f} |")
+                  f"{1e3 * (main_cpu + worker_cpu):.3f} | {faults:.1f} |")
     print()
     print(message_sizes(templates))
     print(f"load average at the end {os.getloadavg()[0]:.2f}")

@@ -210,3 +210,22 @@ def test_next_and_pass_on_take_and_give_without_waiting_when_they_can():
         assert got == [1, 2, 3] and steps == ["sent 3"]
 
     trio.run(main)
+
+
+@pytest.mark.parametrize("workers, in_flight", [(0, 2), (2, 8)])
+def test_skip_policy_default_depth_is_four_events_per_worker(plugin_site, tmp_path, workers, in_flight):
+    """``max_in_flight = 0``: four events per worker process are analysed or queued for it (two in its pipe,
+    two waiting in the main process), two in-process; the rest of a burst that finds every place taken is
+    skipped, counted exactly. Each worker's gate holds its first event until every event was dispatched."""
+    release = tmp_path / "release"
+    stages = COLLECT.replace('use = "testkit.double"',
+                             f'use = "testkit.double"\n\n[[stage]]\nuse = "testkit.gate"\nrelease_file = "{release}"')
+    p = pipeline(tmp_path, f'kind = "counting_live"\nevents = 200\nrelease_file = "{release}"', stages,
+                 f"workers = {workers}")
+    assert p.engine.max_in_flight == 0
+    summary = run_pipeline(p, handle_signals=False)
+    records, closed = read_collected(tmp_path / "out_7.jsonl")
+    assert closed and [r["id"] for r in records] == list(range(200))
+    assert (summary.received, summary.analysed, summary.skipped, summary.dropped) == (200, in_flight,
+                                                                                      200 - in_flight, 0)
+    assert [r["id"] for r in records if r["analysed"]] == list(range(in_flight))

@@ -17,7 +17,7 @@ class EngineParams(Params):
         "auto",
         "when analysis falls behind: 'skip' the newest events (counted), 'wait' for it; 'auto' = skip for live sources",
     )
-    max_in_flight: int = param(0, "events being analysed at once; 0 = twice the number of workers", ge=0)
+    max_in_flight: int = param(0, "events being analysed at once; 0 = four per worker (2 with workers = 0)", ge=0)
     queue_size: int = param(256, "events buffered between the source and the engine", ge=1)
     sink_queue_size: int = param(512, "events buffered in front of each sink", ge=1)
     on_stage_error: Literal["continue", "stop"] = param(

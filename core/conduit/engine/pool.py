@@ -31,12 +31,25 @@ from .shared_traces import SlotRef, TraceSlots, worker_view
 from .workers import JobNotRun, Worker, WorkerDied, WorkerSet, worker_loop
 
 __all__ = ["ChainSpec", "ChainResult", "StageFailure", "StageSetupError", "TransformPool", "WorkerDied",
-           "open_pool", "WORKER_NICENESS"]
+           "default_in_flight", "open_pool", "IN_FLIGHT_PER_WORKER", "WORKER_NICENESS"]
 
 log = logging.getLogger("conduit.engine")
 
 #: How much lower the workers' CPU priority is than the main process's (see workers.worker_loop).
 WORKER_NICENESS = 5
+
+#: Events analysed at once per worker process when ``[engine] max_in_flight = 0``: two in each worker's pipe
+#: (:class:`.workers.WorkerSet`), the others waiting in the main process with their traces already in
+#: shared memory. Events come out of the builder in bursts (a receive pass completes several at once);
+#: with live sources an event that finds every place taken is skipped, so a queue deeper than the
+#: workers' two lets a burst be analysed a few ms later instead of skipped, at the same CPU per event
+#: (docs/performance.md, "The analysis workers online, fourth round").
+IN_FLIGHT_PER_WORKER = 4
+
+
+def default_in_flight(workers: int) -> int:
+    """Events analysed at once by default: :data:`IN_FLIGHT_PER_WORKER` per worker process, 2 in-process."""
+    return max(IN_FLIGHT_PER_WORKER * workers, 2)
 
 
 @dataclasses.dataclass(frozen=True)

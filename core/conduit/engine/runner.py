@@ -47,7 +47,7 @@ from ..stage import RunContext, RunNumberMissing, SinkStage, StopRun
 from .control import EngineControl, ParameterChange, RunSwitch
 from .metrics import Metrics, MetricsSnapshot
 from .outcomes import StageOutcomes
-from .pool import WORKER_NICENESS, ChainSpec, StageSetupError, open_pool
+from .pool import WORKER_NICENESS, ChainSpec, StageSetupError, default_in_flight, open_pool
 from .status import StatusReporter
 
 __all__ = ["run_pipeline", "RunSummary", "StopRun", "Engine"]
@@ -170,7 +170,7 @@ class Engine:
         policy = pipeline.engine.policy
         self.policy = ("skip" if self.live else "wait") if policy == "auto" else policy
         self.workers = _resolve_workers(pipeline.engine.workers)
-        self.max_in_flight = pipeline.engine.max_in_flight or max(2 * self.workers, 2)
+        self.max_in_flight = pipeline.engine.max_in_flight or default_in_flight(self.workers)
         self.sinks: list[SinkStage] = []
         self.status = StatusReporter(status_stream if status_stream is not None else sys.stderr,
                                      interval=pipeline.engine.status_interval)

@@ -32,7 +32,7 @@ import trio
 
 from .messages import pack, unpack
 
-__all__ = ["JobNotRun", "Worker", "WorkerDied", "WorkerSet", "worker_loop"]
+__all__ = ["JobNotRun", "Worker", "WorkerDied", "WorkerSet", "keep_heap", "worker_loop"]
 
 _HEADER = struct.Struct("!i")
 #: Bytes asked for per read of an answer (a default-mix answer is about 12 kB: one read).
@@ -68,6 +68,7 @@ def worker_loop(jobs, answers, niceness: int, run: Callable[[Any], Any]) -> None
             os.nice(niceness)
         except OSError:  # pragma: no cover - not permitted here: run at normal priority
             pass
+    keep_heap()
     while True:
         try:
             job = unpack(jobs.recv_bytes())
@@ -81,6 +82,32 @@ def worker_loop(jobs, answers, niceness: int, run: Callable[[Any], Any]) -> None
             answers.send_bytes(answer)
         except OSError:  # the main process is gone
             return
+
+
+#: glibc's mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_THRESHOLD.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: A worker's heap is not given back to the system below this (bytes).
+KEEP_HEAP_BYTES = 256 << 20
+#: Blocks up to this size come from the heap, not from a fresh mapping of their own (glibc's largest).
+HEAP_BLOCK_BYTES = 32 << 20
+
+
+def keep_heap() -> bool:
+    """Keep the memory the chain frees in this process's heap for the next event (glibc; False elsewhere).
+
+    By default glibc gives a large freed block back to the system (``munmap``, or trimming the heap's top)
+    and the next event's arrays of that size fault fresh pages in again: on this project's VMs a fresh page
+    costs 4-50 µs of system time (the hypervisor's free page reporting, docs/performance.md). A worker
+    allocates about the same arrays every event, so its heap stays at the size the largest event needed.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, KEEP_HEAP_BYTES))
 
 
 def _portable(err: Exception) -> Exception:
