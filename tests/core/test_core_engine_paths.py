@@ -72,7 +72,9 @@ def test_an_inline_sink_that_stops_gets_nothing_after_it_counted(kit, tmp_path):
     assert _lines(tmp_path / "inline.txt") == [f"{i} main" for i in range(40)]
     assert len(_lines(tmp_path / "threaded.txt")) == summary.delivered > 40
     assert summary.failed == {"enginekit.threads_inline": 1}
-    assert summary.sink_dropped == {"enginekit.threads_inline": summary.delivered - 41}
+    # A count of zero is left out of the summary (the run may end right after event 40 under load).
+    dropped_after_stop = summary.delivered - 41
+    assert summary.sink_dropped == ({"enginekit.threads_inline": dropped_after_stop} if dropped_after_stop else {})
     assert summary.error == "enginekit.threads_inline: stopped at event 40"
 
 

@@ -69,10 +69,11 @@ def latest(rows: dict[str, list[dict]], entity: str) -> dict:
 
 
 def image_of(rows: dict[str, list[dict]], entity: str):
-    """The newest ``Image`` of ``entity`` as a (height, width, channels) uint8 array."""
+    """The newest ``Image`` of ``entity`` as a (height, width, channels) uint8 array (its latest-at state: a
+    format that did not change is not logged again)."""
     import numpy as np
 
-    row = latest(rows, entity)
+    row = latest_state(rows, entity)
     fmt = row["Image:format"][0]
     pixels = np.array(row["Image:buffer"][0], dtype=np.uint8)
     return pixels.reshape(fmt["height"], fmt["width"], -1)

@@ -25,6 +25,7 @@ from conduit_stages.hdf5_sink import h5direct, layout, rawio, writer
 from conduit_stages.hdf5_sink.params import Hdf5Params
 from conduit_stages.hdf5_sink.partfile import consolidate, parts_dir_of
 from conduit_stages.hdf5_sink.sink import Hdf5Sink
+from conduit_stages.hdf5_sink.store import STORE_NAME
 
 
 def describe(obj, path: str = "/") -> dict[str, tuple]:
@@ -366,11 +367,18 @@ def big_events(kit, n: int, rows: int = ROWS) -> list:
 
 
 def trace_offsets(path: Path) -> list[int]:
-    """File offsets of every trace dataset in the part files of the recording at ``path``."""
+    """Offsets in the store of every trace dataset of the part files of the recording at ``path``.
+
+    A part's trace datasets are external storage of the bytes in the store (one range each).
+    """
     offsets = []
+    store = str((parts_dir_of(path) / STORE_NAME).resolve())
     for part in sorted(parts_dir_of(path).glob("part_*.h5")):
         with h5py.File(part, "r") as f:
-            offsets += [f["events"][name]["get_traces"].id.get_offset() for name in f["events"]]
+            for name in f["events"]:
+                (where, offset, size), = f["events"][name]["get_traces"].external
+                assert where == store and size == f["events"][name]["get_traces"].nbytes
+                offsets.append(offset)
     return offsets
 
 
@@ -429,11 +437,14 @@ def test_direct_datasets_are_the_same_objects_as_h5py_writes(sinkkit, tmp_path):
     assert files["direct"] == files["h5py"]
 
 
+@pytest.mark.parametrize("write_thread", [False, True], ids=["one-thread", "write-thread"])
 @pytest.mark.parametrize("ring", [True, False], ids=["shared-memory", "socket"])
-def test_a_recording_of_online_sized_events_reads_back_identically(sinkkit, tmp_path, monkeypatch, ring):
+def test_a_recording_of_online_sized_events_reads_back_identically(sinkkit, tmp_path, monkeypatch, ring,
+                                                                    write_thread):
     """Events of 700+ traces through the sink (ring slots, or pickled through the socket: unaligned arrays),
-    consolidated and as file + parts: the same objects as h5py's writers, the traces at block offsets in the
-    parts, and the hdf5 replay source reads every event back with the same traces."""
+    written by the writer's thread or a second one, consolidated and as file + parts: the same objects as
+    h5py's writers, the traces at block offsets in the store, and the hdf5 replay source reads every event back
+    with the same traces."""
     import conduit_sinkkit as kit
 
     if not ring:
@@ -444,7 +455,7 @@ def test_a_recording_of_online_sized_events_reads_back_identically(sinkkit, tmp_
     for consolidated in (False, True):
         d = tmp_path / f"c{int(consolidated)}"
         d.mkdir()
-        sink = record(d, events, flush_interval=0.05, consolidate=consolidated)
+        sink = record(d, events, flush_interval=0.05, consolidate=consolidated, write_thread=write_thread)
         assert sink.flushed_events == 30 and sink.unwritten() == 0
         if not consolidated:
             offsets = trace_offsets(d / "run.h5")
@@ -459,9 +470,10 @@ def test_a_recording_of_online_sized_events_reads_back_identically(sinkkit, tmp_
             assert got.id == ev.id and np.array_equal(got.traces, ev.traces)
 
 
-def test_a_full_file_system_gives_one_line_with_direct_writes(sinkkit, tmp_path):
-    """RLIMIT_FSIZE in a subprocess: the direct write fails with EFBIG, reported as one line naming the part;
-    every event flushed before stays readable."""
+@pytest.mark.parametrize("write_thread", [False, True], ids=["one-thread", "write-thread"])
+def test_a_full_file_system_gives_one_line_with_direct_writes(sinkkit, tmp_path, write_thread):
+    """RLIMIT_FSIZE in a subprocess: the direct write fails with EFBIG, reported as one line naming the
+    recording's parts directory; every event flushed before stays readable."""
     import subprocess
     import sys
 
@@ -473,7 +485,8 @@ sys.path.insert(0, {str(Path(__file__).parent)!r})
 import conduit_sinkkit as kit
 from test_sinks_hdf5_writer import big_events, open_sink
 from conduit.stage import StopRun
-sink = open_sink(__import__("pathlib").Path({str(tmp_path)!r}), flush_interval=3600, consolidate=False)
+sink = open_sink(__import__("pathlib").Path({str(tmp_path)!r}), flush_interval=3600, consolidate=False,
+                 write_thread={write_thread!r})
 try:
     for i, ev in enumerate(big_events(kit, 40)):
         sink.consume(ev)
@@ -490,10 +503,63 @@ sink.close()
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     stopped = [ln for ln in res.stdout.splitlines() if ln.startswith("STOPPED")]
     assert len(stopped) == 1, res.stdout + res.stderr
-    assert "file too large" in stopped[0] and "part_" in stopped[0] and "\n" not in stopped[0]
+    assert "file too large" in stopped[0] and "run.h5.parts/" in stopped[0] and "\n" not in stopped[0]
     flushed = int(next(ln for ln in res.stdout.splitlines() if ln.startswith("FLUSHED")).split()[1])
     assert flushed == 4
     with h5py.File(tmp_path / "run.h5", "r") as f:
         assert len(f["events"]) == flushed
         for name in f["events"]:
             f["events"][name]["get_traces"][...]
+
+
+def test_closing_renames_the_store_without_copying_any_event(sinkkit, tmp_path, monkeypatch):
+    """A normal close makes the writer's store the final file: the parts are never copied (the copy would fail
+    here), the file is the same object by object, and nothing of the parts is left."""
+    import conduit_sinkkit as kit
+    from conduit_stages.hdf5_sink import partfile
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("the parts were copied")
+
+    monkeypatch.setattr(partfile, "_copy_parts", no_copy)
+    events = big_events(kit, 12)
+    reference_file(tmp_path / "reference.h5", events)
+    sink = record(tmp_path, events, flush_interval=0.05)
+    assert sink.flushed_events == 12 and sink.consolidated == [tmp_path / "run.h5"]
+    assert not parts_dir_of(tmp_path / "run.h5").exists()
+    assert event_objects(tmp_path / "run.h5") == event_objects(tmp_path / "reference.h5")
+    with h5py.File(tmp_path / "run.h5", "r") as f:
+        assert f.attrs["events_flushed"] == 12
+        assert len(f["estimates"]) == sum(len(ev.artifacts["estimates"]) for ev in events)
+        assert not f["events/event_3/get_traces"].external  # the bytes are in the file itself
+    assert (tmp_path / "run.h5").stat().st_size < 1.2 * sum(ev.traces.nbytes for ev in events) + (4 << 20)
+
+
+@pytest.mark.parametrize("damage", ["moved", "marker"])
+def test_without_a_usable_store_consolidation_copies_the_parts(sinkkit, tmp_path, damage):
+    """A recording left as file + parts whose master and parts were moved elsewhere (the parts' absolute
+    external-storage names no longer exist), or whose store marker disagrees with the master: consolidation
+    copies every part, taking the large datasets' bytes from the store, the same objects as written."""
+    import shutil
+
+    import conduit_sinkkit as kit
+    from conduit_stages.hdf5_sink.store import COMPLETE_NAME
+
+    events = big_events(kit, 9)
+    reference_file(tmp_path / "reference.h5", events)
+    first = tmp_path / "first"
+    first.mkdir()
+    record(first, events, flush_interval=0.05, consolidate=False)
+    parts = parts_dir_of(first / "run.h5")
+    assert STORE_NAME in os.listdir(parts) and COMPLETE_NAME not in os.listdir(parts)  # not consolidating
+    path = first / "run.h5"
+    if damage == "moved":
+        path = tmp_path / "elsewhere" / "run.h5"
+        shutil.move(first, path.parent)
+    else:
+        (parts / COMPLETE_NAME).write_text('{"events_flushed": 8}\n')  # one event short of the master's 9
+    assert consolidate(path) == 9 * 3
+    assert not parts_dir_of(path).exists()
+    assert event_objects(path) == event_objects(tmp_path / "reference.h5")
+    with h5py.File(path, "r") as f:
+        assert not any(f["events"][name]["get_traces"].external for name in f["events"])

@@ -29,7 +29,7 @@ from conduit_stages.rerun_sink.sink import RerunSink, viewer_listening
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import conduit_sinkkit as kit  # noqa: E402
-from rrd_read import blueprints, event_rows, image_of, read_rrd, texts  # noqa: E402
+from rrd_read import blueprints, event_rows, image_of, latest_state, read_rrd, texts  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -630,3 +630,50 @@ def test_colour_ramp_and_chamber_outline():
     assert pads.tolist() == traces[:, 4].tolist()
     strips = geometry.chamber_outline(1000.0)
     assert len(strips) == 11 and np.allclose(np.hypot(strips[0][:, 0], strips[0][:, 1]), 275.0)
+
+
+def test_run_panels_read_back_the_same_as_through_the_sdks_archetypes(tmp_path, clock, monkeypatch):
+    """Heat maps logged as their own pixels and axes made once per range leave every run-panel entity in the
+    state that ``rr.Image`` / ``rr.Transform3D`` and axes rebuilt at every refresh leave: equal at every event,
+    read back with rerun's reader."""
+    import rerun as rr
+
+    from conduit_stages.rerun_sink import draw, histview
+    from conduit_stages.rerun_sink.plot2d import Figure, Picture, add_axes
+
+    def sdk_parts(rr_, part):
+        if not isinstance(part, Picture):
+            return original(rr_, part)
+        h, w = part.rgb.shape[:2]
+        return [rr.Image(part.rgb, draw_order=part.draw_order),
+                rr.Transform3D(translation=[part.left, part.top, 0.0], scale=[part.width / w, part.height / h, 1.0])]
+
+    def fresh_axes(frame, grid):
+        fig = Figure()
+        add_axes(fig, frame, grid=grid)
+        return fig.parts
+
+    original = draw._archetypes
+    recordings = {}
+    for way in ("arrow", "sdk"):
+        if way == "sdk":
+            monkeypatch.setattr(draw, "_archetypes", sdk_parts)
+            monkeypatch.setattr(histview, "_axes", fresh_axes)
+        hist, sink = make_sinks(tmp_path / way, max_display_rate=4.0, histogram_interval=0.25)
+        clock.now = 1000.0
+        feed(hist, sink, clock, range(120))
+        sink.close()
+        recordings[way] = read_rrd(tmp_path / way / "out" / "run_0003.rrd")
+    mine, sdk = recordings["arrow"], recordings["sdk"]
+    panels = sorted(e for e in sdk if e.startswith(("/histograms/", "/occupancy")))
+    assert set(e for e in mine if e.startswith(("/histograms/", "/occupancy"))) == set(panels)
+    assert sum(e.endswith("/heatmap") for e in panels) == 3 and len(panels) >= 60
+    refreshes = sorted({r["event"] for e in panels for r in event_rows(sdk, e)})
+    assert len(refreshes) >= 6
+    for entity in panels:
+        for event in refreshes:
+            assert latest_state(mine, entity, event) == latest_state(sdk, entity, event), (entity, event)
+    # and the heat maps' format and placement went out once each, their pixels at every change
+    for entity in (e for e in panels if e.endswith("/heatmap")):
+        rows = event_rows(mine, entity)
+        assert len(rows) >= 2 and sum(r.get("Image:format") is not None for r in rows) == 1, entity

@@ -193,3 +193,19 @@ def test_trace_polylines_and_range_are_the_frame_s_mapping():
     expected[..., 0] = x
     expected[..., 1] = frame.vy(traces[:, SAMPLES].astype(np.float64))
     np.testing.assert_array_equal(out, expected.reshape(-1, 2).astype(np.float32))
+
+
+def test_packed_scale_colours_equal_the_numpy_ramp_packed_on_log_and_linear_scales():
+    """``ColorScale.rgba`` (one compiled pass, what the occupancy panel now logs) equals ``ColorScale.colors``
+    packed, on hit counts (log scale: 0, 1, the top, past it) and on awkward values (NaN, infinities,
+    negatives, ramp stop boundaries)."""
+    rng = np.random.default_rng(17)
+    counts = np.concatenate([np.zeros(50), np.ones(50), rng.integers(0, 5000, 10_000), [4999, 5000, 10**9]])
+    awkward = np.concatenate([rng.normal(0, 2, 5000), [np.nan, np.inf, -np.inf, -1.0, 0.0, 0.2, 0.4, 0.6, 0.8,
+                                                       1.0, 1e300]])
+    checked = 0
+    for scale, values in ((ColorScale(1.0, 5000.0, log=True), counts), (ColorScale(1.0, 2.0, log=True), counts),
+                          (ColorScale(0.0, 1.0), awkward), (ColorScale(-3.0, 3.0), awkward)):
+        np.testing.assert_array_equal(scale.rgba(values), arrow.pack(scale.colors(values)))
+        checked += len(values)
+    assert checked == 2 * 10_103 + 2 * 5011

@@ -264,6 +264,12 @@ class TransformPool:
         self._nursery = nursery  # where a dead worker's replacement starts
         self._pickled: dict[str, PickledSpec] = {}
 
+    @property
+    def trace_memory(self):
+        """Where a source may build events' trace matrices so that they reach a worker without a copy
+        (:meth:`.shared_traces.TraceSlots.array`), or None (no worker process)."""
+        return self.slots.array if self.slots is not None else None
+
     async def warm_up(self) -> float:
         """Start every worker and compile / load kernels; return the wall time (s)."""
         t0 = time.perf_counter()

@@ -352,6 +352,9 @@ class Engine:
             # Entered here, outside the start-up scope: the pool's nursery lives until the run ends. Its
             # processes start in warm_up(), below.
             pool = await stack.enter_async_context(open_pool(spec, self.workers, niceness=niceness))
+            share = getattr(self.source, "share_trace_memory", None)  # frame sources: traces built in the slots
+            if share is not None and pool.trace_memory is not None:
+                share(pool.trace_memory)
             with self._startup_scope:
                 try:
                     await trio.to_thread.run_sync(self._open_sinks)

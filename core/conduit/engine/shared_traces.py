@@ -7,10 +7,25 @@ the main process copies it once into a slot of shared memory and sends the
 slot's name (a few hundred bytes), and the worker maps the slot and reads
 the traces in place.
 
+An event builder can also build an event's traces straight into a slot
+(:meth:`TraceSlots.array`, handed to it as ``EventBuilder.trace_memory``):
+then the pool sends the slot's reference without any copy. Such a slot is
+*lent* to the event's ``traces`` array and comes back only when no Python
+object refers to that memory any more: the array, any view or slice of it,
+anything holding its buffer (a sink that keeps ``event.traces`` or a row of
+it in a queue keeps the slot). numpy keeps the array the slot was lent as
+(one ``np.frombuffer`` array per loan) as the ``base`` of every view, so a
+weak-reference finalizer on it fires exactly then. The worker reads the slot
+only while the main process awaits its answer, holding the event. At most
+:data:`MAX_LENT` slots are lent at a time; beyond that (sinks holding many
+events) the builder gets None and makes an ordinary array, copied into a
+slot when analysed, as before.
+
 Lifetime: :class:`TraceSlots` (main process) creates one segment per slot
 on demand (``/dev/shm/conduit-<pid>-<n>``), a slot holds one event's traces
-from the copy until the worker's answer, and :meth:`TraceSlots.close`
-unlinks every segment when the pool closes. A slot too small for an event
+from the copy until the worker's answer (or, lent, until its array is
+freed), and :meth:`TraceSlots.close` unlinks every segment when the pool
+closes (a lent one's mapping stays valid until its array is freed). A slot too small for an event
 is replaced by a bigger segment (the old one unlinked at once). Workers keep
 the few segments they have mapped (:func:`worker_view`) and close the oldest
 beyond :data:`WORKER_MAPPINGS`; an unlinked segment's memory is returned
@@ -24,20 +39,27 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import threading
+import weakref
 from contextlib import contextmanager
 from multiprocessing import shared_memory
 from typing import Iterator
 
 import numpy as np
 
-__all__ = ["SlotRef", "TraceSlots", "worker_view", "SEGMENT_PREFIX", "MIN_SEGMENT_BYTES", "WORKER_MAPPINGS"]
+__all__ = ["SlotRef", "TraceSlots", "worker_view", "SEGMENT_PREFIX", "MIN_SEGMENT_BYTES", "WORKER_MAPPINGS",
+           "MAX_LENT"]
 
 #: Name prefix of every segment (tests count /dev/shm entries with it).
 SEGMENT_PREFIX = "conduit-"
 #: Smallest segment: an event of up to about 2,000 traces fits without growing the slot.
 MIN_SEGMENT_BYTES = 2 << 20
-#: Segments a worker keeps mapped (a pool reuses a few slots; more only after slots grew).
-WORKER_MAPPINGS = 8
+#: Segments a worker keeps mapped (slots lent to events in the sinks' queues rotate through up to MAX_LENT).
+WORKER_MAPPINGS = 48
+#: Slots lent to events' trace arrays at a time (each about 1.25 x an event's traces: ~1 MB by default).
+MAX_LENT = 48
+#: Granularity of a lent slot's size (bytes).
+LENT_ROUNDING = 256 << 10
 
 _serial = itertools.count()
 
@@ -54,30 +76,82 @@ class SlotRef:
 class TraceSlots:
     """Shared-memory slots for trace matrices, owned by the main process (one per event in flight)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_lent: int = MAX_LENT) -> None:
         self._free: list[shared_memory.SharedMemory] = []
         self._all: dict[str, shared_memory.SharedMemory] = {}
-        self.copies = 0  # trace matrices handed over this way
+        # id of the array a slot was lent as -> (segment name, address of its first byte)
+        self._lent: dict[int, tuple[str, int]] = {}
+        self._lock = threading.Lock()  # a lent slot comes back in whichever thread drops its last reference
+        self.max_lent = max_lent
+        self.copies = 0  # trace matrices handed over by a copy into a slot
+        self.handed = 0  # trace matrices handed over without a copy (built in a lent slot)
+        self.lent = 0  # slots lent to trace arrays so far
         self.closed = False
 
     @contextmanager
     def holding(self, traces: np.ndarray) -> Iterator[SlotRef]:
-        """Copy ``traces`` into a free slot for the duration of the block; yield where the worker finds them."""
+        """Yield where the worker finds ``traces`` for the duration of the block: the slot they were built in
+        (:meth:`array`: no copy; the event holding them keeps the slot), else a free slot they are copied to."""
         if self.closed:
             raise RuntimeError("trace slots are closed")
+        ref = self._lent_ref(traces)
+        if ref is not None:
+            self.handed += 1
+            yield ref
+            return
         traces = np.ascontiguousarray(traces)
-        segment = self._take(traces.nbytes)
+        with self._lock:
+            segment = self._take(traces.nbytes)
         try:
             np.ndarray(traces.shape, traces.dtype, buffer=segment.buf)[...] = traces
             self.copies += 1
             yield SlotRef(segment.name, traces.shape, traces.dtype.str)
         finally:
+            self._give_back(segment)
+
+    def array(self, rows: int, columns: int) -> np.ndarray | None:
+        """A new (rows, columns) int16 array in a slot lent to it (contents undefined), or None when the slots
+        are closed or :attr:`max_lent` are lent. The slot comes back when the array and every view of it are
+        freed."""
+        nbytes = rows * columns * 2
+        with self._lock:
+            if self.closed or len(self._lent) >= self.max_lent:
+                return None
+            segment = self._take(nbytes, lent=True)
+            flat = np.frombuffer(segment.buf, np.int16, rows * columns)
+            self._lent[id(flat)] = (segment.name, flat.ctypes.data)
+            self.lent += 1
+        weakref.finalize(flat, self._returned, id(flat), segment)
+        return flat.reshape(rows, columns)  # a view: numpy keeps `flat` as the base of every view
+
+    def _lent_ref(self, traces: np.ndarray) -> SlotRef | None:
+        """The slot ``traces`` lie in when they are a C-contiguous int16 array from its start (:meth:`array`)."""
+        base = traces.base
+        if base is None:
+            return None
+        entry = self._lent.get(id(base))  # alive (``traces`` holds it), so no other object has its id
+        if entry is None or traces.dtype != np.int16 or not traces.flags.c_contiguous \
+                or traces.ctypes.data != entry[1]:
+            return None
+        return SlotRef(entry[0], traces.shape, traces.dtype.str)
+
+    def _returned(self, key: int, segment: shared_memory.SharedMemory) -> None:
+        """A lent slot's array was freed (weakref finalizer: any thread)."""
+        with self._lock:
+            self._lent.pop(key, None)
+            if not self.closed:  # (after close it was unlinked and handed to its arrays already)
+                self._free.append(segment)
+
+    def _give_back(self, segment: shared_memory.SharedMemory) -> None:
+        with self._lock:
             if self.closed:
+                self._all.pop(segment.name, None)
                 _unlink(segment)
             else:
                 self._free.append(segment)
 
-    def _take(self, nbytes: int) -> shared_memory.SharedMemory:
+    def _take(self, nbytes: int, lent: bool = False) -> shared_memory.SharedMemory:
+        """A free segment of at least ``nbytes`` (called with the lock held)."""
         for i, segment in enumerate(self._free):
             if segment.size >= nbytes:
                 return self._free.pop(i)
@@ -85,35 +159,53 @@ class TraceSlots:
             old = self._free.pop()
             del self._all[old.name]
             _unlink(old)
-        size = max(MIN_SEGMENT_BYTES, nbytes + nbytes // 2)
+        if lent:  # sized to the event (a lent slot is one of many)
+            size = -(-(nbytes + nbytes // 4) // LENT_ROUNDING) * LENT_ROUNDING
+        else:
+            size = max(MIN_SEGMENT_BYTES, nbytes + nbytes // 2)
         segment = shared_memory.SharedMemory(name=f"{SEGMENT_PREFIX}{os.getpid()}-{next(_serial)}", create=True,
-                                             size=size)
+                                             size=max(size, 1))
         self._all[segment.name] = segment
         return segment
 
     @property
     def segments(self) -> int:
-        """Segments currently created (free or holding traces)."""
+        """Segments currently created (free, holding traces or lent)."""
         return len(self._all)
 
     def close(self) -> None:
-        """Unlink every segment; slots still holding traces are unlinked when released."""
-        self.closed = True
-        held = set(self._all) - {s.name for s in self._free}
-        for segment in self._free:
-            _unlink(segment)
-        self._free.clear()
-        self._all = {name: s for name, s in self._all.items() if name in held}
+        """Unlink every segment; slots still holding traces are unlinked when released, lent ones now (their
+        mappings stay valid until their arrays are freed)."""
+        with self._lock:
+            self.closed = True
+            for segment in self._free:
+                _unlink(segment)
+            self._free.clear()
+            lent = {name for name, _ in self._lent.values()}
+            for name in lent:
+                _unlink(self._all.pop(name), detach=True)
+            free = set(self._all) - lent
+            self._all = {name: s for name, s in self._all.items() if name in free}
 
 
-def _unlink(segment: shared_memory.SharedMemory) -> None:
-    try:
-        segment.close()
-    finally:
+def _unlink(segment: shared_memory.SharedMemory, detach: bool = False) -> None:
+    """Remove ``segment``'s name and close it; ``detach`` (or a mapping still exported to arrays): leave the
+    mapping to the arrays that use it instead, unmapped when the last of them is freed."""
+    if not detach:
         try:
-            segment.unlink()
-        except FileNotFoundError:  # pragma: no cover - already gone (resource tracker at exit)
-            pass
+            segment.close()
+        except BufferError:  # a lent array is being freed right now in another thread
+            detach = True
+    if detach:
+        # SharedMemory.close (also run by its __del__) would fail while arrays export the mapping: drop its
+        # references (the arrays' bases keep the mmap alive) and close only the descriptor.
+        segment._buf = None  # type: ignore[attr-defined]
+        segment._mmap = None  # type: ignore[attr-defined]
+        segment.close()
+    try:
+        segment.unlink()
+    except FileNotFoundError:  # pragma: no cover - already gone (resource tracker at exit)
+        pass
 
 
 class _Mapped:

@@ -48,7 +48,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -62,6 +62,10 @@ from .sequence import RESTART, Sequencer, StreamKey
 __all__ = ["EventBuilder", "BuilderCounters", "COBO_WITH_FRIB_TIME", "LOSS_REASONS", "DEFAULT_OUTLIER_GAP"]
 
 log = logging.getLogger("conduit.get.builder")
+
+#: Where emitted events' trace matrices are made: ``memory(rows, columns)`` -> a new int16 array, or None for
+#: an ordinary one (e.g. :meth:`conduit.engine.shared_traces.TraceSlots.array`: straight into shared memory).
+TraceMemory = Callable[[int, int], "np.ndarray | None"]
 
 #: Working matrices of emitted events kept for the next ones (a few events are held at a time).
 MAX_SPARE_MATRICES = 4
@@ -166,13 +170,16 @@ class _Pending:
         del self.parts[stream]
         return rows, self.stamps.pop(stream)
 
-    def traces(self) -> np.ndarray:
-        """The event's trace matrix (a new array): parts in (cobo, asad) order, one copy."""
+    def traces(self, memory: TraceMemory | None = None) -> np.ndarray:
+        """The event's trace matrix (a new array, from ``memory`` when it gives one): parts in (cobo, asad)
+        order, one copy."""
         parts = sorted(self.parts.items())
         total = sum(n for _, (_, n) in parts)
         if total == 0:
             return empty_traces()
-        out = np.empty((total, N_COLUMNS), np.int16)
+        out = memory(total, N_COLUMNS) if memory is not None else None
+        if out is None:
+            out = np.empty((total, N_COLUMNS), np.int16)
         at = 0
         for _, (start, n) in parts:
             out[at:at + n] = self._rows[start:start + n]
@@ -242,6 +249,9 @@ class EventBuilder:
         #: Rows a new event's matrix starts with (follows the events' sizes; it grows when needed).
         self._capacity = 4 * ROWS_NEEDED
         self._spare: list[np.ndarray] = []  # working matrices of emitted events, for the next ones
+        #: Where emitted events' trace matrices are made (None: ordinary arrays). The engine sets it to its
+        #: worker pool's shared-memory slots, so that an analysed event's traces need no copy to reach a worker.
+        self.trace_memory: TraceMemory | None = None
 
     # -- state -----------------------------------------------------------------------------
 
@@ -593,7 +603,7 @@ class EventBuilder:
 
     def _emit(self, pending: _Pending) -> Event:
         complete = pending.n_expected_reported == len(self.expected)
-        traces = pending.traces()
+        traces = pending.traces(self.trace_memory)
         # The next events' matrices start big enough for this one's rows (one frame's worth to spare).
         self._capacity = max(self._capacity * 7 // 8, traces.shape[0] + ROWS_NEEDED)
         self._recycle(pending.matrix)

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from . import h5fast, layout, rawio
-from .rawio import RawWriter
+from .rawio import External, RawWriter
 
 __all__ = ["available", "write_traces", "write_cloud"]
 
@@ -61,6 +61,10 @@ def _load() -> Any:
         lib.H5Screate_simple.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint64), ctypes.c_void_p]
         lib.H5Dget_offset.restype = ctypes.c_uint64
         lib.H5Dget_offset.argtypes = [_hid]
+        lib.H5Pcopy.restype = _hid
+        lib.H5Pcopy.argtypes = [_hid]
+        lib.H5Pclose.argtypes = [_hid]
+        lib.H5Pset_external.argtypes = [_hid, ctypes.c_char_p, ctypes.c_int64, ctypes.c_uint64]
         for name in ("H5Aclose", "H5Dclose", "H5Gclose", "H5Sclose"):
             getattr(lib, name).argtypes = [_hid]
     except (OSError, AttributeError):
@@ -84,6 +88,16 @@ def _dcpl_early() -> Any:
 
 
 _DCPL_EARLY = _dcpl_early()
+
+
+def _dcpl_external() -> Any:
+    """h5py's defaults, no fill value ever written (the bytes are in the external file already)."""
+    plist = h5fast._dcpl()
+    plist.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return plist
+
+
+_DCPL_EXTERNAL = _dcpl_external()
 
 
 def available() -> bool:
@@ -130,19 +144,29 @@ _CLOUD_ATTRS = _Attrs([("orig_run", np.int64), ("orig_event", np.int64), ("ic_am
                        ("ic_integral", np.float64), ("ic_centroid", np.float64), ("ic_multiplicity", np.float64)])
 
 
-def _dataset(loc: int, name: bytes, data: np.ndarray, raw: RawWriter | None = None) -> int:
+def _dataset(loc: int, name: bytes, data: np.ndarray, raw: RawWriter | External | None = None) -> int:
     """A contiguous dataset holding ``data`` (h5py's defaults: no timestamps); its open identifier.
 
-    With ``raw`` (the part file's :class:`.rawio.RawWriter`) a dataset of
+    With ``raw`` (the file's :class:`.rawio.RawWriter`) a dataset of
     ``rawio.THRESHOLD`` bytes or more gets its file space at once and its bytes
-    are written there by ``raw`` (direct I/O), not by ``H5Dwrite``.
+    are written there by ``raw`` (direct I/O), not by ``H5Dwrite``. With an
+    :class:`.rawio.External` such a dataset is external storage of the bytes
+    already written there (a part's copy of a store's dataset, :mod:`.store`).
     """
     lib = _LIB
     tid = h5fast._type(data.dtype)
     dims = (ctypes.c_uint64 * data.ndim)(*data.shape)
-    direct = raw is not None and data.nbytes >= rawio.THRESHOLD
+    large = raw is not None and data.nbytes >= rawio.THRESHOLD
+    direct = large and not isinstance(raw, External)
     space = _check(lib.H5Screate_simple(data.ndim, dims, None), "H5Screate_simple")
     try:
+        if large and not direct:
+            dcpl = _check(lib.H5Pcopy(_DCPL_EXTERNAL.id), "H5Pcopy")
+            try:
+                _check(lib.H5Pset_external(dcpl, raw.name, raw.take(data.nbytes), data.nbytes), "H5Pset_external")
+                return _check(lib.H5Dcreate2(loc, name, tid.id, space, _LCPL.id, dcpl, _DEFAULT), "H5Dcreate2")
+            finally:
+                lib.H5Pclose(dcpl)
         ds = _check(lib.H5Dcreate2(loc, name, tid.id, space, _LCPL.id, (_DCPL_EARLY if direct else _DCPL).id,
                                    _DEFAULT), "H5Dcreate2")
     finally:
@@ -161,7 +185,7 @@ def _dataset(loc: int, name: bytes, data: np.ndarray, raw: RawWriter | None = No
     return ds
 
 
-def write_traces(group: Any, event: Any, name: str, *, frib: bool = True, raw: RawWriter | None = None,
+def write_traces(group: Any, event: Any, name: str, *, frib: bool = True, raw: RawWriter | External | None = None,
                  **dataset_options: Any) -> None:
     """As :func:`.layout.write_traces` (the same objects), in direct calls when nothing unusual is asked.
 
@@ -186,7 +210,8 @@ def write_traces(group: Any, event: Any, name: str, *, frib: bool = True, raw: R
         lib.H5Gclose(eg)
 
 
-def write_cloud(group: Any, event: Any, name: str, *, raw: RawWriter | None = None, **dataset_options: Any) -> bool:
+def write_cloud(group: Any, event: Any, name: str, *, raw: RawWriter | External | None = None,
+                **dataset_options: Any) -> bool:
     """As :func:`.layout.write_cloud` (the same object), in direct calls when nothing unusual is asked."""
     cloud = event.get("cloud")
     if cloud is None:

@@ -34,10 +34,15 @@ class Hdf5Params(Params):
         "none", "compression of traces and clouds ('none' is what attpc_merger writes)"
     )
     consolidate: bool = param(
-        True, "at the end, copy the part files into one self-contained file (else keep file + .parts/)"
+        True, "at the end, make the recording one self-contained file (the writer's store renamed into place, "
+              "seconds); else keep file + .parts/"
     )
     fsync: bool = param(False, "fsync every flush (also survive power loss / OS crash, not just a killed process)")
     lossless: bool = param(True, "never drop events for this sink, even when a live run is behind")
+    write_thread: bool = param(
+        False, "write traces and clouds to the disk from a second thread of the writer process, overlapping the "
+               "disk with the next event's HDF5 work (unpaced recording when a CPU is free; ~0.2 ms more CPU per event)"
+    )
 
     def check(self) -> list[Problem]:
         problems = []

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .store import COMPLETE_NAME, STORE_NAME, external_bytes, read_complete
+
 __all__ = ["PartitionedFile", "consolidate", "WriteError", "describe_os_error", "parts_dir_of"]
 
 PART_RE = re.compile(r"^part_(\d{6,})\.h5$")
@@ -271,11 +273,15 @@ def _unlink(path: Path) -> None:
 
 
 def consolidate(path: Path | str, *, remove_parts: bool = True) -> int:
-    """Copy every externally linked object of the master at ``path`` into one self-contained file.
+    """Make the master at ``path`` one self-contained file holding every externally linked object.
 
-    Returns the number of objects copied. The result replaces ``path``
-    atomically; the part directory is removed afterwards. A file without
-    parts is left untouched (returns 0).
+    Returns the number of linked objects. When the writer left a completed
+    store (:mod:`.store`) holding exactly the linked events, the master's own
+    objects are copied into it and it replaces ``path``: no event data is
+    copied. Otherwise every linked object is copied out of its part (the large
+    datasets' bytes from the store). The result replaces ``path`` atomically;
+    the part directory is removed afterwards. A file without parts is left
+    untouched (returns 0).
     """
     import h5py
 
@@ -285,28 +291,99 @@ def consolidate(path: Path | str, *, remove_parts: bool = True) -> int:
     copied = 0
     try:
         with h5py.File(path, "r") as master:
-            links: dict[str, list[tuple[str, str]]] = defaultdict(list)  # part file -> [(dest, source path)]
-            _collect_links(master, links)
-            if not links:
+            linked = _linked_counts(master)
+            if not sum(linked.values()):
                 if remove_parts and parts_dir.exists():
                     shutil.rmtree(parts_dir)
                 return 0
-            with h5py.File(tmp, "w") as out:
-                _copy_structure(master, out)
-                for filename in sorted(links):
-                    source_file = path.parent / filename
-                    with h5py.File(source_file, "r") as part:
-                        for dest, source in links[filename]:
-                            parent, _, name = dest.rpartition("/")
-                            part.copy(part[source], out[parent or "/"], name=name)
-                            copied += 1
+            store = _completed_store(master, parts_dir, linked)
+            if store is not None:
+                (parts_dir / COMPLETE_NAME).unlink()  # interrupted from here on: the parts are copied next time
+                with h5py.File(store, "r+") as out:
+                    _copy_structure(master, out)
+                copied = sum(linked.values())
+                tmp = store
+            else:
+                copied = _copy_parts(master, path, tmp)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
-        _unlink(tmp)
+    except (OSError, RuntimeError, KeyError) as err:
+        if tmp.name != STORE_NAME:
+            _unlink(tmp)
         raise WriteError(f"cannot consolidate {path}: {describe_os_error(err)}") from None
     if remove_parts and parts_dir.exists():
         shutil.rmtree(parts_dir)
     return copied
+
+
+def _linked_counts(master: Any) -> dict[str, int]:
+    """Links per group of the master ({"/events": 12000, ...}) in the groups holding external links."""
+    import h5py
+
+    counts = {}
+    for name in master:
+        if isinstance(master.get(name, getlink=True), h5py.HardLink) and isinstance(master[name], h5py.Group):
+            group = master[name]
+            if len(group) and isinstance(group.get(next(iter(group)), getlink=True), h5py.ExternalLink):
+                counts[group.name] = len(group)
+    return counts
+
+
+def _completed_store(master: Any, parts_dir: Path, linked: dict[str, int]) -> Path | None:
+    """The completed store of ``parts_dir`` if it holds exactly the master's events and objects, else None."""
+    import h5py
+
+    events = read_complete(parts_dir)
+    if events is None or events != int(master.attrs.get("events_flushed", -1)):
+        return None
+    store = parts_dir / STORE_NAME
+    try:
+        with h5py.File(store, "r") as f:
+            if any(name not in f or len(f[name]) != n for name, n in linked.items()):
+                return None
+    except (OSError, RuntimeError):
+        return None
+    return store
+
+
+def _copy_parts(master: Any, path: Path, tmp: Path) -> int:
+    """Copy the master's own objects and every linked object into ``tmp``; the number of linked objects."""
+    import h5py
+
+    parts_dir = parts_dir_of(path)
+    links: dict[str, list[tuple[str, str]]] = defaultdict(list)  # part file -> [(dest, source path)]
+    _collect_links(master, links)
+    copied = 0
+    with h5py.File(tmp, "w") as out:
+        _copy_structure(master, out)
+        for filename in sorted(links):
+            with h5py.File(path.parent / filename, "r") as part:
+                for dest, source in links[filename]:
+                    parent, _, name = dest.rpartition("/")
+                    part.copy(part[source], out[parent or "/"], name=name)
+                    _materialize(part[source], out[dest], parts_dir)
+                    copied += 1
+    return copied
+
+
+def _materialize(source: Any, copy: Any, parts_dir: Path) -> None:
+    """Replace the external-storage datasets of ``copy`` (from ``source``) by datasets holding their bytes."""
+    import h5py
+
+    from .h5fast import create_dataset
+
+    if isinstance(source, h5py.Group):
+        for name in source:
+            if isinstance(source.get(name, getlink=True), h5py.HardLink):
+                _materialize(source[name], copy[name], parts_dir)
+        return
+    if not source.external:
+        return
+    parent, name = copy.parent, copy.name.rpartition("/")[2]
+    attrs = [(key, source.attrs[key], source.attrs.get_id(key).dtype) for key in source.attrs]
+    del parent[name]
+    ds = create_dataset(parent, name, external_bytes(source, parts_dir))
+    for key, value, dtype in attrs:
+        ds.attrs.create(key, value, dtype=dtype)
 
 
 def _collect_links(group: Any, links: dict[str, list[tuple[str, str]]]) -> None:
@@ -322,7 +399,7 @@ def _collect_links(group: Any, links: dict[str, list[tuple[str, str]]]) -> None:
 
 
 def _copy_structure(src: Any, dst: Any) -> None:
-    """Groups, attributes and datasets of ``src`` (hard links only) into ``dst``."""
+    """Groups, attributes and datasets of ``src`` (hard links only) into ``dst`` (groups there already kept)."""
     import h5py
 
     for key, value in src.attrs.items():
@@ -333,6 +410,6 @@ def _copy_structure(src: Any, dst: Any) -> None:
             continue
         obj = src[name]
         if isinstance(obj, h5py.Group):
-            _copy_structure(obj, dst.create_group(name))
+            _copy_structure(obj, dst.require_group(name))
         else:
             src.copy(obj, dst, name=name)

@@ -22,6 +22,7 @@ from . import h5direct, layout, rawio, spyral
 from .idcount import IdCounter
 from .losses import write_loss_attributes, write_parameter_attributes, write_stage_attributes
 from .partfile import PartitionedFile, WriteError, describe_os_error
+from .store import Store
 
 __all__ = ["Target", "Recorder", "TABLE_DTYPE", "Z_TIES", "table_rows"]
 
@@ -48,7 +49,7 @@ class Target:
     duplicates: int = 0
     # The part being written (None between commits) and what it holds so far.
     part: Any = None
-    raw: rawio.RawWriter | None = None  # the part's large datasets go through it (direct I/O)
+    store: Store | None = None  # the final file, written while recording (.store); opened with the first part
     groups: dict[str, Any] = dataclasses.field(default_factory=dict)
     links: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     rows: list[np.ndarray] = dataclasses.field(default_factory=list)
@@ -69,18 +70,23 @@ class Target:
         self.ranges[kind] = [event_id, event_id] if r is None else [min(r[0], event_id), max(r[1], event_id)]
         self.counts[kind] += 1
 
-    def start_part(self) -> None:
+    def start_part(self, disk: rawio.DiskQueue | None = None) -> None:
         """Open the next part and remember the bookkeeping to restore if it is never published."""
         self._before = (dict(self.counts), {k: v.copy() for k, v in self.seen.items()},
                         {k: list(v) for k, v in self.ranges.items()}, list(self.timestamps), self.duplicates)
         self.part = self.file.open_part(**rawio.file_alignment())
-        self.raw = rawio.RawWriter(self.part.filename)
+        if self.store is None:
+            try:
+                self.store = Store(self.file.parts_dir, tuple(k for k in self.kinds if k != layout.ESTIMATES), disk)
+            except (OSError, RuntimeError) as err:
+                raise WriteError(f"cannot write {self.file.parts_dir}: {describe_os_error(err)}") from None
         self.groups = {kind: self.part.create_group(kind) for kind in self.kinds if kind != layout.ESTIMATES}
         self.links, self.rows, self.kinematics, self.failures = {}, [], [], []
 
     def abandon_part(self) -> None:
         """Forget the part being written (its write failed): bookkeeping as before it."""
-        self.close_raw()
+        if self.store is not None:
+            self.store.usable = False  # it holds events of this part: never the final file
         if self.part is not None:
             self.file.abandon_part(self.part)
         if self._before is not None:
@@ -92,13 +98,7 @@ class Target:
             self.ranges, self.timestamps, self.duplicates = ranges, timestamps, duplicates
         self._clear()
 
-    def close_raw(self) -> None:
-        if self.raw is not None:
-            self.raw.close()
-            self.raw = None
-
     def _clear(self) -> None:
-        self.close_raw()
         self.part, self.groups, self.links, self._before = None, {}, {}, None
         self.rows, self.kinematics, self.failures = [], [], []
 
@@ -112,7 +112,7 @@ class Recorder:
     """
 
     def __init__(self, targets: list[Target], *, frib: bool, options: dict[str, Any],
-                 warn: Callable[[str], None]):
+                 warn: Callable[[str], None], write_thread: bool = False):
         self.targets = targets
         self.run_target = targets[0]
         self.frib = frib
@@ -123,6 +123,8 @@ class Recorder:
         self.losses: dict[str, int] = {}
         self.stage_outcomes: dict[str, dict] = {}
         self.parameter_changes: list[dict] = []
+        self.disk = rawio.DiskQueue()  # the stores' direct writes, in the background (with write_thread)
+        self.write_thread = write_thread
 
     def set_run_state(self, losses: dict[str, int], stage_outcomes: dict[str, dict],
                       parameter_changes: list[dict]) -> None:
@@ -133,7 +135,7 @@ class Recorder:
         for target in self.targets:
             try:
                 if target.part is None:
-                    target.start_part()
+                    target.start_part(self.disk if self.write_thread else None)
                 self._write(target, event)
             except WriteError:
                 raise
@@ -148,6 +150,7 @@ class Recorder:
         """
         if not self.pending:
             return 0
+        self.wait_for_disk(self.disk.submitted)  # a part may only point at bytes that are written
         n = self.pending
         for target in self.targets:
             if target.part is None:
@@ -156,7 +159,8 @@ class Recorder:
             rows = layout.concat_rows(target.rows)
             kin_rows = layout.concat_rows(target.kinematics)
             fail_rows = layout.concat_rows(target.failures)
-            target.close_raw()
+            if target.store is not None and target.file.fsync:
+                target.store.sync()
             target.file.publish_part(target.part, links,
                                      lambda m, t=target: self._update_master(m, t, rows, kin_rows, fail_rows, n),
                                      before_publish)
@@ -168,6 +172,25 @@ class Recorder:
         self.flushed_events += n
         self.pending = 0
         return n
+
+    def wait_for_disk(self, ticket: int) -> None:
+        """Wait for the background writes up to ``ticket`` (:class:`.rawio.DiskQueue`); raises WriteError."""
+        try:
+            self.disk.wait(ticket)
+        except OSError as err:
+            where = self.run_target.file.parts_dir / "store.h5"
+            raise WriteError(f"cannot write {where}: {describe_os_error(err)}") from None
+
+    def finish(self, *, complete: bool) -> None:
+        """Close the stores (after the last commit); ``complete``: mark them as the final files (.store)."""
+        try:
+            for target in self.targets:
+                if target.store is not None:
+                    store, target.store = target.store, None
+                    store.finish(self.flushed_events, complete=complete and not self.pending,
+                                 fsync=target.file.fsync)
+        finally:
+            self.disk.close()
 
     def abandon(self) -> int:
         """Drop the open parts (a write failed); the number of events lost with them."""
@@ -185,6 +208,8 @@ class Recorder:
     # -- one event, one target -----------------------------------------------------------
 
     def _write(self, target: Target, ev: Any) -> None:
+        """Write ``ev``'s objects into the store (large datasets by direct I/O), then into the part (pointing there)."""
+        store = target.store
         for kind in target.kinds:
             if kind == layout.ESTIMATES:
                 rows = table_rows(ev)
@@ -194,30 +219,37 @@ class Recorder:
                 if kin is not None:
                     target.kinematics.append(kin)
                 continue
-            group = target.groups[kind]
+            if kind == layout.CLOUD and ev.get("cloud") is None:
+                continue
+            if kind == layout.CLUSTER and (ev.get("clusters") is None or ev.get("cloud") is None):
+                continue
+            name = target.name_for(kind, ev.id)
+            self._write_kind(kind, store.groups[kind], ev, name, store.raw)
+            external = store.external()
+            self._write_kind(kind, target.groups[kind], ev, name, external)
+            if not external.done:
+                raise RuntimeError(f"{name}: the part's copy did not use every dataset written to the store")
             if kind == layout.EVENTS:
-                name = target.name_for(kind, ev.id)
-                h5direct.write_traces(group, ev, name, frib=self.frib, raw=target.raw, **self.options)
                 ts = int(ev.timestamp)
                 target.timestamps = [ts, ts] if not target.timestamps else [
                     min(target.timestamps[0], ts), max(target.timestamps[1], ts)]
             elif kind == layout.CLOUD:
-                if ev.get("cloud") is None:
-                    continue
-                name = target.name_for(kind, ev.id)
-                h5direct.write_cloud(group, ev, name, raw=target.raw, **self.options)
                 self._note_z_ties(target, ev)
-            else:
-                if ev.get("clusters") is None or ev.get("cloud") is None:
-                    continue
-                name = target.name_for(kind, ev.id)
-                layout.write_clusters(group, ev, name)
             target.links.setdefault(kind, []).append(name)
             target.note(kind, ev.id)
         if target is self.run_target:
             failures = layout.failure_rows([ev])
             if failures is not None:
                 target.failures.append(failures)
+
+    def _write_kind(self, kind: str, group: Any, ev: Any, name: str, raw: rawio.RawWriter | rawio.External) -> None:
+        """One object of ``ev`` (its traces, cloud or clusters) as ``group[name]``."""
+        if kind == layout.EVENTS:
+            h5direct.write_traces(group, ev, name, frib=self.frib, raw=raw, **self.options)
+        elif kind == layout.CLOUD:
+            h5direct.write_cloud(group, ev, name, raw=raw, **self.options)
+        else:
+            layout.write_clusters(group, ev, name)
 
     def _note_z_ties(self, target: Target, event: Any) -> None:
         """Count clouds Spyral's splines would fail on; say so once at the first (the total comes at close)."""

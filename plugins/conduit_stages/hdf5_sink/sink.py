@@ -114,7 +114,8 @@ class Hdf5Sink(SinkStage):
         self.artifact_keys = tuple(sorted(keys))
         spec = WriterSpec(targets=[(str(t.file.path), t.kinds) for t in self.targets], fsync=p.fsync, frib=p.frib,
                           options=self._options, flush_interval=p.flush_interval,
-                          max_batch_bytes=p.max_batch_mb * 1e6)
+                          max_batch_bytes=p.max_batch_mb * 1e6, consolidate=p.consolidate,
+                          write_thread=p.write_thread)
         self.writer = WriterProcess(spec, self._on_report)
         if self.writer.ring_problem:
             self.log.warning("no shared memory for the hdf5 writer (%s): events go to it through a socket (slower)",

@@ -28,6 +28,7 @@ socket. The writer writes each event into the open part files at once
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import json
@@ -55,6 +56,8 @@ RING_SLOTS = 16
 SLOT_BYTES = 4 << 20
 _HEADER = 4096  # the writer's count of events released (uint64 at offset 0), then the slots
 _ALIGN = 4096  # each array starts on a page: the writer hands it to the disk as it is (direct I/O, .rawio)
+#: Events whose disk writes may be under way while the writer makes the next event's objects (.rawio.DiskQueue).
+IN_FLIGHT = 2
 _RING_DIR = Path("/dev/shm")
 _serial = itertools.count()
 
@@ -73,6 +76,8 @@ class WriterSpec:
     options: dict[str, Any]
     flush_interval: float  # s
     max_batch_bytes: float
+    consolidate: bool = True  # at the end the stores become the final files (.store)
+    write_thread: bool = False  # direct writes from a second thread (.rawio.DiskQueue)
 
 
 @dataclasses.dataclass
@@ -320,7 +325,7 @@ class _Writer:
         self.spec = spec
         targets = [Target(PartitionedFile(Path(path), fsync=spec.fsync), tuple(kinds)) for path, kinds in spec.targets]
         self.recorder = Recorder(targets, frib=spec.frib, options=spec.options,
-                                 warn=lambda text: conn.send(("warn", text)))
+                                 warn=lambda text: conn.send(("warn", text)), write_thread=spec.write_thread)
         self.failed = False  # after a write error every later event is discarded (counted by the sink)
         # A write that failed in the batch being written: reported at the batch's commit time, as when whole
         # batches were written at once (the batch is lost either way; later events of it are discarded).
@@ -328,6 +333,8 @@ class _Writer:
         self.last_commit = time.monotonic()
         self.batch_bytes = 0
         self.parent = os.getppid()
+        # Ring slots not released yet: (slot's event, the disk queue's ticket of its last write), in order.
+        self.unreleased: collections.deque[int] = collections.deque()
 
     def _check_parent(self) -> None:
         """Publish nothing once the main process is gone: a next run may already own the path."""
@@ -344,6 +351,8 @@ class _Writer:
                 if timeout <= 0:
                     self.commit("committed")
                     continue
+            if self.unreleased and not self.readable.poll(0):
+                self.release(wait=True)  # nothing to overlap with: give the main process its slots back now
             if not self.readable.poll(None if timeout is None else timeout * 1e3):
                 continue
             message = pickle.loads(self.conn.recv_bytes())
@@ -357,6 +366,7 @@ class _Writer:
                 self.conn.send(("flushed", None))
             elif kind == "finish":
                 self.commit("committed")
+                self.finish_stores()
                 self.conn.send(("finished", self.report()))
                 return
 
@@ -376,12 +386,32 @@ class _Writer:
                 self.batch_error = err
                 self.recorder.abandon()
         del arrays
-        if self.header is not None:
-            self.header[0] += 1  # the slot is free again
+        self.unreleased.append(self.recorder.disk.submitted)
+        self.release()
         if self.batch_bytes >= self.spec.max_batch_bytes:
             self.commit("committed")
 
+    def release(self, wait: bool = False) -> None:
+        """Free the ring slots whose bytes are on the disk; keep at most IN_FLIGHT events being written.
+
+        A failed background write is the batch's error (reported at its commit, as a failed write always is).
+        """
+        while self.unreleased:
+            ticket = self.unreleased[0]
+            if not (wait or len(self.unreleased) > IN_FLIGHT or self.recorder.disk.done(ticket)):
+                break
+            try:
+                self.recorder.wait_for_disk(ticket)
+            except Exception as err:
+                if self.batch_error is None and not self.failed:
+                    self.batch_error = err
+                    self.recorder.abandon()
+            self.unreleased.popleft()
+            if self.header is not None:
+                self.header[0] += 1  # the slot is free again
+
     def commit(self, kind: str) -> None:
+        self.release(wait=True)
         self.last_commit = time.monotonic()
         self.batch_bytes = 0
         if self.batch_error is not None:
@@ -397,6 +427,16 @@ class _Writer:
             self.fail(err)
             return
         self.conn.send((kind, (n, self.report())))
+
+    def finish_stores(self) -> None:
+        """Close the stores; mark them complete (the final files) unless a write failed or not consolidating."""
+        try:
+            self.recorder.finish(complete=self.spec.consolidate and not self.failed)
+        except Exception as err:  # the parts hold every event: consolidation copies them instead
+            from .partfile import describe_os_error
+
+            self.conn.send(("warn", f"hdf5 writer process: closing the store failed ({describe_os_error(err)}); "
+                                    f"the parts are copied instead"))
 
     def fail(self, err: Exception) -> None:
         from .partfile import WriteError

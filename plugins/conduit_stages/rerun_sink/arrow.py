@@ -24,7 +24,7 @@ import pyarrow as pa
 
 __all__ = ["positions", "strips", "flat_strips", "offset_strips", "pack", "colors", "rgba", "floats", "flag", "texts",
            "utf8", "class_ids", "joined_texts", "TextTable", "fixed", "batches", "components", "field", "row",
-           "log_row"]
+           "log_row", "send_row", "blob"]
 
 
 @cache
@@ -139,6 +139,15 @@ def utf8(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
     return joined if joined.type == _type("Text") else joined.cast(_type("Text"))
 
 
+def blob(data: np.ndarray) -> pa.Array:
+    """The bytes of a contiguous array as one Blob (an image's buffer), without a copy."""
+    flat = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    kind = _type("Blob")
+    values = pa.Array.from_buffers(kind.value_type, flat.size, [None, pa.py_buffer(flat)])
+    offsets = pa.py_buffer(np.array([0, flat.size], dtype=np.int32))
+    return pa.Array.from_buffers(kind, 1, [None, offsets], children=[values])
+
+
 def class_ids(ids: np.ndarray) -> pa.Array:
     return pa.array(np.asarray(ids, dtype=np.uint16), type=_type("ClassId"))
 
@@ -243,8 +252,6 @@ def log_row(stream: Any, path: str, archetypes: Sequence[Any] | dict[Any, pa.Arr
     viewer shows the latest value of each component (latest-at); the caller empties ``held`` when the
     entity is cleared.
     """
-    from rerun import bindings
-
     if isinstance(archetypes, dict):
         sent = archetypes
     else:
@@ -257,10 +264,24 @@ def log_row(stream: Any, path: str, archetypes: Sequence[Any] | dict[Any, pa.Arr
                     array = batch.as_arrow_array()
                     if array is not None:
                         sent[descriptor] = array
+    send_row(native if native is not None else stream.to_native(), path, sent, held, static)
+
+
+@cache
+def _bindings() -> Any:
+    """``rerun.bindings`` (imported on first use, not with this module: see :func:`.rrdfile.quiet_footer_warning`)."""
+    from rerun import bindings
+
+    return bindings
+
+
+def send_row(native: Any, path: str, row: dict[Any, pa.Array], held: dict[Any, pa.Array] | None,
+             static: bool = False) -> None:
+    """Send a ready row (:func:`row`) to the native recording ``native`` through Rerun's binding, leaving out
+    what ``held`` says the entity holds (see :func:`log_row`)."""
     if held is not None:
-        sent = {descriptor: array for descriptor, array in sent.items() if held.get(descriptor) is not array}
-        if not sent:
+        row = {descriptor: array for descriptor, array in row.items() if held.get(descriptor) is not array}
+        if not row:
             return
-        held.update(sent)
-    bindings.log_arrow_msg(path, components=sent, static_=static,
-                           recording=native if native is not None else stream.to_native())
+        held.update(row)
+    _bindings().log_arrow_msg(path, components=row, static_=static, recording=native)

@@ -10,6 +10,8 @@ few entries. The histograms come from the run's
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from conduit_physics.histograms import HistogramView
@@ -39,6 +41,15 @@ def _per_bin(edges: np.ndarray, unit: str) -> str:
     return f"{text} {unit}".strip()
 
 
+@functools.lru_cache(maxsize=256)
+def _axes(frame: Frame, grid: bool) -> dict:
+    """The parts :func:`.plot2d.add_axes` draws for ``frame``, made once per frame: a histogram's axes change only
+    when its range does, and :func:`.draw.log_figure` skips a part it has just sent without comparing it."""
+    fig = Figure()
+    add_axes(fig, frame, grid=grid)
+    return fig.parts
+
+
 def histogram_figure(view: HistogramView, gates=(), curves=()) -> Figure:
     """The figure of one histogram; ``gates`` are the resolved gates drawn on it (polygons of 2-D ones),
     ``curves`` the kinematic curves drawn on polar-angle vs B-rho histograms."""
@@ -50,7 +61,7 @@ def histogram_figure(view: HistogramView, gates=(), curves=()) -> Figure:
         frame = Frame(Axis(view.x.low, view.x.high, view.x.label),
                       Axis(0.0, nice_upper(shown.counts.max(initial=0)),
                            f"{things} / {_per_bin(shown.x_edges, view.x.quantity.unit)}"))
-        add_axes(fig, frame)
+        fig.parts.update(_axes(frame, True))
         edges = shown.x_edges
         hover = [f"{view.x.quantity.title} {lo:g} to {hi:g}: {int(c)} {things}"
                  for lo, hi, c in zip(edges[:-1], edges[1:], shown.counts)]
@@ -60,7 +71,7 @@ def histogram_figure(view: HistogramView, gates=(), curves=()) -> Figure:
         high = max(float(shown.counts.max(initial=0)), 2.0)
         scale = ColorScale(1.0, high, log=True)
         add_heatmap(fig, frame, shown.counts, scale)
-        add_axes(fig, frame, grid=False)
+        fig.parts.update(_axes(frame, False))
         add_colorbar(fig, frame, scale, f"{things}/bin")
         k = 0
         for gate in gates:

@@ -17,6 +17,7 @@ set of visual bounds in the blueprint frames them all.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -326,8 +327,7 @@ def add_colorbar(fig: Figure, frame: Frame, scale: ColorScale, title: str, prefi
     width = 35.0 * u
     steps = 128
     if gradient:
-        image = ramp(np.linspace(1.0, 0.0, steps))[:, None, :]  # top = high
-        fig.add(f"{prefix}/image", Picture(image, left, frame.top, width, frame.height))
+        fig.add(f"{prefix}/image", Picture(_gradient(steps), left, frame.top, width, frame.height))
     ticks, ys = colorbar_ticks(frame, scale)
     right = left + width
     box = np.array([[left, frame.top], [right, frame.top], [right, frame.bottom], [left, frame.bottom],
@@ -338,6 +338,14 @@ def add_colorbar(fig: Figure, frame: Frame, scale: ColorScale, title: str, prefi
     fig.add(f"{prefix}/labels", Texts(positions, format_ticks(ticks)))
     fig.add(f"{prefix}/title", Texts(np.array([[left + 0.5 * width, frame.top - ABOVE * u]]), [title],
                                      color=(255, 255, 255)))
+
+
+@functools.lru_cache(maxsize=8)
+def _gradient(steps: int) -> np.ndarray:
+    """The colour bar's image: the ramp from top (high) to bottom, one pixel wide (made once, read-only)."""
+    image = ramp(np.linspace(1.0, 0.0, steps))[:, None, :]
+    image.flags.writeable = False
+    return image
 
 
 def colorbar_ticks(frame: Frame, scale: ColorScale) -> tuple[np.ndarray, np.ndarray]:

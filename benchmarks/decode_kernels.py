@@ -1,0 +1,109 @@
+"""Micro benchmark of the partial-readout decode kernel: CPU ns per item, current against the reference.
+
+The reference is the kernel as it was before the fourth round of issue 17, kept in
+``tests/reference_decode_kernels.py`` (the differential test checks both give the same bytes).
+Two inputs:
+
+* ``real``: the real 2017 GRAW frame (8,704 items, 17 channels of which 16 FPN), decoded
+  ``--real-reps`` times per repetition;
+* ``default mix``: the frames of ``--events`` events of the online benchmarks' default mix
+  (700 signal channels over the 40 AsAds plus their FPN channels, 512 buckets each: ~686,000
+  items per event), the decoder's own call (``FrameDecoder.decode_into`` into a reused output,
+  Python wrapper and numba dispatch included).
+
+The two kernels alternate, repetition by repetition, in one process pinned to one CPU; each
+figure is CPU time (``time.thread_time``) per item, median and best of ``--reps``.
+
+    python benchmarks/decode_kernels.py --reps 21
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba-cache"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import reference_decode_kernels as reference  # noqa: E402
+from _common import machine  # noqa: E402
+from conduit.get import _kernels as current  # noqa: E402
+from conduit.get.decoder import ROWS_NEEDED, FrameDecoder  # noqa: E402
+from conduit.get.frames import PARTIAL, check_frame  # noqa: E402
+from conduit.get.maps import load_electronics_map  # noqa: E402
+from ingest import make_events  # noqa: E402
+
+REAL_FRAME = ROOT / "tests" / "data" / "partial_readout_frame.graw"
+
+
+def decoders(emap) -> dict[str, FrameDecoder]:
+    """One decoder per kernel set (the reference's swapped in), warmed up."""
+    out = {}
+    for name, module in (("reference", reference), ("current", current)):
+        dec = FrameDecoder(emap)
+        dec.warm_up()
+        dec._kernels = {PARTIAL: module.decode_partial, 2: module.decode_full}
+        dec.warm_up()
+        out[name] = dec
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=4, help="default-mix events decoded per repetition")
+    ap.add_argument("--real-reps", type=int, default=200, help="decodes of the real frame per repetition")
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1, help="pin to this CPU; -1: do not pin")
+    args = ap.parse_args(argv)
+    if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.cpu})
+    emap = load_electronics_map()
+    decs = decoders(emap)
+    out = np.empty((ROWS_NEEDED, 517), np.int16)
+
+    real = np.frombuffer(REAL_FRAME.read_bytes(), np.uint8)
+    real_info = check_frame(real)
+    _, events = make_events(args.events, 700)
+    frames = [np.frombuffer(f, np.uint8) for ev in events for f in ev.values()]
+    infos = [check_frame(f) for f in frames]
+    mix_items = sum(i.n_items for i in infos)
+
+    def run_real(dec: FrameDecoder) -> None:
+        for _ in range(args.real_reps):
+            dec.decode_into(real, real_info, out)
+
+    def run_mix(dec: FrameDecoder) -> None:
+        for f, i in zip(frames, infos):
+            dec.decode_into(f, i, out)
+
+    cases = (("real frame", run_real, args.real_reps * real_info.n_items),
+             ("default mix", run_mix, mix_items))
+    times: dict[tuple[str, str], list[float]] = {(c, k): [] for c, _, _ in cases for k in decs}
+    load0 = os.getloadavg()
+    for _ in range(args.reps):
+        for case, run, n_items in cases:
+            for name, dec in decs.items():
+                t0 = time.thread_time()
+                run(dec)
+                times[case, name].append((time.thread_time() - t0) / n_items * 1e9)
+    load1 = os.getloadavg()
+    print(f"machine: {machine()}; pinned to CPU {args.cpu}; load average {load0[0]:.1f} -> {load1[0]:.1f}")
+    print(f"default mix: {mix_items / args.events:,.0f} items per event\n")
+    print("| input | kernel | ns/item median | best | ms per default event (median) |")
+    print("|---|---|---|---|---|")
+    for case, _, _ in cases:
+        for name in decs:
+            t = times[case, name]
+            print(f"| {case} | {name} | {statistics.median(t):.3f} | {min(t):.3f} | "
+                  f"{statistics.median(t) * mix_items / args.events / 1e6:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
