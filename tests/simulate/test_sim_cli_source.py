@@ -111,9 +111,12 @@ def test_cli_serve_times_out_cleanly_without_clients(tmp_path):
     assert "timed out after 0.5 s waiting for 1 client(s) on every port" in result.stderr
 
 
-def test_cli_serve_says_when_it_serves_then_what_it_served_and_how_it_kept_pace(tmp_path):
-    """A paced serve read by 11 plain clients: the serving line once every client is there, the totals, and
-    the pacing line (how far behind schedule, how long it waited for slow readers)."""
+_SERVED = r"served 6 events, 240 frames, ([\d.]+) MB per client in [\d.]+ s \(\d+ events/s, \d+ MB/s\)"
+_PACING = r"pacing: at most \d+\.\d{3} s behind schedule; \d+\.\d\d s waiting for clients that read slowly"
+
+
+def _serve_six_events(tmp_path, *options: str) -> tuple[list[str], int]:
+    """`conduit simulate serve` (6 events, pool 2, 100/s) read to EOF by 11 plain clients: (stdout lines, bytes read)."""
     import selectors
     import socket
     import subprocess
@@ -122,7 +125,7 @@ def test_cli_serve_says_when_it_serves_then_what_it_served_and_how_it_kept_pace(
 
     proc = subprocess.Popen(
         [str(VENV_BIN / "conduit"), "simulate", "serve", "--base-port", "0", "--events", "6", "--pool", "2",
-         "--rate", "100", "--preset", "single-track", "--truth", str(tmp_path / "t.h5")],
+         "--rate", "100", "--preset", "single-track", "--truth", str(tmp_path / "t.h5"), *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         listening = proc.stdout.readline()
@@ -132,7 +135,6 @@ def test_cli_serve_says_when_it_serves_then_what_it_served_and_how_it_kept_pace(
             ports = list(range(first, last + 1))
         assert len(ports) == 11, listening
         clients = [socket.create_connection(("127.0.0.1", port), timeout=60) for port in ports]
-        assert proc.stdout.readline() == "every port has its 1 client(s): serving\n"
         received = 0
         with selectors.DefaultSelector() as readable:  # every client read at once: the server paces to the slowest
             for client in clients:
@@ -148,12 +150,29 @@ def test_cli_serve_says_when_it_serves_then_what_it_served_and_how_it_kept_pace(
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    served, pacing = out.splitlines()
-    totals = re.fullmatch(r"served 6 events, 240 frames, ([\d.]+) MB per client in [\d.]+ s \(\d+ events/s, \d+ MB/s\)",
-                          served)
+    return [listening.rstrip("\n"), *out.splitlines()], received
+
+
+def test_cli_serve_says_when_it_serves_then_what_it_served_and_how_it_kept_pace(tmp_path):
+    """A paced serve read by 11 plain clients: the serving line once every client is there, the totals, and
+    the pacing line (how far behind schedule, how long it waited for slow readers)."""
+    lines, received = _serve_six_events(tmp_path)
+    listening, serving, served, pacing = lines
+    assert listening.startswith("serving 6 events (a pool of 2 events, served cyclically) as 11 DataExporters on ")
+    assert serving == "every port has its 1 client(s): serving"
+    totals = re.fullmatch(_SERVED, served)
     assert totals and abs(float(totals[1]) * 1e6 - received) <= 0.05e6, (served, received)
-    assert re.fullmatch(r"pacing: at most \d+\.\d{3} s behind schedule; \d+\.\d\d s waiting for clients that read "
-                        r"slowly", pacing)
+    assert re.fullmatch(_PACING, pacing)
+
+
+def test_cli_serve_quiet_prints_where_it_serves_and_one_final_line(tmp_path):
+    """-q (on shift, serve in a corner terminal): the ports to connect to, then one line at the end that still
+    says what was served and whether it kept pace; no serving line, no separate pacing line."""
+    lines, received = _serve_six_events(tmp_path, "-q")
+    listening, final = lines
+    assert listening.startswith("serving 6 events (a pool of 2 events, served cyclically) as 11 DataExporters on ")
+    totals = re.fullmatch(f"{_SERVED}; {_PACING}", final)
+    assert totals and abs(float(totals[1]) * 1e6 - received) <= 0.05e6, (final, received)
 
 
 def test_simulate_source_runs_a_pipeline(tmp_path):
