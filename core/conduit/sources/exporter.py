@@ -410,16 +410,6 @@ class ExporterSource(FrameSource):
     def _pace(self, link) -> Awaitable[None] | None:
         """After each frame of ``link``: None when it may read on (a plain call, no trip round the event loop),
         else the wait that holds it back while it runs ahead of the others."""
-        builder = self._builder
-        seq = builder.sequencer
-        latest = link.latest
-        slack, gap = builder.pause_slack, builder.outlier_gap
-        consensus, mark = seq.consensus, self._mark
-        # The common case of _hold, decided inline (this runs once per frame): no restart proposed, not running ahead
-        # of the consensus nor of the current (at most 20 ms old) backlog mark (EventBuilder.runs_ahead, written out).
-        if (not seq.proposing_streams and (consensus is None or not slack < latest - consensus <= gap)
-                and self._frame_time - self._mark_time <= 0.02 and (mark is None or not slack < latest - mark <= gap)):
-            return None
         token = self._hold(link)
         if token is None or token == link.gave_up_at:
             return None

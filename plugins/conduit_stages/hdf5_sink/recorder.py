@@ -22,7 +22,7 @@ from . import h5direct, layout, rawio, spyral
 from .idcount import IdCounter
 from .losses import write_loss_attributes, write_parameter_attributes, write_stage_attributes
 from .partfile import PartitionedFile, WriteError, describe_os_error
-from .store import Store
+from .store import STORE_NAME, Store
 
 __all__ = ["Target", "Recorder", "TABLE_DTYPE", "Z_TIES", "table_rows"]
 
@@ -178,7 +178,7 @@ class Recorder:
         try:
             self.disk.wait(ticket)
         except OSError as err:
-            where = self.run_target.file.parts_dir / "store.h5"
+            where = self.run_target.file.parts_dir / STORE_NAME
             raise WriteError(f"cannot write {where}: {describe_os_error(err)}") from None
 
     def finish(self, *, complete: bool) -> None:
