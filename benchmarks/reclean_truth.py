@@ -124,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=300)
     parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--mix", nargs="+", choices=("default", "dense"), default=["default", "dense"])
+    parser.add_argument("--mix", nargs="+", choices=("default", "dense", "protons", "alphas"), default=["default", "dense"])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS),
                         help="name=value[,name=value] overrides of cluster.hdbscan's parameters; the first is the reference")
     args = parser.parse_args()
