@@ -317,15 +317,20 @@ def sklearn_lof(points: np.ndarray, factor: float) -> np.ndarray:
     return -lof.negative_outlier_factor_
 
 
-def dense_event_cloud(index: int) -> np.ndarray:
-    """The cloud of event ``index`` of the dense mix, seed 1 (as benchmarks/stages.py)."""
+def event_cloud(preset: str, index: int, seed: int, events: int) -> np.ndarray:
+    """The cloud of event ``index`` of a simulated run (``events`` long) of ``preset``."""
     from conduit_simulate.generator import Simulator
     from conduit_simulate.params import SimulationParams
     from conduit_stages.pointcloud.stage import PointcloudStage
 
-    event = Simulator(SimulationParams(seed=1, events=200, preset="dense"), DetectorParams()).event(index).event
+    event = Simulator(SimulationParams(seed=seed, events=events, preset=preset), DetectorParams()).event(index).event
     PointcloudStage(PointcloudStage.Params(), RunContext()).process(event)
     return event.artifacts["cloud"]
+
+
+def dense_event_cloud(index: int) -> np.ndarray:
+    """The cloud of event ``index`` of the dense mix, seed 1 (as benchmarks/stages.py)."""
+    return event_cloud("dense", index, seed=1, events=200)
 
 
 @pytest.mark.parametrize("index, expected_cleanings", [(182, [(410, 410), (403, 403), (1479, 1479), (2292, 2292)]),
@@ -435,17 +440,6 @@ def test_lof_neighbour_count_is_capped_by_lof_k_max():
     assert [lof_neighbour_count(n, capped.replace(lof_k_max=0)) for n in (5, 999, 1000, 2292)] == [2, 99, 100, 229]
 
 
-def default_event_cloud(index: int, seed: int) -> np.ndarray:
-    """The cloud of event ``index`` of the default mix (as benchmarks/reclean_truth.py)."""
-    from conduit_simulate.generator import Simulator
-    from conduit_simulate.params import SimulationParams
-    from conduit_stages.pointcloud.stage import PointcloudStage
-
-    event = Simulator(SimulationParams(seed=seed, events=300, preset="default"), DetectorParams()).event(index).event
-    PointcloudStage(PointcloudStage.Params(), RunContext()).process(event)
-    return event.artifacts["cloud"]
-
-
 #: (events, clusters, cleanings, cleanings the cap binds in, events whose clusters differ from the uncapped reference)
 EXPECTED_CAP_OUTCOME = {"default": (100, 164, 330, 0, 0), "dense": (40, 67, 135, 2, 0)}
 
@@ -517,7 +511,7 @@ def test_lof_k_max_bounds_every_cleanings_k_on_a_cluster_of_2000_points(monkeypa
 def test_a_small_lof_k_max_changes_the_labels_where_it_binds():
     """Default-mix event 172 (seed 1, 882 points, a cluster of 827): lof_k_max = 64 (k 64 instead of 82) keeps
     10 more points in their cluster, all made by its particle (benchmarks/reclean_truth.py); 100 does not bind."""
-    cloud = default_event_cloud(172, seed=1)
+    cloud = event_cloud("default", 172, seed=1, events=300)  # as benchmarks/reclean_truth.py
     context = RunContext(detector=DetectorParams(magnetic_field=2.85))
     labels = {cap: HdbscanStage(HdbscanParams(lof_k_max=cap), context).cluster(cloud).labels for cap in (0, 100, 64)}
     np.testing.assert_array_equal(labels[100], labels[0])
