@@ -50,6 +50,7 @@ def load_kernels(path: str):
 
     spec = importlib.util.spec_from_file_location("previous_decode_kernels", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # numba's cache looks the module up by name
     spec.loader.exec_module(module)
     return module
 
