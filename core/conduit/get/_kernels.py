@@ -222,7 +222,7 @@ def _mask_samples(out, n_rows, fpn_seen, keep_fpn):
                     row &= _FFF16
 
 
-#: Items scanned for the bucket-0 items of a canonical frame: they all lie in its first 4 x 68 rounds.
+#: Items scanned at most for the bucket-0 items of a canonical frame: they all lie in its first 68 rounds.
 _MODEL_SCAN = 4 * N_CHANNELS + 4
 _HI18 = np.uint32(0xFFFFC000)  # an item's AGET, channel and bucket bits
 _BUCKET_STEP = np.uint32(1 << 14)
@@ -242,15 +242,23 @@ def _canonical_model(words, n, tops, count, order):
     """
     seen = np.zeros(N_BUCKETS, np.bool_)
     n_order = 0
+    n_agets = 0
+    run = 0  # items in a row past bucket 0: once a whole round is (as many as AGETs send), none is left
     for i in range(min(n, _MODEL_SCAN)):
         w = _swap(words[i])
         if (w >> _U14) & _1FF:
+            run += 1
+            if run >= n_agets:
+                break  # (the first item past bucket 0 when there is none at bucket 0: not the DAQ's order)
             continue
+        run = 0
         top = w >> _U23
         if (top & _7F) >= _68 or seen[top]:
             return 0
         seen[top] = True
         a = top >> _U7
+        if count[a] == 0:
+            n_agets += 1
         tops[a, count[a]] = top
         count[a] += 1
         order[n_order] = top
