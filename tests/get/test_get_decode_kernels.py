@@ -147,3 +147,129 @@ def test_events_with_corrupted_items_are_built_identically(emap, fpn):
                (b.id, b.complete, b.missing, b.timestamp, b.timestamp_other)
         assert a.traces.shape == b.traces.shape and np.array_equal(a.traces, b.traces)
     assert sum(not e.complete for e in events_b) == 1
+
+
+# -- the partial-readout fast path for frames in the DAQ's order (fifth round of issue 17) -------------------
+
+SIGNAL = np.setdiff1d(np.arange(68), [11, 22, 45, 56])
+
+
+def daq_order_items(rng, per_aget: list[list[int]]) -> np.ndarray:
+    """A partial-readout frame's items in the order the simulated DAQ writes (get_format.md 1.9, encode_frame):
+    per AGET its channels (in the given order) at every bucket, the four AGET streams interleaved item by item."""
+    streams = []
+    for aget, channels in enumerate(per_aget):
+        ch = np.tile(np.asarray(channels, np.uint32), 512)
+        bucket = np.repeat(np.arange(512, dtype=np.uint32), len(channels))
+        sample = rng.integers(0, 1 << 14, ch.size, dtype=np.uint32)  # bits 12-13 set too: never decoded
+        streams.append((np.uint32(aget) << 30) | (ch << 23) | (bucket << 14) | sample)
+    out, k = [], 0
+    while any(k < s.size for s in streams):
+        out += [s[k] for s in streams if k < s.size]
+        k += 1
+    return np.array(out, np.uint32)
+
+
+def random_channel_sets(rng) -> list[list[int]]:
+    """Channels of the four AGETs: empty AGETs, one channel, all 68, FPN channels, not sorted."""
+    sets = []
+    for _ in range(4):
+        kind = rng.integers(0, 6)
+        n = {0: 0, 1: 1, 2: 68}.get(kind, int(rng.integers(2, 20)))
+        sets.append([int(c) for c in rng.permutation(68)[:n]])
+    if not any(sets):
+        sets[int(rng.integers(0, 4))] = [11, 22, 45, 56]
+    return sets
+
+
+def fast_path_rows(items: np.ndarray, slots, keep_fpn: bool) -> int:
+    """What the fast path alone returns for ``items`` (-1: it leaves the frame to the general kernel)."""
+    words = np.frombuffer(items.astype(">u4").tobytes(), np.uint32)
+    out = np.zeros((ROWS_NEEDED, 517), np.int16)
+    return new._canonical_partial(words, words.size, slots, out, 3, 1, keep_fpn, np.zeros(2, np.int64),
+                                  np.zeros((4, 4), np.bool_))
+
+
+def decode_items_both(items: np.ndarray, slots, keep_fpn: bool, start: int = 0):
+    raw = bytes(start) + items.astype(">u4").tobytes() + b"\xff" * 3
+    return decode_both("decode_partial", np.frombuffer(bytearray(raw), np.uint8), start, items.size, slots, 3, 1,
+                       keep_fpn)
+
+
+@pytest.mark.parametrize("keep_fpn", [False, True])
+def test_frames_in_the_daq_order_take_the_fast_path_and_decode_identically(emap, keep_fpn):
+    rng = np.random.default_rng(55)
+    mapped = emap.slots(*emap.asads[0])
+    sparse = mapped.copy()
+    sparse[rng.random(sparse.size) < 0.3] = -1
+    rows = 0
+    for case in range(60):
+        items = daq_order_items(rng, random_channel_sets(rng))
+        slots = (mapped, sparse, np.full(272, -1, np.int32))[case % 3]
+        assert fast_path_rows(items, slots, keep_fpn) >= 0, "a frame in the DAQ's order left the fast path"
+        rows += assert_same(decode_items_both(items, slots, keep_fpn, start=case % 4), keep_fpn)
+    assert rows > 500
+
+
+@pytest.mark.parametrize("keep_fpn", [False, True])
+def test_frames_out_of_the_daq_order_are_decoded_identically(emap, keep_fpn):
+    """One item changed anywhere in a frame in the DAQ's order (its channel, AGET, bucket, an invalid channel, two
+    items swapped, an item missing or extra): the fast path gives the frame up and the bytes, rows and counters
+    are the reference's; changed sample bits 12-13 keep it on the fast path."""
+    rng = np.random.default_rng(56)
+    slots = emap.slots(*emap.asads[1])
+    given_up = 0
+    for case in range(140):
+        items = daq_order_items(rng, [[11, 22, 45, 56] + [int(c) for c in rng.permutation(SIGNAL)[:rng.integers(0, 9)]]
+                                      for _ in range(4)])
+        n = items.size
+        at = int(rng.choice([0, 1, 5, int(rng.integers(0, 300)), int(rng.integers(0, n)), n // 2, n - 1]))
+        kind = case % 8
+        if kind == 0:
+            items[at] ^= np.uint32(1 << int(rng.integers(23, 30)))  # another channel
+        elif kind == 1:
+            items[at] ^= np.uint32(1 << int(rng.integers(30, 32)))  # another AGET
+        elif kind == 2:
+            items[at] ^= np.uint32(1 << int(rng.integers(14, 23)))  # another bucket
+        elif kind == 3:
+            items[at] = (items[at] & np.uint32(0xC07FFFFF)) | np.uint32(int(rng.integers(68, 128)) << 23)  # invalid
+        elif kind == 4:
+            other = int(rng.integers(0, n))
+            if (items[other] >> 14) == (items[at] >> 14):
+                other = (at + 1) % n
+            items[[at, other]] = items[[other, at]]
+        elif kind == 5:
+            items = np.delete(items, at)
+        elif kind == 6:
+            items = np.insert(items, at, items[int(rng.integers(0, n))])
+        else:
+            items[at] ^= np.uint32(3 << 12)  # sample bits 12-13 only: still the DAQ's order
+        on_fast_path = fast_path_rows(items, slots, keep_fpn) >= 0
+        assert on_fast_path == (kind == 7), (case, kind, at)
+        given_up += not on_fast_path
+        assert_same(decode_items_both(items, slots, keep_fpn), keep_fpn)
+    assert given_up == 140 - 140 // 8 - (140 % 8 > 7)
+
+
+def test_channels_sharing_an_fpn_row_leave_the_fast_path(emap):
+    """A map marking other channels FPN puts two channels on one FPN row: item order decides there, so the fast
+    path (which copies channel by channel) gives such a frame up when FPN rows are kept."""
+    rng = np.random.default_rng(57)
+    slots = emap.slots(*emap.asads[2]).copy()
+    slots[[3, 68 + 7]] = -2  # FPN code on channel 3 of AGET 0 and 7 of AGET 1: rows shared with channel 56's
+    items = daq_order_items(rng, [[3, 11, 56, 60], [7, 56], [11], [22, 45]])
+    assert fast_path_rows(items, slots, True) == -1
+    assert fast_path_rows(items, slots, False) >= 0
+    for keep_fpn in (False, True):
+        assert_same(decode_items_both(items, slots, keep_fpn), keep_fpn)
+
+
+def test_the_real_frame_is_not_in_the_simulated_daq_order(emap, real_frame):
+    """The real 2017 frame's AGETs drift against each other otherwise than item by item round-robin: it is
+    decoded by the general kernel (identically: test_real_frame_decodes_identically), after the fast path's
+    check of its first two buckets."""
+    info = check_frame(real_frame)
+    items = np.frombuffer(real_frame, ">u4", info.n_items, info.data_offset).astype(np.uint32)
+    assert fast_path_rows(items, emap.slots(info.cobo, info.asad), False) == -1
+    assert fast_path_rows(items[np.argsort(((items >> 14) & 0x1FF) * 4 + (items >> 30), kind="stable")],
+                          emap.slots(info.cobo, info.asad), False) == -1  # bucket-major is not the order either
