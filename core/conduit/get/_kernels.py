@@ -27,12 +27,7 @@ array pointers on the stack: two reloads per item), is unrolled by four, takes t
 bucket from the item's bits as they stand (the table entry carries ``- top << 9``)
 and stores the item's low 16 bits, the 12-bit mask applied to whole rows
 afterwards: ~10 instructions per item instead of 15 (docs/performance.md, fourth
-round). A frame in the order the simulated DAQ writes (per AGET its channels at every
-bucket, the AGET streams interleaved item by item) is decoded channel by channel
-instead (:func:`_canonical_partial`, fifth round): every item checked against that
-order, FPN and unmapped channels checked without a store; ~20 % less CPU per default
-event. Any other order (the real 2017 frame's) is told apart within its first two
-buckets and takes the general kernel.
+round).
 """
 
 from __future__ import annotations
@@ -51,7 +46,6 @@ UNMAPPED = -1
 FPN = -2
 
 _U7 = np.uint32(7)
-_U9 = np.uint32(9)
 _U8 = np.uint32(8)
 _U14 = np.uint32(14)
 _U23 = np.uint32(23)
@@ -222,175 +216,6 @@ def _mask_samples(out, n_rows, fpn_seen, keep_fpn):
                     row &= _FFF16
 
 
-#: Items scanned at most for the bucket-0 items of a canonical frame: they all lie in its first 68 rounds.
-_MODEL_SCAN = 4 * N_CHANNELS + 4
-_HI18 = np.uint32(0xFFFFC000)  # an item's AGET, channel and bucket bits
-_BUCKET_STEP = np.uint32(1 << 14)
-
-
-@njit(cache=True, nogil=True)
-def _canonical_model(words, n, tops, count, order):
-    """Propose the DAQ's order for a partial-readout frame of ``n`` items; return how many channels (0: none).
-
-    The DAQ reads the same channels at every bucket of an AGET and interleaves the four AGET streams
-    round-robin (get_format.md 1.9): item ``r`` of AGET ``a`` is its channel ``r % count[a]`` at bucket
-    ``r // count[a]``. The proposal is read off the bucket-0 items among the first rounds: ``tops[a, c]``
-    (the item's top 9 bits) of each AGET's channels in stream order and ``order``, every channel in order of
-    first appearance. Nothing is written but these scratch arrays; 0 when the frame cannot be in that order
-    (an invalid channel or a channel twice at bucket 0, or ``n`` not 512 x the channels): then the general
-    kernel decodes it. The proposal is only checked item by item by :func:`_canonical_partial`.
-    """
-    seen = np.zeros(N_BUCKETS, np.bool_)
-    n_order = 0
-    n_agets = 0
-    run = 0  # items in a row past bucket 0: once a whole round is (as many as AGETs send), none is left
-    for i in range(min(n, _MODEL_SCAN)):
-        w = _swap(words[i])
-        if (w >> _U14) & _1FF:
-            run += 1
-            if run >= n_agets:
-                break  # (the first item past bucket 0 when there is none at bucket 0: not the DAQ's order)
-            continue
-        run = 0
-        top = w >> _U23
-        if (top & _7F) >= _68 or seen[top]:
-            return 0
-        seen[top] = True
-        a = top >> _U7
-        if count[a] == 0:
-            n_agets += 1
-        tops[a, count[a]] = top
-        count[a] += 1
-        order[n_order] = top
-        n_order += 1
-    if n_order == 0 or n_order * N_BUCKETS != n:
-        return 0
-    # The first two buckets' worth of items in the proposed order, item by item: a frame in another order (the
-    # real 2017 frame: its AGETs drift against each other differently) is told apart here for ~1 % of its cost.
-    p = 0
-    r = 0
-    end = min(n, 2 * n_order)
-    while p < end:
-        for a in range(4):
-            na = count[a]
-            if p < end and r < N_BUCKETS * na:
-                expect = (tops[a, r % na] << _U9) | np.uint32(r // na)
-                if (_swap(words[p]) >> _U14) != expect:
-                    return 0
-                p += 1
-        r += 1
-    return n_order
-
-
-@njit(cache=True, nogil=True)
-def _canonical_partial(words, n, slots, out, cobo, asad, keep_fpn, stats, fpn_seen):
-    """Decode a partial-readout frame in the DAQ's order row by row; return the rows written, or -1 when the
-    frame is not in that order (then nothing was counted or marked, and the rows it wrote are scratch that the
-    general kernel overwrites).
-
-    Every item is checked against the order proposed by :func:`_canonical_model` (its AGET, channel and
-    bucket bits must be the ones expected at its place), in the same loop that copies it: each channel's 512
-    items are gathered at a fixed stride (per segment of rounds in which the same AGETs still send) into its
-    row, masked to 12 bits. FPN channels (unless kept) and unmapped channels are checked, not copied: no
-    store, no per-item branch on the channel's kind. The result is what the general kernel gives the same
-    bytes: rows in order of first appearance (the bucket-0 items), each (channel, bucket) written once.
-    """
-    tops = np.empty((4, N_CHANNELS), np.uint32)
-    count = np.zeros(4, np.int64)
-    order = np.empty(N_SLOTS, np.uint32)
-    n_order = _canonical_model(words, n, tops, count, order)
-    if n_order == 0:
-        return -1
-    ncol = out.shape[1]
-    cap = out.shape[0] - EXTRA_ROWS
-    # Where each channel goes, as _first_sight would place it in order of first appearance (nothing counted yet).
-    dest = np.full(N_BUCKETS, -1, np.int64)
-    fpn_row_taken = np.zeros(16, np.bool_)
-    n_rows = 0
-    for q in range(n_order):
-        top = order[q]
-        code = slots[(top >> _U7) * _68 + (top & _7F)]
-        if code >= 0:
-            dest[top] = n_rows * ncol + FIRST_SAMPLE
-            n_rows += 1
-        elif code == FPN and keep_fpn:
-            f = 4 * (top >> _U7) + _fpn_index(top & _7F)
-            if fpn_row_taken[f]:
-                return -1  # two channels on one FPN row (a map marking other channels FPN): item order decides
-            fpn_row_taken[f] = True
-            dest[top] = (cap + f) * ncol + FIRST_SAMPLE
-    flat = out.reshape(-1)
-    bad = np.uint32(0)
-    r0 = 0  # first round of the segment
-    p0 = 0  # index of its first item
-    while True:
-        # A segment: the rounds in which the same AGETs (k of them) still send, up to the shortest one's end.
-        r1 = -1
-        k = 0
-        for a in range(4):
-            end = N_BUCKETS * count[a]
-            if end > r0:
-                k += 1
-                if r1 < 0 or end < r1:
-                    r1 = end
-        if k == 0:
-            break
-        j = 0  # the AGET's place in each round of the segment
-        for a in range(4):
-            na = count[a]
-            if N_BUCKETS * na <= r0:
-                continue
-            for c in range(na):
-                # Channel c's rounds b * na + c in [r0, r1): buckets b0 .. b1 - 1, items at a fixed stride.
-                b0 = (r0 - c + na - 1) // na
-                b1 = (r1 - c + na - 1) // na
-                if b1 <= b0:
-                    continue
-                top = tops[a, c]
-                p = np.uint64(p0 + (b0 * na + c - r0) * k + j)
-                stride = np.uint64(na * k)
-                expect = (top << _U23) | (np.uint32(b0) << _U14)
-                o = dest[top]
-                if o >= 0:
-                    row = np.uint64(o)
-                    for b in range(np.uint64(b0), np.uint64(b1)):
-                        w = _swap(words[p])
-                        bad |= w ^ expect
-                        flat[row + b] = w & _FFF
-                        p += stride
-                        expect += _BUCKET_STEP
-                else:
-                    for b in range(b0, b1):
-                        bad |= _swap(words[p]) ^ expect
-                        p += stride
-                        expect += _BUCKET_STEP
-            j += 1
-        p0 += (r1 - r0) * k
-        r0 = r1
-    if bad & _HI18:
-        return -1
-    # In order: what _first_sight does for each channel besides placing it (row headers, counts, FPN marks).
-    r = 0
-    for q in range(n_order):
-        top = order[q]
-        aget = top >> _U7
-        channel = top & _7F
-        code = slots[aget * _68 + channel]
-        if code >= 0:
-            out[r, 0] = cobo
-            out[r, 1] = asad
-            out[r, 2] = aget
-            out[r, 3] = channel
-            out[r, 4] = code
-            r += 1
-        elif code == FPN:
-            if keep_fpn:
-                fpn_seen[aget, _fpn_index(channel)] = True
-        else:
-            stats[1] += 1
-    return n_rows
-
-
 @njit(cache=True, nogil=True)
 def decode_partial(buf, start, n_items, slots, cobo, asad, out, keep_fpn, stats):
     """Scatter ``n_items`` 32-bit big-endian partial-readout items at ``buf[start:]`` (uint8) into ``out``.
@@ -402,18 +227,12 @@ def decode_partial(buf, start, n_items, slots, cobo, asad, out, keep_fpn, stats)
     of the channel's bucket 0 less ``(top << 9)``, so the item's own bits 22-14 (its bucket) add
     the rest. An empty entry (sign bit set) stops the hot loop (:func:`_scatter_partial`); the
     channel is placed here and the loop resumes. Items are stored with their 16 low bits, then the
-    rows written are masked to 12 bits (the same bytes as masking each item). A frame in the simulated
-    DAQ's order is decoded by :func:`_canonical_partial` instead (the same bytes).
+    rows written are masked to 12 bits (the same bytes as masking each item).
     """
     words = buf[start:start + 4 * n_items].view(np.uint32)
-    fpn_seen = np.zeros((4, 4), np.bool_)
-    n_rows = _canonical_partial(words, n_items, slots, out, cobo, asad, keep_fpn, stats, fpn_seen)
-    if n_rows >= 0:
-        if keep_fpn:
-            _subtract_fpn(out, n_rows, fpn_seen)
-        return n_rows
     flat = out.reshape(-1)
     base = np.full(512, _UNSEEN, np.uint64)
+    fpn_seen = np.zeros((4, 4), np.bool_)
     n_rows = 0
     n = np.uint64(n_items)
     i = np.uint64(0)
