@@ -1,7 +1,7 @@
 """Per-stage and whole-chain cost of the analysis on the two event mixes.
 
     NUMBA_CACHE_DIR=.numba-cache .venv/bin/python benchmarks/stages.py [--events 200] [--mix default dense]
-        [--compare] [--no-first-call] [--profile N] [--profile-slowest N] [--seed S]
+        [--compare] [--no-first-call] [--profile N] [--profile-slowest N] [--seed S] [--hash]
 
 Events come from the simulator's ``default`` preset (the reference mix:
 about 700 traces and 200 points per event) and its ``dense`` preset (the
@@ -21,6 +21,10 @@ where the stage's defaults (``reclean_joined``, ``lof_k_max``) give other
 clusters than that path. First-call costs are measured in fresh subprocesses: once with
 an empty numba cache (compile and write the cache) and once more with the
 cache filled (what a new worker pays).
+
+``--hash`` prints only a sha256 of the chain's outputs (clouds, cluster labels and ids, directions,
+estimates) over ``--events`` events of each mix: run it with another checkout's ``core`` and ``plugins``
+first on PYTHONPATH and compare the digests to show a change leaves the results byte-identical.
 
 ``--profile N`` times the phases of ``pointcloud`` over all events (trace
 selection, signal mask, FFT low-pass, corrected samples, peak search, points,
@@ -398,6 +402,47 @@ def report_mix(mix: str, n: int, seed: int, compare: bool, profile: int = 0, slo
         profile_phases(events, stages, slowest, cpu["cluster.hdbscan"])
 
 
+def chain_hash(mixes, n: int, seed: int) -> None:
+    """sha256 of everything the chain makes for ``n`` events of each mix (made one at a time): each event's
+    cloud, cluster labels and ids, directions and estimates. The same digest from two checkouts (this script
+    with the other's ``core`` and ``plugins`` first on PYTHONPATH) shows their results are byte-identical."""
+    import hashlib
+
+    from conduit.detector import DetectorParams
+    from conduit_simulate.generator import Simulator
+    from conduit_simulate.params import SimulationParams
+
+    stages = build_stages()
+    digest = hashlib.sha256()
+    points = 0
+    for mix in mixes:
+        sim = Simulator(SimulationParams(seed=seed, events=n, preset=mix), DetectorParams())
+        for i in range(n):
+            event = sim.event(i).event
+            for name in CHAIN:
+                stages[name].process(event)
+            cloud = event.artifacts["cloud"]
+            clusters = event.artifacts["clusters"]
+            points += len(cloud)
+            for part in (cloud, *_arrays(clusters), *_arrays(event.artifacts["estimates"])):
+                digest.update(np.ascontiguousarray(part).tobytes())
+    print(f"{n} events of each of {', '.join(mixes)} (seed {seed}): {points:,} points; chain outputs sha256 "
+          f"{digest.hexdigest()}")
+
+
+def _arrays(value) -> list:
+    """The arrays (and scalars, as text) an artifact is made of, in a fixed order."""
+    if isinstance(value, np.ndarray):
+        return [value]
+    if hasattr(value, "__dataclass_fields__"):
+        return [a for field in sorted(value.__dataclass_fields__) for a in _arrays(getattr(value, field))]
+    if isinstance(value, (list, tuple)):
+        return [a for item in value for a in _arrays(item)]
+    if isinstance(value, dict):
+        return [a for key in sorted(value) for a in _arrays(value[key])]
+    return [np.frombuffer(repr(value).encode(), dtype=np.uint8)]
+
+
 def pin_to_one_cpu() -> None:
     """Run this process on the first CPU it may use (the figures are per event on one core)."""
     try:
@@ -417,7 +462,12 @@ def main() -> None:
                         help="time cluster.hdbscan's phases on the N largest clouds of each mix")
     parser.add_argument("--profile-slowest", type=int, default=0, metavar="N",
                         help="time cluster.hdbscan's phases on the N events it was slowest on (those of its p99)")
+    parser.add_argument("--hash", action="store_true",
+                        help="only print a sha256 of the chain's outputs over --events events of each mix")
     args = parser.parse_args()
+    if args.hash:
+        chain_hash(args.mix, args.events, args.seed)
+        return
     pin_to_one_cpu()
 
     print(f"machine: {machine()}")

@@ -229,7 +229,8 @@ def test_stoprun_in_a_transform_stage_stops_the_run(kit, tmp_path):
     # result is back (on a busy machine the other worker may run through a few dozen 4 ms events while the
     # one holding event 5 waits for a CPU): some, never the 256-event queue.
     assert 6 <= summary.analysed <= 6 + 40 and summary.halted == summary.received - summary.analysed
-    assert summary.halted > 100
+    # The run stopped early (the source had 5000 events to give); how many were queued by then depends on the load.
+    assert summary.received < 5000 and summary.halted >= 1
     assert events[5].failures == {"outcomes.stop": "StopRun: the calibration ran out at event 5"}
     assert not any(e.analysed for e in events[summary.analysed:])
 

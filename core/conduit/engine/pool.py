@@ -377,8 +377,13 @@ class TransformPool:
 
 
 def _without_traces(event: Event) -> Event:
-    """A shallow copy of ``event`` to send to a worker, its trace matrix left out."""
-    return dataclasses.replace(event, traces=_NO_TRACES, artifacts=dict(event.artifacts))
+    """A shallow copy of ``event`` to send to a worker, its trace matrix left out (the fields copied as they
+    are: a third of ``dataclasses.replace``'s cost, which runs ``__init__`` again, per analysed event)."""
+    job = object.__new__(type(event))
+    job.__dict__.update(event.__dict__)
+    job.traces = _NO_TRACES
+    job.artifacts = dict(event.artifacts)
+    return job
 
 
 _NO_TRACES = Event(0).traces[:0]

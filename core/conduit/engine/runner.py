@@ -445,8 +445,14 @@ class Engine:
 
     async def _dispatch(self, pool, events_recv, done_send) -> None:
         slots = trio.Semaphore(self.max_in_flight)
+        # A fixed set of analysis tasks, one per place, fed through a channel: not a new task per analysed
+        # event. An event is handed over only once it holds a place, so the hand-over never waits.
+        to_analyse, analyse_recv = trio.open_memory_channel[tuple[Event, ChainSpec]](self.max_in_flight)
         async with done_send, events_recv:
-            async with trio.open_nursery() as analysing:
+            async with trio.open_nursery() as analysing, to_analyse:
+                with analyse_recv:
+                    for _ in range(self.max_in_flight if self.pipeline.transforms else 0):
+                        analysing.start_soon(self._analyser, pool, analyse_recv.clone(), slots, done_send)
                 while (event := await _next(events_recv)) is not None:
                     if self.max_events is not None and self.metrics.received >= self.max_events:
                         self.request_stop(f"reached --max-events {self.max_events}")
@@ -486,7 +492,7 @@ class Engine:
                             await self._record_unanalysed(event, done_send)
                             continue
                     self.metrics.in_flight += 1
-                    analysing.start_soon(self._analyse, pool, event, slots, done_send, spec)
+                    to_analyse.send_nowait((event, spec))
 
     async def _record_unanalysed(self, event: Event, done_send) -> None:
         """After an error stopped the run: the event goes to the sinks without analysis, counted."""
@@ -499,6 +505,12 @@ class Engine:
             change.event = event.id
             self._awaiting.remove(change)
             log.info("parameters in force from event %d (#%d): %s", event.id, event.sequence, change.describe())
+
+    async def _analyser(self, pool, events, slots: trio.Semaphore, done_send) -> None:
+        """One of the dispatcher's analysis tasks: analyse the events handed to it until the dispatcher ends."""
+        async with events:
+            async for event, spec in events:
+                await self._analyse(pool, event, slots, done_send, spec)
 
     async def _analyse(self, pool, event: Event, slots: trio.Semaphore, done_send, spec: ChainSpec) -> None:
         # done_send is the dispatcher's own: it closes after this nursery, i.e. after every analysis ended
