@@ -114,10 +114,20 @@ def test_live_view_draws_at_most_the_display_rate_and_marks_every_other_event(tm
         assert headers[i].startswith(f"**Run 3 · events from {i} on**")
         assert f"Not drawn: drawing is limited to 4 events/s on a live view; the panels show event {i - 1}." \
             in headers[i]
-    for entity in ("/event/caption", "/event/pads/caption", "/event/traces/caption"):
-        captions = {r["event"]: (r.get("Points3D:labels") or r.get("Points2D:labels"))[0]
+    # The 3-D caption is an entity of its own; a 2-D panel's caption is the last label of its texts' entity.
+    for entity in ("/event/caption", "/event/pads/frame", "/event/traces/plot"):
+        captions = {r["event"]: (r.get("Points3D:labels") or r.get("Points2D:labels"))[-1]
                     for r in event_rows(rows, entity)}
         assert sorted(captions) == sorted(headers), entity
+        for i in captions:
+            state = latest_state(rows, entity, i)
+            kind = "Points3D" if entity == "/event/caption" else "Points2D"
+            assert len(state[f"{kind}:labels"]) == len(state[f"{kind}:positions"]), (entity, i)
+            if i % 16:  # not drawn: the panel shows event i - 1 as it was, only its caption changed
+                before = latest_state(rows, entity, i - 1)
+                assert state[f"{kind}:labels"][:-1] == before[f"{kind}:labels"][:-1], (entity, i)
+                assert {k: v for k, v in state.items() if not k.endswith("labels") and k != "event"} == \
+                    {k: v for k, v in before.items() if not k.endswith("labels") and k != "event"}, (entity, i)
         for i, text in captions.items():
             tracks = 1 + i % 3
             seconds = (1_000_000 + 12_345 * i) / 100e6  # sinkkit's GET timestamp, 100 MHz ticks
@@ -135,13 +145,20 @@ def test_live_view_draws_at_most_the_display_rate_and_marks_every_other_event(tm
     for r in rows["/event/clusters"]:
         labels = kit.make_event(r["event"]).artifacts["clusters"].labels
         assert r["Points3D:class_ids"] == [0 if lab < 0 else lab + 1 for lab in labels]
-    # One helix per estimate starting at its vertex; vertex markers without labels; "#k" at each helix end.
+    # One helix per estimate starting at its vertex; vertex markers without labels (in the same entity as the
+    # helices, Points3D beside LineStrips3D); "#k" at each helix end.
     for r in rows["/event/tracks"]:
         est = kit.make_event(r["event"]).artifacts["estimates"]
         strips = r["LineStrips3D:strips"]
         assert len(strips) == len(est) and r["LineStrips3D:class_ids"] == [int(c) + 1 for c in est["cluster_label"]]
         for strip, row in zip(strips, est):
             np.testing.assert_allclose(strip[0], [row["vertex_x"], row["vertex_y"], row["vertex_z"]], atol=1e-3)
+        shown = latest_state(rows, "/event/tracks", r["event"])
+        np.testing.assert_allclose(np.array(r["Points3D:positions"]),
+                                   np.column_stack([est["vertex_x"], est["vertex_y"], est["vertex_z"]]), atol=1e-3)
+        assert shown["Points3D:class_ids"] == shown["LineStrips3D:class_ids"] == r["LineStrips3D:class_ids"]
+        assert shown["Points3D:radii"] == [-4.0] and shown["Points3D:show_labels"] == [False]
+        assert shown["LineStrips3D:radii"] == [-1.5] and "Points3D:labels" not in shown
     for r in rows["/event/track_ids"]:
         assert r["Points3D:labels"] == [f"#{k}" for k in range(len(kit.make_event(r["event"]).artifacts["estimates"]))]
     # Hit pads: one marker per trace row, in the pad-plane panel's frame (y up: drawn at -y).
@@ -168,7 +185,7 @@ def test_traces_are_the_strongest_unsaturated_pads_with_axes(tmp_path, clock):
         assert any(t.startswith(f"pad {pad} ") for t in legend), (pad, legend)
     assert not any(t.startswith(f"pad {pads[-1]} ") for t in legend)
     assert "1 saturated not shown" in legend and "time bucket (TB)" in legend and "ADC (raw samples)" in legend
-    lines = [r for e, rs in rows.items() if e.startswith("/event/traces/lines") for r in rs]
+    lines = [r for r in rows["/event/traces/plot"] if r.get("LineStrips2D:strips")]
     widest = max(lines, key=lambda r: max(len(s) for s in r["LineStrips2D:strips"]))
     strips = [np.array(s) for s in widest["LineStrips2D:strips"] if len(s) == 512]
     assert len(strips) == 3  # one 512-sample line per drawn trace

@@ -19,7 +19,7 @@ import pytest
 from conduit.event import SAMPLES
 from conduit_physics.tracks.helix import helices
 from conduit_stages.rerun_sink import arrow, kernels
-from conduit_stages.rerun_sink.colors import RAMP, ColorScale, percentile_of
+from conduit_stages.rerun_sink.colors import BACKGROUND, RAMP, ColorScale, count_colors, percentile_of
 from conduit_stages.rerun_sink.eventview import N_CLASSES, class_ids
 from conduit_stages.rerun_sink.geometry import CHAMBER_RADIUS, SATURATION_ADC, select_traces, strongest
 from conduit_stages.rerun_sink.plot2d import Axis, Frame, nice_tick_values
@@ -209,3 +209,23 @@ def test_packed_scale_colours_equal_the_numpy_ramp_packed_on_log_and_linear_scal
         np.testing.assert_array_equal(scale.rgba(values), arrow.pack(scale.colors(values)))
         checked += len(values)
     assert checked == 2 * 10_103 + 2 * 5011
+
+
+def test_heat_map_colours_equal_the_numpy_ramp_with_empty_bins_in_the_background():
+    """``count_colors`` (the ramp packed in one compiled pass, its bytes taken apart) gives every bin of a heat
+    map the colour ``ColorScale.colors`` gives it, empty bins the background, on linear and log scales and on a
+    flipped, transposed view (what ``add_heatmap`` passes)."""
+    rng = np.random.default_rng(5)
+    counts = rng.poisson(0.7, (120, 90)).astype(np.float64)
+    counts[3, 4], counts[5, 6] = 10**6, 0.5  # past the top, between 0 and 1
+    checked = 0
+    for scale in (ColorScale(1.0, 40.0, log=True), ColorScale(0.0, 5.0), ColorScale(1.0, 2.0, log=True)):
+        for grid in (counts, counts.T[::-1]):
+            rgb = count_colors(grid, scale)
+            expected = scale.colors(grid.reshape(-1)).reshape(*grid.shape, 3)
+            expected[grid <= 0] = BACKGROUND
+            assert rgb.shape == grid.shape + (3,) and rgb.dtype == np.uint8
+            np.testing.assert_array_equal(rgb, expected)
+            assert (rgb[grid <= 0] == BACKGROUND).all() and (grid <= 0).sum() > 1000
+            checked += grid.size
+    assert checked == 6 * 120 * 90

@@ -110,15 +110,23 @@ def test_every_drawn_event_has_its_points_markers_hover_texts_and_captions(repla
         assert row["Points2D:radii"] == pytest.approx((2.6 * pads.scale[ids]).tolist(), rel=1e-6)
         assert row["Points2D:show_labels"] == [False] and row["Points2D:draw_order"] == [2.0]
         assert len(row["Points2D:colors"]) == len(ids)
-    # Every caption row carries its whole anchor (built once, logged with each event's text).
-    for entity, kind in (("/event/caption", "Points3D"), ("/event/pads/caption", "Points2D"),
-                         ("/event/traces/caption", "Points2D")):
+    # Every caption row carries its whole anchor (built once, logged with each event's text): the 3-D one its
+    # own entity, a 2-D panel's the last point of its texts (after the colour bar's numbers, the legend).
+    for entity, kind in (("/event/caption", "Points3D"), ("/event/pads/frame", "Points2D"),
+                         ("/event/traces/plot", "Points2D")):
         captions = event_rows(rows, entity)
         assert sorted(r["event"] for r in captions) == list(range(N_EVENTS)), entity
         for r in captions:
             state = latest_state(rows, entity, r["event"])
-            assert len(state[f"{kind}:positions"]) == 1 and state[f"{kind}:show_labels"] == [True], entity
-            assert r[f"{kind}:labels"][0].startswith(f"run 3 · event {r['event']} · "), entity
+            assert len(state[f"{kind}:positions"]) == len(state[f"{kind}:labels"]), entity
+            assert state[f"{kind}:show_labels"] == [True], entity
+            assert r[f"{kind}:labels"][-1].startswith(f"run 3 · event {r['event']} · "), entity
+        if kind == "Points2D":  # and the panel's lines with it: the colour bar's box and ticks, axes and traces
+            assert all(latest_state(rows, entity, r["event"])["LineStrips2D:strips"] for r in captions), entity
+    anchors = {entity: latest_state(rows, entity, 0)["Points2D:positions"][-1]
+               for entity in ("/event/pads/frame", "/event/traces/plot")}
+    assert anchors["/event/traces/plot"] == pytest.approx([700.0, -88.0])
+    assert anchors["/event/pads/frame"][0] == pytest.approx(0.0) and anchors["/event/pads/frame"][1] < -280.0
     ticks = event_rows(rows, "/event/colorbar/labels")
     assert sorted(r["event"] for r in ticks) == list(range(N_EVENTS))
     for r in ticks:  # tick numbers equal to the previous event's are not sent again: the viewer shows them

@@ -33,7 +33,6 @@ ENTITY = {
     "cloud": f"{EVENT_ROOT}/cloud",
     "clusters": f"{EVENT_ROOT}/clusters",
     "tracks": f"{EVENT_ROOT}/tracks",
-    "vertices": f"{EVENT_ROOT}/vertices",
     "pad_hits": f"{EVENT_ROOT}/pads/hits",
     "traces": f"{EVENT_ROOT}/traces",
     "padplane": "/padplane",
@@ -81,7 +80,7 @@ def default_blueprint(histograms: list[tuple[str, int]], prefix: str = "", title
     w = PLANE_HALF_WIDTH
     plane = _bounds((-w - 100.0, w + 140.0), (-w - 50.0, w + 75.0))
     eye = rrb.EyeControls3D(position=CAMERA["position"], look_target=CAMERA["look_target"], eye_up=CAMERA["eye_up"])
-    shown_3d = [f"{e['detector']}/**", f"{e['event']}/caption", f"{e['event']}/tracks", f"{e['event']}/vertices",
+    shown_3d = [f"{e['detector']}/**", f"{e['event']}/caption", f"{e['event']}/tracks",  # helices and vertices
                 f"{e['event']}/track_ids"]
     by_charge = rrb.Spatial3DView(origin=p or "/", name="Event 3-D · colour = amplitude (ADC)", eye_controls=eye,
                                   contents=shown_3d + [e["cloud"], f"{e['event']}/colorbar/**", e["colorbar3d"]])

@@ -31,16 +31,22 @@ from .plot2d import (ABOVE, AXIS_COLOR, HALF_LINE, TEXT_COLOR, Axis, Figure, Fra
                      format_ticks, nice_tick_values)
 from .draw import compact, figure_archetypes
 
-__all__ = ["EventView", "EVENT_ROOT", "COLORBAR_3D", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
+__all__ = ["EventView", "EVENT_ROOT", "COLORBAR_3D", "PADS_FRAME", "TRACES_PLOT", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
 
 EVENT_ROOT = "/event"
 #: The bar of the 3-D colour bar, logged once (static; its tick labels come with each event).
 COLORBAR_3D = "/colorbar3d"
+#: The pad plane's colour bar (box and ticks: LineStrips2D), its numbers, title and the panel's caption (Points2D).
+PADS_FRAME = f"{EVENT_ROOT}/pads/frame"
+#: The traces panel: axes and traces (LineStrips2D), axis labels, legend and caption (Points2D).
+TRACES_PLOT = f"{EVENT_ROOT}/traces/plot"
 GET_CLOCK_HZ = 100e6  # GET timestamps count 100 MHz ticks
 N_CLASSES = 64  # annotation classes: 0 = noise, k + 1 = cluster label k (mod 63)
 #: Half width of the square the pad-plane panels show (mm).
 PLANE_HALF_WIDTH = 280.0
 NOISE_COLOR = (120, 120, 130)
+#: Colour of the captions saying which event a panel shows.
+CAPTION_COLOR = np.array([(230, 230, 230)], dtype=np.uint8)
 _NOISE_RGBA = arrow.pack(NOISE_COLOR)[0]
 _HOVER_ADC = 4097  # amplitudes 0..4096 ADC have their hover text made in advance (12-bit samples)
 _DIRECTIONS = {Direction.FORWARD: "forward", Direction.BACKWARD: "backward", Direction.NONE: "-"}
@@ -109,29 +115,38 @@ class _Drawn:
         return {arrow.field("LineStrips2D", "strips"): arrow.offset_strips(points, offsets)} | fixed
 
     def texts(self, positions: np.ndarray | Callable[[Any], np.ndarray], labels: list[str] | tuple[str, ...],
-              colors: Callable[[Any], np.ndarray], key: Any) -> dict[Any, Any]:
+              colors: Callable[[Any], np.ndarray], key: Any, caption: _Caption) -> dict[Any, Any]:
         """The Points2D row of the figure's texts followed by an event's (``positions``, ``labels`` and their
         colours ``colors(key)``, made once per ``key``; positions given as a function, ``positions(key)``, are
-        made once per ``key`` too). Labels given as a tuple recur from event to event: their text data is
-        made once."""
-        made = self.made.get(("texts", key))
+        made once per ``key`` too), then the panel's ``caption`` (its text and anchor): one entity, so one
+        log call, for all the words of a panel."""
+        made = self.made.get(("texts", key, caption.anchor))
         if made is None:
-            made = self.made[("texts", key)] = arrow.row(
+            made = self.made[("texts", key, caption.anchor)] = arrow.row(
                 "Points2D", radii=arrow.floats(-self.text_radius), colors=_interned(arrow.colors(np.concatenate(
-                    [self.text_colors, colors(key)]))), show_labels=arrow.flag(True),
+                    [self.text_colors, colors(key), CAPTION_COLOR]))), show_labels=arrow.flag(True),
                 draw_order=arrow.floats(self.text_order, "DrawOrder"))
             if callable(positions):
-                made[arrow.field("Points2D", "positions")] = self._positions(positions(key))
+                made[arrow.field("Points2D", "positions")] = self._positions(positions(key), caption.anchor)
         if not callable(positions):
-            made = {arrow.field("Points2D", "positions"): self._positions(positions)} | made
-        return {arrow.field("Points2D", "labels"): _texts(labels) if isinstance(labels, tuple) and not self.labels
-                else arrow.texts(self.labels + list(labels))} | made
+            made = {arrow.field("Points2D", "positions"): self._positions(positions, caption.anchor)} | made
+        return {arrow.field("Points2D", "labels"): arrow.texts(self.all_labels(labels) + [caption.text])} | made
 
-    def _positions(self, positions: np.ndarray) -> Any:
-        """Position2D data of the figure's texts followed by ``positions``."""
-        if len(self.text_positions):
-            positions = np.concatenate([self.text_positions, positions])
-        return arrow.positions(positions, 2)
+    def all_labels(self, labels: list[str] | tuple[str, ...]) -> list[str]:
+        """The figure's labels followed by an event's (what :meth:`texts` shows before the caption)."""
+        return self.labels + list(labels)
+
+    def _positions(self, positions: np.ndarray, anchor: tuple[float, float]) -> Any:
+        """Position2D data of the figure's texts followed by ``positions`` and the caption's ``anchor``."""
+        return arrow.positions(np.concatenate([self.text_positions, np.reshape(positions, (-1, 2)), [anchor]]), 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Caption:
+    """A 2-D panel's caption: its text (which event the panel shows) and its anchor (view units)."""
+
+    text: str
+    anchor: tuple[float, float]
 
 
 _INTERNED: dict[tuple, Any] = {}
@@ -232,6 +247,8 @@ class EventView:
         #: Entities under EVENT_ROOT logged since its last recursive clear: the viewer shows them (latest-at).
         self._shown: set[str] = set()
         self._markdown: list[Any] = []
+        #: Per 2-D panel (its Points2D entity): the labels it shows before its caption (see :meth:`relabel`).
+        self._labels: dict[str, list[str]] = {}
         if self.pads is not None:
             self._pad_tables()  # when the run opens, not at its first event
 
@@ -304,24 +321,46 @@ class EventView:
         return "\n".join(lines)
 
     def captions(self, text: str) -> list[tuple[str, Any]]:
-        """The one-line caption every per-event panel carries: which event the panel shows.
+        """The one-line caption every per-event panel carries: which event the panel shows. The 3-D view's
+        is an entity of its own; the 2-D panels' come with their texts (:meth:`relabel`).
 
         Only the text changes: the other components are built once (:mod:`.arrow`) and logged with it.
         """
-        rr = self.rr
         if self._captions is None:
-            color = (230, 230, 230)
-            pad_top = self.frame.top - 0.6 * 88.0 * self.frame.width / 1000.0
-            self._captions = {
-                f"{EVENT_ROOT}/caption": arrow.fixed(rr.Points3D(
-                    [[0.0, 0.0, self.length + 80.0]], radii=-0.5, colors=color, show_labels=True)),
-                f"{EVENT_ROOT}/pads/caption": arrow.fixed(rr.Points2D(
-                    [[0.0, pad_top]], radii=-0.5, colors=color, show_labels=True, draw_order=40.0)),
-                f"{EVENT_ROOT}/traces/caption": arrow.fixed(rr.Points2D(
-                    [[700.0, -88.0]], radii=-0.5, colors=color, show_labels=True, draw_order=40.0))}
+            self._captions = {f"{EVENT_ROOT}/caption": arrow.fixed(self.rr.Points3D(
+                [[0.0, 0.0, self.length + 80.0]], radii=-0.5, colors=CAPTION_COLOR[0], show_labels=True))}
         labels = arrow.texts([text])
-        return [(path, fixed | {arrow.field("Points3D" if path == f"{EVENT_ROOT}/caption" else "Points2D", "labels"):
-                                labels}) for path, fixed in self._captions.items()]
+        return [(path, fixed | {arrow.field("Points3D", "labels"): labels}) for path, fixed in self._captions.items()]
+
+    def _caption(self, path: str, text: str) -> _Caption:
+        """The caption of the 2-D panel whose texts are ``path``: above the pad plane, or above the traces."""
+        if path == PADS_FRAME:
+            return _Caption(text, (0.0, self.frame.top - 0.6 * 88.0 * self.frame.width / 1000.0))
+        return _Caption(text, (700.0, -88.0))
+
+    def _panels_2d(self) -> tuple[str, ...]:
+        """The 2-D panels with a caption (their Points2D entity): the pad plane's when drawn, the traces'."""
+        return (PADS_FRAME, TRACES_PLOT) if self.pads is not None else (TRACES_PLOT,)
+
+    def _caption_only(self, path: str, text: str) -> tuple[str, Any]:
+        """The row of a 2-D panel that shows nothing of this event but its caption (no lines left over)."""
+        caption = self._caption(path, text)
+        self._labels[path] = []
+        return path, {arrow.field("LineStrips2D", "strips"): _no_strips()} | _NOTHING.texts(
+            np.zeros((0, 2)), (), _no_colors, "caption only", caption)
+
+    def relabel(self, text: str, shown: int | None) -> list[tuple[str, Any]]:
+        """The 3-D caption and the 2-D panels' texts with the caption ``text`` (an event not drawn or not
+        received): a panel that shows the drawn event ``shown`` gets only its labels again (its positions
+        hold, latest-at), one that shows nothing its caption alone."""
+        out = self.captions(text)
+        for path in self._panels_2d():
+            labels = self._labels.get(path) if shown is not None else None
+            if labels is None:
+                out.append(self._caption_only(path, text))
+            else:
+                out.append((path, {arrow.field("Points2D", "labels"): arrow.texts(labels + [text])}))
+        return out
 
     def not_drawn(self, event, run: int, reason: str, shown: int | None) -> list[tuple[str, Any]]:
         """Logged at the first event of a stretch that is not drawn; it holds until the next drawn event.
@@ -335,7 +374,7 @@ class EventView:
         out: list[tuple[str, Any]] = [] if shown is not None else [(EVENT_ROOT, rr.Clear(recursive=True))]
         out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(text, media_type="text/markdown")))
         caption = f"events from {event.id} not drawn" + (f" · showing event {shown}" if shown is not None else "")
-        return self._track(out + self.captions(caption))
+        return self._track(out + self.relabel(caption, shown))
 
     def not_received(self, first: int, last: int, run: int, shown: int | None) -> list[tuple[str, Any]]:
         """Logged at event ``first`` when events ``first``..``last`` never reached the view (captions say so)."""
@@ -346,8 +385,8 @@ class EventView:
                 + (f"; the panels show event {shown}.*" if shown is not None else ".*"))
         out: list[tuple[str, Any]] = [] if shown is not None else [(EVENT_ROOT, rr.Clear(recursive=True))]
         out.append((f"{EVENT_ROOT}/summary", rr.TextDocument(text, media_type="text/markdown")))
-        return self._track(out + self.captions(f"{span} not received"
-                                               + (f" · showing event {shown}" if shown is not None else "")))
+        return self._track(out + self.relabel(f"{span} not received"
+                                              + (f" · showing event {shown}" if shown is not None else ""), shown))
 
     def draw(self, event, run: int, charges: tuple[np.ndarray, np.ndarray] | None = None,
              maxima: np.ndarray | None = None) -> list[tuple[str, Any]]:
@@ -376,8 +415,9 @@ class EventView:
         n_tracks = 0 if estimates is None else len(estimates)
         out.append((f"{EVENT_ROOT}/summary", {arrow.field("TextDocument", "text"): arrow.texts([
             self.header(event, run)])} | self._markdown))
-        out += self.captions(f"run {run} · event {event.id} · t = {event.timestamp / GET_CLOCK_HZ:.6f} s · "
-                             f"{n_tracks} track{'s' if n_tracks != 1 else ''}")
+        caption = (f"run {run} · event {event.id} · t = {event.timestamp / GET_CLOCK_HZ:.6f} s · "
+                   f"{n_tracks} track{'s' if n_tracks != 1 else ''}")
+        out += self.captions(caption)
         if cloud is not None and len(cloud):
             out += self._cloud(cloud, labels, scale)
         if estimates is not None and n_tracks:
@@ -385,9 +425,11 @@ class EventView:
         ticks = _Ticks(scale)  # both colour bars number the same scale
         out += self._colorbar3d(ticks)
         if self.pads is not None and traces.shape[0]:
-            out += self._pad_hits(ids, amplitude, scale, ticks)
+            out += self._pad_hits(ids, amplitude, scale, ticks, caption)
         if self.params.traces and traces.shape[0]:
-            out += self._traces(traces, amplitude, cloud, labels, maxima)
+            out += self._traces(traces, amplitude, cloud, labels, maxima, caption)
+        drawn = {path for path, _ in out}
+        out += [self._caption_only(path, caption) for path in self._panels_2d() if path not in drawn]
         if not self._shown <= {path for path, _ in out}:
             # An entity of an earlier event that this one does not draw (its tracks, its clusters ...) would
             # still show: clear them all first. Otherwise every shown entity is replaced and a clear (one
@@ -427,11 +469,12 @@ class EventView:
             N_CLASSES)
         classes = _classes(tuple(classes.tolist()))  # the same few from event to event: sent once while so
         hidden = arrow.flag(False)
+        # helices and vertices in one entity (LineStrips3D and Points3D components side by side): one log call
         return [
             (f"{EVENT_ROOT}/tracks", arrow.row("LineStrips3D", strips=arrow.offset_strips(points, offsets, 3),
-                                               radii=arrow.floats(-1.5), class_ids=classes, show_labels=hidden)),
-            (f"{EVENT_ROOT}/vertices", arrow.row("Points3D", positions=arrow.positions(vertices, 3),
-                                                 radii=arrow.floats(-4.0), class_ids=classes, show_labels=hidden)),
+                                               radii=arrow.floats(-1.5), class_ids=classes, show_labels=hidden)
+             | arrow.row("Points3D", positions=arrow.positions(vertices, 3), radii=arrow.floats(-4.0),
+                         class_ids=classes, show_labels=hidden)),
             (f"{EVENT_ROOT}/track_ids", arrow.row(
                 "Points3D", positions=arrow.positions(ends, 3), radii=arrow.floats(-0.5),
                 labels=_track_numbers(len(estimates)), show_labels=arrow.flag(True), class_ids=classes)),
@@ -456,8 +499,8 @@ class EventView:
         return COLORBAR_3D, self.rr.Points3D(bar, radii=-5.0, colors=ColorScale(0.0, 1.0).colors(
             (z / self.length)))
 
-    def _pad_hits(self, ids: np.ndarray, amplitude: np.ndarray, scale: ColorScale, ticks: _Ticks | None = None
-                  ) -> list[tuple[str, Any]]:
+    def _pad_hits(self, ids: np.ndarray, amplitude: np.ndarray, scale: ColorScale, ticks: _Ticks | None = None,
+                  caption: str = "") -> list[tuple[str, Any]]:
         """A marker per trace on the plane at its pad, coloured by amplitude, with the hover text "pad P: A ADC"
         (A rounded half to even, as ``f"{a:.0f}"``): one compiled pass (:func:`.kernels.pad_markers`)."""
         xy, radii, fixed, names, numbers = self._pad_tables()
@@ -475,11 +518,12 @@ class EventView:
         out: list[tuple[str, Any]] = [(f"{EVENT_ROOT}/pads/hits", fixed | arrow.row(
             "Points2D", positions=arrow.positions(positions, 2), radii=arrow.floats(sizes),
             colors=arrow.rgba(colors), labels=labels))]
-        return out + self._pad_colorbar(ticks or _Ticks(scale))
+        return out + self._pad_colorbar(ticks or _Ticks(scale), caption)
 
-    def _pad_colorbar(self, ticks: _Ticks) -> list[tuple[str, Any]]:
+    def _pad_colorbar(self, ticks: _Ticks, caption: str = "") -> list[tuple[str, Any]]:
         """The pad plane's colour-bar box, ticks and numbers for this event's scale (the gradient is static):
-        what ``add_colorbar(..., gradient=False)`` draws, compacted, without building the figure."""
+        what ``add_colorbar(..., gradient=False)`` draws, compacted, without building the figure; with the
+        panel's caption, in one entity."""
         frame = self.frame
         u = frame.width / 1000.0
         left, width = frame.right + 35.0 * u, 35.0 * u
@@ -495,10 +539,12 @@ class EventView:
         n = len(ys)
         text_x, raise_by = right + 80.0 * u, HALF_LINE * u
         positions = [(text_x, y - raise_by) for y in ys] + [(left + 0.5 * width, top - ABOVE * u)]
-        return [(f"{EVENT_ROOT}/pads/lines", _NOTHING.lines(np.array(points, dtype=np.float32), (5, 3 * n + 2),
-                                                            _axis_colors, 1.0, 20.0, "pad colour bar")),
-                (f"{EVENT_ROOT}/pads/texts", _NOTHING.texts(np.array(positions), labels + _ADC_TITLE,
-                                                            _colorbar_text_colors, n))]
+        texts = labels + _ADC_TITLE
+        self._labels[PADS_FRAME] = _NOTHING.all_labels(texts)
+        return [(PADS_FRAME, _NOTHING.lines(np.array(points, dtype=np.float32), (5, 3 * n + 2), _axis_colors, 1.0,
+                                            20.0, "pad colour bar")
+                 | _NOTHING.texts(np.array(positions), texts, _colorbar_text_colors, n,
+                                  self._caption(PADS_FRAME, caption)))]
 
     def _pad_tables(self) -> tuple[Any, ...]:
         """Per pad, built once: panel position and marker radius (float32), the hit markers' fixed components,
@@ -513,7 +559,7 @@ class EventView:
                            arrow.TextTable([f"{a} ADC" for a in range(_HOVER_ADC)]))
         return self._hover
 
-    def _traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels, maxima=None
+    def _traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels, maxima=None, caption: str = ""
                 ) -> list[tuple[str, Any]]:
         kernels = self.kernels
         if self.params.traces == "strongest" and maxima is not None and self.params.trace_count > 0:
@@ -542,8 +588,9 @@ class EventView:
         legend_text += ["(CoBo/AsAd/AGET/ch)"] + [line for line in what if line]
         notes = len(legend_text) - n
         # The axes (built once per y range) then the traces, as the compacted figure of both would be.
-        return [(f"{EVENT_ROOT}/traces/lines", axes.lines(points, (512,) * n, _trace_colors, 1.6, 25.0, n)),
-                (f"{EVENT_ROOT}/traces/texts", axes.texts(_legend_xy, legend_text, _legend_colors, (n, notes)))]
+        self._labels[TRACES_PLOT] = axes.all_labels(legend_text)
+        return [(TRACES_PLOT, axes.lines(points, (512,) * n, _trace_colors, 1.6, 25.0, n)
+                 | axes.texts(_legend_xy, legend_text, _legend_colors, (n, notes), self._caption(TRACES_PLOT, caption)))]
 
 
 def _legend_xy(key: tuple[int, int]) -> np.ndarray:
@@ -564,6 +611,20 @@ def _legend_colors(key: tuple[int, int]) -> np.ndarray:
     note_colors = np.full((notes, 3), 170, dtype=np.uint8)
     note_colors[:, 2] = 180
     return np.vstack([_trace_colors(n), note_colors])
+
+
+@functools.cache
+def _no_strips() -> Any:
+    """LineStrips2D data of no strip (a panel's lines emptied; made on first use: Rerun loads with the run)."""
+    return arrow.offset_strips(np.zeros((0, 2), dtype=np.float32), np.zeros(1, dtype=np.int32))
+
+
+def _no_colors(key: Any) -> np.ndarray:
+    """No colours (a panel showing only its caption)."""
+    return _NO_COLORS
+
+
+_NO_COLORS = np.zeros((0, 3), dtype=np.uint8)
 
 
 def _axis_colors(key: Any) -> np.ndarray:
