@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import random
 import re
 import resource
 import socket
@@ -36,6 +35,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from simulate import _cpu_ticks, _free_port_block  # noqa: E402  (benchmarks/ is the script's directory)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -48,30 +49,6 @@ def _size(text: str) -> int:
     if not m:
         raise argparse.ArgumentTypeError(f"not a size: {text!r}")
     return int(m[1]) << {"": 0, "k": 10, "m": 20}[m[2].lower()]
-
-
-def _free_port_block(n: int = 11) -> int:
-    # Below the ephemeral range (32768-60999 here): the readers' own connections never take these ports.
-    for base in range(random.randrange(20000, 32000, 16), 32700, 16):
-        socks = []
-        try:
-            for c in range(n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + c))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free block of 11 ports")
-
-
-def _cpu_ticks(pid: int) -> tuple[int, int]:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]), int(fields[12])
 
 
 def _tcp_ext() -> dict[str, int]:
@@ -183,7 +160,6 @@ def run_once(args, send_buffer: int, receive_buffer: int, pythonpath: str | None
 def main() -> int:
     import tempfile
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from _common import machine
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
