@@ -84,6 +84,11 @@ def set_congestion_control(sock: socket.socket, name: str) -> str:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name.encode())
     except OSError:
         pass
+    return congestion_control(sock)
+
+
+def congestion_control(sock: socket.socket) -> str:
+    """The TCP congestion control ``sock`` uses (e.g. "bbr", "reno")."""
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode()
 
 
@@ -259,7 +264,7 @@ class DataExporterServer:
             peer = "?"
         client = _Client(sock, peer)
         client.stats.send_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-        client.stats.congestion = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode()
+        client.stats.congestion = congestion_control(sock)
         self._clients.append(client)
         self._accepted += 1
         self._notify()
