@@ -15,6 +15,7 @@ The two kernels alternate, repetition by repetition, in one process pinned to on
 figure is CPU time (``time.thread_time``) per item, median and best of ``--reps``.
 
     python benchmarks/decode_kernels.py --reps 21
+    python benchmarks/decode_kernels.py --previous /tmp/clone/core/conduit/get/_kernels.py   # A/B with a commit
 """
 
 from __future__ import annotations
@@ -43,10 +44,22 @@ from ingest import make_events  # noqa: E402
 REAL_FRAME = ROOT / "tests" / "data" / "partial_readout_frame.graw"
 
 
-def decoders(emap) -> dict[str, FrameDecoder]:
-    """One decoder per kernel set (the reference's swapped in), warmed up."""
+def load_kernels(path: str):
+    """The kernels module at ``path`` (e.g. ``_kernels.py`` of a clone at an earlier commit), for an A/B."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("previous_decode_kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # numba's cache looks the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def decoders(emap, previous: str | None = None) -> dict[str, FrameDecoder]:
+    """One decoder per kernel set (the reference's, and ``previous``'s when given, swapped in), warmed up."""
     out = {}
-    for name, module in (("reference", reference), ("current", current)):
+    sets = [("reference", reference)] + ([("previous", load_kernels(previous))] if previous else [])
+    for name, module in sets + [("current", current)]:
         dec = FrameDecoder(emap)
         dec.warm_up()
         dec._kernels = {PARTIAL: module.decode_partial, 2: module.decode_full}
@@ -61,11 +74,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--real-reps", type=int, default=200, help="decodes of the real frame per repetition")
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1, help="pin to this CPU; -1: do not pin")
+    ap.add_argument("--previous", help="also time the kernels of this _kernels.py (e.g. of a clone at the commit "
+                                       "before a change)")
     args = ap.parse_args(argv)
     if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     emap = load_electronics_map()
-    decs = decoders(emap)
+    decs = decoders(emap, args.previous)
     out = np.empty((ROWS_NEEDED, 517), np.int16)
 
     real = np.frombuffer(REAL_FRAME.read_bytes(), np.uint8)

@@ -14,10 +14,11 @@ pointcloud + cluster.hdbscan + estimate, as the workers run it.
 
 ``--compare`` also runs ``cluster.hdbscan`` with the hdbscan package
 (``algorithm = "prims_kdtree"``) on the same clouds, in the same process,
-both with ``reclean_joined = "always"`` (every LOF cleaning, the exact
-path), and counts the events whose clusters differ (expected: none) and the
-ratio of the times; and the events where the stage's default
-``reclean_joined`` gives other clusters than ``"always"``. First-call costs are measured in fresh subprocesses: once with
+both with ``reclean_joined = "always"`` and ``lof_k_max = 0`` (every LOF
+cleaning, LOF's k uncapped: the exact path), and counts the events whose
+clusters differ (expected: none) and the ratio of the times; and the events
+where the stage's defaults (``reclean_joined``, ``lof_k_max``) give other
+clusters than that path. First-call costs are measured in fresh subprocesses: once with
 an empty numba cache (compile and write the cache) and once more with the
 cache filled (what a new worker pays).
 
@@ -108,9 +109,10 @@ def compare_reference(events, stages) -> str:
     from conduit_stages.cluster.hdbscan_stage import HdbscanParams, HdbscanStage
 
     default = stages["cluster.hdbscan"]
-    # the exact path (every cleaning) on both sides; the default's reclean_joined is compared with it below
-    native = HdbscanStage(HdbscanParams(reclean_joined="always"), default.context)
-    package = HdbscanStage(HdbscanParams(algorithm="prims_kdtree", reclean_joined="always"), default.context)
+    # the exact path (every cleaning, LOF's k uncapped) on both sides; the default is compared with it below
+    native = HdbscanStage(HdbscanParams(reclean_joined="always", lof_k_max=0), default.context)
+    package = HdbscanStage(HdbscanParams(algorithm="prims_kdtree", reclean_joined="always", lof_k_max=0),
+                           default.context)
     native.warm_up()
     package.warm_up()
     differ = variant = 0
@@ -128,9 +130,10 @@ def compare_reference(events, stages) -> str:
                 and np.array_equal(a.directions, b.directions))
         differ += not same
         variant += not np.array_equal(default.cluster(cloud).labels, a.labels)
-    return (f"cluster.hdbscan (reclean_joined = 'always'), compiled vs the hdbscan package on the same "
+    return (f"cluster.hdbscan (reclean_joined = 'always', lof_k_max = 0), compiled vs the hdbscan package on the same "
             f"{len(events)} clouds: {differ} events with different clusters; the default "
-            f"(reclean_joined = {default.params.reclean_joined!r}) differs from 'always' in {variant} events; CPU ms/event mean {1e3 * t_native.mean():.2f} vs "
+            f"(reclean_joined = {default.params.reclean_joined!r}, lof_k_max = {default.params.lof_k_max}) differs "
+            f"from that in {variant} events; CPU ms/event mean {1e3 * t_native.mean():.2f} vs "
             f"{1e3 * t_package.mean():.2f} (x{t_package.mean() / t_native.mean():.1f}), p99 "
             f"{1e3 * np.percentile(t_native, 99):.2f} vs {1e3 * np.percentile(t_package, 99):.2f}, max "
             f"{1e3 * t_native.max():.2f} vs {1e3 * t_package.max():.2f}")

@@ -317,15 +317,20 @@ def sklearn_lof(points: np.ndarray, factor: float) -> np.ndarray:
     return -lof.negative_outlier_factor_
 
 
-def dense_event_cloud(index: int) -> np.ndarray:
-    """The cloud of event ``index`` of the dense mix, seed 1 (as benchmarks/stages.py)."""
+def event_cloud(preset: str, index: int, seed: int, events: int) -> np.ndarray:
+    """The cloud of event ``index`` of a simulated run (``events`` long) of ``preset``."""
     from conduit_simulate.generator import Simulator
     from conduit_simulate.params import SimulationParams
     from conduit_stages.pointcloud.stage import PointcloudStage
 
-    event = Simulator(SimulationParams(seed=1, events=200, preset="dense"), DetectorParams()).event(index).event
+    event = Simulator(SimulationParams(seed=seed, events=events, preset=preset), DetectorParams()).event(index).event
     PointcloudStage(PointcloudStage.Params(), RunContext()).process(event)
     return event.artifacts["cloud"]
+
+
+def dense_event_cloud(index: int) -> np.ndarray:
+    """The cloud of event ``index`` of the dense mix, seed 1 (as benchmarks/stages.py)."""
+    return event_cloud("dense", index, seed=1, events=200)
 
 
 @pytest.mark.parametrize("index, expected_cleanings", [(182, [(410, 410), (403, 403), (1479, 1479), (2292, 2292)]),
@@ -348,24 +353,26 @@ def test_dense_event_of_over_2000_points_equals_the_reference(index, expected_cl
     cleanings = []
     compiled_clean = postprocessing._lof_clean
 
-    def checked_clean(cloud, piece, factor):
-        cleaned = compiled_clean(cloud, piece, factor)
+    def checked_clean(cloud, piece, params):
+        cleaned = compiled_clean(cloud, piece, params)
         points = cloud[piece.rows, :3]
+        factor = params.outlier_scale_factor
         np.testing.assert_allclose(lof_scores(points, max(2, int(factor * len(points)))),
                                    sklearn_lof(points, factor), rtol=1e-9)
         cleanings.append((len(piece.rows), len(cleaned.rows)))
         return cleaned
 
     monkeypatch.setattr(postprocessing, "_lof_clean", checked_clean)
-    got = HdbscanStage(HdbscanParams(reclean_joined="always"), context).cluster(cloud)
+    got = HdbscanStage(HdbscanParams(reclean_joined="always", lof_k_max=0), context).cluster(cloud)
     assert cleanings == expected_cleanings  # the last: one cluster of more than 2,000 points, k > 200
 
-    def reference_clean(cloud, piece, factor):
-        out = sklearn_lof(cloud[piece.rows, :3], factor) > 1.5  # LocalOutlierFactor(contamination='auto')
+    def reference_clean(cloud, piece, params):
+        out = sklearn_lof(cloud[piece.rows, :3], params.outlier_scale_factor) > 1.5  # LocalOutlierFactor(contamination='auto')
         return Piece(piece.label, piece.rows[~out], piece.direction)
 
     monkeypatch.setattr(postprocessing, "_lof_clean", reference_clean)
-    expected = HdbscanStage(HdbscanParams(algorithm="prims_kdtree", reclean_joined="always"), context).cluster(cloud)
+    expected = HdbscanStage(HdbscanParams(algorithm="prims_kdtree", reclean_joined="always", lof_k_max=0),
+                            context).cluster(cloud)
     np.testing.assert_array_equal(got.labels, expected.labels)
     np.testing.assert_array_equal(got.cluster_labels, expected.cluster_labels)
     np.testing.assert_array_equal(got.directions, expected.directions)
@@ -387,9 +394,9 @@ def test_reclean_joined_skips_the_second_cleaning_of_a_joined_cluster_as_documen
     for setting, expected in cleanings.items():
         sizes = []
 
-        def counted_clean(cloud, piece, factor):
+        def counted_clean(cloud, piece, params):
             sizes.append(len(piece.rows))
-            return compiled_clean(cloud, piece, factor)
+            return compiled_clean(cloud, piece, params)
 
         monkeypatch.setattr(postprocessing, "_lof_clean", counted_clean)
         artifacts[setting] = HdbscanStage(HdbscanParams(reclean_joined=setting), context).cluster(cloud)
@@ -421,3 +428,92 @@ def test_lof_after_removing_a_few_points_with_the_same_k_equals_a_fresh_fit():
     assert 0 < short and short * BRUTE_ROWS_FRACTION <= len(pts) - 3  # the brute-force rows, not a new search
     expected = -LocalOutlierFactor(n_neighbors=k).fit(pts[~gone]).negative_outlier_factor_
     np.testing.assert_allclose(first.without(gone, k).scores()[~gone], expected, rtol=1e-9)
+
+
+def test_lof_neighbour_count_is_capped_by_lof_k_max():
+    from conduit_physics.clustering import ClusterParams
+    from conduit_physics.clustering.postprocessing import lof_neighbour_count
+
+    capped = HdbscanParams()
+    assert capped.lof_k_max == 100 and ClusterParams().lof_k_max == 0  # the stage's default; the reference's
+    assert [lof_neighbour_count(n, capped) for n in (5, 999, 1000, 1009, 2292)] == [2, 99, 100, 100, 100]
+    assert [lof_neighbour_count(n, capped.replace(lof_k_max=0)) for n in (5, 999, 1000, 2292)] == [2, 99, 100, 229]
+
+
+#: (events, clusters, cleanings, cleanings the cap binds in, events whose clusters differ from the uncapped reference)
+EXPECTED_CAP_OUTCOME = {"default": (100, 164, 330, 0, 0), "dense": (40, 67, 135, 2, 0)}
+
+
+def test_lof_k_max_changes_nothing_for_clusters_below_it(dense_clouds):
+    """LOF's k is 10 % of the cluster: the default cap (100) binds only on clusters of 1,000 points or more. On
+    the default mix, where none is that large, the labels, clusters and directions equal the uncapped reference's
+    in every event (100); on the dense mix they are equal too (0 of 40 events differ, as benchmarks/reclean_truth.py
+    found on 3,600 dense events), while the cap binds in the cleanings of its largest clusters."""
+    from conduit_physics.clustering import postprocessing
+
+    context = RunContext(detector=DetectorParams(magnetic_field=2.85))
+    capped = HdbscanStage(HdbscanParams(), context)
+    reference = HdbscanStage(HdbscanParams(lof_k_max=0), context)
+    counted = {"capped": 0, "cleanings": 0}
+    compiled_clean = postprocessing._lof_clean
+
+    def counting_clean(cloud, piece, params):
+        counted["cleanings"] += 1
+        counted["capped"] += 0 < params.lof_k_max < int(params.outlier_scale_factor * len(piece.rows))
+        return compiled_clean(cloud, piece, params)
+
+    outcome = {}
+    default_clouds = simulated_clouds("default", 100, 2024)  # as benchmarks/reclean_truth.py
+    for mix, clouds in (("default", default_clouds), ("dense", dense_clouds)):
+        counted.update(capped=0, cleanings=0)
+        clusters = differ = 0
+        postprocessing._lof_clean = counting_clean
+        try:
+            got = [capped.cluster(cloud) for cloud in clouds]
+        finally:
+            postprocessing._lof_clean = compiled_clean
+        for cloud, a in zip(clouds, got):
+            b = reference.cluster(cloud)
+            differ += not (np.array_equal(a.labels, b.labels) and np.array_equal(a.cluster_labels, b.cluster_labels)
+                           and np.array_equal(a.directions, b.directions))
+            clusters += a.count
+        outcome[mix] = (len(clouds), clusters, counted["cleanings"], counted["capped"], differ)
+    largest = max(len(c) for c in default_clouds)
+    assert largest < 1000  # no default cluster reaches the cap
+    assert outcome["default"][3:] == (0, 0)
+    assert outcome["dense"][3] > 0 and outcome["dense"][4] == 0, outcome
+    assert outcome == EXPECTED_CAP_OUTCOME, outcome
+
+
+def test_lof_k_max_bounds_every_cleanings_k_on_a_cluster_of_2000_points(monkeypatch):
+    """Dense event 182 (seed 1): one cluster of 2,292 points. Capped, no LOF search or reuse asks for more than
+    100 neighbours; uncapped the joined cluster's second cleaning asks for 229 (this fails if the cap is ignored)."""
+    from conduit_physics.clustering.lof import LofNeighbours
+
+    cloud = dense_event_cloud(182)
+    context = RunContext(detector=DetectorParams(magnetic_field=2.85))
+    asked: list[int] = []
+    search = LofNeighbours.search.__func__
+
+    def recorded_search(cls, points, n_neighbors):
+        asked.append(int(n_neighbors))
+        return search(cls, points, n_neighbors)
+
+    monkeypatch.setattr(LofNeighbours, "search", classmethod(recorded_search))
+    ks = {}
+    for cap in (100, 0, 40):
+        asked.clear()
+        HdbscanStage(HdbscanParams(reclean_joined="always", lof_k_max=cap), context).cluster(cloud)
+        ks[cap] = list(asked)
+    assert ks == {100: [41, 40, 100, 100], 0: [41, 40, 147, 229], 40: [40, 40, 40, 40]}, ks
+
+
+def test_a_small_lof_k_max_changes_the_labels_where_it_binds():
+    """Default-mix event 172 (seed 1, 882 points, a cluster of 827): lof_k_max = 64 (k 64 instead of 82) keeps
+    10 more points in their cluster, all made by its particle (benchmarks/reclean_truth.py); 100 does not bind."""
+    cloud = event_cloud("default", 172, seed=1, events=300)  # as benchmarks/reclean_truth.py
+    context = RunContext(detector=DetectorParams(magnetic_field=2.85))
+    labels = {cap: HdbscanStage(HdbscanParams(lof_k_max=cap), context).cluster(cloud).labels for cap in (0, 100, 64)}
+    np.testing.assert_array_equal(labels[100], labels[0])
+    changed = labels[64] != labels[0]
+    assert int(changed.sum()) == 10 and (labels[0][changed] == -1).all() and (labels[64][changed] >= 0).all()

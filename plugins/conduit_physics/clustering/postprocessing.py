@@ -39,6 +39,11 @@ class ClusterParams(Params):
     outlier_scale_factor: float = param(
         0.1, "LOF n_neighbors = max(2, int(factor * cluster size)); 0 disables outlier cleaning", ge=0
     )
+    lof_k_max: int = param(
+        0,
+        "largest LOF n_neighbors (caps factor * cluster size on large clusters); 0: no cap (Spyral; docs/analysis.md)",
+        ge=0,
+    )
     direction_threshold: float = param(0.5, "fraction of turning steps that decides FORWARD/BACKWARD", ge=0, lt=1)
     direction_smoothing: float = param(10.0, "smoothing-spline lam for the direction fit (Spyral: 10)", ge=0)
     join: Literal["continuity", "overlap", "none"] = param("continuity", "how pieces of one track are joined")
@@ -88,14 +93,21 @@ class Piece:
         return self._circle
 
 
-def _lof_clean(cloud: np.ndarray, piece: Piece, factor: float) -> Piece:
-    """The piece without its local outliers (LOF with n_neighbors = max(2, int(factor * size)))."""
+def lof_neighbour_count(size: int, params: ClusterParams) -> int:
+    """LOF n_neighbors for a cluster of ``size`` points: max(2, int(outlier_scale_factor * size)), at most
+    ``lof_k_max`` when that is set (> 0). (LOF itself then caps it at size - 1.)"""
+    k = max(2, int(params.outlier_scale_factor * size))
+    return min(k, params.lof_k_max) if params.lof_k_max > 0 else k
+
+
+def _lof_clean(cloud: np.ndarray, piece: Piece, params: ClusterParams) -> Piece:
+    """The piece without its local outliers (LOF with n_neighbors = :func:`lof_neighbour_count`)."""
     n = len(piece.rows)
-    if factor <= 0 or n < 2:
+    if params.outlier_scale_factor <= 0 or n < 2:
         return piece
     from .lof import LOF_OUTLIER, LofNeighbours
 
-    k = max(2, int(factor * n))
+    k = lof_neighbour_count(n, params)
     if piece.lof is not None:
         # Second cleaning of a piece that was not joined: its first neighbour lists, minus the outliers removed.
         gone, neighbours = piece.lof
@@ -229,13 +241,13 @@ def postprocess(cloud: np.ndarray, labels: np.ndarray, params: ClusterParams, fi
     n = len(cloud)
     labels = np.asarray(labels)
     pieces = [Piece(int(lab), np.flatnonzero(labels == lab)) for lab in np.unique(labels) if lab >= 0]
-    pieces = [_lof_clean(cloud, p, params.outlier_scale_factor) for p in pieces]
+    pieces = [_lof_clean(cloud, p, params) for p in pieces]
     pieces = [p for p in pieces if len(p.rows)]
     for p in pieces:
         p.direction = _direction(cloud, p.rows, params, field)
     if params.join != "none" and len(pieces) > 1:
         pieces = _join(cloud, pieces, params, field)
-    pieces = [p if _keeps_joined(p, params) else _lof_clean(cloud, p, params.outlier_scale_factor) for p in pieces]
+    pieces = [p if _keeps_joined(p, params) else _lof_clean(cloud, p, params) for p in pieces]
     pieces = [p for p in pieces if len(p.rows)]
     pieces.sort(key=lambda p: (cloud[p.rows[0], 2], p.label))
     out = np.full(n, -1, dtype=np.int32)

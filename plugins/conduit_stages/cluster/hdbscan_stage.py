@@ -38,6 +38,12 @@ class HdbscanParams(ClusterParams):
         "second LOF cleaning of a joined cluster: 'changed': only when the first cleaning removed points from one "
         "of its pieces (this stage's default); 'always' (Spyral); 'never' (docs/analysis.md)",
     )
+    lof_k_max: int = param(
+        100,
+        "largest LOF n_neighbors (caps factor * cluster size on clusters above 1,000 points: this stage's default); "
+        "0: no cap (Spyral; docs/analysis.md)",
+        ge=0,
+    )
 
 
 def hdbscan_labels(features: np.ndarray, params: HdbscanParams) -> np.ndarray:
