@@ -25,6 +25,7 @@ import dataclasses
 import heapq
 import itertools
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,17 @@ QUEUED_PASSES = 2
 #: Paced serving wakes at most once per this many seconds and sends everything due (s).
 TICK = 0.01
 
+#: TCP congestion control of the DAQ's sockets. Over loopback the machine's default here, bbr, keeps a few
+#: 64 kB segments in flight and waits for the reader's (delayed) acknowledgements: with a reader that lags
+#: (the busy conduit) every pass is written in pieces, each a wake-up of the DAQ. reno lets the reader's
+#: window fill: about 0.3 ms less of the DAQ's CPU per served event (docs/performance.md, fifth round); the
+#: bytes are the same. Environment CONDUIT_SIM_CONGESTION overrides it ("" = the machine's default).
+CONGESTION: str | None = "reno"
+
+#: Send buffer of the DAQ's sockets (B): None = the kernel's autotuning (up to tcp_wmem's 4 MB here); fixed
+#: sizes of 1-32 MB measured no cheaper (docs/performance.md, fifth round). CONDUIT_SIM_SEND_BUFFER overrides.
+SEND_BUFFER: int | None = None
+
 
 class ServeError(RuntimeError):
     """Serving cannot start or continue (one line)."""
@@ -76,6 +88,18 @@ class ServeStats:
     @property
     def megabytes_per_second(self) -> float:
         return self.bytes / 1e6 / self.elapsed if self.elapsed > 0 else math.inf
+
+
+def _send_buffer() -> int | None:
+    """The DAQ sockets' send buffer: :data:`SEND_BUFFER`, or CONDUIT_SIM_SEND_BUFFER (B; 0 = autotuning)."""
+    value = os.environ.get("CONDUIT_SIM_SEND_BUFFER")
+    return SEND_BUFFER if value is None else (int(value) or None)
+
+
+def _congestion() -> str | None:
+    """The DAQ sockets' congestion control: :data:`CONGESTION`, or CONDUIT_SIM_CONGESTION ("" = the machine's)."""
+    value = os.environ.get("CONDUIT_SIM_CONGESTION")
+    return CONGESTION if value is None else (value or None)
 
 
 def _header_patch(event_id: int, timestamp: int) -> bytes:
@@ -119,7 +143,8 @@ async def serve_simulation(
 
     cobos = sorted({c for c, _ in sim.asads})
     servers = {
-        c: DataExporterServer(host, 0 if base_port == 0 else base_port + c, queue_frames=QUEUED_PASSES)
+        c: DataExporterServer(host, 0 if base_port == 0 else base_port + c, queue_frames=QUEUED_PASSES,
+                              send_buffer=_send_buffer(), congestion=_congestion())
         for c in cobos
     }
     stats = ServeStats()

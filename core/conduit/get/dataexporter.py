@@ -55,12 +55,16 @@ from typing import Any
 
 import trio
 
-__all__ = ["DataExporterServer", "ServerStats", "ClientStats", "DEFAULT_PORT", "length_prefix"]
+__all__ = ["DataExporterServer", "ServerStats", "ClientStats", "DEFAULT_PORT", "length_prefix", "set_send_buffer",
+           "set_congestion_control"]
 
 #: The DataExporter's port (hard-wired in DataRouter.cpp).
 DEFAULT_PORT = 46491
 _PREFIX = struct.Struct("<Q")
 Buffer = bytes | bytearray | memoryview
+
+#: Linux's SO_SNDBUFFORCE (asm-generic/socket.h; Python's socket module does not name it).
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 
 #: Buffers handed to one sendmsg call (Linux IOV_MAX is 1024).
 _IOV_MAX = 1024
@@ -71,6 +75,35 @@ def length_prefix(n: int) -> bytes:
     return _PREFIX.pack(n)
 
 
+def set_congestion_control(sock: socket.socket, name: str) -> str:
+    """Use TCP congestion control ``name`` on ``sock`` when the kernel has it; return the one in use.
+
+    A sender's choice only (it decides how much is in flight). Not available or not allowed: the socket keeps
+    the machine's default (net.ipv4.tcp_congestion_control), silently: it changes the cost, never the bytes."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name.encode())
+    except OSError:
+        pass
+    return congestion_control(sock)
+
+
+def congestion_control(sock: socket.socket) -> str:
+    """The TCP congestion control ``sock`` uses (e.g. "bbr", "reno")."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode()
+
+
+def set_send_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for a ``size``-byte send buffer on ``sock``; return what the kernel gave (B, the kernel doubles it).
+
+    SO_SNDBUFFORCE (root or CAP_NET_ADMIN) is not capped by net.core.wmem_max; without the right, SO_SNDBUF
+    is (4 MB here). Either one turns the kernel's send-buffer autotuning off for this socket."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, size)
+    except OSError:  # not allowed: SO_SNDBUF, capped at net.core.wmem_max
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+
+
 @dataclasses.dataclass
 class ClientStats:
     """One client connection: who, and what was written to it."""
@@ -79,6 +112,8 @@ class ClientStats:
     frames: int = 0  #: frames whose last byte was written
     bytes: int = 0  #: bytes written, prefixes included
     connected: bool = True
+    send_buffer: int = 0  #: the socket's send buffer as the kernel reports it (B; SO_SNDBUF)
+    congestion: str = ""  #: the socket's TCP congestion control
 
 
 @dataclasses.dataclass
@@ -148,11 +183,17 @@ class _Client:
 class DataExporterServer:
     """A DataExporter look-alike on one TCP port (see the module docstring)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, queue_frames: int = 1024):
-        """``queue_frames``: messages queued per client (not yet written to its socket) before the sender waits."""
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, queue_frames: int = 1024,
+                 send_buffer: int | None = None, congestion: str | None = None):
+        """``queue_frames``: messages queued per client (not yet written to its socket) before the sender waits;
+        ``send_buffer``: each client socket's send buffer (B, see :func:`set_send_buffer`; None: the kernel's
+        autotuning); ``congestion``: each client socket's TCP congestion control (e.g. "reno", see
+        :func:`set_congestion_control`; None: the machine's default)."""
         self.host = host
         self.port = port
         self.queue_frames = queue_frames
+        self.send_buffer = send_buffer
+        self.congestion = congestion
         self._clients: list[_Client] = []
         self._accepted = 0
         self._frames_sent = 0
@@ -212,12 +253,18 @@ class DataExporterServer:
         # passes per write. detach() hands over the descriptor; TCP_NODELAY set by the stream stays.
         sock = socket.socket(fileno=stream.socket.detach())
         sock.setblocking(False)
+        if self.send_buffer:
+            set_send_buffer(sock, self.send_buffer)
+        if self.congestion:
+            set_congestion_control(sock, self.congestion)
         try:
             host, port = sock.getpeername()[:2]
             peer = f"{host}:{port}"
         except OSError:  # already gone
             peer = "?"
         client = _Client(sock, peer)
+        client.stats.send_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        client.stats.congestion = congestion_control(sock)
         self._clients.append(client)
         self._accepted += 1
         self._notify()
@@ -241,11 +288,13 @@ class DataExporterServer:
                 await client.has_pending.wait()
                 continue
             await trio.lowlevel.wait_writable(client.sock)
+            queued = len(client.ends)
             try:
                 self._frames_sent += client.write()
             except OSError:
                 return  # the client went away; the real server purges it on the next broadcast
-            self._notify()
+            if len(client.ends) < queued:  # a message completed: what senders and drain() wait for
+                self._notify()
 
     @staticmethod
     async def _watch_eof(sock: socket.socket, scope: trio.CancelScope) -> None:
