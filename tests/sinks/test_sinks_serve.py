@@ -64,9 +64,15 @@ def test_serve_starts_a_loopback_server_that_a_late_viewer_reads_and_stops_it_wh
         viewer = subprocess.Popen([rerun_executable(), "--connect", url, "--save", str(saved)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            for _ in range(200):
-                if saved.exists() and len(read_rrd(saved).get("/event/cloud", [])) >= 6:
-                    break
+            # The viewer writes the file as the stream arrives: a read may meet a half-written message, and on
+            # a loaded machine the viewer can take well over 20 s to start; wait for all six events, up to 120 s.
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    if saved.exists() and len(read_rrd(saved).get("/event/cloud", [])) >= 6:
+                        break
+                except Exception:
+                    pass  # half-written: read again
                 time.sleep(0.1)
         finally:
             viewer.terminate()
