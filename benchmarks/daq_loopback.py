@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from simulate import _cpu_ticks, _free_port_block  # noqa: E402  (benchmarks/ is the script's directory)
+from simulate import _connect_when_listening, _cpu_ticks, _free_port_block  # noqa: E402  (benchmarks/ is the script's directory)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -116,15 +116,7 @@ def run_once(args, send_buffer: int, receive_buffer: int, pythonpath: str | None
         return trio.sleep(ahead) if ahead > 0.002 else None
 
     async def read(port: int) -> None:
-        for _ in range(2400):
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited: {proc.stdout.read()}") from None
-                await trio.sleep(0.05)
-        async with stream:
+        async with await _connect_when_listening(port, 2400, proc) as stream:
             await receive_frames(_Sized(stream, receive_buffer), Link(0, "127.0.0.1", port), max_frame_bytes=600_000,
                                  on_frame=on_frame, emit=emit, pace=pace, rest=lambda: trio.sleep(0.005))
 

@@ -128,6 +128,20 @@ def _start_server(events: int, pool: int, base: int) -> subprocess.Popen:
     )
 
 
+async def _connect_when_listening(port: int, tries: int, proc: subprocess.Popen | None = None):
+    """A trio stream to 127.0.0.1:port once the server listens (every 50 ms, ``tries`` times; a dead server ends it)."""
+    import trio
+
+    for _ in range(tries):
+        try:
+            return await trio.open_tcp_stream("127.0.0.1", port)
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.stdout.read()}") from None
+            await trio.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
 def bench_serving_raw(events: int, pool: int) -> list[tuple[str, str]]:
     import trio
 
@@ -136,13 +150,7 @@ def bench_serving_raw(events: int, pool: int) -> list[tuple[str, str]]:
     totals = {"bytes": 0}
 
     async def reader(port: int) -> None:
-        for _ in range(600):
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-                break
-            except OSError:
-                await trio.sleep(0.05)
-        async with stream:
+        async with await _connect_when_listening(port, 600) as stream:
             while True:
                 chunk = await stream.receive_some(1 << 20)
                 if not chunk:
