@@ -66,12 +66,27 @@ class Store:
         """fsync the bytes written so far (the part about to be published points at them)."""
         os.fsync(self.raw.fd)
 
-    def finish(self, events: int, *, complete: bool, fsync: bool) -> None:
-        """Close the store (HDF5 writes its metadata); with ``complete``, mark it as holding ``events`` events."""
+    def trim(self, end: int) -> None:
+        """Cut a store that will never be the final file after ``end`` bytes (the committed events' data).
+
+        After a failed write (a full disk) this gives back the blocks of the failed batch and the
+        reservation ahead, which the part files made from the journal need.
+        """
+        try:
+            if self.path.stat().st_size > end:
+                os.truncate(self.path, end)
+        except OSError:
+            pass  # the part files say what is wrong if they do not fit
+
+    def finish(self, events: int, *, complete: bool, fsync: bool) -> bool:
+        """Close the store (HDF5 writes its metadata); with ``complete``, mark it as holding ``events`` events.
+
+        Returns whether it was marked complete (it then becomes the final file at consolidation).
+        """
         self.raw.close()
-        self.file.close()
+        self.file.close()  # raises when the metadata does not fit (a full disk)
         if not (complete and self.usable):
-            return
+            return False
         if fsync:
             fd = os.open(self.path, os.O_RDONLY)
             try:
@@ -80,6 +95,7 @@ class Store:
                 os.close(fd)
         marker = self.path.with_name(COMPLETE_NAME)
         marker.write_text(json.dumps({"events_flushed": events}) + "\n")
+        return True
 
 
 def read_complete(parts_dir: Path) -> int | None:
