@@ -64,6 +64,8 @@ _HEADER = 4096  # the writer's count of events released (uint64 at offset 0), th
 _ALIGN = 4096  # each array starts on a page: the writer hands it to the disk as it is (direct I/O, .rawio)
 #: Events whose disk writes may be under way while the writer makes the next event's objects (.rawio.DiskQueue).
 IN_FLIGHT = 2
+#: Seconds between the idle writer's checks that the main process still runs.
+PARENT_CHECK = 1.0
 _RING_DIR = Path("/dev/shm")
 _serial = itertools.count()
 
@@ -402,7 +404,11 @@ class _Writer:
                     continue
             if self.unreleased and not self.readable.poll(0):
                 self.release(wait=True)  # nothing to overlap with: give the main process its slots back now
-            if not self.readable.poll(None if timeout is None else timeout * 1e3):
+            # Wake at least every PARENT_CHECK s: the socket's end closes when the main process dies, unless a
+            # process it started holds a copy of it; its parent id says so in any case.
+            if not self.readable.poll(min(PARENT_CHECK, PARENT_CHECK if timeout is None else timeout) * 1e3):
+                if self.parent_gone():
+                    raise EOFError("the main process is gone")
                 continue
             data = self.conn.recv_bytes()
             message = pickle.loads(data)
