@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 N_TRACES, N_POINTS = 300, 1000
+ONLINE = (700, 2000)  # an online event's traces and cloud points (--finish-time)
 WAITS: list[float] = []  # seconds the check waited for the killed run's writer (variant conduit)
 SMALL = {"inplace_many": (20, 100)}
 
@@ -90,7 +91,7 @@ def writer_inplace(path: str, libver: str | None, batch: int = 10, sizes=(N_TRAC
         print(i, flush=True)
 
 
-def writer_conduit(path: str) -> None:
+def writer_conduit(path: str, sizes: tuple[int, int] = (N_TRACES, N_POINTS)) -> None:
     import logging
 
     from conduit.stage import StageContext
@@ -115,7 +116,7 @@ def writer_conduit(path: str) -> None:
     i = 0
     try:
         while True:
-            sink.consume(synthetic_event(i))
+            sink.consume(synthetic_event(i, *sizes))
             i += 1
     except StopRun:  # its writer was killed (variant conduit_writer)
         sink.close()
@@ -165,22 +166,59 @@ def trial(variant: str, workdir: Path, k: int, rng: random.Random) -> tuple[bool
     return opened, check.returncode == 0, flushed, reason
 
 
+def finish_time(events: int) -> int:
+    """Kill the sink's main process after ``events`` flushed online-sized events; time its writer finishing."""
+    import h5py
+
+    from conduit_stages.hdf5_sink.journal import wait_for_writer
+
+    with tempfile.TemporaryDirectory(prefix="killloop-", dir="/tmp") as tmp:
+        path = Path(tmp) / "online.h5"
+        proc = subprocess.Popen([sys.executable, __file__, "--writer", "conduit_online", str(path)],
+                                stdout=subprocess.PIPE, text=True)
+        flushed = 0
+        for line in proc.stdout:
+            flushed = int(line.split()[0])
+            if flushed >= events:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        t0 = time.perf_counter()
+        wait_for_writer(path, timeout=600)
+        waited = time.perf_counter() - t0
+        with h5py.File(path, "r") as f:
+            held = len(f["events"])
+            for name in f["events"]:
+                f["events"][name]["get_traces"].shape
+        print(f"killed after {flushed} flushed events ({ONLINE[0]} traces + {ONLINE[1]}-point cloud each); "
+              f"its writer finished the recording {waited:.2f} s later: {held} events, self-contained: "
+              f"{not Path(str(path) + '.parts').exists()}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=60)
     parser.add_argument("--variants", default="inplace,inplace_many,latest,conduit,conduit_writer")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--finish-time", type=int, default=0, metavar="EVENTS",
+                        help="instead: kill the sink's main process once EVENTS online-sized events are flushed, "
+                             "and time its writer finishing the recording")
     parser.add_argument("--writer", nargs=2, metavar=("VARIANT", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.writer:
         variant, path = args.writer
         if variant in ("conduit", "conduit_writer"):
             writer_conduit(path)
+        elif variant == "conduit_online":
+            writer_conduit(path, ONLINE)
         elif variant == "inplace_many":
             writer_inplace(path, None, batch=200, sizes=SMALL[variant])
         else:
             writer_inplace(path, "latest" if variant == "latest" else None)
         return 0
+    if args.finish_time:
+        return finish_time(args.finish_time)
     rng = random.Random(args.seed)
     rows = []
     with tempfile.TemporaryDirectory(prefix="killloop-") as tmp:

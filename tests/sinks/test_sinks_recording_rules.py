@@ -21,6 +21,7 @@ import pytest
 from conduit.config.pipeline import load_pipeline
 from conduit.engine.runner import run_pipeline
 from conduit_stages.hdf5_sink.journal import wait_for_writer
+from sinks.test_sinks_hdf5_writer import _writer_of
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -121,18 +122,6 @@ def test_a_failing_run_leaves_the_previous_recording_untouched(sinkkit, write_pi
 
     assert digest(out) == before
     assert listing(out.parent) == ["run_0003.h5"]  # no temporary, part or lock file left behind
-
-
-def _writer_of(pid: int) -> int:
-    """The pid of the hdf5 writer process started by process ``pid``."""
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid \
-                    and b"child_main" in (entry / "cmdline").read_bytes():
-                return int(entry.name)
-        except (OSError, IndexError, ValueError):
-            continue
-    raise AssertionError(f"no writer process under {pid}")
 
 
 def test_sigkill_mid_run_then_a_new_run_keeps_every_recording(sinkkit, write_pipeline, tmp_path):

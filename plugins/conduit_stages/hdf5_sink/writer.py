@@ -332,7 +332,10 @@ def child_main(sock_fd: int, ring_fd: int) -> None:
     except (EOFError, OSError) as err:
         if writer is None or (isinstance(err, OSError) and not writer.parent_gone()):
             _report_error(conn, err)
-        writer.rescue()  # the main process is gone: finish its recording
+        try:
+            writer.rescue()  # the main process is gone: finish its recording
+        except BaseException:  # nobody to tell (no traceback on the terminal): the next run finishes it
+            raise SystemExit(1) from None
     except BaseException as err:  # one line to the main process, not a traceback on the terminal
         _report_error(conn, err)
 
