@@ -5,19 +5,20 @@ several writes; a process killed in the middle leaves a file that h5py cannot
 open or whose groups cannot be listed (measured: docs/outputs.md). So the file
 at ``path`` is only ever *replaced*, never modified:
 
-* each flush writes its batch of events into a new **part file**
-  ``<path>.parts/part_NNNNNN.h5`` (written under a temporary name, closed,
-  then renamed into place);
-* the **master** at ``path`` holds the group attributes, the tables
-  (estimates) and one HDF5 external link per event object pointing into its
-  part. It is updated by copying it to ``<path>.tmp``, adding the new links
-  and rows there, closing, and renaming over ``path`` (``rename`` is atomic).
+* the **master** at ``path`` holds the group attributes and the tables
+  (estimates ...); each commit copies it to ``<path>.tmp``, updates the copy,
+  closes it and renames it over ``path`` (``rename`` is atomic);
+* event objects live in **part files** ``<path>.parts/part_NNNNNN.h5``
+  (written under a temporary name, closed, then renamed into place), linked
+  from the master by HDF5 external links. The hdf5 sink's writer makes them
+  from its journal only when needed (:mod:`.journal`); until w25a it wrote
+  one at every commit.
 
-At every instant ``path`` is a complete, closed HDF5 file holding every batch
-committed so far; h5py follows the external links transparently (relative to
-the master's directory). At the end of a run :func:`consolidate` copies every
-part's objects into one self-contained file (again via a temporary file and
-a rename) and removes the parts.
+At every instant ``path`` is a complete, closed HDF5 file; h5py follows the
+external links transparently (relative to the master's directory).
+:func:`consolidate` makes one self-contained file of a recording (the
+writer's completed store renamed into place, or every part's objects
+copied) and removes the parts.
 
 Files use the default (earliest) format bound: superblock v0, which has no
 "file open for write" flag, so an h5py ``File(path, "r")`` never refuses a
