@@ -227,7 +227,7 @@ class Recorder:
                     try:
                         marked = store.finish(self.flushed_events, complete=complete and not self.pending,
                                               fsync=target.file.fsync)
-                    except (OSError, RuntimeError) as err:  # e.g. no room for its metadata: the parts hold it all
+                    except (OSError, RuntimeError) as err:  # e.g. no room for its metadata: the journal holds it all
                         error = error or err
                         store.usable = False
                     if not store.usable:
