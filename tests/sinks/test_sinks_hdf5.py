@@ -19,6 +19,7 @@ from conduit.artifacts import ESTIMATE_DTYPE
 from conduit.config.pipeline import load_pipeline
 from conduit.engine.runner import run_pipeline
 from conduit.engine.summary import format_summary
+from conduit_stages.hdf5_sink.journal import wait_for_writer
 from conduit_stages.hdf5_sink.partfile import consolidate, parts_dir_of
 
 VENV_BIN = Path(sys.executable).parent
@@ -352,6 +353,9 @@ def test_sigkill_leaves_a_readable_file_with_every_flushed_event(sinkkit, write_
     import conduit_sinkkit as kit
 
     out = tmp_path / "out" / "run_0003.h5"
+    # The killed run's writer process finishes the recording (commits what it holds, consolidates) and then
+    # releases the recording's writer.lock; a reader that cannot wait may open the file and find it incomplete.
+    wait_for_writer(out, timeout=120)
     with h5py.File(out, "r") as f:
         n = len(f["events"])
         assert n >= flushed >= 60

@@ -18,14 +18,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", help="master files written by the hdf5 sink")
     args = parser.parse_args(argv)
+    from .journal import WriterStillBusy, wait_for_writer
     from .partfile import WriteError, consolidate
 
     status = 0
     for name in args.files:
         t0 = time.perf_counter()
         try:
+            wait_for_writer(name, say=lambda text: print(text, file=sys.stderr))  # a killed run's writer finishing
             copied = consolidate(name)
-        except WriteError as err:
+        except (WriteError, WriterStillBusy) as err:
             print(f"error: {err}", file=sys.stderr)
             status = 1
             continue

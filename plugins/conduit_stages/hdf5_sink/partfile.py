@@ -5,19 +5,20 @@ several writes; a process killed in the middle leaves a file that h5py cannot
 open or whose groups cannot be listed (measured: docs/outputs.md). So the file
 at ``path`` is only ever *replaced*, never modified:
 
-* each flush writes its batch of events into a new **part file**
-  ``<path>.parts/part_NNNNNN.h5`` (written under a temporary name, closed,
-  then renamed into place);
-* the **master** at ``path`` holds the group attributes, the tables
-  (estimates) and one HDF5 external link per event object pointing into its
-  part. It is updated by copying it to ``<path>.tmp``, adding the new links
-  and rows there, closing, and renaming over ``path`` (``rename`` is atomic).
+* the **master** at ``path`` holds the group attributes and the tables
+  (estimates ...); each commit copies it to ``<path>.tmp``, updates the copy,
+  closes it and renames it over ``path`` (``rename`` is atomic);
+* event objects live in **part files** ``<path>.parts/part_NNNNNN.h5``
+  (written under a temporary name, closed, then renamed into place), linked
+  from the master by HDF5 external links. The hdf5 sink's writer makes them
+  from its journal only when needed (:mod:`.journal`); until w25a it wrote
+  one at every commit.
 
-At every instant ``path`` is a complete, closed HDF5 file holding every batch
-committed so far; h5py follows the external links transparently (relative to
-the master's directory). At the end of a run :func:`consolidate` copies every
-part's objects into one self-contained file (again via a temporary file and
-a rename) and removes the parts.
+At every instant ``path`` is a complete, closed HDF5 file; h5py follows the
+external links transparently (relative to the master's directory).
+:func:`consolidate` makes one self-contained file of a recording (the
+writer's completed store renamed into place, or every part's objects
+copied) and removes the parts.
 
 Files use the default (earliest) format bound: superblock v0, which has no
 "file open for write" flag, so an h5py ``File(path, "r")`` never refuses a
@@ -247,8 +248,11 @@ class PartitionedFile:
         self.parts = number
         return number
 
-    def update(self, update_master: Callable[[Any], None]) -> None:
-        """Change the master only (e.g. add the histograms), atomically."""
+    def update(self, update_master: Callable[[Any], None], before_publish: Callable[[], None] | None = None) -> None:
+        """Change the master only (a commit's attributes and rows, the histograms), atomically.
+
+        ``before_publish()`` is called just before the master is replaced (see :meth:`publish_part`).
+        """
         import h5py
 
         master_tmp = self.path.with_name(self.path.name + ".tmp")
@@ -257,6 +261,8 @@ class PartitionedFile:
             with h5py.File(master_tmp, "r+") as m:
                 update_master(m)
             self._sync(master_tmp)
+            if before_publish is not None:
+                before_publish()
             os.replace(master_tmp, self.path)
         except (OSError, RuntimeError) as err:
             _unlink(master_tmp)
@@ -273,17 +279,22 @@ def _unlink(path: Path) -> None:
 
 
 def consolidate(path: Path | str, *, remove_parts: bool = True) -> int:
-    """Make the master at ``path`` one self-contained file holding every externally linked object.
+    """Make the master at ``path`` one self-contained file holding every event object of the recording.
 
-    Returns the number of linked objects. When the writer left a completed
-    store (:mod:`.store`) holding exactly the linked events, the master's own
-    objects are copied into it and it replaces ``path``: no event data is
-    copied. Otherwise every linked object is copied out of its part (the large
-    datasets' bytes from the store). The result replaces ``path`` atomically;
-    the part directory is removed afterwards. A file without parts is left
-    untouched (returns 0).
+    Returns the number of event objects. When the writer left a completed
+    store (:mod:`.store`) holding exactly the master's events, the master's
+    own objects are copied into it and it replaces ``path``: no event data is
+    copied. Otherwise the journal's events are first made into part files
+    (:func:`.journal.link_journal`) and every linked object is copied out of
+    its part (the large datasets' bytes from the store). The result replaces
+    ``path`` atomically; the part directory is removed afterwards. A file
+    without parts is left untouched (returns 0). The caller makes sure no
+    writer process still works on the recording (:func:`.journal.wait_for_writer`).
     """
     import h5py
+
+    from .journal import JOURNAL_NAME, link_journal
+    from .recorder import write_object
 
     path = Path(path)
     parts_dir = parts_dir_of(path)
@@ -291,18 +302,21 @@ def consolidate(path: Path | str, *, remove_parts: bool = True) -> int:
     copied = 0
     try:
         with h5py.File(path, "r") as master:
+            store = _completed_store(master, parts_dir, _linked_counts(master))
+        if store is None and (parts_dir / JOURNAL_NAME).is_file():
+            link_journal(path, write_object)
+        with h5py.File(path, "r") as master:
             linked = _linked_counts(master)
-            if not sum(linked.values()):
-                if remove_parts and parts_dir.exists():
-                    shutil.rmtree(parts_dir)
-                return 0
-            store = _completed_store(master, parts_dir, linked)
             if store is not None:
                 (parts_dir / COMPLETE_NAME).unlink()  # interrupted from here on: the parts are copied next time
                 with h5py.File(store, "r+") as out:
+                    copied = sum(len(out[name]) for name in out)
                     _copy_structure(master, out)
-                copied = sum(linked.values())
                 tmp = store
+            elif not sum(linked.values()):
+                if remove_parts and parts_dir.exists():
+                    shutil.rmtree(parts_dir)
+                return 0
             else:
                 copied = _copy_parts(master, path, tmp)
         os.replace(tmp, path)

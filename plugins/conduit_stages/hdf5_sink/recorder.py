@@ -1,15 +1,18 @@
-"""Writing events into a recording's part files one event at a time, and committing them (see :mod:`.partfile`).
+"""Writing events into a recording's store one event at a time, and committing them (see :mod:`.journal`).
 
-This is the work of the writer process (:mod:`.writer`): every event is
-written into the open part file of each output as it arrives, so that its
-trace matrix can be released at once; :meth:`Recorder.commit` then closes the
-parts and publishes them through the masters (every ``flush_interval``). The
-file layout is :mod:`.layout`'s, the same as when whole batches were written.
+This is the work of the writer process (:mod:`.writer`): every event's
+objects are made once, in the store of each output (:mod:`.store`), as it
+arrives, so that its trace matrix can be released at once; what they are made
+from is noted in the output's journal. :meth:`Recorder.commit` appends the
+batch to the journals and updates the masters (attributes, tables, the
+number of events committed) every ``flush_interval``. The file layout is
+:mod:`.layout`'s, the same as when whole batches were written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -21,10 +24,11 @@ from conduit.artifacts import ESTIMATE_DTYPE
 from . import h5direct, layout, rawio, spyral
 from .idcount import IdCounter
 from .losses import write_loss_attributes, write_parameter_attributes, write_stage_attributes
+from .journal import Journal, hold_writer_lock, link_journal
 from .partfile import PartitionedFile, WriteError, describe_os_error
 from .store import STORE_NAME, Store
 
-__all__ = ["Target", "Recorder", "TABLE_DTYPE", "Z_TIES", "table_rows"]
+__all__ = ["Target", "Recorder", "TABLE_DTYPE", "Z_TIES", "table_rows", "write_object"]
 
 #: The /estimates table: the estimate fields plus where the event came from (Spyral's columns).
 TABLE_DTYPE = np.dtype(
@@ -38,7 +42,7 @@ Z_TIES = "clouds_with_z_ties"
 
 @dataclasses.dataclass
 class Target:
-    """One output file, what it holds, and its part being written."""
+    """One output file, what it holds, and the batch being written (into its store, recorded in its journal)."""
 
     file: PartitionedFile
     kinds: tuple[str, ...]  # of layout.EVENTS, CLOUD, CLUSTER, ESTIMATES
@@ -47,11 +51,12 @@ class Target:
     counts: dict[str, int] = dataclasses.field(default_factory=lambda: defaultdict(int))
     seen: dict[str, IdCounter] = dataclasses.field(default_factory=lambda: defaultdict(IdCounter))
     duplicates: int = 0
-    # The part being written (None between commits) and what it holds so far.
-    part: Any = None
-    store: Store | None = None  # the final file, written while recording (.store); opened with the first part
-    groups: dict[str, Any] = dataclasses.field(default_factory=dict)
-    links: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    store: Store | None = None  # the final file, written while recording (.store); opened with the first event
+    journal: Journal | None = None  # what the committed events are made from (.journal)
+    lock: int = -1  # the descriptor holding the parts directory's writer.lock (.journal.hold_writer_lock)
+    batch_open: bool = False  # events written since the last commit
+    batch_end: int = 0  # bytes of the store up to the end of the batch's last large dataset
+    committed_end: int = 0  # the same, of the committed batches (what a failed recording keeps of the store)
     rows: list[np.ndarray] = dataclasses.field(default_factory=list)
     kinematics: list[np.ndarray] = dataclasses.field(default_factory=list)
     failures: list[np.ndarray] = dataclasses.field(default_factory=list)
@@ -70,25 +75,34 @@ class Target:
         self.ranges[kind] = [event_id, event_id] if r is None else [min(r[0], event_id), max(r[1], event_id)]
         self.counts[kind] += 1
 
-    def start_part(self, disk: rawio.DiskQueue | None = None) -> None:
-        """Open the next part and remember the bookkeeping to restore if it is never published."""
+    def start_batch(self, settings: dict[str, Any], disk: rawio.DiskQueue | None = None,
+                    on_locked: Callable[[], None] | None = None) -> None:
+        """Remember the bookkeeping to restore if the batch is never committed; open the store at the first.
+
+        ``on_locked()`` is called once the parts directory's writer lock is held, before anything is written.
+        """
         self._before = (dict(self.counts), {k: v.copy() for k, v in self.seen.items()},
                         {k: list(v) for k, v in self.ranges.items()}, list(self.timestamps), self.duplicates)
-        self.part = self.file.open_part(**rawio.file_alignment())
         if self.store is None:
+            parts_dir = self.file.parts_dir
             try:
-                self.store = Store(self.file.parts_dir, tuple(k for k in self.kinds if k != layout.ESTIMATES), disk)
+                parts_dir.mkdir(parents=True, exist_ok=True)
+                self.lock = hold_writer_lock(parts_dir)
+                if on_locked is not None:
+                    on_locked()
+                self.store = Store(parts_dir, tuple(k for k in self.kinds if k != layout.ESTIMATES), disk)
+                self.journal = Journal(parts_dir, settings, fsync=self.file.fsync)
             except (OSError, RuntimeError) as err:
-                raise WriteError(f"cannot write {self.file.parts_dir}: {describe_os_error(err)}") from None
-        self.groups = {kind: self.part.create_group(kind) for kind in self.kinds if kind != layout.ESTIMATES}
-        self.links, self.rows, self.kinematics, self.failures = {}, [], [], []
+                raise WriteError(f"cannot write {parts_dir}: {describe_os_error(err)}") from None
+        self.rows, self.kinematics, self.failures = [], [], []
+        self.batch_open = True
 
-    def abandon_part(self) -> None:
-        """Forget the part being written (its write failed): bookkeeping as before it."""
+    def abandon_batch(self) -> None:
+        """Forget the batch being written (its write failed): bookkeeping as before it."""
         if self.store is not None:
-            self.store.usable = False  # it holds events of this part: never the final file
-        if self.part is not None:
-            self.file.abandon_part(self.part)
+            self.store.usable = False  # it holds events of this batch: never the final file
+        if self.journal is not None:
+            self.journal.discard()
         if self._before is not None:
             counts, seen, ranges, timestamps, duplicates = self._before
             self.counts.clear()
@@ -99,13 +113,16 @@ class Target:
         self._clear()
 
     def _clear(self) -> None:
-        self.part, self.groups, self.links, self._before = None, {}, {}, None
+        self.batch_open, self._before = False, None
         self.rows, self.kinematics, self.failures = [], [], []
 
 
 class Recorder:
-    """Writes events into the parts of its targets and commits them; one per writer process.
+    """Writes events into the stores of its targets and commits them; one per writer process.
 
+    Each event's objects are made once, in the store; the journal records what
+    they are made from, so that part files can be made from it when a
+    recording is not consolidated (:func:`.journal.link_journal`).
     ``run_target`` (the first target) also gets the run's attributes: losses,
     stage outcomes, parameter changes (:meth:`set_run_state`). ``warn(text)``
     reports something the user should know once (clouds with equal z).
@@ -118,52 +135,66 @@ class Recorder:
         self.frib = frib
         self.options = options
         self.warn = warn
-        self.pending = 0  # events written into the open parts
+        self.pending = 0  # events written since the last commit
         self.flushed_events = 0  # events committed
         self.losses: dict[str, int] = {}
         self.stage_outcomes: dict[str, dict] = {}
         self.parameter_changes: list[dict] = []
         self.disk = rawio.DiskQueue()  # the stores' direct writes, in the background (with write_thread)
         self.write_thread = write_thread
+        self.on_locked: Callable[[], None] | None = None  # see Target.start_batch
 
     def set_run_state(self, losses: dict[str, int], stage_outcomes: dict[str, dict],
                       parameter_changes: list[dict]) -> None:
         self.losses, self.stage_outcomes, self.parameter_changes = losses, stage_outcomes, parameter_changes
 
-    def add(self, event: Any) -> None:
-        """Write ``event`` into the open part of every target (opened here if needed); raises WriteError."""
+    def add(self, event: Any, message: bytes | None = None) -> None:
+        """Write ``event`` into the store of every target and note it in the journal; raises WriteError.
+
+        ``message``: the pickled ``("event", meta, ...)`` it came in, whose ``meta`` (ids, timestamps,
+        non-array artifacts) the journal keeps; made here when not given.
+        """
+        if message is None:
+            message = _message_of(event)
         for target in self.targets:
             try:
-                if target.part is None:
-                    target.start_part(self.disk if self.write_thread else None)
-                self._write(target, event)
+                if not target.batch_open:
+                    target.start_batch({"frib": self.frib, "options": self.options},
+                                       self.disk if self.write_thread else None, self.on_locked)
+                self._write(target, event, message)
             except WriteError:
                 raise
             except (OSError, RuntimeError) as err:
-                raise WriteError(f"cannot write {target.file.next_part_path}: {describe_os_error(err)}") from None
+                raise WriteError(f"cannot write {target.file.parts_dir / STORE_NAME}: "
+                                 f"{describe_os_error(err)}") from None
         self.pending += 1
 
     def commit(self, before_publish: Callable[[], None] | None = None) -> int:
-        """Publish the open parts through their masters; the number of events committed. Raises WriteError.
+        """Append the batch to the journals and update the masters; the number of events committed.
 
-        ``before_publish`` is called before each master is replaced (see :meth:`.PartitionedFile.publish_part`).
+        Raises WriteError. ``before_publish`` is called before each master is replaced
+        (see :meth:`.PartitionedFile.update`).
         """
         if not self.pending:
             return 0
-        self.wait_for_disk(self.disk.submitted)  # a part may only point at bytes that are written
+        self.wait_for_disk(self.disk.submitted)  # the journal may only point at bytes that are written
         n = self.pending
         for target in self.targets:
-            if target.part is None:
+            if not target.batch_open:
                 continue
-            links = {k: v for k, v in target.links.items() if v}
             rows = layout.concat_rows(target.rows)
             kin_rows = layout.concat_rows(target.kinematics)
             fail_rows = layout.concat_rows(target.failures)
-            if target.store is not None and target.file.fsync:
-                target.store.sync()
-            target.file.publish_part(target.part, links,
-                                     lambda m, t=target: self._update_master(m, t, rows, kin_rows, fail_rows, n),
-                                     before_publish)
+            try:
+                if target.file.fsync:
+                    target.store.sync()
+                target.journal.commit()
+            except OSError as err:
+                raise WriteError(f"cannot write {target.journal.path}: {describe_os_error(err)}") from None
+            target.file.update(lambda m, t=target: self._update_master(m, t, rows, kin_rows, fail_rows, n),
+                               before_publish)
+            target.file.parts += 1  # batches committed
+            target.committed_end = max(target.committed_end, target.batch_end)
             if rows is not None:
                 target.counts[layout.ESTIMATES] += len(rows)
             if kin_rows is not None:
@@ -182,20 +213,45 @@ class Recorder:
             raise WriteError(f"cannot write {where}: {describe_os_error(err)}") from None
 
     def finish(self, *, complete: bool) -> None:
-        """Close the stores (after the last commit); ``complete``: mark them as the final files (.store)."""
+        """Close the stores (after the last commit); ``complete``: mark them as the final files (.store).
+
+        A store not marked complete (``consolidate = false``, a failed write) leaves the recording as
+        master + part files, made here from the journal (:func:`.journal.link_journal`).
+        """
+        error: BaseException | None = None
         try:
             for target in self.targets:
-                if target.store is not None:
-                    store, target.store = target.store, None
-                    store.finish(self.flushed_events, complete=complete and not self.pending,
-                                 fsync=target.file.fsync)
+                store, target.store = target.store, None
+                marked = False
+                if store is not None:
+                    try:
+                        marked = store.finish(self.flushed_events, complete=complete and not self.pending,
+                                              fsync=target.file.fsync)
+                    except (OSError, RuntimeError) as err:  # e.g. no room for its metadata: the journal holds it all
+                        error = error or err
+                        store.usable = False
+                    if not store.usable:
+                        store.trim(target.committed_end)  # frees what failed writes and the reservation took
+                if target.journal is not None:
+                    target.journal.close()
+                    if not marked:
+                        self.link_parts(target)
         finally:
             self.disk.close()
+        if error is not None:
+            raise error
+
+    def link_parts(self, target: Target) -> int:
+        """Part files made from ``target``'s journal, linked from its master (the recording is then file + parts)."""
+        try:
+            return link_journal(target.file.path, write_object, fsync=target.file.fsync)
+        except (OSError, RuntimeError, KeyError) as err:
+            raise WriteError(f"cannot write {target.file.parts_dir}: {describe_os_error(err)}") from None
 
     def abandon(self) -> int:
-        """Drop the open parts (a write failed); the number of events lost with them."""
+        """Drop the batch being written (a write failed); the number of events lost with it."""
         for target in self.targets:
-            target.abandon_part()
+            target.abandon_batch()
         lost, self.pending = self.pending, 0
         return lost
 
@@ -207,9 +263,11 @@ class Recorder:
 
     # -- one event, one target -----------------------------------------------------------
 
-    def _write(self, target: Target, ev: Any) -> None:
-        """Write ``ev``'s objects into the store (large datasets by direct I/O), then into the part (pointing there)."""
+    def _write(self, target: Target, ev: Any, message: bytes) -> None:
+        """Write ``ev``'s objects into the store (large datasets by direct I/O) and note them in the journal."""
         store = target.store
+        objects = []
+        placed: dict[str, list] = {}
         for kind in target.kinds:
             if kind == layout.ESTIMATES:
                 rows = table_rows(ev)
@@ -224,32 +282,29 @@ class Recorder:
             if kind == layout.CLUSTER and (ev.get("clusters") is None or ev.get("cloud") is None):
                 continue
             name = target.name_for(kind, ev.id)
-            self._write_kind(kind, store.groups[kind], ev, name, store.raw)
-            external = store.external()
-            self._write_kind(kind, target.groups[kind], ev, name, external)
-            if not external.done:
-                raise RuntimeError(f"{name}: the part's copy did not use every dataset written to the store")
+            write_object(kind, store.groups[kind], ev, name, store.raw, self.frib, self.options)
+            placed[kind] = placements = store.external().placements
+            objects.append((kind, name, placements))
+            for offset, size in placements:
+                target.batch_end = max(target.batch_end, offset + size)
             if kind == layout.EVENTS:
                 ts = int(ev.timestamp)
                 target.timestamps = [ts, ts] if not target.timestamps else [
                     min(target.timestamps[0], ts), max(target.timestamps[1], ts)]
             elif kind == layout.CLOUD:
                 self._note_z_ties(target, ev)
-            target.links.setdefault(kind, []).append(name)
             target.note(kind, ev.id)
+        if objects:
+            arrays = {}
+            if layout.EVENTS in placed:
+                arrays["traces"] = _kept(ev.traces, placed[layout.EVENTS])
+            if layout.CLOUD in placed or layout.CLUSTER in placed:
+                arrays["cloud"] = _kept(ev.get("cloud"), placed.get(layout.CLOUD))
+            target.journal.add((message, arrays, objects))
         if target is self.run_target:
             failures = layout.failure_rows([ev])
             if failures is not None:
                 target.failures.append(failures)
-
-    def _write_kind(self, kind: str, group: Any, ev: Any, name: str, raw: rawio.RawWriter | rawio.External) -> None:
-        """One object of ``ev`` (its traces, cloud or clusters) as ``group[name]``."""
-        if kind == layout.EVENTS:
-            h5direct.write_traces(group, ev, name, frib=self.frib, raw=raw, **self.options)
-        elif kind == layout.CLOUD:
-            h5direct.write_cloud(group, ev, name, raw=raw, **self.options)
-        else:
-            layout.write_clusters(group, ev, name)
 
     def _note_z_ties(self, target: Target, event: Any) -> None:
         """Count clouds Spyral's splines would fail on; say so once at the first (the total comes at close)."""
@@ -277,6 +332,41 @@ class Recorder:
         m.attrs["events_flushed"] = np.int64(self.flushed_events + n)
         if target is self.run_target:
             self.write_run_attributes(m)
+
+
+def write_object(kind: str, group: Any, ev: Any, name: str, raw: rawio.RawWriter | rawio.External,
+                 frib: bool, options: dict[str, Any]) -> None:
+    """One object of ``ev`` (its traces, cloud or clusters) as ``group[name]``.
+
+    ``raw``: the store's raw writer (large datasets written by direct I/O), or
+    :class:`.rawio.External` (a part's copy: large datasets are external storage of the store's bytes).
+    """
+    if kind == layout.EVENTS:
+        h5direct.write_traces(group, ev, name, frib=frib, raw=raw, **options)
+    elif kind == layout.CLOUD:
+        h5direct.write_cloud(group, ev, name, raw=raw, **options)
+    else:
+        layout.write_clusters(group, ev, name)
+    if isinstance(raw, rawio.External) and not raw.done:
+        raise RuntimeError(f"{name}: the part's copy did not use every dataset written to the store")
+
+
+def _kept(array: np.ndarray | None, placements: list | None) -> Any:
+    """How the journal keeps an array: ``(offset, dtype, shape)`` of its bytes in the store, else a copy."""
+    if array is None:
+        return None
+    if placements and len(placements) == 1 and placements[0][1] == array.nbytes:
+        return (placements[0][0], array.dtype.str, array.shape)
+    return np.array(array)  # not in the store by direct I/O (small, compressed, FRIB fallback): its bytes
+
+
+def _message_of(event: Any) -> bytes:
+    """The pickled message the main process would have sent for ``event`` (its arrays left out)."""
+    meta = {"id": event.id, "run": event.run, "timestamp": event.timestamp,
+            "timestamp_other": event.timestamp_other, "complete": event.complete,
+            "failures": getattr(event, "failures", {}), "skipped_stages": getattr(event, "skipped_stages", {}),
+            "artifacts": {k: v for k, v in event.artifacts.items() if not isinstance(v, np.ndarray)}}
+    return pickle.dumps(("event", meta, None), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def table_rows(event: Any) -> np.ndarray | None:

@@ -2,11 +2,14 @@
 
 The HDF5 objects are made by a writer process the sink owns (:mod:`.writer`):
 the main process copies each event's traces and cloud into shared memory;
-the writer writes them into one part file per output file and publishes the
-parts atomically through the output's master file every ``flush_interval``
-seconds (see :mod:`.partfile`). After a SIGKILL the output opens with a
-plain ``h5py.File(path, "r")`` and holds every flushed event; at a normal end
-the parts are consolidated into one self-contained file.
+the writer makes each event's objects once, in the store of each output
+file, notes what they are made from in the output's journal and updates the
+output's master file atomically every ``flush_interval`` seconds (see
+:mod:`.journal`, :mod:`.partfile`). At a normal end the store becomes the
+file (consolidation). After a SIGKILL of this process the writer finishes the
+recording itself; after a SIGKILL of the writer this process makes the
+committed events into part files: either way the output opens with a plain
+``h5py.File(path, "r")`` and holds every flushed event.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from conduit.stage import SinkStage, StopRun
 from conduit_physics.histograms import HistogramRecorder, Histograms
 
 from . import layout, spyral
+from .journal import wait_for_writer
 from .leftovers import tidy_leftovers
 from .losses import write_loss_attributes, write_parameter_attributes, write_stage_attributes
 from .params import Hdf5Params
@@ -62,6 +66,7 @@ class Hdf5Sink(SinkStage):
         self.flushed_events = 0  # committed by the writer
         self.dropped_full = 0  # lossy only: the writer was behind with every ring slot in use
         self.finishing = False
+        self.writer_died = False
         self.received = 0
         self.error: str | None = None
         self.begun = False
@@ -89,6 +94,7 @@ class Hdf5Sink(SinkStage):
         for path in paths:  # another run on any of them: refuse before anything is written
             self.claims.append(self.context.claim_output(path))
         for target in self.targets:
+            wait_for_writer(target.file.path, say=self.log.warning)  # a killed run's writer finishing its file
             tidy_leftovers(target.file.path, self.log)
             # Fail now, before any event, if a path is not writable.
             target.file.stage(lambda f, t=target: self._init_master(f, t))
@@ -201,7 +207,19 @@ class Hdf5Sink(SinkStage):
                 else:
                     self._record_error(f"{text}; stopping (every event flushed before is kept)")
 
+    def _link_parts(self, problems: list[str]) -> None:
+        """The writer died: make the events it committed into part files, linked from the masters."""
+        from .journal import link_journal
+        from .recorder import write_object
+
+        for target in self.targets:
+            try:
+                link_journal(target.file.path, write_object, fsync=self.params.fsync)
+            except (OSError, RuntimeError, KeyError) as err:
+                problems.append(f"cannot link the committed events of {target.file.path} ({err})")
+
     def _writer_died(self, err: WriterDied) -> None:
+        self.writer_died = True
         if self.error is None:
             lost = self.writer.sent - self.flushed_events if self.writer is not None else 0
             self._record_error(f"{err}: {lost} events handed to it since its last commit are not written; "
@@ -217,6 +235,8 @@ class Hdf5Sink(SinkStage):
         finally:
             if self.writer is not None and not self.writer.finished:
                 self.writer.kill()  # start-up failed, or the writer died: nothing more to commit
+            elif self.writer is not None:
+                self.writer.end()  # after the consolidation: until then it would finish the recording if we died
             for target in self.targets:
                 target.file.discard()  # a master staged for a run that never began
             self._release()
@@ -237,12 +257,15 @@ class Hdf5Sink(SinkStage):
 
     def _finish(self) -> None:
         problems = []
-        if self.error is None:
-            self.finishing = True
+        self.finishing = True
+        if not self.writer_died:
             try:
-                self._tell_writer(True)  # the final losses
                 if self.error is None:
-                    self.writer.finish()  # commits the last events (a failure is reported to _on_report)
+                    self._tell_writer(True)  # the final losses
+                # Commits the last events (a failure is reported to _on_report) and closes the stores; after a
+                # failed write the writer makes the committed events into part files.
+                if not self.writer_died:
+                    self.writer.finish()
             except WriterDied as err:
                 self._writer_died(err)
         if self.dropped_full:
@@ -272,7 +295,7 @@ class Hdf5Sink(SinkStage):
             for target in self.targets:
                 t0 = time.perf_counter()
                 if target.file.parts:
-                    self.log.info("consolidating %s (%d parts)", target.file.path, target.file.parts)
+                    self.log.info("consolidating %s (%d batches)", target.file.path, target.file.parts)
                 try:
                     copied = consolidate(target.file.path)
                 except WriteError as err:
@@ -281,9 +304,11 @@ class Hdf5Sink(SinkStage):
                     continue
                 if copied:
                     self.consolidated.append(target.file.path)
-                    self.log.info("consolidated %s (%d objects from %d parts) in %.2f s", target.file.path,
+                    self.log.info("consolidated %s (%d objects from %d batches) in %.2f s", target.file.path,
                                   copied, target.file.parts, time.perf_counter() - t0)
         elif self.error is not None:
+            if self.writer_died:
+                self._link_parts(problems)
             self.log.error("%s: kept %d flushed events (file + parts); it is consolidated at the next run on this "
                            "path, or now with `python -m conduit_stages.hdf5_sink.consolidate %s`",
                            self.run_path, self.flushed_events, self.run_path)

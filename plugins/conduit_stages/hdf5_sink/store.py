@@ -1,27 +1,25 @@
 """The recording's final file, written while recording, so that closing a run copies no event data.
 
-Consolidating the part files at the end (:func:`.partfile.consolidate`'s copy)
+Consolidating part files at the end (:func:`.partfile.consolidate`'s copy)
 reads and writes every byte of the run again: ~65 s for the 8.5 GB of a
-60 s run at 200 events/s. So the writer process writes each event's objects
-twice, cheaply:
-
-* into the **store** ``<path>.parts/store.h5``, an HDF5 file open for the
-  whole run, whose large datasets (trace matrices, clouds) get their bytes by
-  direct I/O at the offsets HDF5 allocated (:mod:`.rawio`) - the only copy of
-  those bytes on the disk; HDF5 keeps the store's metadata in memory and
-  writes it when the store is closed;
-* into the **part** being written (:mod:`.partfile`), whose large datasets
-  are HDF5 *external storage* pointing at those same bytes of the store
-  (absolute path, offset, size): a part holds only metadata and small
-  datasets, and the master + parts stay, as before, a complete readable file
-  at every instant (the store's raw bytes are never moved or rewritten).
+60 s run at 200 events/s. So the writer process makes each event's objects
+in the **store** ``<path>.parts/store.h5``, an HDF5 file open for the whole
+run, whose large datasets (trace matrices, clouds) get their bytes by direct
+I/O at the offsets HDF5 allocated (:mod:`.rawio`) - the only copy of those
+bytes on the disk; HDF5 keeps the store's metadata in memory and writes it
+when the store is closed, so a store whose writer was killed does not open.
+What each event's objects are made from, and where their bytes lie here, is
+in the journal (:mod:`.journal`), from which part files whose large
+datasets are HDF5 *external storage* of these bytes (absolute path, offset,
+size) are made when the recording is not consolidated (the store's raw bytes
+are never moved or rewritten).
 
 At the end the writer closes the store and writes ``store.complete``
 (the number of events it holds); :func:`.partfile.consolidate` then copies the
 master's own objects (attributes, tables, histograms) into the store and
 renames it over the master: seconds, whatever the size of the run. Without
-``store.complete`` (a killed run, a failed write, ``consolidate = false``)
-consolidation copies the parts as before, reading the large datasets' bytes
+``store.complete`` (a killed writer, a failed write, ``consolidate = false``)
+consolidation copies the part files, reading the large datasets' bytes
 from the store (:func:`external_bytes`).
 """
 
@@ -66,12 +64,27 @@ class Store:
         """fsync the bytes written so far (the part about to be published points at them)."""
         os.fsync(self.raw.fd)
 
-    def finish(self, events: int, *, complete: bool, fsync: bool) -> None:
-        """Close the store (HDF5 writes its metadata); with ``complete``, mark it as holding ``events`` events."""
+    def trim(self, end: int) -> None:
+        """Cut a store that will never be the final file after ``end`` bytes (the committed events' data).
+
+        After a failed write (a full disk) this gives back the blocks of the failed batch and the
+        reservation ahead, which the part files made from the journal need.
+        """
+        try:
+            if self.path.stat().st_size > end:
+                os.truncate(self.path, end)
+        except OSError:
+            pass  # the part files say what is wrong if they do not fit
+
+    def finish(self, events: int, *, complete: bool, fsync: bool) -> bool:
+        """Close the store (HDF5 writes its metadata); with ``complete``, mark it as holding ``events`` events.
+
+        Returns whether it was marked complete (it then becomes the final file at consolidation).
+        """
         self.raw.close()
-        self.file.close()
+        self.file.close()  # raises when the metadata does not fit (a full disk)
         if not (complete and self.usable):
-            return
+            return False
         if fsync:
             fd = os.open(self.path, os.O_RDONLY)
             try:
@@ -80,6 +93,7 @@ class Store:
                 os.close(fd)
         marker = self.path.with_name(COMPLETE_NAME)
         marker.write_text(json.dumps({"events_flushed": events}) + "\n")
+        return True
 
 
 def read_complete(parts_dir: Path) -> int | None:

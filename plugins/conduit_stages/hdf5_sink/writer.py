@@ -6,18 +6,23 @@ millisecond. So the sink starts one **writer process** in ``open()`` and
 joins it in ``close()`` (its lifetime is the sink's); the main process only
 copies an event's trace matrix and cloud into a slot of a shared-memory ring
 and sends the event's small metadata (ids, estimates, clusters) through a
-socket. The writer writes each event into the open part files at once
-(:class:`.recorder.Recorder`), releases the slot, and commits the parts every
-``flush_interval`` seconds, reporting each commit back.
+socket. The writer makes each event's objects in the stores at once
+(:class:`.recorder.Recorder`), releases the slot, and commits every
+``flush_interval`` seconds (the journals, then the masters), reporting each
+commit back.
 
 * **Lossless**: when every slot is in use the sink waits for the writer
   (never drops); a lossy sink (``lossless = false``) drops and counts.
 * **The writer dies** (killed, crashed): the sink says so in one line naming
   the process and how many events handed to it were not committed (counted
-  as not written), and stops the run; every committed event stays in the
-  file, readable as after any kill (:mod:`.partfile`).
-* **The main process dies**: the writer sees its socket close and exits
-  without committing (the next run on the path tidies the unpublished part).
+  as not written), and stops the run; it makes the committed events into
+  part files from the journals (:func:`.journal.link_journal`), so the file
+  holds every one of them.
+* **The main process dies** (at any moment after the first event): the writer
+  sees its socket close and finishes the recording itself: it commits every
+  event it holds, closes the stores and consolidates (seconds), holding the
+  parts directory's ``writer.lock`` until it exits, so that a next run on the
+  path waits for it (:func:`.journal.wait_for_writer`).
 * The writer runs in a session of its own: a Ctrl-C at the terminal reaches
   the main process only, which ends the writer through :meth:`WriterProcess.finish`.
 * The ring is a file in ``/dev/shm`` (its 64 MB reserved at once), unlinked
@@ -29,6 +34,7 @@ socket. The writer writes each event into the open part files at once
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -58,12 +64,18 @@ _HEADER = 4096  # the writer's count of events released (uint64 at offset 0), th
 _ALIGN = 4096  # each array starts on a page: the writer hands it to the disk as it is (direct I/O, .rawio)
 #: Events whose disk writes may be under way while the writer makes the next event's objects (.rawio.DiskQueue).
 IN_FLIGHT = 2
+#: Seconds between the idle writer's checks that the main process still runs.
+PARENT_CHECK = 1.0
 _RING_DIR = Path("/dev/shm")
 _serial = itertools.count()
 
 
 class WriterDied(RuntimeError):
     """The writer process ended without being asked to; the message is one line naming it."""
+
+
+class Orphaned(Exception):
+    """The main process was gone before this writer held its recording's lock: a next run may own the path."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,17 +222,28 @@ class WriterProcess:
         self._wait_for("flushed")
 
     def finish(self) -> Any:
-        """Commit what the writer holds, end it and join it; returns its last report. Raises WriterDied."""
+        """Commit what the writer holds and close its stores; returns its last report. Raises WriterDied.
+
+        The writer then waits for :meth:`end` (the sink consolidates meanwhile): should this process die
+        before, the writer finishes the recording itself.
+        """
         self._send(("finish",))
         payload = self._wait_for("finished")
         self.finished = True
+        return payload
+
+    def end(self) -> None:
+        """Let a finished writer exit, and join it."""
+        try:
+            self._send(("exit",))
+        except WriterDied:
+            pass
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:  # pragma: no cover - it answered, then hung
             self.proc.kill()
             self.proc.wait()
         self.close()
-        return payload
 
     def kill(self) -> None:
         """End the writer at once (start-up failed); nothing it holds is committed."""
@@ -300,16 +323,29 @@ def child_main(sock_fd: int, ring_fd: int) -> None:
     except EOFError:
         return
     assert kind == "start"
+    writer = None
     try:
-        _Writer(conn, ring, spec).run()
-    except EOFError:
-        pass  # the main process is gone: leave the unpublished part for the next run to tidy
-    except BaseException as err:  # one line to the main process, not a traceback on the terminal
+        writer = _Writer(conn, ring, spec)
+        writer.run()
+    except Orphaned:
+        pass  # the main process was gone before this recording began: a next run may own the path
+    except (EOFError, OSError) as err:
+        if writer is None or (isinstance(err, OSError) and not writer.parent_gone()):
+            _report_error(conn, err)
         try:
-            conn.send(("error", (f"hdf5 writer process: {type(err).__name__}: {err}", 0)))
-        except OSError:
-            pass
-        raise SystemExit(1) from None
+            writer.rescue()  # the main process is gone: finish its recording
+        except BaseException:  # nobody to tell (no traceback on the terminal): the next run finishes it
+            raise SystemExit(1) from None
+    except BaseException as err:  # one line to the main process, not a traceback on the terminal
+        _report_error(conn, err)
+
+
+def _report_error(conn: Connection, err: BaseException) -> None:
+    try:
+        conn.send(("error", (f"hdf5 writer process: {type(err).__name__}: {err}", 0)))
+    except OSError:
+        pass
+    raise SystemExit(1) from None
 
 
 class _Writer:
@@ -318,6 +354,7 @@ class _Writer:
         from .recorder import Recorder, Target
 
         self.conn = conn
+        self.orphaned = False  # the main process is gone: reports go nowhere
         self.readable = select.poll()  # one poll object: Connection.poll builds a selector per call
         self.readable.register(conn.fileno(), select.POLLIN)
         self.ring = ring
@@ -325,7 +362,9 @@ class _Writer:
         self.spec = spec
         targets = [Target(PartitionedFile(Path(path), fsync=spec.fsync), tuple(kinds)) for path, kinds in spec.targets]
         self.recorder = Recorder(targets, frib=spec.frib, options=spec.options,
-                                 warn=lambda text: conn.send(("warn", text)), write_thread=spec.write_thread)
+                                 warn=lambda text: self.tell(("warn", text)), write_thread=spec.write_thread)
+        self.recorder.on_locked = self._check_parent_locked
+        self.finished = False  # the stores are closed (after "finish")
         self.failed = False  # after a write error every later event is discarded (counted by the sink)
         # A write that failed in the batch being written: reported at the batch's commit time, as when whole
         # batches were written at once (the batch is lost either way; later events of it are discarded).
@@ -336,10 +375,25 @@ class _Writer:
         # Ring slots not released yet: (slot's event, the disk queue's ticket of its last write), in order.
         self.unreleased: collections.deque[int] = collections.deque()
 
-    def _check_parent(self) -> None:
-        """Publish nothing once the main process is gone: a next run may already own the path."""
-        if os.getppid() != self.parent:
-            raise EOFError("the main process is gone")
+    def parent_gone(self) -> bool:
+        return os.getppid() != self.parent
+
+    def _check_parent_locked(self) -> None:
+        """The recording's lock is now held: go on only if the main process still runs (else a next run may
+        already own the path; once the lock is held, a next run waits for this process)."""
+        if self.parent_gone():
+            raise Orphaned()
+
+    def tell(self, message: tuple) -> None:
+        """A report to the main process (none once it is gone)."""
+        if self.orphaned:
+            return
+        try:
+            self.conn.send(message)
+        except OSError:
+            if not self.parent_gone():
+                raise
+            self.orphaned = True
 
     def run(self) -> None:
         from conduit.event import Event
@@ -353,24 +407,32 @@ class _Writer:
                     continue
             if self.unreleased and not self.readable.poll(0):
                 self.release(wait=True)  # nothing to overlap with: give the main process its slots back now
-            if not self.readable.poll(None if timeout is None else timeout * 1e3):
+            # Wake at least every PARENT_CHECK s: the socket's end closes when the main process dies, unless a
+            # process it started holds a copy of it; its parent id says so in any case.
+            if not self.readable.poll(min(PARENT_CHECK, PARENT_CHECK if timeout is None else timeout) * 1e3):
+                if self.parent_gone():
+                    raise EOFError("the main process is gone")
                 continue
-            message = pickle.loads(self.conn.recv_bytes())
+            data = self.conn.recv_bytes()
+            message = pickle.loads(data)
             kind = message[0]
             if kind == "event":
-                self.add(Event, message[1], message[2])
+                self.add(Event, message[1], message[2], data)
             elif kind == "state":
                 self.recorder.set_run_state(*message[1:])
             elif kind == "flush":
                 self.commit("committed")
-                self.conn.send(("flushed", None))
+                self.tell(("flushed", None))
             elif kind == "finish":
                 self.commit("committed")
                 self.finish_stores()
-                self.conn.send(("finished", self.report()))
+                self.finished = True
+                self.tell(("finished", self.report()))
+            elif kind == "exit":
+                self.release_locks()
                 return
 
-    def add(self, make_event: type, meta: dict, placed: tuple) -> None:
+    def add(self, make_event: type, meta: dict, placed: tuple, message: bytes) -> None:
         where, arrays = placed
         if where == "ring":
             arrays = {key: np.ndarray(shape, np.dtype(dtype), buffer=self.ring, offset=offset)
@@ -380,8 +442,10 @@ class _Writer:
             meta["artifacts"].update(arrays)
             event = make_event(traces=traces, **meta)
             try:
-                self.recorder.add(event)
+                self.recorder.add(event, message if where == "ring" else None)
                 self.batch_bytes += traces.nbytes + sum(a.nbytes for a in arrays.values())
+            except Orphaned:
+                raise
             except Exception as err:
                 self.batch_error = err
                 self.recorder.abandon()
@@ -420,23 +484,23 @@ class _Writer:
         if self.failed or not self.recorder.pending:
             return
         try:
-            n = self.recorder.commit(self._check_parent)
-        except EOFError:
-            raise
+            n = self.recorder.commit()
         except Exception as err:
             self.fail(err)
             return
-        self.conn.send((kind, (n, self.report())))
+        self.tell((kind, (n, self.report())))
 
     def finish_stores(self) -> None:
         """Close the stores; mark them complete (the final files) unless a write failed or not consolidating."""
         try:
             self.recorder.finish(complete=self.spec.consolidate and not self.failed)
-        except Exception as err:  # the parts hold every event: consolidation copies them instead
+        except Exception as err:  # the journal holds every committed event: the next consolidation uses it
             from .partfile import describe_os_error
 
-            self.conn.send(("warn", f"hdf5 writer process: closing the store failed ({describe_os_error(err)}); "
-                                    f"the parts are copied instead"))
+            where = self.recorder.run_target.file.parts_dir
+            self.tell(("warn", f"hdf5 writer process: closing the recording failed ({describe_os_error(err)}); "
+                               f"every committed event is in the journal of {where}, used by the next "
+                               f"consolidation"))
 
     def fail(self, err: Exception) -> None:
         from .partfile import WriteError
@@ -445,7 +509,50 @@ class _Writer:
         self.batch_error = None
         lost = self.recorder.abandon()
         text = str(err) if isinstance(err, WriteError) else f"hdf5 writer process: {type(err).__name__}: {err}"
-        self.conn.send(("error", (text, lost)))
+        self.tell(("error", (text, lost)))
+
+    def rescue(self) -> None:
+        """The main process is gone: commit every event held, close the stores and consolidate (or link parts).
+
+        Only once this recording has begun (the lock held, see :meth:`_check_parent_locked`); a next run on
+        the path waits for this process (:func:`.journal.wait_for_writer`).
+        """
+        from .journal import link_journal
+        from .partfile import consolidate
+        from .recorder import write_object
+        from .store import read_complete
+
+        self.orphaned = True
+        targets = self.recorder.targets
+        if not any(t.lock >= 0 for t in targets):
+            return  # no event was ever recorded: nothing of the path is ours
+        if not self.finished:
+            self.release(wait=True)
+            self.commit("committed")
+            self.finish_stores()
+        for target in targets:
+            path = target.file.path
+            if not target.file.parts_dir.is_dir():
+                continue  # consolidated by the main process already
+            try:
+                if self.spec.consolidate and read_complete(target.file.parts_dir) is not None:
+                    consolidate(path)
+                    continue
+            except Exception:  # noqa: BLE001 - nobody to tell: leave it readable as file + parts below
+                pass
+            link_journal(path, write_object, fsync=target.file.fsync)
+        self.release_locks()
+
+    def release_locks(self) -> None:
+        """Remove and release the recordings' writer.lock (a next run waiting on it goes on)."""
+        from .journal import LOCK_NAME
+
+        for target in self.recorder.targets:
+            if target.lock >= 0:
+                with contextlib.suppress(OSError):
+                    os.unlink(target.file.parts_dir / LOCK_NAME)
+                os.close(target.lock)
+                target.lock = -1
 
     def report(self) -> tuple[int, list[TargetReport]]:
         return self.recorder.flushed_events, [TargetReport(dict(t.counts), t.duplicates, t.file.parts)
