@@ -220,7 +220,8 @@ def bench_tcp(frames_by_event, n_events: int, reps: int, args):
     async def one_rep() -> tuple[float, float]:
         async with trio.open_nursery() as nursery:
             hosts = ", ".join(f'"127.0.0.1:{p}"' for p in ports)
-            text = (f'[source]\nkind = "exporter"\nhosts = [{hosts}]\n'
+            text = (f'[source]\nkind = "exporter"\nhosts = [{hosts}]\ntimeout = {args.timeout}\n'
+                    f"silent_after = {max(10.0, args.timeout)}\n"
                     f"[engine]\nworkers = 0\nqueue_size = {n_events + 10}\n")
             pipeline = load_pipeline(Path("tcp.toml"), text=text)
             done = trio.Event()
@@ -259,6 +260,90 @@ def bench_tcp(frames_by_event, n_events: int, reps: int, args):
     return times, total
 
 
+def bench_replay(frames_by_event, n_events: int, reps: int, args):
+    """The exporter source's whole receive path (11 connections, readv, frame handler, builder, engine dispatch) fed
+    deterministically: 11 DataExporter servers in the same trio loop send each 10 ms tick's events (``--rate``
+    events per second: 2 at 200/s; one message per CoBo, as the simulated DAQ) and wait until the receivers have
+    read and built everything; ``read_pause = 0``, so each connection reads its tick's frames in one read, as online
+    at 200/s on a quiet machine. No wall-clock timing is involved (so valgrind can count it); the figure is the
+    thread's CPU per event, the servers' sends included (the same for any receiver). Also prints a SHA-256 of every
+    built event (id, time stamps, completeness, trace bytes), to compare two versions of the code."""
+    import hashlib
+    import io
+
+    import trio
+    import trio.testing
+
+    from conduit.config.pipeline import load_pipeline
+    from conduit.engine.runner import Engine
+    from conduit.get.dataexporter import DataExporterServer, length_prefix
+
+    per_tick = max(1, round(args.rate / 100)) if args.rate > 0 else 2
+    # One bytearray per unique event and CoBo (length-prefixed frames back to back), event ids patched in place.
+    blobs: list[dict[int, bytearray]] = []
+    id_offsets: list[dict[int, list[int]]] = []
+    for frames in frames_by_event:
+        blob: dict[int, bytearray] = {}
+        where: dict[int, list[int]] = {}
+        for (cobo, _), f in frames.items():
+            b = blob.setdefault(cobo, bytearray())
+            b += length_prefix(len(f))
+            where.setdefault(cobo, []).append(len(b) + 22)
+            b += f
+        blobs.append(blob)
+        id_offsets.append(where)
+    digests: list[str] = []
+
+    async def one_rep() -> tuple[float, float]:
+        servers = [DataExporterServer(queue_frames=1 << 16) for _ in range(11)]
+        digest = hashlib.sha256()
+        count = [0]
+
+        def on_event(ev) -> None:
+            count[0] += 1
+            digest.update(np.array([ev.id, ev.timestamp, ev.timestamp_other, ev.complete], np.int64).tobytes())
+            digest.update(np.ascontiguousarray(ev.traces).tobytes())
+
+        async with trio.open_nursery() as nursery:
+            for srv in servers:
+                await nursery.start(srv.serve)
+            hosts = ", ".join(f'"{srv.address}"' for srv in servers)
+            text = (f'[source]\nkind = "exporter"\nhosts = [{hosts}]\nread_pause = 0\ntimeout = 600\n'
+                    f"silent_after = 600\n[engine]\nworkers = 0\nqueue_size = {n_events + 10}\n")
+            engine = Engine(load_pipeline(Path("replay.toml"), text=text), handle_signals=False, on_event=on_event,
+                            status_stream=io.StringIO())
+            nursery.start_soon(engine.run)
+            for srv in servers:
+                await srv.wait_clients(1)
+            await engine.source.wait_connected()
+            await trio.testing.wait_all_tasks_blocked()
+            t0, c0 = time.perf_counter(), time.thread_time()
+            for first in range(0, n_events, per_tick):
+                tick: dict[int, list] = {}
+                for evt in range(first, min(first + per_tick, n_events)):
+                    u = evt % len(blobs)
+                    for cobo, blob in blobs[u].items():
+                        for at in id_offsets[u][cobo]:
+                            blob[at:at + 4] = evt.to_bytes(4, "big")
+                        tick.setdefault(cobo, []).append(blob)
+                for cobo, bufs in tick.items():
+                    await servers[cobo].send_buffers(bufs)
+                await trio.testing.wait_all_tasks_blocked()
+            elapsed = (time.perf_counter() - t0, time.thread_time() - c0)
+            counts = engine.source.counters()
+            assert count[0] == counts["complete_events"] == n_events, counts
+            engine.request_stop()
+            nursery.cancel_scope.cancel()
+        digests.append(digest.hexdigest())
+        return elapsed
+
+    times = [trio.run(one_rep) for _ in range(reps)]
+    assert len(set(digests)) == 1, digests
+    print(f"replay: SHA-256 of the {n_events} built events: {digests[0]}")
+    total = sum(len(f) + 8 for evt in range(n_events) for f in frames_by_event[evt % len(frames_by_event)].values())
+    return times, total
+
+
 def row(name: str, times: list[tuple[float, float]], nbytes: int, n_events: int) -> str:
     """Median and best over repetitions, by wall-clock time and by CPU time of this process."""
     wall = statistics.median(t for t, _ in times)
@@ -284,6 +369,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--server-thread", action="store_true",
                     help="--tcp: run the 11 DataExporters in a thread of the receiving process (not a child process) "
                          "and count the receiving (trio) thread's CPU time only")
+    ap.add_argument("--timeout", type=float, default=2.0,
+                    help="--tcp: the receiving exporter source's timeout (s; its default 2): raise it when the "
+                         "process runs slowed down (valgrind) so that no event comes out incomplete on time")
+    ap.add_argument("--replay", action="store_true",
+                    help="the exporter source's receive path fed tick by tick from 11 DataExporters in the same "
+                         "loop, no wall-clock timing (deterministic; --rate sets the events per 10 ms tick, default "
+                         "2); prints a hash of the built events")
     ap.add_argument("--tcp-only", action="store_true", help="skip the in-memory measurements")
     args = ap.parse_args(argv)
     if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
@@ -308,6 +400,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.graw:
         times, size = bench_graw(unique, args.events, max(2, args.reps // 2))
         print(row("graw source, end to end (engine)", times, size, args.events), flush=True)
+    if args.replay:
+        times, size = bench_replay(unique, args.events, args.reps, args)
+        print(row("exporter source, replayed tick by tick", times, size, args.events), flush=True)
+        cpu_ms = sorted(1e3 * c / args.events for _, c in times)
+        print("\nreplay: CPU ms per event (receive path + the servers' sends), per repetition: "
+              + ", ".join(f"{c:.3f}" for c in cpu_ms) + f" (median {statistics.median(cpu_ms):.3f})")
     if args.tcp:
         times, size = bench_tcp(unique, args.events, max(2, args.reps // 2), args)
         name = "exporter source, 11x TCP loopback" + (f" at {args.rate:g}/s" if args.rate > 0 else "")
