@@ -497,3 +497,29 @@ async def test_a_stream_running_ahead_within_one_read_pauses_mid_read(tmp_path, 
     assert sorted(e.id for e in h.events) == list(range(41))
     assert all(e.complete for e in h.events)
     assert h.summary.source_counters["late_frames"] == 0
+
+
+def test_the_length_prefix_check_of_split_messages_is_check_prefix():
+    """split_messages tests the common case of a message's first word in one line and leaves the wording of a bad
+    one to _check_prefix: both accept exactly the same (word, length) pairs."""
+    from conduit.get.exporter_client import ProtocolError, _check_prefix, split_messages
+
+    rng = np.random.default_rng(3)
+    words = [(meta << 24) | size for meta in (0x08, 0x06, 0x04, 0x0C, 0x03, 0x0D, 0x88, 0x48, 0x18, 0x00)
+             for size in (1, 2, 3, 255, 0x0FFF)]
+    words += [int(w) for w in rng.integers(0, 2**32, 200)]
+    checked = 0
+    for word in words:
+        for length in {((word & 0xFFFFFF) << (word >> 24 & 0x0F)), 256, 512, 100, 4096, 1024 * 1024}:
+            if not 0 < length <= 2**24:
+                continue
+            try:
+                _check_prefix(word, length)
+                expected = None
+            except ProtocolError as err:
+                expected = str(err)
+            data = length_prefix(length) + word.to_bytes(4, "big")
+            _, _, error = split_messages(data, 0, len(data), 2**24)
+            assert (None if error is None else str(error)) == expected, (hex(word), length)
+            checked += expected is None
+    assert checked >= 20  # both outcomes were exercised

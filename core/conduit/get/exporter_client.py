@@ -27,7 +27,8 @@ import trio
 
 from .frames import MAX_BLOCK_LOG2, MIN_BLOCK_LOG2
 
-__all__ = ["FramesHandler", "Link", "ProtocolError", "RestAlarm", "one_by_one", "receive_frames", "split_messages", "DEFAULT_PORT", "FULL_FRAME_BYTES"]
+__all__ = ["FramesHandler", "Link", "ProtocolError", "RestAlarm", "one_by_one", "receive_frames", "split_messages",
+           "DEFAULT_PORT", "FULL_FRAME_BYTES"]
 
 DEFAULT_PORT = 46491
 #: A complete full-readout frame (1089 blocks of 256 B).
@@ -200,7 +201,12 @@ def split_messages(buf, start: int, end: int, max_frame_bytes: int) -> tuple[lis
             if length > max_frame_bytes:
                 raise ProtocolError(f"length prefix {length} B exceeds max_frame_bytes ({max_frame_bytes} B)")
             if end - start >= _PREFIX + 4:
-                _check_prefix(unpack_word(buf, start + _PREFIX)[0], length)
+                word = unpack_word(buf, start + _PREFIX)[0]
+                # The length must be the frame's size field times its block size (a plausible one, big-endian
+                # meta type): the common case tested in one line, any other is worded by _check_prefix.
+                if (word & 0xFFFFFF) << (log2 := word >> 24 & 0x0F) != length or word >> 31 or log2 < MIN_BLOCK_LOG2 \
+                        or log2 > MAX_BLOCK_LOG2:
+                    _check_prefix(word, length)
             if end - start < _PREFIX + length:
                 break
             spans += (start + _PREFIX, length)
