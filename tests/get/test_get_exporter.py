@@ -523,3 +523,24 @@ def test_the_length_prefix_check_of_split_messages_is_check_prefix():
             assert (None if error is None else str(error)) == expected, (hex(word), length)
             checked += expected is None
     assert checked >= 20  # both outcomes were exercised
+
+
+async def test_readable_names_exactly_the_sockets_with_unread_bytes():
+    """The backlog mark asks poll(2) once which sockets have anything to read, then FIONREAD only for those: a
+    socket with bytes is readable, an empty one is not, a closed one or none is left out."""
+    from conduit.get.exporter_client import Link, readable
+
+    pairs = [trio.socket.socketpair() for _ in range(4)]
+    links = [Link(i, "pair", i) for i in range(5)]
+    for link, (left, _right) in zip(links, pairs):
+        link.sock = left
+    await pairs[1][1].send(b"x" * 10)
+    await pairs[3][1].send(b"y")
+    await trio.testing.wait_all_tasks_blocked()
+    pairs[2][0].close()  # fileno -1: left out, not an error
+    assert readable(links) == {links[1].fd, links[3].fd}
+    assert [link.unread_bytes() for link in links] == [0, 10, 0, 1, 0]
+    assert readable([links[0], links[4]]) == set()
+    for left, right in pairs:
+        left.close()
+        right.close()

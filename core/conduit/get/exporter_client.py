@@ -16,6 +16,7 @@ import dataclasses
 import fcntl
 import math
 import os
+import select
 import socket
 import struct
 import termios
@@ -27,7 +28,7 @@ import trio
 
 from .frames import MAX_BLOCK_LOG2, MIN_BLOCK_LOG2
 
-__all__ = ["FramesHandler", "Link", "ProtocolError", "RestAlarm", "one_by_one", "receive_frames", "split_messages",
+__all__ = ["FramesHandler", "Link", "ProtocolError", "RestAlarm", "one_by_one", "readable", "receive_frames", "split_messages",
            "DEFAULT_PORT", "FULL_FRAME_BYTES"]
 
 DEFAULT_PORT = 46491
@@ -95,6 +96,11 @@ class Link:
         return f"{self.host}:{self.port}"
 
     @property
+    def fd(self) -> int:
+        """The connected socket's descriptor (-1 when not connected or just closed)."""
+        return -1 if self.sock is None else self.sock.fileno()
+
+    @property
     def reconnects(self) -> int:
         return max(self.connects - 1, 0)
 
@@ -103,6 +109,17 @@ class Link:
 #: offset, length pairs) in order, from index ``i`` up to the end or up to the first frame after which the stream
 #: must pause; return the index after the last frame handled, the events built, and that pause (an awaitable) or None.
 FramesHandler = Callable[[np.ndarray, list, int], "tuple[int, list, Awaitable[None] | None]"]
+
+
+def readable(links: list[Link]) -> set[int]:
+    """The descriptors of ``links``' sockets that have something to read (received bytes, or the end of the stream):
+    one ``poll(2)`` for all of them. A socket that is not in it has no unread bytes (:meth:`Link.unread_bytes` is 0),
+    so a caller looking for links with a backlog asks the kernel once, then once more per link it is in doubt of."""
+    poller = select.poll()
+    for link in links:
+        if (fd := link.fd) >= 0:
+            poller.register(fd, select.POLLIN)
+    return {fd for fd, events in poller.poll(0) if events & select.POLLIN}
 
 
 async def receive_frames(

@@ -396,16 +396,23 @@ class ExporterSource(FrameSource):
 
     def _lowest_backlog(self) -> int | None:
         """The lowest ``latest`` among connections in step (not an outlier behind the consensus, no stream
-        diverged or proposing a restart) with bytes received and not read yet. Candidates are taken in id
-        order, so the kernel is asked (one ioctl each) only until the first with a backlog."""
+        diverged or proposing a restart) with bytes received and not read yet. One poll(2) tells which sockets
+        have anything to read; only those are asked how much (one ioctl each), in id order, until the first with
+        a backlog."""
+        from conduit.get.exporter_client import readable
+
         builder = self.builder
         consensus = builder.consensus
         if consensus is None:
             return None
         floor = consensus - self.params.outlier_gap
+        candidates = [link for link in self.links if link.latest >= floor]
+        ready = readable(candidates)
+        if not ready:
+            return None
         unsettled = builder.sequencer.unsettled_cobos()
-        for link in sorted(self.links, key=_by_latest):
-            if link.latest >= floor and link.cobo not in unsettled and link.unread_bytes() > 0:
+        for link in sorted(candidates, key=_by_latest):
+            if link.fd in ready and link.cobo not in unsettled and link.unread_bytes() > 0:
                 return link.latest
         return None
 
