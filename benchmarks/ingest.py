@@ -133,15 +133,25 @@ def bench_graw(frames_by_event, n_events: int, reps: int):
 
 
 def _serve_frames(conn, n_events: int, n_unique: int, n_channels: int, cpu: int, rate: float = 0.0) -> None:
-    """Child process: 11 DataExporter servers sending the benchmark run once the parent is connected: as fast
-    as they can, or (``rate`` > 0) paced at ``rate`` events/s on a 10 ms grid, as the simulated DAQ serves."""
+    """11 DataExporter servers sending the benchmark run once the receiver is connected: as fast as they can, or
+    (``rate`` > 0) paced at ``rate`` events/s on a 10 ms grid, as the simulated DAQ serves. Each server sends the
+    frames of one tick's events in one call (one ``sendmsg`` per client, as the simulated DAQ does). Runs in a child
+    process (``cpu``: pinned there, -1 not) or in a thread of the receiving process (``cpu`` None)."""
     import trio
 
-    from conduit.get.dataexporter import DataExporterServer
+    from conduit.get.dataexporter import DataExporterServer, length_prefix
 
-    if cpu >= 0 and hasattr(os, "sched_setaffinity"):
+    if cpu is not None and cpu >= 0 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
     _, unique = make_events(n_unique, n_channels)
+
+    def buffers(evt: int) -> dict[int, list[bytes]]:
+        """Event ``evt``'s length-prefixed frames, per CoBo."""
+        out: dict[int, list[bytes]] = {}
+        for (cobo, _), f in unique[evt % len(unique)].items():
+            frame = with_id(f, evt) if evt >= len(unique) else f
+            out.setdefault(cobo, []).extend((length_prefix(len(frame)), frame))
+        return out
 
     async def serve() -> None:
         servers = [DataExporterServer(queue_frames=1 << 16) for _ in range(11)]
@@ -156,12 +166,20 @@ def _serve_frames(conn, n_events: int, n_unique: int, n_channels: int, cpu: int,
                 for s in servers:
                     await s.wait_clients(1)
                 start = trio.current_time()
-                for evt in range(n_events):
+                evt = 0
+                while evt < n_events:
+                    tick: dict[int, list[bytes]] = {}
                     if rate > 0:  # the events due by the next 10 ms tick go out together
-                        await trio.sleep_until(start + 0.01 * int(evt / rate / 0.01))
-                    frames = unique[evt % len(unique)]
-                    for (cobo, _), f in frames.items():
-                        await servers[cobo].send_frame(with_id(f, evt) if evt >= len(unique) else f)
+                        due = int(evt / rate / 0.01)
+                        await trio.sleep_until(start + 0.01 * due)
+                        while evt < n_events and int(evt / rate / 0.01) == due:
+                            for cobo, bufs in buffers(evt).items():
+                                tick.setdefault(cobo, []).extend(bufs)
+                            evt += 1
+                    else:
+                        tick, evt = buffers(evt), evt + 1
+                    for cobo, bufs in tick.items():
+                        await servers[cobo].send_buffers(bufs, frames=len(bufs) // 2)
                 for s in servers:
                     await s.drain()
                 conn.send("sent")
@@ -181,11 +199,19 @@ def bench_tcp(frames_by_event, n_events: int, reps: int, args):
     from conduit.engine.runner import Engine
 
     total = sum(len(f) + 8 for evt in range(n_events) for f in frames_by_event[evt % len(frames_by_event)].values())
+    import threading
+
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     other_cpu = 0 if args.cpu != 0 else 1
-    proc = ctx.Process(target=_serve_frames, args=(child, n_events, args.unique, args.channels,
-                                                   other_cpu if args.cpu >= 0 else -1, args.rate), daemon=True)
+    if args.server_thread:  # the servers' CPU is not counted: the figure is the receiving thread's CPU time
+        proc = threading.Thread(target=_serve_frames, args=(child, n_events, args.unique, args.channels, None,
+                                                             args.rate), daemon=True)
+        clock = time.thread_time
+    else:
+        proc = ctx.Process(target=_serve_frames, args=(child, n_events, args.unique, args.channels,
+                                                       other_cpu if args.cpu >= 0 else -1, args.rate), daemon=True)
+        clock = time.process_time
     proc.start()
     ports = parent.recv()
 
@@ -194,7 +220,8 @@ def bench_tcp(frames_by_event, n_events: int, reps: int, args):
     async def one_rep() -> tuple[float, float]:
         async with trio.open_nursery() as nursery:
             hosts = ", ".join(f'"127.0.0.1:{p}"' for p in ports)
-            text = (f'[source]\nkind = "exporter"\nhosts = [{hosts}]\n'
+            text = (f'[source]\nkind = "exporter"\nhosts = [{hosts}]\ntimeout = {args.timeout}\n'
+                    f"silent_after = {max(10.0, args.timeout)}\n"
                     f"[engine]\nworkers = 0\nqueue_size = {n_events + 10}\n")
             pipeline = load_pipeline(Path("tcp.toml"), text=text)
             done = trio.Event()
@@ -208,10 +235,10 @@ def bench_tcp(frames_by_event, n_events: int, reps: int, args):
             engine = Engine(pipeline, handle_signals=False, on_event=on_event, status_stream=io.StringIO())
             nursery.start_soon(engine.run)
             await engine.source.wait_connected()
-            t0, c0 = trio.current_time(), time.process_time()
+            t0, c0 = trio.current_time(), clock()
             parent.send("go")
             await done.wait()
-            elapsed = (trio.current_time() - t0, time.process_time() - c0)
+            elapsed = (trio.current_time() - t0, clock() - c0)
             await trio.to_thread.run_sync(parent.recv)
             counts = engine.source.counters()
             if args.rate > 0:  # paced: a starved server process may leave some incomplete; reported, not fatal
@@ -230,6 +257,93 @@ def bench_tcp(frames_by_event, n_events: int, reps: int, args):
     if incomplete:
         print("exporter source, per repetition (incomplete events, late frames): "
               + ", ".join(f"({i}, {late})" for i, late in incomplete))
+    return times, total
+
+
+def bench_replay(frames_by_event, n_events: int, reps: int, args):
+    """The exporter source's whole receive path (11 connections, readv, frame handler, builder, engine dispatch) fed
+    deterministically: 11 DataExporter servers in the same trio loop send each 10 ms tick's events (``--rate``
+    events per second: 2 at 200/s; one message per CoBo, as the simulated DAQ) and wait until the receivers have
+    read and built everything; ``read_pause = 0``, so each connection reads its tick's frames in one read, as online
+    at 200/s on a quiet machine. No wall-clock timing is involved; the figure is the thread's CPU per event, the
+    servers' sends included (the same for any receiver). A first, untimed repetition prints a SHA-256 of every built
+    event (id, time stamps, completeness, trace bytes), to compare two versions of the code."""
+    import hashlib
+    import io
+
+    import trio
+    import trio.testing
+
+    from conduit.config.pipeline import load_pipeline
+    from conduit.engine.runner import Engine
+    from conduit.get.dataexporter import DataExporterServer, length_prefix
+
+    per_tick = max(1, round(args.rate / 100)) if args.rate > 0 else 2
+    # One bytearray per unique event and CoBo (length-prefixed frames back to back), event ids patched in place.
+    blobs: list[dict[int, bytearray]] = []
+    id_offsets: list[dict[int, list[int]]] = []
+    for frames in frames_by_event:
+        blob: dict[int, bytearray] = {}
+        where: dict[int, list[int]] = {}
+        for (cobo, _), f in frames.items():
+            b = blob.setdefault(cobo, bytearray())
+            b += length_prefix(len(f))
+            where.setdefault(cobo, []).append(len(b) + 22)
+            b += f
+        blobs.append(blob)
+        id_offsets.append(where)
+    digests: list[str] = []
+
+    async def one_rep(hashed: bool) -> tuple[float, float]:
+        servers = [DataExporterServer(queue_frames=1 << 16) for _ in range(11)]
+        digest = hashlib.sha256()
+        count = [0]
+
+        def on_event(ev) -> None:
+            count[0] += 1
+            if hashed:
+                digest.update(np.array([ev.id, ev.timestamp, ev.timestamp_other, ev.complete], np.int64).tobytes())
+                digest.update(np.ascontiguousarray(ev.traces).tobytes())
+
+        async with trio.open_nursery() as nursery:
+            for srv in servers:
+                await nursery.start(srv.serve)
+            hosts = ", ".join(f'"{srv.address}"' for srv in servers)
+            text = (f'[source]\nkind = "exporter"\nhosts = [{hosts}]\nread_pause = 0\ntimeout = 600\n'
+                    f"silent_after = 600\n[engine]\nworkers = 0\nqueue_size = {n_events + 10}\n")
+            engine = Engine(load_pipeline(Path("replay.toml"), text=text), handle_signals=False, on_event=on_event,
+                            status_stream=io.StringIO())
+            nursery.start_soon(engine.run)
+            for srv in servers:
+                await srv.wait_clients(1)
+            await engine.source.wait_connected()
+            await trio.testing.wait_all_tasks_blocked()
+            t0, c0 = time.perf_counter(), time.thread_time()
+            for first in range(0, n_events, per_tick):
+                tick: dict[int, list] = {}
+                for evt in range(first, min(first + per_tick, n_events)):
+                    u = evt % len(blobs)
+                    for cobo, blob in blobs[u].items():
+                        for at in id_offsets[u][cobo]:
+                            blob[at:at + 4] = evt.to_bytes(4, "big")
+                        tick.setdefault(cobo, []).append(blob)
+                for cobo, bufs in tick.items():
+                    await servers[cobo].send_buffers(bufs)
+                await trio.testing.wait_all_tasks_blocked()
+            elapsed = (time.perf_counter() - t0, time.thread_time() - c0)
+            counts = engine.source.counters()
+            assert count[0] == counts["complete_events"] == n_events, counts
+            engine.request_stop()
+            nursery.cancel_scope.cancel()
+        if hashed:
+            digests.append(digest.hexdigest())
+        return elapsed
+
+    # The first repetition (also a warm-up) hashes the events; the others, timed, do not.
+    trio.run(one_rep, True)
+    times = [trio.run(one_rep, False) for _ in range(reps)]
+    print(f"replay: SHA-256 of the {n_events} built events: {digests[0]}")
+    total = sum(len(f) + 8 for evt in range(n_events) for f in frames_by_event[evt % len(frames_by_event)].values())
     return times, total
 
 
@@ -255,6 +369,16 @@ def main(argv: list[str] | None = None) -> None:
                     help="--tcp: the DataExporters serve at this many events/s (10 ms grid, as online) instead of "
                          "as fast as they can; the figure is then the receiving process's CPU per event at that "
                          "rate, idle wake-ups included")
+    ap.add_argument("--server-thread", action="store_true",
+                    help="--tcp: run the 11 DataExporters in a thread of the receiving process (not a child process) "
+                         "and count the receiving (trio) thread's CPU time only")
+    ap.add_argument("--timeout", type=float, default=2.0,
+                    help="--tcp: the receiving exporter source's timeout (s; its default 2): raise it when the "
+                         "process runs slowed down (valgrind) so that no event comes out incomplete on time")
+    ap.add_argument("--replay", action="store_true",
+                    help="the exporter source's receive path fed tick by tick from 11 DataExporters in the same "
+                         "loop, no wall-clock timing (deterministic; --rate sets the events per 10 ms tick, default "
+                         "2); prints a hash of the built events")
     ap.add_argument("--tcp-only", action="store_true", help="skip the in-memory measurements")
     args = ap.parse_args(argv)
     if args.cpu >= 0 and hasattr(os, "sched_setaffinity"):
@@ -279,12 +403,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.graw:
         times, size = bench_graw(unique, args.events, max(2, args.reps // 2))
         print(row("graw source, end to end (engine)", times, size, args.events), flush=True)
+    if args.replay:
+        times, size = bench_replay(unique, args.events, args.reps, args)
+        print(row("exporter source, replayed tick by tick", times, size, args.events), flush=True)
+        cpu_ms = sorted(1e3 * c / args.events for _, c in times)
+        print("\nreplay: CPU ms per event (receive path + the servers' sends), per repetition: "
+              + ", ".join(f"{c:.3f}" for c in cpu_ms) + f" (median {statistics.median(cpu_ms):.3f})")
     if args.tcp:
         times, size = bench_tcp(unique, args.events, max(2, args.reps // 2), args)
         name = "exporter source, 11x TCP loopback" + (f" at {args.rate:g}/s" if args.rate > 0 else "")
         print(row(name, times, size, args.events), flush=True)
         cpu_ms = sorted(1e3 * c / args.events for _, c in times)
-        print(f"\nexporter source: CPU ms per event of the receiving process, per repetition: "
+        who = "receiving thread" if args.server_thread else "receiving process"
+        print(f"\nexporter source: CPU ms per event of the {who}, per repetition: "
               + ", ".join(f"{c:.2f}" for c in cpu_ms) + f" (median {statistics.median(cpu_ms):.2f})")
         print("\n(exporter: the 11 DataExporter servers run in a child process on the other CPU; wall time "
               "runs from 'go' to the last event delivered)")

@@ -370,3 +370,45 @@ def test_events_decoded_in_place_equal_the_frame_by_frame_rows(emap, fpn):
     for ev in out:
         assert ev.traces.shape == expected[ev.id].shape and np.array_equal(ev.traces, expected[ev.id])
         assert ev.traces.flags.c_contiguous and ev.traces.flags.owndata
+
+
+def test_checked_frames_build_what_add_frame_builds(emap):
+    """``add_checked`` (a receiver's validated frames, events appended to one list per read) builds the same events
+    and counts as ``add_frame``, for frames arriving a CoBo at a time (its AsAds in order: the working matrix holds
+    runs of parts in order) with the CoBos and two events interleaved, duplicates among them."""
+    from conduit.get.decoder import FrameDecoder
+    from conduit.get.frames import check_frame
+
+    rng = np.random.default_rng(21)
+    events = {evt: frames_of(emap, random_event(emap, rng, 300), evt, timestamp=evt, timestamp_other=evt + 1)
+              for evt in range(8)}
+    arrivals = []
+    for first in range(0, 8, 2):
+        per_cobo = [(cobo, [(evt, f) for evt in (first, first + 1) for (c, _), f in sorted(events[evt].items())
+                            if c == cobo]) for cobo in range(11)]
+        tick = [x for i in rng.permutation(11) for x in per_cobo[i][1]]
+        tick.insert(1, tick[0])  # a duplicate (the same id again): its event is still held
+        arrivals += tick
+    by_frame, by_checked = EventBuilder(emap, timeout=5.0), EventBuilder(emap, timeout=5.0)
+    out_frame: list = []
+    out_checked: list = []
+    for k, (_evt, frame) in enumerate(arrivals):
+        out_frame += by_frame.add_frame(frame, now=0.001 * k, source="x")
+        array = np.frombuffer(bytearray(frame), np.uint8)
+        info = check_frame(array, 0, len(frame))
+        by_checked.add_checked(array, info, info.cobo, 0.001 * k, "x", out_checked)
+    out_frame += by_frame.flush()
+    out_checked += by_checked.flush()
+    assert [e.id for e in out_checked] == [e.id for e in out_frame] == list(range(8))
+    for a, b in zip(out_frame, out_checked):
+        assert (a.complete, a.missing, a.timestamp, a.timestamp_other) == (b.complete, b.missing, b.timestamp,
+                                                                            b.timestamp_other)
+        assert a.complete and np.array_equal(a.traces, b.traces)
+    # Row for row what the frames decoded one by one and concatenated in (cobo, asad) order give.
+    reference = FrameDecoder(emap)
+    for e in out_checked:
+        parts = [reference.decode(np.frombuffer(f, np.uint8), check_frame(f)) for _, f in sorted(events[e.id].items())]
+        assert np.array_equal(e.traces, np.concatenate(parts))
+    assert by_checked.counter_dict() == by_frame.counter_dict()
+    c = by_checked.counter_dict()
+    assert (c["frames"], c["duplicate_frames"], c["complete_events"]) == (324, 4, 8), c

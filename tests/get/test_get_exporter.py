@@ -197,15 +197,22 @@ async def test_protocol_errors_drop_and_reconnect(tmp_path, emap, caplog):
     assert f"{s[2].address} (cobo 2): protocol error: connection closed mid-message" in text
 
 
-async def test_a_stream_that_runs_ahead_pauses(tmp_path, emap):
+@pytest.mark.parametrize("one_read", [False, True])
+async def test_a_stream_that_runs_ahead_pauses(tmp_path, emap, one_read):
     """CoBo 10's DataExporter delivers 40 events before the others send theirs. Without pacing the
-    depth limit (4) would cut events 1..35 as incomplete; CoBo 10's stream pauses instead."""
+    depth limit (4) would cut events 1..35 as incomplete; CoBo 10's stream pauses instead. ``one_read``: its 40
+    events come in one message (one read holds many of them): the pace check after every frame stops the stream
+    inside that read, not at its end."""
     async with exporter_run(tmp_path, emap, extra="max_depth = 4", timeout=5.0, seed=4) as h:
         with trio.fail_after(30):
             await h.send_event(0, n_pads=5)
             await h.wait_events(1)
-            for evt in range(1, 41):
-                await h.send_event(evt, n_pads=5, skip_cobos=range(10))  # CoBo 10 only ...
+            for evt in range(1, 41):  # CoBo 10 only (or, for one read, nobody yet) ...
+                await h.send_event(evt, n_pads=5, skip_cobos=range(11) if one_read else range(10))
+            if one_read:
+                ten = [f for evt in range(1, 41) for (c, _), f in sorted(h.sent[evt].items()) if c == 10]
+                await h.servers[10].send_buffers([b for f in ten for b in (length_prefix(len(f)), f)],
+                                                 frames=len(ten))
             await trio.testing.wait_all_tasks_blocked(cushion=0.05)  # ... read as far as it is allowed
             link10 = h.source.links[10]
             assert link10.pauses >= 1 and link10.latest < 10
@@ -348,3 +355,175 @@ async def test_unread_bytes_of_a_socket_being_closed_is_zero_not_an_error():
     left.close()
     assert left.fileno() == -1 and link.unread_bytes() == 0
     right.close()
+
+
+# -- all complete frames of a read in one call -------------------------------------------------------------------
+
+
+def _small_frames() -> list[bytes]:
+    """Three short frames of different sizes (a header-only one, one with 10 buckets of one channel, another empty)."""
+    from conduit.get.frames import encode_frame
+
+    one = np.array([[0, 3]])
+    ten = np.zeros((1, 512), bool)
+    ten[0, :10] = True
+    return [encode_frame(cobo=0, asad=a, event_id=7, timestamp=70, channels=ch, samples=np.full((len(ch), 512), 5),
+                         buckets=ten[:len(ch)] if len(ch) else None)
+            for a, ch in ((0, np.zeros((0, 2), int)), (1, one), (2, np.zeros((0, 2), int)))]
+
+
+def _messages(frames: list[bytes]) -> bytes:
+    """The frames as DataExporter messages, with an empty message (length 0) after the first."""
+    out = length_prefix(len(frames[0])) + frames[0] + length_prefix(0)
+    return out + b"".join(length_prefix(len(f)) + f for f in frames[1:])
+
+
+def test_split_messages_at_every_byte_boundary():
+    """Whatever part of a message one read brought, the complete frames come out once each, in order, and the
+    split resumes where the incomplete one starts."""
+    from conduit.get.exporter_client import split_messages
+
+    frames = _small_frames()
+    data = _messages(frames)
+    assert len({len(f) for f in frames}) == 2 and len(data) > 1000
+    for k in range(len(data) + 1):
+        spans, start, error = split_messages(data, 0, k, 600_000)
+        more, end, error2 = split_messages(data, start, len(data), 600_000)
+        assert error is None and error2 is None and end == len(data)
+        got = [data[o:o + n] for o, n in zip(spans[::2] + more[::2], spans[1::2] + more[1::2])]
+        assert got == frames, k
+        assert all(o + n <= k for o, n in zip(spans[::2], spans[1::2]))  # nothing past the bytes read
+
+
+def test_split_messages_stops_at_a_bad_prefix_after_the_frames_before_it():
+    from conduit.get.exporter_client import ProtocolError, split_messages
+
+    frames = _small_frames()
+    data = _messages(frames) + length_prefix(10**9) + bytes(20)
+    spans, start, error = split_messages(data, 0, len(data), 600_000)
+    assert [data[o:o + n] for o, n in zip(spans[::2], spans[1::2])] == frames
+    assert isinstance(error, ProtocolError) and "exceeds max_frame_bytes" in str(error)
+    assert start == len(_messages(frames))
+    # A bad first word is caught as soon as 12 bytes of the message are there, before the frame is complete.
+    bad = _messages(frames[:1]) + length_prefix(512) + b"\xff" + bytes(3)
+    spans, _, error = split_messages(bad, 0, len(bad), 600_000)
+    assert len(spans) == 2 and "does not start with a GRAW frame" in str(error)
+
+
+async def test_frames_split_across_reads_at_every_byte_boundary_reach_the_handler_once_each_in_order():
+    """Over a real socket pair: the messages are sent in two pieces, cut at every byte, each piece read before the
+    next is sent; every frame reaches ``on_frames`` whole, once, in order, and a piece holding several complete
+    frames hands them on in one call."""
+    from conduit.get.exporter_client import Link, receive_frames
+
+    frames = _small_frames()
+    data = _messages(frames)
+    got: list[bytes] = []
+    calls: list[int] = []
+
+    def on_frames(array, spans, i):
+        calls.append((len(spans) - i) // 2)
+        got.extend(bytes(array[o:o + n]) for o, n in zip(spans[i::2], spans[i + 1::2]))
+        return len(spans), [], None
+
+    async def emit(_event):  # pragma: no cover - on_frames builds no events here
+        raise AssertionError
+
+    left, right = trio.socket.socketpair()
+    link = Link(0, "pair", 0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: receive_frames(trio.SocketStream(left), link, max_frame_bytes=600_000,
+                                                  on_frames=on_frames, emit=emit))
+        await right.send(data)  # all three in one read: one call
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls == [3] and got == frames
+        for k in range(1, len(data)):
+            got.clear()
+            await right.send(data[:k])
+            await trio.testing.wait_all_tasks_blocked()
+            await right.send(data[k:])
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == frames, k
+        right.close()
+    assert link.frames == 3 * len(data)
+
+
+async def test_a_bad_frame_in_the_middle_of_a_read(tmp_path, emap, caplog):
+    """CoBo 3's frames of two events come in one message with a frame whose header is broken (consistent length)
+    between them: the frames before it are built, it is counted (bad_frames) and named, the connection stays and
+    the frames after it are built too. CoBo 4's frames of both events come in one message ending in a broken length
+    prefix: they are built (events 0 and 1 complete), then the connection is dropped and re-established."""
+    async with exporter_run(tmp_path, emap, seed=7, timeout=5.0) as h:
+        s = h.servers
+        with trio.fail_after(20):
+            for evt in (0, 1):
+                await h.send_event(evt, skip_cobos=(3, 4))
+            three = [f for evt in (0, 1) for (c, _), f in sorted(h.sent[evt].items()) if c == 3]
+            bad = bytearray(three[1])
+            bad[8:10] = (0xFFFF).to_bytes(2, "big")  # header size: 65,535 blocks, more than the frame
+            batch = three[:2] + [bytes(bad)] + three[2:]
+            await s[3].send_buffers([b for f in batch for b in (length_prefix(len(f)), f)], frames=len(batch))
+            four = [f for evt in (0, 1) for (c, _), f in sorted(h.sent[evt].items()) if c == 4]
+            await s[4].send_raw(b"".join(length_prefix(len(f)) + f for f in four) + length_prefix(10**12))
+            await h.wait_events(2)
+            await s[4].wait_connections(2)
+            await h.source.wait_connected()
+            await h.send_event(2)
+            await h.wait_events(3)
+    assert [(e.id, e.complete) for e in h.events] == [(0, True), (1, True), (2, True)]
+    for e in h.events:
+        h.check_traces(e)
+    c = h.summary.source_counters
+    assert c["bad_frames"] == 1 and c["cobo3_errors"] == 0 and c["cobo3_frames"] == 13
+    assert c["cobo4_errors"] == 1 and c["protocol_errors"] == 1 and c["late_frames"] == 0
+    assert c["frames"] == 121 and c["complete_events"] == 3  # 120 built, 1 bad
+    bad_lines = [r.getMessage() for r in caplog.records if "header size 65535 blocks" in r.getMessage()]
+    assert len(bad_lines) == 1 and bad_lines[0].startswith(f"bad frame: {s[3].address} (cobo 3) @ byte ")
+    assert f"{s[4].address} (cobo 4): protocol error: length prefix 1000000000000 B exceeds" in caplog.text
+
+
+def test_the_length_prefix_check_of_split_messages_is_check_prefix():
+    """split_messages tests the common case of a message's first word in one line and leaves the wording of a bad
+    one to _check_prefix: both accept exactly the same (word, length) pairs."""
+    from conduit.get.exporter_client import ProtocolError, _check_prefix, split_messages
+
+    rng = np.random.default_rng(3)
+    words = [(meta << 24) | size for meta in (0x08, 0x06, 0x04, 0x0C, 0x03, 0x0D, 0x88, 0x48, 0x18, 0x00)
+             for size in (1, 2, 3, 255, 0x0FFF)]
+    words += [int(w) for w in rng.integers(0, 2**32, 200)]
+    checked = 0
+    for word in words:
+        for length in {((word & 0xFFFFFF) << (word >> 24 & 0x0F)), 256, 512, 100, 4096, 1024 * 1024}:
+            if not 0 < length <= 2**24:
+                continue
+            try:
+                _check_prefix(word, length)
+                expected = None
+            except ProtocolError as err:
+                expected = str(err)
+            data = length_prefix(length) + word.to_bytes(4, "big")
+            _, _, error = split_messages(data, 0, len(data), 2**24)
+            assert (None if error is None else str(error)) == expected, (hex(word), length)
+            checked += expected is None
+    assert checked >= 20  # both outcomes were exercised
+
+
+async def test_readable_names_exactly_the_sockets_with_unread_bytes():
+    """The backlog mark asks poll(2) once which sockets have anything to read, then FIONREAD only for those: a
+    socket with bytes is readable, an empty one is not, a closed one or none is left out."""
+    from conduit.get.exporter_client import Link, readable
+
+    pairs = [trio.socket.socketpair() for _ in range(4)]
+    links = [Link(i, "pair", i) for i in range(5)]
+    for link, (left, _right) in zip(links, pairs):
+        link.sock = left
+    await pairs[1][1].send(b"x" * 10)
+    await pairs[3][1].send(b"y")
+    await trio.testing.wait_all_tasks_blocked()
+    pairs[2][0].close()  # fileno -1: left out, not an error
+    assert readable(links) == {links[1].fd, links[3].fd}
+    assert [link.unread_bytes() for link in links] == [0, 10, 0, 1, 0]
+    assert readable([links[0], links[4]]) == set()
+    for left, right in pairs:
+        left.close()
+        right.close()

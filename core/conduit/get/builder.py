@@ -180,10 +180,18 @@ class _Pending:
         out = memory(total, N_COLUMNS) if memory is not None else None
         if out is None:
             out = np.empty((total, N_COLUMNS), np.int16)
+        # One copy per run of parts that lie in order in the working matrix too (a CoBo's AsAds arrive one after
+        # the other on its connection): about one per CoBo instead of one per frame.
+        rows = self._rows
         at = 0
+        run_start, run_end = parts[0][1][0], parts[0][1][0]
         for _, (start, n) in parts:
-            out[at:at + n] = self._rows[start:start + n]
-            at += n
+            if start != run_end:
+                out[at:at + run_end - run_start] = rows[run_start:run_end]
+                at += run_end - run_start
+                run_start = start
+            run_end = start + n
+        out[at:at + run_end - run_start] = rows[run_start:run_end]
         return out
 
 
@@ -309,8 +317,7 @@ class EventBuilder:
         the frame's own size must agree. ``cobo``/``asad`` override the header's.
         ``info`` skips re-validation when the caller already has it (for ``buf`` as given).
         """
-        counters = self.counters
-        counters.frames += 1
+        self.counters.frames += 1
         if info is None:
             try:
                 info = check_frame(buf, offset, length, source=source)
@@ -318,18 +325,34 @@ class EventBuilder:
                     raise FrameError(source, offset, f"frame size field says {info.frame_bytes} B, "
                                                      f"the stream delivered {length} B")
             except FrameError as err:
-                counters.bytes += length if length is not None else max(len(buf) - offset, 0)
+                self.counters.bytes += length if length is not None else max(len(buf) - offset, 0)
                 self.report_bad(err)
                 return []
+        out: list[Event] = []
+        self._file(buf, info, info.cobo if cobo is None else cobo, info.asad if asad is None else asad, now, source,
+                   out)
+        return out
+
+    def add_checked(self, buf: np.ndarray, info: FrameInfo, cobo: int, now: float, source: str,
+                    out: list[Event]) -> None:
+        """:meth:`add_frame` for a frame the caller validated (``info`` = ``check_frame`` of the uint8 array ``buf``
+        as given, its size agreeing with the stream's), taken as CoBo ``cobo``'s: the events it completes are
+        appended to ``out``. One positional call per frame for a receiver handing on many frames at a time."""
+        self.counters.frames += 1
+        self._file(buf, info, cobo, info.asad, now, source, out)
+
+    def _file(self, buf, info: FrameInfo, cobo: int, asad: int, now: float, source: str, out: list[Event]) -> None:
+        """Count a valid frame, judge where it goes and decode it there; append the events that come out."""
+        counters = self.counters
         counters.bytes += info.frame_bytes
-        if info.skip:
+        if info.frame_type == 0:  # FrameInfo.skip: no AT-TPC data
             counters.skipped_frames += 1
-            return []
+            return
         if info.clamped:
             counters.clamped_frames += 1
             self._note(f"{source} @ byte {info.offset}: item count exceeds the frame size; clamped to "
                        f"{info.n_items} items (padding not decoded)")
-        stream = (info.cobo if cobo is None else cobo, info.asad if asad is None else asad)
+        stream = (cobo, asad)
         lane = self._lanes.get(stream)
         if lane is None:
             lane = self._lanes[stream] = _Lane(self.asad_counts[stream], stream in self.expected,
@@ -342,14 +365,16 @@ class EventBuilder:
         pending: _Pending | None
         if seq.advance(stream, event_id, now):
             # The common case (a live stream's next id): filed under the current run, nothing else to decide.
-            out = self._emit_ready() if seq.version != self._excused_version else []
+            if seq.version != self._excused_version:
+                out += self._emit_ready()
             key = (seq.epoch, event_id)
             pending = self._held.get(key)
             if pending is None or stream in pending.parts:
                 pending = self._target(key, stream, source, now)
         else:
             epoch, reason, withdrew = seq.judge(stream, event_id, now, lambda i: self._waits_for(i, stream))
-            out = self._rejudge(stream, now) if withdrew else []
+            if withdrew:
+                out += self._rejudge(stream, now)
             if seq.version != self._excused_version:
                 out += self._emit_ready()  # e.g. the previous run's last event no longer waits for this stream
             if epoch is None:
@@ -361,14 +386,13 @@ class EventBuilder:
         if pending is not None:
             data = buf if isinstance(buf, np.ndarray) else np.frombuffer(buf, np.uint8)
             # Decoded straight into the event's matrix: no per-frame array, no concatenation.
-            n = self.decoder.decode_into(data, info, pending.free_rows(), stream[0], stream[1], slots=lane.slots)
+            n = self.decoder.decode_into(data, info, pending.free_rows(), cobo, asad, slots=lane.slots)
             pending.add(stream, n)
             if self._attach(pending, stream, info.timestamp):
                 out.append(self._emit(self._held.pop(key)))
-        out += self._settle(now)
+        self._settle(now, out)
         if self.timeout is not None:
-            out += self._expire(now)
-        return out
+            self._expire(now, out)
 
     def reject(self, reason: str, nbytes: int, *, cobo: int) -> None:
         """Count a frame the caller drops before building (e.g. ``wrong_cobo_frames``; the caller logs it,
@@ -384,22 +408,25 @@ class EventBuilder:
         if self.timeout is None:
             return out
         self.sequencer.refresh(now)
-        out += self._settle(now)
-        out += self._expire(now)
+        self._settle(now, out)
+        self._expire(now, out)
         out.sort(key=lambda e: e.id)
         return out
 
-    def _expire(self, now: float) -> list[Event]:
-        """Emit the held events whose first frame came more than ``timeout`` s ago (oldest first)."""
+    def _expire(self, now: float, out: list[Event]) -> None:
+        """Emit the held events whose first frame came more than ``timeout`` s ago (oldest first) into ``out``."""
         limit = now - self.timeout  # type: ignore[operator]
+        held = self._held
+        if not held or next(iter(held.values())).first_seen >= limit:
+            return  # the common case: the oldest held event is young enough
         proposed = self.sequencer.epoch + 1
         expired = []
-        for key, pending in self._held.items():
+        for key, pending in held.items():
             if pending.first_seen >= limit:
                 break
             if key[0] != proposed:  # a proposed restart's frames wait for the verdict
                 expired.append(key)
-        return [self._emit(self._held.pop(k)) for k in expired]
+        out += [self._emit(held.pop(k)) for k in expired]
 
     def close_before(self, event_id: int) -> list[Event]:
         """Emit every held event of the current run with an id below ``event_id`` (a merged file
@@ -503,10 +530,9 @@ class EventBuilder:
                 out.append(self._emit(self._held.pop(target)))
         return out
 
-    def _settle(self, now: float) -> list[Event]:
-        """Act on restart decisions, the depth limit and the end of the previous run."""
+    def _settle(self, now: float, out: list[Event]) -> None:
+        """Act on restart decisions, the depth limit and the end of the previous run (events into ``out``)."""
         seq = self.sequencer
-        out: list[Event] = []
         if seq.proposing_streams:
             decision = seq.decide(now)
             if decision is not None:
@@ -522,7 +548,6 @@ class EventBuilder:
             out += self._close_previous_run()
         if seq.version != self._excused_version:
             out += self._emit_ready()
-        return out
 
     def _apply(self, decision) -> list[Event]:
         kind, streams = decision

@@ -5,8 +5,8 @@ many bytes of one GRAW frame; a length of 0 carries nothing. A length larger tha
 ``max_frame_bytes``, not a multiple of the frame's block size, or different from
 the frame's own size field is a protocol error: the connection is dropped (and
 re-established by the caller) and the length is never allocated. Bytes are read
-into one fixed buffer per connection (``readv`` on the socket); each complete frame is
-handed to the event builder in place.
+into one fixed buffer per connection (``readv`` on the socket); the complete frames of a
+read are handed to the event builder in place, in one call.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import dataclasses
 import fcntl
 import math
 import os
+import select
 import socket
 import struct
 import termios
@@ -27,7 +28,8 @@ import trio
 
 from .frames import MAX_BLOCK_LOG2, MIN_BLOCK_LOG2
 
-__all__ = ["Link", "ProtocolError", "RestAlarm", "receive_frames", "DEFAULT_PORT", "FULL_FRAME_BYTES"]
+__all__ = ["FramesHandler", "Link", "ProtocolError", "RestAlarm", "one_by_one", "readable", "receive_frames", "split_messages",
+           "DEFAULT_PORT", "FULL_FRAME_BYTES"]
 
 DEFAULT_PORT = 46491
 #: A complete full-readout frame (1089 blocks of 256 B).
@@ -94,8 +96,30 @@ class Link:
         return f"{self.host}:{self.port}"
 
     @property
+    def fd(self) -> int:
+        """The connected socket's descriptor (-1 when not connected or just closed)."""
+        return -1 if self.sock is None else self.sock.fileno()
+
+    @property
     def reconnects(self) -> int:
         return max(self.connects - 1, 0)
+
+
+#: ``on_frames(array, spans, i) -> (j, events, wait)``: handle the frames ``spans[i:j]`` of ``array`` (a flat list of
+#: offset, length pairs) in order, from index ``i`` up to the end or up to the first frame after which the stream
+#: must pause; return the index after the last frame handled, the events built, and that pause (an awaitable) or None.
+FramesHandler = Callable[[np.ndarray, list, int], "tuple[int, list, Awaitable[None] | None]"]
+
+
+def readable(links: list[Link]) -> set[int]:
+    """The descriptors of ``links``' sockets that have something to read (received bytes, or the end of the stream):
+    one ``poll(2)`` for all of them. A socket that is not in it has no unread bytes (:meth:`Link.unread_bytes` is 0),
+    so a caller looking for links with a backlog asks the kernel once, then once more per link it is in doubt of."""
+    poller = select.poll()
+    for link in links:
+        if (fd := link.fd) >= 0:
+            poller.register(fd, select.POLLIN)
+    return {fd for fd, events in poller.poll(0) if events & select.POLLIN}
 
 
 async def receive_frames(
@@ -103,23 +127,32 @@ async def receive_frames(
     link: Link,
     *,
     max_frame_bytes: int,
-    on_frame: Callable[[np.ndarray, int, int], list],
+    on_frame: Callable[[np.ndarray, int, int], list] | None = None,
     emit: Callable[[Any], Awaitable[None]],
     pace: Callable[[], Awaitable[None] | None] | None = None,
     rest: Callable[[], Awaitable[None]] | None = None,
+    on_frames: FramesHandler | None = None,
 ) -> None:
-    """Read length-prefixed frames until EOF; call ``on_frame(buffer, offset, length)`` for each,
-    ``await emit(x)`` for every item of the list it returns (built events), then ``pace()``: a plain
-    call, cheap when the stream may read on (it returns None), else an awaitable that holds this
-    stream back while it is ahead of the others (awaited before the next frame is parsed).
+    """Read length-prefixed frames until EOF and hand every complete frame of a read on, in order.
+
+    Either ``on_frames`` (:data:`FramesHandler`) takes all complete frames of a read in one call (it paces the
+    stream itself, frame by frame), or ``on_frame(buffer, offset, length)`` is called for each, followed by
+    ``pace()``: a plain call, cheap when the stream may read on (it returns None), else an awaitable that holds
+    this stream back while it is ahead of the others (awaited before the next frame is handled). ``await emit(x)``
+    follows for every event built, in order, before any pause.
 
     ``await rest()`` (e.g. a short sleep; it must yield to the other tasks) follows a read that emptied
     the socket, so that frames are read a few at a time rather than one wake-up (and one trip round
     the event loop) per TCP segment; a read that filled the buffer (a backlog) is followed by the next
     after one trip round the event loop.
-    ``on_frame`` must be done with the bytes when it returns (the buffer is reused).
-    Raises :class:`ProtocolError` on a bad length or garbage; returns on a clean EOF.
+    The handler must be done with the bytes when it returns (the buffer is reused).
+    Raises :class:`ProtocolError` on a bad length or garbage (after handing on the complete frames before it);
+    returns on a clean EOF.
     """
+    if on_frames is None:
+        if on_frame is None:
+            raise TypeError("receive_frames needs on_frame or on_frames")
+        on_frames = one_by_one(on_frame, pace)
     sock = stream.socket
     fd = sock.fileno()
     try:
@@ -133,26 +166,18 @@ async def receive_frames(
     start = end = 0
     drained = False
     while True:
-        # Parse every complete message in buf[start:end].
-        while end - start >= _PREFIX:
-            (length,) = _LENGTH.unpack_from(buf, start)
-            if length == 0:
-                start += _PREFIX
-                continue
-            if length > max_frame_bytes:
-                raise ProtocolError(f"length prefix {length} B exceeds max_frame_bytes ({max_frame_bytes} B)")
-            if end - start >= _PREFIX + 4:
-                _check_prefix(_WORD.unpack_from(buf, start + _PREFIX)[0], length)
-            if end - start < _PREFIX + length:
-                break
-            out = on_frame(array, start + _PREFIX, length)
-            link.frames += 1
-            start += _PREFIX + length
-            if out:
-                for item in out:
-                    await emit(item)
-            if pace is not None and (wait := pace()) is not None:
+        spans, start, error = split_messages(buf, start, end, max_frame_bytes)
+        i, n = 0, len(spans)
+        while i < n:
+            j, events, wait = on_frames(array, spans, i)
+            link.frames += (j - i) >> 1
+            i = j
+            for event in events:
+                await emit(event)
+            if wait is not None:
                 await wait
+        if error is not None:
+            raise error
         if start == end:
             start = end = 0
         elif cap - end < 65536 or cap - start < max_frame_bytes + _PREFIX:
@@ -176,6 +201,55 @@ async def receive_frames(
             return
         end += got
         link.bytes += got
+
+
+def split_messages(buf, start: int, end: int, max_frame_bytes: int) -> tuple[list[int], int, ProtocolError | None]:
+    """The complete messages in ``buf[start:end]``: (their frames as a flat list of offset, length pairs, where the
+    first incomplete message starts, the protocol error that stopped the split or None). Empty messages (length 0)
+    are skipped; an incomplete message's prefix is checked as soon as its first 12 bytes are there."""
+    spans: list[int] = []
+    unpack_length, unpack_word = _LENGTH.unpack_from, _WORD.unpack_from
+    try:
+        while end - start >= _PREFIX:
+            (length,) = unpack_length(buf, start)
+            if length == 0:
+                start += _PREFIX
+                continue
+            if length > max_frame_bytes:
+                raise ProtocolError(f"length prefix {length} B exceeds max_frame_bytes ({max_frame_bytes} B)")
+            if end - start >= _PREFIX + 4:
+                word = unpack_word(buf, start + _PREFIX)[0]
+                # The length must be the frame's size field times its block size (a plausible one, big-endian
+                # meta type): the common case tested in one line, any other is worded by _check_prefix.
+                if (word & 0xFFFFFF) << (log2 := word >> 24 & 0x0F) != length or word >> 31 or log2 < MIN_BLOCK_LOG2 \
+                        or log2 > MAX_BLOCK_LOG2:
+                    _check_prefix(word, length)
+            if end - start < _PREFIX + length:
+                break
+            spans += (start + _PREFIX, length)
+            start += _PREFIX + length
+    except ProtocolError as err:
+        return spans, start, err
+    return spans, start, None
+
+
+def one_by_one(on_frame: Callable[[np.ndarray, int, int], list],
+               pace: Callable[[], Awaitable[None] | None] | None = None) -> FramesHandler:
+    """A :data:`FramesHandler` calling ``on_frame(buffer, offset, length)`` for each frame, then ``pace()``."""
+
+    def on_frames(array: np.ndarray, spans: list, i: int) -> tuple[int, list, Awaitable[None] | None]:
+        events: list = []
+        n = len(spans)
+        while i < n:
+            out = on_frame(array, spans[i], spans[i + 1])
+            i += 2
+            if out:
+                events += out
+            if pace is not None and (wait := pace()) is not None:
+                return i, events, wait
+        return i, events, None
+
+    return on_frames
 
 
 class RestAlarm:

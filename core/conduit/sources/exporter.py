@@ -34,7 +34,6 @@ limit so incomplete events still come out when traffic stops; on cancellation
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Awaitable
 from typing import Any, Literal
@@ -282,8 +281,7 @@ class ExporterSource(FrameSource):
             try:
                 async with stream:
                     await receive_frames(stream, link, max_frame_bytes=self.params.max_frame_bytes,
-                                         on_frame=self._frame_handler(link, builder), emit=self.emit,
-                                         pace=functools.partial(self._pace, link),
+                                         on_frames=self._frames_handler(link, builder), emit=self.emit,
                                          rest=(lambda: self._rest(link)) if self.params.read_pause > 0 else None)
                 self.log.warning("%s (cobo %d): the DataExporter closed the connection; reconnecting",
                                  link.name, link.cobo)
@@ -303,48 +301,74 @@ class ExporterSource(FrameSource):
             await trio.sleep(delay)
             delay = min(delay * 2, self.params.reconnect_max)
 
-    def _frame_handler(self, link, builder):
+    def _frames_handler(self, link, builder):
+        """The :data:`~conduit.get.exporter_client.FramesHandler` of ``link``: every complete frame of a read in one
+        call, each validated once here and handed to the builder, the stream's pace checked after each."""
         import trio
 
         from conduit.get.frames import CORE_BYTES, FrameError, check_frame, peek_event_cobo
 
         source = f"{link.name} (cobo {link.cobo})"
         trust = self.params.cobo_id_mismatch == "trust_connection"
+        cobo = link.cobo
+        add_checked, add_frame = builder.add_checked, builder.add_frame
+        hold = self._hold
 
-        def on_frame(buf, offset: int, length: int) -> list:
+        def on_frames(buf, spans: list, i: int) -> tuple[int, list, Awaitable[None] | None]:
+            # The frames of one read came in together: one clock reading for all of them.
             now = self._frame_time = trio.current_time()
-            self._frames_seen += 1
-            # A valid data frame's header is read once, here, and handed to the builder as it is (``info``).
-            try:
-                info = check_frame(buf, offset, length)
-            except FrameError:
-                info = None
-            if info is not None and info.frame_bytes == length and not info.is_blob:
-                event_id, header_cobo = info.event_id, info.cobo
-            else:  # not valid, or not data: the builder validates it again, counts and reports it
-                info = None
-                if length < CORE_BYTES:
-                    return builder.add_frame(buf, offset, length, now=now, source=source, cobo=link.cobo)
-                event_id, header_cobo = peek_event_cobo(buf, offset)
-            link.latest = event_id
-            link.last_frame_time = now
-            if link.health == "silent":
-                link.health = ""
-                link.silent_seconds += now - link.silent_since
-                self.log.info("%s: frames again after %.1f s of silence", source, now - link.silent_since)
-            if self._paused:
-                self._progress.set()  # a no-op until a woken link waits again (it re-arms the event)
-            if header_cobo != link.cobo and not trust:
-                link.wrong_cobo += 1
-                self._rate_log(f"wrong_cobo{link.cobo}", logging.WARNING,
-                               "%s: frame of event %d: header says CoBo %d: dropped (wrong_cobo_frames; set "
-                               "source.cobo_id_mismatch = \"trust_connection\" if this firmware writes a wrong "
-                               "CoBo id, e.g. 0)", source, event_id, header_cobo)
-                builder.reject("wrong_cobo_frames", length, cobo=link.cobo)
-                return []
-            return builder.add_frame(buf, offset, length, now=now, source=source, cobo=link.cobo, info=info)
+            out: list = []
+            n = len(spans)
+            while i < n:
+                offset, length = spans[i], spans[i + 1]
+                i += 2
+                self._frames_seen += 1
+                # A valid data frame's header is read once, here, and handed to the builder as it is (``info``).
+                try:
+                    info = check_frame(buf, offset, length)
+                except FrameError:
+                    info = None
+                if info is not None and info.frame_bytes == length and not info.is_blob:
+                    event_id, header_cobo = info.event_id, info.cobo
+                elif length < CORE_BYTES:  # not valid: the builder validates it again, counts and reports it
+                    out += add_frame(buf, offset, length, now=now, source=source, cobo=cobo)
+                    event_id = None
+                else:  # not valid, or not data: the same, after noting the stream's position
+                    info = None
+                    event_id, header_cobo = peek_event_cobo(buf, offset)
+                if event_id is not None:
+                    link.latest = event_id
+                    link.last_frame_time = now
+                    if link.health == "silent":
+                        self._silence_over(link, now, source)
+                    if self._paused:
+                        self._progress.set()  # a no-op until a woken link waits again (it re-arms the event)
+                    if header_cobo != cobo and not trust:
+                        self._wrong_cobo(link, source, event_id, header_cobo, length)
+                    elif info is None:
+                        out += add_frame(buf, offset, length, now=now, source=source, cobo=cobo)
+                    else:
+                        add_checked(buf, info, cobo, now, source, out)
+                # The pace check after every frame: a stream never runs ahead, even within one read.
+                token = hold(link)
+                if token is not None and token != link.gave_up_at:
+                    return i, out, self._pause(link, token)
+            return i, out, None
 
-        return on_frame
+        return on_frames
+
+    def _silence_over(self, link, now: float, source: str) -> None:
+        link.health = ""
+        link.silent_seconds += now - link.silent_since
+        self.log.info("%s: frames again after %.1f s of silence", source, now - link.silent_since)
+
+    def _wrong_cobo(self, link, source: str, event_id: int, header_cobo: int, length: int) -> None:
+        link.wrong_cobo += 1
+        self._rate_log(f"wrong_cobo{link.cobo}", logging.WARNING,
+                       "%s: frame of event %d: header says CoBo %d: dropped (wrong_cobo_frames; set "
+                       "source.cobo_id_mismatch = \"trust_connection\" if this firmware writes a wrong "
+                       "CoBo id, e.g. 0)", source, event_id, header_cobo)
+        self.builder.reject("wrong_cobo_frames", length, cobo=link.cobo)
 
     # -- keeping the streams together ---------------------------------------------------------------
     #
@@ -372,16 +396,23 @@ class ExporterSource(FrameSource):
 
     def _lowest_backlog(self) -> int | None:
         """The lowest ``latest`` among connections in step (not an outlier behind the consensus, no stream
-        diverged or proposing a restart) with bytes received and not read yet. Candidates are taken in id
-        order, so the kernel is asked (one ioctl each) only until the first with a backlog."""
+        diverged or proposing a restart) with bytes received and not read yet. One poll(2) tells which sockets
+        have anything to read; only those are asked how much (one ioctl each), in id order, until the first with
+        a backlog."""
+        from conduit.get.exporter_client import readable
+
         builder = self.builder
         consensus = builder.consensus
         if consensus is None:
             return None
         floor = consensus - self.params.outlier_gap
+        candidates = [link for link in self.links if link.latest >= floor]
+        ready = readable(candidates)
+        if not ready:
+            return None
         unsettled = builder.sequencer.unsettled_cobos()
-        for link in sorted(self.links, key=_by_latest):
-            if link.latest >= floor and link.cobo not in unsettled and link.unread_bytes() > 0:
+        for link in sorted(candidates, key=_by_latest):
+            if link.fd in ready and link.cobo not in unsettled and link.unread_bytes() > 0:
                 return link.latest
         return None
 
@@ -406,14 +437,6 @@ class ExporterSource(FrameSource):
             await self._alarm.rest()
         else:
             await trio.lowlevel.checkpoint()  # the other tasks' turn (receive_frames yields in rest() only)
-
-    def _pace(self, link) -> Awaitable[None] | None:
-        """After each frame of ``link``: None when it may read on (a plain call, no trip round the event loop),
-        else the wait that holds it back while it runs ahead of the others."""
-        token = self._hold(link)
-        if token is None or token == link.gave_up_at:
-            return None
-        return self._pause(link, token)
 
     async def _pause(self, link, token: tuple[str, int]) -> None:
         """Wait (at most ``timeout`` s per token) until ``link`` no longer runs ahead; woken by every frame received.
