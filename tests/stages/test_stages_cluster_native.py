@@ -487,19 +487,33 @@ def test_lof_k_max_changes_nothing_for_clusters_below_it(dense_clouds):
 
 def test_lof_k_max_bounds_every_cleanings_k_on_a_cluster_of_2000_points(monkeypatch):
     """Dense event 182 (seed 1): one cluster of 2,292 points. Capped, no LOF search or reuse asks for more than
-    100 neighbours; uncapped the joined cluster's second cleaning asks for 229 (this fails if the cap is ignored)."""
+    100 neighbours; uncapped the joined cluster's second cleaning asks for 229 (this fails if the cap is ignored).
+    (The joined cluster's lists come from ``LofNeighbours.union``, which searches afresh when it cannot reuse.)"""
     from conduit_physics.clustering.lof import LofNeighbours
 
     cloud = dense_event_cloud(182)
     context = RunContext(detector=DetectorParams(magnetic_field=2.85))
     asked: list[int] = []
     search = LofNeighbours.search.__func__
+    union = LofNeighbours.union.__func__
 
     def recorded_search(cls, points, n_neighbors):
-        asked.append(int(n_neighbors))
+        if not in_union:
+            asked.append(int(n_neighbors))
         return search(cls, points, n_neighbors)
 
+    in_union: list[bool] = []
+
+    def recorded_union(cls, points, n_neighbors, parts):
+        asked.append(int(n_neighbors))
+        in_union.append(True)
+        try:
+            return union(cls, points, n_neighbors, parts)
+        finally:
+            in_union.pop()
+
     monkeypatch.setattr(LofNeighbours, "search", classmethod(recorded_search))
+    monkeypatch.setattr(LofNeighbours, "union", classmethod(recorded_union))
     ks = {}
     for cap in (100, 0, 40):
         asked.clear()

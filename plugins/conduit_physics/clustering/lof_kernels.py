@@ -23,7 +23,7 @@ from numba import njit
 
 from .kdtree import box_gap2
 
-__all__ = ["lof_neighbours", "lof_from_neighbours", "lof_fewer", "lof_rows_brute"]
+__all__ = ["lof_neighbours", "lof_from_neighbours", "lof_fewer", "lof_rows_brute", "lof_rows_search", "lof_union_rows"]
 
 
 @njit(cache=True, nogil=True)
@@ -250,6 +250,19 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
     nbr = np.empty((n, k), dtype=np.int32)
     nd = np.empty((n, k))
     kdist = np.empty(n)
+    lof_rows_search(points, perm, start, end, left, right, dim, lo, hi, np.ones(n, dtype=np.bool_), nbr, nd, kdist)
+    return nbr, nd, kdist
+
+
+@njit(cache=True, nogil=True)
+def lof_rows_search(points, perm, start, end, left, right, dim, lo, hi, need, nbr, nd, kdist):
+    """:func:`lof_neighbours` for the rows with ``need`` set only, into ``nbr``, ``nd``, ``kdist`` (k = nbr.shape[1]).
+
+    Leaves without such a row are skipped, and so are the other rows: the
+    bounds carry over from the last row computed, which holds at any distance.
+    """
+    n = points.shape[0]
+    k = nbr.shape[1]
     heap = np.empty(k + 1)
     stack = np.empty(128, dtype=np.int64)
     cand = np.empty(n, dtype=np.int64)
@@ -276,6 +289,8 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
     for leaf in leaves:
         s = start[leaf]
         t_end = end[leaf]
+        if not need[s:t_end].any():
+            continue
         cx = 0.5 * (lo[leaf, 0] + hi[leaf, 0])
         cy = 0.5 * (lo[leaf, 1] + hi[leaf, 1])
         cz = 0.5 * (lo[leaf, 2] + hi[leaf, 2])
@@ -328,6 +343,8 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
             gy[a] = points[q, 1]
             gz[a] = points[q, 2]
         for p in range(s, t_end):
+            if not need[p]:
+                continue
             px = points[p, 0]
             py = points[p, 1]
             pz = points[p, 2]
@@ -391,7 +408,6 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
             prev_x = px
             prev_y = py
             prev_z = pz
-    return nbr, nd, kdist
 
 
 @njit(cache=True, nogil=True)
@@ -518,3 +534,86 @@ def lof_rows_brute(points, perm, keep, rows, nbr, nd, kdist):
             m += 1
         _take_smallest(e, r_, ids, m, k, row_out, d2_out, 0, scratch)
         _store_row(p, row_out, d2_out, nbr, nd, kdist)
+
+
+@njit(cache=True, nogil=True)
+def lof_union_rows(points, ids, old_nbr, old_row, part, grp_rows, grp_ptr, grp_lo, grp_hi, nbr, nd, kdist, ok):
+    """Fill the union's lists of one part's rows from that part's own earlier (larger or equal k) lists.
+
+    ``points`` (n, 3) are the union's rows, ``ids`` their tie order. The
+    part had lists ``old_nbr`` (its own rows, k_old >= k = nbr.shape[1]) over
+    a set that held every point it keeps; ``old_row`` maps each of its own
+    rows to a union row, or -1 for a point that is no longer in the union.
+    The union's other points are the groups ``grp_rows[grp_ptr[g]:grp_ptr[g + 1]]``
+    (g != ``part``) with bounding boxes ``grp_lo``/``grp_hi``.
+
+    A kept row's surviving old neighbours are its nearest in the part (a
+    prefix of the part's (distance, index) ranking); with at least k of them,
+    its k nearest in the union are the k smallest of those and of the other
+    groups' points not farther than the farthest of them (a group whose box
+    lies beyond is skipped). Ranked as :func:`lof_neighbours` ranks (squared
+    distance, then ``ids``), with the same arithmetic. Rows left with fewer
+    than k survivors keep ``ok`` False (they need another search).
+    """
+    k = nbr.shape[1]
+    k_old = old_nbr.shape[1]
+    n_groups = grp_ptr.shape[0] - 1
+    size = k_old + grp_rows.shape[0]
+    e = np.empty(size)
+    r_ = np.empty(size, dtype=np.int64)
+    ti = np.empty(size, dtype=np.int64)
+    scratch = np.empty(33, dtype=np.int64)
+    row_out = np.empty(k, dtype=np.int64)
+    d2_out = np.empty(k)
+    for p_old in range(old_nbr.shape[0]):
+        p = old_row[p_old]
+        if p < 0:
+            continue
+        px = points[p, 0]
+        py = points[p, 1]
+        pz = points[p, 2]
+        c = 0
+        far2 = 0.0
+        for a in range(k_old):
+            q = old_row[old_nbr[p_old, a]]
+            if q < 0:
+                continue
+            dx = px - points[q, 0]
+            dy = py - points[q, 1]
+            dz = pz - points[q, 2]
+            v = dx * dx + dy * dy + dz * dz
+            e[c] = v
+            r_[c] = q
+            ti[c] = ids[q]
+            far2 = max(far2, v)
+            c += 1
+        if c < k:
+            continue
+        for g in range(n_groups):
+            if g == part:
+                continue
+            gap2 = 0.0  # squared distance to the group's box: never more than to any of its points
+            for d in range(3):
+                x = px if d == 0 else (py if d == 1 else pz)
+                t = grp_lo[g, d] - x
+                if t > 0:
+                    gap2 += t * t
+                else:
+                    t = x - grp_hi[g, d]
+                    if t > 0:
+                        gap2 += t * t
+            if gap2 > far2:
+                continue
+            for b in range(grp_ptr[g], grp_ptr[g + 1]):
+                q = grp_rows[b]
+                dx = px - points[q, 0]
+                dy = py - points[q, 1]
+                dz = pz - points[q, 2]
+                v = dx * dx + dy * dy + dz * dz
+                e[c] = v
+                r_[c] = q
+                ti[c] = ids[q]
+                c += v <= far2  # branch-free: written always, kept when not farther than the part's farthest
+        _take_smallest(e, r_, ti, c, k, row_out, d2_out, 0, scratch)
+        _store_row(p, row_out, d2_out, nbr, nd, kdist)
+        ok[p] = True
