@@ -111,8 +111,6 @@ class LofNeighbours:
         grp_rows = np.concatenate(members)
         grp_ptr = np.zeros(len(parts) + 1, dtype=np.int64)
         grp_ptr[1:] = np.cumsum([len(m) for m in members])
-        grp_lo = np.array([tree.points[m].min(axis=0) for m in members])
-        grp_hi = np.array([tree.points[m].max(axis=0) for m in members])
         nbr = np.empty((n, k), dtype=np.int32)
         nd = np.empty((n, k))
         kdist = np.zeros(n)
@@ -123,8 +121,8 @@ class LofNeighbours:
                 # the part's own rows (its tree order) -> union tree rows, -1 for points no longer in it
                 where = part.where[old.perm]
                 old_row = np.where((where >= 0) & old.keep, row_of[where], -1)
-                lof_union_rows(tree.points, tree.perm, old.nbr, old_row, g, grp_rows, grp_ptr, grp_lo, grp_hi,
-                               nbr, nd, kdist, ok)
+                lof_union_rows(tree.points, tree.perm, old.nbr, old.nd, old.kdist, old_row, g, grp_rows, grp_ptr, nbr,
+                               nd, kdist, ok)
         if not ok.all():
             lof_rows_search(tree.points, tree.perm, tree.start, tree.end, tree.left, tree.right, tree.dim, tree.lo,
                             tree.hi, ~ok, nbr, nd, kdist)

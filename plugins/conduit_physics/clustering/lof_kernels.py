@@ -537,27 +537,96 @@ def lof_rows_brute(points, perm, keep, rows, nbr, nd, kdist):
 
 
 @njit(cache=True, nogil=True)
-def lof_union_rows(points, ids, old_nbr, old_row, part, grp_rows, grp_ptr, grp_lo, grp_hi, nbr, nd, kdist, ok):
+def _gap2(x, y, z, lo, hi, j):
+    """Squared distance from (x, y, z) to the box lo[j]..hi[j] (0 inside; never more than to a point in it)."""
+    g = 0.0
+    for d in range(3):
+        c = x if d == 0 else (y if d == 1 else z)
+        t = lo[j, d] - c
+        if t > 0:
+            g += t * t
+        else:
+            t = c - hi[j, d]
+            if t > 0:
+                g += t * t
+    return g
+
+
+@njit(cache=True, nogil=True)
+def _any_chunk_within(x, y, z, reach2, part, chunk_ptr, g_lo, g_hi, c_lo, c_hi):
+    """True when a run of points of a group other than ``part`` has its box within sqrt(reach2) of (x, y, z)."""
+    for g in range(chunk_ptr.shape[0] - 1):
+        if g == part or _gap2(x, y, z, g_lo, g_hi, g) > reach2:
+            continue
+        for j in range(chunk_ptr[g], chunk_ptr[g + 1]):
+            if _gap2(x, y, z, c_lo, c_hi, j) <= reach2:
+                return True
+    return False
+
+
+#: :func:`lof_union_rows` boxes the other parts' points in runs of this many (their rows ascend in z along a track).
+UNION_CHUNK = 16
+
+
+@njit(cache=True, nogil=True)
+def lof_union_rows(points, ids, old_nbr, old_nd, old_kdist, old_row, part, grp_rows, grp_ptr, nbr, nd, kdist, ok):
     """Fill the union's lists of one part's rows from that part's own earlier (larger or equal k) lists.
 
     ``points`` (n, 3) are the union's rows, ``ids`` their tie order. The
     part had lists ``old_nbr`` (its own rows, k_old >= k = nbr.shape[1]) over
     a set that held every point it keeps; ``old_row`` maps each of its own
     rows to a union row, or -1 for a point that is no longer in the union.
-    The union's other points are the groups ``grp_rows[grp_ptr[g]:grp_ptr[g + 1]]``
-    (g != ``part``) with bounding boxes ``grp_lo``/``grp_hi``.
+    The union's points are the groups ``grp_rows[grp_ptr[g]:grp_ptr[g + 1]]``,
+    the part being group ``part``, each in ascending z.
 
     A kept row's surviving old neighbours are its nearest in the part (a
     prefix of the part's (distance, index) ranking); with at least k of them,
     its k nearest in the union are the k smallest of those and of the other
-    groups' points not farther than the farthest of them (a group whose box
-    lies beyond is skipped). Ranked as :func:`lof_neighbours` ranks (squared
-    distance, then ``ids``), with the same arithmetic. Rows left with fewer
-    than k survivors keep ``ok`` False (they need another search).
+    groups' points not farther than the farthest of them (found by the boxes
+    of each group and of its runs of :data:`UNION_CHUNK` points). Ranked as
+    :func:`lof_neighbours` ranks (squared distance, then ``ids``), with the
+    same arithmetic. Rows left with fewer than k survivors keep ``ok`` False
+    (they need a search).
+
+    Most rows lose no neighbour and meet no other group within their old
+    k-distance (``old_kdist``): with k_old = k their list is the old one as
+    it is (``old_nd``, the same values the ranking would give), so it is
+    copied without computing a distance.
     """
     k = nbr.shape[1]
     k_old = old_nbr.shape[1]
     n_groups = grp_ptr.shape[0] - 1
+    # boxes of the groups and of their runs of UNION_CHUNK rows
+    n_chunks = 0
+    for g in range(n_groups):
+        n_chunks += (grp_ptr[g + 1] - grp_ptr[g] + UNION_CHUNK - 1) // UNION_CHUNK
+    chunk_ptr = np.empty(n_groups + 1, dtype=np.int64)
+    c_start = np.empty(n_chunks, dtype=np.int64)
+    c_lo = np.empty((n_chunks, 3))
+    c_hi = np.empty((n_chunks, 3))
+    g_lo = np.empty((n_groups, 3))
+    g_hi = np.empty((n_groups, 3))
+    at = 0
+    for g in range(n_groups):
+        chunk_ptr[g] = at
+        for d in range(3):
+            g_lo[g, d] = np.inf
+            g_hi[g, d] = -np.inf
+        for b0 in range(grp_ptr[g], grp_ptr[g + 1], UNION_CHUNK):
+            c_start[at] = b0
+            for d in range(3):
+                c_lo[at, d] = np.inf
+                c_hi[at, d] = -np.inf
+            for b in range(b0, min(b0 + UNION_CHUNK, grp_ptr[g + 1])):
+                q = grp_rows[b]
+                for d in range(3):
+                    c_lo[at, d] = min(c_lo[at, d], points[q, d])
+                    c_hi[at, d] = max(c_hi[at, d], points[q, d])
+            for d in range(3):
+                g_lo[g, d] = min(g_lo[g, d], c_lo[at, d])
+                g_hi[g, d] = max(g_hi[g, d], c_hi[at, d])
+            at += 1
+    chunk_ptr[n_groups] = at
     size = k_old + grp_rows.shape[0]
     e = np.empty(size)
     r_ = np.empty(size, dtype=np.int64)
@@ -572,6 +641,21 @@ def lof_union_rows(points, ids, old_nbr, old_row, part, grp_rows, grp_ptr, grp_l
         px = points[p, 0]
         py = points[p, 1]
         pz = points[p, 2]
+        if k_old == k:
+            lost = False
+            for a in range(k_old):
+                lost |= old_row[old_nbr[p_old, a]] < 0
+            if lost:
+                continue  # fewer than k survivors
+            # a little beyond the old k-distance (the square of a square root may round down)
+            reach = old_kdist[p_old] * (1.0 + 1e-9) + 1e-12
+            if not _any_chunk_within(px, py, pz, reach * reach, part, chunk_ptr, g_lo, g_hi, c_lo, c_hi):
+                for a in range(k):
+                    nbr[p, a] = old_row[old_nbr[p_old, a]]
+                    nd[p, a] = old_nd[p_old, a]
+                kdist[p] = old_kdist[p_old]
+                ok[p] = True
+                continue
         c = 0
         far2 = 0.0
         for a in range(k_old):
@@ -590,30 +674,21 @@ def lof_union_rows(points, ids, old_nbr, old_row, part, grp_rows, grp_ptr, grp_l
         if c < k:
             continue
         for g in range(n_groups):
-            if g == part:
+            if g == part or _gap2(px, py, pz, g_lo, g_hi, g) > far2:
                 continue
-            gap2 = 0.0  # squared distance to the group's box: never more than to any of its points
-            for d in range(3):
-                x = px if d == 0 else (py if d == 1 else pz)
-                t = grp_lo[g, d] - x
-                if t > 0:
-                    gap2 += t * t
-                else:
-                    t = x - grp_hi[g, d]
-                    if t > 0:
-                        gap2 += t * t
-            if gap2 > far2:
-                continue
-            for b in range(grp_ptr[g], grp_ptr[g + 1]):
-                q = grp_rows[b]
-                dx = px - points[q, 0]
-                dy = py - points[q, 1]
-                dz = pz - points[q, 2]
-                v = dx * dx + dy * dy + dz * dz
-                e[c] = v
-                r_[c] = q
-                ti[c] = ids[q]
-                c += v <= far2  # branch-free: written always, kept when not farther than the part's farthest
+            for j in range(chunk_ptr[g], chunk_ptr[g + 1]):
+                if _gap2(px, py, pz, c_lo, c_hi, j) > far2:
+                    continue
+                for b in range(c_start[j], min(c_start[j] + UNION_CHUNK, grp_ptr[g + 1])):
+                    q = grp_rows[b]
+                    dx = px - points[q, 0]
+                    dy = py - points[q, 1]
+                    dz = pz - points[q, 2]
+                    v = dx * dx + dy * dy + dz * dz
+                    e[c] = v
+                    r_[c] = q
+                    ti[c] = ids[q]
+                    c += v <= far2  # branch-free: written always, kept when not farther than the part's farthest
         _take_smallest(e, r_, ti, c, k, row_out, d2_out, 0, scratch)
         _store_row(p, row_out, d2_out, nbr, nd, kdist)
         ok[p] = True
