@@ -282,6 +282,59 @@ def test_lof_neighbour_lists_are_the_k_nearest_with_ties_by_index(cloud):
     assert cloud == "spiral" or ties > 100  # the lattice does exercise the tie rule
 
 
+def union_case(case: str):
+    """(union points, k, parts) for :meth:`LofNeighbours.union`: parts with and without usable earlier lists.
+
+    "spiral": a 1,700-point track cut into a piece of 1,200 points (12 outliers of its first set removed, its
+    lists k = 100), one of 300 (k = 30: too few, searched) and one of 200 (no lists); "lattice": a 9 x 9 x 10
+    lattice (many points at exactly the k-th distance) in two halves, one with k = 40 and one with k = 50 (the
+    union's k = 40), interleaved at random in the union so that ties go either way across the halves."""
+    from conduit_physics.clustering.lof import UnionPart
+
+    rng = np.random.default_rng(5)
+    if case == "spiral":
+        track = spiral(rng, 1700)[1700 // 40:]  # without the spiral's own outliers (each part gets its own)
+        noise = track[rng.integers(0, 1200, 12)] + rng.normal(0, 25, (12, 3))
+        pieces = [(np.concatenate([track[:1200], noise]), 100, 12), (track[1200:1500], 30, 0), (track[1500:], 0, 0)]
+        k = 100
+    else:
+        g = np.arange(9, dtype=float) * 2.0
+        lattice = np.array(np.meshgrid(g, g, np.arange(10, dtype=float) * 2.0)).reshape(3, -1).T
+        low = lattice[:, 2] < 9.0
+        pieces = [(lattice[low], 40, 0), (lattice[~low], 50, 0)]
+        k = 40
+    # the parts interleaved at random in the union, each keeping its own order (as a joined cluster's sorted rows)
+    owner = rng.permutation(np.repeat(np.arange(len(pieces)), [len(p) - gone for p, _, gone in pieces]))
+    union = np.empty((len(owner), 3))
+    parts = []
+    for j, (points, part_k, gone) in enumerate(pieces):
+        kept = len(points) - gone
+        where = np.full(len(points), -1)
+        where[:kept] = np.flatnonzero(owner == j)  # the part's last ``gone`` points are removed
+        union[where[:kept]] = points[:kept]
+        parts.append(UnionPart(where, LofNeighbours.search(points, part_k) if part_k else None))
+    return np.ascontiguousarray(union), k, parts
+
+
+@pytest.mark.parametrize("case", ["spiral", "lattice"])
+def test_lof_lists_of_a_union_from_its_parts_equal_a_search_of_the_union(case):
+    """``LofNeighbours.union`` (a joined cluster's second cleaning) gives every point its k nearest of the union by
+    (squared distance, index), against a brute-force ranking in numpy, and LOF equal to a fresh search's."""
+    union, k, parts = union_case(case)
+    found = LofNeighbours.union(union, k, parts)
+    d = union[:, None, :] - union[None, :, :]
+    e = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1] + d[..., 2] * d[..., 2]  # the kernel's sum order
+    row_of = np.argsort(found.perm)
+    for i in range(len(union)):
+        order = np.lexsort((np.arange(len(union)), e[i]))
+        order = order[order != i][:k]
+        row = row_of[i]
+        np.testing.assert_array_equal(np.sort(found.perm[found.nbr[row]]), np.sort(order))
+        np.testing.assert_array_equal(np.sort(found.nd[row]), np.sqrt(e[i, order]))
+        assert found.kdist[row] == np.sqrt(e[i, order[-1]])
+    np.testing.assert_allclose(found.scores(), LofNeighbours.search(union, k).scores(), rtol=1e-13)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_lof_after_removing_points_equals_a_fresh_fit(seed):
     from sklearn.neighbors import LocalOutlierFactor

@@ -45,8 +45,10 @@ class UnionPart:
     """One part of a union of point sets, for :meth:`LofNeighbours.union`.
 
     ``where[i]`` is the union row of the part's i-th point (-1: not in the
-    union, e.g. removed as an outlier); ``neighbours`` are the part's earlier
-    lists over those same points (None: none kept).
+    union, e.g. removed as an outlier), ascending over the points kept (the
+    union keeps each part's order, so that ties at equal distance go the same
+    way); ``neighbours`` are the part's earlier lists over those same points
+    (None: none kept).
     """
 
     where: np.ndarray
