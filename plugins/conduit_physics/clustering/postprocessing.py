@@ -89,7 +89,7 @@ class Piece:
 
     def circle(self, cloud: np.ndarray) -> tuple[float, float, float]:
         if self._circle is None:
-            from conduit_physics.tracks import circle_fit
+            from conduit_physics.tracks.fit import circle_fit  # (the module: the package's lazy names cost per call)
 
             xc, yc, r, ok = circle_fit(cloud[self.rows, 0], cloud[self.rows, 1])
             self._circle = (xc, yc, r) if ok else (math.nan, math.nan, math.nan)
@@ -143,7 +143,9 @@ def _union_part(rows: np.ndarray, part: Piece):
 
 
 def _direction(cloud: np.ndarray, rows: np.ndarray, params: ClusterParams, field: float) -> int:
-    from conduit_physics.tracks import direction_code, turning_sense
+    # from the modules, not the package: each of its lazy names is looked up anew on every use (~1 us each)
+    from conduit_physics.tracks.fit import direction_code
+    from conduit_physics.tracks.helix import turning_sense
 
     sense = turning_sense(field)
     pts = cloud[rows]
