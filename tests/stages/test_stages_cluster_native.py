@@ -432,6 +432,66 @@ def test_dense_event_of_over_2000_points_equals_the_reference(index, expected_cl
     assert expected.count == 1 and (expected.labels == -1).sum() > 0
 
 
+def test_a_joined_clusters_lists_from_its_pieces_give_scikit_learns_lof_and_the_reference_artifact(monkeypatch):
+    """Dense event 198 (seed 1): with the default cap (k = 100) two of its pieces lose a point, so the joined cluster
+    of 2,159 points is cleaned again, from the lists of its 1,409-point piece (k = 100 too) and a search of the
+    others' points (``LofNeighbours.union``). Its LOF scores equal scikit-learn's (k = 100), and the artifact equals
+    the reference (scikit-learn's LocalOutlierFactor on every cleaning, k capped as the stage caps it)."""
+    from conduit_physics.clustering import lof_kernels, postprocessing
+    from conduit_physics.clustering.postprocessing import Piece, lof_neighbour_count
+
+    cloud = dense_event_cloud(198)
+    context = RunContext(detector=DetectorParams(magnetic_field=2.85))
+    params = HdbscanParams()
+    assert params.lof_k_max == 100 and params.reclean_joined == "changed"
+    reused = []
+    union_rows = lof_kernels.lof_union_rows
+
+    def counted_union_rows(*args):
+        reused.append(len(args[3]))  # the piece's rows
+        return union_rows(*args)
+
+    monkeypatch.setattr(lof_kernels, "lof_union_rows", counted_union_rows)
+    compiled_clean = postprocessing._lof_clean
+    joined = []
+
+    def checked_clean(cloud, piece, params):
+        cleaned = compiled_clean(cloud, piece, params)
+        if piece.parts:
+            points = cloud[piece.rows, :3]
+            k = lof_neighbour_count(len(points), params)
+            reference = sklearn_lof_k(points, k)
+            scores = LofNeighbours.union(points, k, [postprocessing._union_part(piece.rows, p)
+                                                     for p in piece.parts]).scores()
+            np.testing.assert_allclose(scores, reference, rtol=1e-9)
+            np.testing.assert_array_equal(cleaned.rows, piece.rows[reference <= 1.5])
+            joined.append(len(piece.rows))
+        return cleaned
+
+    monkeypatch.setattr(postprocessing, "_lof_clean", checked_clean)
+    got = HdbscanStage(params, context).cluster(cloud)
+    assert joined == [2159] and 1409 in reused
+
+    def reference_clean(cloud, piece, params):
+        points = cloud[piece.rows, :3]
+        out = sklearn_lof_k(points, lof_neighbour_count(len(points), params)) > 1.5
+        return Piece(piece.label, piece.rows[~out], piece.direction)
+
+    monkeypatch.setattr(postprocessing, "_lof_clean", reference_clean)
+    expected = HdbscanStage(params.replace(algorithm="prims_kdtree", reclean_joined="always"), context).cluster(cloud)
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    np.testing.assert_array_equal(got.cluster_labels, expected.cluster_labels)
+    np.testing.assert_array_equal(got.directions, expected.directions)
+
+
+def sklearn_lof_k(points: np.ndarray, k: int) -> np.ndarray:
+    """scikit-learn's LocalOutlierFactor scores with n_neighbors = k (capped at n - 1), brute force."""
+    from sklearn.neighbors import LocalOutlierFactor
+
+    lof = LocalOutlierFactor(n_neighbors=min(k, len(points) - 1), algorithm="brute").fit(points)
+    return -lof.negative_outlier_factor_
+
+
 @pytest.mark.parametrize("index, cleanings", [(182, {"always": 4, "changed": 3, "never": 3}),
                                               (198, {"always": 6, "changed": 6, "never": 5})])
 def test_reclean_joined_skips_the_second_cleaning_of_a_joined_cluster_as_documented(index, cleanings, monkeypatch):
