@@ -501,6 +501,20 @@ def lof_fewer(nbr, nd, perm, gone, k):
 
 
 @njit(cache=True, nogil=True)
+def _put(points, ids, q, px, py, pz, e, r_, ti, at):
+    """Candidate row ``q`` of the point (px, py, pz) into e, r_, ti at ``at`` (lof_neighbours' arithmetic); its
+    squared distance."""
+    dx = px - points[q, 0]
+    dy = py - points[q, 1]
+    dz = pz - points[q, 2]
+    v = dx * dx + dy * dy + dz * dz
+    e[at] = v
+    r_[at] = q
+    ti[at] = ids[q]
+    return v
+
+
+@njit(cache=True, nogil=True)
 def lof_rows_brute(points, perm, keep, rows, nbr, nd, kdist):
     """Fill the lists of ``rows`` (k = nbr.shape[1]) by comparing each with every kept row (itself excluded).
 
@@ -525,41 +539,20 @@ def lof_rows_brute(points, perm, keep, rows, nbr, nd, kdist):
         for q in range(n):
             if q == p or not keep[q]:
                 continue
-            dx = px - points[q, 0]
-            dy = py - points[q, 1]
-            dz = pz - points[q, 2]
-            e[m] = dx * dx + dy * dy + dz * dz
-            r_[m] = q
-            ids[m] = perm[q]
+            _put(points, perm, q, px, py, pz, e, r_, ids, m)
             m += 1
         _take_smallest(e, r_, ids, m, k, row_out, d2_out, 0, scratch)
         _store_row(p, row_out, d2_out, nbr, nd, kdist)
 
 
 @njit(cache=True, nogil=True)
-def _gap2(x, y, z, lo, hi, j):
-    """Squared distance from (x, y, z) to the box lo[j]..hi[j] (0 inside; never more than to a point in it)."""
-    g = 0.0
-    for d in range(3):
-        c = x if d == 0 else (y if d == 1 else z)
-        t = lo[j, d] - c
-        if t > 0:
-            g += t * t
-        else:
-            t = c - hi[j, d]
-            if t > 0:
-                g += t * t
-    return g
-
-
-@njit(cache=True, nogil=True)
 def _any_chunk_within(x, y, z, reach2, part, chunk_ptr, g_lo, g_hi, c_lo, c_hi):
     """True when a run of points of a group other than ``part`` has its box within sqrt(reach2) of (x, y, z)."""
     for g in range(chunk_ptr.shape[0] - 1):
-        if g == part or _gap2(x, y, z, g_lo, g_hi, g) > reach2:
+        if g == part or box_gap2(g_lo, g_hi, g, x, y, z) > reach2:
             continue
         for j in range(chunk_ptr[g], chunk_ptr[g + 1]):
-            if _gap2(x, y, z, c_lo, c_hi, j) <= reach2:
+            if box_gap2(c_lo, c_hi, j, x, y, z) <= reach2:
                 return True
     return False
 
@@ -662,33 +655,19 @@ def lof_union_rows(points, ids, old_nbr, old_nd, old_kdist, old_row, part, grp_r
             q = old_row[old_nbr[p_old, a]]
             if q < 0:
                 continue
-            dx = px - points[q, 0]
-            dy = py - points[q, 1]
-            dz = pz - points[q, 2]
-            v = dx * dx + dy * dy + dz * dz
-            e[c] = v
-            r_[c] = q
-            ti[c] = ids[q]
-            far2 = max(far2, v)
+            far2 = max(far2, _put(points, ids, q, px, py, pz, e, r_, ti, c))
             c += 1
         if c < k:
             continue
         for g in range(n_groups):
-            if g == part or _gap2(px, py, pz, g_lo, g_hi, g) > far2:
+            if g == part or box_gap2(g_lo, g_hi, g, px, py, pz) > far2:
                 continue
             for j in range(chunk_ptr[g], chunk_ptr[g + 1]):
-                if _gap2(px, py, pz, c_lo, c_hi, j) > far2:
+                if box_gap2(c_lo, c_hi, j, px, py, pz) > far2:
                     continue
                 for b in range(c_start[j], min(c_start[j] + UNION_CHUNK, grp_ptr[g + 1])):
-                    q = grp_rows[b]
-                    dx = px - points[q, 0]
-                    dy = py - points[q, 1]
-                    dz = pz - points[q, 2]
-                    v = dx * dx + dy * dy + dz * dz
-                    e[c] = v
-                    r_[c] = q
-                    ti[c] = ids[q]
-                    c += v <= far2  # branch-free: written always, kept when not farther than the part's farthest
+                    # branch-free: written always, kept when not farther than the part's farthest
+                    c += _put(points, ids, grp_rows[b], px, py, pz, e, r_, ti, c) <= far2
         _take_smallest(e, r_, ti, c, k, row_out, d2_out, 0, scratch)
         _store_row(p, row_out, d2_out, nbr, nd, kdist)
         ok[p] = True
