@@ -194,6 +194,7 @@ class PhaseClock:
         search = LofNeighbours.search.__func__
         patch(LofNeighbours, "search", classmethod(self.timed(lof("kNN"), search)))
         patch(LofNeighbours, "without", self.timed(lof("kNN"), LofNeighbours.without))
+        patch(LofNeighbours, "union", classmethod(self.timed(lof("kNN"), LofNeighbours.union.__func__)))
         patch(LofNeighbours, "scores", self.timed(lof("scores"), LofNeighbours.scores))
         for name in ("_direction", "_join"):
             patch(postprocessing, name, oriented(self.timed("direction + join", getattr(postprocessing, name))))

@@ -282,6 +282,59 @@ def test_lof_neighbour_lists_are_the_k_nearest_with_ties_by_index(cloud):
     assert cloud == "spiral" or ties > 100  # the lattice does exercise the tie rule
 
 
+def union_case(case: str):
+    """(union points, k, parts) for :meth:`LofNeighbours.union`: parts with and without usable earlier lists.
+
+    "spiral": a 1,700-point track cut into a piece of 1,200 points (12 outliers of its first set removed, its
+    lists k = 100), one of 300 (k = 30: too few, searched) and one of 200 (no lists); "lattice": a 9 x 9 x 10
+    lattice (many points at exactly the k-th distance) in two halves, one with k = 40 and one with k = 50 (the
+    union's k = 40), interleaved at random in the union so that ties go either way across the halves."""
+    from conduit_physics.clustering.lof import UnionPart
+
+    rng = np.random.default_rng(5)
+    if case == "spiral":
+        track = spiral(rng, 1700)[1700 // 40:]  # without the spiral's own outliers (each part gets its own)
+        noise = track[rng.integers(0, 1200, 12)] + rng.normal(0, 25, (12, 3))
+        pieces = [(np.concatenate([track[:1200], noise]), 100, 12), (track[1200:1500], 30, 0), (track[1500:], 0, 0)]
+        k = 100
+    else:
+        g = np.arange(9, dtype=float) * 2.0
+        lattice = np.array(np.meshgrid(g, g, np.arange(10, dtype=float) * 2.0)).reshape(3, -1).T
+        low = lattice[:, 2] < 9.0
+        pieces = [(lattice[low], 40, 0), (lattice[~low], 50, 0)]
+        k = 40
+    # the parts interleaved at random in the union, each keeping its own order (as a joined cluster's sorted rows)
+    owner = rng.permutation(np.repeat(np.arange(len(pieces)), [len(p) - gone for p, _, gone in pieces]))
+    union = np.empty((len(owner), 3))
+    parts = []
+    for j, (points, part_k, gone) in enumerate(pieces):
+        kept = len(points) - gone
+        where = np.full(len(points), -1)
+        where[:kept] = np.flatnonzero(owner == j)  # the part's last ``gone`` points are removed
+        union[where[:kept]] = points[:kept]
+        parts.append(UnionPart(where, LofNeighbours.search(points, part_k) if part_k else None))
+    return np.ascontiguousarray(union), k, parts
+
+
+@pytest.mark.parametrize("case", ["spiral", "lattice"])
+def test_lof_lists_of_a_union_from_its_parts_equal_a_search_of_the_union(case):
+    """``LofNeighbours.union`` (a joined cluster's second cleaning) gives every point its k nearest of the union by
+    (squared distance, index), against a brute-force ranking in numpy, and LOF equal to a fresh search's."""
+    union, k, parts = union_case(case)
+    found = LofNeighbours.union(union, k, parts)
+    d = union[:, None, :] - union[None, :, :]
+    e = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1] + d[..., 2] * d[..., 2]  # the kernel's sum order
+    row_of = np.argsort(found.perm)
+    for i in range(len(union)):
+        order = np.lexsort((np.arange(len(union)), e[i]))
+        order = order[order != i][:k]
+        row = row_of[i]
+        np.testing.assert_array_equal(np.sort(found.perm[found.nbr[row]]), np.sort(order))
+        np.testing.assert_array_equal(np.sort(found.nd[row]), np.sqrt(e[i, order]))
+        assert found.kdist[row] == np.sqrt(e[i, order[-1]])
+    np.testing.assert_allclose(found.scores(), LofNeighbours.search(union, k).scores(), rtol=1e-13)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_lof_after_removing_points_equals_a_fresh_fit(seed):
     from sklearn.neighbors import LocalOutlierFactor
@@ -377,6 +430,66 @@ def test_dense_event_of_over_2000_points_equals_the_reference(index, expected_cl
     np.testing.assert_array_equal(got.cluster_labels, expected.cluster_labels)
     np.testing.assert_array_equal(got.directions, expected.directions)
     assert expected.count == 1 and (expected.labels == -1).sum() > 0
+
+
+def test_a_joined_clusters_lists_from_its_pieces_give_scikit_learns_lof_and_the_reference_artifact(monkeypatch):
+    """Dense event 198 (seed 1): with the default cap (k = 100) two of its pieces lose a point, so the joined cluster
+    of 2,159 points is cleaned again, from the lists of its 1,409-point piece (k = 100 too) and a search of the
+    others' points (``LofNeighbours.union``). Its LOF scores equal scikit-learn's (k = 100), and the artifact equals
+    the reference (scikit-learn's LocalOutlierFactor on every cleaning, k capped as the stage caps it)."""
+    from conduit_physics.clustering import lof_kernels, postprocessing
+    from conduit_physics.clustering.postprocessing import Piece, lof_neighbour_count
+
+    cloud = dense_event_cloud(198)
+    context = RunContext(detector=DetectorParams(magnetic_field=2.85))
+    params = HdbscanParams()
+    assert params.lof_k_max == 100 and params.reclean_joined == "changed"
+    reused = []
+    union_rows = lof_kernels.lof_union_rows
+
+    def counted_union_rows(*args):
+        reused.append(len(args[3]))  # the piece's rows
+        return union_rows(*args)
+
+    monkeypatch.setattr(lof_kernels, "lof_union_rows", counted_union_rows)
+    compiled_clean = postprocessing._lof_clean
+    joined = []
+
+    def checked_clean(cloud, piece, params):
+        cleaned = compiled_clean(cloud, piece, params)
+        if piece.parts:
+            points = cloud[piece.rows, :3]
+            k = lof_neighbour_count(len(points), params)
+            reference = sklearn_lof_k(points, k)
+            scores = LofNeighbours.union(points, k, [postprocessing._union_part(piece.rows, p)
+                                                     for p in piece.parts]).scores()
+            np.testing.assert_allclose(scores, reference, rtol=1e-9)
+            np.testing.assert_array_equal(cleaned.rows, piece.rows[reference <= 1.5])
+            joined.append(len(piece.rows))
+        return cleaned
+
+    monkeypatch.setattr(postprocessing, "_lof_clean", checked_clean)
+    got = HdbscanStage(params, context).cluster(cloud)
+    assert joined == [2159] and 1409 in reused
+
+    def reference_clean(cloud, piece, params):
+        points = cloud[piece.rows, :3]
+        out = sklearn_lof_k(points, lof_neighbour_count(len(points), params)) > 1.5
+        return Piece(piece.label, piece.rows[~out], piece.direction)
+
+    monkeypatch.setattr(postprocessing, "_lof_clean", reference_clean)
+    expected = HdbscanStage(params.replace(algorithm="prims_kdtree", reclean_joined="always"), context).cluster(cloud)
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    np.testing.assert_array_equal(got.cluster_labels, expected.cluster_labels)
+    np.testing.assert_array_equal(got.directions, expected.directions)
+
+
+def sklearn_lof_k(points: np.ndarray, k: int) -> np.ndarray:
+    """scikit-learn's LocalOutlierFactor scores with n_neighbors = k (capped at n - 1), brute force."""
+    from sklearn.neighbors import LocalOutlierFactor
+
+    lof = LocalOutlierFactor(n_neighbors=min(k, len(points) - 1), algorithm="brute").fit(points)
+    return -lof.negative_outlier_factor_
 
 
 @pytest.mark.parametrize("index, cleanings", [(182, {"always": 4, "changed": 3, "never": 3}),
@@ -487,19 +600,33 @@ def test_lof_k_max_changes_nothing_for_clusters_below_it(dense_clouds):
 
 def test_lof_k_max_bounds_every_cleanings_k_on_a_cluster_of_2000_points(monkeypatch):
     """Dense event 182 (seed 1): one cluster of 2,292 points. Capped, no LOF search or reuse asks for more than
-    100 neighbours; uncapped the joined cluster's second cleaning asks for 229 (this fails if the cap is ignored)."""
+    100 neighbours; uncapped the joined cluster's second cleaning asks for 229 (this fails if the cap is ignored).
+    (The joined cluster's lists come from ``LofNeighbours.union``, which searches afresh when it cannot reuse.)"""
     from conduit_physics.clustering.lof import LofNeighbours
 
     cloud = dense_event_cloud(182)
     context = RunContext(detector=DetectorParams(magnetic_field=2.85))
     asked: list[int] = []
     search = LofNeighbours.search.__func__
+    union = LofNeighbours.union.__func__
 
     def recorded_search(cls, points, n_neighbors):
-        asked.append(int(n_neighbors))
+        if not in_union:
+            asked.append(int(n_neighbors))
         return search(cls, points, n_neighbors)
 
+    in_union: list[bool] = []
+
+    def recorded_union(cls, points, n_neighbors, parts):
+        asked.append(int(n_neighbors))
+        in_union.append(True)
+        try:
+            return union(cls, points, n_neighbors, parts)
+        finally:
+            in_union.pop()
+
     monkeypatch.setattr(LofNeighbours, "search", classmethod(recorded_search))
+    monkeypatch.setattr(LofNeighbours, "union", classmethod(recorded_union))
     ks = {}
     for cap in (100, 0, 40):
         asked.clear()

@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["LofNeighbours", "lof_outliers", "lof_scores", "LOF_OUTLIER"]
+__all__ = ["LofNeighbours", "UnionPart", "lof_outliers", "lof_scores", "LOF_OUTLIER"]
 
 #: LocalOutlierFactor(contamination='auto') calls a point an outlier above this LOF.
 LOF_OUTLIER = 1.5
@@ -38,6 +38,21 @@ def lof_scores(points: np.ndarray, n_neighbors: int) -> np.ndarray:
 def lof_outliers(points: np.ndarray, n_neighbors: int) -> np.ndarray:
     """True for the points LocalOutlierFactor(contamination='auto') predicts as outliers (LOF > 1.5)."""
     return lof_scores(points, n_neighbors) > LOF_OUTLIER
+
+
+@dataclasses.dataclass
+class UnionPart:
+    """One part of a union of point sets, for :meth:`LofNeighbours.union`.
+
+    ``where[i]`` is the union row of the part's i-th point (-1: not in the
+    union, e.g. removed as an outlier), ascending over the points kept (the
+    union keeps each part's order, so that ties at equal distance go the same
+    way); ``neighbours`` are the part's earlier lists over those same points
+    (None: none kept).
+    """
+
+    where: np.ndarray
+    neighbours: LofNeighbours | None = None
 
 
 @dataclasses.dataclass
@@ -68,6 +83,51 @@ class LofNeighbours:
         tree = build_tree(pts)
         nbr, nd, kdist = lof_neighbours(tree.points, tree.perm, tree.start, tree.end, tree.left, tree.right,
                                         tree.dim, tree.lo, tree.hi, k)
+        return cls(tree.points, tree.perm, nbr, nd, kdist, np.ones(n, dtype=np.bool_))
+
+    @classmethod
+    def union(cls, points: np.ndarray, n_neighbors: int, parts: list[UnionPart]) -> LofNeighbours:
+        """The lists of the union of ``parts`` (``points``, set order), reusing the parts' own earlier lists.
+
+        Each point of a part whose earlier lists hold at least k (=
+        ``n_neighbors`` capped at n - 1) neighbours gets its k nearest in the
+        union from those and from the nearby points of the other parts
+        (:func:`.lof_kernels.lof_union_rows`); the other points are searched
+        in the union's tree (:func:`.lof_kernels.lof_rows_search`). The same
+        neighbours and distances as :meth:`search`, possibly in another order
+        within a list (so LOF equal up to rounding in the last bits).
+        """
+        from .kdtree import build_tree
+        from .lof_kernels import lof_rows_search, lof_union_rows
+
+        pts = np.ascontiguousarray(points, dtype=np.float64)
+        n = len(pts)
+        k = min(int(n_neighbors), n - 1)
+        listed = [p.neighbours is not None and p.neighbours.k >= k >= 1 for p in parts]
+        if not any(listed):
+            return cls.search(pts, n_neighbors)
+        tree = build_tree(pts)
+        row_of = np.empty(n, dtype=np.int64)  # union point -> tree row
+        row_of[tree.perm] = np.arange(n)
+        members = [row_of[p.where[p.where >= 0]] for p in parts]
+        grp_rows = np.concatenate(members)
+        grp_ptr = np.zeros(len(parts) + 1, dtype=np.int64)
+        grp_ptr[1:] = np.cumsum([len(m) for m in members])
+        nbr = np.empty((n, k), dtype=np.int32)
+        nd = np.empty((n, k))
+        kdist = np.zeros(n)
+        ok = np.zeros(n, dtype=np.bool_)
+        for g, (part, has) in enumerate(zip(parts, listed)):
+            if has:
+                old = part.neighbours
+                # the part's own rows (its tree order) -> union tree rows, -1 for points no longer in it
+                where = part.where[old.perm]
+                old_row = np.where((where >= 0) & old.keep, row_of[where], -1)
+                lof_union_rows(tree.points, tree.perm, old.nbr, old.nd, old.kdist, old_row, g, grp_rows, grp_ptr, nbr,
+                               nd, kdist, ok)
+        if not ok.all():
+            lof_rows_search(tree.points, tree.perm, tree.start, tree.end, tree.left, tree.right, tree.dim, tree.lo,
+                            tree.hi, ~ok, nbr, nd, kdist)
         return cls(tree.points, tree.perm, nbr, nd, kdist, np.ones(n, dtype=np.bool_))
 
     @property

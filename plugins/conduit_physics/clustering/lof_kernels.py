@@ -23,7 +23,7 @@ from numba import njit
 
 from .kdtree import box_gap2
 
-__all__ = ["lof_neighbours", "lof_from_neighbours", "lof_fewer", "lof_rows_brute"]
+__all__ = ["lof_neighbours", "lof_from_neighbours", "lof_fewer", "lof_rows_brute", "lof_rows_search", "lof_union_rows"]
 
 
 @njit(cache=True, nogil=True)
@@ -250,6 +250,19 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
     nbr = np.empty((n, k), dtype=np.int32)
     nd = np.empty((n, k))
     kdist = np.empty(n)
+    lof_rows_search(points, perm, start, end, left, right, dim, lo, hi, np.ones(n, dtype=np.bool_), nbr, nd, kdist)
+    return nbr, nd, kdist
+
+
+@njit(cache=True, nogil=True)
+def lof_rows_search(points, perm, start, end, left, right, dim, lo, hi, need, nbr, nd, kdist):
+    """:func:`lof_neighbours` for the rows with ``need`` set only, into ``nbr``, ``nd``, ``kdist`` (k = nbr.shape[1]).
+
+    Leaves without such a row are skipped, and so are the other rows: the
+    bounds carry over from the last row computed, which holds at any distance.
+    """
+    n = points.shape[0]
+    k = nbr.shape[1]
     heap = np.empty(k + 1)
     stack = np.empty(128, dtype=np.int64)
     cand = np.empty(n, dtype=np.int64)
@@ -276,6 +289,8 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
     for leaf in leaves:
         s = start[leaf]
         t_end = end[leaf]
+        if not need[s:t_end].any():
+            continue
         cx = 0.5 * (lo[leaf, 0] + hi[leaf, 0])
         cy = 0.5 * (lo[leaf, 1] + hi[leaf, 1])
         cz = 0.5 * (lo[leaf, 2] + hi[leaf, 2])
@@ -328,6 +343,8 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
             gy[a] = points[q, 1]
             gz[a] = points[q, 2]
         for p in range(s, t_end):
+            if not need[p]:
+                continue
             px = points[p, 0]
             py = points[p, 1]
             pz = points[p, 2]
@@ -391,7 +408,6 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
             prev_x = px
             prev_y = py
             prev_z = pz
-    return nbr, nd, kdist
 
 
 @njit(cache=True, nogil=True)
@@ -485,6 +501,20 @@ def lof_fewer(nbr, nd, perm, gone, k):
 
 
 @njit(cache=True, nogil=True)
+def _put(points, ids, q, px, py, pz, e, r_, ti, at):
+    """Candidate row ``q`` of the point (px, py, pz) into e, r_, ti at ``at`` (lof_neighbours' arithmetic); its
+    squared distance."""
+    dx = px - points[q, 0]
+    dy = py - points[q, 1]
+    dz = pz - points[q, 2]
+    v = dx * dx + dy * dy + dz * dz
+    e[at] = v
+    r_[at] = q
+    ti[at] = ids[q]
+    return v
+
+
+@njit(cache=True, nogil=True)
 def lof_rows_brute(points, perm, keep, rows, nbr, nd, kdist):
     """Fill the lists of ``rows`` (k = nbr.shape[1]) by comparing each with every kept row (itself excluded).
 
@@ -509,12 +539,135 @@ def lof_rows_brute(points, perm, keep, rows, nbr, nd, kdist):
         for q in range(n):
             if q == p or not keep[q]:
                 continue
-            dx = px - points[q, 0]
-            dy = py - points[q, 1]
-            dz = pz - points[q, 2]
-            e[m] = dx * dx + dy * dy + dz * dz
-            r_[m] = q
-            ids[m] = perm[q]
+            _put(points, perm, q, px, py, pz, e, r_, ids, m)
             m += 1
         _take_smallest(e, r_, ids, m, k, row_out, d2_out, 0, scratch)
         _store_row(p, row_out, d2_out, nbr, nd, kdist)
+
+
+@njit(cache=True, nogil=True)
+def _any_chunk_within(x, y, z, reach2, part, chunk_ptr, g_lo, g_hi, c_lo, c_hi):
+    """True when a run of points of a group other than ``part`` has its box within sqrt(reach2) of (x, y, z)."""
+    for g in range(chunk_ptr.shape[0] - 1):
+        if g == part or box_gap2(g_lo, g_hi, g, x, y, z) > reach2:
+            continue
+        for j in range(chunk_ptr[g], chunk_ptr[g + 1]):
+            if box_gap2(c_lo, c_hi, j, x, y, z) <= reach2:
+                return True
+    return False
+
+
+#: :func:`lof_union_rows` boxes the other parts' points in runs of this many (their rows ascend in z along a track).
+UNION_CHUNK = 16
+
+
+@njit(cache=True, nogil=True)
+def lof_union_rows(points, ids, old_nbr, old_nd, old_kdist, old_row, part, grp_rows, grp_ptr, nbr, nd, kdist, ok):
+    """Fill the union's lists of one part's rows from that part's own earlier (larger or equal k) lists.
+
+    ``points`` (n, 3) are the union's rows, ``ids`` their tie order. The
+    part had lists ``old_nbr`` (its own rows, k_old >= k = nbr.shape[1]) over
+    a set that held every point it keeps; ``old_row`` maps each of its own
+    rows to a union row, or -1 for a point that is no longer in the union.
+    The union's points are the groups ``grp_rows[grp_ptr[g]:grp_ptr[g + 1]]``,
+    the part being group ``part``, each in ascending z.
+
+    A kept row's surviving old neighbours are its nearest in the part (a
+    prefix of the part's (distance, index) ranking); with at least k of them,
+    its k nearest in the union are the k smallest of those and of the other
+    groups' points not farther than the farthest of them (found by the boxes
+    of each group and of its runs of :data:`UNION_CHUNK` points). Ranked as
+    :func:`lof_neighbours` ranks (squared distance, then ``ids``), with the
+    same arithmetic. Rows left with fewer than k survivors keep ``ok`` False
+    (they need a search).
+
+    Most rows lose no neighbour and meet no other group within their old
+    k-distance (``old_kdist``): with k_old = k their list is the old one as
+    it is (``old_nd``, the same values the ranking would give), so it is
+    copied without computing a distance.
+    """
+    k = nbr.shape[1]
+    k_old = old_nbr.shape[1]
+    n_groups = grp_ptr.shape[0] - 1
+    # boxes of the groups and of their runs of UNION_CHUNK rows
+    n_chunks = 0
+    for g in range(n_groups):
+        n_chunks += (grp_ptr[g + 1] - grp_ptr[g] + UNION_CHUNK - 1) // UNION_CHUNK
+    chunk_ptr = np.empty(n_groups + 1, dtype=np.int64)
+    c_start = np.empty(n_chunks, dtype=np.int64)
+    c_lo = np.empty((n_chunks, 3))
+    c_hi = np.empty((n_chunks, 3))
+    g_lo = np.empty((n_groups, 3))
+    g_hi = np.empty((n_groups, 3))
+    at = 0
+    for g in range(n_groups):
+        chunk_ptr[g] = at
+        for d in range(3):
+            g_lo[g, d] = np.inf
+            g_hi[g, d] = -np.inf
+        for b0 in range(grp_ptr[g], grp_ptr[g + 1], UNION_CHUNK):
+            c_start[at] = b0
+            for d in range(3):
+                c_lo[at, d] = np.inf
+                c_hi[at, d] = -np.inf
+            for b in range(b0, min(b0 + UNION_CHUNK, grp_ptr[g + 1])):
+                q = grp_rows[b]
+                for d in range(3):
+                    c_lo[at, d] = min(c_lo[at, d], points[q, d])
+                    c_hi[at, d] = max(c_hi[at, d], points[q, d])
+            for d in range(3):
+                g_lo[g, d] = min(g_lo[g, d], c_lo[at, d])
+                g_hi[g, d] = max(g_hi[g, d], c_hi[at, d])
+            at += 1
+    chunk_ptr[n_groups] = at
+    size = k_old + grp_rows.shape[0]
+    e = np.empty(size)
+    r_ = np.empty(size, dtype=np.int64)
+    ti = np.empty(size, dtype=np.int64)
+    scratch = np.empty(33, dtype=np.int64)
+    row_out = np.empty(k, dtype=np.int64)
+    d2_out = np.empty(k)
+    for p_old in range(old_nbr.shape[0]):
+        p = old_row[p_old]
+        if p < 0:
+            continue
+        px = points[p, 0]
+        py = points[p, 1]
+        pz = points[p, 2]
+        if k_old == k:
+            lost = False
+            for a in range(k_old):
+                lost |= old_row[old_nbr[p_old, a]] < 0
+            if lost:
+                continue  # fewer than k survivors
+            # a little beyond the old k-distance (the square of a square root may round down)
+            reach = old_kdist[p_old] * (1.0 + 1e-9) + 1e-12
+            if not _any_chunk_within(px, py, pz, reach * reach, part, chunk_ptr, g_lo, g_hi, c_lo, c_hi):
+                for a in range(k):
+                    nbr[p, a] = old_row[old_nbr[p_old, a]]
+                    nd[p, a] = old_nd[p_old, a]
+                kdist[p] = old_kdist[p_old]
+                ok[p] = True
+                continue
+        c = 0
+        far2 = 0.0
+        for a in range(k_old):
+            q = old_row[old_nbr[p_old, a]]
+            if q < 0:
+                continue
+            far2 = max(far2, _put(points, ids, q, px, py, pz, e, r_, ti, c))
+            c += 1
+        if c < k:
+            continue
+        for g in range(n_groups):
+            if g == part or box_gap2(g_lo, g_hi, g, px, py, pz) > far2:
+                continue
+            for j in range(chunk_ptr[g], chunk_ptr[g + 1]):
+                if box_gap2(c_lo, c_hi, j, px, py, pz) > far2:
+                    continue
+                for b in range(c_start[j], min(c_start[j] + UNION_CHUNK, grp_ptr[g + 1])):
+                    # branch-free: written always, kept when not farther than the part's farthest
+                    c += _put(points, ids, grp_rows[b], px, py, pz, e, r_, ti, c) <= far2
+        _take_smallest(e, r_, ti, c, k, row_out, d2_out, 0, scratch)
+        _store_row(p, row_out, d2_out, nbr, nd, kdist)
+        ok[p] = True

@@ -72,21 +72,24 @@ def scaled_features(cloud: np.ndarray, z_scale: float) -> np.ndarray:
 class Piece:
     """A cluster while it is being cleaned and joined: its label and cloud rows (ascending = by z).
 
-    ``lof`` keeps the first LOF cleaning's outliers and neighbour lists, so
-    that the second cleaning of a piece that was not joined reuses them.
+    ``lof`` keeps the first LOF cleaning's rows, outliers and neighbour lists,
+    so that the second cleaning reuses them: a piece that was not joined
+    recomputes LOF from them, a joined piece (``parts``: the cleaned pieces
+    joined into it) builds its lists from its parts' (:meth:`.lof.LofNeighbours.union`).
     """
 
     label: int
     rows: np.ndarray
     direction: int = Direction.NONE
     _circle: tuple[float, float, float] | None = None
-    lof: tuple[np.ndarray, Any] | None = None  # (outliers of the first cleaning, its neighbour lists)
+    lof: tuple[np.ndarray, np.ndarray, Any] | None = None  # (rows cleaned, their outliers, their neighbour lists)
     lost_none: bool = False  # the first cleaning removed no point (of this piece, or of every piece joined into it)
     joined: bool = False
+    parts: list[Piece] = dataclasses.field(default_factory=list)  # of a joined piece: the pieces joined into it
 
     def circle(self, cloud: np.ndarray) -> tuple[float, float, float]:
         if self._circle is None:
-            from conduit_physics.tracks import circle_fit
+            from conduit_physics.tracks.fit import circle_fit  # (the module: the package's lazy names cost per call)
 
             xc, yc, r, ok = circle_fit(cloud[self.rows, 0], cloud[self.rows, 1])
             self._circle = (xc, yc, r) if ok else (math.nan, math.nan, math.nan)
@@ -110,20 +113,39 @@ def _lof_clean(cloud: np.ndarray, piece: Piece, params: ClusterParams) -> Piece:
     k = lof_neighbour_count(n, params)
     if piece.lof is not None:
         # Second cleaning of a piece that was not joined: its first neighbour lists, minus the outliers removed.
-        gone, neighbours = piece.lof
+        _, gone, neighbours = piece.lof
         if not gone.any():
             return piece  # the same points and k as the first cleaning, which found no outlier
         scores = neighbours.without(gone, k).scores()[~gone]
         out = scores > LOF_OUTLIER
         return piece if not out.any() else Piece(piece.label, piece.rows[~out], piece.direction)
+    if piece.parts:
+        # Second cleaning of a joined piece: from its parts' first lists where their k suffices.
+        neighbours = LofNeighbours.union(cloud[piece.rows, :3], k, [_union_part(piece.rows, p) for p in piece.parts])
+        out = neighbours.scores() > LOF_OUTLIER
+        return piece if not out.any() else Piece(piece.label, piece.rows[~out], piece.direction)
     neighbours = LofNeighbours.search(cloud[piece.rows, :3], k)
     out = neighbours.scores() > LOF_OUTLIER
     kept = piece.rows[~out] if out.any() else piece.rows
-    return Piece(piece.label, kept, piece.direction, lof=(out, neighbours), lost_none=not out.any())
+    return Piece(piece.label, kept, piece.direction, lof=(piece.rows, out, neighbours), lost_none=not out.any())
+
+
+def _union_part(rows: np.ndarray, part: Piece):
+    """``part`` (a cleaned piece) as a :class:`.lof.UnionPart` of the joined piece whose (sorted) cloud rows are ``rows``."""
+    from .lof import UnionPart
+
+    if part.lof is None:
+        return UnionPart(np.searchsorted(rows, part.rows))
+    before, gone, neighbours = part.lof
+    where = np.searchsorted(rows, before)
+    where[gone] = -1
+    return UnionPart(where, neighbours)
 
 
 def _direction(cloud: np.ndarray, rows: np.ndarray, params: ClusterParams, field: float) -> int:
-    from conduit_physics.tracks import direction_code, turning_sense
+    # from the modules, not the package: each of its lazy names is looked up anew on every use (~1 us each)
+    from conduit_physics.tracks.fit import direction_code
+    from conduit_physics.tracks.helix import turning_sense
 
     sense = turning_sense(field)
     pts = cloud[rows]
@@ -142,7 +164,7 @@ def _direction(cloud: np.ndarray, rows: np.ndarray, params: ClusterParams, field
 def _merge(cloud: np.ndarray, a: Piece, b: Piece, params: ClusterParams, field: float) -> Piece:
     rows = np.union1d(a.rows, b.rows)  # sorted row order = z order
     return Piece(a.label, rows, _direction(cloud, rows, params, field), lost_none=a.lost_none and b.lost_none,
-                 joined=True)
+                 joined=True, parts=(a.parts or [a]) + (b.parts or [b]))
 
 
 def _end_point(cloud: np.ndarray, piece: Piece, last: bool) -> tuple[float, float]:

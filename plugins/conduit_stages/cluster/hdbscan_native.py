@@ -93,7 +93,7 @@ def select_clusters(
     allow_single_cluster: bool,
 ) -> list[int]:
     """Selected cluster ids, ascending: hdbscan's get_clusters ('eom', with cluster_selection_epsilon)."""
-    stab = {root + i: float(s) for i, s in enumerate(stability)}
+    stab = dict(zip(range(root, root + len(stability)), stability.tolist()))
     node_list = sorted(stab, reverse=True)
     if not allow_single_cluster:
         node_list = node_list[:-1]
@@ -109,14 +109,18 @@ def select_clusters(
     ct_root = min(ct_parent) if ct_parent else 0
 
     for node in node_list:
-        # hdbscan sums the children's stabilities in a C float (float32)
-        subtree = np.float32(0.0)
-        for ch in parent_to_children.get(node, []):
-            subtree = np.float32(float(subtree) + stab[ch])
-        if float(subtree) > stab[node]:
+        children = parent_to_children.get(node)
+        # hdbscan sums the children's stabilities in a C float (float32); a leaf's sum is 0
+        subtree = 0.0
+        if children:
+            total = np.float32(0.0)
+            for ch in children:
+                total = np.float32(float(total) + stab[ch])
+            subtree = float(total)
+        if subtree > stab[node]:
             is_cluster[node] = False
-            stab[node] = float(subtree)
-        else:
+            stab[node] = subtree
+        elif children:  # (a leaf has no descendants to unselect)
             for sub in _bfs(parent_to_children, node):
                 if sub != node:
                     is_cluster[sub] = False
