@@ -8,7 +8,7 @@ Rerun's threads per drawn event. So the sink starts one **draw process** in
 event (peak heights, occupancy, health), picks the traces to draw (so only
 those rows travel) and sends a drawn event's few small arrays (pad ids and
 amplitudes, the picked traces, cloud, cluster labels, estimates: ~30 kB,
-pickled) through a socket. The draw process logs them on Rerun streams of
+their bytes after a small pickled header, :func:`encode`) through a socket. The draw process logs them on Rerun streams of
 its own with the run's application and recording ids: the viewer (or the
 gRPC server, for late viewers) merges them with the main process's run
 panels, as Rerun merges any processes logging one recording.
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import mmap
 import os
 import pickle
@@ -42,7 +43,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DrawProcess", "DrawSpec", "DrawnEvent", "DrawProcessDied", "WINDOW", "child_main", "sidecar_path"]
+__all__ = ["DrawProcess", "DrawSpec", "DrawnEvent", "DrawProcessDied", "WINDOW", "child_main", "sidecar_path",
+           "encode", "decode", "draw_message", "read_draw"]
 
 #: Messages (drawn events, markers) handed to the draw process and not yet logged by it, at most.
 WINDOW = 16
@@ -71,7 +73,8 @@ class DrawSpec:
 
 @dataclasses.dataclass(frozen=True)
 class DrawnEvent:
-    """What :meth:`.eventview.EventView.draw` reads of an event, without its trace matrix."""
+    """What :meth:`.eventview.EventView.draw` reads of an event, without its trace matrix (and, for a marker,
+    without artifacts: :meth:`marker`)."""
 
     id: int
     timestamp: int
@@ -81,12 +84,97 @@ class DrawnEvent:
     artifacts: dict[str, Any]
 
     @classmethod
-    def of(cls, event: Any) -> DrawnEvent:
-        artifacts = {k: v for k in DRAWN_ARTIFACTS if (v := event.artifacts.get(k)) is not None}
-        return cls(event.id, event.timestamp, event.complete, tuple(event.missing), event.n_traces, artifacts)
+    def marker(cls, event: Any) -> DrawnEvent:
+        """What a marker (:meth:`.eventview.EventView.not_drawn`) reads of ``event``."""
+        return cls(event.id, event.timestamp, event.complete, tuple(event.missing), event.n_traces, {})
 
     def get(self, artifact: str, default: Any = None) -> Any:
         return self.artifacts.get(artifact, default)
+
+
+_HEADER_LENGTH = 4  # bytes: the length of a message's pickled header, little-endian
+
+
+def encode(message: tuple, arrays: tuple[np.ndarray | None, ...] = ()) -> bytes:
+    """``message`` (plain Python values, pickled) and ``arrays`` (numpy arrays or None), the arrays as their raw
+    bytes after the pickled header, which names each one's dtype and shape.
+
+    Pickling an array costs ~15-40 us, a structured one (the estimates) ~100 us on a loaded machine, most of it
+    numpy's reduce and the dtype's own pickle: here a dtype is named by its ``str`` or ``descr`` (made once).
+    """
+    shapes, data = [], []
+    for a in arrays:
+        if a is None:
+            shapes.append(None)
+            continue
+        a = np.ascontiguousarray(a)
+        shapes.append((_dtype_name(a.dtype), a.shape))
+        data.append(a.data.cast("B") if a.size else b"")
+    header = pickle.dumps((message, shapes), protocol=pickle.HIGHEST_PROTOCOL)
+    return b"".join([len(header).to_bytes(_HEADER_LENGTH, "little"), header, *data])
+
+
+def decode(data: bytes | bytearray) -> tuple[tuple, tuple[np.ndarray | None, ...]]:
+    """The ``(message, arrays)`` :func:`encode` made; the arrays are views of ``data`` (writable when ``data`` is a
+    bytearray: the kernels' usual argument type)."""
+    n = int.from_bytes(data[:_HEADER_LENGTH], "little")
+    message, shapes = pickle.loads(data[_HEADER_LENGTH:_HEADER_LENGTH + n])
+    at = _HEADER_LENGTH + n
+    arrays = []
+    for shape in shapes:
+        if shape is None:
+            arrays.append(None)
+            continue
+        dtype = _dtype(shape[0])
+        count = math.prod(shape[1])
+        arrays.append(np.frombuffer(data, dtype, count=count, offset=at).reshape(shape[1]))
+        at += count * dtype.itemsize
+    return message, tuple(arrays)
+
+
+_DTYPE_NAMES: dict[np.dtype, Any] = {}
+_DTYPES: dict[Any, np.dtype] = {}
+
+
+def _dtype_name(dtype: np.dtype) -> Any:
+    """What names ``dtype`` in a message: its ``str``, or its ``descr`` for a structured dtype (made once)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = tuple(dtype.descr) if dtype.names else dtype.str
+    return name
+
+
+def _dtype(name: Any) -> np.dtype:
+    dtype = _DTYPES.get(name)
+    if dtype is None:
+        dtype = _DTYPES[name] = np.dtype(list(name) if isinstance(name, tuple) else name)
+    return dtype
+
+
+def draw_message(times: dict, run: int, event: Any, charges: tuple[np.ndarray, np.ndarray],
+                 picked: tuple[np.ndarray, list[str]] | None) -> bytes:
+    """A drawn event for the draw process: what :meth:`.eventview.EventView.draw` reads (:func:`read_draw`)."""
+    cloud, clusters, estimates = (event.artifacts.get(k) for k in DRAWN_ARTIFACTS)
+    clustered = clusters is not None
+    meta = (event.id, event.timestamp, event.complete, tuple(event.missing), event.n_traces,
+            picked[1] if picked is not None else None, clustered)
+    arrays = (charges[0], charges[1], picked[0] if picked is not None else None, cloud, estimates,
+              clusters.labels if clustered else None, clusters.cluster_labels if clustered else None,
+              clusters.directions if clustered else None)
+    return encode(("draw", times, run, meta), arrays)
+
+
+def read_draw(message: tuple, arrays: tuple) -> tuple[DrawnEvent, tuple, tuple | None]:
+    """The event, charges and picked traces of a :func:`draw_message`."""
+    from conduit.artifacts import Clusters
+
+    event_id, timestamp, complete, missing, n_traces, what, clustered = message[3]
+    ids, amplitude, traces, cloud, estimates, labels, cluster_labels, directions = arrays
+    artifacts = {"cloud": cloud, "estimates": estimates,
+                 "clusters": Clusters(labels, cluster_labels, directions) if clustered else None}
+    event = DrawnEvent(event_id, timestamp, complete, missing, n_traces,
+                       {k: v for k, v in artifacts.items() if v is not None})
+    return event, (ids, amplitude), (traces, what) if traces is not None else None
 
 
 def sidecar_path(path: os.PathLike | str) -> str:
@@ -103,7 +191,11 @@ class DrawProcess:
         page = tempfile.TemporaryFile(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         page.truncate(mmap.PAGESIZE)
         self._page = mmap.mmap(page.fileno(), mmap.PAGESIZE)
-        self._done = np.ndarray((1,), np.uint64, buffer=self._page)
+        # [0]: messages handled; [1]: 1 while the sink waits for room (the draw process then writes a byte to
+        # the wake-up pipe after each message, so the sink sleeps in a read instead of polling).
+        self._done = np.ndarray((2,), np.uint64, buffer=self._page)
+        self._wake, wake = os.pipe()
+        os.set_blocking(self._wake, False)
         import socket
 
         parent, child = socket.socketpair()
@@ -112,18 +204,20 @@ class DrawProcess:
         child.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BYTES)
         code = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
                 "from conduit_stages.rerun_sink.drawproc import child_main; "
-                "child_main(int(sys.argv[2]), int(sys.argv[3]))")
+                "child_main(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", code, json.dumps(sys.path), str(child.fileno()), str(page.fileno())],
-                pass_fds=[child.fileno(), page.fileno()], stdin=subprocess.DEVNULL, start_new_session=True)
+                [sys.executable, "-c", code, json.dumps(sys.path), str(child.fileno()), str(page.fileno()), str(wake)],
+                pass_fds=[child.fileno(), page.fileno(), wake], stdin=subprocess.DEVNULL, start_new_session=True)
         except BaseException:
             parent.close()
             self._page.close()
+            os.close(self._wake)
             raise
         finally:
             child.close()
             page.close()
+            os.close(wake)
         self.conn = Connection(parent.detach())
         self.send(("start", spec))  # handled once its streams are open and its kernels loaded (wait_ready)
 
@@ -153,16 +247,24 @@ class DrawProcess:
 
     def wait_for_room(self) -> None:
         """Block until fewer than :data:`WINDOW` messages wait; raises DrawProcessDied."""
-        import time
+        import select
 
-        while not self.has_room():
-            self.check_alive()
-            time.sleep(0.0005)
+        self._done[1] = 1
+        try:
+            while not self.has_room():
+                self.check_alive()
+                select.select([self._wake], [], [], 0.05)  # a byte per message handled; the timeout checks it lives
+                try:
+                    os.read(self._wake, 4096)
+                except BlockingIOError:
+                    pass
+        finally:
+            self._done[1] = 0
 
-    def send(self, message: tuple) -> None:
-        """Hand one message (``("draw", ...)``, ``("not_drawn", ...)``, ``("not_received", ...)``,
-        ``("connect", url)``) to the draw process; raises DrawProcessDied."""
-        self._send(message)
+    def send(self, message: tuple | bytes) -> None:
+        """Hand one message (``("not_drawn", ...)``, ``("not_received", ...)``, ``("connect", url)``, or a
+        :func:`draw_message`) to the draw process; raises DrawProcessDied."""
+        self._send_bytes(message if isinstance(message, bytes) else encode(message))
         self.sent += 1
 
     def finish(self, timeout: float = 30.0) -> list[str]:
@@ -194,6 +296,7 @@ class DrawProcess:
     def close(self) -> None:
         if not self.conn.closed:
             self.conn.close()
+            os.close(self._wake)
         if not self._page.closed:
             self._done = None
             self._page.close()
@@ -208,8 +311,11 @@ class DrawProcess:
         return DrawProcessDied(f"the rerun draw process (pid {self.proc.pid}) died ({how})")
 
     def _send(self, message: tuple) -> None:
+        self._send_bytes(encode(message))
+
+    def _send_bytes(self, data: bytes) -> None:
         try:
-            self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+            self.conn.send_bytes(data)
         except OSError:  # its end of the socket closed: it is exiting
             raise self._died() from None
 
@@ -217,31 +323,37 @@ class DrawProcess:
 # -- the draw process ----------------------------------------------------------------------
 
 
-def child_main(sock_fd: int, page_fd: int) -> None:
+def child_main(sock_fd: int, page_fd: int, wake_fd: int) -> None:
     """The draw process: draw what arrives until ``finish`` (or the main process is gone), then flush."""
     conn = Connection(sock_fd)
     page = mmap.mmap(page_fd, mmap.PAGESIZE)
     os.close(page_fd)
-    done = np.ndarray((1,), np.uint64, buffer=page)
+    done = np.ndarray((2,), np.uint64, buffer=page)
     try:
-        kind, spec = pickle.loads(conn.recv_bytes())
+        (kind, spec), _ = decode(conn.recv_bytes())
     except EOFError:
         return
     assert kind == "start"
     code = 0
+    os.set_blocking(wake_fd, False)
     drawer = _Drawer(spec)
     done[0] += 1  # ready
     try:
         while True:
             try:
-                message = pickle.loads(conn.recv_bytes())
+                message = decode(bytearray(conn.recv_bytes()))  # writable arrays: the kernels' usual type
             except EOFError:  # the main process is gone: keep what was drawn
                 break
-            if message[0] == "finish":
+            if message[0][0] == "finish":
                 conn.send_bytes(pickle.dumps(drawer.close()))
                 break
             drawer.handle(message)
             done[0] += 1
+            if done[1]:  # the sink waits for room
+                try:
+                    os.write(wake_fd, b"w")
+                except BlockingIOError:  # the pipe is full of wake-ups already
+                    pass
     except BaseException as err:  # one line on the terminal, not a traceback; the sink sees the exit
         print(f"rerun draw process: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
         code = 1
@@ -289,17 +401,18 @@ class _Drawer:
         stream.connect_grpc(url)
         self.streams.append(stream)
 
-    def handle(self, message: tuple) -> None:
+    def handle(self, decoded: tuple[tuple, tuple]) -> None:
         from .streamrows import log_all, set_times
 
+        message, arrays = decoded
         kind, times = message[0], message[1] if len(message) > 1 else None
         if kind == "connect":
             self._connect(message[1])
             return
         set_times(self.streams, **times)
         if kind == "draw":
-            _, _, run, event, charges, picked = message
-            rows = self.view.draw(event, run, charges, picked=picked)
+            event, charges, picked = read_draw(message, arrays)
+            rows = self.view.draw(event, message[2], charges, picked=picked)
         elif kind == "not_drawn":
             _, _, run, event, reason, shown = message
             rows = self.view.not_drawn(event, run, reason, shown)

@@ -42,7 +42,7 @@ from . import arrow
 from .blueprint import ENTITY, default_blueprint
 from .colors import ColorScale
 from .draw import log_figure
-from .drawproc import DrawnEvent, DrawProcess, DrawProcessDied, DrawSpec, sidecar_path
+from .drawproc import DrawnEvent, DrawProcess, DrawProcessDied, DrawSpec, draw_message, sidecar_path
 from .eventview import EVENT_ROOT, GET_CLOCK_HZ, EventView, class_ids
 from .health import AsadHealth
 from .histview import histogram_figure
@@ -207,8 +207,8 @@ class RerunSink(SinkStage):
                 self._maybe_send_blueprint()
                 self._draw(event, now, (pads, heights), maxima)
             elif not self.marked:
-                self._per_event(("not_drawn", self._event_times(event, now), self.run, event, self._why_not_drawn(),
-                                 self.shown))
+                self._per_event(("not_drawn", self._event_times(event, now), self.run, DrawnEvent.marker(event),
+                                 self._why_not_drawn(), self.shown))
                 self.marked = True
         if self._refresh_due(now):
             self._refresh(now)
@@ -268,11 +268,16 @@ class RerunSink(SinkStage):
             labels = clusters.labels if cloud is not None and clusters is not None and len(clusters.labels) == len(
                 cloud) else None
             picked = self.view.pick_traces(event.traces, charges[1], cloud, labels, maxima)
-        self._per_event(("draw", self._event_times(event, now), self.run, DrawnEvent.of(event), charges, picked),
-                        event)
+        try:
+            self.drawer.send(draw_message(self._event_times(event, now), self.run, event, charges, picked))
+        except DrawProcessDied as err:
+            self._drawer_died(err)
+            self._set_times(**self._event_times(event, now))
+            self._log_all(self.view.draw(event, self.run, charges, picked=picked))
 
-    def _per_event(self, message: tuple, event=None) -> None:
-        """Send a per-event message to the draw process, or draw it here (also when the draw process died)."""
+    def _per_event(self, message: tuple) -> None:
+        """Send a marker (an event not drawn, or not received) to the draw process, or log it here (also when
+        the draw process died)."""
         if self.drawer is not None:
             try:
                 self.drawer.send(message)
@@ -281,9 +286,7 @@ class RerunSink(SinkStage):
                 self._drawer_died(err)
         kind, times = message[0], message[1]
         self._set_times(**times)
-        if kind == "draw":
-            self._log_all(self.view.draw(event, self.run, message[4], picked=message[5]))
-        elif kind == "not_drawn":
+        if kind == "not_drawn":
             self._log_all(self.view.not_drawn(*message[2:]))
         else:
             self._log_all(self.view.not_received(*message[2:]))
