@@ -50,7 +50,8 @@ def serve_sink(tmp_path, **params) -> RerunSink:
 
 def test_serve_starts_a_loopback_server_that_a_late_viewer_reads_and_stops_it_when_told(tmp_path):
     port = free_port()
-    sink = serve_sink(tmp_path, port=port, keep_server=False)
+    # Every event drawn: fed faster than any display rate (the sink only hands them to its draw process).
+    sink = serve_sink(tmp_path, port=port, keep_server=False, draw_every_event=True)
     try:
         url = f"rerun+http://127.0.0.1:{port}/proxy"
         assert sink.outputs() == [url]

@@ -413,12 +413,10 @@ class _Drawer:
         if kind == "draw":
             event, charges, picked = read_draw(message, arrays)
             rows = self.view.draw(event, message[2], charges, picked=picked)
-        elif kind == "not_drawn":
-            _, _, run, event, reason, shown = message
-            rows = self.view.not_drawn(event, run, reason, shown)
-        elif kind == "not_received":
-            _, _, first, last, run, shown = message
-            rows = self.view.not_received(first, last, run, shown)
+        elif kind == "not_drawn":  # (kind, times, event, run, reason, shown)
+            rows = self.view.not_drawn(*message[2:])
+        elif kind == "not_received":  # (kind, times, first, last, run, shown)
+            rows = self.view.not_received(*message[2:])
         else:
             raise ValueError(f"unknown message {kind!r}")
         log_all(self.streams, self.held, self.spec.prefix, rows)

@@ -405,8 +405,7 @@ class EventView:
             self._clear = arrow.fixed(rr.Clear(recursive=True))
             self._markdown = arrow.fixed(rr.TextDocument.from_fields(media_type="text/markdown"))
         out: list[tuple[str, Any]] = []
-        traces = event.traces if picked is None else None
-        ids, amplitude = charges if charges is not None else geometry.pad_charges(traces)
+        ids, amplitude = charges if charges is not None else geometry.pad_charges(event.traces)
         cloud = event.get("cloud")
         clusters = event.get("clusters")
         estimates = event.get("estimates")
@@ -430,7 +429,7 @@ class EventView:
             out += self._pad_hits(ids, amplitude, scale, ticks, caption)
         if self.params.traces and event.n_traces:
             if picked is None:
-                picked = self.pick_traces(traces, amplitude, cloud, labels, maxima)
+                picked = self.pick_traces(event.traces, amplitude, cloud, labels, maxima)
             out += self._traces(*picked, caption)
         drawn = {path for path, _ in out}
         out += [self._caption_only(path, caption) for path in self._panels_2d() if path not in drawn]

@@ -207,7 +207,7 @@ class RerunSink(SinkStage):
                 self._maybe_send_blueprint()
                 self._draw(event, now, (pads, heights), maxima)
             elif not self.marked:
-                self._per_event(("not_drawn", self._event_times(event, now), self.run, DrawnEvent.marker(event),
+                self._per_event(("not_drawn", self._event_times(event, now), DrawnEvent.marker(event), self.run,
                                  self._why_not_drawn(), self.shown))
                 self.marked = True
         if self._refresh_due(now):
