@@ -134,6 +134,7 @@ class RerunSink(SinkStage):
         #: The draw process (:mod:`.drawproc`), when a drawn event's panels are drawn off the main process.
         self.drawer: DrawProcess | None = None
         self.behind = 0  # events not drawn because the draw process was behind
+        self.stalled = False  # no event drawn since the draw process was found behind
         drawing_apart = p.draw_process and p.mode != "stdout"  # one stdout stream: the main process draws
         if p.mode == "save" or (p.tee and p.mode in ("connect", "serve")):
             # Claimed now, written from begin() on (the stream buffers until then).
@@ -199,11 +200,12 @@ class RerunSink(SinkStage):
             due = self._due(event, now)
             if due and not self._drawer_has_room():
                 due, self.behind = False, self.behind + 1
-                self.marked = False  # say why on the panels
+                if not self.stalled:  # a marker saying why, once per stretch
+                    self.stalled, self.marked = True, False
             if due:
                 self.displayed += 1
                 self.shown = event.id
-                self.marked = False
+                self.marked = self.stalled = False
                 self._maybe_send_blueprint()
                 self._draw(event, now, (pads, heights), maxima)
             elif not self.marked:
