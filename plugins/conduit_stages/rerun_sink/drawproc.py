@@ -93,6 +93,8 @@ class DrawnEvent:
 
 
 _HEADER_LENGTH = 4  # bytes: the length of a message's pickled header, little-endian
+_ALIGN = 64  # bytes: where each array of a message starts (from the start of the message)
+_PADDING = bytes(_ALIGN)
 
 
 def encode(message: tuple, arrays: tuple[np.ndarray | None, ...] = ()) -> bytes:
@@ -109,9 +111,11 @@ def encode(message: tuple, arrays: tuple[np.ndarray | None, ...] = ()) -> bytes:
             continue
         a = np.ascontiguousarray(a)
         shapes.append((_dtype_name(a.dtype), a.shape))
-        data.append(a.data.cast("B") if a.size else b"")
+        data += [a.data.cast("B") if a.size else b"", _PADDING[:-a.nbytes % _ALIGN]]
     header = pickle.dumps((message, shapes), protocol=pickle.HIGHEST_PROTOCOL)
-    return b"".join([len(header).to_bytes(_HEADER_LENGTH, "little"), header, *data])
+    # every array starts _ALIGN-aligned (the kernels' usual type; numpy and numba are slower on unaligned data)
+    return b"".join([len(header).to_bytes(_HEADER_LENGTH, "little"), header,
+                     _PADDING[:-(_HEADER_LENGTH + len(header)) % _ALIGN], *data])
 
 
 def decode(data: bytes | bytearray) -> tuple[tuple, tuple[np.ndarray | None, ...]]:
@@ -120,6 +124,7 @@ def decode(data: bytes | bytearray) -> tuple[tuple, tuple[np.ndarray | None, ...
     n = int.from_bytes(data[:_HEADER_LENGTH], "little")
     message, shapes = pickle.loads(data[_HEADER_LENGTH:_HEADER_LENGTH + n])
     at = _HEADER_LENGTH + n
+    at += -at % _ALIGN
     arrays = []
     for shape in shapes:
         if shape is None:
@@ -129,6 +134,7 @@ def decode(data: bytes | bytearray) -> tuple[tuple, tuple[np.ndarray | None, ...
         count = math.prod(shape[1])
         arrays.append(np.frombuffer(data, dtype, count=count, offset=at).reshape(shape[1]))
         at += count * dtype.itemsize
+        at += -at % _ALIGN
     return message, tuple(arrays)
 
 
