@@ -89,10 +89,10 @@ class PacedClock:
 
 
 def feed(sides: dict[str, tuple], events: list, passes: int, live: bool, tmp: Path, hist_cpu: list | None = None,
-         opened=None, **params) -> dict[str, dict]:
+         opened=None, own: dict[str, dict] | None = None, **params) -> dict[str, dict]:
     """Feed ``passes`` passes of ``events`` to one sink per side, alternating which goes first (``hist_cpu``:
     collects the process CPU seconds of each histogram-stage call; ``opened(sinks)`` is called once every sink
-    has begun)."""
+    has begun; ``own``: more sink parameters of one side, by its name)."""
     from conduit.stage import StageContext
 
     runs = {}
@@ -101,7 +101,8 @@ def feed(sides: dict[str, tuple], events: list, passes: int, live: bool, tmp: Pa
         hist = hist_module.HistogramSink(spec_module.HistogramParams(save=False), ctx)
         hist.open()
         sink = sink_module.RerunSink(params_module.RerunParams.from_mapping({"mode": "save", "path": "view.rrd",
-                                                                             **params}), ctx)
+                                                                             **params, **(own or {}).get(name, {})}),
+                                     ctx)
         sink.open()
         hist.begin()
         sink.begin()
@@ -149,7 +150,7 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_side(plugins: str, events_file: str, feed_name: str) -> None:
+def one_side(plugins: str, events_file: str, feed_name: str, own: dict) -> None:
     """``--one``: feed one tree's sink in this process and print its whole cost as JSON (see ``--total``)."""
     with open(events_file, "rb") as f:
         events, passes, live, params = pickle.load(f)[feed_name]
@@ -164,7 +165,8 @@ def one_side(plugins: str, events_file: str, feed_name: str) -> None:
 
     hist_cpu: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        runs = feed({"side": side}, events, passes, live, Path(tmp), hist_cpu=hist_cpu, opened=opened, **params)
+        runs = feed({"side": side}, events, passes, live, Path(tmp), hist_cpu=hist_cpu, opened=opened,
+                    own={"side": own}, **params)
     run = runs["side"]
     n = len(run["thread"])
     own = _cpu(resource.RUSAGE_SELF) - start["self"] - sum(hist_cpu)
@@ -192,7 +194,8 @@ def total(args, events: list, feeds: tuple) -> int:
             results: dict[str, list[dict]] = {"other": [], "this": []}
             for k in range(args.total):
                 for name in ("other", "this") if k % 2 == 0 else ("this", "other"):
-                    out = subprocess.run([sys.executable, __file__, plugins["other"], "--one", plugins[name],
+                    own = json.dumps(args.own if name == "this" else {})
+                    out = subprocess.run([sys.executable, __file__, plugins["other"], "--one", plugins[name], "--own", own,
                                           "--events-file", str(events_file), "--feed", title],
                                          capture_output=True, text=True, check=True)
                     results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -213,12 +216,16 @@ def main() -> int:
     parser.add_argument("--live-passes", type=int, default=20, help="passes over the events when live")
     parser.add_argument("--total", type=int, default=0, metavar="REPEATS",
                         help="whole-process and draw-process CPU, each side in processes of its own")
+    parser.add_argument("--draw-process", action="store_true",
+                        help="this tree's sink draws in a process of its own (draw_process = true)")
+    parser.add_argument("--own", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # (--total's subprocess: the plugins folder fed)
     parser.add_argument("--events-file", help=argparse.SUPPRESS)
     parser.add_argument("--feed", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.own = {"draw_process": True} if args.draw_process else {}
     if args.one:
-        one_side(args.one, args.events_file, args.feed)
+        one_side(args.one, args.events_file, args.feed, json.loads(args.own))
         return 0
     feeds = (("every event drawn, run panels not refreshed", args.passes, False,
               {"draw_every_event": True, "refresh_events": 10**9}),
@@ -235,7 +242,7 @@ def main() -> int:
     for title, passes, live, params in feeds:
         load = os.getloadavg()[0]
         with tempfile.TemporaryDirectory() as tmp:
-            runs = feed(sides, events, passes, live, Path(tmp), **params)
+            runs = feed(sides, events, passes, live, Path(tmp), own={"this": args.own}, **params)
         for name, run in runs.items():
             thread, process = np.array(run["thread"][20:]) * 1e3, np.array(run["process"][20:]) * 1e3
             print(f"| {title} | {name} | {np.median(thread):.3f} | {thread.mean():.3f} | "

@@ -125,7 +125,7 @@ def test_a_live_view_whose_draw_process_is_behind_skips_drawing_and_says_so(tmp_
     event counted), never blocks, and the panels and the end-of-run line say why."""
     caplog.set_level(logging.INFO, logger="conduit")
     ctx = StageContext(run=3, base_dir=tmp_path, live=True)
-    sink = RerunSink(RerunParams.from_mapping({"mode": "save", "max_display_rate": 1e6}), ctx)
+    sink = RerunSink(RerunParams.from_mapping({"mode": "save", "max_display_rate": 1e6, "draw_process": True}), ctx)
     sink.open()
     sink.begin()
     pid = sink.drawer.pid
@@ -153,7 +153,7 @@ def test_when_the_draw_process_dies_the_sink_says_so_and_draws_itself(tmp_path, 
     """Killed mid-run: one warning naming it, later events drawn in the main process (after a clear of what it
     drew), the recording whole and readable."""
     ctx = StageContext(run=3, base_dir=tmp_path, live=False)
-    sink = RerunSink(RerunParams.from_mapping({"mode": "save"}), ctx)
+    sink = RerunSink(RerunParams.from_mapping({"mode": "save", "draw_process": True}), ctx)
     sink.open()
     sink.begin()
     for i in range(4):
