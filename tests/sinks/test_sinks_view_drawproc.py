@@ -158,21 +158,22 @@ def test_when_the_draw_process_dies_the_sink_says_so_and_draws_itself(tmp_path, 
     sink.begin()
     for i in range(4):
         sink.consume(kit.make_event(i))
-    sink.drawer.wait_for_room()
+    sink.drawer.flush()  # events 0-3 written out
     pid = sink.drawer.pid
     os.kill(pid, signal.SIGKILL)
     while sink.drawer.proc.poll() is None:
         time.sleep(0.01)
-    for i in range(4, 8):
-        sink.consume(kit.make_event(i, analysed=i != 5))
+    for i in range(4, 8):  # the first drawn here has no cloud: the draw process's last one must not show
+        sink.consume(kit.make_event(i, analysed=i != 4))
     assert sink.drawer is None
     sink.close()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [w for w in warnings if "draw process" in w] == [
         f"the rerun draw process (pid {pid}) died (killed by signal 9); the live view draws its events in the main "
-        "process from now on"]
+        "process from now on (what it had drawn and not yet written out is missing)"]
     path = tmp_path / "out" / "run_0003.rrd"
     assert rrdfile.unfinished(path) is None
     rows = read_rrd(path)
     drawn = sorted(r["event"] for r in event_rows(rows, "/event/cloud"))
-    assert drawn[-3:] == [4, 6, 7] and latest_state(rows, "/event/cloud", 5) == {}  # 5 has no cloud: cleared
+    assert drawn[-3:] == [5, 6, 7] and latest_state(rows, "/event/cloud", 4) == {}  # 4 has no cloud: cleared
+    assert latest_state(rows, "/event/cloud", 3) != {}  # what the draw process drew before it died

@@ -251,13 +251,19 @@ class DrawProcess:
     def has_room(self) -> bool:
         return self.behind < WINDOW
 
-    def wait_for_room(self) -> None:
-        """Block until fewer than :data:`WINDOW` messages wait; raises DrawProcessDied."""
+    def flush(self) -> None:
+        """Block until the draw process has logged everything sent and its streams have sent or written it."""
+        self.send(("flush",))
+        self.wait_for_room(0)
+
+    def wait_for_room(self, most: int = WINDOW - 1) -> None:
+        """Block until at most ``most`` messages wait (default: fewer than :data:`WINDOW`); raises
+        DrawProcessDied."""
         import select
 
         self._done[1] = 1
         try:
-            while not self.has_room():
+            while self.behind > most:
                 self.check_alive()
                 select.select([self._wake], [], [], 0.05)  # a byte per message handled; the timeout checks it lives
                 try:
@@ -414,6 +420,10 @@ class _Drawer:
         kind, times = message[0], message[1] if len(message) > 1 else None
         if kind == "connect":
             self._connect(message[1])
+            return
+        if kind == "flush":
+            for stream in self.streams:
+                stream.flush(timeout_sec=10.0)
             return
         set_times(self.streams, **times)
         if kind == "draw":

@@ -295,7 +295,8 @@ class RerunSink(SinkStage):
 
     def _drawer_died(self, err: Exception) -> None:
         """Say so once and draw here from now on (the per-event panels start afresh: clear what it drew)."""
-        self.log.warning("%s; the live view draws its events in the main process from now on", err)
+        self.log.warning("%s; the live view draws its events in the main process from now on (what it had drawn "
+                         "and not yet written out is missing)", err)
         drawer, self.drawer = self.drawer, None
         drawer.close()
         self.view.drawn_elsewhere()
