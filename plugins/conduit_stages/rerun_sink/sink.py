@@ -319,6 +319,8 @@ class RerunSink(SinkStage):
 
     def close(self) -> None:
         if not hasattr(self, "handler"):  # open() failed part way
+            if getattr(self, "drawer", None) is not None:
+                self.drawer.kill()
             if getattr(self, "file", None) is not None:
                 self.file.close()
             return
