@@ -48,9 +48,13 @@ def serve_sink(tmp_path, **params) -> RerunSink:
     return sink
 
 
-def test_serve_starts_a_loopback_server_that_a_late_viewer_reads_and_stops_it_when_told(tmp_path):
+@pytest.mark.parametrize("apart", [False, True], ids=["drawn-here", "draw-process"])
+def test_serve_starts_a_loopback_server_that_a_late_viewer_reads_and_stops_it_when_told(tmp_path, apart):
+    """A viewer that joins after the events gets them all, with the statics logged once when the run opened
+    (chamber, annotation classes, pad outline) and the run panels: from both processes when drawn apart."""
     port = free_port()
-    sink = serve_sink(tmp_path, port=port, keep_server=False)
+    # Every event drawn: fed faster than any display rate (with a draw process the sink only hands them over).
+    sink = serve_sink(tmp_path, port=port, keep_server=False, draw_every_event=True, draw_process=apart)
     try:
         url = f"rerun+http://127.0.0.1:{port}/proxy"
         assert sink.outputs() == [url]
@@ -77,7 +81,11 @@ def test_serve_starts_a_loopback_server_that_a_late_viewer_reads_and_stops_it_wh
         finally:
             viewer.terminate()
             viewer.wait(timeout=20)
-        assert [r["event"] for r in read_rrd(saved)["/event/cloud"]] == list(range(6))
+        rows = read_rrd(saved)
+        assert [r["event"] for r in rows["/event/cloud"]] == list(range(6))
+        for static in ("/detector/chamber", "/event", "/padplane/outline", "/colorbar3d"):
+            assert [r["_static"] for r in rows[static]] == [True], static  # once, static
+        assert rows["/event/pads/hits"] and rows["/health"]  # per-event rows and run panels
         sink.streams = []
     finally:
         sink.close()

@@ -102,14 +102,17 @@ def test_every_received_event_is_counted_exactly_drawn_or_not(tmp_path, drawn):
     assert summaries == (list(range(23)) if drawn else [0, 1])
 
 
-def test_a_counted_event_not_drawn_sets_no_timeline_and_logs_nothing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("apart", [False, True], ids=["drawn-here", "draw-process"])
+def test_a_counted_event_not_drawn_sets_no_timeline_and_logs_nothing(tmp_path, monkeypatch, apart):
+    """Nothing reaches Rerun for an event only counted; with a draw process, nothing is sent to it either."""
     from rerun import bindings
 
     ctx = StageContext(run=3, base_dir=tmp_path, live=True)
     sink = RerunSink(RerunParams.from_mapping({"mode": "save", "max_display_rate": 1e-6,
-                                               "histogram_interval": 1e9}), ctx)
+                                               "histogram_interval": 1e9, "draw_process": apart}), ctx)
     sink.open()
     sink.begin()
+    assert (sink.drawer is not None) == apart
     calls: list[str] = []
     # Every way the sink sets a timeline or logs a row reaches Rerun's binding through these.
     for name in ("reset_time", "set_time_sequence", "set_time_duration_nanos", "log_arrow_msg"):
@@ -118,11 +121,15 @@ def test_a_counted_event_not_drawn_sets_no_timeline_and_logs_nothing(tmp_path, m
             calls.append(_name), _original(*a, **k))[1])
     sink.consume(kit.make_event(0))  # drawn (the first)
     sink.consume(kit.make_event(1))  # the marker of the stretch not drawn
-    assert {"reset_time", "set_time_sequence", "set_time_duration_nanos", "log_arrow_msg"} <= set(calls)
+    if apart:  # both went to the draw process
+        assert sink.drawer.sent == 1 + 2  # its start, then the drawn event and the marker
+    else:
+        assert {"reset_time", "set_time_sequence", "set_time_duration_nanos", "log_arrow_msg"} <= set(calls)
     calls.clear()
     for i in range(2, 40):
         sink.consume(kit.make_event(i))
     assert calls == [] and sink.occupancy.events == 40
+    assert not apart or sink.drawer.sent == 3
     sink.close()
 
 
@@ -209,16 +216,23 @@ def test_a_drawn_event_clears_what_the_previous_one_drew_and_it_does_not(tmp_pat
             assert _latest(rows, entity, i)["event"] == i, (entity, i)
 
 
-def test_constants_logged_once_leave_the_viewer_showing_exactly_what_complete_rows_show(tmp_path):
+def test_constants_logged_once_leave_the_viewer_showing_exactly_what_complete_rows_show(tmp_path, monkeypatch):
     """Components made once (radii, flags, draw orders, anchors) are sent to an entity once and again only after
-    a clear: at every event, every entity's latest-at state equals that of a recording whose rows are complete."""
+    a clear: at every event, every entity's latest-at state equals that of a recording whose rows are complete.
+    The lean recording is drawn by the draw process (and its rows appended to the recording), the complete one
+    in the sink's own process."""
+    from conduit_stages.rerun_sink import arrow
+
     plan = [True, True, False, True, True, False, False, True] * 3  # analysed or not: clears come and go
     recordings = {}
+    send_row = arrow.send_row
     for complete in (False, True):
         ctx = StageContext(run=3, base_dir=tmp_path / str(complete), live=False)
-        sink = RerunSink(RerunParams.from_mapping({"mode": "save", "refresh_events": 5}), ctx)
-        if complete:
-            sink._held = lambda stream, path: None  # every row carries every component
+        sink = RerunSink(RerunParams.from_mapping({"mode": "save", "refresh_events": 5,
+                                                   "draw_process": not complete}), ctx)
+        if complete:  # every row carries every component
+            monkeypatch.setattr(arrow, "send_row", lambda native, path, row, held, static=False: send_row(
+                native, path, row, None, static))
         sink.open()
         sink.begin()
         for i, analysed in enumerate(plan):

@@ -389,22 +389,23 @@ class EventView:
                                               + (f" · showing event {shown}" if shown is not None else ""), shown))
 
     def draw(self, event, run: int, charges: tuple[np.ndarray, np.ndarray] | None = None,
-             maxima: np.ndarray | None = None) -> list[tuple[str, Any]]:
+             maxima: np.ndarray | None = None, picked: tuple[np.ndarray, list[str]] | None = None
+             ) -> list[tuple[str, Any]]:
         """Everything drawn for one event (after a recursive clear of the previous one when it drew an entity
         this one does not), as (entity, row) pairs (:func:`.arrow.row`).
 
         ``charges`` is (pad ids, amplitude) of the event's traces when already computed (the sink
         passes :func:`.kernels.peak_heights`, also counted for the occupancy), else
         :func:`.geometry.pad_charges`; ``maxima`` the largest sample of each trace, when known
-        (:func:`.kernels.peaks`).
+        (:func:`.kernels.peaks`); ``picked`` the traces panel's rows and note when already chosen
+        (:meth:`pick_traces`: then ``event`` needs no trace matrix, only ``n_traces``, as in the draw process).
         """
         rr = self.rr
         if self._clear is None:
             self._clear = arrow.fixed(rr.Clear(recursive=True))
             self._markdown = arrow.fixed(rr.TextDocument.from_fields(media_type="text/markdown"))
         out: list[tuple[str, Any]] = []
-        traces = event.traces
-        ids, amplitude = charges if charges is not None else geometry.pad_charges(traces)
+        ids, amplitude = charges if charges is not None else geometry.pad_charges(event.traces)
         cloud = event.get("cloud")
         clusters = event.get("clusters")
         estimates = event.get("estimates")
@@ -424,10 +425,12 @@ class EventView:
             out += self._tracks(estimates)
         ticks = _Ticks(scale)  # both colour bars number the same scale
         out += self._colorbar3d(ticks)
-        if self.pads is not None and traces.shape[0]:
+        if self.pads is not None and event.n_traces:
             out += self._pad_hits(ids, amplitude, scale, ticks, caption)
-        if self.params.traces and traces.shape[0]:
-            out += self._traces(traces, amplitude, cloud, labels, maxima, caption)
+        if self.params.traces and event.n_traces:
+            if picked is None:
+                picked = self.pick_traces(event.traces, amplitude, cloud, labels, maxima)
+            out += self._traces(*picked, caption)
         drawn = {path for path, _ in out}
         out += [self._caption_only(path, caption) for path in self._panels_2d() if path not in drawn]
         if not self._shown <= {path for path, _ in out}:
@@ -436,6 +439,11 @@ class EventView:
             # more log call per drawn event) changes nothing.
             out.insert(0, (EVENT_ROOT, self._clear))
         return self._track(out)
+
+    def drawn_elsewhere(self) -> None:
+        """Per-event entities this view did not log may show (the draw process drew them): the next drawn event
+        clears them first."""
+        self._shown = self._shown | {f"{EVENT_ROOT}/(drawn elsewhere)"}
 
     def _track(self, out: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
         """Remember which per-event entities the viewer shows once ``out`` is logged; returns ``out``."""
@@ -559,19 +567,25 @@ class EventView:
                            arrow.TextTable([f"{a} ADC" for a in range(_HOVER_ADC)]))
         return self._hover
 
-    def _traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels, maxima=None, caption: str = ""
-                ) -> list[tuple[str, Any]]:
-        kernels = self.kernels
+    def pick_traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels, maxima=None
+                    ) -> tuple[np.ndarray, list[str]]:
+        """The rows of ``traces`` the traces panel draws (a copy: contiguous and writable) and the lines saying
+        what they are (:func:`.geometry.select_traces`)."""
         if self.params.traces == "strongest" and maxima is not None and self.params.trace_count > 0:
             # = geometry.select_traces(...) in one compiled pass
-            rows, saturated = kernels.top_rows(np.ascontiguousarray(amplitude, dtype=np.float64), np.ascontiguousarray(
-                maxima, dtype=np.int64), geometry.SATURATION_ADC, self.params.trace_count)
+            rows, saturated = self.kernels.top_rows(np.ascontiguousarray(amplitude, dtype=np.float64),
+                                                    np.ascontiguousarray(maxima, dtype=np.int64),
+                                                    geometry.SATURATION_ADC, self.params.trace_count)
             what = geometry.strongest_note(saturated)
         else:
             rows, what = geometry.select_traces(traces, amplitude, self.params.traces, self.params.trace_count,
                                                 cloud, labels, maxima)
-        n = len(rows)
-        picked = traces[rows]  # a copy: contiguous and writable
+        return traces[rows], what
+
+    def _traces(self, picked: np.ndarray, what: list[str], caption: str = "") -> list[tuple[str, Any]]:
+        """The traces panel: axes for the picked traces' range, their polylines, legend and caption."""
+        kernels = self.kernels
+        n = len(picked)
         low, high = kernels.sample_range(picked)
         low, high = float(low), float(high)
         ticks = nice_tick_values(low, high, 4)

@@ -28,7 +28,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RrdFile", "frames", "unfinished", "quiet_footer_warning", "END", "ARROW_MSG"]
+__all__ = ["RrdFile", "frames", "unfinished", "append_messages", "quiet_footer_warning", "END", "ARROW_MSG"]
 
 #: The start of an .rrd stream (rerun >= 0.23): "RRF2", then a 4-byte version and 4 bytes of options.
 STREAM_MAGIC = b"RRF2"
@@ -47,10 +47,12 @@ FLUSH_TIMEOUT = 10.0
 class RrdFile:
     """One ``.rrd`` output: its claim (lock, existing file kept aside) and its Rerun stream."""
 
-    def __init__(self, path: Path, claim: Any, stream: Any):
+    def __init__(self, path: Path, claim: Any, stream: Any, sidecar: Path | None = None):
         self.path = path
         self.claim = claim
         self.stream = stream
+        #: Another stream's .rrd of the same recording (the draw process's), appended at close.
+        self.sidecar = sidecar
         self.started = False
         #: True once closed with every byte written (every message whole).
         self.complete = False
@@ -61,11 +63,14 @@ class RrdFile:
         self.stream.save(str(self.path), write_footer=False)  # bounded memory on a long run: see the module
         self.started = True
 
-    def close(self) -> str | None:
-        """Finish the file; return one line describing what is wrong when it is incomplete."""
+    def close(self, sidecar_problem: str | None = None) -> str | None:
+        """Finish the file (with the sidecar's whole messages appended); return one line describing what is wrong
+        when it is incomplete (``sidecar_problem``: what went wrong writing the sidecar)."""
         try:
             if not self.started:
                 self.stream.disconnect()  # never saved: the buffer goes nowhere
+                if self.sidecar is not None:
+                    self.sidecar.unlink(missing_ok=True)
                 return None
             try:
                 self.stream.flush(timeout_sec=FLUSH_TIMEOUT)
@@ -73,6 +78,17 @@ class RrdFile:
                 _abandon(self.stream)
                 return self._incomplete(f"rerun could not finish writing it: {err}")
             self.stream.disconnect()
+            if self.sidecar is not None and self.sidecar.exists():
+                try:
+                    problem = append_messages(self.path, self.sidecar)
+                except OSError as err:
+                    problem = (f"could not append the events drawn apart ({self.sidecar.name}, kept beside it): "
+                               f"{err.strerror or err}")
+                if problem:
+                    return self._incomplete(problem)
+                self.sidecar.unlink()
+            if sidecar_problem:
+                return self._incomplete(f"rerun could not finish writing it: {sidecar_problem}")
             problem = self._check()
             self.complete = problem is None
             return problem
@@ -130,6 +146,50 @@ def frames(path: Path) -> tuple[list[int], str | None]:
             kinds.append(kind)
             f.seek(at)
     return kinds, None if at == size else f"{size} bytes, the last message cut short"
+
+
+def append_messages(path: Path, source: Path) -> str | None:
+    """Append the whole messages of the .rrd ``source`` (after its stream header, which must equal ``path``'s)
+    to the .rrd ``path``: one file of both streams' rows, which Rerun reads as one recording when both logged
+    the same recording id. Returns what went wrong, or None."""
+    with open(path, "rb") as f:
+        header = f.read(STREAM_HEADER_BYTES)
+    length = _whole_length(source)  # a stream cut short (its writer killed) gives what it wrote whole
+    if length <= STREAM_HEADER_BYTES:
+        return None
+    with open(source, "rb") as src:
+        if src.read(STREAM_HEADER_BYTES) != header:
+            return f"{source}: not a stream of the same format as {path.name} (left there)"
+        with open(path, "ab") as out:
+            shutil.copyfileobj(_Limited(src, length - STREAM_HEADER_BYTES), out, 1 << 20)
+    return None
+
+
+def _whole_length(path: Path) -> int:
+    """Bytes of the .rrd at ``path`` up to the end of its last whole message (a footer-less stream)."""
+    size = os.path.getsize(path)
+    at = STREAM_HEADER_BYTES
+    with open(path, "rb") as f:
+        f.seek(at)
+        while at + MESSAGE_HEADER.size <= size:
+            kind, length = MESSAGE_HEADER.unpack(f.read(MESSAGE_HEADER.size))
+            if kind == END or kind not in KNOWN_KINDS or at + MESSAGE_HEADER.size + length > size:
+                break
+            at += MESSAGE_HEADER.size + length
+            f.seek(at)
+    return min(at, size)
+
+
+class _Limited:
+    """A file read up to ``left`` bytes (for ``shutil.copyfileobj``)."""
+
+    def __init__(self, f: Any, left: int):
+        self.f, self.left = f, left
+
+    def read(self, n: int) -> bytes:
+        data = self.f.read(min(n, self.left)) if self.left > 0 else b""
+        self.left -= len(data)
+        return data
 
 
 def quiet_footer_warning() -> None:

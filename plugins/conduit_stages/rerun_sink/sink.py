@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,6 +42,7 @@ from . import arrow
 from .blueprint import ENTITY, default_blueprint
 from .colors import ColorScale
 from .draw import log_figure
+from .drawproc import DrawnEvent, DrawProcess, DrawProcessDied, DrawSpec, draw_message, sidecar_path
 from .eventview import EVENT_ROOT, GET_CLOCK_HZ, EventView, class_ids
 from .health import AsadHealth
 from .histview import histogram_figure
@@ -52,6 +54,7 @@ from .plot2d import Figure, Texts, add_colorbar
 from .rates import RateHistory
 from .rrdfile import RrdFile, quiet_footer_warning
 from .server import ServerProcess, listening, local_host, public_host, start_server, start_web_viewer
+from .streamrows import log_all, log_row, set_times
 
 __all__ = ["RerunSink", "viewer_listening", "has_display", "class_ids"]
 
@@ -128,11 +131,17 @@ class RerunSink(SinkStage):
             raise ValueError("mode 'spawn' needs a display (DISPLAY/WAYLAND_DISPLAY unset); use mode 'serve' and "
                              "connect a viewer to it, or mode 'save'")
         self.file: RrdFile | None = None
+        #: The draw process (:mod:`.drawproc`), when a drawn event's panels are drawn off the main process.
+        self.drawer: DrawProcess | None = None
+        self.behind = 0  # events not drawn because the draw process was behind
+        self.stalled = False  # no event drawn since the draw process was found behind
+        drawing_apart = p.draw_process and p.mode != "stdout"  # one stdout stream: the main process draws
         if p.mode == "save" or (p.tee and p.mode in ("connect", "serve")):
             # Claimed now, written from begin() on (the stream buffers until then).
             path = self.context.format_path(p.path)
             stream = self._new_stream()
-            self.file = RrdFile(path, self.context.claim_output(path), stream)
+            self.file = RrdFile(path, self.context.claim_output(path), stream,
+                                sidecar=Path(sidecar_path(path)) if drawing_apart else None)
             self.streams.append(stream)
         if p.mode == "stdout":
             stream = self._new_stream()
@@ -153,6 +162,8 @@ class RerunSink(SinkStage):
                 self.log.warning("no Rerun viewer listening at %s yet; will connect when one starts (start one "
                                  "with: rerun)", p.url)
 
+        if drawing_apart:
+            self._start_drawer()
         self.handler = QueueHandler(p.log_level)
         logging.getLogger("conduit").addHandler(self.handler)
         self._log_statics()
@@ -183,27 +194,112 @@ class RerunSink(SinkStage):
             # once per stretch of events not drawn (cheap on a fast live run), never per event. Timelines
             # are set only when something is logged.
             if previous is not None and event.id > previous + 1 and not self.marked:
-                self._set_times(event=previous + 1, run_time=now - self.started)
-                self._log_all(self.view.not_received(previous + 1, event.id - 1, self.run, self.shown))
+                self._per_event(("not_received", {"event": previous + 1, "run_time": now - self.started},
+                                 previous + 1, event.id - 1, self.run, self.shown))
                 self.marked = True
-            if self._due(event, now):
+            due = self._due(event, now)
+            if due and not self._drawer_has_room():
+                due, self.behind = False, self.behind + 1
+                if not self.stalled:  # a marker saying why, once per stretch
+                    self.stalled, self.marked = True, False
+            if due:
                 self.displayed += 1
                 self.shown = event.id
-                self.marked = False
+                self.marked = self.stalled = False
                 self._maybe_send_blueprint()
-                self._set_event_times(event, now)
-                self._log_all(self.view.draw(event, self.run, (pads, heights), maxima))
+                self._draw(event, now, (pads, heights), maxima)
             elif not self.marked:
-                self._set_event_times(event, now)
-                self._log_all(self.view.not_drawn(event, self.run, self._why_not_drawn(), self.shown))
+                self._per_event(("not_drawn", self._event_times(event, now), DrawnEvent.marker(event), self.run,
+                                 self._why_not_drawn(), self.shown))
                 self.marked = True
         if self._refresh_due(now):
             self._refresh(now)
         elif self.handler.pending():
             self._drain_log(now)
 
-    def _set_event_times(self, event, now: float) -> None:
-        self._set_times(event=event.id, daq_seconds=event.timestamp / GET_CLOCK_HZ, run_time=now - self.started)
+    def _event_times(self, event, now: float) -> dict[str, float]:
+        return {"event": event.id, "daq_seconds": event.timestamp / GET_CLOCK_HZ, "run_time": now - self.started}
+
+    # -- the per-event panels: in the draw process, else here --------------------------------
+
+    def _start_drawer(self) -> None:
+        """Start the draw process (:mod:`.drawproc`) with the gRPC addresses the sink is connected to."""
+        p = self.params
+        urls = []
+        if self.grpc_connected and p.mode in ("connect", "serve"):
+            urls.append(self.url)
+        elif p.mode == "spawn":
+            urls.append(f"rerun+http://127.0.0.1:{p.port}/proxy")
+        spec = DrawSpec(p.application_id, self.recording_id, self.prefix, p, self.context,
+                        str(self.file.sidecar) if self.file is not None else None, tuple(urls))
+        self.drawer = DrawProcess(spec)
+        try:
+            self.drawer.wait_ready()
+        except DrawProcessDied:
+            self.drawer.kill()
+            self.drawer = None
+            raise
+        self.log.debug("rerun draw process started (pid %d)", self.drawer.pid)
+
+    def _drawer_has_room(self) -> bool:
+        """False when a live view's draw process is behind (the event is then not drawn); a view drawing
+        every event waits for it."""
+        drawer = self.drawer
+        if drawer is None or drawer.has_room():
+            return True
+        try:
+            if self.every_event:
+                drawer.wait_for_room()
+                return True
+            drawer.check_alive()
+        except DrawProcessDied as err:
+            self._drawer_died(err)
+            return True
+        return False
+
+    def _draw(self, event, now: float, charges: tuple[np.ndarray, np.ndarray], maxima: np.ndarray) -> None:
+        """Draw ``event``: hand it to the draw process (with the traces to draw already picked: only those rows
+        travel), or draw it here."""
+        if self.drawer is None:
+            self._set_times(**self._event_times(event, now))
+            self._log_all(self.view.draw(event, self.run, charges, maxima))
+            return
+        picked = None
+        if self.params.traces and event.n_traces:
+            cloud, clusters = event.get("cloud"), event.get("clusters")
+            labels = clusters.labels if cloud is not None and clusters is not None and len(clusters.labels) == len(
+                cloud) else None
+            picked = self.view.pick_traces(event.traces, charges[1], cloud, labels, maxima)
+        try:
+            self.drawer.send(draw_message(self._event_times(event, now), self.run, event, charges, picked))
+        except DrawProcessDied as err:
+            self._drawer_died(err)
+            self._set_times(**self._event_times(event, now))
+            self._log_all(self.view.draw(event, self.run, charges, picked=picked))
+
+    def _per_event(self, message: tuple) -> None:
+        """Send a marker (an event not drawn, or not received) to the draw process, or log it here (also when
+        the draw process died)."""
+        if self.drawer is not None:
+            try:
+                self.drawer.send(message)
+                return
+            except DrawProcessDied as err:
+                self._drawer_died(err)
+        kind, times = message[0], message[1]
+        self._set_times(**times)
+        if kind == "not_drawn":
+            self._log_all(self.view.not_drawn(*message[2:]))
+        else:
+            self._log_all(self.view.not_received(*message[2:]))
+
+    def _drawer_died(self, err: Exception) -> None:
+        """Say so once and draw here from now on (the per-event panels start afresh: clear what it drew)."""
+        self.log.warning("%s; the live view draws its events in the main process from now on (what it had drawn "
+                         "and not yet written out is missing)", err)
+        drawer, self.drawer = self.drawer, None
+        drawer.close()
+        self.view.drawn_elsewhere()
 
     def on_metrics(self, metrics) -> None:
         now = time.monotonic()
@@ -223,6 +319,8 @@ class RerunSink(SinkStage):
 
     def close(self) -> None:
         if not hasattr(self, "handler"):  # open() failed part way
+            if getattr(self, "drawer", None) is not None:
+                self.drawer.kill()
             if getattr(self, "file", None) is not None:
                 self.file.close()
             return
@@ -233,20 +331,38 @@ class RerunSink(SinkStage):
             self._refresh(now, force=True)
             self._drain_log(now, final=True)
         finally:
+            drawn = self._finish_drawer()
             for stream in self.streams:
                 if self.file is None or stream is not self.file.stream:
                     self._close_stream(stream)
             self.streams = []
-            problem = self.file.close() if self.file is not None else None
+            problem = self.file.close(drawn) if self.file is not None else None
             for server in self.servers:
                 if not self.params.keep_server:
                     server.stop()
                 elif server.pid is not None:
                     self.log.info("the %s (pid %d) keeps running for viewers and the next run; stop it with: "
                                   "kill %d", server.what, server.pid, server.pid)
-        self.log.info("rerun: %d events drawn of %d received", self.displayed, self.consumed)
+        behind = f" ({self.behind} not drawn: the draw process was behind)" if self.behind else ""
+        self.log.info("rerun: %d events drawn of %d received%s", self.displayed, self.consumed, behind)
         if problem:
             raise OSError(problem)
+
+    def _finish_drawer(self) -> str | None:
+        """Let the draw process log and flush what it holds, and join it (before the file takes its rows).
+        Returns what went wrong writing the draw process's streams (its part of the recording is then
+        incomplete), or None."""
+        drawer, self.drawer = getattr(self, "drawer", None), None
+        if drawer is None:
+            return None
+        try:
+            problems = drawer.finish()
+        except DrawProcessDied as err:
+            self.log.warning("%s; the events it had not logged are missing from the view", err)
+            return str(err) if self.file is not None else None
+        for problem in problems:
+            self.log.warning("rerun draw process: could not deliver everything: %s", problem)
+        return "; ".join(problems) or None
 
     def live_outputs(self) -> list[str]:
         """The .rrd being written (once begun) and what is served, for the control panel."""
@@ -280,6 +396,8 @@ class RerunSink(SinkStage):
         return now - self.last_refresh >= self.params.histogram_interval
 
     def _why_not_drawn(self) -> str:
+        if self.drawer is not None and not self.drawer.has_room():
+            return f"the draw process is behind ({self.behind} events not drawn for that so far)"
         return f"drawing is limited to {self.params.max_display_rate:g} events/s on a live view"
 
     def _expected_asads(self) -> tuple[tuple[int, int], ...]:
@@ -339,6 +457,11 @@ class RerunSink(SinkStage):
         self.occupancy_version = None
         for path, archetypes in self.statics:
             stream.log(path, *archetypes, static=True)
+        if self.drawer is not None:
+            try:
+                self.drawer.send(("connect", self.url))
+            except DrawProcessDied as err:
+                self._drawer_died(err)
         self.log.info("connected to the Rerun viewer at %s", self.url)
 
     def _maybe_connect(self, now: float) -> None:
@@ -359,19 +482,9 @@ class RerunSink(SinkStage):
         Straight through Rerun's binding, as ``RecordingStream.set_time`` does after its checks (durations
         in seconds rounded to nanoseconds as it rounds them).
         """
-        from rerun import bindings
-
         if event is None and self.last_event_id is not None:
             event = self.last_event_id
-        for stream in self.streams:
-            native = stream.to_native()
-            bindings.reset_time(recording=native)
-            if event is not None:
-                bindings.set_time_sequence("event", event, recording=native)
-            if daq_seconds is not None:
-                bindings.set_time_duration_nanos("daq_time", round(1e9 * float(daq_seconds)), recording=native)
-            if run_time is not None:
-                bindings.set_time_duration_nanos("run_time", round(1e9 * float(run_time)), recording=native)
+        set_times(self.streams, event=event, daq_seconds=daq_seconds, run_time=run_time)
 
     def _log(self, path: str, *archetypes: Any) -> None:
         """Log archetypes (or lists of component batches) as one row of ``path`` on every stream."""
@@ -379,38 +492,11 @@ class RerunSink(SinkStage):
 
     def _log_row(self, path: str, row: Any) -> None:
         """Log a row (:func:`.arrow.row`, or a list of archetypes / component batches) on every stream."""
-        path = self.prefix + path if self.prefix else path
-        for stream in self.streams:
-            arrow.log_row(stream, path, row, held=self._held(stream, path))
-
-    def _held(self, stream, path: str) -> dict[Any, Any]:
-        """The components ``stream``'s viewer holds for entity ``path`` (see :func:`.arrow.log_row`)."""
-        return self.held.setdefault(id(stream), {}).setdefault(path, {})
+        log_row(self.streams, self.held, self.prefix, path, row)
 
     def _log_all(self, items: list[tuple[str, Any]]) -> None:
-        """Log (path, archetype), (path, [archetypes]) and (path, row) items, one row each.
-
-        A drawn event's ~15 rows go straight to Rerun's binding from here (:func:`.arrow.send_row`): the
-        per-row Python of :meth:`_log_row` (a call per stream, the held components looked up twice) was
-        a tenth of a drawn event's cost.
-        """
-        prefix = self.prefix
-        targets = [(stream.to_native(), self.held.setdefault(id(stream), {}), stream) for stream in self.streams]
-        for path, archetypes in items:
-            if path == EVENT_ROOT:  # a recursive clear: every per-event entity holds nothing any more
-                root = prefix + EVENT_ROOT
-                for entities in self.held.values():
-                    for entity in [e for e in entities if e == root or e.startswith(root + "/")]:
-                        del entities[entity]
-            if not isinstance(archetypes, dict):
-                self._log_row(path, archetypes if isinstance(archetypes, list) else [archetypes])
-                continue
-            entity = prefix + path if prefix else path
-            for native, entities, stream in targets:
-                held = entities.get(entity)
-                if held is None:
-                    held = self._held(stream, entity)
-                arrow.send_row(native, entity, archetypes, held)
+        """Log (path, archetype), (path, [archetypes]) and (path, row) items, one row each (:func:`.streamrows.log_all`)."""
+        log_all(self.streams, self.held, self.prefix, items)
 
     def _static(self, path: str, archetypes: Any) -> None:
         path = (self.prefix + path if path != "/" else self.prefix or "/") if self.prefix else path
