@@ -573,6 +573,7 @@ def encode_event_frames(
     buckets: np.ndarray | None = None,
     meta_type: int = META_TYPE,
     revision: int = 5,
+    first_aget: int | np.ndarray = 0,
 ) -> dict[tuple[int, int], bytes]:
     """The frames of one event: ``{(cobo, asad): frame}``, sorted by (cobo, asad).
 
@@ -585,6 +586,7 @@ def encode_event_frames(
     writes no FPN channels (full readout then leaves them 0). A trace row on an FPN
     channel overrides ``fpn``. CoBo 10 frames carry ``timestamp_other``, the others
     ``timestamp``. ``buckets`` (n, 512) bool selects the written buckets (partial only).
+    ``first_aget`` is :func:`encode_frame`'s, for every frame.
     """
     traces = np.asarray(traces)
     if traces.ndim != 2 or traces.shape[1] != 5 + N_BUCKETS:
@@ -613,5 +615,6 @@ def encode_event_frames(
             cobo=cobo, asad=asad, event_id=event_id,
             timestamp=timestamp_other if cobo == 10 else timestamp,
             channels=chans, samples=samples, mode=mode, meta_type=meta_type, revision=revision, buckets=mask,
+            first_aget=first_aget,
         )
     return out
