@@ -146,6 +146,14 @@ def main(argv: list[str] | None = None) -> None:
             t = times[case, name]
             print(f"| {case} | {name} | {statistics.median(t):.3f} | {min(t):.3f} | "
                   f"{statistics.median(t) * mix_items / args.events / 1e6:.3f} |")
+    # The kernels ran one after the other in each repetition: the ratio within a repetition sees the same load.
+    others = [k for k in decs if k != "current"]
+    print("\ncurrent / other, median of the ratios within a repetition (under 1: current is faster)\n")
+    print("| input | " + " | ".join(others) + " |")
+    print("|---|" + "---|" * len(others))
+    for case, _, _ in cases:
+        ratios = [statistics.median(c / o for c, o in zip(times[case, "current"], times[case, k])) for k in others]
+        print(f"| {case} | " + " | ".join(f"{r:.3f}" for r in ratios) + " |")
 
 
 if __name__ == "__main__":
