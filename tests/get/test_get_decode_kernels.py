@@ -287,3 +287,8 @@ def test_real_frame_takes_the_sealed_loop(emap, real_frame, keep_fpn):
     buf = np.frombuffer(real_frame, np.uint8)
     info = check_frame(buf)
     assert takes_sealed_loop(buf, info.data_offset, info.n_items, emap.slots(info.cobo, info.asad), keep_fpn)
+
+
+def test_rows_needed_has_room_for_the_scratch_rows():
+    """The decoder's ROWS_NEEDED (kept apart so that importing it does not load numba) matches the kernels'."""
+    assert ROWS_NEEDED == new.N_SLOTS + new.EXTRA_ROWS and new.SENTINEL_ROW == new.EXTRA_ROWS - 1
