@@ -13,12 +13,14 @@ from conduit.get.decoder import ROWS_NEEDED, FrameDecoder
 from conduit.get.frames import (
     FPN_CHANNELS,
     FULL_ITEMS,
+    IDLE_CLOCKS,
     FrameError,
     check_frame,
     decode_frame,
     decode_items,
     encode_event_frames,
     encode_frame,
+    item_clocks,
     parse_header,
     resync,
     scan_frames,
@@ -203,6 +205,25 @@ def test_full_readout_order_independent(emap):
     assert np.array_equal(r1[np.lexsort(r1[:, 3::-1].T)], r2[np.lexsort(r2[:, 3::-1].T)])
 
 
+def test_full_readout_merger_start_changes_the_order_not_the_content(emap):
+    """Full readout: the four items of a clock start at first_aget; the per-AGET counters decode the same."""
+    rng = np.random.default_rng(3)
+    chans = np.array([[0, 5], [1, 11], [3, 67]])
+    samples = rng.integers(0, 4096, (3, 512))
+    plain = encode_frame(cobo=1, asad=2, event_id=3, timestamp=4, channels=chans, samples=samples, mode="full")
+    first = rng.integers(0, 4, 512 * 70)
+    turned = encode_frame(cobo=1, asad=2, event_id=3, timestamp=4, channels=chans, samples=samples, mode="full",
+                          first_aget=first)
+    aget = decode_items(turned, check_frame(turned))[0]
+    assert aget[:4].tolist() == [(first[0] + j) % 4 for j in range(4)] and turned != plain
+    assert aget[4 * 68:4 * 68 + 4].tolist() == [(first[70] + j) % 4 for j in range(4)]  # bucket 1: clock 70
+    assert np.array_equal(decode_frame(turned).traces, decode_frame(plain).traces)
+    dec = FrameDecoder(emap)
+    rows = [dec.decode(np.frombuffer(f, np.uint8), check_frame(f)) for f in (turned, plain)]
+    rows = [r[np.lexsort((r[:, 3], r[:, 2]))] for r in rows]  # rows come in order of first appearance
+    assert len(rows[0]) > 0 and np.array_equal(rows[0], rows[1])
+
+
 def test_full_readout_too_many_items_for_an_aget(emap):
     # AGET 0 delivers 68 * 512 + 3 items: the 3 past bucket 511 are invalid.
     n = 68 * 512 + 3
@@ -350,18 +371,80 @@ def test_round_trip_random_frames(emap, case):
     assert np.array_equal(rows[order, 5:], d.traces[keep])
 
 
-def test_partial_item_order_is_round_robin_per_aget():
+def test_partial_item_order_is_the_cobo_clock_order():
+    """By hand: AGET 0 reads 2 channels (4 clocks per bucket), AGET 3 one (3 clocks per bucket)."""
     chans = np.array([[0, 1], [0, 2], [3, 4]])
     samples = np.tile(np.arange(512), (3, 1))
     frame = encode_frame(cobo=0, asad=0, event_id=0, timestamp=0, channels=chans, samples=samples)
     aget, ch, tb, _ = decode_items(frame, check_frame(frame))
-    # AGET 0 has 2 channels, AGET 3 one: items alternate 0, 3, 0, 3 ... then AGET 0 alone.
-    assert aget[:6].tolist() == [0, 3, 0, 3, 0, 3]
-    assert list(zip(ch[:4].tolist(), tb[:4].tolist())) == [(1, 0), (4, 0), (2, 0), (4, 1)]
-    assert aget[-512:].tolist() == [0] * 512
+    # clock 0: (0,1,b0) (3,4,b0); 1: (0,2,b0); 2: idle; 3: (3,4,b1); 4: (0,1,b1); 5: (0,2,b1); 6: (3,4,b2) ...
+    assert list(zip(aget[:7].tolist(), ch[:7].tolist(), tb[:7].tolist())) == [
+        (0, 1, 0), (3, 4, 0), (0, 2, 0), (3, 4, 1), (0, 1, 1), (0, 2, 1), (3, 4, 2)]
+    # AGET 3's last bucket is at clock 1533, with AGET 0's bucket 383; AGET 0 then sends buckets 384..511 alone.
+    assert aget[-257] == 3 and tb[-257] == 511 and aget[-256:].tolist() == [0] * 256 and tb[-256] == 384
     for a in (0, 3):  # within an AGET: increasing bucket, then channel
         sel = aget == a
         assert np.all(np.diff(tb[sel] * 68 + ch[sel]) > 0)
+    # The items of one clock start at first_aget (one value, or one per clock).
+    for first in (3, np.full(2048, 3)):
+        frame = encode_frame(cobo=0, asad=0, event_id=0, timestamp=0, channels=chans, samples=samples,
+                             first_aget=first)
+        aget, ch, tb, _ = decode_items(frame, check_frame(frame))
+        assert list(zip(aget[:3].tolist(), ch[:3].tolist())) == [(3, 4), (0, 1), (0, 2)]
+    with pytest.raises(ValueError, match="one value per readout clock"):
+        encode_frame(cobo=0, asad=0, event_id=0, timestamp=0, channels=chans, samples=samples,
+                     first_aget=np.zeros(2045, int))
+
+
+def _real_clocks(real_frame, idle: int = IDLE_CLOCKS):
+    """(aget, readout clock) of every item of the real frame, the clock by the rule of docs/formats.md."""
+    d = decode_frame(real_frame)
+    aget, ch, tb, _ = decode_items(real_frame, d.info)
+    rank = dict(zip(map(tuple, d.channels.tolist()), item_clocks(d.channels).tolist()))
+    per_bucket = np.bincount(d.channels[:, 0], minlength=4) + idle
+    return aget, np.array([rank[k] for k in zip(aget.tolist(), ch.tolist())]) + tb * per_bucket[aget]
+
+
+def test_real_frame_items_are_in_readout_clock_order(real_frame):
+    """All 8,704 items: the clock never goes back, and the items of one clock are AGETs in cyclic order
+    (0123, 1230, 2301, ...: where the CoBo's merger stood). With 1 or 3 idle clocks per bucket the rule fails."""
+    aget, clock = _real_clocks(real_frame)
+    assert np.all(np.diff(clock) >= 0)
+    starts = np.flatnonzero(np.r_[True, np.diff(clock) > 0, True])
+    turns = set()
+    for lo, hi in zip(starts[:-1], starts[1:]):
+        group = aget[lo:hi].tolist()
+        assert group == sorted(group, key=lambda a: (a - group[0]) % 4), group
+        turns.add(group[0]) if len(group) == 4 else None
+    assert turns == {0, 1, 2}  # the merger's start drifts over the frame
+    for idle in (1, 3):
+        assert np.any(np.diff(_real_clocks(real_frame, idle)[1]) < 0)
+
+
+def test_encoding_the_real_frames_content_gives_the_real_frame(real_frame):
+    """Encoding the decoded real frame reproduces its items: exactly with the real merger's start per clock
+    (the one thing not determined by the content), and clock by clock with the default start, AGET 0."""
+    d = decode_frame(real_frame)
+    h = d.header
+    given = dict(cobo=h.cobo, asad=h.asad, event_id=h.event_id, timestamp=h.event_time, channels=d.channels,
+                 samples=d.traces, revision=h.revision, hit_pattern=np.argwhere(h.hit_patterns),
+                 multiplicity=h.multiplicity, window_out=h.window_out, last_cell=h.last_cell,
+                 read_offset=h.read_offset, status=h.status, data_source=h.data_source)
+    aget, clock = _real_clocks(real_frame)
+    starts = np.flatnonzero(np.r_[True, np.diff(clock) > 0])
+    first = np.zeros(clock.max() + 1, np.int64)
+    first[clock[starts]] = aget[starts]
+    frame = encode_frame(**given, first_aget=first)
+    assert len(frame) == len(real_frame) and frame[256:] == real_frame[256:]
+    # The header too, but for hit-pattern bits 68-71 (set in the real frame, not channels: the encoder writes 0).
+    spare = [31 + 9 * a for a in range(4)]
+    assert [i for i in range(256) if frame[i] != real_frame[i]] == spare
+    assert all(frame[i] == real_frame[i] & 0x0F for i in spare)
+    plain = encode_frame(**given)
+    items, real_items = (np.frombuffer(f, ">u4", 8704, 256) for f in (plain, real_frame))
+    assert np.array_equal(items[:382], real_items[:382]) and not np.array_equal(items, real_items)
+    by_clock = np.lexsort((aget, clock))  # the real frame with every clock's items from AGET 0 up
+    assert np.array_equal(items, real_items[by_clock])
 
 
 def test_encoder_rejects_bad_input():

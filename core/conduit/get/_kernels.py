@@ -3,11 +3,12 @@
 Imported lazily by :mod:`conduit.get.decoder` (numba is heavy). Every kernel is
 self-contained in this module so numba's on-disk cache stays valid.
 
-Output: ``out`` is an int16 scratch of shape (cap + 17, 517). Rows 0..n-1 receive
+Output: ``out`` is an int16 scratch of shape (cap + 18, 517). Rows 0..n-1 receive
 the mapped signal channels in order of first appearance, laid out as
 (conduit.event) ``cobo, asad, aget, channel, pad, 512 samples``; rows cap..cap+15
 receive the FPN channels (row cap + 4 * aget + fpn index) when ``keep_fpn``; row
-cap + 16 is a trash row for channels that are dropped. Every channel is given a
+cap + 16 is a trash row for channels that are dropped; row cap + 17 the sentinel
+row of the sealed loop (:func:`_decode_sealed`). Every channel is given a
 flat offset into ``out`` the first time it is seen, so the per-item work has no
 branch on what the channel is: look up its offset, store the sample.
 
@@ -28,6 +29,12 @@ bucket from the item's bits as they stand (the table entry carries ``- top << 9`
 and stores the item's low 16 bits, the 12-bit mask applied to whole rows
 afterwards: ~10 instructions per item instead of 15 (docs/performance.md, fourth
 round).
+
+Past its first 272 items a partial-readout frame is decoded by a loop without the
+per-item test (:func:`_decode_sealed`): in the CoBo's order (docs/formats.md "The
+order of the items") every channel has sent its bucket 0 by then, so the table is
+sealed and an item of any channel not seen yet lands in a sentinel row; a sentinel
+row that changed sends the whole frame to the general loop, from scratch.
 """
 
 from __future__ import annotations
@@ -39,8 +46,14 @@ N_CHANNELS = 68
 N_SLOTS = 4 * N_CHANNELS
 N_BUCKETS = 512
 FIRST_SAMPLE = 5
-#: Extra scratch rows after the output rows: 16 FPN rows and one trash row.
-EXTRA_ROWS = 17
+#: Extra scratch rows after the output rows: 16 FPN rows, a trash row and a sentinel row.
+EXTRA_ROWS = 18
+#: Rows past ``cap`` (the first FPN row) of the trash row and of the sentinel row.
+TRASH_ROW = 16
+SENTINEL_ROW = 17
+#: Items decoded by the general loop before the table is sealed: at most 4 items per readout clock, so in the
+#: CoBo's order every channel's bucket 0 is among the first 4 x 68 (an AGET reads its channels by clock 67).
+OPEN_PREFIX = 4 * N_CHANNELS
 
 UNMAPPED = -1
 FPN = -2
@@ -70,6 +83,9 @@ _EMPTY = _UNSEEN
 #: Added to every partial-readout table entry (taken off in the store's address, for free) so that an
 #: entry, the offset of bucket 0 less ``top << 9``, is never "negative": below _EMPTY.
 _BIAS = np.uint64(1 << 20)
+#: The sentinel row's content before the sealed loop: bits 14-15 of cell (bucket) b are (b + 1) & 3. An item
+#: stored in cell b writes its own low 16 bits, whose bits 14-15 are its bucket's, b & 3: any store changes the cell.
+_SENTINEL_FILL = (((np.arange(N_BUCKETS) + 1) & 3) << 14).astype(np.uint16).view(np.int16)
 
 
 @njit(cache=True, nogil=True)
@@ -108,7 +124,7 @@ def _first_sight(key, slots, out, n_rows, cobo, asad, stats, fpn_seen, keep_fpn)
         return np.uint64(r * ncol + FIRST_SAMPLE), n_rows
     if code != FPN:
         stats[1] += 1
-    return np.uint64((cap + EXTRA_ROWS - 1) * ncol + FIRST_SAMPLE), n_rows
+    return np.uint64((cap + TRASH_ROW) * ncol + FIRST_SAMPLE), n_rows
 
 
 @njit(cache=True, nogil=True)
@@ -149,7 +165,7 @@ def _place_partial(top, slots, out, n_rows, cobo, asad, stats, fpn_seen, keep_fp
     ``stats[0]`` and sent to the trash row; its entry stays empty, so every such item comes here.
     """
     ncol = out.shape[1]
-    trash = out.shape[0] - 1
+    trash = out.shape[0] - EXTRA_ROWS + TRASH_ROW
     channel = top & _7F
     bucket0 = np.uint64(top) << _U9_64  # (item >> 14) of the channel's bucket 0
     if channel >= _68:
@@ -217,29 +233,12 @@ def _mask_samples(out, n_rows, fpn_seen, keep_fpn):
 
 
 @njit(cache=True, nogil=True)
-def decode_partial(buf, start, n_items, slots, cobo, asad, out, keep_fpn, stats):
-    """Scatter ``n_items`` 32-bit big-endian partial-readout items at ``buf[start:]`` (uint8) into ``out``.
-
-    Returns the number of signal rows written (``out`` needs ``min(272, n_items) + 17`` rows).
-
-    Each item's destination is ``base[item >> 23] + (item >> 14)`` (less a constant): the table
-    ``base``, indexed by the item's top 9 bits as they stand (AGET, channel), holds the flat offset
-    of the channel's bucket 0 less ``(top << 9)``, so the item's own bits 22-14 (its bucket) add
-    the rest. An empty entry (sign bit set) stops the hot loop (:func:`_scatter_partial`); the
-    channel is placed here and the loop resumes. Items are stored with their 16 low bits, then the
-    rows written are masked to 12 bits (the same bytes as masking each item).
-    """
-    words = buf[start:start + 4 * n_items].view(np.uint32)
-    flat = out.reshape(-1)
-    base = np.full(512, _UNSEEN, np.uint64)
-    fpn_seen = np.zeros((4, 4), np.bool_)
-    n_rows = 0
-    n = np.uint64(n_items)
-    i = np.uint64(0)
+def _decode_open(words, i, n, base, flat, slots, out, n_rows, cobo, asad, stats, fpn_seen, keep_fpn):
+    """Scatter items ``i .. n - 1``, placing every channel at its first sight (the general loop); return n_rows."""
     while True:
         i = _scatter_partial(words, i, n, base, flat)
         if i >= n:
-            break
+            return n_rows
         w = _swap(words[i])
         top = w >> _U23
         o, n_rows, keep = _place_partial(top, slots, out, n_rows, cobo, asad, stats, fpn_seen, keep_fpn)
@@ -247,6 +246,77 @@ def decode_partial(buf, start, n_items, slots, cobo, asad, out, keep_fpn, stats)
             base[top] = o
         flat[o + np.uint64(w >> _U14) - _BIAS] = w
         i += _1
+
+
+@njit(cache=True, nogil=True)
+def _scatter_sealed(words, i, n, base, flat):
+    """Store items ``i .. n - 1`` at ``flat[base[item >> 23] - _BIAS + (item >> 14)]``: every entry is set."""
+    while i < n:
+        w = _swap(words[i])
+        flat[base[w >> _U23] + np.uint64(w >> _U14) - _BIAS] = w
+        i += _1
+
+
+@njit(cache=True, nogil=True)
+def _decode_sealed(words, n, slots, out, cobo, asad, stats, fpn_seen, keep_fpn):
+    """The general loop over the first :data:`OPEN_PREFIX` items, then the rest without the per-item test.
+
+    After the prefix every empty entry (a channel not seen yet, an invalid channel) is pointed at the
+    sentinel row (each item at its bucket's cell, filled beforehand so that any store changes it), so
+    the remaining items need no test. Returns n_rows, or -1 when the sentinel row changed: then an
+    item of a new channel or an invalid item came after the prefix, nothing was counted, and the
+    caller decodes the frame again with the general loop.
+    """
+    flat = out.reshape(-1)
+    ncol = out.shape[1]
+    base = np.full(512, _UNSEEN, np.uint64)
+    local = np.zeros(2, np.int64)
+    prefix = np.uint64(OPEN_PREFIX)
+    n_rows = _decode_open(words, np.uint64(0), prefix, base, flat, slots, out, 0, cobo, asad, local, fpn_seen,
+                          keep_fpn)
+    sentinel = out.shape[0] - EXTRA_ROWS + SENTINEL_ROW
+    cell0 = np.uint64(sentinel * ncol + FIRST_SAMPLE) + _BIAS
+    for top in range(512):  # branch-free (vectorised): every empty entry now points at the sentinel row
+        entry = base[top]
+        base[top] = entry if entry < _EMPTY else cell0 - (np.uint64(top) << _U9_64)
+    row = out[sentinel, FIRST_SAMPLE:]
+    row[:] = _SENTINEL_FILL
+    _scatter_sealed(words, prefix, n, base, flat)
+    changed = np.int16(0)
+    for b in range(N_BUCKETS):
+        changed |= row[b] ^ _SENTINEL_FILL[b]
+    if changed != 0:
+        return -1
+    stats[0] += local[0]
+    stats[1] += local[1]
+    return n_rows
+
+
+@njit(cache=True, nogil=True)
+def decode_partial(buf, start, n_items, slots, cobo, asad, out, keep_fpn, stats):
+    """Scatter ``n_items`` 32-bit big-endian partial-readout items at ``buf[start:]`` (uint8) into ``out``.
+
+    Returns the number of signal rows written (``out`` needs ``min(272, n_items) + 18`` rows).
+
+    Each item's destination is ``base[item >> 23] + (item >> 14)`` (less a constant): the table
+    ``base``, indexed by the item's top 9 bits as they stand (AGET, channel), holds the flat offset
+    of the channel's bucket 0 less ``(top << 9)``, so the item's own bits 22-14 (its bucket) add
+    the rest. An empty entry (sign bit set) stops the hot loop (:func:`_scatter_partial`); the
+    channel is placed here and the loop resumes. A frame longer than :data:`OPEN_PREFIX` items is
+    first tried with the table sealed after the prefix (:func:`_decode_sealed`). Items are stored
+    with their 16 low bits, then the rows written are masked to 12 bits (the same bytes as masking
+    each item).
+    """
+    words = buf[start:start + 4 * n_items].view(np.uint32)
+    fpn_seen = np.zeros((4, 4), np.bool_)
+    n = np.uint64(n_items)
+    n_rows = -1
+    if n_items > OPEN_PREFIX:
+        n_rows = _decode_sealed(words, n, slots, out, cobo, asad, stats, fpn_seen, keep_fpn)
+    if n_rows < 0:
+        fpn_seen[:] = False
+        n_rows = _decode_open(words, np.uint64(0), n, np.full(512, _UNSEEN, np.uint64), out.reshape(-1), slots, out,
+                              0, cobo, asad, stats, fpn_seen, keep_fpn)
     _mask_samples(out, n_rows, fpn_seen, keep_fpn)
     if keep_fpn:
         _subtract_fpn(out, n_rows, fpn_seen)

@@ -20,8 +20,9 @@ from .maps import ElectronicsMap
 __all__ = ["FrameDecoder", "ROWS_NEEDED"]
 
 N_SLOTS = N_AGETS * N_CHANNELS
-#: Rows :meth:`FrameDecoder.decode_into` needs in ``out``: one per channel of a frame, 16 FPN rows, a trash row.
-ROWS_NEEDED = N_SLOTS + 17
+#: Rows :meth:`FrameDecoder.decode_into` needs in ``out``: one per channel of a frame, 16 FPN rows, a trash row
+#: and a sentinel row (``_kernels.EXTRA_ROWS``; not imported here: numba is loaded with the first decoder).
+ROWS_NEEDED = N_SLOTS + 18
 
 
 class FrameDecoder:
@@ -33,7 +34,7 @@ class FrameDecoder:
         self._kernels = {PARTIAL: _kernels.decode_partial, FULL: _kernels.decode_full}
         self.emap = emap
         self.fpn_subtraction = bool(fpn_subtraction)
-        # Reused output scratch: 272 rows, 16 FPN rows, 1 trash row (see _kernels).
+        # Reused output scratch: 272 rows, 16 FPN rows, a trash row, a sentinel row (see _kernels).
         self._scratch = np.empty((ROWS_NEEDED, 5 + N_BUCKETS), np.int16)
         self._stats = np.zeros(2, np.int64)
 

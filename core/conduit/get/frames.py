@@ -36,9 +36,12 @@ Validation (stricter than attpc_merger, see get_format.md 1.7):
 Writing (tests and the simulator)
 ---------------------------------
 :func:`encode_frame` writes one frame from per-channel traces in either mode, in the
-order the real DAQ uses (per AGET increasing bucket then channel, the four AGET
-streams interleaved round-robin), with hit-pattern bits set for the written
-channels and zero padding to the block size.
+order the CoBo writes (docs/formats.md "The order of the items"; derived from the
+real frame): each AGET reads its channels in increasing order, one per readout
+clock, then idles :data:`IDLE_CLOCKS` clocks before the next bucket; the CoBo
+writes the items in the order of their clock, the items of one clock AGET by AGET
+starting at ``first_aget``. It sets hit-pattern bits for the written channels and
+pads with zeros to the block size.
 
 :func:`encode_event_frames` splits an event's (n, 517) trace matrix by
 (cobo, asad) and returns ``{(cobo, asad): frame bytes}``: the frames one trigger
@@ -74,6 +77,7 @@ __all__ = [
     "encode_frame",
     "encode_event_frames",
     "hit_pattern_bytes",
+    "item_clocks",
     "FPN_CHANNELS",
     "N_AGETS",
     "N_CHANNELS",
@@ -81,6 +85,7 @@ __all__ = [
     "PARTIAL",
     "FULL",
     "FULL_ITEMS",
+    "IDLE_CLOCKS",
     "HEADER_FIELDS_BYTES",
     "META_TYPE",
 ]
@@ -95,6 +100,9 @@ PARTIAL, FULL = 1, 2
 ITEM_SIZE = {PARTIAL: 4, FULL: 2}
 #: Items in a complete full-readout frame (4 AGETs x 68 channels x 512 buckets).
 FULL_ITEMS = N_AGETS * N_CHANNELS * N_BUCKETS
+#: Readout clocks an AGET spends after its last channel of a bucket before the next bucket's first
+#: (fits every item of the real frame, docs/formats.md "The order of the items").
+IDLE_CLOCKS = 2
 #: The current AT-TPC meta type (big-endian, not blob, 256-byte blocks).
 META_TYPE = 8
 #: Meta-type bit of blob (topology) frames: not data, no event id; skipped by size.
@@ -412,6 +420,39 @@ def _header_bytes(*, meta_type: int, frame_blocks: int, header_blocks: int, fram
     return fields + bytes(header_blocks * block - len(fields))
 
 
+def item_clocks(channels: np.ndarray) -> np.ndarray:
+    """The readout clock, within bucket 0, of each [aget, channel] row of ``channels`` (n, 2).
+
+    An AGET reads the channels it has in increasing order, one per clock: a channel's clock
+    is its rank among its AGET's channels. Bucket ``b`` of an AGET with ``n`` channels starts
+    at clock ``b * (n + IDLE_CLOCKS)`` (docs/formats.md "The order of the items").
+    """
+    channels = np.asarray(channels, np.int64).reshape(-1, 2)
+    key = channels[:, 0] * N_CHANNELS + channels[:, 1]
+    order = np.argsort(key, kind="stable")
+    counts = np.bincount(channels[:, 0], minlength=N_AGETS)
+    rank = np.empty(len(key), np.int64)
+    rank[order] = np.arange(len(key)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return rank
+
+
+def _first_per_clock(first_aget: int | np.ndarray, clock: np.ndarray) -> np.ndarray:
+    """The first AGET served at each of ``clock`` (``first_aget``: one for all, or one per clock)."""
+    first = np.asarray(first_aget, np.int64)
+    if first.ndim == 0:
+        return np.full(clock.shape, first, np.int64)
+    if first.ndim != 1 or (clock.size and first.size <= clock.max()):
+        raise ValueError(f"first_aget needs one value per readout clock (at least {int(clock.max()) + 1})")
+    return first[clock]
+
+
+def _cobo_order(aget: np.ndarray, clock: np.ndarray, first_aget: int | np.ndarray) -> np.ndarray:
+    """The order in which the CoBo writes items of ``aget`` read at ``clock``: by clock, then AGET by AGET
+    starting at the clock's first AGET (a stable sort: items of one AGET and clock keep their order)."""
+    turn = (aget - _first_per_clock(first_aget, clock)) % N_AGETS
+    return np.argsort(clock * N_AGETS + turn, kind="stable")
+
+
 def encode_frame(
     *,
     cobo: int,
@@ -431,17 +472,19 @@ def encode_frame(
     read_offset: int = 0,
     status: int = 0,
     data_source: int = 0,
+    first_aget: int | np.ndarray = 0,
 ) -> bytes:
     """One GRAW frame (bytes, padded to the block size) holding the given channel traces.
 
     ``channels`` is (n, 2) [aget, channel] (unique pairs), ``samples`` (n, 512) ADC values
     0..4095. Partial readout writes one 32-bit item per (channel, bucket) where
-    ``buckets[i, b]`` is true (default: all 512: no zero suppression), ordered per AGET by
-    increasing bucket then channel with the four AGET streams interleaved round-robin.
-    Full readout writes all 4 x 68 x 512 16-bit items (channels not given are 0),
-    bucket-major and channel-minor per AGET, interleaved. ``hit_pattern`` (an (m, 2)
-    [aget, channel] array) defaults to the written channels. The header is 256 B
-    (``256 // block`` blocks for blocks up to 256 B).
+    ``buckets[i, b]`` is true (default: all 512: no zero suppression). Full readout writes
+    all 4 x 68 x 512 16-bit items (channels not given are 0). The items are in the CoBo's
+    order (:func:`item_clocks`): by readout clock, the items of one clock AGET by AGET
+    starting at ``first_aget`` (0..3, or an array of one per clock: where the CoBo's merger
+    stood; the real frame's drifts from 0 to 2). ``hit_pattern`` (an (m, 2) [aget, channel]
+    array) defaults to the written channels. The header is 256 B (``256 // block`` blocks for
+    blocks up to 256 B).
     """
     channels = np.asarray(channels, np.int64).reshape(-1, 2)
     samples = np.asarray(samples)
@@ -474,21 +517,21 @@ def encode_frame(
         aget = channels[row, 0]
         chan = channels[row, 1]
         words = (aget << 30) | (chan << 23) | (bucket << 14) | samples[row, bucket]
-        # Per AGET: increasing bucket then channel; then round-robin over the AGET streams.
-        per_aget = np.argsort((aget * N_BUCKETS + bucket) * N_CHANNELS + chan, kind="stable")
-        aget_sorted = aget[per_aget]
-        counts = np.bincount(aget_sorted, minlength=N_AGETS)
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        rank = np.arange(aget_sorted.size) - np.repeat(starts, counts)
-        order = per_aget[np.argsort(rank * N_AGETS + aget_sorted, kind="stable")]
-        body = words[order].astype(">u4").tobytes()
+        per_bucket = np.bincount(channels[:, 0], minlength=N_AGETS) + IDLE_CLOCKS  # clocks per bucket, per AGET
+        clock = item_clocks(channels)[row] + bucket * per_bucket[aget]
+        body = words[_cobo_order(aget, clock, first_aget)].astype(">u4").tobytes()
         frame_type, item_size = PARTIAL, 4
     elif mode == "full":
         if buckets is not None:
             raise ValueError("buckets (zero suppression) applies to partial readout only")
+        # Every AGET reads all 68 channels: the clock of (bucket, channel) is the same for the four.
         data = np.zeros((N_BUCKETS, N_CHANNELS, N_AGETS), np.int64)  # [bucket, channel, aget]
         data[:, channels[:, 1], channels[:, 0]] = samples.T
         data |= np.arange(N_AGETS, dtype=np.int64) << 14
+        if np.any(first_aget):  # each clock's four items starting at its first AGET
+            clock = (np.arange(N_BUCKETS)[:, None] * (N_CHANNELS + IDLE_CLOCKS) + np.arange(N_CHANNELS)).reshape(-1)
+            first = _first_per_clock(first_aget, clock)
+            data = np.take_along_axis(data.reshape(-1, N_AGETS), (np.arange(N_AGETS) + first[:, None]) % N_AGETS, 1)
         body = data.astype(">u2").tobytes()
         frame_type, item_size = FULL, 2
     else:
@@ -530,6 +573,7 @@ def encode_event_frames(
     buckets: np.ndarray | None = None,
     meta_type: int = META_TYPE,
     revision: int = 5,
+    first_aget: int | np.ndarray = 0,
 ) -> dict[tuple[int, int], bytes]:
     """The frames of one event: ``{(cobo, asad): frame}``, sorted by (cobo, asad).
 
@@ -542,6 +586,7 @@ def encode_event_frames(
     writes no FPN channels (full readout then leaves them 0). A trace row on an FPN
     channel overrides ``fpn``. CoBo 10 frames carry ``timestamp_other``, the others
     ``timestamp``. ``buckets`` (n, 512) bool selects the written buckets (partial only).
+    ``first_aget`` is :func:`encode_frame`'s, for every frame.
     """
     traces = np.asarray(traces)
     if traces.ndim != 2 or traces.shape[1] != 5 + N_BUCKETS:
@@ -570,5 +615,6 @@ def encode_event_frames(
             cobo=cobo, asad=asad, event_id=event_id,
             timestamp=timestamp_other if cobo == 10 else timestamp,
             channels=chans, samples=samples, mode=mode, meta_type=meta_type, revision=revision, buckets=mask,
+            first_aget=first_aget,
         )
     return out
