@@ -891,38 +891,11 @@ def rows_sorted_by(cloud, column, strict):
 
 @njit(cache=True, nogil=True)
 def event_cloud(
-    traces,
-    pad_ok,
-    pad_x,
-    pad_y,
-    pad_scale,
-    pad_tcorr,
-    pad_gain,
-    h_bitrev,
-    tw_re,
-    tw_im,
-    pos_sum,
-    neg_sum,
-    threshold,
-    distance,
-    prominence_min,
-    width_min,
-    width_max,
-    rel_height,
-    max_peaks,
-    integer,
-    integer_fill,
-    centroid_mode,
-    time_column,
-    z_column,
-    jitter,
-    jitter_seed,
-    event_id,
-    window_bucket,
-    drift_buckets,
+    traces, points_args, time_column, z_column, jitter, jitter_seed, event_id, window_bucket, drift_buckets,
     drift_length,
 ):
-    """The event's cloud as the stage returns it: :func:`event_points`, the tie jitter (``jitter`` > 0,
+    """The event's cloud as the stage returns it: :func:`event_points` (its arguments after the traces in the
+    tuple ``points_args``), the tie jitter (``jitter`` > 0,
     :func:`jitter_times`) on ``time_column``, ``z_column`` = (window_bucket - time) / drift_buckets *
     drift_length (the detector's ``z_from_bucket``: the same operations in the same order) and the rows
     sorted by z (:func:`rows_sorted_by`, ties lifted when jittered). Also returns the number of traces
@@ -930,11 +903,7 @@ def event_cloud(
 
     One compiled call per event instead of four calls and numpy temporaries between them.
     """
-    cloud, n_filtered = event_points(
-        traces, pad_ok, pad_x, pad_y, pad_scale, pad_tcorr, pad_gain, h_bitrev, tw_re, tw_im, pos_sum, neg_sum,
-        threshold, distance, prominence_min, width_min, width_max, rel_height, max_peaks, integer, integer_fill,
-        centroid_mode,
-    )
+    cloud, n_filtered = event_points(traces, *points_args)
     if jitter > 0.0:
         jitter_times(cloud, time_column, jitter, jitter_seed, event_id)
     for i in range(cloud.shape[0]):

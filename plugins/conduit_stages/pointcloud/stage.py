@@ -148,7 +148,7 @@ class PointcloudKernel:
         """The event's cloud, rows sorted by z; ``event_id`` keys the tie jitter."""
         if traces.shape[0] == 0:
             return empty_cloud()
-        cloud, n_filtered = self._k.event_cloud(_as_trace_matrix(traces), *self._points_args, *self._cloud_args,
+        cloud, n_filtered = self._k.event_cloud(_as_trace_matrix(traces), self._points_args, *self._cloud_args,
                                                 int(event_id), *self._z_args)
         self.last_filtered = int(n_filtered)
         return cloud
