@@ -392,10 +392,33 @@ def test_warm_up_compiles_every_kernel_an_event_uses(pads, zoo):
 
     stage = PointcloudStage(PointcloudParams(), StageContext())
     stage.warm_up()
-    used = ("event_points", "jitter_times", "rows_sorted_by")
+    used = ("event_cloud",)  # the stage's one kernel call per event (event_points, jitter, z, sort inside)
     before = {name: list(getattr(kernels, name).signatures) for name in used}
     assert all(len(signatures) == 1 for signatures in before.values())
     event = Event(id=5, traces=zoo[0])
     stage.process(event)
     assert len(event.artifacts["cloud"]) > 10
     assert {name: list(getattr(kernels, name).signatures) for name in used} == before
+
+
+@pytest.mark.parametrize("overrides", [{}, {"tie_jitter": 0.0}, {"centroid": "parabolic", "jitter_seed": 3}])
+def test_one_kernel_call_gives_the_cloud_of_the_separate_steps_byte_for_byte(pads, zoo, overrides):
+    """The stage's one compiled call (points, jitter, z, sort) gives exactly what the steps give one by one:
+    the points, the tie jitter, the detector's own z_from_bucket (numpy) and the stable sort by z."""
+    from conduit_stages.pointcloud import kernels
+
+    traces, _ = zoo
+    kernel = make_kernel(pads, **overrides)
+    detector = DetectorParams(window_time_bucket=547.25, micromegas_time_bucket=9.5, detector_length=998.0)
+    kernel = PointcloudKernel(kernel.params, pads, detector)
+    for event_id in (0, 17, 2**40 + 3):
+        cloud = kernel.unsorted(traces)
+        jitter = kernel.params.tie_jitter
+        if jitter > 0:
+            kernels.jitter_times(cloud, TIME, jitter, kernel.params.jitter_seed, event_id)
+        cloud[:, Z] = detector.z_from_bucket(cloud[:, TIME])
+        expected = kernels.rows_sorted_by(cloud, Z, jitter > 0)
+        got = kernel(traces, event_id)
+        assert len(got) > 10
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert got.tobytes() == expected.tobytes()

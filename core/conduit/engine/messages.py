@@ -61,13 +61,19 @@ def _array(data: bytes | bytearray, key: Any, shape: tuple[int, ...]) -> np.ndar
     return array.reshape(shape)
 
 
+#: Kinds of dtype whose arrays export their buffer as they are (bool, integers, floats, complex): a PickleBuffer
+#: of the array itself, 0.5 µs, instead of one of a uint8 view of it, 4 µs (five arrays per chain result).
+_BUFFER_KINDS = frozenset("biufc")
+
+
 def _reduce_array(array: np.ndarray):
-    if array.dtype.hasobject or array.dtype.itemsize == 0 or not array.flags.c_contiguous:
+    dtype = array.dtype
+    if dtype.hasobject or dtype.itemsize == 0 or not array.flags.c_contiguous:
         return array.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
     # In-band, a PickleBuffer of a writable array is stored as a bytearray (one copy, no dtype spelled out);
-    # as bytes, since the buffer protocol refuses some dtypes (datetime64).
-    data = pickle.PickleBuffer(array.reshape(-1).view(np.uint8))
-    return _array, (data, _dtype_key(array.dtype), array.shape)
+    # other dtypes (structured, datetime64: the buffer protocol refuses some) as the bytes of a uint8 view.
+    data = pickle.PickleBuffer(array if dtype.kind in _BUFFER_KINDS else array.reshape(-1).view(np.uint8))
+    return _array, (data, _dtype_key(dtype), array.shape)
 
 
 _DISPATCH = copyreg.dispatch_table.copy()

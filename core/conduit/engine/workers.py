@@ -35,7 +35,7 @@ from .messages import pack, unpack
 __all__ = ["JobNotRun", "Worker", "WorkerDied", "WorkerSet", "keep_heap", "worker_loop"]
 
 _HEADER = struct.Struct("!i")
-#: Bytes asked for per read of an answer (a default-mix answer is about 12 kB: one read).
+#: Bytes asked for per read of a job or an answer (a default-mix answer is about 12 kB: one read).
 _READ = 1 << 16
 
 
@@ -69,19 +69,57 @@ def worker_loop(jobs, answers, niceness: int, run: Callable[[Any], Any]) -> None
         except OSError:  # pragma: no cover - not permitted here: run at normal priority
             pass
     keep_heap()
+    # The pipes' file descriptors are read and written directly (one read usually brings a whole job, one
+    # writev sends the answer's header and bytes): Connection.recv_bytes costs two reads and its Python per
+    # job, send_bytes a copy of the answer behind its header.
+    jobs_fd, answers_fd = jobs.fileno(), answers.fileno()
+    buffer = bytearray()
     while True:
         try:
-            job = unpack(jobs.recv_bytes())
-        except (EOFError, OSError):
+            while (job := _take_message(buffer)) is None:
+                chunk = os.read(jobs_fd, max(_READ, _missing(buffer)))
+                if not chunk:
+                    return
+                buffer += chunk
+        except OSError:
             return
+        job = unpack(job)
         try:
             answer = pack((True, run(job)))
         except Exception as err:
             answer = pack((False, _portable(err)))
         try:
-            answers.send_bytes(answer)
+            _write_all(answers_fd, (_HEADER.pack(len(answer)), answer))
         except OSError:  # the main process is gone
             return
+
+
+def _take_message(buffer: bytearray) -> bytes | None:
+    """The first whole message in ``buffer`` (a 4-byte length, the bytes), taken out of it; None if incomplete."""
+    if len(buffer) < _HEADER.size:
+        return None
+    end = _HEADER.size + _HEADER.unpack_from(buffer)[0]
+    if len(buffer) < end:
+        return None
+    data = bytes(memoryview(buffer)[_HEADER.size:end])
+    del buffer[:end]
+    return data
+
+
+def _missing(buffer: bytearray) -> int:
+    """Bytes still to read for the first message in ``buffer`` (at least its header)."""
+    if len(buffer) < _HEADER.size:
+        return _HEADER.size - len(buffer)
+    return _HEADER.size + _HEADER.unpack_from(buffer)[0] - len(buffer)
+
+
+def _write_all(fd: int, parts: tuple[bytes, ...]) -> None:
+    """Write ``parts`` to the blocking ``fd`` in order, in one system call when the pipe takes them at once."""
+    written = os.writev(fd, parts)
+    if written < sum(map(len, parts)):  # the pipe took part of it (a large answer, a full pipe): the rest
+        rest = memoryview(b"".join(parts))[written:]
+        while rest:
+            rest = rest[os.write(fd, rest):]
 
 
 #: glibc's mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_THRESHOLD.
@@ -230,17 +268,9 @@ class Worker:
     async def _read(self) -> bytes:
         fd = self._answers.fileno() if not self._answers.closed else -1
         buffer = self._buffer
-        need = _HEADER.size
-        while True:
-            if len(buffer) >= need:
-                if need == _HEADER.size:
-                    need += _HEADER.unpack_from(buffer)[0]
-                    continue
-                data = bytes(buffer[_HEADER.size:need])
-                del buffer[:need]
-                return data
+        while (data := _take_message(buffer)) is None:
             try:
-                chunk = os.read(fd, max(_READ, need - len(buffer)))
+                chunk = os.read(fd, max(_READ, _missing(buffer)))
             except BlockingIOError:
                 try:
                     await trio.lowlevel.wait_readable(fd)
@@ -252,6 +282,7 @@ class Worker:
             if not chunk:
                 raise _Gone
             buffer += chunk
+        return data
 
     def _death(self) -> str:
         """What became of the process, in words (blocking up to 1 s: call it in a thread)."""

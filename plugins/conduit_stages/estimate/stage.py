@@ -83,7 +83,8 @@ class EstimateStage(TransformStage):
             estimate_tracks(cloud, clusters, self.params.replace(polar_from=mode), self.context.detector)
 
     def process(self, event) -> None:
-        from conduit_physics.tracks import STATUS
+        # from the defining module: the package's lazy export would run its import machinery twice per event
+        from conduit_physics.tracks.fit import STATUS
 
         estimates, status = estimate_tracks(
             event.artifacts["cloud"], event.artifacts["clusters"], self.params, self.context.detector, event.id

@@ -122,35 +122,25 @@ class PointcloudKernel:
             self.pad_gain = read_pad_column(resolve(params.gain), n_pads, names=("gain", "sizegain"), what="gain")
         self.last_filtered = 0
 
+        # Every argument of the kernels after the trace matrix, fixed for this parameter set (made once, not
+        # per event).
+        t = self.tables
+        self._points_args = (
+            self.pad_ok, self.pad_x, self.pad_y, self.pad_scale, self.pad_tcorr, self.pad_gain,
+            t.h_bitrev, t.tw_re, t.tw_im, t.positive_sum, t.negative_sum,
+            float(params.peak_threshold), float(params.peak_separation), float(params.peak_prominence),
+            float(params.peak_min_width), float(params.peak_max_width), float(params.peak_rel_height),
+            int(params.max_peaks), bool(params.integer_samples), bool(params.integer_fill),
+            0 if params.centroid == "index" else 1,
+        )
+        # z = (window - time) / (window - micromegas) * length: detector.z_from_bucket's operations, in the kernel
+        window, micromegas = detector.window_time_bucket, detector.micromegas_time_bucket
+        self._cloud_args = (TIME, Z, float(params.tie_jitter), int(params.jitter_seed))
+        self._z_args = (float(window), float(window - micromegas), float(detector.detector_length))
+
     def unsorted(self, traces: np.ndarray) -> np.ndarray:
         """Points in trace order, z not yet filled (kernel output)."""
-        p = self.params
-        t = self.tables
-        traces = _as_trace_matrix(traces)
-        cloud, n_filtered = self._k.event_points(
-            traces,
-            self.pad_ok,
-            self.pad_x,
-            self.pad_y,
-            self.pad_scale,
-            self.pad_tcorr,
-            self.pad_gain,
-            t.h_bitrev,
-            t.tw_re,
-            t.tw_im,
-            t.positive_sum,
-            t.negative_sum,
-            float(p.peak_threshold),
-            float(p.peak_separation),
-            float(p.peak_prominence),
-            float(p.peak_min_width),
-            float(p.peak_max_width),
-            float(p.peak_rel_height),
-            int(p.max_peaks),
-            bool(p.integer_samples),
-            bool(p.integer_fill),
-            0 if p.centroid == "index" else 1,
-        )
+        cloud, n_filtered = self._k.event_points(_as_trace_matrix(traces), *self._points_args)
         self.last_filtered = int(n_filtered)
         return cloud
 
@@ -158,12 +148,10 @@ class PointcloudKernel:
         """The event's cloud, rows sorted by z; ``event_id`` keys the tie jitter."""
         if traces.shape[0] == 0:
             return empty_cloud()
-        cloud = self.unsorted(traces)
-        jitter = float(self.params.tie_jitter)
-        if jitter > 0.0:
-            self._k.jitter_times(cloud, TIME, jitter, int(self.params.jitter_seed), int(event_id))
-        cloud[:, Z] = self.detector.z_from_bucket(cloud[:, TIME])
-        return self._k.rows_sorted_by(cloud, Z, jitter > 0.0)
+        cloud, n_filtered = self._k.event_cloud(_as_trace_matrix(traces), self._points_args, *self._cloud_args,
+                                                int(event_id), *self._z_args)
+        self.last_filtered = int(n_filtered)
+        return cloud
 
     def baseline_corrected(self, traces: np.ndarray) -> np.ndarray:
         """(n, 512) baseline-subtracted samples of every row (no pad filtering, no skipping)."""
