@@ -30,6 +30,7 @@ Every figure comes from wall clocks on this machine; nothing here is a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import signal
 import subprocess
@@ -310,11 +311,22 @@ def _online_pipeline(tmp: Path, port: int, workers: int, record: bool = True) ->
     return pipeline
 
 
+@contextlib.contextmanager
+def _run_dir(keep: str | None, rate: float):
+    """Where one online run writes: a temporary directory, or ``KEEP/rate_R`` kept for a look afterwards."""
+    if keep is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(tmp)
+    else:
+        where = Path(keep) / f"rate_{rate:g}"
+        where.mkdir(parents=True, exist_ok=False)
+        yield where
+
+
 def online(args) -> None:
     rows = []
     for rate in args.rates:
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
+        with _run_dir(args.keep, rate) as tmp:
             port = args.base_port or free_base_port()
             events = int(rate * args.seconds) if rate > 0 else args.events
             pipeline = _online_pipeline(tmp, port, args.workers, record=not args.no_record)
@@ -466,6 +478,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=-1)
     p.add_argument("--base-port", type=int, default=0, help="first of 11 ports (0: a free range)")
     p.add_argument("--summary", action="store_true", help="print each run's summary too")
+    p.add_argument("--keep", metavar="DIR", help="keep each run's pipeline and recordings in DIR/rate_R (a new "
+                   "directory) instead of a temporary one")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="passed to conduit run (e.g. source.read_pause=0)")
     p.add_argument("--count-from", choices=("serving", "connected"), default="serving",
