@@ -179,7 +179,7 @@ def test_a_killed_writer_stops_the_run_in_one_line_and_loses_nothing_silently(si
     message = str(stopped.value)
     assert "\n" not in message
     handed = sink.received - 1  # the event that noticed the death was not handed over
-    assert message == (f"the hdf5 writer process (pid {pid}) died (killed by SIGKILL): {handed - 10} events handed "
+    assert message == (f"the hdf5 writer process (pid {pid}) died (killed by signal 9): {handed - 10} events handed "
                        f"to it since its last commit are not written; every event committed before is kept in "
                        f"{tmp_path / 'run.h5'}")
     sink.close()
@@ -200,7 +200,7 @@ def test_a_writer_killed_while_idle_is_found_at_close(sinkkit, tmp_path):
     os.kill(sink.writer.pid, signal.SIGKILL)
     sink.writer.proc.wait()
     sink.close()
-    assert sink.error.startswith(f"the hdf5 writer process (pid {sink.writer.pid}) died (killed by SIGKILL): "
+    assert sink.error.startswith(f"the hdf5 writer process (pid {sink.writer.pid}) died (killed by signal 9): "
                                  f"4 events handed to it since its last commit are not written")
     assert sink.unwritten() == 4 and sink.flushed_events == 0
     assert ids_in(tmp_path / "run.h5") == []

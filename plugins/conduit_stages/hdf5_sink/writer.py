@@ -53,8 +53,6 @@ from typing import Any
 
 import numpy as np
 
-from conduit.exits import how_it_ended
-
 __all__ = ["WriterProcess", "WriterDied", "WriterSpec", "RING_SLOTS", "SLOT_BYTES", "child_main"]
 
 #: Events the ring holds (in flight between the main process and the writer). More slots buffer longer
@@ -280,7 +278,7 @@ class WriterProcess:
 
     def _died(self) -> WriterDied:
         code = self.proc.wait()
-        how = how_it_ended(code)
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         return WriterDied(f"the hdf5 writer process (pid {self.proc.pid}) died ({how})")
 
     def _wait_for(self, wanted: str) -> Any:

@@ -43,8 +43,6 @@ from typing import Any
 
 import numpy as np
 
-from conduit.exits import how_it_ended
-
 __all__ = ["DrawProcess", "DrawSpec", "DrawnEvent", "DrawProcessDied", "WINDOW", "child_main", "sidecar_path",
            "encode", "decode", "draw_message", "read_draw"]
 
@@ -321,7 +319,7 @@ class DrawProcess:
 
     def _died(self) -> DrawProcessDied:
         code = self.proc.wait()
-        how = how_it_ended(code)
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         return DrawProcessDied(f"the rerun draw process (pid {self.proc.pid}) died ({how})")
 
     def _send(self, message: tuple) -> None:
