@@ -1,6 +1,6 @@
 """End-to-end figures of the whole conduit, as a user runs it.
 
-    .venv/bin/python benchmarks/end_to_end.py online   [--rates 200 400] [--seconds 60] [--workers 2]
+    .venv/bin/python benchmarks/end_to_end.py online   [--rates 200 400] [--seconds 60] [--workers 2] [--timeline]
     .venv/bin/python benchmarks/end_to_end.py memory   [--rate 200] [--minutes 10]
     .venv/bin/python benchmarks/end_to_end.py scaling  [--events 300]
     .venv/bin/python benchmarks/end_to_end.py startup
@@ -16,7 +16,14 @@ online   eleven simulated DataExporters (`conduit simulate serve`, a separate,
          (when it has one), of its analysis workers (every descendant process,
          however started) and of the simulated DAQ, and the load average of
          the machine (other work shares the CPUs). --summary also prints each
-         run's summary (per-stage times).
+         run's summary (per-stage times). For the first 5 s of serving: CPU
+         ms and minor page faults per second of each process, and the events
+         skipped in each second (event id // rate, from the recording);
+         --timeline adds the engine's timeline of the first events
+         (`[engine] timeline`: dispatch to answer, the main process's CPU and
+         faults per event, the workers' first jobs against later ones, the
+         garbage collections per generation). --trace-seconds also traces every
+         second of the run (benchmarks/trace_seconds.py) and prints it.
 memory   the same online run for --minutes: the resident size (RSS) of the
          conduit's main process and of its workers, sampled every 10 s.
 scaling  the same analysis replaying a merged HDF5 file with 0, 1 and 2 worker
@@ -98,6 +105,10 @@ class _Sampler:
         self.rss: list[tuple[float, float, float]] = []  # (seconds, main MiB, workers MiB)
         self.t0 = time.monotonic()
         self._base: tuple = ((0.0, 0.0), (0.0, 0.0), {})
+        self.started_at = self.t0
+        #: (seconds since start, main CPU s, {kind: CPU s}, DAQ CPU s, {process kind: minor faults}), sampled in
+        #: the first seconds of serving.
+        self.timeline: list[tuple[float, float, dict[str, float], float, dict[str, int]]] = []
 
     def sample(self) -> None:
         server = cpu_times(self.server_pid)
@@ -121,6 +132,7 @@ class _Sampler:
     def start(self) -> None:
         """From now on: CPU times are counted from the last sample (start-up left out)."""
         self._base = (self.main, self.server, {pid: cpu for pid, (_, cpu) in self.descendants.items()})
+        self.started_at = time.monotonic()
 
     def cpu(self, kind: str) -> tuple[float, float]:
         """(user, system) CPU seconds of every descendant of one kind since :meth:`start`."""
@@ -134,8 +146,27 @@ class _Sampler:
     def cpu_server(self) -> tuple[float, float]:
         return _minus(self.server, self._base[1])
 
+    def timeline_point(self) -> None:
+        """Note the CPU seconds used so far (user + system) by each kind of process, with the time since
+        :meth:`start` (the first seconds of serving: :func:`first_seconds`)."""
+        kinds = {kind: sum(self.cpu(kind)) for kind in ("hdf5 writer", "worker")}
+        faults = {"main": _minor_faults(self.run_pid), "DAQ": _minor_faults(self.server_pid)}
+        for kind in ("hdf5 writer", "worker"):
+            faults[kind] = sum(_minor_faults(pid) for pid, (k, _) in self.descendants.items() if k == kind)
+        self.timeline.append((time.monotonic() - self.started_at, sum(self.cpu_main()), kinds,
+                              sum(self.cpu_server()), faults))
+
     def count(self, kind: str) -> int:
         return sum(1 for k, _ in self.descendants.values() if k == kind)
+
+
+def _minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[7])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _minus(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
@@ -184,7 +215,7 @@ def _losses(text: str) -> dict[str, int]:
 
 def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int, port: int,
                  sample_every: float = 2.0, settings: tuple[str, ...] = (), max_seconds: float | None = None,
-                 count_from: str = "serving") -> dict:
+                 count_from: str = "serving", trace_seconds: bool = False) -> dict:
     """Serve ``events`` at ``rate`` (niced server: the DAQ is another machine in reality), receive, measure.
 
     ``max_seconds``: stop the DAQ (SIGINT) after that long serving, if it has not finished (the memory run
@@ -212,11 +243,16 @@ def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int,
         time.sleep(0.1)
     sampler.sample()
     sampler.start()
+    tracer = _start_trace(tmp, run.pid, server.pid, port, rate) if trace_seconds else None
     started = time.monotonic()
+    sampler.timeline_point()
     cut = False
     while server.poll() is None:
-        time.sleep(sample_every)
+        first = time.monotonic() - started < FIRST_SECONDS
+        time.sleep(FIRST_SAMPLE if first else sample_every)
         sampler.sample()
+        if first:
+            sampler.timeline_point()
         if max_seconds is not None and time.monotonic() - started > max_seconds and server.poll() is None:
             server.send_signal(signal.SIGINT)
             cut = True
@@ -233,6 +269,8 @@ def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int,
     out, err = run.communicate(timeout=600)
     if run.returncode != 0:
         raise SystemExit(f"conduit run failed: {err[-2000:]}")
+    if tracer is not None:
+        _show_trace(tracer, tmp, rate)
     import h5py
 
     recorded = -1  # no recording
@@ -263,8 +301,110 @@ def _online_once(tmp: Path, pipeline: Path, events: int, rate: float, pool: int,
         "load": (load_before, os.getloadavg()[0]),
         "rss": sampler.rss,
         "summary": out,
+        "first_seconds": first_seconds(sampler.timeline),
+        "skipped_per_second": skipped_per_second(tmp / "run_0001.h5", rate),
+        "timeline": timeline_summary(tmp / "timeline.json", rate) if (tmp / "timeline.json").exists() else [],
         "daq": [line for line in daq_out.decode(errors="replace").splitlines() if line.startswith(("served", "pacing"))],
     }
+
+
+#: Seconds of serving sampled finely (CPU per process kind per second: what the first second costs).
+FIRST_SECONDS = 5
+#: Their sampling interval (s).
+FIRST_SAMPLE = 0.25
+
+
+def first_seconds(timeline: list) -> list[dict[str, float]]:
+    """CPU ms and minor page faults in each whole second of serving, per kind of process, from the samples of
+    :meth:`_Sampler.timeline_point` (the sample nearest each second's end)."""
+    out = []
+    for second in range(FIRST_SECONDS):
+        if not timeline or timeline[-1][0] < second + 1 - FIRST_SAMPLE:
+            break
+        a = min(timeline, key=lambda p: abs(p[0] - second))  # the samples nearest the second's ends
+        b = min(timeline, key=lambda p: abs(p[0] - second - 1))
+        if b[0] <= a[0]:
+            break
+        row = {"main": b[1] - a[1], "DAQ": b[3] - a[3], **{k: b[2][k] - a[2][k] for k in b[2]}}
+        span = b[0] - a[0]
+        out.append({**{f"{k} CPU ms/s": 1e3 * v / span for k, v in row.items()},
+                    **{f"{k} faults/s": (b[4][k] - a[4][k]) / span for k in b[4]}})
+    return out
+
+
+def timeline_summary(path: Path, rate: float) -> list[str]:
+    """Lines summing up a run's ``[engine] timeline`` file: per second of serving (event id // rate) the events
+    skipped, the median and largest time from dispatch to answer, the main process's CPU ms and page faults per
+    event; the workers' first jobs against their later ones; the garbage collections per generation."""
+    import json
+    import statistics
+
+    data = json.loads(path.read_text())
+    steps: dict[str, dict[int, list]] = {}
+    for event, step, when, cpu, faults, extra in data["steps"]:
+        steps.setdefault(step, {})[event] = [when, cpu, faults, extra]
+    received, sent, answered = steps.get("received", {}), steps.get("sent", {}), steps.get("answered", {})
+    lines = ["| second | skipped | dispatch to answer, median / max ms | main CPU ms per event | main faults per event |",
+             "|---|---|---|---|---|"]
+    per = max(int(rate), 1)
+    for second in range(FIRST_SECONDS):
+        ids = sorted(i for i in received if i // per == second)
+        if len(ids) < 2:
+            break
+        waits = sorted(1e3 * (answered[i][0] - sent[i][0]) for i in ids if i in answered and i in sent)
+        first, last = received[ids[0]], received[ids[-1]]
+        lines.append(f"| {second} | {sum(i in steps.get('skipped', {}) for i in ids)} | "
+                     f"{statistics.median(waits) if waits else 0:.1f} / {max(waits, default=0):.1f} | "
+                     f"{1e3 * (last[1] - first[1]) / (len(ids) - 1):.2f} | {(last[2] - first[2]) / (len(ids) - 1):.0f} |")
+    jobs = [answered[i][3] for i in sorted(answered, key=lambda i: answered[i][0]) if answered[i][3]]
+    if jobs:
+        def cost(part):
+            return (f"CPU {1e3 * statistics.median(j[1] for j in part):.2f} ms, wall "
+                    f"{1e3 * statistics.median(j[0] for j in part):.2f} ms, faults {statistics.median(j[2] for j in part):.0f}")
+        lines.append(f"worker jobs, medians: first 20 {cost(jobs[:20])}; after the first 200 {cost(jobs[200:] or jobs)}")
+    by_generation: dict[int, list[float]] = {}
+    for _, generation, seconds, _ in data["gc"]:
+        by_generation.setdefault(generation, []).append(seconds)
+    lines.append("garbage collections (main process, whole run): " + (", ".join(
+        f"generation {g}: {len(v)}, {1e3 * sum(v):.1f} ms of CPU in all, longest {1e3 * max(v):.1f} ms"
+        for g, v in sorted(by_generation.items())) or "none"))
+    lines.append(f"trace slots at the end: {data.get('trace_slots')}")
+    return lines
+
+
+def skipped_per_second(recording: Path, rate: float, seconds: int = FIRST_SECONDS) -> list[int] | None:
+    """Events recorded without a point cloud (skipped by analysis) in each of the first ``seconds`` of serving
+    (event id // rate: the DAQ serves them in id order on its grid), or None without a recording."""
+    if rate <= 0 or not recording.exists():
+        return None
+    import h5py
+
+    with h5py.File(recording, "r") as f:
+        if "events" not in f:
+            return None
+        clouds = set(f["cloud"]) if "cloud" in f else set()
+        counts = [0] * seconds
+        for name in f["events"]:
+            second = int(name.removeprefix("event_")) // int(rate)
+            if second < seconds and name.replace("event_", "cloud_") not in clouds:
+                counts[second] += 1
+    return counts
+
+
+def _start_trace(tmp: Path, run_pid: int, server_pid: int, port: int, rate: float) -> subprocess.Popen:
+    """benchmarks/trace_seconds.py sampling /proc once a second into ``tmp``/trace_seconds.jsonl until the run ends."""
+    return subprocess.Popen([sys.executable, str(Path(__file__).parent / "trace_seconds.py"), "--run", str(run_pid),
+                             "--daq", str(server_pid), "--port", str(port), "--rate", str(rate),
+                             "--out", str(tmp / "trace_seconds.jsonl")])
+
+
+def _show_trace(tracer: subprocess.Popen, tmp: Path, rate: float) -> None:
+    """Print the per-second trace, with the skips per second read from the recording when there is one."""
+    tracer.wait(timeout=30)
+    recording = tmp / "run_0001.h5"
+    subprocess.run([sys.executable, str(Path(__file__).parent / "trace_seconds.py"), "--show",
+                    str(tmp / "trace_seconds.jsonl"), "--rate", str(rate),
+                    *(["--recording", str(recording)] if recording.exists() else [])], check=False)
 
 
 #: What `conduit simulate serve` prints when it starts serving (its pool made, every client connected).
@@ -330,8 +470,9 @@ def online(args) -> None:
             port = args.base_port or free_base_port()
             events = int(rate * args.seconds) if rate > 0 else args.events
             pipeline = _online_pipeline(tmp, port, args.workers, record=not args.no_record)
-            rows.append(_online_once(tmp, pipeline, events, rate, args.pool, port, settings=tuple(args.set),
-                                     count_from=args.count_from))
+            settings = (*args.set, f"engine.timeline={tmp / 'timeline.json'}") if args.timeline else tuple(args.set)
+            rows.append(_online_once(tmp, pipeline, events, rate, args.pool, port, settings=settings,
+                                     count_from=args.count_from, trace_seconds=args.trace_seconds))
     print(f"machine: {machine()}")
     print("simulated DAQ (11 DataExporters, niced) and conduit on the same machine; event mix: simulator default "
           "(~700 signal + 640 FPN channels, ~2.8 MB of frames per event)")
@@ -358,6 +499,17 @@ def online(args) -> None:
         losses = ", ".join(f"{k} {v}" for k, v in r["losses"].items()) or "none"
         cpu = [f"{u:.2f}+{s:.2f}" for u, s in r["cpu_ms"].values()]
         print(f"| {r['rate'] or 'max'} | {losses} | " + " | ".join(cpu) + f" | {r['workers_seen']} |")
+    print()
+    for r in rows:
+        print(f"at {r['rate']:g}/s, skipped per second of serving (first {FIRST_SECONDS} s): "
+              f"{r['skipped_per_second'] if r['skipped_per_second'] is not None else 'no recording'}")
+        print("| second | " + " | ".join(k for k in (r["first_seconds"] or [{}])[0]) + " |")
+        print("|---|" + "---|" * len((r["first_seconds"] or [{}])[0]))
+        for second, row in enumerate(r["first_seconds"]):
+            print(f"| {second} | " + " | ".join(f"{v:.0f}" for v in row.values()) + " |")
+        if r["timeline"]:
+            print(f"\nat {r['rate']:g}/s, the engine's timeline of the first events:")
+            print("\n".join(r["timeline"]))
     if args.summary:
         for r in rows:
             print(f"\nrun summary at {r['rate']:g} events/s:{r['summary']}")
@@ -485,8 +637,13 @@ def main() -> None:
     p.add_argument("--count-from", choices=("serving", "connected"), default="serving",
                    help="count CPU and seconds from the DAQ's first frame (it prints when) or from its clients' "
                         "connection (older DAQ code, which does not print it)")
+    p.add_argument("--timeline", action="store_true", help="the engine's timeline of the first events "
+                   "(`[engine] timeline`: dispatch and answer times, worker jobs, garbage collections), summed up")
     p.add_argument("--no-record", action="store_true", help="leave out the hdf5 and rerun recordings (what the "
                                                             "receive path and analysis cost alone)")
+    p.add_argument("--trace-seconds", action="store_true", help="trace every second of the run (benchmarks/"
+                   "trace_seconds.py: CPU, run-queue waits, switches of every process, the machine's steal/iowait, "
+                   "dirty pages, socket queues, skips) and print it; kept as trace_seconds.jsonl with --keep")
     p = sub.add_parser("memory")
     p.add_argument("--rate", type=float, default=200.0)
     p.add_argument("--minutes", type=float, default=10.0)

@@ -1,7 +1,7 @@
 """Throughput of the hdf5 sink, its CPU cost per process, and what its crash safety costs.
 
     .venv/bin/python benchmarks/sinks_hdf5_throughput.py [--events 1000] [--traces 700] [--dir /tmp]
-        [--rate 200] [--disk-mb 2000] [--drop-caches] [--only-sink]
+        [--rate 200] [--disk-mb 2000] [--drop-caches] [--only-sink] [--write-thread]
 
 1. Recording: the same events written by plain file writes of the same bytes
    (the disk), by a plain in-place h5py writer (one file, ``flush()`` every
@@ -140,7 +140,8 @@ def drop_caches(settle: float = 5.0) -> None:
 
 
 def conduit_sink(directory: Path, pool, n: int, flush_interval: float, consolidate: bool,
-                 clusters: bool = True, rate: float = 0.0, split: dict | None = None) -> tuple[float, float, float, float]:
+                 clusters: bool = True, rate: float = 0.0, split: dict | None = None,
+                 write_thread: bool = False) -> tuple[float, float, float, float]:
     """(run s, close s, writer process CPU s, main process CPU s) of the hdf5 sink recording ``n`` events.
 
     The CPU times cover the events only (consume + the final flush), not opening and closing the sink.
@@ -152,7 +153,8 @@ def conduit_sink(directory: Path, pool, n: int, flush_interval: float, consolida
     from conduit_stages.hdf5_sink.sink import Hdf5Sink
 
     sink = Hdf5Sink(Hdf5Params(path="run.h5", flush_interval=flush_interval, consolidate=consolidate,
-                               histograms=False, clusters=clusters), StageContext(run=1, base_dir=directory))
+                               histograms=False, clusters=clusters, write_thread=write_thread),
+                    StageContext(run=1, base_dir=directory))
     sink.open()
     sink.begin()
     writer = getattr(sink, "writer", None)
@@ -214,6 +216,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="events/s offered (0: as fast as taken)")
     parser.add_argument("--disk-mb", type=int, default=0, help="measure the disk first with dd of this many MB")
     parser.add_argument("--drop-caches", action="store_true", help="drop the page cache before each row (root)")
+    parser.add_argument("--write-thread", action="store_true", help="the sink's write_thread = true")
     parser.add_argument("--only-sink", action="store_true",
                         help="only the hdf5 sink as configured by default (no cluster copies, consolidated)")
     args = parser.parse_args()
@@ -257,7 +260,7 @@ def main() -> int:
             label = "hdf5 sink, flush 2 s, " + ("consolidated at close" if consolidate else "file + parts")
             label += ", cluster copies" if clusters else ", no cluster copies (default mix)"
             timed(label, conduit_sink, d, pool, args.events, 2.0, consolidate, clusters, rate=args.rate,
-                  sink=True)
+                  sink=True, write_thread=args.write_thread)
             shutil.rmtree(d)
         rate = f"offered at {args.rate:g} events/s" if args.rate else "as fast as taken"
         print(f"{args.events} events x {mb_per_event:.2f} MB ({args.traces} traces + cloud + clusters) "

@@ -43,6 +43,7 @@ import importlib
 import json
 import os
 import pickle
+import pkgutil
 import resource
 import subprocess
 import sys
@@ -59,7 +60,8 @@ from view import analysed_events  # noqa: E402
 
 
 def load_plugins(plugins: str) -> tuple:
-    """The rerun sink, its params and the histogram stage of the ``conduit_stages`` under ``plugins``."""
+    """The rerun sink, its params, the histogram stage of the ``conduit_stages`` under ``plugins``, and
+    every ``conduit_stages`` module of that tree (:func:`use` puts them back in ``sys.modules``)."""
     for name in [n for n in sys.modules if n.startswith("conduit_stages")]:
         del sys.modules[name]  # the classes already loaded keep their own modules
     sys.path.insert(0, plugins)
@@ -68,11 +70,24 @@ def load_plugins(plugins: str) -> tuple:
         params = importlib.import_module("conduit_stages.rerun_sink.params")
         hist = importlib.import_module("conduit_stages.histogram.sink")
         spec = importlib.import_module("conduit_stages.histogram.spec")
+        package = importlib.import_module("conduit_stages.rerun_sink")
+        for module in pkgutil.iter_modules(package.__path__):  # those imported inside functions too
+            importlib.import_module(f"conduit_stages.rerun_sink.{module.name}")
     finally:
         sys.path.remove(plugins)
     if not sink.__file__.startswith(str(Path(plugins).resolve())):
         raise SystemExit(f"{plugins}: loaded {sink.__file__} instead")
-    return sink, params, hist, spec
+    tree = {name: module for name, module in sys.modules.items() if name.startswith("conduit_stages")}
+    return sink, params, hist, spec, tree
+
+
+def use(tree: dict) -> None:
+    """Make ``tree``'s modules the ones ``sys.modules`` holds: a relative import run inside a function (``from
+    . import kernels`` when a sink opens, ``from .kernels import count_pairs`` per event) then finds the
+    module of the sink's own tree, not of the tree loaded last."""
+    for name in [n for n in sys.modules if n.startswith("conduit_stages") and n not in tree]:
+        del sys.modules[name]
+    sys.modules.update(tree)
 
 
 class PacedClock:
@@ -96,7 +111,8 @@ def feed(sides: dict[str, tuple], events: list, passes: int, live: bool, tmp: Pa
     from conduit.stage import StageContext
 
     runs = {}
-    for name, (sink_module, params_module, hist_module, spec_module) in sides.items():
+    for name, (sink_module, params_module, hist_module, spec_module, tree) in sides.items():
+        use(tree)
         ctx = StageContext(run=1, base_dir=tmp / name, live=True)
         hist = hist_module.HistogramSink(spec_module.HistogramParams(save=False), ctx)
         hist.open()
@@ -108,7 +124,8 @@ def feed(sides: dict[str, tuple], events: list, passes: int, live: bool, tmp: Pa
         sink.begin()
         clock = PacedClock()
         sink_module.time = clock if live else time
-        runs[name] = {"sink": sink, "hist": hist, "clock": clock, "thread": [], "process": [], "module": sink_module}
+        runs[name] = {"sink": sink, "hist": hist, "clock": clock, "thread": [], "process": [], "module": sink_module,
+                      "tree": tree}
     if opened is not None:
         opened([run["sink"] for run in runs.values()])
     order = list(runs)
@@ -119,6 +136,7 @@ def feed(sides: dict[str, tuple], events: list, passes: int, live: bool, tmp: Pa
             k += 1
             for name in order if k % 2 else order[::-1]:
                 run = runs[name]
+                use(run["tree"])
                 if hist_cpu is not None:
                     before = time.process_time()
                     run["hist"].consume(event)
@@ -131,6 +149,7 @@ def feed(sides: dict[str, tuple], events: list, passes: int, live: bool, tmp: Pa
                 run["process"].append(time.process_time() - start_process)
                 run["clock"].now += 1 / 200
     for name, run in runs.items():
+        use(run["tree"])
         run["sink"].close()
         run["module"].time = time
         run["bytes"] = (tmp / name / "view.rrd").stat().st_size / len(run["thread"])
@@ -223,10 +242,10 @@ def main() -> int:
     parser.add_argument("--events-file", help=argparse.SUPPRESS)
     parser.add_argument("--feed", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.own = {"draw_process": True} if args.draw_process else {}
-    if args.one:
+    if args.one:  # (--own: this side's sink parameters as JSON, from --total)
         one_side(args.one, args.events_file, args.feed, json.loads(args.own))
         return 0
+    args.own = {"draw_process": True} if args.draw_process else {}
     feeds = (("every event drawn, run panels not refreshed", args.passes, False,
               {"draw_every_event": True, "refresh_events": 10**9}),
              ("every event drawn, run panels every 50 events", args.passes, False, {"draw_every_event": True}),

@@ -6,8 +6,11 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,6 +75,100 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
         text=True,
         timeout=timeout,
     )
+
+
+def session_cpu_seconds(session: int) -> float:
+    """CPU time (user + system, s) of every live process of ``session`` (a process started with
+    ``start_new_session``: itself, its workers ...) and of the children they have reaped."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # it ended while we looked
+            continue
+        if int(fields[3]) == session:  # fields[0] is the state (stat field 3): session is field 6
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime (fields 14-17)
+    return total / tick
+
+
+class StallWatch:
+    """Calls a run stalled when it used less than ``min_cpu`` s of CPU in the last ``seconds`` s (sampled often)."""
+
+    def __init__(self, seconds: float, min_cpu: float, cpu: float):
+        self.seconds, self.min_cpu = seconds, min_cpu
+        self.window = [(time.monotonic(), cpu)]  # (when, CPU seconds used by then), the last ``seconds`` s
+
+    def stalled(self, cpu: float) -> bool:
+        now = time.monotonic()
+        self.window = [(t, c) for t, c in self.window if now - t <= self.seconds] + [(now, cpu)]
+        first, used = self.window[0]
+        return now - first >= self.seconds - 1.0 and cpu - used < self.min_cpu
+
+
+def run_cli_until_done(*args: str, env: dict | None = None, stalled_after: float = 120.0,
+                       min_cpu: float = 0.5, limit: float = 3600.0) -> subprocess.CompletedProcess:
+    """Run the installed ``conduit`` console script until it exits, however long the machine's load makes it.
+
+    A wall-clock timeout fails a run that is only slow (a cold numba cache compiles the whole chain in every
+    worker: minutes of CPU, and a loaded CI machine gives a process a tenth of a CPU). This one calls the run
+    hung only when its processes (the script and its workers) used less than ``min_cpu`` s of CPU in the
+    last ``stalled_after`` s, or after ``limit`` s in all (a hang that spins); then it kills them all and
+    fails with the tail of stderr.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([str(VENV_BIN / "conduit"), *args], env={**os.environ, **(env or {})},
+                                stdout=out, stderr=err, text=True, start_new_session=True)
+        start, watch = time.monotonic(), StallWatch(stalled_after, min_cpu, 0.0)
+        while proc.poll() is None:
+            time.sleep(1.0)
+            now, cpu = time.monotonic(), session_cpu_seconds(proc.pid)
+            idle = watch.stalled(cpu)
+            if idle or now - start > limit:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # its workers too: none left running after the test
+                proc.wait()
+                err.seek(0)
+                why = (f"used less than {min_cpu} s of CPU in {stalled_after:.0f} s" if idle
+                       else f"still running after {limit:.0f} s")
+                raise AssertionError(f"conduit {' '.join(args)}: {why} (hung?); killed after "
+                                     f"{now - start:.0f} s, {cpu:.1f} s of CPU; stderr:\n{err.read()[-3000:]}")
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+
+
+@contextlib.asynccontextmanager
+async def fail_if_hung(stalled_after: float = 60.0, min_cpu: float = 0.5):
+    """Like ``trio.fail_after``, but the limit is on doing nothing: the block fails (``trio.TooSlowError``) only
+    when this process used less than ``min_cpu`` s of CPU (all its threads) in the last ``stalled_after`` s.
+    A start-up that compiles (a cold numba cache: every fresh clone; a minute at load 20 on 2 CPUs) is waited for.
+    """
+    import trio
+
+    hung = False
+
+    async def watch(scope: trio.CancelScope) -> None:
+        nonlocal hung
+        stall = StallWatch(stalled_after, min_cpu, time.process_time())
+        while True:
+            await trio.sleep(1.0)
+            if stall.stalled(time.process_time()):
+                hung = True
+                scope.cancel()
+                return
+
+    async with trio.open_nursery() as nursery:
+        with trio.CancelScope() as scope:
+            nursery.start_soon(watch, scope)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+    if hung:
+        raise trio.TooSlowError(f"no progress: less than {min_cpu} s of CPU in {stalled_after:.0f} s (hung?)")
 
 
 def read_collected(path: str | Path) -> tuple[list[dict], bool]:

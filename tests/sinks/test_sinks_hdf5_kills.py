@@ -82,7 +82,7 @@ def test_a_writer_killed_mid_run_stops_the_run_and_the_file_holds_every_committe
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, stderr
     errors = [ln for ln in stdout.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and f"the hdf5 writer process (pid {writer}) died (killed by signal 9)" in errors[0]
+    assert len(errors) == 1 and f"the hdf5 writer process (pid {writer}) died (killed by SIGKILL)" in errors[0]
     out = tmp_path / "out" / "run_0003.h5"
     with h5py.File(out, "r") as f:
         n = int(f.attrs["events_flushed"])

@@ -18,3 +18,16 @@ def test_counts_repeats_like_a_dict():
     assert copy.add(7) == 2 and counter.add(7) == 2  # copies are independent
     assert copy.add(7) == 3
     assert sum(len(b) for b in counter._blocks.values()) <= (100_500 // 1024 + 1 + 2002) * 128  # bits, not entries
+
+
+def test_remove_undoes_the_last_add():
+    """A failed write rolls back the events of its batch (recorder.Target.rollback): their ids as never added."""
+    counter = IdCounter()
+    for i in (5, 6, 6, 6, 2**40):
+        counter.add(i)
+    for i in (6, 2**40, 5):
+        counter.remove(i)
+    assert [counter.add(i) for i in (5, 6, 2**40, 7)] == [0, 2, 0, 0]
+    counter.remove(6)
+    counter.remove(6)
+    assert counter.add(6) == 1 and counter.add(6) == 2

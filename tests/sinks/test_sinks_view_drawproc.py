@@ -169,7 +169,7 @@ def test_when_the_draw_process_dies_the_sink_says_so_and_draws_itself(tmp_path, 
     sink.close()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [w for w in warnings if "draw process" in w] == [
-        f"the rerun draw process (pid {pid}) died (killed by signal 9); the live view draws its events in the main "
+        f"the rerun draw process (pid {pid}) died (killed by SIGKILL); the live view draws its events in the main "
         "process from now on (what it had drawn and not yet written out is missing)"]
     path = tmp_path / "out" / "run_0003.rrd"
     assert rrdfile.unfinished(path) is None

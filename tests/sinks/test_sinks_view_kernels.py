@@ -19,7 +19,8 @@ import pytest
 from conduit.event import SAMPLES
 from conduit_physics.tracks.helix import helices
 from conduit_stages.rerun_sink import arrow, kernels
-from conduit_stages.rerun_sink.colors import BACKGROUND, RAMP, ColorScale, count_colors, percentile_of
+from conduit_stages.rerun_sink.colors import (BACKGROUND, RAMP, SCALE_TOPS, ColorScale, count_colors, percentile_of,
+                                             scale_top)
 from conduit_stages.rerun_sink.eventview import N_CLASSES, class_ids
 from conduit_stages.rerun_sink.geometry import CHAMBER_RADIUS, SATURATION_ADC, select_traces, strongest
 from conduit_stages.rerun_sink.plot2d import Axis, Frame, nice_tick_values
@@ -54,17 +55,51 @@ def test_tick_values_are_numpy_s_bit_for_bit():
     assert nice_tick_values(3.0, 3.0) == [3.0] and nice_tick_values(0.0, float("nan")) == [0.0]
 
 
-def test_percentile_is_numpy_s_bit_for_bit():
-    rng = np.random.default_rng(3)
-    for k in range(3000):
+def _amplitude_sets(seed: int, count: int, awkward: bool = False):
+    """``count`` arrays of 1 to 899 values on three scales, a third rounded, a seventh all equal (and with
+    ``awkward`` a fifth with NaN or infinities in them)."""
+    rng = np.random.default_rng(seed)
+    for k in range(count):
         values = rng.random(int(rng.integers(1, 900))) * rng.choice([1.0, 100.0, 4000.0])
         if k % 3 == 0:
             values = np.round(values)
+        if awkward and k % 5 == 0:
+            values[rng.integers(0, len(values), 3)] = rng.choice([np.nan, np.inf, -np.inf])
         if k % 7 == 0:
             values[:] = values[0]
+        yield values
+
+
+def test_percentile_is_numpy_s_bit_for_bit():
+    for values in _amplitude_sets(3, 3000):
         for q in (0.0, 1.0, 37.5, 50.0, 99.0, 100.0):
             assert percentile_of(values, q) == float(np.percentile(values, q))
     assert ColorScale.for_values(np.array([np.nan, 5.0, np.inf])).high == 5.0
+
+
+def test_scale_top_is_the_first_round_number_at_or_above_the_value():
+    rng = np.random.default_rng(9)
+    values = np.concatenate([rng.uniform(0.5, 5000.0, 5000), 10.0 ** rng.uniform(-6, 9, 2000),
+                             [t / 10 * 10.0 ** k for t in SCALE_TOPS for k in range(-3, 6)]])
+    for value in values.tolist():
+        top = scale_top(value)
+        assert value <= top <= value * 4 / 3 * (1 + 1e-12), value
+        decade = math.floor(math.log10(value))
+        rounds = [t * 10.0 ** k / 10 for k in range(decade - 1, decade + 2) for t in SCALE_TOPS]
+        assert min(abs(top / r - 1) for r in rounds) < 1e-12, value  # a round number
+        assert not [r for r in rounds if value <= r < top * (1 - 1e-12)], value  # the first one
+    assert [scale_top(v) for v in (1000.0, 1000.5, 1201.0, 3999.0, 4096.0)] == [1000.0, 1200.0, 1500.0, 4000.0, 5000.0]
+    assert [scale_top(v) for v in (0.0, -3.0, math.nan, math.inf)] == [1.0] * 4
+
+
+def test_finite_percentile_is_the_percentile_of_the_finite_values_bit_for_bit():
+    for values in _amplitude_sets(5, 2000, awkward=True):
+        finite = values[np.isfinite(values)]
+        for q in (0.0, 1.0, 37.5, 50.0, 99.0, 100.0):
+            got = kernels.finite_percentile(values, q)
+            assert (np.isnan(got) and not finite.size) or got == percentile_of(finite, q)
+    assert np.isnan(kernels.finite_percentile(np.array([np.nan, np.inf]), 99.0))
+    assert np.isnan(kernels.finite_percentile(np.zeros(0), 99.0))
 
 
 def test_top_rows_are_the_strongest_unsaturated_in_row_order_for_ties():
@@ -132,18 +167,18 @@ def test_compiled_helices_are_the_numpy_helices(field):
 
 def test_pad_markers_are_the_numpy_markers_with_python_hover_texts():
     rng = np.random.default_rng(13)
-    n_pads = 300
+    n_pads = 12_000  # pad numbers of 1 to 5 digits
     xy = rng.normal(0, 100, (n_pads, 2)).astype(np.float32)
     radii = rng.uniform(1, 3, n_pads).astype(np.float32)
-    names = arrow.TextTable([f"pad {p}: " for p in range(n_pads)])
-    numbers = arrow.TextTable([f"{a} ADC" for a in range(4097)])
-    ids = rng.integers(-3, n_pads + 3, 500)  # some off the plane
-    amplitude = rng.uniform(-0.4, 4096.4, 500)
-    amplitude[:4] = [0.5, 1.5, 2.5, 4095.5]  # halves round to even
+    table = np.zeros((n_pads, 4), dtype=np.float32)
+    table[:, :2], table[:, 2] = xy, radii
+    ids = rng.integers(-3, n_pads + 3, 2000)  # some off the plane
+    amplitude = rng.uniform(0.0, 4096.4, 2000)
+    amplitude[:12] = [0.5, 1.5, 2.5, 4095.5, 0.0, 9.5, 99.5, 999.6, 10**6 + 0.5, 123456789012.5, 4096.0, 1e14 - 1]
+    ids[:12] = [0, 9, 10, 99, 100, 999, 1000, 9999, 10000, 11999, 5, 7]  # every digit count, halves to even
     scale = ColorScale(0.0, 3000.0)
-    positions, out_radii, colors, offsets, text, exact = kernels.pad_markers(
-        ids, amplitude, xy, radii, scale.low, scale.high, RAMP, names.data, names.starts, names.lengths,
-        numbers.data, numbers.starts, numbers.lengths)
+    positions, out_radii, colors, offsets, text, exact = kernels.pad_markers(ids, amplitude, table, scale.low,
+                                                                              scale.high, RAMP)
     on = (ids >= 0) & (ids < n_pads)
     assert exact and 0 < on.sum() < len(ids)
     np.testing.assert_array_equal(positions, xy[ids[on]])
@@ -151,10 +186,13 @@ def test_pad_markers_are_the_numpy_markers_with_python_hover_texts():
     np.testing.assert_array_equal(colors, scale.rgba(amplitude[on]))
     assert arrow.utf8(offsets, text).to_pylist() == [f"pad {p}: {a:.0f} ADC" for p, a in
                                                       zip(ids[on].tolist(), amplitude[on].tolist())]
-    amplitude[on.argmax()] = 5000.0  # past the hover table: the caller formats the texts itself
-    *_, exact = kernels.pad_markers(ids, amplitude, xy, radii, scale.low, scale.high, RAMP, names.data,
-                                    names.starts, names.lengths, numbers.data, numbers.starts, numbers.lengths)
-    assert not exact
+    # Below zero but rounding to zero: "0 ADC" (the hover table of earlier versions gave that too)
+    *_, offsets, text, exact = kernels.pad_markers(np.array([3]), np.array([-0.3]), table, 0.0, 1.0, RAMP)
+    assert exact and arrow.utf8(offsets, text).to_pylist() == ["pad 3: 0 ADC"]
+    for bad in (-0.6, np.nan, np.inf, kernels.HOVER_LIMIT):  # the caller formats the texts itself
+        amplitude[on.argmax()] = bad
+        *_, exact = kernels.pad_markers(ids, amplitude, table, scale.low, scale.high, RAMP)
+        assert not exact
 
 
 def test_cloud_columns_are_the_numpy_columns():

@@ -23,10 +23,12 @@ from conduit_physics.histograms import Histograms
 from conduit_stages.histogram.sink import HistogramSink
 from conduit_stages.histogram.spec import HistogramParams
 from conduit_stages.rerun_sink import arrow
+from conduit_stages.rerun_sink.colors import SCALE_TOPS, ColorScale, percentile_of, scale_top
 from conduit_stages.rerun_sink.draw import figure_archetypes
 from conduit_stages.rerun_sink.histview import histogram_figure
 from conduit_stages.rerun_sink.kernels import peak_heights
 from conduit_stages.rerun_sink.params import RerunParams
+from conduit_stages.rerun_sink.plot2d import format_ticks, nice_tick_values
 from conduit_stages.rerun_sink.sink import RerunSink
 
 HERE = Path(__file__).resolve().parent
@@ -127,13 +129,28 @@ def test_every_drawn_event_has_its_points_markers_hover_texts_and_captions(repla
                for entity in ("/event/pads/frame", "/event/traces/plot")}
     assert anchors["/event/traces/plot"] == pytest.approx([700.0, -88.0])
     assert anchors["/event/pads/frame"][0] == pytest.approx(0.0) and anchors["/event/pads/frame"][1] < -280.0
-    ticks = event_rows(rows, "/event/colorbar/labels")
-    assert sorted(r["event"] for r in ticks) == list(range(N_EVENTS))
-    for r in ticks:  # tick numbers equal to the previous event's are not sent again: the viewer shows them
-        state = latest_state(rows, "/event/colorbar/labels", r["event"])
-        assert r["Points3D:positions"] and state["Points3D:labels"][-1] == "amplitude (ADC)"
-        assert len(state["Points3D:positions"]) == len(state["Points3D:labels"]) and \
-            state["Points3D:show_labels"] == [True]
+    # Both colour bars number the event's scale: 0 to its amplitudes' 99th percentile rounded up to a round
+    # number; its pad markers take their colours on that scale. A scale equal to the previous event's is not
+    # sent again (the viewer shows it, latest-at): the 3-D bar's numbers are logged when the scale changes.
+    length = float(sink.context.detector.detector_length)
+    tops, logged = [], {r["event"] for r in event_rows(rows, "/event/colorbar/labels")}
+    for i in range(N_EVENTS):
+        heights = peak_heights(kit.make_event(i).traces)
+        top = scale_top(percentile_of(heights[np.isfinite(heights)], 99.0))
+        assert top >= np.percentile(heights, 99) and (top * 10 / 10 ** np.floor(np.log10(top))) in SCALE_TOPS
+        tops.append(top)
+        values = nice_tick_values(0.0, top, 4)
+        numbers = format_ticks(values) + ["amplitude (ADC)"]
+        state = latest_state(rows, "/event/colorbar/labels", i)
+        assert state["Points3D:labels"] == numbers and state["Points3D:show_labels"] == [True]
+        np.testing.assert_allclose(np.array(state["Points3D:positions"])[:-1, 2], np.array(values) / top * length,
+                                   rtol=1e-6)
+        frame = latest_state(rows, "/event/pads/frame", i)
+        assert frame["Points2D:labels"][:-1] == numbers
+        markers = latest_state(rows, "/event/pads/hits", i)
+        assert markers["Points2D:colors"] == ColorScale(0.0, top).rgba(heights).tolist()
+    assert logged == {i for i in range(N_EVENTS) if i == 0 or tops[i] != tops[i - 1]}
+    assert len(set(tops)) > 1 and len(logged) < N_EVENTS  # the scale changes, and repeats, in these events
 
 
 def test_a_run_panel_part_is_sent_again_only_when_it_changes(replay):

@@ -30,6 +30,10 @@ class EngineParams(Params):
     )
     max_events: int = param(0, "stop after this many events from the source; 0 = no limit", ge=0)
     status_interval: float = param(5.0, "seconds between status log lines when not on a terminal", gt=0)
+    timeline: str = param(
+        "", "write what happened to the first 2,000 events (received, skipped, sent, answered, each sink's and "
+            "worker's time) and every garbage collection to this JSON file (benchmarks); empty = off"
+    )
     existing_outputs: Literal["keep", "refuse", "replace"] = param(
         "keep",
         "an output file that already exists: 'keep' it under a numbered name (run_0042.1.h5, logged), "

@@ -49,6 +49,7 @@ from .metrics import Metrics, MetricsSnapshot
 from .outcomes import StageOutcomes
 from .pool import WORKER_NICENESS, ChainSpec, StageSetupError, default_in_flight, open_pool
 from .status import StatusReporter
+from .timeline import Timeline
 
 __all__ = ["run_pipeline", "RunSummary", "StopRun", "Engine"]
 
@@ -207,6 +208,8 @@ class Engine:
         self._halted = False
         self._analysed_at_halt = 0
         self.control = EngineControl(self)
+        #: The first events' steps, when ``[engine] timeline`` names a file.
+        self.timeline = Timeline(pipeline.engine.timeline) if pipeline.engine.timeline else None
 
     # -- control (the public API is .control.EngineControl) --------------------------------
 
@@ -353,8 +356,12 @@ class Engine:
             # processes start in warm_up(), below.
             pool = await stack.enter_async_context(open_pool(spec, self.workers, niceness=niceness))
             share = getattr(self.source, "share_trace_memory", None)  # frame sources: traces built in the slots
+            # Trace slots made during start-up, not in the first second of serving (their page faults): one per
+            # event a frame source may build in them at a time, else one per event in flight.
+            slots = self.max_in_flight
             if share is not None and pool.trace_memory is not None:
                 share(pool.trace_memory)
+                slots = pool.slots.max_lent
             with self._startup_scope:
                 try:
                     await trio.to_thread.run_sync(self._open_sinks)
@@ -372,7 +379,7 @@ class Engine:
                         warming.start_soon(warm_source)
                     else:
                         await warm_source()
-                    warm = await pool.warm_up()
+                    warm = await pool.warm_up(slots)
                 if warm > 0.05:
                     log.info("workers ready in %.2f s (%d %s)", warm, max(self.workers, 1),
                              "processes" if self.workers else "thread")
@@ -388,7 +395,16 @@ class Engine:
             # Rates and wall time count from here: start-up is reported on its own.
             self.startup_seconds = self.metrics.elapsed()
             self.metrics.restart_clock()
-            await self._run_graph(pool)
+            if self.timeline is None:
+                await self._run_graph(pool)
+                return
+            self.timeline.start()
+            try:
+                await self._run_graph(pool)
+            finally:
+                made = pool.slots
+                self.timeline.write(trace_slots=None if made is None else {
+                    "segments": made.segments, "lent": made.lent, "handed": made.handed, "copies": made.copies})
 
     async def _hold_signals(self, stack: contextlib.AsyncExitStack) -> trio.CancelScope | None:
         """Hold SIGINT/SIGTERM in this thread for start-up; return the scope of the task that takes them.
@@ -458,6 +474,8 @@ class Engine:
                         self.request_stop(f"reached --max-events {self.max_events}")
                         continue  # drain what the source already queued, without processing it
                     event.sequence = self.metrics.received
+                    if self.timeline is not None:
+                        self.timeline.note(event.id, "received")
                     self.metrics.received += 1
                     spec = self._spec  # taken with the sequence number: a parameter change applies from here
                     if self._awaiting:
@@ -483,6 +501,8 @@ class Engine:
                             slots.acquire_nowait()
                         except trio.WouldBlock:
                             self.metrics.skipped += 1
+                            if self.timeline is not None:
+                                self.timeline.note(event.id, "skipped")
                             await _pass_on(done_send, event)
                             continue
                     else:
@@ -514,8 +534,12 @@ class Engine:
 
     async def _analyse(self, pool, event: Event, slots: trio.Semaphore, done_send, spec: ChainSpec) -> None:
         # done_send is the dispatcher's own: it closes after this nursery, i.e. after every analysis ended
+        if self.timeline is not None:
+            self.timeline.note(event.id, "sent")
         try:
             result = await pool.analyse(event, spec)
+            if self.timeline is not None:
+                self.timeline.note(event.id, "answered", result.job)
         except Exception as err:  # a worker crashed: count it against the chain
             self.error_log("worker", logging.ERROR, "event %d: analysis worker failed: %s", event.id,
                            error_text(err))
@@ -707,6 +731,8 @@ class Engine:
         stopped = False
         for event, (seconds, err) in zip(batch, results):
             times.add(seconds)
+            if self.timeline is not None:
+                self.timeline.note(event.id, f"sink {sink.name}", seconds)
             if err is None:
                 continue
             times.failures += 1

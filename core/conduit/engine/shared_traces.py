@@ -21,6 +21,15 @@ only while the main process awaits its answer, holding the event. At most
 events) the builder gets None and makes an ordinary array, copied into a
 slot when analysed, as before.
 
+Start-up: a slot's memory costs the process that first writes a page of it a
+page fault, 4-50 µs each on this project's VMs (the hypervisor's free page
+reporting): ~450 pages per slot, up to :data:`MAX_LENT` slots, all in the
+first second of serving if made on demand. :meth:`TraceSlots.prepare` makes
+them during start-up instead, their pages allocated and mapped in the main
+process (docs/performance.md, "The first second of serving, seventh round").
+A worker maps a slot the first time it meets it (read faults, 16 pages at a
+time: no measurable cost).
+
 Lifetime: :class:`TraceSlots` (main process) creates one segment per slot
 on demand (``/dev/shm/conduit-<pid>-<n>``), a slot holds one event's traces
 from the copy until the worker's answer (or, lent, until its array is
@@ -38,6 +47,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
+import mmap
 import os
 import threading
 import weakref
@@ -49,6 +60,8 @@ import numpy as np
 
 __all__ = ["SlotRef", "TraceSlots", "worker_view", "SEGMENT_PREFIX", "MIN_SEGMENT_BYTES", "WORKER_MAPPINGS",
            "MAX_LENT"]
+
+log = logging.getLogger("conduit.engine")
 
 #: Name prefix of every segment (tests count /dev/shm entries with it).
 SEGMENT_PREFIX = "conduit-"
@@ -124,6 +137,29 @@ class TraceSlots:
         weakref.finalize(flat, self._returned, id(flat), segment)
         return flat.reshape(rows, columns)  # a view: numpy keeps `flat` as the base of every view
 
+    def prepare(self, count: int, nbytes: int = MIN_SEGMENT_BYTES) -> int:
+        """Add ``count`` free slots of ``nbytes`` each now, their memory allocated (``posix_fallocate``: a full
+        /dev/shm is an error here, not a SIGBUS later) and written once per page, so that the first events
+        cost no page faults in this process; return how many were made. A slot an event does not fit is
+        replaced by a bigger one as before. Stops at the first segment the system refuses (logged as a
+        warning): the rest are made on demand."""
+        made = 0
+        for _ in range(count):
+            try:
+                segment = _allocated(f"{SEGMENT_PREFIX}{os.getpid()}-{next(_serial)}", nbytes)
+            except OSError as err:
+                log.warning("trace slots: %d of %d made ahead of the first event (%s); the rest are made on demand",
+                            made, count, err)
+                break
+            with self._lock:
+                if self.closed:
+                    _unlink(segment)
+                    break
+                self._all[segment.name] = segment
+                self._free.append(segment)
+            made += 1
+        return made
+
     def _lent_ref(self, traces: np.ndarray) -> SlotRef | None:
         """The slot ``traces`` lie in when they are a C-contiguous int16 array from its start (:meth:`array`)."""
         base = traces.base
@@ -186,6 +222,25 @@ class TraceSlots:
                 _unlink(self._all.pop(name), detach=True)
             free = set(self._all) - lent
             self._all = {name: s for name, s in self._all.items() if name in free}
+
+
+def _allocated(name: str, nbytes: int) -> shared_memory.SharedMemory:
+    """A new segment of ``nbytes`` whose pages are allocated and mapped in this process (OSError if the system
+    has no room for it)."""
+    segment = shared_memory.SharedMemory(name=name, create=True, size=nbytes)
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(segment._fd, 0, nbytes)  # type: ignore[attr-defined]
+        _touch(segment.buf)
+    except BaseException:
+        _unlink(segment)
+        raise
+    return segment
+
+
+def _touch(buffer: memoryview) -> None:
+    """Write a byte of each page of ``buffer``: its page-table entries made now rather than at the first event."""
+    np.frombuffer(buffer, np.uint8)[::mmap.PAGESIZE] = 0
 
 
 def _unlink(segment: shared_memory.SharedMemory, detach: bool = False) -> None:

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import trio
 
+from ..exits import how_it_ended
 from .messages import pack, unpack
 
 __all__ = ["JobNotRun", "Worker", "WorkerDied", "WorkerSet", "keep_heap", "worker_loop"]
@@ -288,15 +289,7 @@ class Worker:
         """What became of the process, in words (blocking up to 1 s: call it in a thread)."""
         self.process.join(1.0)  # it closed its pipe: it has ended or is ending
         code = self.process.exitcode
-        if code is None:
-            how = "closed its pipe"
-        elif code < 0:
-            try:
-                how = f"killed by {signal.Signals(-code).name}"
-            except ValueError:
-                how = f"killed by signal {-code}"
-        else:
-            how = f"exit status {code}"
+        how = "closed its pipe" if code is None else how_it_ended(code)
         return f"analysis worker {self.index} (pid {self.pid}) died ({how}); a new one takes its place"
 
     def kill(self) -> None:

@@ -462,8 +462,8 @@ class EventBuilder:
         if seq.gone_into_restart(cobo, latest) > self.pause_slack:
             return ("restart", seq.epoch)
         consensus = seq.consensus
-        if consensus is None:
-            return None
+        if consensus is None or (seq.old_open and cobo in seq.finishing_cobos()):
+            return None  # still finishing the previous run: its ids are not comparable with the new run's consensus
         return ("consensus", consensus) if self.runs_ahead(latest, consensus) else None
 
     def runs_ahead(self, latest: int, reference: int) -> bool:

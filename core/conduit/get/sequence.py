@@ -420,6 +420,14 @@ class Sequencer:
         epoch = self.epoch
         return {s.key[0] for s in self.streams.values() if s.epoch != epoch or s.diverged}
 
+    def finishing_cobos(self) -> set[int]:
+        """CoBos whose streams not in the current run are all still finishing the previous one (live, in step):
+        their backlog comes before the new run's first id, so the new run must not run away from them."""
+        epoch = self.epoch
+        out = {s.key[0] for s in self.streams.values() if self._straggler(s)}
+        out -= {s.key[0] for s in self.streams.values() if s.diverged or (s.epoch != epoch and not self._straggler(s))}
+        return out
+
     def lag(self, cobo: int) -> int | None:
         """How many ids the given CoBo's most advanced stream is behind the consensus (None: unknown)."""
         consensus = self.consensus

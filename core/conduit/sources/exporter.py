@@ -119,6 +119,7 @@ class ExporterSource(FrameSource):
         self._paused = 0
         self._alarm = None  # RestAlarm: the connections' rests between reads (read_pause > 0)
         self._mark: int | None = None  # cached backlog mark (see _backlog_mark)
+        self._finishing: frozenset[int] | set[int] = frozenset()  # CoBos still in the previous run, as of the mark
         self._mark_time = float("-inf")
         self._mark_frame = -1  # self._frames_seen when the mark was computed
         self._frame_time = float("-inf")  # trio clock when the last frame was received (s)
@@ -410,10 +411,17 @@ class ExporterSource(FrameSource):
         ready = readable(candidates)
         if not ready:
             return None
-        unsettled = builder.sequencer.unsettled_cobos()
-        for link in sorted(candidates, key=_by_latest):
-            if link.fd in ready and link.cobo not in unsettled and link.unread_bytes() > 0:
-                return link.latest
+        sequencer = builder.sequencer
+        unsettled = sequencer.unsettled_cobos()
+        # After a restart, a CoBo still finishing the previous run with bytes unread holds the new run's readers
+        # too: it stands just before the new run's first id (as in the consensus). Without this, the others ran
+        # max_depth ids into the new run while its bytes waited, and its first new-run frames came late.
+        self._finishing = finishing = sequencer.finishing_cobos() if unsettled else frozenset()
+        start = sequencer.new_start - 1
+        for link in sorted(candidates, key=_by_latest if not finishing else
+                           lambda link: start if link.cobo in finishing else link.latest):
+            if link.fd in ready and (link.cobo not in unsettled or link.cobo in finishing) and link.unread_bytes() > 0:
+                return start if link.cobo in finishing else link.latest
         return None
 
     def _hold(self, link, *, fresh: bool = False) -> tuple[str, int] | None:
@@ -422,7 +430,7 @@ class ExporterSource(FrameSource):
         if token is None:
             # The clock as of the last frame received: the mark's 20 ms age is counted in frames' times.
             mark = self._backlog_mark(self._frame_time, fresh=fresh)
-            if mark is not None and builder.runs_ahead(link.latest, mark):
+            if mark is not None and builder.runs_ahead(link.latest, mark) and link.cobo not in self._finishing:
                 token = ("backlog", mark)
         return token
 

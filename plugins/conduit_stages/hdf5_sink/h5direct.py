@@ -74,6 +74,7 @@ def _load() -> Any:
 
 _LIB = _load()
 _SCALAR = h5py.h5s.create(h5py.h5s.SCALAR)
+_SCALAR_ID = _SCALAR.id
 _LCPL = h5fast._LCPL
 _DCPL = h5fast._DCPL
 _HADDR_UNDEF = 2**64 - 1
@@ -126,14 +127,18 @@ class _Attrs:
             self.fields.append((name.encode(), buf, buf.ctypes.data, h5fast._type(np.dtype(dtype)).id))
 
     def write(self, oid: int, values: list[Any]) -> None:
-        lib = _LIB
+        # The C functions and the scalar space's id bound once per call: ten attributes per event.
+        create, write, close, space = _LIB.H5Acreate2, _LIB.H5Awrite, _LIB.H5Aclose, _SCALAR_ID
         for (name, buf, address, tid), value in zip(self.fields, values):
             buf[()] = value
-            aid = _check(lib.H5Acreate2(oid, name, tid, _SCALAR.id, _DEFAULT, _DEFAULT), "H5Acreate2")
+            aid = create(oid, name, tid, space, _DEFAULT, _DEFAULT)
+            if aid < 0:
+                _check(aid, "H5Acreate2")
             try:
-                _check(lib.H5Awrite(aid, tid, address), "H5Awrite")
+                if write(aid, tid, address) < 0:
+                    _check(-1, "H5Awrite")
             finally:
-                lib.H5Aclose(aid)
+                close(aid)
 
 
 _TRACE_ATTRS_32 = _Attrs([("id", np.uint32), ("timestamp", np.uint64), ("timestamp_other", np.uint64),

@@ -34,6 +34,20 @@ class IdCounter:
         self._repeats[event_id] = before + 1
         return before
 
+    def remove(self, event_id: int) -> None:
+        """Undo the last ``add(event_id)`` (an event of a batch that is not committed after all)."""
+        repeats = self._repeats.get(event_id)
+        if repeats is not None:
+            if repeats > 2:
+                self._repeats[event_id] = repeats - 1
+            else:
+                del self._repeats[event_id]
+            return
+        block = self._blocks.get(event_id >> _BLOCK_BITS)
+        if block is not None:
+            offset = event_id & ((1 << _BLOCK_BITS) - 1)
+            block[offset >> 3] &= ~(1 << (offset & 7)) & 0xFF
+
     def copy(self) -> IdCounter:
         other = IdCounter()
         other._blocks = {k: bytearray(v) for k, v in self._blocks.items()}

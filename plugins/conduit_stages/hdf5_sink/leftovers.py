@@ -67,6 +67,9 @@ def tidy_leftovers(path: Path, log: logging.Logger) -> None:
         raise WriteError(f"{err}: it is the unfinished recording of an earlier run; move {path.name} and "
                          f"{parts.name}/ away together, or consolidate them with "
                          f"`python -m conduit_stages.hdf5_sink.consolidate {path}`") from None
+    if not copied:  # exited between replacing the master and removing its parts: nothing was left to copy
+        log.warning("%s: removed %s/ that an interrupted run left after consolidating it", path, parts.name)
+        return
     log.warning("%s: the recording of an earlier run was never consolidated (killed or stopped on an error); "
                 "consolidated it: %d objects from %d part files in %.2f s", path, copied, n_parts,
                 time.perf_counter() - t0)

@@ -215,6 +215,7 @@ class DiskQueue:
         self.jobs: deque[tuple[int, Future]] = deque()
         self.submitted = 0  # the last ticket given
         self.completed = 0  # every ticket up to this one is written
+        self.first_failed: int | None = None  # the ticket of the first write that raised
 
     def submit(self, fn, *args) -> int:
         self.submitted += 1
@@ -239,6 +240,8 @@ class DiskQueue:
                 job.result()
             except BaseException as err:  # noqa: BLE001 - raised below, once every write asked for is done
                 error = error or err
+                if self.first_failed is None:
+                    self.first_failed = number
             self.completed = number
         self.completed = max(self.completed, min(ticket, self.submitted))
         if error is not None:

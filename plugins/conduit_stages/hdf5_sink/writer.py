@@ -53,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from conduit.exits import how_it_ended
+
 __all__ = ["WriterProcess", "WriterDied", "WriterSpec", "RING_SLOTS", "SLOT_BYTES", "child_main"]
 
 #: Events the ring holds (in flight between the main process and the writer). More slots buffer longer
@@ -161,7 +163,7 @@ class WriterProcess:
             # Reserve the pages now: a sparse ring on a /dev/shm that fills up later would kill this
             # process with SIGBUS at the copy; here it is an error, and the socket is used instead.
             os.posix_fallocate(fd, 0, size)
-            self.ring = mmap.mmap(fd, size)
+            self.ring = _map_ring(fd, size)
         except OSError as err:
             os.close(fd)
             self.ring_problem = f"{path}: {err.strerror}"
@@ -278,7 +280,7 @@ class WriterProcess:
 
     def _died(self) -> WriterDied:
         code = self.proc.wait()
-        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        how = how_it_ended(code)
         return WriterDied(f"the hdf5 writer process (pid {self.proc.pid}) died ({how})")
 
     def _wait_for(self, wanted: str) -> Any:
@@ -308,6 +310,12 @@ class WriterProcess:
             raise self._died() from None
 
 
+def _map_ring(fd: int, size: int) -> mmap.mmap:
+    """Map the ring with its page tables filled now (MAP_POPULATE): otherwise the first pass through its
+    ~8,000 pages faults in each process during the first seconds of serving, when events are being skipped."""
+    return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
+
+
 # -- the writer process --------------------------------------------------------------------
 
 
@@ -316,7 +324,7 @@ def child_main(sock_fd: int, ring_fd: int) -> None:
     conn = Connection(sock_fd)
     ring = None
     if ring_fd >= 0:
-        ring = mmap.mmap(ring_fd, 0)
+        ring = _map_ring(ring_fd, os.fstat(ring_fd).st_size)
         os.close(ring_fd)
     try:
         kind, spec = pickle.loads(conn.recv_bytes())
@@ -338,6 +346,13 @@ def child_main(sock_fd: int, ring_fd: int) -> None:
             raise SystemExit(1) from None
     except BaseException as err:  # one line to the main process, not a traceback on the terminal
         _report_error(conn, err)
+
+
+def _error_text(err: Exception) -> str:
+    """The one line the main process shows for a failed write."""
+    from .partfile import WriteError
+
+    return str(err) if isinstance(err, WriteError) else f"hdf5 writer process: {type(err).__name__}: {err}"
 
 
 def _report_error(conn: Connection, err: BaseException) -> None:
@@ -366,9 +381,9 @@ class _Writer:
         self.recorder.on_locked = self._check_parent_locked
         self.finished = False  # the stores are closed (after "finish")
         self.failed = False  # after a write error every later event is discarded (counted by the sink)
-        # A write that failed in the batch being written: reported at the batch's commit time, as when whole
-        # batches were written at once (the batch is lost either way; later events of it are discarded).
-        self.batch_error: Exception | None = None
+        # A failed write's (error, events lost): reported at the batch's commit time, as when whole batches were
+        # written at once; the events written whole before it are committed at once (:meth:`fail`).
+        self.batch_error: tuple[Exception, int] | None = None
         self.last_commit = time.monotonic()
         self.batch_bytes = 0
         self.parent = os.getppid()
@@ -437,7 +452,7 @@ class _Writer:
         if where == "ring":
             arrays = {key: np.ndarray(shape, np.dtype(dtype), buffer=self.ring, offset=offset)
                       for key, dtype, shape, offset in arrays}
-        if not self.failed and self.batch_error is None:
+        if not self.failed:
             traces = arrays.pop("traces")
             meta["artifacts"].update(arrays)
             event = make_event(traces=traces, **meta)
@@ -447,8 +462,7 @@ class _Writer:
             except Orphaned:
                 raise
             except Exception as err:
-                self.batch_error = err
-                self.recorder.abandon()
+                self.fail(err, keep_written="adding")
         del arrays
         self.unreleased.append(self.recorder.disk.submitted)
         self.release()
@@ -458,7 +472,7 @@ class _Writer:
     def release(self, wait: bool = False) -> None:
         """Free the ring slots whose bytes are on the disk; keep at most IN_FLIGHT events being written.
 
-        A failed background write is the batch's error (reported at its commit, as a failed write always is).
+        A failed background write ends the recording (:meth:`fail`) as one in the writer's thread does.
         """
         while self.unreleased:
             ticket = self.unreleased[0]
@@ -467,9 +481,8 @@ class _Writer:
             try:
                 self.recorder.wait_for_disk(ticket)
             except Exception as err:
-                if self.batch_error is None and not self.failed:
-                    self.batch_error = err
-                    self.recorder.abandon()
+                if not self.failed:
+                    self.fail(err, keep_written="queued")
             self.unreleased.popleft()
             if self.header is not None:
                 self.header[0] += 1  # the slot is free again
@@ -479,7 +492,8 @@ class _Writer:
         self.last_commit = time.monotonic()
         self.batch_bytes = 0
         if self.batch_error is not None:
-            self.fail(self.batch_error)
+            (err, lost), self.batch_error = self.batch_error, None
+            self.tell(("error", (_error_text(err), lost)))
             return
         if self.failed or not self.recorder.pending:
             return
@@ -502,14 +516,22 @@ class _Writer:
                                f"every committed event is in the journal of {where}, used by the next "
                                f"consolidation"))
 
-    def fail(self, err: Exception) -> None:
-        from .partfile import WriteError
+    def fail(self, err: Exception, keep_written: str | None = None) -> None:
+        """A write failed: the recording ends here; the main process is told in one line (then it stops the run).
 
+        ``keep_written`` ("adding": the event being added failed; "queued": a background write did): the
+        batch's events written before the failing one are committed at once (:meth:`.Recorder.keep_written`),
+        so that on a full disk every event written whole is kept; the error is told at the batch's commit
+        time. Else (the commit itself failed) the batch is lost and the error told now.
+        """
         self.failed = True
-        self.batch_error = None
-        lost = self.recorder.abandon()
-        text = str(err) if isinstance(err, WriteError) else f"hdf5 writer process: {type(err).__name__}: {err}"
-        self.tell(("error", (text, lost)))
+        if keep_written is None:
+            self.tell(("error", (_error_text(err), self.recorder.abandon())))
+            return
+        committed, lost = self.recorder.keep_written(adding=keep_written == "adding")
+        if committed:
+            self.tell(("committed", (committed, self.report())))
+        self.batch_error = (err, lost)
 
     def rescue(self) -> None:
         """The main process is gone: commit every event held, close the stores and consolidate (or link parts).

@@ -107,14 +107,21 @@ def _one_color(rgb: tuple) -> pa.Array:
 
 def rgba(packed: np.ndarray) -> pa.Array:
     """Packed colours (uint32 0xRRGGBBAA, e.g. :meth:`.colors.ColorScale.rgba`) as Color data."""
-    return pa.array(np.asarray(packed, dtype=np.uint32), type=_type("Color"))
+    return _primitive(_type("Color"), np.uint32, packed)
+
+
+def _primitive(kind: pa.DataType, dtype: Any, values: Any) -> pa.Array:
+    """``values`` (one per item) as an Arrow array of the primitive ``kind`` over their own buffer (no
+    conversion pass: ``pa.array`` of numpy data costs half as much again per array, a drawn event makes ~6)."""
+    flat = np.ascontiguousarray(np.atleast_1d(np.asarray(values, dtype=dtype))).reshape(-1)
+    return pa.Array.from_buffers(kind, flat.size, [None, pa.py_buffer(flat)])
 
 
 def floats(values: Any, component: str = "Radius") -> pa.Array:
     """One value or one per item as float32 component data (Radius, DrawOrder ...)."""
     if isinstance(values, (float, int)):
         return _one_float(float(values), component)
-    return pa.array(np.atleast_1d(np.asarray(values, dtype=np.float32)), type=_type(component))
+    return _primitive(_type(component), np.float32, values)
 
 
 @cache
@@ -149,7 +156,8 @@ def blob(data: np.ndarray) -> pa.Array:
 
 
 def class_ids(ids: np.ndarray) -> pa.Array:
-    return pa.array(np.asarray(ids, dtype=np.uint16), type=_type("ClassId"))
+    """Annotation class ids (one per item) as ClassId data."""
+    return _primitive(_type("ClassId"), np.uint16, ids)
 
 
 class TextTable:

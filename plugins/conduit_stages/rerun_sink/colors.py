@@ -14,7 +14,8 @@ import sys
 
 import numpy as np
 
-__all__ = ["RAMP", "BACKGROUND", "ramp", "colormap", "count_colors", "label_colors", "ColorScale", "percentile_of"]
+__all__ = ["RAMP", "BACKGROUND", "ramp", "colormap", "count_colors", "label_colors", "ColorScale", "percentile_of",
+           "scale_top", "SCALE_TOPS"]
 
 #: Stops of the ramp (RGB), evenly spaced from 0 to 1.
 RAMP = np.array(
@@ -72,6 +73,26 @@ class ColorScale:
             return cls(0.0, 1.0)
         lo = float(finite.min()) if low is None else low
         return cls(lo, percentile_of(finite, percentile))
+
+
+#: Tenths of the mantissas a drawn event's colour scale may end at (1, 1.2, 1.5, 2, 2.5, 3, 4 ... 9 times a power
+#: of ten): each at most a third above the one before.
+SCALE_TOPS = (10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100)
+
+
+def scale_top(value: float) -> float:
+    """The top of a drawn event's colour scale for the largest value it should span (the 99th percentile of
+    its amplitudes): the first round number at or above ``value`` (:data:`SCALE_TOPS`: at most a third
+    above it), so that the colour bars' numbers and positions, made once per top, repeat from event to event
+    (nothing to build, nothing to send again). 1 when ``value`` is not a positive number."""
+    if not (value > 0 and math.isfinite(value)):
+        return 1.0
+    power = 10.0 ** math.floor(math.log10(value))
+    for tenths in SCALE_TOPS:
+        top = tenths * power / 10  # exact for whole numbers: 12 * 100 / 10, not 1.2 * 100
+        if top >= value:
+            return top
+    return 10 * power  # (log10 rounded down at a power of ten)
 
 
 def percentile_of(values: np.ndarray, q: float) -> float:

@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from conduit.exits import how_it_ended
+
 __all__ = ["DrawProcess", "DrawSpec", "DrawnEvent", "DrawProcessDied", "WINDOW", "child_main", "sidecar_path",
            "encode", "decode", "draw_message", "read_draw"]
 
@@ -319,7 +321,7 @@ class DrawProcess:
 
     def _died(self) -> DrawProcessDied:
         code = self.proc.wait()
-        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        how = how_it_ended(code)
         return DrawProcessDied(f"the rerun draw process (pid {self.proc.pid}) died ({how})")
 
     def _send(self, message: tuple) -> None:

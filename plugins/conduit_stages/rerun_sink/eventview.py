@@ -26,7 +26,7 @@ import numpy as np
 from conduit.artifacts import AMPLITUDE, Direction
 
 from . import arrow, geometry
-from .colors import RAMP, ColorScale, label_colors
+from .colors import RAMP, ColorScale, label_colors, scale_top
 from .plot2d import (ABOVE, AXIS_COLOR, HALF_LINE, TEXT_COLOR, Axis, Figure, Frame, Texts, add_axes, add_colorbar,
                      format_ticks, nice_tick_values)
 from .draw import compact, figure_archetypes
@@ -48,7 +48,6 @@ NOISE_COLOR = (120, 120, 130)
 #: Colour of the captions saying which event a panel shows.
 CAPTION_COLOR = np.array([(230, 230, 230)], dtype=np.uint8)
 _NOISE_RGBA = arrow.pack(NOISE_COLOR)[0]
-_HOVER_ADC = 4097  # amplitudes 0..4096 ADC have their hover text made in advance (12-bit samples)
 _DIRECTIONS = {Direction.FORWARD: "forward", Direction.BACKWARD: "backward", Direction.NONE: "-"}
 
 
@@ -141,6 +140,15 @@ class _Drawn:
         return arrow.positions(np.concatenate([self.text_positions, np.reshape(positions, (-1, 2)), [anchor]]), 2)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class _ColourBars:
+    """What the 3-D and pad-plane colour bars show of one scale (:meth:`EventView._colour_bars`): the 3-D bar's
+    numbers as (entity, row) pairs, and the pad plane's parts (:meth:`EventView._pad_colorbar_parts`)."""
+
+    colorbar3d: list[tuple[str, Any]]
+    pads: tuple[Any, ...] | None
+
+
 @dataclasses.dataclass(frozen=True)
 class _Caption:
     """A 2-D panel's caption: its text (which event the panel shows) and its anchor (view units)."""
@@ -163,7 +171,8 @@ def _interned(array: Any) -> Any:
 
 class _Ticks:
     """The numbered ticks of a linear colour scale (nice values, their labels and ramp positions), made once
-    per event for both colour bars (a few values: plain floats, numpy's per-call cost would be most of it)."""
+    per colour scale for both colour bars (:meth:`EventView._colour_bars`; a few values: plain floats, numpy's
+    per-call cost would be most of it)."""
 
     def __init__(self, scale: ColorScale):
         self.scale = scale
@@ -243,6 +252,8 @@ class EventView:
         self._captions: dict[str, tuple[Any, list[Any]]] | None = None
         self._hover: tuple[Any, ...] | None = None
         self._colorbar_fixed: list[Any] | None = None
+        #: Per colour-scale top: the scale and its colour bars (:meth:`_colour_bars`).
+        self._bars: dict[float, tuple[ColorScale, _ColourBars]] = {}
         self._clear: list[Any] | None = None  # a drawn event's recursive clear and its summary's media type
         #: Entities under EVENT_ROOT logged since its last recursive clear: the viewer shows them (latest-at).
         self._shown: set[str] = set()
@@ -409,7 +420,10 @@ class EventView:
         cloud = event.get("cloud")
         clusters = event.get("clusters")
         estimates = event.get("estimates")
-        scale = ColorScale.for_values(amplitude if len(amplitude) else np.zeros(1))
+        # The 99th percentile of the amplitudes (ColorScale.for_values, one compiled pass), rounded up to a
+        # round number: the colour bars of a scale are then made once and sent only when the scale changes.
+        scale, bars = self._colour_bars(scale_top(float(self.kernels.finite_percentile(
+            np.ascontiguousarray(amplitude, dtype=np.float64), 99.0))))
         labels = None
         if cloud is not None and clusters is not None and len(clusters.labels) == len(cloud):
             labels = np.asarray(clusters.labels)
@@ -423,10 +437,9 @@ class EventView:
             out += self._cloud(cloud, labels, scale)
         if estimates is not None and n_tracks:
             out += self._tracks(estimates)
-        ticks = _Ticks(scale)  # both colour bars number the same scale
-        out += self._colorbar3d(ticks)
+        out += bars.colorbar3d
         if self.pads is not None and event.n_traces:
-            out += self._pad_hits(ids, amplitude, scale, ticks, caption)
+            out += self._pad_hits(ids, amplitude, scale, bars, caption)
         if self.params.traces and event.n_traces:
             if picked is None:
                 picked = self.pick_traces(event.traces, amplitude, cloud, labels, maxima)
@@ -488,6 +501,19 @@ class EventView:
                 labels=_track_numbers(len(estimates)), show_labels=arrow.flag(True), class_ids=classes)),
         ]
 
+    def _colour_bars(self, high: float) -> tuple[ColorScale, _ColourBars]:
+        """The linear scale 0..``high`` and what both colour bars show of it, made once per ``high`` (a round
+        number: :func:`.colors.scale_top`), so that an entity showing it already is not sent it again."""
+        made = self._bars.get(high)
+        if made is None:
+            if len(self._bars) > 512:
+                self._bars.clear()
+            scale = ColorScale(0.0, high)
+            ticks = _Ticks(scale)  # both colour bars number the same scale
+            made = self._bars[high] = (scale, _ColourBars(
+                self._colorbar3d(ticks), self._pad_colorbar_parts(ticks) if self.pads is not None else None))
+        return made
+
     def _colorbar3d(self, ticks: _Ticks) -> list[tuple[str, Any]]:
         """The ADC tick labels of the vertical colour bar beside the chamber (the bar itself is static:
         the ramp runs bottom to top whatever the event's range)."""
@@ -507,31 +533,39 @@ class EventView:
         return COLORBAR_3D, self.rr.Points3D(bar, radii=-5.0, colors=ColorScale(0.0, 1.0).colors(
             (z / self.length)))
 
-    def _pad_hits(self, ids: np.ndarray, amplitude: np.ndarray, scale: ColorScale, ticks: _Ticks | None = None,
+    def _pad_hits(self, ids: np.ndarray, amplitude: np.ndarray, scale: ColorScale, bars: _ColourBars | None = None,
                   caption: str = "") -> list[tuple[str, Any]]:
         """A marker per trace on the plane at its pad, coloured by amplitude, with the hover text "pad P: A ADC"
         (A rounded half to even, as ``f"{a:.0f}"``): one compiled pass (:func:`.kernels.pad_markers`)."""
-        xy, radii, fixed, names, numbers = self._pad_tables()
+        table, fixed = self._pad_tables()
         positions, sizes, colors, offsets, text, exact = self.kernels.pad_markers(
-            np.ascontiguousarray(ids, dtype=np.int64), np.ascontiguousarray(amplitude, dtype=np.float64), xy, radii,
-            scale.low, scale.high, RAMP, names.data, names.starts, names.lengths, numbers.data, numbers.starts,
-            numbers.lengths)
+            np.ascontiguousarray(ids, dtype=np.int64), np.ascontiguousarray(amplitude, dtype=np.float64), table,
+            scale.low, scale.high, RAMP)
         if not len(sizes):
             return []
         if exact:
             labels = arrow.utf8(offsets, text)
-        else:  # an amplitude past the table (never with 12-bit ADCs)
+        else:  # a negative or huge amplitude (never with 12-bit ADCs)
             ok = (ids >= 0) & (ids < self.pads.n_pads)
             labels = arrow.texts([f"pad {p}: {a:.0f} ADC" for p, a in zip(ids[ok].tolist(), amplitude[ok].tolist())])
         out: list[tuple[str, Any]] = [(f"{EVENT_ROOT}/pads/hits", fixed | arrow.row(
             "Points2D", positions=arrow.positions(positions, 2), radii=arrow.floats(sizes),
             colors=arrow.rgba(colors), labels=labels))]
-        return out + self._pad_colorbar(ticks or _Ticks(scale), caption)
+        return out + self._pad_colorbar(bars or self._colour_bars(scale.high)[1], caption)
 
-    def _pad_colorbar(self, ticks: _Ticks, caption: str = "") -> list[tuple[str, Any]]:
-        """The pad plane's colour-bar box, ticks and numbers for this event's scale (the gradient is static):
-        what ``add_colorbar(..., gradient=False)`` draws, compacted, without building the figure; with the
-        panel's caption, in one entity."""
+    def _pad_colorbar(self, bars: _ColourBars, caption: str = "") -> list[tuple[str, Any]]:
+        """The pad plane's colour bar (:meth:`_pad_colorbar_parts`) with the panel's caption, in one entity."""
+        lines, positions, texts, key = bars.pads
+        self._labels[PADS_FRAME] = _NOTHING.all_labels(texts)
+        return [(PADS_FRAME, lines | _NOTHING.texts(positions, texts, _colorbar_text_colors, key,
+                                                    self._caption(PADS_FRAME, caption)))]
+
+    def _pad_colorbar_parts(self, ticks: _Ticks) -> tuple[dict[Any, Any], Callable[[Any], np.ndarray],
+                                                           tuple[str, ...], tuple[int, float]]:
+        """The pad plane's colour-bar box, ticks and numbers for a scale (the gradient is static): what
+        ``add_colorbar(..., gradient=False)`` draws, compacted, without building the figure. Returns the
+        LineStrips2D row, the numbers' positions (as :meth:`_Drawn.texts` takes them, made once per key),
+        their texts and that key."""
         frame = self.frame
         u = frame.width / 1000.0
         left, width = frame.right + 35.0 * u, 35.0 * u
@@ -547,24 +581,20 @@ class EventView:
         n = len(ys)
         text_x, raise_by = right + 80.0 * u, HALF_LINE * u
         positions = [(text_x, y - raise_by) for y in ys] + [(left + 0.5 * width, top - ABOVE * u)]
-        texts = labels + _ADC_TITLE
-        self._labels[PADS_FRAME] = _NOTHING.all_labels(texts)
-        return [(PADS_FRAME, _NOTHING.lines(np.array(points, dtype=np.float32), (5, 3 * n + 2), _axis_colors, 1.0,
-                                            20.0, "pad colour bar")
-                 | _NOTHING.texts(np.array(positions), texts, _colorbar_text_colors, n,
-                                  self._caption(PADS_FRAME, caption)))]
+        xy = np.array(positions)
+        return (_NOTHING.lines(np.array(points, dtype=np.float32), (5, 3 * n + 2), _axis_colors, 1.0, 20.0,
+                               "pad colour bar"), lambda key: xy, labels + _ADC_TITLE, (n, ticks.scale.high))
 
     def _pad_tables(self) -> tuple[Any, ...]:
-        """Per pad, built once: panel position and marker radius (float32), the hit markers' fixed components,
-        and the hover text pieces ("pad 123: " by pad, "456 ADC" by rounded amplitude)."""
+        """Per pad, built once: panel position and marker radius as one float32 row (x, y, radius, spare: one
+        cache line per pad for :func:`.kernels.pad_markers`), and the hit markers' fixed components."""
         if self._hover is None:
             pads = self.pads
-            every = np.arange(pads.n_pads)
+            table = np.zeros((pads.n_pads, 4), dtype=np.float32)
+            table[:, :2] = self.pad_xy(np.arange(pads.n_pads))
+            table[:, 2] = 2.6 * pads.scale
             fixed = arrow.fixed(self.rr.Points2D.from_fields(show_labels=False, draw_order=2.0))
-            self._hover = (np.ascontiguousarray(self.pad_xy(every), dtype=np.float32),
-                           (2.6 * pads.scale).astype(np.float32), fixed,
-                           arrow.TextTable([f"pad {p}: " for p in every]),
-                           arrow.TextTable([f"{a} ADC" for a in range(_HOVER_ADC)]))
+            self._hover = (table, fixed)
         return self._hover
 
     def pick_traces(self, traces: np.ndarray, amplitude: np.ndarray, cloud, labels, maxima=None
@@ -646,9 +676,9 @@ def _axis_colors(key: Any) -> np.ndarray:
     return _AXIS_COLORS
 
 
-def _colorbar_text_colors(n: int) -> np.ndarray:
-    """The pad colour bar's ``n`` numbers, then its title in white."""
-    return np.array([TEXT_COLOR] * n + [(255, 255, 255)], dtype=np.uint8)
+def _colorbar_text_colors(key: tuple[int, float]) -> np.ndarray:
+    """The pad colour bar's ``n`` numbers (``key`` = (n, scale top)), then its title in white."""
+    return np.array([TEXT_COLOR] * key[0] + [(255, 255, 255)], dtype=np.uint8)
 
 
 @functools.lru_cache(maxsize=256)

@@ -21,7 +21,7 @@ from numba.extending import register_jitable
 
 from conduit.event import ASAD, COBO
 
-__all__ = ["peak_heights", "peaks", "count_hits", "count_pairs", "join_texts", "ramp_rgba", "pad_markers",
+__all__ = ["peak_heights", "peaks", "count_hits", "count_pairs", "finite_percentile", "join_texts", "ramp_rgba", "pad_markers",
            "cloud_columns", "helix_strips", "top_rows", "sample_range", "trace_polylines", "warm_up"]
 
 FIRST_SAMPLE = 5  # column of the first sample in the trace matrix (conduit.event.SAMPLES)
@@ -104,6 +104,34 @@ def peaks(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     traces = np.ascontiguousarray(traces)
     maxima = np.empty(traces.shape[0], dtype=np.int64)
     return _peak_heights(traces, _NETWORK, maxima), maxima
+
+
+@njit(cache=True, nogil=True)
+def finite_percentile(values, q):
+    """The ``q`` percentile of the finite ``values`` (NaN when none): :func:`.colors.percentile_of` of
+    ``values[np.isfinite(values)]`` (numpy's linear method, bit for bit) in one compiled pass, for the colour
+    scale of a drawn event (:meth:`.colors.ColorScale.for_values` took a dozen numpy calls)."""
+    finite = np.empty(values.shape[0])
+    n = 0
+    for v in values:
+        if np.isfinite(v):
+            finite[n] = v
+            n += 1
+    if n == 0:
+        return np.nan
+    finite = finite[:n]
+    virtual = (n - 1) * (q / 100)
+    if virtual >= n - 1:
+        return finite.max()
+    if virtual < 0:
+        return finite.min()
+    below = np.int64(np.floor(virtual))
+    part = np.partition(finite, below + 1)  # the (below + 1)-th smallest in place, the smaller ones before it
+    a = part[:below + 1].max()
+    b = part[below + 1]
+    t = virtual - below
+    step = b - a
+    return b - step * (1 - t) if t >= 0.5 else a + step * t
 
 
 @njit(cache=True, nogil=True)
@@ -205,19 +233,58 @@ def ramp_rgba(t, stops):
     return out
 
 
+#: Rounded amplitudes up to this many ADC get their hover text from :func:`pad_markers` (far past 12-bit samples).
+HOVER_LIMIT = 1e15
+
+
+@register_jitable
+def _n_digits(v):
+    """Decimal digits of the non-negative integer ``v``."""
+    n = 1
+    while v >= 10:
+        v //= 10
+        n += 1
+    return n
+
+
+@register_jitable
+def _put_number(data, at, v):
+    """Write the decimal digits of the non-negative integer ``v`` at ``data[at:]``; returns where they end."""
+    n = _n_digits(v)
+    for j in range(n - 1, -1, -1):
+        data[at + j] = 48 + v % 10
+        v //= 10
+    return at + n
+
+
+@register_jitable
+def _put_bytes(data, at, piece):
+    """Write the bytes ``piece`` at ``data[at:]``; returns where they end."""
+    for j in range(piece.shape[0]):
+        data[at + j] = piece[j]
+    return at + piece.shape[0]
+
+
+_PAD = np.frombuffer(b"pad ", dtype=np.uint8)
+_COLON = np.frombuffer(b": ", dtype=np.uint8)
+_ADC = np.frombuffer(b" ADC", dtype=np.uint8)
+
+
 @njit(cache=True, nogil=True)
-def pad_markers(ids, amplitude, xy, radii, low, high, stops, names, name_starts, name_lengths, numbers,
-                number_starts, number_lengths):
+def pad_markers(ids, amplitude, table, low, high, stops):
     """The pad plane's hit markers in one pass over an event's rows: for every row on the plane
-    (0 <= id < len(radii)), its position and radius (float32, from the per-pad tables), its amplitude's colour
-    on the linear scale ``low``..``high`` (packed RGBA) and its hover text ``names[id] + numbers[rint(amp)]``
-    (UTF-8 bytes and int32 offsets: an Arrow string array's buffers).
+    (0 <= id < len(table)), its position and radius (float32, from ``table``: one row of x, y, radius and a
+    spare per pad, so that a pad's entry is one cache line, not five tables), its amplitude's colour on the
+    linear scale ``low``..``high`` (packed RGBA) and its hover text "pad P: A ADC", A = ``rint(amplitude)``
+    (half to even, as ``f"{a:.0f}"``), its digits written here (UTF-8 bytes and int32 offsets: an Arrow
+    string array's buffers).
 
     Returns (positions (n, 2), radii, colours, text offsets, text bytes, ok): ``ok`` is False, and the texts
-    empty, when a rounded amplitude has no entry in ``numbers`` (never with 12-bit samples).
+    empty, when a rounded amplitude is negative, not finite or not below :data:`HOVER_LIMIT`.
     """
-    n_pads = radii.shape[0]
-    n_numbers = number_lengths.shape[0]
+    pad_text, colon, adc = _PAD, _COLON, _ADC
+    n_pads = table.shape[0]
+    fixed_bytes = pad_text.shape[0] + colon.shape[0] + adc.shape[0]
     n = 0
     size = 0
     ok = True
@@ -226,8 +293,8 @@ def pad_markers(ids, amplitude, xy, radii, low, high, stops, names, name_starts,
         if 0 <= p < n_pads:
             n += 1
             a = np.rint(amplitude[r])
-            if a >= 0 and a < n_numbers:
-                size += name_lengths[p] + number_lengths[np.int64(a)]
+            if a >= 0 and a < HOVER_LIMIT:
+                size += fixed_bytes + _n_digits(p) + _n_digits(np.int64(a))
             else:
                 ok = False
     positions = np.empty((n, 2), dtype=np.float32)
@@ -240,20 +307,16 @@ def pad_markers(ids, amplitude, xy, radii, low, high, stops, names, name_starts,
     for r in range(ids.shape[0]):
         p = ids[r]
         if 0 <= p < n_pads:
-            positions[k, 0] = xy[p, 0]
-            positions[k, 1] = xy[p, 1]
-            out_radii[k] = radii[p]
+            positions[k, 0] = table[p, 0]
+            positions[k, 1] = table[p, 1]
+            out_radii[k] = table[p, 2]
             colors[k] = _ramp_one(_linear_position(amplitude[r], low, high), stops)
-            if ok:
-                start = name_starts[p]
-                for j in range(name_lengths[p]):
-                    data[at + j] = names[start + j]
-                at += name_lengths[p]
-                a = np.int64(np.rint(amplitude[r]))
-                start = number_starts[a]
-                for j in range(number_lengths[a]):
-                    data[at + j] = numbers[start + j]
-                at += number_lengths[a]
+            if ok:  # "pad P: A ADC"
+                at = _put_bytes(data, at, pad_text)
+                at = _put_number(data, at, p)
+                at = _put_bytes(data, at, colon)
+                at = _put_number(data, at, np.int64(np.rint(amplitude[r])))
+                at = _put_bytes(data, at, adc)
             offsets[k + 1] = at
             k += 1
     return positions, out_radii, colors, offsets, data, ok
@@ -421,9 +484,9 @@ def warm_up() -> None:
     index = np.zeros(1, dtype=np.int64)
     join_texts(text, index, index + 1, index, text, index, index + 1, index)
     ramp_rgba(np.zeros(1), np.zeros((2, 3)))
+    finite_percentile(np.zeros(1), 99.0)
     stops = np.zeros((2, 3))
-    pad_markers(index, np.zeros(1), np.zeros((1, 2), dtype=np.float32), np.ones(1, dtype=np.float32), 0.0, 1.0,
-                stops, text, index, index + 1, text, index, index + 1)
+    pad_markers(index, np.zeros(1), np.ones((1, 4), dtype=np.float32), 0.0, 1.0, stops)
     cloud = np.zeros((1, 8))
     labels = np.zeros(1, dtype=np.int64)
     for points in (cloud, _frozen(cloud)):  # artifacts of a stage may be frozen (read-only)
