@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## Run the whole test suite (what CI runs); installs Debian's chromium for the panel's browser test if missing.
+## Run the whole test suite (what CI runs); installs Debian's chromium and mesa-vulkan-drivers for the tests if missing.
 test: $(STAMP)
-	tools/ensure-chromium.sh
+	tools/ensure-test-packages.sh
 	NUMBA_CACHE_DIR=$(CURDIR)/.numba-cache $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 ## The main job on the embedded default: the simulated DAQ served on loopback, received over TCP.

@@ -2,7 +2,7 @@
 
 The test clicks each control and checks what the page then shows, and what the
 run did (the record sink's file). `make test` installs Chromium (apt, via
-tools/ensure-chromium.sh) and Playwright (the test extra); without Chromium the
+tools/ensure-test-packages.sh) and Playwright (the test extra); without Chromium the
 test is skipped, except on CI (.ci/run sets CI=1), where it fails.
 """
 
@@ -24,7 +24,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 def page(tmp_path):
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):
-            pytest.fail(f"no Chromium at {CHROMIUM}: make test installs it (tools/ensure-chromium.sh)")
+            pytest.fail(f"no Chromium at {CHROMIUM}: make test installs it (tools/ensure-test-packages.sh)")
         pytest.skip("Chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
