@@ -19,9 +19,9 @@ import numpy as np
 from numba import njit
 from numba.extending import register_jitable
 
-from conduit.event import ASAD, COBO
+from conduit.event import ASAD, COBO, PAD
 
-__all__ = ["peak_heights", "peaks", "count_hits", "count_pairs", "finite_percentile", "join_texts", "ramp_rgba", "pad_markers",
+__all__ = ["peak_heights", "peaks", "event_columns", "count_hits", "count_pairs", "count_keys", "finite_percentile", "join_texts", "ramp_rgba", "pad_markers",
            "cloud_columns", "helix_strips", "top_rows", "sample_range", "trace_polylines", "warm_up"]
 
 FIRST_SAMPLE = 5  # column of the first sample in the trace matrix (conduit.event.SAMPLES)
@@ -54,8 +54,11 @@ BLOCK = 64
 
 
 @njit(cache=True, nogil=True)
-def _peak_heights(traces, network, maxima):
-    """Peak heights and largest samples of every row, a block of rows at a time.
+def _peak_heights(traces, network, maxima, pads, keys):
+    """Peak heights and largest samples of every row, a block of rows at a time; with them each row's pad
+    (``pads``) and (CoBo, AsAd) key, CoBo * 256 + AsAd (``keys``), read while the row is at hand (the
+    counts of every event need them: a strided pass over the matrix each, done apart, cost as much as
+    this pass's memory traffic again).
 
     The max over a row's 512 samples is a reduction the compiler vectorises;
     the 16 baseline samples of ``BLOCK`` rows are gathered into columns
@@ -71,6 +74,8 @@ def _peak_heights(traces, network, maxima):
         size = min(BLOCK, n - first)
         for b in range(size):
             row = traces[first + b]
+            pads[first + b] = row[PAD]
+            keys[first + b] = np.int64(row[COBO]) * 256 + np.int64(row[ASAD])
             top = row[FIRST_SAMPLE]
             for j in range(FIRST_SAMPLE + 1, FIRST_SAMPLE + N_SAMPLES):
                 x = row[j]
@@ -101,9 +106,21 @@ def peak_heights(traces: np.ndarray) -> np.ndarray:
 def peaks(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(:func:`peak_heights`, the largest sample of each row), from one pass over the trace matrix: the view
     counts the first and leaves saturated traces (by the second) out of its trace panel."""
+    heights, maxima, _, _ = event_columns(traces)
+    return heights, maxima
+
+
+def event_columns(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(:func:`peak_heights`, the largest sample of each row, each row's pad id and its (CoBo, AsAd) key
+    CoBo * 256 + AsAd, all int64) from one pass over the trace matrix: what the view counts for every event
+    (occupancy by pad, health by key) and draws (the pad plane by pad, the traces panel without the
+    saturated rows)."""
     traces = np.ascontiguousarray(traces)
-    maxima = np.empty(traces.shape[0], dtype=np.int64)
-    return _peak_heights(traces, _NETWORK, maxima), maxima
+    n = traces.shape[0]
+    maxima = np.empty(n, dtype=np.int64)
+    pads = np.empty(n, dtype=np.int64)
+    keys = np.empty(n, dtype=np.int64)
+    return _peak_heights(traces, _NETWORK, maxima, pads, keys), maxima, pads, keys
 
 
 @njit(cache=True, nogil=True)
@@ -165,6 +182,25 @@ def count_pairs(traces, counts, stamp, event_stamp):
     size = counts.shape[0]
     for r in range(traces.shape[0]):
         key = np.int64(traces[r, COBO]) * 256 + np.int64(traces[r, ASAD])
+        if key < 0:
+            continue
+        if key >= size:
+            outside += 1
+        elif stamp[key] != event_stamp:
+            stamp[key] = event_stamp
+            counts[key] += 1
+    return outside
+
+
+@njit(cache=True, nogil=True)
+def count_keys(keys, counts, stamp, event_stamp):
+    """:func:`count_pairs` over the rows' keys (CoBo * 256 + AsAd, from :func:`event_columns`) instead of the
+    trace matrix: add one to ``counts[key]`` for every key, once per event; negative keys are ignored; returns
+    how many rows have a key past ``counts``."""
+    outside = 0
+    size = counts.shape[0]
+    for r in range(keys.shape[0]):
+        key = keys[r]
         if key < 0:
             continue
         if key >= size:
@@ -478,6 +514,7 @@ def warm_up() -> None:
     for traces in (writable, frozen):
         heights, _ = peaks(traces)
         count_pairs(traces, np.zeros(4, dtype=np.int64), np.full(4, -1, dtype=np.int64), 0)
+    count_keys(np.zeros(2, dtype=np.int64), np.zeros(4, dtype=np.int64), np.full(4, -1, dtype=np.int64), 0)
     count_hits(np.zeros(2, dtype=np.int64), heights, 30.0, np.zeros(4, dtype=np.int64),
                np.full(4, -1, dtype=np.int64), 0)
     text = np.frombuffer(b"ab", dtype=np.uint8)  # read-only, as arrow.TextTable keeps its bytes
