@@ -320,42 +320,42 @@ def pad_markers(ids, amplitude, table, low, high, stops):
     """
     pad_text, colon, adc = _PAD, _COLON, _ADC
     n_pads = table.shape[0]
-    fixed_bytes = pad_text.shape[0] + colon.shape[0] + adc.shape[0]
-    n = 0
-    size = 0
+    rows = ids.shape[0]
+    # One pass, into buffers sized for the longest text a row can have (the pad's digits at most those of the
+    # last pad, the amplitude's at most 16 below HOVER_LIMIT), cut to what was written: a counting pass
+    # first cost as much again as writing (a rint and two digit counts per row).
+    longest = pad_text.shape[0] + colon.shape[0] + adc.shape[0] + _n_digits(max(n_pads - 1, 0)) + 16
+    positions = np.empty((rows, 2), dtype=np.float32)
+    out_radii = np.empty(rows, dtype=np.float32)
+    colors = np.empty(rows, dtype=np.uint32)
+    offsets = np.zeros(rows + 1, dtype=np.int32)
+    data = np.empty(rows * longest, dtype=np.uint8)
     ok = True
-    for r in range(ids.shape[0]):  # count the markers and their text's bytes
-        p = ids[r]
-        if 0 <= p < n_pads:
-            n += 1
-            a = np.rint(amplitude[r])
-            if a >= 0 and a < HOVER_LIMIT:
-                size += fixed_bytes + _n_digits(p) + _n_digits(np.int64(a))
-            else:
-                ok = False
-    positions = np.empty((n, 2), dtype=np.float32)
-    out_radii = np.empty(n, dtype=np.float32)
-    colors = np.empty(n, dtype=np.uint32)
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    data = np.empty(size if ok else 0, dtype=np.uint8)
     k = 0
     at = 0
-    for r in range(ids.shape[0]):
+    for r in range(rows):
         p = ids[r]
         if 0 <= p < n_pads:
             positions[k, 0] = table[p, 0]
             positions[k, 1] = table[p, 1]
             out_radii[k] = table[p, 2]
             colors[k] = _ramp_one(_linear_position(amplitude[r], low, high), stops)
-            if ok:  # "pad P: A ADC"
+            a = np.rint(amplitude[r])
+            if ok and a >= 0 and a < HOVER_LIMIT:  # "pad P: A ADC"
                 at = _put_bytes(data, at, pad_text)
                 at = _put_number(data, at, p)
                 at = _put_bytes(data, at, colon)
-                at = _put_number(data, at, np.int64(np.rint(amplitude[r])))
+                at = _put_number(data, at, np.int64(a))
                 at = _put_bytes(data, at, adc)
+            else:
+                ok = False
+                at = 0
             offsets[k + 1] = at
             k += 1
-    return positions, out_radii, colors, offsets, data, ok
+    if not ok:
+        offsets[:] = 0
+        return positions[:k], out_radii[:k], colors[:k], offsets[:k + 1], data[:0], ok
+    return positions[:k], out_radii[:k], colors[:k], offsets[:k + 1], data[:at], ok
 
 
 @njit(cache=True, nogil=True)
