@@ -57,8 +57,7 @@ BLOCK = 64
 def _peak_heights(traces, network, maxima, pads, keys):
     """Peak heights and largest samples of every row, a block of rows at a time; with them each row's pad
     (``pads``) and (CoBo, AsAd) key, CoBo * 256 + AsAd (``keys``), read while the row is at hand (the
-    counts of every event need them: a strided pass over the matrix each, done apart, cost as much as
-    this pass's memory traffic again).
+    counts of every event need them; read apart, each was a strided pass over the matrix of its own).
 
     The max over a row's 512 samples is a reduction the compiler vectorises;
     the 16 baseline samples of ``BLOCK`` rows are gathered into columns
@@ -322,8 +321,8 @@ def pad_markers(ids, amplitude, table, low, high, stops):
     n_pads = table.shape[0]
     rows = ids.shape[0]
     # One pass, into buffers sized for the longest text a row can have (the pad's digits at most those of the
-    # last pad, the amplitude's at most 16 below HOVER_LIMIT), cut to what was written: a counting pass
-    # first cost as much again as writing (a rint and two digit counts per row).
+    # last pad, the amplitude's at most 16 below HOVER_LIMIT), cut to what was written: a counting pass first
+    # repeated a rint and two digit counts per row.
     longest = pad_text.shape[0] + colon.shape[0] + adc.shape[0] + _n_digits(max(n_pads - 1, 0)) + 16
     positions = np.empty((rows, 2), dtype=np.float32)
     out_radii = np.empty(rows, dtype=np.float32)
