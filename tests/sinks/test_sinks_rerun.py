@@ -114,9 +114,11 @@ def test_live_view_draws_at_most_the_display_rate_and_marks_every_other_event(tm
         assert headers[i].startswith(f"**Run 3 · events from {i} on**")
         assert f"Not drawn: drawing is limited to 4 events/s on a live view; the panels show event {i - 1}." \
             in headers[i]
-    # The 3-D caption is an entity of its own; a 2-D panel's caption is the last label of its texts' entity.
+    # The 3-D caption is the first label of its entity (the track numbers follow); a 2-D panel's caption is the
+    # last label of its texts' entity.
     for entity in ("/event/caption", "/event/pads/frame", "/event/traces/plot"):
-        captions = {r["event"]: (r.get("Points3D:labels") or r.get("Points2D:labels"))[-1]
+        at = 0 if entity == "/event/caption" else -1
+        captions = {r["event"]: (r.get("Points3D:labels") or r.get("Points2D:labels"))[at]
                     for r in event_rows(rows, entity)}
         assert sorted(captions) == sorted(headers), entity
         for i in captions:
@@ -125,7 +127,8 @@ def test_live_view_draws_at_most_the_display_rate_and_marks_every_other_event(tm
             assert len(state[f"{kind}:labels"]) == len(state[f"{kind}:positions"]), (entity, i)
             if i % 16:  # not drawn: the panel shows event i - 1 as it was, only its caption changed
                 before = latest_state(rows, entity, i - 1)
-                assert state[f"{kind}:labels"][:-1] == before[f"{kind}:labels"][:-1], (entity, i)
+                others = slice(1, None) if at == 0 else slice(None, -1)
+                assert state[f"{kind}:labels"][others] == before[f"{kind}:labels"][others], (entity, i)
                 assert {k: v for k, v in state.items() if not k.endswith("labels") and k != "event"} == \
                     {k: v for k, v in before.items() if not k.endswith("labels") and k != "event"}, (entity, i)
         for i, text in captions.items():
@@ -159,8 +162,21 @@ def test_live_view_draws_at_most_the_display_rate_and_marks_every_other_event(tm
         assert shown["Points3D:class_ids"] == shown["LineStrips3D:class_ids"] == r["LineStrips3D:class_ids"]
         assert shown["Points3D:radii"] == [-4.0] and shown["Points3D:show_labels"] == [False]
         assert shown["LineStrips3D:radii"] == [-1.5] and "Points3D:labels" not in shown
-    for r in rows["/event/track_ids"]:
-        assert r["Points3D:labels"] == [f"#{k}" for k in range(len(kit.make_event(r["event"]).artifacts["estimates"]))]
+    # The track numbers follow the 3-D caption in its entity, at the helices' ends, in their clusters' colours
+    # (the annotation context's: what their class ids gave them when they were an entity of their own).
+    infos = {entry["class_description"]["info"]["id"]: entry["class_description"]["info"]["color"]
+             for entry in annotation[0]}
+    for r in event_rows(rows, "/event/caption"):
+        if r["event"] % 16:
+            continue
+        est = kit.make_event(r["event"]).artifacts["estimates"]
+        assert r["Points3D:labels"][1:] == [f"#{k}" for k in range(len(est))]
+        tracks = [t for t in rows["/event/tracks"] if t["event"] == r["event"]][0]
+        ends = [strip[-1] for strip in tracks["LineStrips3D:strips"]]
+        np.testing.assert_allclose(np.array(r["Points3D:positions"])[1:], ends, atol=1e-4)
+        shown = latest_state(rows, "/event/caption", r["event"])
+        assert shown["Points3D:colors"][1:] == [infos[int(c) + 1] for c in est["cluster_label"]]
+        assert shown["Points3D:colors"][0] == 0xE6E6E6FF and shown["Points3D:radii"] == [-0.5]
     # Hit pads: one marker per trace row, in the pad-plane panel's frame (y up: drawn at -y).
     pads = sink.context.pads
     for r in rows["/event/pads/hits"]:
@@ -249,7 +265,7 @@ def test_events_that_never_reached_the_view_leave_a_marker(tmp_path, clock):
     assert headers[12].startswith("**Run 3 · events 12 to 14**") and "Not received by the view" in headers[12]
     assert "the panels show event 11." in headers[12]
     caption = [r for r in event_rows(rows, "/event/caption") if r["event"] == 12][0]["Points3D:labels"]
-    assert caption == ["events 12 to 14 not received · showing event 11"]
+    assert caption == ["events 12 to 14 not received · showing event 11"] + [f"#{k}" for k in range(1 + 11 % 3)]
 
 
 def test_histograms_are_titled_plots_with_colour_scales_and_gates(tmp_path, clock):

@@ -267,3 +267,44 @@ def test_heat_map_colours_equal_the_numpy_ramp_with_empty_bins_in_the_background
             assert (rgb[grid <= 0] == BACKGROUND).all() and (grid <= 0).sum() > 1000
             checked += grid.size
     assert checked == 6 * 120 * 90
+
+
+def test_event_columns_read_each_row_s_pad_and_key_with_its_peak():
+    """The peak pass also returns each row's pad and (CoBo, AsAd) key, and the health counted from those keys
+    is the health counted from the trace matrix (a CoBo past the compiled table included)."""
+    from conduit.event import ASAD, COBO, PAD, Event
+    from conduit_stages.rerun_sink.health import AsadHealth
+
+    rng = np.random.default_rng(27)
+    traces = np.zeros((300, 517), dtype=np.int16)
+    traces[:, SAMPLES] = rng.integers(0, 4096, (300, 512))
+    traces[:, COBO] = rng.integers(0, 11, 300)
+    traces[:, ASAD] = rng.integers(0, 4, 300)
+    traces[:, PAD] = rng.integers(-3, 10240, 300)
+    traces[:5, COBO] = 300  # past the table of 256 CoBos
+    traces[5, COBO] = -1  # a negative key is not counted
+    heights, maxima, pads, keys = kernels.event_columns(traces)
+    expected_heights, expected_maxima = kernels.peaks(traces)
+    np.testing.assert_array_equal(heights, expected_heights)
+    np.testing.assert_array_equal(maxima, expected_maxima)
+    np.testing.assert_array_equal(pads, traces[:, PAD].astype(np.int64))
+    np.testing.assert_array_equal(keys, traces[:, COBO].astype(np.int64) * 256 + traces[:, ASAD])
+    assert pads.dtype == keys.dtype == np.int64 and pads.flags.c_contiguous and keys.flags.c_contiguous
+    from_keys, from_traces = AsadHealth(), AsadHealth()
+    for i in range(3):
+        event = Event(id=i, traces=traces, complete=True, missing=())
+        from_keys.add(event, kernels.event_columns(traces)[3])
+        from_traces.add(event)
+    assert from_keys.with_data == from_traces.with_data
+    assert sum(n for (cobo, _), n in from_keys.with_data.items() if cobo == 300) > 0
+
+
+@pytest.mark.parametrize("labels", [[], [""], ["run 1 · event 50 · t = 10.500622 s · 1 track"],
+                                    ["#0", "", "θ (°)", "√(dE/dx)", "pad 1234: 230 ADC", "x" * 5000]])
+def test_text_data_is_pyarrow_s_text_array(labels):
+    """Text data made from the labels' bytes is the array ``pa.array(labels, type=Text)`` made."""
+    import pyarrow as pa
+
+    made, expected = arrow.texts(labels), pa.array(labels, type=arrow._type("Text"))
+    assert made.type == expected.type and made.equals(expected) and made.null_count == 0
+    assert made.to_pylist() == labels

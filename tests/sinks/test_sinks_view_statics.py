@@ -112,8 +112,9 @@ def test_every_drawn_event_has_its_points_markers_hover_texts_and_captions(repla
         assert row["Points2D:radii"] == pytest.approx((2.6 * pads.scale[ids]).tolist(), rel=1e-6)
         assert row["Points2D:show_labels"] == [False] and row["Points2D:draw_order"] == [2.0]
         assert len(row["Points2D:colors"]) == len(ids)
-    # Every caption row carries its whole anchor (built once, logged with each event's text): the 3-D one its
-    # own entity, a 2-D panel's the last point of its texts (after the colour bar's numbers, the legend).
+    # Every caption row carries its whole anchor (built once, logged with each event's text): the 3-D one the
+    # first point of its entity (the track numbers follow), a 2-D panel's the last point of its texts (after the
+    # colour bar's numbers, the legend).
     for entity, kind in (("/event/caption", "Points3D"), ("/event/pads/frame", "Points2D"),
                          ("/event/traces/plot", "Points2D")):
         captions = event_rows(rows, entity)
@@ -122,7 +123,8 @@ def test_every_drawn_event_has_its_points_markers_hover_texts_and_captions(repla
             state = latest_state(rows, entity, r["event"])
             assert len(state[f"{kind}:positions"]) == len(state[f"{kind}:labels"]), entity
             assert state[f"{kind}:show_labels"] == [True], entity
-            assert r[f"{kind}:labels"][-1].startswith(f"run 3 · event {r['event']} · "), entity
+            assert r[f"{kind}:labels"][0 if kind == "Points3D" else -1].startswith(f"run 3 · event {r['event']} · "), \
+                entity
         if kind == "Points2D":  # and the panel's lines with it: the colour bar's box and ticks, axes and traces
             assert all(latest_state(rows, entity, r["event"])["LineStrips2D:strips"] for r in captions), entity
     anchors = {entity: latest_state(rows, entity, 0)["Points2D:positions"][-1]

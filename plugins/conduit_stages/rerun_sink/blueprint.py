@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .eventview import COLORBAR_3D, EVENT_ROOT, PLANE_HALF_WIDTH
+from .eventview import CAPTION_3D, COLORBAR_3D, EVENT_ROOT, PLANE_HALF_WIDTH
 from .plot2d import CANVAS
 from .rates import FIGURE_HEIGHT
 
@@ -30,6 +30,7 @@ ENTITY = {
     "event": EVENT_ROOT,
     "colorbar3d": COLORBAR_3D,
     "summary": f"{EVENT_ROOT}/summary",
+    "caption": CAPTION_3D,  # the 3-D views' caption and track numbers
     "cloud": f"{EVENT_ROOT}/cloud",
     "clusters": f"{EVENT_ROOT}/clusters",
     "tracks": f"{EVENT_ROOT}/tracks",
@@ -80,8 +81,8 @@ def default_blueprint(histograms: list[tuple[str, int]], prefix: str = "", title
     w = PLANE_HALF_WIDTH
     plane = _bounds((-w - 100.0, w + 140.0), (-w - 50.0, w + 75.0))
     eye = rrb.EyeControls3D(position=CAMERA["position"], look_target=CAMERA["look_target"], eye_up=CAMERA["eye_up"])
-    shown_3d = [f"{e['detector']}/**", f"{e['event']}/caption", f"{e['event']}/tracks",  # helices and vertices
-                f"{e['event']}/track_ids"]
+    # the detector, the caption with the track numbers, the helices and vertices
+    shown_3d = [f"{e['detector']}/**", e["caption"], f"{e['event']}/tracks"]
     by_charge = rrb.Spatial3DView(origin=p or "/", name="Event 3-D · colour = amplitude (ADC)", eye_controls=eye,
                                   contents=shown_3d + [e["cloud"], f"{e['event']}/colorbar/**", e["colorbar3d"]])
     by_cluster = rrb.Spatial3DView(origin=p or "/", name="Event 3-D · colour = cluster", eye_controls=eye,

@@ -31,9 +31,12 @@ from .plot2d import (ABOVE, AXIS_COLOR, HALF_LINE, TEXT_COLOR, Axis, Figure, Fra
                      format_ticks, nice_tick_values)
 from .draw import compact, figure_archetypes
 
-__all__ = ["EventView", "EVENT_ROOT", "COLORBAR_3D", "PADS_FRAME", "TRACES_PLOT", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
+__all__ = ["EventView", "EVENT_ROOT", "CAPTION_3D", "COLORBAR_3D", "PADS_FRAME", "TRACES_PLOT", "N_CLASSES", "class_ids", "GET_CLOCK_HZ", "PLANE_HALF_WIDTH"]
 
 EVENT_ROOT = "/event"
+#: The 3-D views' words (Points3D): the caption above the chamber, then each track's number ("#k") at its helix's
+#: end in its cluster's colour. One entity, so one log call and one array per component for both.
+CAPTION_3D = f"{EVENT_ROOT}/caption"
 #: The bar of the 3-D colour bar, logged once (static; its tick labels come with each event).
 COLORBAR_3D = "/colorbar3d"
 #: The pad plane's colour bar (box and ticks: LineStrips2D), its numbers, title and the panel's caption (Points2D).
@@ -249,7 +252,7 @@ class EventView:
         from . import kernels  # numba: loaded when a run starts, not when stages are listed
 
         self.kernels = kernels
-        self._captions: dict[str, tuple[Any, list[Any]]] | None = None
+        self._captions: tuple[np.ndarray, Any, dict[Any, Any]] | None = None  # the 3-D caption's constants
         self._hover: tuple[Any, ...] | None = None
         self._colorbar_fixed: list[Any] | None = None
         #: Per colour-scale top: the scale and its colour bars (:meth:`_colour_bars`).
@@ -258,7 +261,8 @@ class EventView:
         #: Entities under EVENT_ROOT logged since its last recursive clear: the viewer shows them (latest-at).
         self._shown: set[str] = set()
         self._markdown: list[Any] = []
-        #: Per 2-D panel (its Points2D entity): the labels it shows before its caption (see :meth:`relabel`).
+        #: Per 2-D panel (its Points2D entity): the labels it shows before its caption; for :data:`CAPTION_3D`,
+        #: the track numbers it shows after it (see :meth:`relabel`).
         self._labels: dict[str, list[str]] = {}
         if self.pads is not None:
             self._pad_tables()  # when the run opens, not at its first event
@@ -331,17 +335,28 @@ class EventView:
                     f"| {_DIRECTIONS.get(int(direction), str(int(direction)))} | {int(points)} |")
         return "\n".join(lines)
 
-    def captions(self, text: str) -> list[tuple[str, Any]]:
-        """The one-line caption every per-event panel carries: which event the panel shows. The 3-D view's
-        is an entity of its own; the 2-D panels' come with their texts (:meth:`relabel`).
+    def captions(self, text: str, ends: np.ndarray | None = None, classes: tuple[int, ...] = ()
+                 ) -> list[tuple[str, Any]]:
+        """The one-line caption every per-event panel carries: which event the panel shows. The 3-D views'
+        is one entity with the track numbers (:data:`CAPTION_3D`: the caption above the chamber, then "#k" at
+        each helix's end, ``ends`` (float32, (tracks, 3)), in the colour of its annotation class ``classes``);
+        the 2-D panels' come with their texts (:meth:`relabel`).
 
-        Only the text changes: the other components are built once (:mod:`.arrow`) and logged with it.
+        Only the text and the ends change: the other components are built once (:mod:`.arrow`) and logged
+        with them.
         """
         if self._captions is None:
-            self._captions = {f"{EVENT_ROOT}/caption": arrow.fixed(self.rr.Points3D(
-                [[0.0, 0.0, self.length + 80.0]], radii=-0.5, colors=CAPTION_COLOR[0], show_labels=True))}
-        labels = arrow.texts([text])
-        return [(path, fixed | {arrow.field("Points3D", "labels"): labels}) for path, fixed in self._captions.items()]
+            anchor = np.array([[0.0, 0.0, self.length + 80.0]], dtype=np.float32)
+            self._captions = (anchor, arrow.positions(anchor, 3), arrow.row(
+                "Points3D", radii=arrow.floats(-0.5), show_labels=arrow.flag(True)))
+        anchor, alone, fixed = self._captions
+        n = 0 if ends is None else len(ends)
+        numbers = _TRACK_NUMBERS[:n] if n <= len(_TRACK_NUMBERS) else [f"#{k}" for k in range(n)]
+        self._labels[CAPTION_3D] = numbers
+        positions = arrow.positions(np.concatenate([anchor, ends]), 3) if n else alone
+        return [(CAPTION_3D, {arrow.field("Points3D", "positions"): positions,
+                              arrow.field("Points3D", "labels"): arrow.texts([text, *numbers]),
+                              arrow.field("Points3D", "colors"): _caption_colors(classes)} | fixed)]
 
     def _caption(self, path: str, text: str) -> _Caption:
         """The caption of the 2-D panel whose texts are ``path``: above the pad plane, or above the traces."""
@@ -364,7 +379,11 @@ class EventView:
         """The 3-D caption and the 2-D panels' texts with the caption ``text`` (an event not drawn or not
         received): a panel that shows the drawn event ``shown`` gets only its labels again (its positions
         hold, latest-at), one that shows nothing its caption alone."""
-        out = self.captions(text)
+        numbers = self._labels.get(CAPTION_3D) if shown is not None else None
+        if numbers is None:
+            out = self.captions(text)
+        else:  # the numbers' positions and colours hold (latest-at)
+            out = [(CAPTION_3D, {arrow.field("Points3D", "labels"): arrow.texts([text, *numbers])})]
         for path in self._panels_2d():
             labels = self._labels.get(path) if shown is not None else None
             if labels is None:
@@ -432,11 +451,13 @@ class EventView:
             self.header(event, run)])} | self._markdown))
         caption = (f"run {run} · event {event.id} · t = {event.timestamp / GET_CLOCK_HZ:.6f} s · "
                    f"{n_tracks} track{'s' if n_tracks != 1 else ''}")
-        out += self.captions(caption)
+        ends, classes = None, ()
+        if estimates is not None and n_tracks:
+            tracks, ends, classes = self._tracks(estimates)
+            out.append(tracks)
+        out += self.captions(caption, ends, classes)
         if cloud is not None and len(cloud):
             out += self._cloud(cloud, labels, scale)
-        if estimates is not None and n_tracks:
-            out += self._tracks(estimates)
         out += bars.colorbar3d
         if self.pads is not None and event.n_traces:
             out += self._pad_hits(ids, amplitude, scale, bars, caption)
@@ -480,26 +501,22 @@ class EventView:
                 (f"{EVENT_ROOT}/clusters", arrow.row("Points3D", positions=xyz, radii=arrow.floats(-2.0),
                                                      class_ids=arrow.class_ids(classes)))]
 
-    def _tracks(self, estimates: np.ndarray) -> list[tuple[str, Any]]:
-        """Each track's helix (:func:`.kernels.helix_strips`: :func:`.geometry.helices` compiled), its vertex
-        and its number at the helix's end."""
+    def _tracks(self, estimates: np.ndarray) -> tuple[tuple[str, Any], np.ndarray, tuple[int, ...]]:
+        """Each track's helix (:func:`.kernels.helix_strips`: :func:`.geometry.helices` compiled) and its vertex;
+        with the helices' ends and the tracks' annotation classes (where :meth:`captions` puts their numbers)."""
         columns = [np.ascontiguousarray(estimates[name], dtype=np.float64) for name in _HELIX_COLUMNS]
         points, offsets, ends, vertices, classes = self.kernels.helix_strips(
             *columns, np.ascontiguousarray(estimates["cluster_label"], dtype=np.int64),
             geometry.turning_sense(self.field), self.length, geometry.CHAMBER_RADIUS, self.params.helix_points,
             N_CLASSES)
-        classes = _classes(tuple(classes.tolist()))  # the same few from event to event: sent once while so
+        ids = tuple(classes.tolist())
+        classes = _classes(ids)  # the same few from event to event: sent once while so
         hidden = arrow.flag(False)
         # helices and vertices in one entity (LineStrips3D and Points3D components side by side): one log call
-        return [
-            (f"{EVENT_ROOT}/tracks", arrow.row("LineStrips3D", strips=arrow.offset_strips(points, offsets, 3),
-                                               radii=arrow.floats(-1.5), class_ids=classes, show_labels=hidden)
-             | arrow.row("Points3D", positions=arrow.positions(vertices, 3), radii=arrow.floats(-4.0),
-                         class_ids=classes, show_labels=hidden)),
-            (f"{EVENT_ROOT}/track_ids", arrow.row(
-                "Points3D", positions=arrow.positions(ends, 3), radii=arrow.floats(-0.5),
-                labels=_track_numbers(len(estimates)), show_labels=arrow.flag(True), class_ids=classes)),
-        ]
+        return ((f"{EVENT_ROOT}/tracks", arrow.row("LineStrips3D", strips=arrow.offset_strips(points, offsets, 3),
+                                                   radii=arrow.floats(-1.5), class_ids=classes, show_labels=hidden)
+                 | arrow.row("Points3D", positions=arrow.positions(vertices, 3), radii=arrow.floats(-4.0),
+                             class_ids=classes, show_labels=hidden)), ends, ids)
 
     def _colour_bars(self, high: float) -> tuple[ColorScale, _ColourBars]:
         """The linear scale 0..``high`` and what both colour bars show of it, made once per ``high`` (a round
@@ -688,10 +705,23 @@ def _classes(ids: tuple[int, ...]) -> Any:
     return arrow.class_ids(np.array(ids, dtype=np.uint16))
 
 
-@functools.lru_cache(maxsize=64)
-def _track_numbers(n: int) -> Any:
-    """The labels "#0" .. "#n-1" of an event's tracks."""
-    return arrow.texts([f"#{k}" for k in range(n)])
+#: The track numbers "#0" .. "#63" (more tracks are numbered on the fly).
+_TRACK_NUMBERS = [f"#{k}" for k in range(64)]
+
+
+@functools.cache
+def _class_rgba() -> np.ndarray:
+    """Packed colour of each annotation class (the AnnotationContext of :meth:`EventView.statics`): 0 noise,
+    k + 1 cluster k."""
+    return arrow.pack(np.vstack([np.array([NOISE_COLOR], dtype=np.uint8), label_colors(N_CLASSES - 1)]))
+
+
+@functools.lru_cache(maxsize=256)
+def _caption_colors(classes: tuple[int, ...]) -> Any:
+    """Colour data of :data:`CAPTION_3D`: the caption's, then each track number's, its class colour (as the
+    track numbers had when they took their colour from their class id). One array per distinct list: the
+    entity is not sent it again while the list stays."""
+    return arrow.rgba(np.concatenate([arrow.pack(CAPTION_COLOR), _class_rgba()[np.asarray(classes, dtype=np.int64)]]))
 
 
 @functools.lru_cache(maxsize=256)

@@ -50,13 +50,18 @@ class AsadHealth:
             counted[pair] = counted.get(pair, 0) + n
         return counted
 
-    def add(self, event) -> None:
-        """Count one event (any event the sink receives)."""
-        from .kernels import count_pairs
+    def add(self, event, keys: np.ndarray | None = None) -> None:
+        """Count one event (any event the sink receives); ``keys``: its rows' CoBo * 256 + AsAd (int64,
+        contiguous) when already read (:func:`.kernels.event_columns`), else read here from its traces."""
+        from .kernels import count_keys, count_pairs
 
         traces = event.traces
-        if traces.shape[0] and count_pairs(np.ascontiguousarray(traces), self._with_data, self._stamp,
-                                           self.events):
+        if keys is not None:
+            outside = count_keys(keys, self._with_data, self._stamp, self.events) if len(keys) else 0
+        else:
+            outside = traces.shape[0] and count_pairs(np.ascontiguousarray(traces), self._with_data, self._stamp,
+                                                      self.events)
+        if outside:
             # rows of CoBo numbers past the table (never in AT-TPC's 11 CoBos): counted the slow way
             keys = traces[:, COBO].astype(np.int64) * 256 + traces[:, ASAD].astype(np.int64)
             for key in np.unique(keys[keys >= self._TABLE]).tolist():

@@ -19,9 +19,9 @@ import numpy as np
 from numba import njit
 from numba.extending import register_jitable
 
-from conduit.event import ASAD, COBO
+from conduit.event import ASAD, COBO, PAD
 
-__all__ = ["peak_heights", "peaks", "count_hits", "count_pairs", "finite_percentile", "join_texts", "ramp_rgba", "pad_markers",
+__all__ = ["peak_heights", "peaks", "event_columns", "count_hits", "count_pairs", "count_keys", "finite_percentile", "join_texts", "ramp_rgba", "pad_markers",
            "cloud_columns", "helix_strips", "top_rows", "sample_range", "trace_polylines", "warm_up"]
 
 FIRST_SAMPLE = 5  # column of the first sample in the trace matrix (conduit.event.SAMPLES)
@@ -54,8 +54,10 @@ BLOCK = 64
 
 
 @njit(cache=True, nogil=True)
-def _peak_heights(traces, network, maxima):
-    """Peak heights and largest samples of every row, a block of rows at a time.
+def _peak_heights(traces, network, maxima, pads, keys):
+    """Peak heights and largest samples of every row, a block of rows at a time; with them each row's pad
+    (``pads``) and (CoBo, AsAd) key, CoBo * 256 + AsAd (``keys``), read while the row is at hand (the
+    counts of every event need them; read apart, each was a strided pass over the matrix of its own).
 
     The max over a row's 512 samples is a reduction the compiler vectorises;
     the 16 baseline samples of ``BLOCK`` rows are gathered into columns
@@ -71,6 +73,8 @@ def _peak_heights(traces, network, maxima):
         size = min(BLOCK, n - first)
         for b in range(size):
             row = traces[first + b]
+            pads[first + b] = row[PAD]
+            keys[first + b] = np.int64(row[COBO]) * 256 + np.int64(row[ASAD])
             top = row[FIRST_SAMPLE]
             for j in range(FIRST_SAMPLE + 1, FIRST_SAMPLE + N_SAMPLES):
                 x = row[j]
@@ -101,9 +105,21 @@ def peak_heights(traces: np.ndarray) -> np.ndarray:
 def peaks(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(:func:`peak_heights`, the largest sample of each row), from one pass over the trace matrix: the view
     counts the first and leaves saturated traces (by the second) out of its trace panel."""
+    heights, maxima, _, _ = event_columns(traces)
+    return heights, maxima
+
+
+def event_columns(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(:func:`peak_heights`, the largest sample of each row, each row's pad id and its (CoBo, AsAd) key
+    CoBo * 256 + AsAd, all int64) from one pass over the trace matrix: what the view counts for every event
+    (occupancy by pad, health by key) and draws (the pad plane by pad, the traces panel without the
+    saturated rows)."""
     traces = np.ascontiguousarray(traces)
-    maxima = np.empty(traces.shape[0], dtype=np.int64)
-    return _peak_heights(traces, _NETWORK, maxima), maxima
+    n = traces.shape[0]
+    maxima = np.empty(n, dtype=np.int64)
+    pads = np.empty(n, dtype=np.int64)
+    keys = np.empty(n, dtype=np.int64)
+    return _peak_heights(traces, _NETWORK, maxima, pads, keys), maxima, pads, keys
 
 
 @njit(cache=True, nogil=True)
@@ -165,6 +181,25 @@ def count_pairs(traces, counts, stamp, event_stamp):
     size = counts.shape[0]
     for r in range(traces.shape[0]):
         key = np.int64(traces[r, COBO]) * 256 + np.int64(traces[r, ASAD])
+        if key < 0:
+            continue
+        if key >= size:
+            outside += 1
+        elif stamp[key] != event_stamp:
+            stamp[key] = event_stamp
+            counts[key] += 1
+    return outside
+
+
+@njit(cache=True, nogil=True)
+def count_keys(keys, counts, stamp, event_stamp):
+    """:func:`count_pairs` over the rows' keys (CoBo * 256 + AsAd, from :func:`event_columns`) instead of the
+    trace matrix: add one to ``counts[key]`` for every key, once per event; negative keys are ignored; returns
+    how many rows have a key past ``counts``."""
+    outside = 0
+    size = counts.shape[0]
+    for r in range(keys.shape[0]):
+        key = keys[r]
         if key < 0:
             continue
         if key >= size:
@@ -284,42 +319,42 @@ def pad_markers(ids, amplitude, table, low, high, stops):
     """
     pad_text, colon, adc = _PAD, _COLON, _ADC
     n_pads = table.shape[0]
-    fixed_bytes = pad_text.shape[0] + colon.shape[0] + adc.shape[0]
-    n = 0
-    size = 0
+    rows = ids.shape[0]
+    # One pass, into buffers sized for the longest text a row can have (the pad's digits at most those of the
+    # last pad, the amplitude's at most 16 below HOVER_LIMIT), cut to what was written: a counting pass first
+    # repeated a rint and two digit counts per row.
+    longest = pad_text.shape[0] + colon.shape[0] + adc.shape[0] + _n_digits(max(n_pads - 1, 0)) + 16
+    positions = np.empty((rows, 2), dtype=np.float32)
+    out_radii = np.empty(rows, dtype=np.float32)
+    colors = np.empty(rows, dtype=np.uint32)
+    offsets = np.zeros(rows + 1, dtype=np.int32)
+    data = np.empty(rows * longest, dtype=np.uint8)
     ok = True
-    for r in range(ids.shape[0]):  # count the markers and their text's bytes
-        p = ids[r]
-        if 0 <= p < n_pads:
-            n += 1
-            a = np.rint(amplitude[r])
-            if a >= 0 and a < HOVER_LIMIT:
-                size += fixed_bytes + _n_digits(p) + _n_digits(np.int64(a))
-            else:
-                ok = False
-    positions = np.empty((n, 2), dtype=np.float32)
-    out_radii = np.empty(n, dtype=np.float32)
-    colors = np.empty(n, dtype=np.uint32)
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    data = np.empty(size if ok else 0, dtype=np.uint8)
     k = 0
     at = 0
-    for r in range(ids.shape[0]):
+    for r in range(rows):
         p = ids[r]
         if 0 <= p < n_pads:
             positions[k, 0] = table[p, 0]
             positions[k, 1] = table[p, 1]
             out_radii[k] = table[p, 2]
             colors[k] = _ramp_one(_linear_position(amplitude[r], low, high), stops)
-            if ok:  # "pad P: A ADC"
+            a = np.rint(amplitude[r])
+            if ok and a >= 0 and a < HOVER_LIMIT:  # "pad P: A ADC"
                 at = _put_bytes(data, at, pad_text)
                 at = _put_number(data, at, p)
                 at = _put_bytes(data, at, colon)
-                at = _put_number(data, at, np.int64(np.rint(amplitude[r])))
+                at = _put_number(data, at, np.int64(a))
                 at = _put_bytes(data, at, adc)
+            else:
+                ok = False
+                at = 0
             offsets[k + 1] = at
             k += 1
-    return positions, out_radii, colors, offsets, data, ok
+    if not ok:
+        offsets[:] = 0
+        return positions[:k], out_radii[:k], colors[:k], offsets[:k + 1], data[:0], ok
+    return positions[:k], out_radii[:k], colors[:k], offsets[:k + 1], data[:at], ok
 
 
 @njit(cache=True, nogil=True)
@@ -478,6 +513,7 @@ def warm_up() -> None:
     for traces in (writable, frozen):
         heights, _ = peaks(traces)
         count_pairs(traces, np.zeros(4, dtype=np.int64), np.full(4, -1, dtype=np.int64), 0)
+    count_keys(np.zeros(2, dtype=np.int64), np.zeros(4, dtype=np.int64), np.full(4, -1, dtype=np.int64), 0)
     count_hits(np.zeros(2, dtype=np.int64), heights, 30.0, np.zeros(4, dtype=np.int64),
                np.full(4, -1, dtype=np.int64), 0)
     text = np.frombuffer(b"ab", dtype=np.uint8)  # read-only, as arrow.TextTable keeps its bytes

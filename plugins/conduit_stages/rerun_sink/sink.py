@@ -35,7 +35,6 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from conduit.event import PAD
 from conduit.stage import SinkStage
 
 from . import arrow
@@ -118,9 +117,9 @@ class RerunSink(SinkStage):
         self.every_event = p.draw_every_event if p.draw_every_event is not None else (
             not self.context.live and (p.mode in ("save", "stdout") or p.tee))
         self.view = EventView(rr, self.context, p)
-        from .kernels import peaks, warm_up  # numba: loaded when a run starts, not when stages are listed
+        from .kernels import event_columns, warm_up  # numba: loaded when a run starts, not when stages are listed
 
-        self._peaks = peaks
+        self._columns = event_columns
         warm_up()  # no compile (or cache load) while events flow
         pads = self.view.pads
         self.occupancy = Occupancy(pads.n_pads, p.occupancy_threshold) if pads is not None else None
@@ -183,12 +182,11 @@ class RerunSink(SinkStage):
         if not self.grpc_connected:
             self._maybe_connect(now)
         # One cheap peak height per trace: counted for the occupancy, coloured on the pad plane when drawn.
-        traces = event.traces
-        heights, maxima = self._peaks(traces)
-        pads = traces[:, PAD].astype(np.int64)
+        # (with each row's pad and (CoBo, AsAd) key, read in the same pass: no strided pass per count)
+        heights, maxima, pads, keys = self._columns(event.traces)
         if self.occupancy is not None:
             self.occupancy.add(pads, heights)
-        self.health.add(event)
+        self.health.add(event, keys)
         if self.streams:
             # Latest-at: a marker holds for every later event until the next one is drawn, so it is logged
             # once per stretch of events not drawn (cheap on a fast live run), never per event. Timelines
