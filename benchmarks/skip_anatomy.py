@@ -14,7 +14,9 @@ For every skip among the timeline's first events, grouped into bursts (skips les
   receptions in the 500 ms before it (a main-process stall is a long gap followed by a burst).
 * ``main CPU``: the main process's CPU in the 200 ms before the skip, as a fraction of one CPU.
 * ``workers``: jobs answered in the 200 ms before the skip: median job CPU and wall ms per worker (pid), and the
-  median time from dispatch to answer; a worker whose wall time is far above its CPU time was not on a CPU.
+  median time from dispatch to answer, split into dispatch to the job's start in the worker (the job waiting in
+  the pipe behind others, or the worker waiting for a CPU) and the job's end to the answer read by the main
+  process; a worker whose wall time is far above its CPU time was not on a CPU during the job.
 
 Prints one row per burst of skips, then (``--events``) one row per skipped event.
 """
@@ -99,7 +101,12 @@ def analyse(path: Path, rate: float, places: int, per_event: bool = False) -> li
         parts = [f"{pid}: {len(j)} jobs CPU {1e3 * statistics.median(x[1] for x in j):.1f} wall "
                  f"{1e3 * statistics.median(x[0] for x in j):.1f}" for pid, j in sorted(by_pid.items())]
         waits = [1e3 * (at - s) for _, s, at in recent if s is not None]
-        return "; ".join(parts) + (f"; dispatch->answer {statistics.median(waits):.1f}" if waits else "")
+        text = "; ".join(parts) + (f"; dispatch->answer {statistics.median(waits):.1f}" if waits else "")
+        split = [(1e3 * (x[4] - s), 1e3 * (at - x[4] - x[0])) for x, s, at in recent if s is not None and len(x) > 4]
+        if split:  # sent -> the worker began the job; the job's end -> the main process read the answer
+            text += (f" (to job start {statistics.median(a for a, _ in split):.1f}, job end to answer read "
+                     f"{statistics.median(b for _, b in split):.1f})")
+        return text
 
     rows = []
     for event in sorted(skipped, key=lambda e: skipped[e][0]):
