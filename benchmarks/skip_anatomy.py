@@ -137,6 +137,27 @@ def analyse(path: Path, rate: float, places: int, per_event: bool = False) -> li
         for r in rows:
             lines.append(f"| {r['event']} | {r['t']:.3f} | {r['lag']:.0f} | {r['full']:.0f} | {r['burst']} | "
                          f"{r['gap']:.0f} | {r['main']:.2f} |")
+    # every analysed event: where the time from taking a place to the answer went
+    split = []
+    for event, (at, _, _, extra) in answered.items():
+        if extra and len(extra) > 4 and event in received:
+            took_at = placed[event][0] if event in placed else received[event][0]
+            split.append((1e3 * (extra[4] - took_at), 1e3 * extra[0], 1e3 * (at - extra[4] - extra[0])))
+    if split:
+        def q(values, f):
+            values = sorted(values)
+            return values[min(int(f * len(values)), len(values) - 1)]
+        names = ("place taken -> job start", "job (wall)", "job end -> answer read")
+        lines.append("every analysed event, ms (median / p90 / max): " + "; ".join(
+            f"{name} {q(col, 0.5):.1f} / {q(col, 0.9):.1f} / {max(col):.1f}"
+            for name, col in zip(names, zip(*split))))
+    waiting = steps.get("waiting", {})
+    if waiting:
+        waits = sorted(1e3 * placed[e][3] for e in placed if placed[e][3] is not None)
+        lines.append(f"backlog: {len(waiting)} events waited, {len(placed)} got a place "
+                     f"(waited median {statistics.median(waits) if waits else 0:.1f} ms, max "
+                     f"{max(waits, default=0):.1f}), {sum(1 for e in skipped if skipped[e][3] == 'waited')} "
+                     f"skipped after waiting")
     # the lag over the first seconds: where the main process fell behind
     lines.append("lag per 100 ms of the first 3 s (median ms, by event id // (rate / 10)):")
     per = max(int(rate / 10), 1)
