@@ -47,7 +47,7 @@ def test_skip_policy_counts_exactly_and_never_blocks_the_source(plugin_site, tmp
     stages = COLLECT.replace('use = "testkit.double"',
                              f'use = "testkit.double"\n\n[[stage]]\nuse = "testkit.gate"\nrelease_file = "{release}"')
     p = pipeline(tmp_path, f'kind = "counting_live"\nevents = 200\nrelease_file = "{release}"', stages,
-                 "workers = 0\nmax_in_flight = 1")
+                 "workers = 0\nmax_in_flight = 1\nbacklog = 0")  # no backlog: skipped at once
     assert p.engine.policy == "auto"  # live source -> skip
     summary = run_pipeline(p, handle_signals=False)
     records, closed = read_collected(tmp_path / "out_7.jsonl")
@@ -221,7 +221,7 @@ def test_skip_policy_default_depth_is_four_events_per_worker(plugin_site, tmp_pa
     stages = COLLECT.replace('use = "testkit.double"',
                              f'use = "testkit.double"\n\n[[stage]]\nuse = "testkit.gate"\nrelease_file = "{release}"')
     p = pipeline(tmp_path, f'kind = "counting_live"\nevents = 200\nrelease_file = "{release}"', stages,
-                 f"workers = {workers}")
+                 f"workers = {workers}\nbacklog = 0")  # the places alone (tests/core/test_core_backlog.py: with it)
     assert p.engine.max_in_flight == 0
     summary = run_pipeline(p, handle_signals=False)
     records, closed = read_collected(tmp_path / "out_7.jsonl")

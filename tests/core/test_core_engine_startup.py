@@ -114,9 +114,13 @@ def test_a_run_with_the_timeline_counts_and_records_exactly_its_events(plugin_si
         steps.setdefault(step, []).append((event, *rest))
     for step in ("received", "sent", "answered", "sink testkit.collect"):
         assert sorted(row[0] for row in steps[step]) == list(range(40)), step
+    pids = set()
     for _, when, cpu, faults, job in steps["answered"]:
-        wall, job_cpu, job_faults = job
+        wall, job_cpu, job_faults, pid, began = job
         assert 0 <= job_cpu <= wall + 1e-3 and job_faults >= 0 and cpu > 0 and faults > 0
+        assert began <= when  # the worker began the job before its answer was read
+        pids.add(pid)
+    assert len(pids) in (1, 2) and os.getpid() not in pids  # the workers' pids
     assert "skipped" not in steps
     assert all(len(row) == 4 and row[1] in (0, 1, 2) for row in data["gc"])
     assert data["trace_slots"]["segments"] >= 1

@@ -103,6 +103,11 @@ class MetricsSnapshot:
     losses: dict[str, int] = dataclasses.field(default_factory=dict)
     #: Events not analysed because analysis was paused (the control API), recorded all the same.
     paused: int = 0
+    #: The skipped events by reason (:data:`conduit.engine.backlog.SKIP_REASONS`).
+    skipped_by: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Events analysed after waiting in the backlog (``[engine] backlog``), and the most waiting at once.
+    backlogged: int = 0
+    backlog_peak: int = 0
     #: Per (cobo, asad) stream: ``frames`` received and frames lost by reason (``Source.asad_counters``).
     asad_counters: dict[tuple[int, int], dict[str, int]] = dataclasses.field(default_factory=dict)
     #: Per stage: ``events`` it ran on, ``failed``, ``skipped`` (an input missing), ``empty`` (produced
@@ -130,10 +135,21 @@ class Metrics:
     paused: int = 0
     #: Events recorded without analysis because an error stopped the run (StopRun, on_stage_error = "stop").
     halted: int = 0
+    #: The skipped events by reason (``skipped`` is their sum): :data:`conduit.engine.backlog.SKIP_REASONS`.
+    skipped_by: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Events analysed after waiting in the backlog for a place (``[engine] backlog``).
+    backlogged: int = 0
+    #: Most events waiting in the backlog at once.
+    backlog_peak: int = 0
     stage_times: dict[str, StageTimes] = dataclasses.field(default_factory=dict)
     sink_dropped: dict[str, int] = dataclasses.field(default_factory=dict)
     _last: tuple[float, int, int, int] = (0.0, 0, 0, 0)
     _last_bytes: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        """One more event skipped (not analysed, recorded all the same) for ``reason``."""
+        self.skipped += 1
+        self.skipped_by[reason] = self.skipped_by.get(reason, 0) + 1
 
     def times(self, stage: str) -> StageTimes:
         if stage not in self.stage_times:
@@ -187,6 +203,9 @@ class Metrics:
             final=final,
             losses=dict(losses or {}),
             paused=self.paused,
+            skipped_by=dict(self.skipped_by),
+            backlogged=self.backlogged,
+            backlog_peak=self.backlog_peak,
             asad_counters=dict(asad_counters or {}),
             stages=self.stage_reports(),
         )

@@ -18,6 +18,13 @@ class EngineParams(Params):
         "when analysis falls behind: 'skip' the newest events (counted), 'wait' for it; 'auto' = skip for live sources",
     )
     max_in_flight: int = param(0, "events being analysed at once; 0 = four per worker (2 with workers = 0)", ge=0)
+    backlog: int = param(
+        32, "policy 'skip': events that find every analysis place taken wait for one in a queue of this many "
+           "(oldest first) instead of being skipped at once; skipped when it is full or after backlog_ms; "
+           "0 = skip at once", ge=0)
+    backlog_ms: float = param(
+        200.0, "longest an event waits in the backlog for an analysis place (ms of wall time); the sinks see it and "
+             "every later event at most this much later", ge=0, le=2000)
     queue_size: int = param(256, "events buffered between the source and the engine", ge=1)
     sink_queue_size: int = param(512, "events buffered in front of each sink", ge=1)
     on_stage_error: Literal["continue", "stop"] = param(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 import traceback
 import uuid
@@ -114,8 +115,9 @@ class ChainResult:
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     empty: list[str] = dataclasses.field(default_factory=list)
     counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
-    #: The worker's job: wall seconds, CPU seconds of its thread, minor page faults (``[engine] timeline``).
-    job: tuple[float, float, int] | None = None
+    #: The worker's job: wall seconds, CPU seconds of its thread, minor page faults, the worker's pid, when it
+    #: began (``time.time()``, s) (``[engine] timeline``).
+    job: tuple[float, float, int, int, float] | None = None
 
 
 class StageSetupError(RuntimeError):
@@ -253,12 +255,13 @@ def _worker_job(job: tuple) -> Any:
         chain = _CACHE.get(PickledSpec(token, spec).load())
     if event is None:
         return time.perf_counter() - t0
+    began = time.time()
     wall, cpu, faults = job_usage()
     event.traces = worker_view(traces)
     try:
         result = chain.run(event)
         end = job_usage()
-        result.job = (end[0] - wall, end[1] - cpu, end[2] - faults)
+        result.job = (end[0] - wall, end[1] - cpu, end[2] - faults, os.getpid(), began)
         return result
     finally:
         event.traces = None  # no view of the slot outlives the call

@@ -44,6 +44,7 @@ from ..ratelog import RateLimitedLog
 from ..source import Source, SourceError
 from ..shared import Shared
 from ..stage import RunContext, RunNumberMissing, SinkStage, StopRun
+from .backlog import FULL, WAITED, AnalysisBacklog
 from .control import EngineControl, ParameterChange, RunSwitch
 from .metrics import Metrics, MetricsSnapshot
 from .outcomes import StageOutcomes
@@ -114,6 +115,12 @@ class RunSummary:
     #: Per stage: ``events``, ``failed``, ``skipped``, ``empty``, ``counts`` by reason
     #: (:meth:`conduit.engine.metrics.StageTimes.report`).
     stages: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: The skipped events by reason (``full``: every analysis place and the backlog taken; ``waited``: waited
+    #: ``[engine] backlog_ms`` in the backlog); their sum is ``skipped``.
+    skipped_by: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Events analysed after waiting in the backlog, and the most that waited at once.
+    backlogged: int = 0
+    backlog_peak: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -172,6 +179,8 @@ class Engine:
         self.policy = ("skip" if self.live else "wait") if policy == "auto" else policy
         self.workers = _resolve_workers(pipeline.engine.workers)
         self.max_in_flight = pipeline.engine.max_in_flight or default_in_flight(self.workers)
+        #: Live events that find every analysis place taken wait here a bounded time (policy skip).
+        self._backlog = AnalysisBacklog(pipeline.engine.backlog, pipeline.engine.backlog_ms / 1e3)
         self.sinks: list[SinkStage] = []
         self.status = StatusReporter(status_stream if status_stream is not None else sys.stderr,
                                      interval=pipeline.engine.status_interval)
@@ -464,55 +473,101 @@ class Engine:
         # A fixed set of analysis tasks, one per place, fed through a channel: not a new task per analysed
         # event. An event is handed over only once it holds a place, so the hand-over never waits.
         to_analyse, analyse_recv = trio.open_memory_channel[tuple[Event, ChainSpec]](self.max_in_flight)
+        backlog = self._backlog
         async with done_send, events_recv:
-            async with trio.open_nursery() as analysing, to_analyse:
-                with analyse_recv:
-                    for _ in range(self.max_in_flight if self.pipeline.transforms else 0):
-                        analysing.start_soon(self._analyser, pool, analyse_recv.clone(), slots, done_send)
-                while (event := await _next(events_recv)) is not None:
-                    if self.max_events is not None and self.metrics.received >= self.max_events:
-                        self.request_stop(f"reached --max-events {self.max_events}")
-                        continue  # drain what the source already queued, without processing it
-                    event.sequence = self.metrics.received
-                    if self.timeline is not None:
-                        self.timeline.note(event.id, "received")
-                    self.metrics.received += 1
-                    spec = self._spec  # taken with the sequence number: a parameter change applies from here
-                    if self._awaiting:
-                        self._first_event_of_change(event)
-                    if event.complete:
-                        self.metrics.complete += 1
-                    else:
-                        self.metrics.incomplete += 1
-                    if self.max_events is not None and self.metrics.received >= self.max_events:
-                        self.request_stop()
-                    if not self.pipeline.transforms:
-                        await _pass_on(done_send, event)
-                        continue
-                    if self._halted:  # an error stopped the run: record what is queued, analyse no more
-                        await self._record_unanalysed(event, done_send)
-                        continue
-                    if self.paused:  # recorded all the same, counted apart from the skipped ones
-                        self.metrics.paused += 1
-                        await _pass_on(done_send, event)
-                        continue
-                    if self.policy == "skip":
+            async with trio.open_nursery() as analysing:
+                async with to_analyse:  # closed once the dispatcher and the backlog are done: the tasks end
+                    with analyse_recv:
+                        for _ in range(self.max_in_flight if self.pipeline.transforms else 0):
+                            analysing.start_soon(self._analyser, pool, analyse_recv.clone(), slots, done_send)
+                    async with trio.open_nursery() as dispatching:
+                        if self.policy == "skip" and backlog.enabled and self.pipeline.transforms:
+                            dispatching.start_soon(
+                                backlog.feed, slots, partial(self._place_waiting, slots, to_analyse, done_send),
+                                partial(self._skip_waiting, done_send))
                         try:
-                            slots.acquire_nowait()
-                        except trio.WouldBlock:
-                            self.metrics.skipped += 1
-                            if self.timeline is not None:
-                                self.timeline.note(event.id, "skipped")
-                            await _pass_on(done_send, event)
-                            continue
+                            await self._dispatch_events(events_recv, done_send, slots, to_analyse)
+                        finally:
+                            backlog.close()  # what waits is still placed or skipped, then the feeder ends
+
+    async def _dispatch_events(self, events_recv, done_send, slots: trio.Semaphore, to_analyse) -> None:
+        """Number each event from the source, then hand it to an analysis place, the backlog, or the sinks."""
+        backlog = self._backlog
+        while (event := await _next(events_recv)) is not None:
+            if self.max_events is not None and self.metrics.received >= self.max_events:
+                self.request_stop(f"reached --max-events {self.max_events}")
+                continue  # drain what the source already queued, without processing it
+            event.sequence = self.metrics.received
+            if self.timeline is not None:
+                self.timeline.note(event.id, "received")
+            self.metrics.received += 1
+            spec = self._spec  # taken with the sequence number: a parameter change applies from here
+            if self._awaiting:
+                self._first_event_of_change(event)
+            if event.complete:
+                self.metrics.complete += 1
+            else:
+                self.metrics.incomplete += 1
+            if self.max_events is not None and self.metrics.received >= self.max_events:
+                self.request_stop()
+            if not self.pipeline.transforms:
+                await _pass_on(done_send, event)
+                continue
+            if self._halted:  # an error stopped the run: record what is queued, analyse no more
+                await self._record_unanalysed(event, done_send)
+                continue
+            if self.paused:  # recorded all the same, counted apart from the skipped ones
+                self.metrics.paused += 1
+                await _pass_on(done_send, event)
+                continue
+            if self.policy == "skip":
+                # Oldest first: while events wait in the backlog, a place that frees goes to the oldest of them.
+                if len(backlog) or not _acquired(slots):
+                    if backlog.offer(event, spec):
+                        self.metrics.backlog_peak = backlog.peak
+                        if self.timeline is not None:
+                            self.timeline.note(event.id, "waiting")
                     else:
-                        await slots.acquire()
-                        if self._halted:  # the run stopped while this event waited for a slot
-                            slots.release()
-                            await self._record_unanalysed(event, done_send)
-                            continue
-                    self.metrics.in_flight += 1
-                    to_analyse.send_nowait((event, spec))
+                        self._skip(event, FULL)
+                        await _pass_on(done_send, event)
+                    continue
+            else:
+                await slots.acquire()
+                if self._halted:  # the run stopped while this event waited for a slot
+                    slots.release()
+                    await self._record_unanalysed(event, done_send)
+                    continue
+            self.metrics.in_flight += 1
+            to_analyse.send_nowait((event, spec))
+
+    def _skip(self, event: Event, reason: str) -> None:
+        """Count ``event`` as skipped for ``reason`` (it goes to the sinks unanalysed)."""
+        self.metrics.skip(reason)
+        if self.timeline is not None:
+            self.timeline.note(event.id, "skipped", reason)
+
+    async def _place_waiting(self, slots: trio.Semaphore, to_analyse, done_send, event: Event, spec: ChainSpec,
+                             waited: float) -> None:
+        """An event from the backlog got an analysis place (held) after ``waited`` s: analyse it, unless an
+        error stopped the analysis meanwhile."""
+        if self._halted:
+            slots.release()
+            await self._record_unanalysed(event, done_send)
+            return
+        self.metrics.backlogged += 1
+        if self.timeline is not None:
+            self.timeline.note(event.id, "placed", waited)
+        self.metrics.in_flight += 1
+        to_analyse.send_nowait((event, spec))
+
+    async def _skip_waiting(self, done_send, event: Event) -> None:
+        """An event waited in the backlog as long as it may: skipped (or, after an error stopped the
+        analysis, recorded unanalysed as the other queued events are)."""
+        if self._halted:
+            await self._record_unanalysed(event, done_send)
+            return
+        self._skip(event, WAITED)
+        await _pass_on(done_send, event)
 
     async def _record_unanalysed(self, event: Event, done_send) -> None:
         """After an error stopped the run: the event goes to the sinks without analysis, counted."""
@@ -926,6 +981,9 @@ class Engine:
             paused=self.metrics.paused,
             halted=self.metrics.halted,
             stages=self.metrics.stage_reports(),
+            skipped_by=dict(self.metrics.skipped_by),
+            backlogged=self.metrics.backlogged,
+            backlog_peak=self.metrics.backlog_peak,
         )
 
 
@@ -942,6 +1000,15 @@ async def _next(channel):
             return None
     except trio.EndOfChannel:
         return None
+
+
+def _acquired(places: trio.Semaphore) -> bool:
+    """Take one of ``places`` if one is free now (never waits)."""
+    try:
+        places.acquire_nowait()
+    except trio.WouldBlock:
+        return False
+    return True
 
 
 async def _pass_on(channel, item) -> None:

@@ -27,7 +27,8 @@ def format_status(snap: MetricsSnapshot) -> str:
     parts.append(f"{snap.received_rate:6.1f} ev/s")
     parts.append(f"analysed {snap.analysed}")
     if snap.skipped:
-        parts.append(f"skipped {snap.skipped}")
+        waited = snap.skipped_by.get("waited", 0)
+        parts.append(f"skipped {snap.skipped}" + (f" ({waited} waited too long)" if waited else ""))
     if snap.failed:
         parts.append(f"failed {snap.failed}")
     if snap.incomplete:

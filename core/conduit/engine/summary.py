@@ -6,6 +6,7 @@ import math
 import os
 import re
 
+from .backlog import FULL, WAITED
 from .runner import RunSummary
 from .status import format_counts
 
@@ -30,6 +31,7 @@ def format_summary(summary: RunSummary) -> str:
         ("  incomplete", summary.incomplete),
         ("events analysed", summary.analysed),
         ("events skipped (analysis behind)", summary.skipped),
+        *_skip_rows(summary),
         ("events delivered to sinks", summary.delivered),
     ]
     if summary.paused:
@@ -71,6 +73,18 @@ def format_summary(summary: RunSummary) -> str:
         lines.append("")
         lines.append(f"error: {summary.error}")
     return "\n".join(lines)
+
+
+#: Why events were skipped, as the summary says it (``RunSummary.skipped_by``).
+_SKIP_WHY = {FULL: "  every analysis place taken, backlog full", WAITED: "  waited backlog_ms, no place free"}
+
+
+def _skip_rows(summary: RunSummary) -> list[tuple[str, int]]:
+    """The skipped events by reason, and the events analysed after waiting in the backlog (when it was used)."""
+    rows = [(_SKIP_WHY.get(reason, f"  {reason}"), n) for reason, n in summary.skipped_by.items() if n]
+    if summary.backlogged:
+        rows.append((f"events analysed after waiting (most {summary.backlog_peak})", summary.backlogged))
+    return rows
 
 
 def _stage_lines(summary: RunSummary) -> list[str]:
