@@ -1,7 +1,7 @@
 """Throughput of the hdf5 sink, its CPU cost per process, and what its crash safety costs.
 
     .venv/bin/python benchmarks/sinks_hdf5_throughput.py [--events 1000] [--traces 700] [--dir /tmp]
-        [--rate 200] [--disk-mb 2000] [--drop-caches] [--only-sink] [--write-thread]
+        [--rate 200] [--disk-mb 2000] [--drop-caches] [--only-sink] [--write-thread] [--sched]
 
 1. Recording: the same events written by plain file writes of the same bytes
    (the disk), by a plain in-place h5py writer (one file, ``flush()`` every
@@ -18,7 +18,11 @@
    first measures the disk with ``dd bs=1M conv=fdatasync`` (MB/s, "disk
    speed"), so the recording's MB/s can be read against it.
    ``--drop-caches`` (root) empties the page cache before each row, the
-   state after which a buffered writer's system time was worst.
+   state after which a buffered writer's system time was worst. ``--sched``
+   prints, per busy thread of the main and the writer process, its time per
+   event on a CPU, waiting for one (runnable) and asleep (the disk, the
+   socket, ring slots): on a shared machine the writer, in a session and so
+   an autogroup of its own, is often limited by the CPU it is given.
 2. Commit cost against the size of the master: one flush of 100 small events
    into a master that already links K events (the master is copied on every
    flush, so this grows with K).
@@ -139,9 +143,33 @@ def drop_caches(settle: float = 5.0) -> None:
     time.sleep(settle)
 
 
+def thread_times(pid: int) -> dict[tuple[int, str], tuple[float, float]]:
+    """Per thread of ``pid``: (s on a CPU, s runnable but waiting for one) so far (``/proc/PID/task/*/schedstat``)."""
+    out = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{task}/comm").read_text().strip()
+            run, wait, _ = map(int, Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split())
+        except (OSError, ValueError):
+            continue
+        out[(int(task), name)] = (run / 1e9, wait / 1e9)
+    return out
+
+
+def print_sched(label: str, before: dict, after: dict, wall: float, n: int) -> None:
+    """Where each busy thread's wall time per event went: on a CPU, waiting for one, the rest (asleep: disk, socket)."""
+    for key, (run1, wait1) in after.items():
+        run0, wait0 = before.get(key, (0.0, 0.0))
+        run, wait = run1 - run0, wait1 - wait0
+        if run + wait < 0.01 * wall:
+            continue
+        print(f"  {label} thread {key[0]} ({key[1]}): on a CPU {1e3 * run / n:.3f}, waiting for a CPU "
+              f"{1e3 * wait / n:.3f}, asleep {1e3 * max(wall - run - wait, 0.0) / n:.3f} ms/event")
+
+
 def conduit_sink(directory: Path, pool, n: int, flush_interval: float, consolidate: bool,
                  clusters: bool = True, rate: float = 0.0, split: dict | None = None,
-                 write_thread: bool = False) -> tuple[float, float, float, float]:
+                 write_thread: bool = False, sched: bool = False) -> tuple[float, float, float, float]:
     """(run s, close s, writer process CPU s, main process CPU s) of the hdf5 sink recording ``n`` events.
 
     The CPU times cover the events only (consume + the final flush), not opening and closing the sink.
@@ -159,6 +187,8 @@ def conduit_sink(directory: Path, pool, n: int, flush_interval: float, consolida
     sink.begin()
     writer = getattr(sink, "writer", None)
     user0, sys0 = process_user_sys(writer.pid)
+    if sched:
+        main_before, writer_before = thread_times(os.getpid()), thread_times(writer.pid)
     c0 = time.process_time()
     t0 = time.perf_counter()
     for i, ev in enumerate(events(pool, n)):
@@ -169,6 +199,9 @@ def conduit_sink(directory: Path, pool, n: int, flush_interval: float, consolida
     t1 = time.perf_counter()
     main_cpu = time.process_time() - c0
     user1, sys1 = process_user_sys(writer.pid)
+    if sched:
+        print_sched("main process", main_before, thread_times(os.getpid()), t1 - t0, n)
+        print_sched("writer process", writer_before, thread_times(writer.pid), t1 - t0, n)
     writer_cpu = user1 - user0 + sys1 - sys0
     if split is not None:
         split.update(user=user1 - user0, system=sys1 - sys0)
@@ -217,6 +250,8 @@ def main() -> int:
     parser.add_argument("--disk-mb", type=int, default=0, help="measure the disk first with dd of this many MB")
     parser.add_argument("--drop-caches", action="store_true", help="drop the page cache before each row (root)")
     parser.add_argument("--write-thread", action="store_true", help="the sink's write_thread = true")
+    parser.add_argument("--sched", action="store_true",
+                        help="per thread of both processes: time on a CPU, waiting for one, asleep (schedstat)")
     parser.add_argument("--only-sink", action="store_true",
                         help="only the hdf5 sink as configured by default (no cluster copies, consolidated)")
     args = parser.parse_args()
@@ -260,7 +295,7 @@ def main() -> int:
             label = "hdf5 sink, flush 2 s, " + ("consolidated at close" if consolidate else "file + parts")
             label += ", cluster copies" if clusters else ", no cluster copies (default mix)"
             timed(label, conduit_sink, d, pool, args.events, 2.0, consolidate, clusters, rate=args.rate,
-                  sink=True, write_thread=args.write_thread)
+                  sink=True, write_thread=args.write_thread, sched=args.sched)
             shutil.rmtree(d)
         rate = f"offered at {args.rate:g} events/s" if args.rate else "as fast as taken"
         print(f"{args.events} events x {mb_per_event:.2f} MB ({args.traces} traces + cloud + clusters) "

@@ -40,8 +40,9 @@ class Hdf5Params(Params):
     fsync: bool = param(False, "fsync every flush (also survive power loss / OS crash, not just a killed process)")
     lossless: bool = param(True, "never drop events for this sink, even when a live run is behind")
     write_thread: bool = param(
-        False, "write traces and clouds to the disk from a second thread of the writer process, overlapping the "
-               "disk with the next event's HDF5 work (unpaced recording when a CPU is free; ~0.2 ms more CPU per event)"
+        False, "write traces and clouds to the disk from a second thread of the writer process instead of submitting "
+               "them by Linux AIO (the default overlaps the disk with the next event's HDF5 work without a thread; "
+               "the thread costs more CPU and was slower in every measurement)"
     )
 
     def check(self) -> list[Problem]:

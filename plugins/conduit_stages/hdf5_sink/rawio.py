@@ -29,9 +29,12 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .aio import AioQueue
 
 __all__ = ["BLOCK", "THRESHOLD", "RawWriter", "External", "DiskQueue", "file_alignment"]
 
@@ -67,7 +70,7 @@ class RawWriter:
     Errors are raised as OSError with the C errno (no space left, file too large).
     """
 
-    def __init__(self, path: Path | str, queue: DiskQueue | None = None, *, preallocate: bool = False):
+    def __init__(self, path: Path | str, queue: DiskQueue | AioQueue | None = None, *, preallocate: bool = False):
         self.path = Path(path)
         # Reserve the file's blocks ahead of the writes (a file that grows for the whole run: the store).
         self.preallocate = preallocate and _fallocate is not None
@@ -102,12 +105,17 @@ class RawWriter:
         body = len(view) // BLOCK * BLOCK if direct and offset % BLOCK == 0 else 0
         if body:
             source = view[:body]
-            if data.ctypes.data % BLOCK:
+            address = data.ctypes.data
+            if address % BLOCK:
                 if self.queue is not None:
                     self.queue.wait(self.queue.submitted)  # the bounce buffer may still be in a queued write
                 source = self._aligned_copy(source)
-            if self.queue is not None:
+                address = ctypes.addressof(ctypes.c_char.from_buffer(self._bounce))
+            if isinstance(self.queue, DiskQueue):
                 self.queue.submit(self._write_direct, source, offset)
+            elif self.queue is not None:  # an aio.AioQueue: submitted, collected later
+                self.queue.write(self.direct_fd, address, body, offset, source,
+                                 lambda written, s=source, o=offset: self._write_rest(s, o, written))
             else:
                 self._write_direct(source, offset)
             self.direct_bytes += body
@@ -126,6 +134,13 @@ class RawWriter:
                     raise
                 self.direct_refused = True  # alignment this file system does not take: buffered from now on
         self._pwrite_all(self.fd, source, offset)
+
+    def _write_rest(self, source: memoryview, offset: int, written: int) -> None:
+        """A submitted direct write came back short (the rest: written here) or refused (``written`` 0:
+        this file system takes no direct I/O after all, ordinary writes from now on)."""
+        if not written:
+            self.direct_refused = True
+        self._pwrite_all(self.fd, source[written:], offset + written)
 
     def _reserve(self, end: int) -> None:
         """Allocate the file's blocks up to ``end`` + PREALLOCATE bytes.

@@ -22,7 +22,7 @@ import numpy as np
 
 from conduit.artifacts import ESTIMATE_DTYPE
 
-from . import h5direct, layout, rawio, spyral
+from . import aio, h5direct, layout, rawio, spyral
 from .idcount import IdCounter
 from .losses import write_loss_attributes, write_parameter_attributes, write_stage_attributes
 from .journal import Journal, hold_writer_lock, link_journal
@@ -181,7 +181,10 @@ class Recorder:
         self.losses: dict[str, int] = {}
         self.stage_outcomes: dict[str, dict] = {}
         self.parameter_changes: list[dict] = []
-        self.disk = rawio.DiskQueue()  # the stores' direct writes, in the background (with write_thread)
+        # The stores' direct writes: from a second thread with write_thread, else submitted by Linux AIO
+        # (several in flight, collected when ring slots are released; .aio), else made one by one.
+        self.aio = None if write_thread else aio.make_queue()
+        self.disk: rawio.DiskQueue | aio.AioQueue = self.aio or rawio.DiskQueue()
         self.write_thread = write_thread
         self.on_locked: Callable[[], None] | None = None  # see Target.start_batch
         # Per event of the batch: the disk queue's last ticket before its writes, and each target's bookkeeping
@@ -206,7 +209,7 @@ class Recorder:
             try:
                 if not target.batch_open:
                     target.start_batch({"frib": self.frib, "options": self.options},
-                                       self.disk if self.write_thread else None, self.on_locked)
+                                       self.disk if self.write_thread or self.aio else None, self.on_locked)
                 marks.append(target.mark())
                 self._write(target, event, message)
             except WriteError:

@@ -43,7 +43,7 @@ COMPLETE_NAME = "store.complete"
 class Store:
     """The store of one output file (writer process side): its HDF5 file, groups and raw writer."""
 
-    def __init__(self, parts_dir: Path, kinds: tuple[str, ...], queue: rawio.DiskQueue | None = None):
+    def __init__(self, parts_dir: Path, kinds: tuple[str, ...], queue: Any = None):
         import h5py
 
         self.path = parts_dir / STORE_NAME
