@@ -220,8 +220,9 @@ def bench_tcp(frames_by_event, n_events: int, reps: int, args):
     async def one_rep() -> tuple[float, float]:
         async with trio.open_nursery() as nursery:
             hosts = ", ".join(f'"127.0.0.1:{p}"' for p in ports)
+            pause = "" if args.read_pause is None else f"read_pause = {args.read_pause}\n"
             text = (f'[source]\nkind = "exporter"\nhosts = [{hosts}]\ntimeout = {args.timeout}\n'
-                    f"silent_after = {max(10.0, args.timeout)}\n"
+                    f"silent_after = {max(10.0, args.timeout)}\n{pause}"
                     f"[engine]\nworkers = 0\nqueue_size = {n_events + 10}\n")
             pipeline = load_pipeline(Path("tcp.toml"), text=text)
             done = trio.Event()
@@ -375,6 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--timeout", type=float, default=2.0,
                     help="--tcp: the receiving exporter source's timeout (s; its default 2): raise it when the "
                          "process runs slowed down (valgrind) so that no event comes out incomplete on time")
+    ap.add_argument("--read-pause", type=float, default=None,
+                    help="the exporter source's read_pause for --tcp (s; default: the source's default)")
     ap.add_argument("--replay", action="store_true",
                     help="the exporter source's receive path fed tick by tick from 11 DataExporters in the same "
                          "loop, no wall-clock timing (deterministic; --rate sets the events per 10 ms tick, default "
