@@ -124,8 +124,8 @@ def _lof_clean(cloud: np.ndarray, piece: Piece, params: ClusterParams) -> Piece:
         neighbours = LofNeighbours.union(cloud[piece.rows, :3], k, [_union_part(piece.rows, p) for p in piece.parts])
         out = neighbours.scores() > LOF_OUTLIER
         return piece if not out.any() else Piece(piece.label, piece.rows[~out], piece.direction)
-    neighbours = LofNeighbours.search(cloud[piece.rows, :3], k)
-    out = neighbours.scores() > LOF_OUTLIER
+    neighbours, scores = LofNeighbours.search_scored(cloud[piece.rows, :3], k)
+    out = scores > LOF_OUTLIER
     kept = piece.rows[~out] if out.any() else piece.rows
     return Piece(piece.label, kept, piece.direction, lof=(piece.rows, out, neighbours), lost_none=not out.any())
 
@@ -144,21 +144,11 @@ def _union_part(rows: np.ndarray, part: Piece):
 
 def _direction(cloud: np.ndarray, rows: np.ndarray, params: ClusterParams, field: float) -> int:
     # from the modules, not the package: each of its lazy names is looked up anew on every use (~1 us each)
-    from conduit_physics.tracks.fit import direction_code
+    from conduit_physics.tracks.fit import direction_of_rows
     from conduit_physics.tracks.helix import turning_sense
 
-    sense = turning_sense(field)
-    pts = cloud[rows]
-    return int(
-        direction_code(
-            np.ascontiguousarray(pts[:, 0]),
-            np.ascontiguousarray(pts[:, 1]),
-            np.ascontiguousarray(pts[:, 2]),
-            float(params.direction_smoothing),
-            float(params.direction_threshold),
-            sense,
-        )
-    )
+    return int(direction_of_rows(cloud, rows, float(params.direction_smoothing), float(params.direction_threshold),
+                                 turning_sense(field)))
 
 
 def _merge(cloud: np.ndarray, a: Piece, b: Piece, params: ClusterParams, field: float) -> Piece:

@@ -30,14 +30,14 @@ import math
 import numpy as np
 from numba import njit
 
-from conduit_physics.clustering.kdtree import box_gap2
+from conduit_physics.clustering.kdtree import _build, box_gap2
 
 #: The neighbour lists for :func:`mst_mutual_reachability` hold min_samples + KNN_EXTRA rows (itself
 #: included): the core distance needs min_samples + 1; longer lists let Borůvka settle more rows without a
 #: tree search (3: the fastest of 2, 3, 4 and 7 on the largest dense clouds, docs/performance.md).
 KNN_EXTRA = 3
 
-__all__ = ["KNN_EXTRA", "core_distances", "knn_lists", "mst_mutual_reachability", "prim_dense", "single_linkage", "condense_tree", "cluster_stability", "label_points"]
+__all__ = ["KNN_EXTRA", "condensed_tree", "core_distances", "label_selected", "small_mst", "knn_lists", "mst_mutual_reachability", "prim_dense", "single_linkage", "condense_tree", "cluster_stability", "label_points"]
 
 
 @njit(cache=True, nogil=True)
@@ -793,3 +793,54 @@ def label_points(parent, child, lam, selected, label_of, single_root, epsilon):
             elif lam[i] >= root_max_lambda:
                 labels[c] = label_of[root]
     return labels
+
+
+# One call per step of :func:`.hdbscan_native.hdbscan_native` (a default event's cloud has ~190 points: there
+# each call's dispatch, argument typing and the boxing of the arrays it returns cost as much as its work).
+
+
+@njit(cache=True, nogil=True)
+def small_mst(features, min_samples, leaf_size):
+    """:func:`prim_dense` of ``features`` (n >= 2, C-contiguous) with the core distances it needs, in one call.
+
+    The same steps as ``build_tree``, ``core_distances(tree, min_samples, 1)`` and ``prim_dense(features,
+    core in input order)`` (``min_samples`` already capped at n - 1): the same arrays.
+    """
+    tp, perm, start, end, left, right, dim, lo, hi = _build(features, leaf_size)
+    n = tp.shape[0]
+    d2, _ = knn_lists(tp, start, end, left, right, dim, lo, hi, min(n, min_samples + 1))
+    col = min(min_samples, n - 1)
+    core_orig = np.empty(n)
+    for r in range(n):
+        core_orig[perm[r]] = math.sqrt(d2[r, col])
+    return prim_dense(features, core_orig)
+
+
+@njit(cache=True, nogil=True)
+def condensed_tree(mst, order, min_cluster_size):
+    """:func:`single_linkage` of the MST rows taken in ``order`` (hdbscan's sort, done by the caller in numpy),
+    :func:`condense_tree` and :func:`cluster_stability`: (parent, child, lambda, size, stability)."""
+    m = mst.shape[0]
+    src = np.empty(m)
+    dst = np.empty(m)
+    w = np.empty(m)
+    for i in range(m):
+        j = order[i]
+        src[i] = mst[j, 0]
+        dst[i] = mst[j, 1]
+        w[i] = mst[j, 2]
+    hier = _single_linkage(src, dst, w, m + 1)
+    parent, child, lam, size = condense_tree(hier, min_cluster_size)
+    return parent, child, lam, size, cluster_stability(parent, child, lam, size)
+
+
+@njit(cache=True, nogil=True)
+def label_selected(parent, child, lam, clusters, single_root, epsilon):
+    """:func:`label_points` with cluster ``clusters[i]`` (ids, ascending) labelled i."""
+    top = max(parent.max(), child.max()) + 1
+    selected = np.zeros(top, dtype=np.bool_)
+    label_of = np.full(top, -1, dtype=np.int64)
+    for label in range(clusters.shape[0]):
+        selected[clusters[label]] = True
+        label_of[clusters[label]] = label
+    return label_points(parent, child, lam, selected, label_of, single_root, epsilon)

@@ -26,15 +26,13 @@ import numpy as np
 
 from .hdbscan_kernels import (
     KNN_EXTRA,
-    cluster_stability,
-    condense_tree,
+    condensed_tree,
     core_distances,
-    label_points,
+    label_selected,
     mst_mutual_reachability,
-    prim_dense,
-    single_linkage,
+    small_mst,
 )
-from conduit_physics.clustering.kdtree import build_tree
+from conduit_physics.clustering.kdtree import LEAF_SIZE, build_tree
 
 __all__ = ["hdbscan_native", "select_clusters", "DENSE_PRIM_POINTS"]
 
@@ -57,29 +55,22 @@ def hdbscan_native(
     if n < 2:
         return np.full(n, -1, dtype=np.int64)
     min_samples = max(1, min(n - 1, int(min_samples)))  # as hdbscan.hdbscan
-    tree = build_tree(features)
-    # Prim's algorithm over all pairs needs the core distances only; Borůvka settles points from longer lists
-    core, knn_d2, knn_idx = core_distances(tree, min_samples, 1 if n <= DENSE_PRIM_POINTS else KNN_EXTRA)
     if n <= DENSE_PRIM_POINTS:
-        core_orig = np.empty_like(core)
-        core_orig[tree.perm] = core
-        mst = prim_dense(np.ascontiguousarray(features, dtype=np.float64), core_orig)
+        # Prim's algorithm over all pairs needs the core distances only: one compiled call
+        mst = small_mst(np.ascontiguousarray(features, dtype=np.float64), min_samples, LEAF_SIZE)
     else:
+        # Borůvka settles points from longer lists
+        tree = build_tree(features)
+        core, knn_d2, knn_idx = core_distances(tree, min_samples, KNN_EXTRA)
         mst = mst_mutual_reachability(tree, core, knn_d2, knn_idx)
-    hier = single_linkage(mst)
-    parent, child, lam, size = condense_tree(hier, int(min_cluster_size))
-    stability = cluster_stability(parent, child, lam, size)
+    # hdbscan's sort of the edges by weight (numpy's own, for its order between equal weights), then one call
+    parent, child, lam, size, stability = condensed_tree(mst, np.argsort(mst.T[2]), int(min_cluster_size))
     root = n
     clusters = select_clusters(parent, child, lam, size, stability, root, float(cluster_selection_epsilon),
                                bool(allow_single_cluster))
-    top = max(int(parent.max()), int(child.max())) + 1
-    selected = np.zeros(top, dtype=np.bool_)
-    label_of = np.full(top, -1, dtype=np.int64)
-    for label, c in enumerate(clusters):
-        selected[c] = True
-        label_of[c] = label
     single_root = len(clusters) == 1 and allow_single_cluster and clusters[0] == root
-    return label_points(parent, child, lam, selected, label_of, single_root, float(cluster_selection_epsilon))
+    return label_selected(parent, child, lam, np.array(clusters, dtype=np.int64), single_root,
+                          float(cluster_selection_epsilon))
 
 
 def select_clusters(
