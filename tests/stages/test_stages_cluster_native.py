@@ -677,10 +677,12 @@ def _steps_one_by_one(features, mcs, ms, eps, single):
 
 
 def test_fused_hdbscan_calls_give_the_separate_steps_arrays_bit_for_bit():
-    """small_mst, condensed_tree and label_selected: the same arrays as the step-by-step calls they replace,
-    on random clouds and on lattice clouds (many equal distances and weights), both MST paths."""
+    """small_mst, condensed_tree, select_clusters_eom and label_selected: the same arrays as the step-by-step
+    calls they replace (the selection: hdbscan's steps in Python), on random clouds and on lattice clouds (many
+    equal distances and weights), both MST paths."""
     from conduit_physics.clustering.kdtree import LEAF_SIZE
     from conduit_stages.cluster import hdbscan_kernels as hk
+    from conduit_stages.cluster.hdbscan_native import select_clusters
 
     rng = np.random.default_rng(2712)
     clouds = [random_cloud(rng) for _ in range(60)]
@@ -701,6 +703,11 @@ def test_fused_hdbscan_calls_give_the_separate_steps_arrays_bit_for_bit():
                 assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True)
             assert np.array_equal(hdbscan_native(cloud, mcs, ms, eps, single), labels)
             checked += 1
+            for e in (eps, 0.0, 0.5, 3.0, 10.0, 40.0):  # the compiled selection against hdbscan's steps
+                for s in (True, False):
+                    want = select_clusters(parent, child, lam, size, stability, n, e, s)
+                    got = hk.select_clusters_eom(parent, child, lam, size, stability, n, e, s)
+                    assert got.tolist() == want, (n, mcs, ms, e, s)
     assert checked == len(clouds) * len(SETTINGS)
 
 

@@ -7,8 +7,8 @@ Borůvka's algorithm on a KD-tree (small clouds: the same Prim's algorithm,
 compiled) and the tree steps are compiled (:mod:`.hdbscan_kernels`). The
 arithmetic is the package's: the same core distances, edge weights, lambdas
 and stabilities (including its float32 sum of child stabilities), and its
-cluster selection, with its dict and set iteration order, runs here in
-Python on the few rows of the cluster tree.
+cluster selection (compiled; :func:`select_clusters` keeps hdbscan's steps
+in Python, with its dict and set iteration order, as the reference).
 
 Where the labels can differ (clouds of more than :data:`DENSE_PRIM_POINTS`
 points only): when two edges of the minimum spanning tree have exactly the same weight, hdbscan's order between them comes from its
@@ -30,6 +30,7 @@ from .hdbscan_kernels import (
     core_distances,
     label_selected,
     mst_mutual_reachability,
+    select_clusters_eom,
     small_mst,
 )
 from conduit_physics.clustering.kdtree import LEAF_SIZE, build_tree
@@ -66,11 +67,10 @@ def hdbscan_native(
     # hdbscan's sort of the edges by weight (numpy's own, for its order between equal weights), then one call
     parent, child, lam, size, stability = condensed_tree(mst, np.argsort(mst.T[2]), int(min_cluster_size))
     root = n
-    clusters = select_clusters(parent, child, lam, size, stability, root, float(cluster_selection_epsilon),
-                               bool(allow_single_cluster))
-    single_root = len(clusters) == 1 and allow_single_cluster and clusters[0] == root
-    return label_selected(parent, child, lam, np.array(clusters, dtype=np.int64), single_root,
-                          float(cluster_selection_epsilon))
+    clusters = select_clusters_eom(parent, child, lam, size, stability, root, float(cluster_selection_epsilon),
+                                   bool(allow_single_cluster))
+    single_root = len(clusters) == 1 and bool(allow_single_cluster) and clusters[0] == root
+    return label_selected(parent, child, lam, clusters, single_root, float(cluster_selection_epsilon))
 
 
 def select_clusters(
@@ -83,7 +83,11 @@ def select_clusters(
     epsilon: float,
     allow_single_cluster: bool,
 ) -> list[int]:
-    """Selected cluster ids, ascending: hdbscan's get_clusters ('eom', with cluster_selection_epsilon)."""
+    """Selected cluster ids, ascending: hdbscan's get_clusters ('eom', with cluster_selection_epsilon).
+
+    hdbscan's steps in Python, with its dict and set iteration order: the reference for the compiled
+    :func:`.hdbscan_kernels.select_clusters_eom`, which :func:`hdbscan_native` calls.
+    """
     stab = dict(zip(range(root, root + len(stability)), stability.tolist()))
     node_list = sorted(stab, reverse=True)
     if not allow_single_cluster:
