@@ -25,6 +25,8 @@ import numpy as np
 from conduit.artifacts import Clusters, Direction
 from conduit.params import Params, param
 
+from .lof import LOF_OUTLIER, LofNeighbours, UnionPart  # (light: the compiled kernels load on first use)
+
 __all__ = ["ClusterParams", "Piece", "circle_overlap_area", "postprocess", "scaled_features"]
 
 
@@ -64,8 +66,10 @@ class ClusterParams(Params):
 
 
 def scaled_features(cloud: np.ndarray, z_scale: float) -> np.ndarray:
-    """(N, 3) clustering features x, y, z * z_scale."""
-    return np.ascontiguousarray(np.column_stack([cloud[:, 0], cloud[:, 1], cloud[:, 2] * z_scale]))
+    """(N, 3) clustering features x, y, z * z_scale (C-contiguous float64; z scaled in place of a copy)."""
+    features = np.array(cloud[:, :3], dtype=np.float64, order="C")
+    features[:, 2] *= z_scale
+    return features
 
 
 @dataclasses.dataclass
@@ -108,8 +112,6 @@ def _lof_clean(cloud: np.ndarray, piece: Piece, params: ClusterParams) -> Piece:
     n = len(piece.rows)
     if params.outlier_scale_factor <= 0 or n < 2:
         return piece
-    from .lof import LOF_OUTLIER, LofNeighbours
-
     k = lof_neighbour_count(n, params)
     if piece.lof is not None:
         # Second cleaning of a piece that was not joined: its first neighbour lists, minus the outliers removed.
@@ -132,8 +134,6 @@ def _lof_clean(cloud: np.ndarray, piece: Piece, params: ClusterParams) -> Piece:
 
 def _union_part(rows: np.ndarray, part: Piece):
     """``part`` (a cleaned piece) as a :class:`.lof.UnionPart` of the joined piece whose (sorted) cloud rows are ``rows``."""
-    from .lof import UnionPart
-
     if part.lof is None:
         return UnionPart(np.searchsorted(rows, part.rows))
     before, gone, neighbours = part.lof
