@@ -195,8 +195,9 @@ class PhaseClock:
                 patch(hdbscan_native, name, self.timed("MST", getattr(hdbscan_native, name)))
         search = LofNeighbours.search.__func__
         patch(LofNeighbours, "search", classmethod(self.timed(lof("kNN"), search)))
-        if hasattr(LofNeighbours, "search_scored"):  # the search and its scores in one call: all "kNN"
-            patch(LofNeighbours, "search_scored", classmethod(self.timed(lof("kNN"), LofNeighbours.search_scored.__func__)))
+        for name in ("search_scored", "search_rows"):  # the search and its scores in one call: all "kNN"
+            if hasattr(LofNeighbours, name):
+                patch(LofNeighbours, name, classmethod(self.timed(lof("kNN"), getattr(LofNeighbours, name).__func__)))
         patch(LofNeighbours, "without", self.timed(lof("kNN"), LofNeighbours.without))
         patch(LofNeighbours, "union", classmethod(self.timed(lof("kNN"), LofNeighbours.union.__func__)))
         patch(LofNeighbours, "scores", self.timed(lof("scores"), LofNeighbours.scores))

@@ -625,7 +625,14 @@ def test_lof_k_max_bounds_every_cleanings_k_on_a_cluster_of_2000_points(monkeypa
         finally:
             in_union.pop()
 
+    search_rows = LofNeighbours.search_rows.__func__
+
+    def recorded_search_rows(cls, cloud, rows, n_neighbors):  # a first cleaning (one compiled call)
+        asked.append(int(n_neighbors))
+        return search_rows(cls, cloud, rows, n_neighbors)
+
     monkeypatch.setattr(LofNeighbours, "search", classmethod(recorded_search))
+    monkeypatch.setattr(LofNeighbours, "search_rows", classmethod(recorded_search_rows))
     monkeypatch.setattr(LofNeighbours, "union", classmethod(recorded_union))
     ks = {}
     for cap in (100, 0, 40):
@@ -723,6 +730,29 @@ def test_lof_search_scored_equals_search_then_scores():
                 assert np.array_equal(getattr(a, name), getattr(b, name)), name
     one = LofNeighbours.search_scored(np.zeros((1, 3)), 5)[1]
     assert np.array_equal(one, np.ones(1))
+
+
+def test_lof_search_rows_equals_search_of_the_gathered_points_and_their_outliers():
+    from conduit_physics.clustering.lof import LOF_OUTLIER
+
+    rng = np.random.default_rng(6)
+    checked_outliers = 0
+    for _ in range(40):
+        points = random_cloud(rng)
+        cloud = np.zeros((len(points), 8))
+        cloud[:, :3] = points
+        cloud[:, 3:] = rng.normal(size=(len(points), 5))
+        for size in (1, 2, 3, 30, len(points)):
+            rows = np.sort(rng.choice(len(points), min(size, len(points)), replace=False))
+            for k in (1, 2, 5, 18, 60):
+                a = LofNeighbours.search(np.ascontiguousarray(cloud[rows, :3]), k)
+                want = a.scores() > LOF_OUTLIER
+                b, out, count = LofNeighbours.search_rows(cloud, rows, k)
+                assert np.array_equal(out, want) and count == int(want.sum())
+                checked_outliers += count
+                for name in ("points", "perm", "nbr", "nd", "kdist", "keep"):
+                    assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert checked_outliers > 0
 
 
 def test_direction_of_rows_equals_direction_code_of_the_gathered_columns():

@@ -23,7 +23,7 @@ from numba import njit
 
 from .kdtree import _build, box_gap2
 
-__all__ = ["lof_neighbours", "lof_search_scores", "lof_from_neighbours", "lof_fewer", "lof_rows_brute", "lof_rows_search", "lof_union_rows"]
+__all__ = ["lof_neighbours", "lof_search_scores", "lof_rows_outliers", "lof_from_neighbours", "lof_fewer", "lof_rows_brute", "lof_rows_search", "lof_union_rows"]
 
 
 @njit(cache=True, nogil=True)
@@ -275,6 +275,26 @@ def lof_search_scores(points, k, leaf_size):
     for r in range(n):
         scores[perm[r]] = lof[r]
     return tp, perm, nbr, nd, kdist, keep, scores
+
+
+@njit(cache=True, nogil=True)
+def lof_rows_outliers(cloud, rows, k, leaf_size, threshold):
+    """:func:`lof_search_scores` of the points ``cloud[rows, :3]`` (gathered here), and which of them score
+    above ``threshold`` (set order) and how many: one call per cleaning of a cluster."""
+    n = rows.shape[0]
+    points = np.empty((n, 3))
+    for i in range(n):
+        r = rows[i]
+        points[i, 0] = cloud[r, 0]
+        points[i, 1] = cloud[r, 1]
+        points[i, 2] = cloud[r, 2]
+    tp, perm, nbr, nd, kdist, keep, scores = lof_search_scores(points, k, leaf_size)
+    out = np.empty(n, dtype=np.bool_)
+    count = 0
+    for i in range(n):
+        out[i] = scores[i] > threshold
+        count += out[i]
+    return tp, perm, nbr, nd, kdist, keep, out, count
 
 
 @njit(cache=True, nogil=True)

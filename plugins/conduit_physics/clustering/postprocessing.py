@@ -126,10 +126,9 @@ def _lof_clean(cloud: np.ndarray, piece: Piece, params: ClusterParams) -> Piece:
         neighbours = LofNeighbours.union(cloud[piece.rows, :3], k, [_union_part(piece.rows, p) for p in piece.parts])
         out = neighbours.scores() > LOF_OUTLIER
         return piece if not out.any() else Piece(piece.label, piece.rows[~out], piece.direction)
-    neighbours, scores = LofNeighbours.search_scored(cloud[piece.rows, :3], k)
-    out = scores > LOF_OUTLIER
-    kept = piece.rows[~out] if out.any() else piece.rows
-    return Piece(piece.label, kept, piece.direction, lof=(piece.rows, out, neighbours), lost_none=not out.any())
+    neighbours, out, outliers = LofNeighbours.search_rows(cloud, piece.rows, k)
+    kept = piece.rows[~out] if outliers else piece.rows
+    return Piece(piece.label, kept, piece.direction, lof=(piece.rows, out, neighbours), lost_none=not outliers)
 
 
 def _union_part(rows: np.ndarray, part: Piece):
