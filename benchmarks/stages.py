@@ -189,10 +189,15 @@ class PhaseClock:
 
         patch(hdbscan_native, "build_tree", self.timed("KD-tree", hdbscan_native.build_tree))
         patch(hdbscan_native, "core_distances", self.timed("core distances", hdbscan_native.core_distances))
-        for name in ("mst_mutual_reachability", "prim_dense"):
-            patch(hdbscan_native, name, self.timed("MST", getattr(hdbscan_native, name)))
+        # small_mst (clouds of up to DENSE_PRIM_POINTS): KD-tree, core distances and MST in one call, all "MST"
+        for name in ("mst_mutual_reachability", "prim_dense", "small_mst"):
+            if hasattr(hdbscan_native, name):  # (the names of this checkout's code or an older one's)
+                patch(hdbscan_native, name, self.timed("MST", getattr(hdbscan_native, name)))
         search = LofNeighbours.search.__func__
         patch(LofNeighbours, "search", classmethod(self.timed(lof("kNN"), search)))
+        for name in ("search_scored", "search_rows"):  # the search and its scores in one call: all "kNN"
+            if hasattr(LofNeighbours, name):
+                patch(LofNeighbours, name, classmethod(self.timed(lof("kNN"), getattr(LofNeighbours, name).__func__)))
         patch(LofNeighbours, "without", self.timed(lof("kNN"), LofNeighbours.without))
         patch(LofNeighbours, "union", classmethod(self.timed(lof("kNN"), LofNeighbours.union.__func__)))
         patch(LofNeighbours, "scores", self.timed(lof("scores"), LofNeighbours.scores))

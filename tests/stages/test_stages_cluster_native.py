@@ -625,7 +625,14 @@ def test_lof_k_max_bounds_every_cleanings_k_on_a_cluster_of_2000_points(monkeypa
         finally:
             in_union.pop()
 
+    search_rows = LofNeighbours.search_rows.__func__
+
+    def recorded_search_rows(cls, cloud, rows, n_neighbors):  # a first cleaning (one compiled call)
+        asked.append(int(n_neighbors))
+        return search_rows(cls, cloud, rows, n_neighbors)
+
     monkeypatch.setattr(LofNeighbours, "search", classmethod(recorded_search))
+    monkeypatch.setattr(LofNeighbours, "search_rows", classmethod(recorded_search_rows))
     monkeypatch.setattr(LofNeighbours, "union", classmethod(recorded_union))
     ks = {}
     for cap in (100, 0, 40):
@@ -644,3 +651,121 @@ def test_a_small_lof_k_max_changes_the_labels_where_it_binds():
     np.testing.assert_array_equal(labels[100], labels[0])
     changed = labels[64] != labels[0]
     assert int(changed.sum()) == 10 and (labels[0][changed] == -1).all() and (labels[64][changed] >= 0).all()
+
+
+def _steps_one_by_one(features, mcs, ms, eps, single):
+    """hdbscan_native as it was before its steps were fused into fewer compiled calls (64b3cf7): the reference."""
+    from conduit_physics.clustering.kdtree import build_tree
+    from conduit_stages.cluster import hdbscan_kernels as hk
+    from conduit_stages.cluster.hdbscan_native import DENSE_PRIM_POINTS, select_clusters
+
+    n = len(features)
+    ms = max(1, min(n - 1, int(ms)))
+    tree = build_tree(features)
+    core, knn_d2, knn_idx = hk.core_distances(tree, ms, 1 if n <= DENSE_PRIM_POINTS else hk.KNN_EXTRA)
+    if n <= DENSE_PRIM_POINTS:
+        core_orig = np.empty_like(core)
+        core_orig[tree.perm] = core
+        mst = hk.prim_dense(np.ascontiguousarray(features, dtype=np.float64), core_orig)
+    else:
+        mst = hk.mst_mutual_reachability(tree, core, knn_d2, knn_idx)
+    parent, child, lam, size = hk.condense_tree(hk.single_linkage(mst), mcs)
+    stability = hk.cluster_stability(parent, child, lam, size)
+    clusters = select_clusters(parent, child, lam, size, stability, n, eps, single)
+    top = max(int(parent.max()), int(child.max())) + 1
+    selected = np.zeros(top, dtype=np.bool_)
+    label_of = np.full(top, -1, dtype=np.int64)
+    for label, c in enumerate(clusters):
+        selected[c] = True
+        label_of[c] = label
+    single_root = len(clusters) == 1 and single and clusters[0] == n
+    return (mst, parent, child, lam, size, stability,
+            hk.label_points(parent, child, lam, selected, label_of, single_root, eps))
+
+
+def test_fused_hdbscan_calls_give_the_separate_steps_arrays_bit_for_bit():
+    """small_mst, condensed_tree, select_clusters_eom and label_selected: the same arrays as the step-by-step
+    calls they replace (the selection: hdbscan's steps in Python), on random clouds and on lattice clouds (many
+    equal distances and weights), both MST paths."""
+    from conduit_physics.clustering.kdtree import LEAF_SIZE
+    from conduit_stages.cluster import hdbscan_kernels as hk
+    from conduit_stages.cluster.hdbscan_native import select_clusters
+
+    rng = np.random.default_rng(2712)
+    clouds = [random_cloud(rng) for _ in range(60)]
+    clouds += [np.ascontiguousarray(rng.integers(0, 12, (int(rng.integers(2, 500)), 3)).astype(np.float64))
+               for _ in range(24)]
+    clouds += [np.ascontiguousarray(rng.integers(0, 25, (int(rng.integers(501, 900)), 3)).astype(np.float64))
+               for _ in range(6)]
+    checked = 0
+    for cloud in clouds:
+        n = len(cloud)
+        for mcs, ms, eps, single in SETTINGS:
+            mst, parent, child, lam, size, stability, labels = _steps_one_by_one(cloud, mcs, ms, eps, single)
+            msc = max(1, min(n - 1, ms))
+            if n <= 500:
+                assert np.array_equal(hk.small_mst(cloud, msc, LEAF_SIZE), mst)
+            fused = hk.condensed_tree(mst, np.argsort(mst.T[2]), mcs)
+            for got, want in zip(fused, (parent, child, lam, size, stability)):
+                assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True)
+            assert np.array_equal(hdbscan_native(cloud, mcs, ms, eps, single), labels)
+            checked += 1
+            for e in (eps, 0.0, 0.5, 3.0, 10.0, 40.0):  # the compiled selection against hdbscan's steps
+                for s in (True, False):
+                    want = select_clusters(parent, child, lam, size, stability, n, e, s)
+                    got = hk.select_clusters_eom(parent, child, lam, size, stability, n, e, s)
+                    assert got.tolist() == want, (n, mcs, ms, e, s)
+    assert checked == len(clouds) * len(SETTINGS)
+
+
+def test_lof_search_scored_equals_search_then_scores():
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        cloud = random_cloud(rng)
+        for k in (1, 2, 5, 18, 60):
+            a = LofNeighbours.search(cloud, k)
+            b, scores = LofNeighbours.search_scored(cloud, k)
+            assert np.array_equal(scores, a.scores())
+            for name in ("points", "perm", "nbr", "nd", "kdist", "keep"):
+                assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    one = LofNeighbours.search_scored(np.zeros((1, 3)), 5)[1]
+    assert np.array_equal(one, np.ones(1))
+
+
+def test_lof_search_rows_equals_search_of_the_gathered_points_and_their_outliers():
+    from conduit_physics.clustering.lof import LOF_OUTLIER
+
+    rng = np.random.default_rng(6)
+    checked_outliers = 0
+    for _ in range(40):
+        points = random_cloud(rng)
+        cloud = np.zeros((len(points), 8))
+        cloud[:, :3] = points
+        cloud[:, 3:] = rng.normal(size=(len(points), 5))
+        for size in (1, 2, 3, 30, len(points)):
+            rows = np.sort(rng.choice(len(points), min(size, len(points)), replace=False))
+            for k in (1, 2, 5, 18, 60):
+                a = LofNeighbours.search(np.ascontiguousarray(cloud[rows, :3]), k)
+                want = a.scores() > LOF_OUTLIER
+                b, out, count = LofNeighbours.search_rows(cloud, rows, k)
+                assert np.array_equal(out, want) and count == int(want.sum())
+                checked_outliers += count
+                for name in ("points", "perm", "nbr", "nd", "kdist", "keep"):
+                    assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert checked_outliers > 0
+
+
+def test_direction_of_rows_equals_direction_code_of_the_gathered_columns():
+    from conduit_physics.tracks.fit import direction_code, direction_of_rows
+
+    rng = np.random.default_rng(9)
+    for _ in range(60):
+        pts = helix_points(tuple(rng.uniform(-20, 20, 2)) + (rng.uniform(100, 800),), rng.uniform(0.3, 2.8),
+                           rng.uniform(0, 6.3), rng.uniform(30, 150), step=rng.uniform(1, 4), noise=1.0, rng=rng)
+        cloud = np.zeros((len(pts) + 7, 8))
+        cloud[:len(pts), :3] = pts[np.argsort(pts[:, 2], kind="stable")]
+        rows = np.sort(rng.choice(len(pts), int(rng.integers(1, len(pts) + 1)), replace=False))
+        for sense in (1.0, -1.0):
+            want = direction_code(np.ascontiguousarray(cloud[rows, 0]), np.ascontiguousarray(cloud[rows, 1]),
+                                  np.ascontiguousarray(cloud[rows, 2]), 10.0, 0.5, sense)
+            assert direction_of_rows(cloud, rows, 10.0, 0.5, sense) == want

@@ -86,6 +86,36 @@ class LofNeighbours:
         return cls(tree.points, tree.perm, nbr, nd, kdist, np.ones(n, dtype=np.bool_))
 
     @classmethod
+    def search_scored(cls, points: np.ndarray, n_neighbors: int) -> tuple[LofNeighbours, np.ndarray]:
+        """``(search(points, n_neighbors), its scores())`` from one compiled call (:func:`.lof_kernels.lof_search_scores`)."""
+        from .kdtree import LEAF_SIZE
+        from .lof_kernels import lof_search_scores
+
+        pts = np.ascontiguousarray(points, dtype=np.float64)
+        n = len(pts)
+        k = min(int(n_neighbors), n - 1)
+        if k < 1:
+            found = cls.search(pts, n_neighbors)
+            return found, found.scores()
+        tp, perm, nbr, nd, kdist, keep, scores = lof_search_scores(pts, k, LEAF_SIZE)
+        return cls(tp, perm, nbr, nd, kdist, keep), scores
+
+    @classmethod
+    def search_rows(cls, cloud: np.ndarray, rows: np.ndarray, n_neighbors: int) -> tuple[LofNeighbours, np.ndarray, int]:
+        """``search(cloud[rows, :3], n_neighbors)``, which of those points are outliers (LOF > :data:`LOF_OUTLIER`)
+        and how many, from one compiled call (:func:`.lof_kernels.lof_rows_outliers`; ``cloud`` float64)."""
+        from .kdtree import LEAF_SIZE
+        from .lof_kernels import lof_rows_outliers
+
+        k = min(int(n_neighbors), len(rows) - 1)
+        if k < 1:
+            found = cls.search(cloud[rows, :3], n_neighbors)
+            out = found.scores() > LOF_OUTLIER
+            return found, out, int(out.sum())
+        tp, perm, nbr, nd, kdist, keep, out, count = lof_rows_outliers(cloud, rows, k, LEAF_SIZE, LOF_OUTLIER)
+        return cls(tp, perm, nbr, nd, kdist, keep), out, int(count)
+
+    @classmethod
     def union(cls, points: np.ndarray, n_neighbors: int, parts: list[UnionPart]) -> LofNeighbours:
         """The lists of the union of ``parts`` (``points``, set order), reusing the parts' own earlier lists.
 

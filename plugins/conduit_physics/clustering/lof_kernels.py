@@ -21,9 +21,9 @@ import math
 import numpy as np
 from numba import njit
 
-from .kdtree import box_gap2
+from .kdtree import _build, box_gap2
 
-__all__ = ["lof_neighbours", "lof_from_neighbours", "lof_fewer", "lof_rows_brute", "lof_rows_search", "lof_union_rows"]
+__all__ = ["lof_neighbours", "lof_search_scores", "lof_rows_outliers", "lof_from_neighbours", "lof_fewer", "lof_rows_brute", "lof_rows_search", "lof_union_rows"]
 
 
 @njit(cache=True, nogil=True)
@@ -252,6 +252,49 @@ def lof_neighbours(points, perm, start, end, left, right, dim, lo, hi, k):
     kdist = np.empty(n)
     lof_rows_search(points, perm, start, end, left, right, dim, lo, hi, np.ones(n, dtype=np.bool_), nbr, nd, kdist)
     return nbr, nd, kdist
+
+
+@njit(cache=True, nogil=True)
+def lof_search_scores(points, k, leaf_size):
+    """:func:`.kdtree.build_tree`, :func:`lof_neighbours` and :func:`lof_from_neighbours` in one call.
+
+    ``points`` (n, 3) in set order, 1 <= k <= n - 1. Returns the tree's points and ``perm``, the lists
+    (``nbr``, ``nd``, ``kdist``, tree order), ``keep`` (all True) and the LOF of every point in set order:
+    the same arrays as the three calls (one dispatch instead of three and no boxing of the tree's arrays,
+    which a cluster of a default event pays as much as for the search itself).
+    """
+    tp, perm, start, end, left, right, dim, lo, hi = _build(points, leaf_size)
+    n = tp.shape[0]
+    nbr = np.empty((n, k), dtype=np.int32)
+    nd = np.empty((n, k))
+    kdist = np.empty(n)
+    keep = np.ones(n, dtype=np.bool_)
+    lof_rows_search(tp, perm, start, end, left, right, dim, lo, hi, keep, nbr, nd, kdist)
+    lof = lof_from_neighbours(nbr, nd, kdist, keep)
+    scores = np.empty(n)
+    for r in range(n):
+        scores[perm[r]] = lof[r]
+    return tp, perm, nbr, nd, kdist, keep, scores
+
+
+@njit(cache=True, nogil=True)
+def lof_rows_outliers(cloud, rows, k, leaf_size, threshold):
+    """:func:`lof_search_scores` of the points ``cloud[rows, :3]`` (gathered here), and which of them score
+    above ``threshold`` (set order) and how many: one call per cleaning of a cluster."""
+    n = rows.shape[0]
+    points = np.empty((n, 3))
+    for i in range(n):
+        r = rows[i]
+        points[i, 0] = cloud[r, 0]
+        points[i, 1] = cloud[r, 1]
+        points[i, 2] = cloud[r, 2]
+    tp, perm, nbr, nd, kdist, keep, scores = lof_search_scores(points, k, leaf_size)
+    out = np.empty(n, dtype=np.bool_)
+    count = 0
+    for i in range(n):
+        out[i] = scores[i] > threshold
+        count += out[i]
+    return tp, perm, nbr, nd, kdist, keep, out, count
 
 
 @njit(cache=True, nogil=True)

@@ -25,6 +25,8 @@ import numpy as np
 from conduit.artifacts import Clusters, Direction
 from conduit.params import Params, param
 
+from .lof import LOF_OUTLIER, LofNeighbours, UnionPart  # (light: the compiled kernels load on first use)
+
 __all__ = ["ClusterParams", "Piece", "circle_overlap_area", "postprocess", "scaled_features"]
 
 
@@ -64,8 +66,10 @@ class ClusterParams(Params):
 
 
 def scaled_features(cloud: np.ndarray, z_scale: float) -> np.ndarray:
-    """(N, 3) clustering features x, y, z * z_scale."""
-    return np.ascontiguousarray(np.column_stack([cloud[:, 0], cloud[:, 1], cloud[:, 2] * z_scale]))
+    """(N, 3) clustering features x, y, z * z_scale (C-contiguous float64; z scaled in place of a copy)."""
+    features = np.array(cloud[:, :3], dtype=np.float64, order="C")
+    features[:, 2] *= z_scale
+    return features
 
 
 @dataclasses.dataclass
@@ -108,8 +112,6 @@ def _lof_clean(cloud: np.ndarray, piece: Piece, params: ClusterParams) -> Piece:
     n = len(piece.rows)
     if params.outlier_scale_factor <= 0 or n < 2:
         return piece
-    from .lof import LOF_OUTLIER, LofNeighbours
-
     k = lof_neighbour_count(n, params)
     if piece.lof is not None:
         # Second cleaning of a piece that was not joined: its first neighbour lists, minus the outliers removed.
@@ -124,16 +126,13 @@ def _lof_clean(cloud: np.ndarray, piece: Piece, params: ClusterParams) -> Piece:
         neighbours = LofNeighbours.union(cloud[piece.rows, :3], k, [_union_part(piece.rows, p) for p in piece.parts])
         out = neighbours.scores() > LOF_OUTLIER
         return piece if not out.any() else Piece(piece.label, piece.rows[~out], piece.direction)
-    neighbours = LofNeighbours.search(cloud[piece.rows, :3], k)
-    out = neighbours.scores() > LOF_OUTLIER
-    kept = piece.rows[~out] if out.any() else piece.rows
-    return Piece(piece.label, kept, piece.direction, lof=(piece.rows, out, neighbours), lost_none=not out.any())
+    neighbours, out, outliers = LofNeighbours.search_rows(cloud, piece.rows, k)
+    kept = piece.rows[~out] if outliers else piece.rows
+    return Piece(piece.label, kept, piece.direction, lof=(piece.rows, out, neighbours), lost_none=not outliers)
 
 
 def _union_part(rows: np.ndarray, part: Piece):
     """``part`` (a cleaned piece) as a :class:`.lof.UnionPart` of the joined piece whose (sorted) cloud rows are ``rows``."""
-    from .lof import UnionPart
-
     if part.lof is None:
         return UnionPart(np.searchsorted(rows, part.rows))
     before, gone, neighbours = part.lof
@@ -144,21 +143,11 @@ def _union_part(rows: np.ndarray, part: Piece):
 
 def _direction(cloud: np.ndarray, rows: np.ndarray, params: ClusterParams, field: float) -> int:
     # from the modules, not the package: each of its lazy names is looked up anew on every use (~1 us each)
-    from conduit_physics.tracks.fit import direction_code
+    from conduit_physics.tracks.fit import direction_of_rows
     from conduit_physics.tracks.helix import turning_sense
 
-    sense = turning_sense(field)
-    pts = cloud[rows]
-    return int(
-        direction_code(
-            np.ascontiguousarray(pts[:, 0]),
-            np.ascontiguousarray(pts[:, 1]),
-            np.ascontiguousarray(pts[:, 2]),
-            float(params.direction_smoothing),
-            float(params.direction_threshold),
-            sense,
-        )
-    )
+    return int(direction_of_rows(cloud, rows, float(params.direction_smoothing), float(params.direction_threshold),
+                                 turning_sense(field)))
 
 
 def _merge(cloud: np.ndarray, a: Piece, b: Piece, params: ClusterParams, field: float) -> Piece:

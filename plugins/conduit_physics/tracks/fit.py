@@ -36,6 +36,7 @@ __all__ = [
     "STATUS",
     "circle_fit",
     "direction_code",
+    "direction_of_rows",
     "estimate_event",
     "merge_ties",
     "smooth_at_points",
@@ -366,6 +367,25 @@ def direction_code(x, y, z, lam, threshold, sense):
     if against / steps > threshold:
         return BACKWARD
     return NONE
+
+
+@njit(cache=True, nogil=True)
+def direction_of_rows(cloud, rows, lam, threshold, sense):
+    """:func:`direction_code` of the points ``cloud[rows]`` (x, y, z = columns 0-2; rows ascending = by z).
+
+    The same numbers as gathering the three columns in numpy first (one call instead of a fancy index and
+    three contiguous copies per cluster).
+    """
+    n = rows.shape[0]
+    x = np.empty(n)
+    y = np.empty(n)
+    z = np.empty(n)
+    for i in range(n):
+        r = rows[i]
+        x[i] = cloud[r, 0]
+        y[i] = cloud[r, 1]
+        z[i] = cloud[r, 2]
+    return direction_code(x, y, z, lam, threshold, sense)
 
 
 # --------------------------------------------------------------------------

@@ -16,10 +16,9 @@
    ``condense_tree`` and ``compute_stability``, row for row.
 4. :func:`label_points`: hdbscan's ``do_labelling`` for the selected clusters.
 
-Cluster selection (excess of mass, ``cluster_selection_epsilon``) works on
-the few rows of the cluster tree and stays in Python
-(:mod:`.hdbscan_native`), where hdbscan's own dict and set iteration order
-is reproduced. All kernels keep their callees in this module (numba cache
+Cluster selection (excess of mass, ``cluster_selection_epsilon``):
+:func:`select_clusters_eom`, equal to hdbscan's steps kept in Python in
+:mod:`.hdbscan_native` (``select_clusters``, the reference in the tests). All kernels keep their callees in this module (numba cache
 safety).
 """
 
@@ -30,14 +29,14 @@ import math
 import numpy as np
 from numba import njit
 
-from conduit_physics.clustering.kdtree import box_gap2
+from conduit_physics.clustering.kdtree import _build, box_gap2
 
 #: The neighbour lists for :func:`mst_mutual_reachability` hold min_samples + KNN_EXTRA rows (itself
 #: included): the core distance needs min_samples + 1; longer lists let Borůvka settle more rows without a
 #: tree search (3: the fastest of 2, 3, 4 and 7 on the largest dense clouds, docs/performance.md).
 KNN_EXTRA = 3
 
-__all__ = ["KNN_EXTRA", "core_distances", "knn_lists", "mst_mutual_reachability", "prim_dense", "single_linkage", "condense_tree", "cluster_stability", "label_points"]
+__all__ = ["KNN_EXTRA", "condensed_tree", "core_distances", "label_selected", "small_mst", "knn_lists", "mst_mutual_reachability", "prim_dense", "single_linkage", "condense_tree", "cluster_stability", "label_points"]
 
 
 @njit(cache=True, nogil=True)
@@ -793,3 +792,174 @@ def label_points(parent, child, lam, selected, label_of, single_root, epsilon):
             elif lam[i] >= root_max_lambda:
                 labels[c] = label_of[root]
     return labels
+
+
+# One call per step of :func:`.hdbscan_native.hdbscan_native` (a default event's cloud has ~190 points: there
+# each call's dispatch, argument typing and the boxing of the arrays it returns cost as much as its work).
+
+
+@njit(cache=True, nogil=True)
+def small_mst(features, min_samples, leaf_size):
+    """:func:`prim_dense` of ``features`` (n >= 2, C-contiguous) with the core distances it needs, in one call.
+
+    The same steps as ``build_tree``, ``core_distances(tree, min_samples, 1)`` and ``prim_dense(features,
+    core in input order)`` (``min_samples`` already capped at n - 1): the same arrays.
+    """
+    tp, perm, start, end, left, right, dim, lo, hi = _build(features, leaf_size)
+    n = tp.shape[0]
+    d2, _ = knn_lists(tp, start, end, left, right, dim, lo, hi, min(n, min_samples + 1))
+    col = min(min_samples, n - 1)
+    core_orig = np.empty(n)
+    for r in range(n):
+        core_orig[perm[r]] = math.sqrt(d2[r, col])
+    return prim_dense(features, core_orig)
+
+
+@njit(cache=True, nogil=True)
+def condensed_tree(mst, order, min_cluster_size):
+    """:func:`single_linkage` of the MST rows taken in ``order`` (hdbscan's sort, done by the caller in numpy),
+    :func:`condense_tree` and :func:`cluster_stability`: (parent, child, lambda, size, stability)."""
+    m = mst.shape[0]
+    src = np.empty(m)
+    dst = np.empty(m)
+    w = np.empty(m)
+    for i in range(m):
+        j = order[i]
+        src[i] = mst[j, 0]
+        dst[i] = mst[j, 1]
+        w[i] = mst[j, 2]
+    hier = _single_linkage(src, dst, w, m + 1)
+    parent, child, lam, size = condense_tree(hier, min_cluster_size)
+    return parent, child, lam, size, cluster_stability(parent, child, lam, size)
+
+
+@njit(cache=True, nogil=True)
+def label_selected(parent, child, lam, clusters, single_root, epsilon):
+    """:func:`label_points` with cluster ``clusters[i]`` (ids, ascending) labelled i."""
+    top = max(parent.max(), child.max()) + 1
+    selected = np.zeros(top, dtype=np.bool_)
+    label_of = np.full(top, -1, dtype=np.int64)
+    for label in range(clusters.shape[0]):
+        selected[clusters[label]] = True
+        label_of[clusters[label]] = label
+    return label_points(parent, child, lam, selected, label_of, single_root, epsilon)
+
+
+@njit(cache=True, nogil=True)
+def _mark_below(node, first, kids, queue, flags, value):
+    """flags[c - root] = value for every cluster c strictly below ``node`` (CSR children ``first``/``kids``, ids - root)."""
+    queue[0] = node
+    head = 0
+    tail = 1
+    while head < tail:
+        c = queue[head]
+        head += 1
+        for s in range(first[c], first[c + 1]):
+            queue[tail] = kids[s]
+            tail += 1
+            flags[kids[s]] = value
+
+
+@njit(cache=True, nogil=True)
+def select_clusters_eom(parent, child, lam, size, stability, root, epsilon, allow_single_cluster):
+    """Selected cluster ids, ascending: hdbscan's get_clusters ('eom', with cluster_selection_epsilon).
+
+    :func:`.hdbscan_native.select_clusters` (hdbscan's own steps in Python, with its dict and set order)
+    compiled. The excess of mass visits the clusters in descending id, summing each one's children's
+    stabilities in a float32 in row order, as hdbscan does. The epsilon search does not depend on the
+    order hdbscan iterates its set of leaves in: in a condensed tree a child is born no farther than its
+    parent (1 / lambda), and siblings are born together, so every cluster below a leaf's ``up`` (the
+    lowest ancestor born farther than epsilon) is born within epsilon and a leaf skipped as already
+    under an earlier ``up`` would have climbed to that same ``up``. ``tests/stages/test_stages_cluster_native.py``
+    compares the two on random, helix and lattice clouds with several settings.
+    """
+    m = stability.shape[0]  # clusters root .. root + m - 1, indexed from 0
+    # the cluster rows (child size > 1) in row order: children lists (CSR), each child's parent and birth lambda
+    count = np.zeros(m + 1, dtype=np.int64)
+    up_of = np.full(m, -1, dtype=np.int64)
+    birth = np.zeros(m)
+    rows = 0
+    for i in range(parent.shape[0]):
+        if size[i] > 1:
+            count[parent[i] - root + 1] += 1
+            rows += 1
+    first = np.zeros(m + 1, dtype=np.int64)
+    for c in range(m):
+        first[c + 1] = first[c] + count[c + 1]
+    kids = np.empty(rows, dtype=np.int64)
+    fill = first[:m].copy()
+    ct_root = -1
+    for i in range(parent.shape[0]):
+        if size[i] > 1:
+            p = parent[i] - root
+            c = child[i] - root
+            kids[fill[p]] = c
+            fill[p] += 1
+            up_of[c] = p
+            birth[c] = lam[i]
+            if ct_root < 0 or p < ct_root:
+                ct_root = p
+    stab = stability.copy()
+    is_cluster = np.ones(m, dtype=np.bool_)
+    lowest = 0 if allow_single_cluster else 1  # without allow_single_cluster the root is never a candidate
+    if not allow_single_cluster:
+        is_cluster[0] = False
+    queue = np.empty(m, dtype=np.int64)
+    for node in range(m - 1, lowest - 1, -1):
+        subtree = 0.0
+        if first[node + 1] > first[node]:
+            total = np.float32(0.0)
+            for s in range(first[node], first[node + 1]):
+                total = np.float32(np.float64(total) + stab[kids[s]])
+            subtree = np.float64(total)
+        if subtree > stab[node]:
+            is_cluster[node] = False
+            stab[node] = subtree
+        elif first[node + 1] > first[node]:
+            _mark_below(node, first, kids, queue, is_cluster, False)
+    if not allow_single_cluster:
+        is_cluster[0] = False
+    if epsilon != 0.0 and rows > 0:
+        n_eom = 0
+        only = -1
+        for c in range(lowest, m):
+            if is_cluster[c]:
+                n_eom += 1
+                only = c
+        chosen = np.zeros(m, dtype=np.bool_)
+        if n_eom == 1 and only == ct_root:
+            if allow_single_cluster:
+                chosen[only] = True
+        else:
+            processed = np.zeros(m, dtype=np.bool_)
+            for leaf in range(m - 1, lowest - 1, -1):
+                if not is_cluster[leaf]:
+                    continue
+                if 1.0 / birth[leaf] < epsilon:
+                    if not processed[leaf]:
+                        c = leaf
+                        while True:  # hdbscan's traverse_upwards
+                            p = up_of[c]
+                            if p == ct_root:
+                                c = p if allow_single_cluster else c
+                                break
+                            if 1.0 / birth[p] > epsilon:
+                                c = p
+                                break
+                            c = p
+                        chosen[c] = True
+                        _mark_below(c, first, kids, queue, processed, True)
+                else:
+                    chosen[leaf] = True
+        for c in range(lowest, m):
+            is_cluster[c] = chosen[c]
+    n_sel = 0
+    for c in range(m):
+        n_sel += is_cluster[c]
+    out = np.empty(n_sel, dtype=np.int64)
+    j = 0
+    for c in range(m):
+        if is_cluster[c]:
+            out[j] = c + root
+            j += 1
+    return out

@@ -7,8 +7,8 @@ Borůvka's algorithm on a KD-tree (small clouds: the same Prim's algorithm,
 compiled) and the tree steps are compiled (:mod:`.hdbscan_kernels`). The
 arithmetic is the package's: the same core distances, edge weights, lambdas
 and stabilities (including its float32 sum of child stabilities), and its
-cluster selection, with its dict and set iteration order, runs here in
-Python on the few rows of the cluster tree.
+cluster selection (compiled; :func:`select_clusters` keeps hdbscan's steps
+in Python, with its dict and set iteration order, as the reference).
 
 Where the labels can differ (clouds of more than :data:`DENSE_PRIM_POINTS`
 points only): when two edges of the minimum spanning tree have exactly the same weight, hdbscan's order between them comes from its
@@ -26,15 +26,14 @@ import numpy as np
 
 from .hdbscan_kernels import (
     KNN_EXTRA,
-    cluster_stability,
-    condense_tree,
+    condensed_tree,
     core_distances,
-    label_points,
+    label_selected,
     mst_mutual_reachability,
-    prim_dense,
-    single_linkage,
+    select_clusters_eom,
+    small_mst,
 )
-from conduit_physics.clustering.kdtree import build_tree
+from conduit_physics.clustering.kdtree import LEAF_SIZE, build_tree
 
 __all__ = ["hdbscan_native", "select_clusters", "DENSE_PRIM_POINTS"]
 
@@ -57,29 +56,21 @@ def hdbscan_native(
     if n < 2:
         return np.full(n, -1, dtype=np.int64)
     min_samples = max(1, min(n - 1, int(min_samples)))  # as hdbscan.hdbscan
-    tree = build_tree(features)
-    # Prim's algorithm over all pairs needs the core distances only; Borůvka settles points from longer lists
-    core, knn_d2, knn_idx = core_distances(tree, min_samples, 1 if n <= DENSE_PRIM_POINTS else KNN_EXTRA)
     if n <= DENSE_PRIM_POINTS:
-        core_orig = np.empty_like(core)
-        core_orig[tree.perm] = core
-        mst = prim_dense(np.ascontiguousarray(features, dtype=np.float64), core_orig)
+        # Prim's algorithm over all pairs needs the core distances only: one compiled call
+        mst = small_mst(np.ascontiguousarray(features, dtype=np.float64), min_samples, LEAF_SIZE)
     else:
+        # Borůvka settles points from longer lists
+        tree = build_tree(features)
+        core, knn_d2, knn_idx = core_distances(tree, min_samples, KNN_EXTRA)
         mst = mst_mutual_reachability(tree, core, knn_d2, knn_idx)
-    hier = single_linkage(mst)
-    parent, child, lam, size = condense_tree(hier, int(min_cluster_size))
-    stability = cluster_stability(parent, child, lam, size)
+    # hdbscan's sort of the edges by weight (numpy's own, for its order between equal weights), then one call
+    parent, child, lam, size, stability = condensed_tree(mst, np.argsort(mst.T[2]), int(min_cluster_size))
     root = n
-    clusters = select_clusters(parent, child, lam, size, stability, root, float(cluster_selection_epsilon),
-                               bool(allow_single_cluster))
-    top = max(int(parent.max()), int(child.max())) + 1
-    selected = np.zeros(top, dtype=np.bool_)
-    label_of = np.full(top, -1, dtype=np.int64)
-    for label, c in enumerate(clusters):
-        selected[c] = True
-        label_of[c] = label
-    single_root = len(clusters) == 1 and allow_single_cluster and clusters[0] == root
-    return label_points(parent, child, lam, selected, label_of, single_root, float(cluster_selection_epsilon))
+    clusters = select_clusters_eom(parent, child, lam, size, stability, root, float(cluster_selection_epsilon),
+                                   bool(allow_single_cluster))
+    single_root = len(clusters) == 1 and bool(allow_single_cluster) and clusters[0] == root
+    return label_selected(parent, child, lam, clusters, single_root, float(cluster_selection_epsilon))
 
 
 def select_clusters(
@@ -92,7 +83,11 @@ def select_clusters(
     epsilon: float,
     allow_single_cluster: bool,
 ) -> list[int]:
-    """Selected cluster ids, ascending: hdbscan's get_clusters ('eom', with cluster_selection_epsilon)."""
+    """Selected cluster ids, ascending: hdbscan's get_clusters ('eom', with cluster_selection_epsilon).
+
+    hdbscan's steps in Python, with its dict and set iteration order: the reference for the compiled
+    :func:`.hdbscan_kernels.select_clusters_eom`, which :func:`hdbscan_native` calls.
+    """
     stab = dict(zip(range(root, root + len(stability)), stability.tolist()))
     node_list = sorted(stab, reverse=True)
     if not allow_single_cluster:
