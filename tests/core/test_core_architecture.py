@@ -23,7 +23,7 @@ PLUGINS = REPO / "plugins"
 PUBLIC_CORE = (
     "conduit", "conduit.stage", "conduit.source", "conduit.params", "conduit.event", "conduit.artifacts",
     "conduit.hookspecs", "conduit.shared", "conduit.service", "conduit.engine.control", "conduit.detector",
-    "conduit.padplane", "conduit.outputs", "conduit.lazy", "conduit.exits",
+    "conduit.padplane", "conduit.outputs", "conduit.lazy", "conduit.exits", "conduit.dtype_names",
     "conduit.ratelog", "conduit.logsetup", "conduit.plugins", "conduit.config", "conduit.engine",
     "conduit.commands.common", "conduit.testing", "conduit.get.*", "conduit.sources.*",
 )

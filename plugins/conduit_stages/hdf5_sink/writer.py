@@ -33,7 +33,6 @@ commit back.
 
 from __future__ import annotations
 
-import ast
 import collections
 import contextlib
 import dataclasses
@@ -55,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from conduit.exits import how_it_ended
+from conduit.dtype_names import dtype_name, dtype_named
 
 __all__ = ["WriterProcess", "WriterDied", "WriterSpec", "RING_SLOTS", "SLOT_BYTES", "child_main"]
 
@@ -210,7 +210,7 @@ class WriterProcess:
                 where, offset = [], base
                 for key, a in arrays.items():
                     np.ndarray(a.shape, a.dtype, buffer=self.ring, offset=offset)[...] = a
-                    where.append((key, _dtype_key(a.dtype), a.shape, offset))
+                    where.append((key, dtype_name(a.dtype), a.shape, offset))
                     offset += -(-a.nbytes // _ALIGN) * _ALIGN
                 return ("ring", where)
         return ("inline", arrays)
@@ -309,30 +309,6 @@ class WriterProcess:
             self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:  # its end of the socket closed: it is exiting
             raise self._died() from None
-
-
-_DTYPE_KEYS: dict[np.dtype, str] = {}
-_DTYPES: dict[str, np.dtype] = {}
-
-
-def _dtype_key(dtype: np.dtype) -> str:
-    """How a ring array's dtype is named in its message (:func:`_dtype_of` makes it back), made once per dtype.
-
-    A structured dtype's ``descr`` costs numpy ~100-160 µs per call and ``np.dtype(descr)`` ~50 µs (the
-    estimates of every event): a string made once and a dictionary lookup on both sides instead.
-    """
-    key = _DTYPE_KEYS.get(dtype)
-    if key is None:
-        key = _DTYPE_KEYS[dtype] = repr(dtype.descr) if dtype.names else dtype.str
-    return key
-
-
-def _dtype_of(key: str) -> np.dtype:
-    """The dtype named ``key`` by :func:`_dtype_key` (in the writer process)."""
-    dtype = _DTYPES.get(key)
-    if dtype is None:
-        dtype = _DTYPES[key] = np.dtype(ast.literal_eval(key) if key.startswith("[") else key)
-    return dtype
 
 
 def _map_ring(fd: int, size: int) -> mmap.mmap:
@@ -475,7 +451,7 @@ class _Writer:
     def add(self, make_event: type, meta: dict, placed: tuple, message: bytes) -> None:
         where, arrays = placed
         if where == "ring":
-            arrays = {key: np.ndarray(shape, _dtype_of(dtype), buffer=self.ring, offset=offset)
+            arrays = {key: np.ndarray(shape, dtype_named(dtype), buffer=self.ring, offset=offset)
                       for key, dtype, shape, offset in arrays}
         if not self.failed:
             traces = arrays.pop("traces")

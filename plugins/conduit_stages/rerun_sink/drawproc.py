@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from conduit.exits import how_it_ended
+from conduit.dtype_names import dtype_name, dtype_named
 
 __all__ = ["DrawProcess", "DrawSpec", "DrawnEvent", "DrawProcessDied", "WINDOW", "child_main", "sidecar_path",
            "encode", "decode", "draw_message", "read_draw"]
@@ -112,7 +113,7 @@ def encode(message: tuple, arrays: tuple[np.ndarray | None, ...] = ()) -> bytes:
             shapes.append(None)
             continue
         a = np.ascontiguousarray(a)
-        shapes.append((_dtype_name(a.dtype), a.shape))
+        shapes.append((dtype_name(a.dtype), a.shape))
         data += [a.data.cast("B") if a.size else b"", _PADDING[:-a.nbytes % _ALIGN]]
     header = pickle.dumps((message, shapes), protocol=pickle.HIGHEST_PROTOCOL)
     # every array starts _ALIGN-aligned (the kernels' usual type; numpy and numba are slower on unaligned data)
@@ -132,31 +133,12 @@ def decode(data: bytes | bytearray) -> tuple[tuple, tuple[np.ndarray | None, ...
         if shape is None:
             arrays.append(None)
             continue
-        dtype = _dtype(shape[0])
+        dtype = dtype_named(shape[0])
         count = math.prod(shape[1])
         arrays.append(np.frombuffer(data, dtype, count=count, offset=at).reshape(shape[1]))
         at += count * dtype.itemsize
         at += -at % _ALIGN
     return message, tuple(arrays)
-
-
-_DTYPE_NAMES: dict[np.dtype, Any] = {}
-_DTYPES: dict[Any, np.dtype] = {}
-
-
-def _dtype_name(dtype: np.dtype) -> Any:
-    """What names ``dtype`` in a message: its ``str``, or its ``descr`` for a structured dtype (made once)."""
-    name = _DTYPE_NAMES.get(dtype)
-    if name is None:
-        name = _DTYPE_NAMES[dtype] = tuple(dtype.descr) if dtype.names else dtype.str
-    return name
-
-
-def _dtype(name: Any) -> np.dtype:
-    dtype = _DTYPES.get(name)
-    if dtype is None:
-        dtype = _DTYPES[name] = np.dtype(list(name) if isinstance(name, tuple) else name)
-    return dtype
 
 
 def draw_message(times: dict, run: int, event: Any, charges: tuple[np.ndarray, np.ndarray],
